@@ -1,0 +1,441 @@
+"""The `Block` model: typed configuration that saves to and loads from the registry.
+
+A Block is a pydantic v2 model with a type slug (kebab-case of the class name unless set),
+a JSON schema with a checksum, and save/load/delete/list. Secret fields (`SecretStr`,
+`SecretBytes`, `SecretDict`) are encrypted at rest; nested blocks that were saved are stored
+by reference, so a later update of the child is seen through the parent.
+
+Example:
+    >>> class Warehouse(Block):
+    ...     host: str
+    ...     password: SecretStr
+    >>> Warehouse(host="db", password="hunter2").save("prod")
+    >>> Warehouse.load("prod").password.get_secret_value()
+    'hunter2'
+    >>> Block.load("warehouse/prod").host
+    'db'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any, ClassVar, Self
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretBytes, SecretStr, ValidationError
+
+from blocks.errors import (
+    BlockNotFound,
+    IncompatibleSchema,
+    InvalidBlockData,
+    InvalidName,
+    UnknownBlockType,
+)
+
+if typing.TYPE_CHECKING:
+    from blocks.registry import DocumentRow, Registry
+
+SecretDict = pydantic.Secret[dict[str, Any]]
+"""A dict whose whole value is secret: masked in repr, encrypted at rest."""
+
+_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_SECRET_TYPES = (SecretStr, SecretBytes, pydantic.Secret)
+
+# Blocks that ship with the package, importable on demand by `Block.load("slug/name")`.
+BUILTIN_BLOCK_MODULES: dict[str, str] = {
+    "secret": "blocks.system",
+    "json": "blocks.system",
+    "string": "blocks.system",
+    "date-time": "blocks.system",
+    "local-file-system": "blocks.filesystems",
+    "remote-file-system": "blocks.filesystems",
+    "s3": "blocks.filesystems",
+    "gcs": "blocks.filesystems",
+    "aws-credentials": "blocks.filesystems",
+    "gcp-credentials": "blocks.filesystems",
+    "aws-secret": "blocks.filesystems",
+}
+
+_BLOCK_CLASSES: dict[str, type[Block]] = {}
+_SCHEMAS: dict[type[Block], tuple[dict[str, Any], str]] = {}
+
+
+def validate_name(name: str, *, what: str = "block name") -> str:
+    """Return `name` if it is lowercase letters, digits and single dashes; else `InvalidName`."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidName(
+            f"Invalid {what} {name!r}: use lowercase letters, digits and dashes "
+            "(e.g. 'my-api-key'), starting and ending with a letter or digit."
+        )
+    return name
+
+
+def kebab_case(name: str) -> str:
+    """``AwsCredentials`` -> ``aws-credentials``, ``S3`` -> ``s3``, ``GCS`` -> ``gcs``."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name)
+    return re.sub(r"[^a-z0-9]+", "-", spaced.lower()).strip("-")
+
+
+def block_class_for(slug: str) -> type[Block]:
+    """The Block class registered under `slug` (importing built-in blocks on demand)."""
+    cls = _BLOCK_CLASSES.get(slug)
+    if cls is None and slug in BUILTIN_BLOCK_MODULES:
+        importlib.import_module(BUILTIN_BLOCK_MODULES[slug])
+        cls = _BLOCK_CLASSES.get(slug)
+    if cls is None:
+        hint = ""
+        from blocks.registry import Registry
+
+        row = Registry.default().get_type(slug)
+        if row is not None and row.module:
+            hint = f" It was registered from module {row.module!r}: import it first."
+        raise UnknownBlockType(f"No Block class with type slug {slug!r} is imported.{hint}")
+    return cls
+
+
+def block_classes() -> dict[str, type[Block]]:
+    """Every Block class imported so far, by slug."""
+    return dict(_BLOCK_CLASSES)
+
+
+def split_slug(slug: str) -> tuple[str, str]:
+    """``"secret/my-key"`` -> ``("secret", "my-key")``, both validated."""
+    type_slug, sep, name = slug.partition("/")
+    if not sep:
+        raise InvalidName(
+            f"Expected TYPE/NAME such as 'secret/my-api-key', got {slug!r}."
+        )
+    return validate_name(type_slug, what="block type slug"), validate_name(name)
+
+
+def _is_secret_annotation(annotation: Any) -> bool:
+    if annotation in (SecretStr, SecretBytes):
+        return True
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.Secret):
+        return True
+    if origin is not None and isinstance(origin, type) and issubclass(origin, pydantic.Secret):
+        return True
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return any(_is_secret_annotation(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _block_annotation(annotation: Any) -> list[type[Block]]:
+    if isinstance(annotation, type) and issubclass(annotation, Block):
+        return [annotation]
+    found: list[type[Block]] = []
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found.extend(_block_annotation(arg))
+    return found
+
+
+def _secret_plaintext(value: Any) -> bytes:
+    raw = value.get_secret_value()
+    if isinstance(raw, bytes):
+        return b"b" + raw
+    if isinstance(raw, str):
+        return b"s" + raw.encode()
+    return b"j" + json.dumps(raw, separators=(",", ":"), default=str).encode()
+
+
+def _secret_value(plaintext: bytes) -> Any:
+    kind, body = plaintext[:1], plaintext[1:]
+    if kind == b"b":
+        return body
+    if kind == b"s":
+        return body.decode()
+    return json.loads(body)
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def _field_problems(exc: ValidationError) -> list[str]:
+    # Never the input value: it may be a secret.
+    return [
+        f"'{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+class Block(BaseModel):
+    """Base class of every block: subclass it, declare typed fields, then save and load.
+
+    Class options: ``_block_type_slug`` (default: kebab-case class name),
+    ``_block_type_name``, ``_block_schema_version`` (default ``"1"``), ``_description``.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    _block_type_slug: ClassVar[str | None] = None
+    _block_type_name: ClassVar[str | None] = None
+    _block_schema_version: ClassVar[str] = "1"
+    _description: ClassVar[str | None] = None
+    _block_is_abstract: ClassVar[bool] = True
+
+    _block_document_id: str | None = PrivateAttr(default=None)
+    _block_document_name: str | None = PrivateAttr(default=None)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_block_is_abstract" not in cls.__dict__:
+            cls._block_is_abstract = inspect.isabstract(cls)
+        if not cls._block_is_abstract:
+            _BLOCK_CLASSES[cls.get_block_type_slug()] = cls
+
+    # -- type metadata ----------------------------------------------------------------------
+
+    @classmethod
+    def get_block_type_slug(cls) -> str:
+        slug = cls.__dict__.get("_block_type_slug") or kebab_case(cls.__name__)
+        return validate_name(slug, what="block type slug")
+
+    @classmethod
+    def get_block_type_name(cls) -> str:
+        return cls.__dict__.get("_block_type_name") or cls.__name__
+
+    @classmethod
+    def get_description(cls) -> str:
+        described = cls.__dict__.get("_description") or inspect.getdoc(cls) or ""
+        return described.strip().split("\n\n")[0].replace("\n", " ")
+
+    @classmethod
+    def secret_fields(cls) -> list[str]:
+        """Names of fields whose values are encrypted at rest and masked on display."""
+        return [
+            name
+            for name, field in cls.model_fields.items()
+            if _is_secret_annotation(field.annotation)
+        ]
+
+    @classmethod
+    def block_fields(cls) -> dict[str, list[str]]:
+        """Fields that hold other blocks, with the slugs they may hold."""
+        found = {}
+        for name, field in cls.model_fields.items():
+            classes = _block_annotation(field.annotation)
+            if classes:
+                found[name] = [c.get_block_type_slug() for c in classes if not c._block_is_abstract]
+        return found
+
+    @classmethod
+    def get_block_schema(cls) -> dict[str, Any]:
+        """JSON Schema of the fields, plus which are secret and which hold blocks."""
+        cached = _SCHEMAS.get(cls)
+        if cached is None:
+            schema = cls.model_json_schema()
+            schema["block_type_slug"] = cls.get_block_type_slug()
+            schema["secret_fields"] = cls.secret_fields()
+            schema["block_schema_references"] = cls.block_fields()
+            canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+            cached = _SCHEMAS[cls] = (schema, "sha256:" + hashlib.sha256(canonical.encode()).hexdigest())
+        return cached[0]
+
+    @classmethod
+    def get_schema_checksum(cls) -> str:
+        """``sha256:`` of the canonical schema: changes whenever the fields change."""
+        cls.get_block_schema()
+        return _SCHEMAS[cls][1]
+
+    @classmethod
+    def register_type_and_schema(cls, registry: Registry | None = None) -> None:
+        """Record this type and its current schema in the registry without saving a document."""
+        if cls._block_is_abstract:
+            raise UnknownBlockType(f"{cls.__name__} is abstract and cannot be registered.")
+        registry = registry or _registry()
+        registry.register_type(
+            slug=cls.get_block_type_slug(),
+            name=cls.get_block_type_name(),
+            description=cls.get_description(),
+            module=cls.__module__,
+            checksum=cls.get_schema_checksum(),
+            version=cls._block_schema_version,
+            fields=cls.get_block_schema(),
+        )
+
+    # -- documents --------------------------------------------------------------------------
+
+    @property
+    def block_document_name(self) -> str | None:
+        """The name this block was saved or loaded under, if any."""
+        return self._block_document_name
+
+    def save(self, name: str, overwrite: bool = False) -> str:
+        """Save under `name` (unique per type); return the document id.
+
+        Example:
+            >>> Secret(value="s3cr3t").save("my-api-key")
+        """
+        cls = type(self)
+        validate_name(name)
+        registry = _registry()
+        cls.register_type_and_schema(registry)
+        slug = cls.get_block_type_slug()
+        data, secrets, refs = self._to_document(registry)
+        keyset = _keyset(registry) if secrets else None
+        sealed = {
+            path: keyset.encrypt(plain, aad=_aad(slug, name, path))  # type: ignore[union-attr]
+            for path, plain in secrets.items()
+        }
+        document_id = registry.save_document(
+            type_slug=slug,
+            name=name,
+            schema_checksum=cls.get_schema_checksum(),
+            data=data,
+            secrets=sealed,
+            refs=refs,
+            overwrite=overwrite,
+        )
+        self._block_document_id = document_id
+        self._block_document_name = name
+        return document_id
+
+    def _to_document(
+        self, registry: Registry, prefix: str = ""
+    ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, str]]:
+        """Split into plain JSON data, secret plaintexts and references (by dotted path)."""
+        special: set[str] = set()
+        nested: dict[str, Any] = {}
+        secrets: dict[str, bytes] = {}
+        refs: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            path = prefix + name
+            if isinstance(value, _SECRET_TYPES):
+                special.add(name)
+                secrets[path] = _secret_plaintext(value)
+            elif isinstance(value, Block):
+                special.add(name)
+                if value._block_document_id is not None:
+                    refs[path] = value._block_document_id
+                else:
+                    type(value).register_type_and_schema(registry)
+                    child, child_secrets, child_refs = value._to_document(registry, path + ".")
+                    nested[name] = child
+                    secrets.update(child_secrets)
+                    refs.update(child_refs)
+        data = self.model_dump(mode="json", exclude=special, round_trip=True)
+        data.update(nested)
+        return data, secrets, refs
+
+    @classmethod
+    def load(cls, name: str, validate: bool = True) -> Self:
+        """Load a saved block by name; on `Block` itself use ``"type-slug/name"``.
+
+        Example:
+            >>> Secret.load("my-api-key").get()
+            's3cr3t'
+            >>> Block.load("secret/my-api-key")
+            Secret(value=SecretStr('**********'))
+        """
+        slug, name = cls._resolve_name(name)
+        registry = _registry()
+        row = registry.get_document(slug, name)
+        if row is None:
+            existing = registry.document_names(slug)
+            known = ", ".join(existing[:20]) if existing else "none yet"
+            raise BlockNotFound(
+                f"No {slug} block named '{name}'. Saved {slug} blocks: {known}. "
+                f"Create it with {cls.__name__ if not cls._block_is_abstract else 'the block class'}"
+                f"(...).save('{name}') or `block create {slug} {name}`."
+            )
+        block = cls._from_document(registry, row)
+        if not isinstance(block, cls):
+            raise UnknownBlockType(f"{slug}/{name} is a {type(block).__name__}, not a {cls.__name__}.")
+        return block
+
+    @classmethod
+    def _resolve_name(cls, name: str) -> tuple[str, str]:
+        if cls._block_is_abstract or "/" in name:
+            type_slug, name = split_slug(name)
+            if not cls._block_is_abstract and type_slug != cls.get_block_type_slug():
+                raise InvalidName(
+                    f"{name!r} names a {type_slug} block; {cls.__name__} loads "
+                    f"{cls.get_block_type_slug()} blocks."
+                )
+            return type_slug, name
+        return cls.get_block_type_slug(), validate_name(name)
+
+    @staticmethod
+    def _from_document(registry: Registry, row: DocumentRow) -> Block:
+        target = block_class_for(row.type_slug)
+        data = row.data
+        if row.secrets:
+            keyset = _keyset(registry)
+            for path, token in row.secrets.items():
+                plain = keyset.decrypt(
+                    token,
+                    aad=_aad(row.type_slug, row.name, path),
+                    what=f"field '{path}' of {row.slug}",
+                )
+                _set_path(data, path, _secret_value(plain))
+        for path, child_id in row.refs.items():
+            child = registry.get_document_by_id(child_id)
+            if child is None:
+                raise BlockNotFound(
+                    f"{row.slug} references a block (field '{path}') that no longer exists."
+                )
+            _set_path(data, path, Block._from_document(registry, child))
+        try:
+            block = target.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(_field_problems(exc))
+            if row.schema_checksum != target.get_schema_checksum():
+                raise IncompatibleSchema(
+                    f"{row.slug} was saved under an older {target.__name__} schema that the "
+                    f"current class cannot read: {problems}. Re-save it with the current class "
+                    "(save(..., overwrite=True)) or give the new field a default."
+                ) from None
+            raise InvalidBlockData(f"{row.slug} does not validate: {problems}") from None
+        block._block_document_id = row.id
+        block._block_document_name = row.name
+        return block
+
+    @classmethod
+    def delete(cls, name: str) -> None:
+        """Delete a saved block; refused while another block references it."""
+        slug, name = cls._resolve_name(name)
+        _registry().delete_document(slug, name)
+
+    @classmethod
+    def list(cls) -> list[str]:
+        """Names of the saved blocks of this type (or ``type/name`` of every block on `Block`)."""
+        registry = _registry()
+        if cls._block_is_abstract:
+            return [row.slug for row in registry.list_documents()]
+        return registry.document_names(cls.get_block_type_slug())
+
+    def masked_items(self) -> Iterator[tuple[str, Any]]:
+        """Field values with secrets masked: what CLI output and logs may show."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            yield name, "**********" if isinstance(value, _SECRET_TYPES) else value
+
+
+def _registry() -> Registry:
+    from blocks.registry import Registry
+
+    return Registry.default()
+
+
+def _keyset(registry: Registry) -> Any:
+    from blocks.encryption import KeyManager
+
+    return KeyManager.for_registry(registry.url).keyset()
+
+
+def _aad(type_slug: str, name: str, path: str) -> bytes:
+    return f"{type_slug}/{name}#{path}".encode()

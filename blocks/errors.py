@@ -1,0 +1,84 @@
+"""Every error `blocks` raises on purpose: one short, typed hierarchy.
+
+Each message says what happened and what to do next, and never carries a secret value.
+
+Example:
+    >>> from blocks.errors import BlockNotFound
+    >>> try:
+    ...     Secret.load("missing")
+    ... except BlockNotFound as exc:
+    ...     print(exc)
+"""
+
+from __future__ import annotations
+
+# `serializers` must not import `blocks`, so its error lives there and is re-exported here.
+from serializers.errors import SerializationError
+
+
+class BlocksError(Exception):
+    """Root of every error raised by `blocks` on purpose."""
+
+
+class ConfigurationError(BlocksError, ValueError):
+    """A setting, environment variable or option has a value we cannot use."""
+
+
+class InvalidName(BlocksError, ValueError):
+    """A block name or type slug is not lowercase letters, digits and dashes."""
+
+
+class BlockNotFound(BlocksError, LookupError):
+    """No saved block document (or no registered type) has that name."""
+
+
+class BlockAlreadyExists(BlocksError):
+    """A document with that name exists and `overwrite=True` was not given."""
+
+
+class BlockInUse(BlocksError):
+    """The block is referenced by other blocks and cannot be deleted."""
+
+
+class UnknownBlockType(BlocksError, LookupError):
+    """No registered Block class has that type slug."""
+
+
+class IncompatibleSchema(BlocksError):
+    """A saved document cannot be loaded into the current class of its type."""
+
+
+class InvalidBlockData(BlocksError, ValueError):
+    """Field values do not validate against the block's schema."""
+
+
+class DecryptionFailed(BlocksError):
+    """A secret could not be decrypted: wrong or missing master key, or tampered data."""
+
+
+class KeyManagementError(BlocksError):
+    """The master key could not be found, created, stored or rotated."""
+
+
+class UnsafePath(BlocksError, ValueError):
+    """A storage key would escape its base path (``..``, absolute path, NUL byte, symlink)."""
+
+
+class StorageError(BlocksError, OSError):
+    """A storage backend could not read or write (unreachable store, missing bucket, ...)."""
+
+
+class MissingDependency(BlocksError, ImportError):
+    """An optional package is needed; the message names the extra to install."""
+
+
+class CorruptRecord(BlocksError):
+    """A result record is truncated, tampered with or not a record at all."""
+
+
+class TaskTimeout(BlocksError, TimeoutError):
+    """A task or flow ran longer than its ``timeout_seconds``."""
+
+
+class UpstreamFailed(BlocksError):
+    """A result was requested from a run that did not complete."""

@@ -1,0 +1,614 @@
+"""Storage of block types, schemas and documents: SQLite by default, PostgreSQL for teams.
+
+One set of SQLAlchemy Core tables serves both dialects. The embedded default is a SQLite file
+under ``$BLOCKS_HOME`` (created with mode 0600), in WAL mode with a busy timeout, so many
+processes may save and load at once; writes take the lock up front (``BEGIN IMMEDIATE``) so a
+reader turning writer never fails with "database is locked".
+
+SQLite settings (applied to every connection):
+
+============  =======  ==========================================================
+pragma        value    why
+============  =======  ==========================================================
+journal_mode  WAL      readers never block the writer, nor the writer readers
+synchronous   NORMAL   durable across process crashes; WAL keeps the file sound
+busy_timeout  30000    wait up to 30 s for another process's write to finish
+foreign_keys  ON       a referenced block cannot vanish under its parent
+============  =======  ==========================================================
+
+Example:
+    >>> registry = Registry.default()
+    >>> registry.list_documents("secret")
+    [DocumentRow(type_slug='secret', name='my-api-key', ...)]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from blocks import settings
+from blocks.errors import (
+    BlockAlreadyExists,
+    BlockInUse,
+    BlockNotFound,
+    ConfigurationError,
+    MissingDependency,
+)
+
+SCHEMA_VERSION = 1
+
+SQLITE_PRAGMAS: dict[str, str] = {
+    "journal_mode": "WAL",
+    "synchronous": "NORMAL",
+    "busy_timeout": "30000",
+    "foreign_keys": "ON",
+}
+
+metadata = sa.MetaData()
+
+registry_meta = sa.Table(
+    "registry_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+block_types = sa.Table(
+    "block_types",
+    metadata,
+    sa.Column("slug", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("module", sa.String(512), nullable=False, default=""),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+)
+
+block_schemas = sa.Table(
+    "block_schemas",
+    metadata,
+    sa.Column("checksum", sa.String(80), primary_key=True),
+    sa.Column("type_slug", sa.String(128), sa.ForeignKey("block_types.slug"), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+)
+
+block_documents = sa.Table(
+    "block_documents",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("type_slug", sa.String(128), sa.ForeignKey("block_types.slug"), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("schema_checksum", sa.String(80), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("secrets", sa.Text, nullable=False),
+    sa.Column("refs", sa.Text, nullable=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("type_slug", "name", name="uq_block_documents_type_name"),
+)
+
+block_references = sa.Table(
+    "block_references",
+    metadata,
+    sa.Column(
+        "parent_id",
+        sa.String(32),
+        sa.ForeignKey("block_documents.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("field", sa.String(256), primary_key=True),
+    sa.Column(
+        "child_id",
+        sa.String(32),
+        sa.ForeignKey("block_documents.id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRow:
+    slug: str
+    name: str
+    description: str
+    module: str
+    created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRow:
+    checksum: str
+    type_slug: str
+    version: str
+    fields: dict[str, Any]
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRow:
+    """One saved block: plain field values, encrypted secrets (by dotted path), references."""
+
+    id: str
+    type_slug: str
+    name: str
+    schema_checksum: str
+    data: dict[str, Any]
+    secrets: dict[str, str]
+    refs: dict[str, str]
+    created: datetime
+    updated: datetime
+
+    @property
+    def slug(self) -> str:
+        return f"{self.type_slug}/{self.name}"
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+_DOC_COLUMNS = (
+    block_documents.c.id,
+    block_documents.c.type_slug,
+    block_documents.c.name,
+    block_documents.c.schema_checksum,
+    block_documents.c.data,
+    block_documents.c.secrets,
+    block_documents.c.refs,
+    block_documents.c.created,
+    block_documents.c.updated,
+)
+
+
+def _document(row: sa.Row[Any]) -> DocumentRow:
+    return DocumentRow(
+        id=row[0],
+        type_slug=row[1],
+        name=row[2],
+        schema_checksum=row[3],
+        data=json.loads(row[4]),
+        secrets=json.loads(row[5]),
+        refs=json.loads(row[6]),
+        created=_utc(row[7]),
+        updated=_utc(row[8]),
+    )
+
+
+def normalize_url(url: str) -> str:
+    """Pick the psycopg 3 driver for bare ``postgresql://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Registry:
+    """The block registry behind one database URL. Use `Registry.default()` for the configured one."""
+
+    _instances: ClassVar[dict[str, Registry]] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = self._create_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._registered_schemas: set[str] = set()
+        self._ensure_schema()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> Registry:
+        """The registry named by ``BLOCKS_REGISTRY_URL`` (or the SQLite file under BLOCKS_HOME)."""
+        return cls.for_url(settings.registry_url())
+
+    @classmethod
+    def for_url(cls, url: str) -> Registry:
+        registry = cls._instances.get(url)
+        if registry is None:
+            with cls._instances_lock:
+                registry = cls._instances.get(url)
+                if registry is None:
+                    registry = cls._instances[url] = cls(url)
+        return registry
+
+    @classmethod
+    def dispose_all(cls) -> None:
+        """Close every pooled connection (tests, forks)."""
+        with cls._instances_lock:
+            for registry in cls._instances.values():
+                registry.engine.dispose()
+            cls._instances.clear()
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise ConfigurationError(
+                f"BLOCKS_REGISTRY_URL is not a database URL: {url!r}. "
+                "Use sqlite:///path/registry.db or postgresql://user@host/db."
+            ) from None
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed)
+        try:
+            return sa.create_engine(url, pool_pre_ping=True, future=True)
+        except ModuleNotFoundError as exc:
+            raise MissingDependency(
+                f"The registry URL needs the {exc.name!r} package: pip install 'blocks[postgres]'"
+            ) from None
+
+    def _ensure_schema(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    sa.select(registry_meta.c.value).where(registry_meta.c.key == "schema_version")
+                ).scalar()
+        except sa.exc.OperationalError as exc:
+            if not _is_missing_table(exc):
+                raise
+            found = None
+        except sa.exc.ProgrammingError:
+            found = None
+        if found is None:
+            with self.write() as conn:
+                for table in metadata.sorted_tables:
+                    conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                exists = conn.execute(
+                    sa.select(registry_meta.c.value).where(registry_meta.c.key == "schema_version")
+                ).scalar()
+                if exists is None:
+                    conn.execute(
+                        registry_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+            return
+        if int(found) > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"The registry at {self.describe()} has schema version {found}, newer than this "
+                f"blocks release understands ({SCHEMA_VERSION}). Upgrade blocks."
+            )
+        # Older versions would be migrated here, one step at a time.
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(blocks_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def describe(self) -> str:
+        """The URL without any password."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    # -- types and schemas ------------------------------------------------------------------
+
+    def register_type(
+        self,
+        *,
+        slug: str,
+        name: str,
+        description: str,
+        module: str,
+        checksum: str,
+        version: str,
+        fields: dict[str, Any],
+    ) -> None:
+        """Record a block type and one of its schemas (idempotent)."""
+        if checksum in self._registered_schemas:
+            return
+        now = _now()
+        with self.write() as conn:
+            current = conn.execute(
+                sa.select(
+                    block_types.c.name, block_types.c.description, block_types.c.module
+                ).where(block_types.c.slug == slug)
+            ).first()
+            if current is None:
+                conn.execute(
+                    block_types.insert().values(
+                        slug=slug,
+                        name=name,
+                        description=description,
+                        module=module,
+                        created=now,
+                        updated=now,
+                    )
+                )
+            elif tuple(current) != (name, description, module):
+                conn.execute(
+                    block_types.update()
+                    .where(block_types.c.slug == slug)
+                    .values(name=name, description=description, module=module, updated=now)
+                )
+            has_schema = conn.execute(
+                sa.select(block_schemas.c.checksum).where(block_schemas.c.checksum == checksum)
+            ).first()
+            if has_schema is None:
+                conn.execute(
+                    block_schemas.insert().values(
+                        checksum=checksum,
+                        type_slug=slug,
+                        version=version,
+                        fields=_dumps(fields),
+                        created=now,
+                    )
+                )
+        self._registered_schemas.add(checksum)
+
+    def get_type(self, slug: str) -> TypeRow | None:
+        with self.read() as conn:
+            row = conn.execute(sa.select(block_types).where(block_types.c.slug == slug)).first()
+        return None if row is None else _type_row(row)
+
+    def list_types(self) -> list[TypeRow]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(block_types).order_by(block_types.c.slug)).all()
+        return [_type_row(row) for row in rows]
+
+    def list_schemas(self, slug: str) -> list[SchemaRow]:
+        """Every schema recorded for a type, newest first."""
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(block_schemas)
+                .where(block_schemas.c.type_slug == slug)
+                .order_by(block_schemas.c.created.desc())
+            ).all()
+        return [
+            SchemaRow(r.checksum, r.type_slug, r.version, json.loads(r.fields), _utc(r.created))
+            for r in rows
+        ]
+
+    # -- documents --------------------------------------------------------------------------
+
+    def get_document(self, type_slug: str, name: str) -> DocumentRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_DOC_COLUMNS).where(
+                    block_documents.c.type_slug == type_slug, block_documents.c.name == name
+                )
+            ).first()
+        return None if row is None else _document(row)
+
+    def get_document_by_id(self, document_id: str) -> DocumentRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_DOC_COLUMNS).where(block_documents.c.id == document_id)
+            ).first()
+        return None if row is None else _document(row)
+
+    def list_documents(self, type_slug: str | None = None) -> list[DocumentRow]:
+        query = sa.select(*_DOC_COLUMNS).order_by(
+            block_documents.c.type_slug, block_documents.c.name
+        )
+        if type_slug is not None:
+            query = query.where(block_documents.c.type_slug == type_slug)
+        with self.read() as conn:
+            return [_document(row) for row in conn.execute(query)]
+
+    def document_names(self, type_slug: str) -> list[str]:
+        with self.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(block_documents.c.name)
+                    .where(block_documents.c.type_slug == type_slug)
+                    .order_by(block_documents.c.name)
+                ).scalars()
+            )
+
+    def save_document(
+        self,
+        *,
+        type_slug: str,
+        name: str,
+        schema_checksum: str,
+        data: dict[str, Any],
+        secrets: dict[str, str],
+        refs: dict[str, str],
+        overwrite: bool,
+    ) -> str:
+        """Insert or (with `overwrite`) replace a document; return its id."""
+        now = _now()
+        values = {
+            "schema_checksum": schema_checksum,
+            "data": _dumps(data),
+            "secrets": _dumps(secrets),
+            "refs": _dumps(refs),
+            "updated": now,
+        }
+        try:
+            with self.write() as conn:
+                existing = conn.execute(
+                    sa.select(block_documents.c.id).where(
+                        block_documents.c.type_slug == type_slug, block_documents.c.name == name
+                    )
+                ).scalar()
+                if existing is not None and not overwrite:
+                    raise BlockAlreadyExists(
+                        f"A {type_slug} block named '{name}' already exists. "
+                        "Pass overwrite=True (CLI: --overwrite) to replace it."
+                    )
+                if existing is None:
+                    document_id = uuid.uuid4().hex
+                    conn.execute(
+                        block_documents.insert().values(
+                            id=document_id, type_slug=type_slug, name=name, created=now, **values
+                        )
+                    )
+                else:
+                    document_id = existing
+                    conn.execute(
+                        block_documents.update()
+                        .where(block_documents.c.id == document_id)
+                        .values(**values)
+                    )
+                    conn.execute(
+                        block_references.delete().where(
+                            block_references.c.parent_id == document_id
+                        )
+                    )
+                if refs:
+                    missing = set(refs.values()) - set(
+                        conn.execute(
+                            sa.select(block_documents.c.id).where(
+                                block_documents.c.id.in_(set(refs.values()))
+                            )
+                        ).scalars()
+                    )
+                    if missing:
+                        raise BlockNotFound(
+                            f"Cannot save {type_slug}/{name}: a block it references was deleted. "
+                            "Save the nested block again first."
+                        )
+                    conn.execute(
+                        block_references.insert(),
+                        [
+                            {"parent_id": document_id, "field": field, "child_id": child}
+                            for field, child in refs.items()
+                        ],
+                    )
+        except sa.exc.IntegrityError:
+            # Another process inserted the same name between our check and our insert.
+            if not overwrite:
+                raise BlockAlreadyExists(
+                    f"A {type_slug} block named '{name}' already exists. "
+                    "Pass overwrite=True (CLI: --overwrite) to replace it."
+                ) from None
+            return self.save_document(
+                type_slug=type_slug,
+                name=name,
+                schema_checksum=schema_checksum,
+                data=data,
+                secrets=secrets,
+                refs=refs,
+                overwrite=True,
+            )
+        return document_id
+
+    def delete_document(self, type_slug: str, name: str) -> None:
+        """Delete a document; `BlockInUse` if another block references it."""
+        with self.write() as conn:
+            document_id = conn.execute(
+                sa.select(block_documents.c.id).where(
+                    block_documents.c.type_slug == type_slug, block_documents.c.name == name
+                )
+            ).scalar()
+            if document_id is None:
+                raise BlockNotFound(f"No {type_slug} block named '{name}' to delete.")
+            parents = conn.execute(
+                sa.select(block_documents.c.type_slug, block_documents.c.name)
+                .join(block_references, block_references.c.parent_id == block_documents.c.id)
+                .where(block_references.c.child_id == document_id)
+                .order_by(block_documents.c.type_slug, block_documents.c.name)
+            ).all()
+            if parents:
+                users = ", ".join(f"{slug}/{parent}" for slug, parent in parents)
+                raise BlockInUse(
+                    f"Cannot delete {type_slug}/{name}: it is referenced by {users}. "
+                    "Delete or re-save those blocks first."
+                )
+            conn.execute(block_documents.delete().where(block_documents.c.id == document_id))
+
+    def rewrite_secrets(
+        self, rewrite: Callable[[DocumentRow], dict[str, str] | None]
+    ) -> int:
+        """Replace the secrets of every document in ONE transaction; return how many changed.
+
+        `rewrite` gets each document and returns its new secrets, or None to leave it. If it
+        raises, nothing is changed.
+        """
+        changed = 0
+        with self.write() as conn:
+            rows = conn.execute(
+                sa.select(*_DOC_COLUMNS).where(block_documents.c.secrets != "{}")
+            ).all()
+            for row in rows:
+                document = _document(row)
+                new = rewrite(document)
+                if new is None:
+                    continue
+                conn.execute(
+                    block_documents.update()
+                    .where(block_documents.c.id == document.id)
+                    .values(secrets=_dumps(new))
+                )
+                changed += 1
+        return changed
+
+
+def _type_row(row: sa.Row[Any]) -> TypeRow:
+    return TypeRow(
+        slug=row.slug,
+        name=row.name,
+        description=row.description,
+        module=row.module,
+        created=_utc(row.created),
+        updated=_utc(row.updated),
+    )
+
+
+def _is_missing_table(exc: sa.exc.OperationalError) -> bool:
+    return "no such table" in str(exc.orig)
+
+
+def _sqlite_engine(url: sa.engine.URL) -> Engine:
+    database = url.database
+    if database and database != ":memory:":
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            # Create the file ourselves so it is private from the first byte.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        url = url.set(database=str(path))
+    engine = sa.create_engine(url, future=True, connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for name, value in SQLITE_PRAGMAS.items():
+            cursor.execute(f"PRAGMA {name}={value}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("blocks_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

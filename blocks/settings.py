@@ -1,0 +1,90 @@
+"""Every environment variable `blocks` reads: its name, default and meaning, in one place.
+
+Values are read when asked for (not at import), so tests and long-lived processes may change
+the environment. The README's settings table mirrors `SETTINGS`.
+
+Example:
+    >>> from blocks import settings
+    >>> settings.blocks_home()
+    PosixPath('/home/me/.blocks')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Setting(NamedTuple):
+    name: str
+    default: str
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("BLOCKS_HOME", "~/.blocks", "Folder for the embedded registry, key file and results."),
+    Setting(
+        "BLOCKS_REGISTRY_URL",
+        "sqlite:///$BLOCKS_HOME/registry.db",
+        "SQLAlchemy URL of the registry; postgresql://... to share blocks across machines.",
+    ),
+    Setting(
+        "BLOCKS_MASTER_KEY",
+        "",
+        "Master key(s) for secrets, comma-separated, the first one active. "
+        "Unset: the OS keyring, else $BLOCKS_HOME/master.key.",
+    ),
+    Setting(
+        "BLOCKS_KEY_SOURCE",
+        "auto",
+        "Where the master key lives: auto, env, keyring or file.",
+    ),
+    Setting(
+        "BLOCKS_RESULTS_STORAGE",
+        "$BLOCKS_HOME/storage",
+        "Default result storage: a path, a URL, or a saved block slug such as s3/prod.",
+    ),
+    Setting("BLOCKS_RESULTS_SERIALIZER", "pickle", "Default result serializer."),
+    Setting("BLOCKS_LOG_LEVEL", "INFO", "Level of the run loggers."),
+)
+
+
+def _get(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def blocks_home() -> Path:
+    """The folder holding the embedded registry, the key file and default results."""
+    return Path(_get("BLOCKS_HOME") or "~/.blocks").expanduser()
+
+
+def registry_url() -> str:
+    """The registry's SQLAlchemy URL; a SQLite file under `blocks_home()` by default."""
+    return _get("BLOCKS_REGISTRY_URL") or f"sqlite:///{blocks_home() / 'registry.db'}"
+
+
+def master_keys() -> str | None:
+    """The raw value of BLOCKS_MASTER_KEY, if set."""
+    return _get("BLOCKS_MASTER_KEY")
+
+
+def key_source() -> str:
+    """Which key source to use: auto, env, keyring or file."""
+    return (_get("BLOCKS_KEY_SOURCE") or "auto").lower()
+
+
+def results_storage() -> str:
+    """Default result storage for tasks and flows that name none."""
+    return _get("BLOCKS_RESULTS_STORAGE") or str(blocks_home() / "storage")
+
+
+def results_serializer() -> str:
+    """Default result serializer shorthand."""
+    return _get("BLOCKS_RESULTS_SERIALIZER") or "pickle"
+
+
+def log_level() -> str:
+    """Level of run loggers."""
+    return (_get("BLOCKS_LOG_LEVEL") or "INFO").upper()

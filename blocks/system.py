@@ -1,0 +1,61 @@
+"""System blocks: `Secret`, `JSON`, `String` and `DateTime`.
+
+Example:
+    >>> Secret(value="s3cr3t").save("my-api-key")
+    >>> Secret.load("my-api-key").get()
+    's3cr3t'
+    >>> Secret(value={"user": "etl", "password": "pw"}).save("db-login")
+    >>> Secret.load("db-login").get()["user"]
+    'etl'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import SecretStr
+
+from blocks.core import Block, SecretDict
+
+
+class Secret(Block):
+    """A secret string or dict, encrypted at rest; `.get()` returns the plain value."""
+
+    value: SecretStr | SecretDict
+
+    def get(self) -> Any:
+        """The plain secret value (a str or a dict)."""
+        return self.value.get_secret_value()
+
+
+class JSON(Block):
+    """Any JSON-compatible value."""
+
+    _block_type_slug = "json"
+
+    value: Any
+
+    def get(self) -> Any:
+        return self.value
+
+
+class String(Block):
+    """A plain (not secret) string."""
+
+    value: str
+
+    def get(self) -> str:
+        return self.value
+
+
+class DateTime(Block):
+    """A date and time."""
+
+    value: datetime
+
+    def get(self) -> datetime:
+        return self.value
+
+
+__all__ = ["JSON", "DateTime", "Secret", "String"]
