@@ -1,1 +1,52 @@
-"""blocks"""
+"""blocks: typed configuration Blocks, encrypted secrets and task result storage.
+
+Example:
+    >>> from blocks import flow, task
+    >>> from blocks.system import Secret
+    >>> Secret(value="s3cr3t").save("my-api-key")
+    >>> @task(persist_result=True)
+    ... def extract(source: str) -> dict:
+    ...     return {"source": source}
+
+Names are imported on first use, so ``from blocks.system import Secret`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Block": "blocks.core",
+    "SecretDict": "blocks.core",
+    "flow": "blocks.flows",
+    "Flow": "blocks.flows",
+    "task": "blocks.tasks",
+    "Task": "blocks.tasks",
+    "task_input_hash": "blocks.tasks",
+    "exponential_backoff": "blocks.tasks",
+    "get_run_logger": "blocks.logging",
+    "State": "blocks.states",
+    "BlocksError": "blocks.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from blocks.core import Block, SecretDict
+    from blocks.errors import BlocksError
+    from blocks.flows import Flow, flow
+    from blocks.logging import get_run_logger
+    from blocks.states import State
+    from blocks.tasks import Task, exponential_backoff, task, task_input_hash
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blocks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
