@@ -184,6 +184,16 @@ _DOC_COLUMNS = (
 )
 
 
+# Built once: constructing a select costs more than running it on the hot path.
+_GET_DOCUMENT = sa.select(*_DOC_COLUMNS).where(
+    block_documents.c.type_slug == sa.bindparam("type_slug"),
+    block_documents.c.name == sa.bindparam("name"),
+)
+_GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
+    block_documents.c.id == sa.bindparam("document_id")
+)
+
+
 def _document(row: sa.Row[Any]) -> DocumentRow:
     return DocumentRow(
         id=row[0],
@@ -396,18 +406,12 @@ class Registry:
 
     def get_document(self, type_slug: str, name: str) -> DocumentRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(*_DOC_COLUMNS).where(
-                    block_documents.c.type_slug == type_slug, block_documents.c.name == name
-                )
-            ).first()
+            row = conn.execute(_GET_DOCUMENT, {"type_slug": type_slug, "name": name}).first()
         return None if row is None else _document(row)
 
     def get_document_by_id(self, document_id: str) -> DocumentRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(*_DOC_COLUMNS).where(block_documents.c.id == document_id)
-            ).first()
+            row = conn.execute(_GET_DOCUMENT_BY_ID, {"document_id": document_id}).first()
         return None if row is None else _document(row)
 
     def list_documents(self, type_slug: str | None = None) -> list[DocumentRow]:
@@ -608,7 +612,8 @@ def _sqlite_engine(url: sa.engine.URL) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("blocks_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Writes take the lock up front; reads run in autocommit (one SELECT is atomic).
+        if conn.get_execution_options().get("blocks_write", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,12 +58,23 @@ def _get(name: str) -> str | None:
 
 def blocks_home() -> Path:
     """The folder holding the embedded registry, the key file and default results."""
-    return Path(_get("BLOCKS_HOME") or "~/.blocks").expanduser()
+    return _home(_get("BLOCKS_HOME"))
 
 
 def registry_url() -> str:
     """The registry's SQLAlchemy URL; a SQLite file under `blocks_home()` by default."""
-    return _get("BLOCKS_REGISTRY_URL") or f"sqlite:///{blocks_home() / 'registry.db'}"
+    return _get("BLOCKS_REGISTRY_URL") or _default_registry_url(_get("BLOCKS_HOME"))
+
+
+# Cached on the raw variable so the hot path (every Block.load) skips path parsing.
+@lru_cache(maxsize=8)
+def _home(raw: str | None) -> Path:
+    return Path(raw or "~/.blocks").expanduser()
+
+
+@lru_cache(maxsize=8)
+def _default_registry_url(raw_home: str | None) -> str:
+    return f"sqlite:///{_home(raw_home) / 'registry.db'}"
 
 
 def master_keys() -> str | None:
