@@ -345,12 +345,13 @@ class Block(BaseModel):
         registry = _registry()
         row = registry.get_document(slug, name)
         if row is None:
+            target = block_class_for(slug)  # an unknown type is the clearer error
             existing = registry.document_names(slug)
             known = ", ".join(existing[:20]) if existing else "none yet"
             raise BlockNotFound(
                 f"No {slug} block named '{name}'. Saved {slug} blocks: {known}. "
-                f"Create it with {cls.__name__ if not cls._block_is_abstract else 'the block class'}"
-                f"(...).save('{name}') or `block create {slug} {name}`."
+                f"Create it with {target.__name__}(...).save('{name}') "
+                f"or `block create {slug} {name}`."
             )
         block = cls._from_document(registry, row)
         if not isinstance(block, cls):
