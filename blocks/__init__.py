@@ -32,7 +32,19 @@ _EXPORTS: dict[str, str] = {
     "BlocksError": "blocks.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Block",
+    "BlocksError",
+    "Flow",
+    "SecretDict",
+    "State",
+    "Task",
+    "exponential_backoff",
+    "flow",
+    "get_run_logger",
+    "task",
+    "task_input_hash",
+]
 
 if TYPE_CHECKING:
     from blocks.core import Block, SecretDict

@@ -109,9 +109,7 @@ def split_slug(slug: str) -> tuple[str, str]:
     """``"secret/my-key"`` -> ``("secret", "my-key")``, both validated."""
     type_slug, sep, name = slug.partition("/")
     if not sep:
-        raise InvalidName(
-            f"Expected TYPE/NAME such as 'secret/my-api-key', got {slug!r}."
-        )
+        raise InvalidName(f"Expected TYPE/NAME such as 'secret/my-api-key', got {slug!r}.")
     return validate_name(type_slug, what="block type slug"), validate_name(name)
 
 
@@ -241,7 +239,10 @@ class Block(BaseModel):
             schema["secret_fields"] = cls.secret_fields()
             schema["block_schema_references"] = cls.block_fields()
             canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
-            cached = _SCHEMAS[cls] = (schema, "sha256:" + hashlib.sha256(canonical.encode()).hexdigest())
+            cached = _SCHEMAS[cls] = (
+                schema,
+                "sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
+            )
         return cached[0]
 
     @classmethod
@@ -355,7 +356,9 @@ class Block(BaseModel):
             )
         block = cls._from_document(registry, row)
         if not isinstance(block, cls):
-            raise UnknownBlockType(f"{slug}/{name} is a {type(block).__name__}, not a {cls.__name__}.")
+            raise UnknownBlockType(
+                f"{slug}/{name} is a {type(block).__name__}, not a {cls.__name__}."
+            )
         return block
 
     @classmethod

@@ -110,7 +110,7 @@ class Keyset:
         """Open a token made by `encrypt`; `DecryptionFailed` names `what` and the key id."""
         from cryptography.exceptions import InvalidTag
 
-        prefix, kid, body = token_parts(token, what=what)
+        _, kid, body = token_parts(token, what=what)
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise DecryptionFailed(

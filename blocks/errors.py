@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 # `serializers` must not import `blocks`, so its error lives there and is re-exported here.
-from serializers.errors import SerializationError
 
 
 class BlocksError(Exception):

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -194,7 +195,7 @@ _GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
 )
 
 
-def _document(row: sa.Row[Any]) -> DocumentRow:
+def _document(row: Any) -> DocumentRow:
     return DocumentRow(
         id=row[0],
         type_slug=row[1],
@@ -217,7 +218,7 @@ def normalize_url(url: str) -> str:
 
 
 class Registry:
-    """The block registry behind one database URL. Use `Registry.default()` for the configured one."""
+    """The block registry behind one database URL; `Registry.default()` is the configured one."""
 
     _instances: ClassVar[dict[str, Registry]] = {}
     _instances_lock = threading.Lock()
@@ -295,7 +296,9 @@ class Registry:
                 ).scalar()
                 if exists is None:
                     conn.execute(
-                        registry_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                        registry_meta.insert().values(
+                            key="schema_version", value=str(SCHEMA_VERSION)
+                        )
                     )
             return
         if int(found) > SCHEMA_VERSION:
@@ -480,9 +483,7 @@ class Registry:
                         .values(**values)
                     )
                     conn.execute(
-                        block_references.delete().where(
-                            block_references.c.parent_id == document_id
-                        )
+                        block_references.delete().where(block_references.c.parent_id == document_id)
                     )
                 if refs:
                     missing = set(refs.values()) - set(
@@ -546,9 +547,7 @@ class Registry:
                 )
             conn.execute(block_documents.delete().where(block_documents.c.id == document_id))
 
-    def rewrite_secrets(
-        self, rewrite: Callable[[DocumentRow], dict[str, str] | None]
-    ) -> int:
+    def rewrite_secrets(self, rewrite: Callable[[DocumentRow], dict[str, str] | None]) -> int:
         """Replace the secrets of every document in ONE transaction; return how many changed.
 
         `rewrite` gets each document and returns its new secrets, or None to leave it. If it
@@ -593,11 +592,9 @@ def _sqlite_engine(url: sa.engine.URL) -> Engine:
     if database and database != ":memory:":
         path = Path(database).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            # Create the file ourselves so it is private from the first byte.
+        # Create the file ourselves so it is private from the first byte.
+        with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            pass
         url = url.set(database=str(path))
     engine = sa.create_engine(url, future=True, connect_args={"check_same_thread": False})
 

@@ -25,9 +25,7 @@ def blocks_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.setenv("BLOCKS_HOME", str(home))
     monkeypatch.delenv("BLOCKS_REGISTRY_URL", raising=False)
     monkeypatch.delenv("BLOCKS_RESULTS_STORAGE", raising=False)
-    monkeypatch.setenv(
-        "BLOCKS_MASTER_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode()
-    )
+    monkeypatch.setenv("BLOCKS_MASTER_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
     monkeypatch.delenv("BLOCKS_KEY_SOURCE", raising=False)
     yield home
     Registry.dispose_all()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretBytes, SecretStr
+from pydantic import Field, SecretBytes, SecretStr
 
 from blocks.core import Block, SecretDict, block_class_for, kebab_case
 from blocks.errors import (
@@ -47,7 +47,7 @@ class Warehouse(Block):
     host: str
     port: int = 5432
     credentials: Credentials
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Vault(Block):
@@ -199,7 +199,12 @@ def test_secrets_never_show_in_repr_str_or_json_dump() -> None:
         Credentials(user="u", password="plain-secret-5"),
     ]
     for block in blocks:
-        for text in (repr(block), str(block), block.model_dump_json(), str(dict(block.masked_items()))):
+        for text in (
+            repr(block),
+            str(block),
+            block.model_dump_json(),
+            str(dict(block.masked_items())),
+        ):
             assert "plain-secret" not in text
 
 
