@@ -1,0 +1,38 @@
+"""Task result storage: one atomic, verified record per result, on any filesystem block.
+
+The public API, used by the task runtime and the ``block results`` CLI:
+
+- `ResultStore`: ``write`` / ``read`` / ``exists`` / ``header`` / ``records`` / ``prune``;
+- `RecordHeader`, `Hit`: what a record says about itself, and a found value;
+- `resolve_storage`: a block, saved block slug, URL or path -> a filesystem block;
+- `render_storage_key`: fill a ``result_storage_key`` template, validated as a key.
+
+The record format is described in `blocks.results.record`.
+
+Example:
+    >>> from blocks.results import ResultStore
+    >>> store = ResultStore.resolve("memory://scratch", serializer="json")
+    >>> store.write("a/b", [1, 2]).payload_size
+    5
+    >>> store.read("a/b").value
+    [1, 2]
+"""
+
+from __future__ import annotations
+
+from blocks.filesystems.base import validate_key
+from blocks.results.record import FORMAT_VERSION, RecordHeader
+from blocks.results.storage import is_block_slug, render_storage_key, resolve_storage
+from blocks.results.store import CorruptRecordWarning, Hit, ResultStore
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CorruptRecordWarning",
+    "Hit",
+    "RecordHeader",
+    "ResultStore",
+    "is_block_slug",
+    "render_storage_key",
+    "resolve_storage",
+    "validate_key",
+]

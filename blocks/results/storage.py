@@ -1,0 +1,168 @@
+"""Where results go: storage specs, result keys and ``result_storage_key`` templates.
+
+A storage *spec* is whatever a user may pass as ``result_storage``:
+
+- a `WritableFileSystem` instance, saved or not: used as is;
+- ``"type-slug/name"`` of a saved block, e.g. ``"local-file-system/results"`` or ``"s3/prod"``:
+  loaded with `Block.load`;
+- a URL ``"proto://..."``: a `RemoteFileSystem` over fsspec (``file://`` gives a
+  `LocalFileSystem`);
+- anything else, or an `os.PathLike`: a local folder, ``LocalFileSystem(basepath=path)``;
+- ``None``: the ``BLOCKS_RESULTS_STORAGE`` setting, resolved by these same rules.
+
+**Slug or path?** A string is a block slug only when it contains exactly one ``/``, both sides
+are valid names (lowercase letters, digits, dashes) *and* the left side is a known block type
+(shipped with blocks, imported, or registered). Otherwise it is a path: ``"results/daily"`` is a
+folder, ``"s3/prod"`` is the saved S3 block. To mean a folder that looks like a slug, write
+``"./s3/prod"``.
+
+Example:
+    >>> resolve_storage("s3/prod")                  # the saved S3 block named prod
+    >>> resolve_storage("~/results")                # LocalFileSystem(basepath="/home/me/results")
+    >>> resolve_storage("memory://scratch")         # RemoteFileSystem(basepath="memory://scratch")
+    >>> render_storage_key("{parameters[x]}/out.json", parameters={"x": 3})
+    '3/out.json'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blocks import settings
+from blocks.errors import ConfigurationError
+from blocks.filesystems.base import validate_key
+
+if TYPE_CHECKING:
+    from blocks.filesystems.base import WritableFileSystem
+
+_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def resolve_storage(
+    spec: WritableFileSystem | str | os.PathLike[str] | None = None,
+) -> WritableFileSystem:
+    """Turn a storage spec (block, slug, URL, path or None) into a filesystem block.
+
+    Example:
+        >>> resolve_storage("/tmp/results").describe()
+        '/tmp/results'
+    """
+    from blocks.filesystems.base import WritableFileSystem
+
+    if spec is None:
+        spec = settings.results_storage()
+    if isinstance(spec, WritableFileSystem):
+        return spec
+    if isinstance(spec, os.PathLike):
+        return _local(os.fspath(spec))
+    if not isinstance(spec, str):
+        raise ConfigurationError(
+            f"Result storage must be a filesystem block, a block slug, a URL or a path; "
+            f"got a {type(spec).__name__}."
+        )
+    if not spec.strip():
+        raise ConfigurationError("Result storage is an empty string: give a path, URL or slug.")
+    url = _URL.match(spec)
+    if url:
+        if url.group(1).lower() == "file":
+            return _local(spec[len("file://") :])
+        from blocks.filesystems import RemoteFileSystem
+
+        return RemoteFileSystem(basepath=spec)
+    if is_block_slug(spec):
+        from blocks.core import Block
+
+        block = Block.load(spec)
+        if not isinstance(block, WritableFileSystem):
+            raise ConfigurationError(
+                f"{spec!r} is a {type(block).__name__} block, not a filesystem: result storage "
+                "needs local-file-system, remote-file-system, s3 or gcs."
+            )
+        return block
+    return _local(spec)
+
+
+def is_block_slug(spec: str) -> bool:
+    """Whether `spec` reads as ``type-slug/name`` of a known block type (see module docs)."""
+    type_slug, sep, name = spec.partition("/")
+    if not sep or "/" in name or not _NAME.match(type_slug) or not _NAME.match(name):
+        return False
+    from blocks.core import BUILTIN_BLOCK_MODULES, block_classes
+
+    if type_slug in BUILTIN_BLOCK_MODULES or type_slug in block_classes():
+        return True
+    from blocks.registry import Registry
+
+    return Registry.default().get_type(type_slug) is not None
+
+
+def _local(path: str) -> WritableFileSystem:
+    from blocks.filesystems import LocalFileSystem
+
+    # Absolute now, so a later chdir does not move where results go.
+    return LocalFileSystem(basepath=str(Path(path).expanduser().absolute()))
+
+
+class _KeyFormatter(string.Formatter):
+    """`str.format` that also reads mapping keys as attributes and refuses private names."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        first, rest = _split_field(field_name)
+        obj = self.get_value(first, args, kwargs)
+        for is_attr, part in rest:
+            if is_attr:
+                if part.startswith("_"):
+                    raise ConfigurationError(
+                        f"Storage key template field {field_name!r} reads a private attribute."
+                    )
+                obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
+            else:
+                obj = obj[part]
+        return obj, first
+
+    def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
+        if isinstance(key, int):
+            raise ConfigurationError(
+                "Storage key templates take named fields only, like {flow_run.id}."
+            )
+        return kwargs[key]
+
+
+def _split_field(field_name: str) -> tuple[str, list[tuple[bool, Any]]]:
+    import _string  # the parser str.format itself uses
+
+    first, rest = _string.formatter_field_name_split(field_name)
+    return first, list(rest)
+
+
+def render_storage_key(template: str, **context: Any) -> str:
+    """Fill a ``result_storage_key`` template; return it validated and normalised as a key.
+
+    Fields use `str.format` syntax; mapping keys may also be read as attributes, private
+    attributes (``_x``) are refused. The result follows the storage key rule
+    (`blocks.filesystems.base.validate_key`): ``../``, absolute paths, NUL... raise `UnsafePath`.
+
+    Example:
+        >>> render_storage_key("{flow_run.name}/{parameters[x]}.json",
+        ...                    flow_run={"name": "etl"}, parameters={"x": 3})
+        'etl/3.json'
+    """
+    try:
+        key = _KeyFormatter().format(template, **context)
+    except ConfigurationError:
+        raise
+    except (KeyError, AttributeError, IndexError, TypeError) as exc:
+        available = ", ".join(sorted(context)) or "none"
+        raise ConfigurationError(
+            f"Storage key template {template!r} cannot be filled ({type(exc).__name__}: {exc}); "
+            f"available fields: {available}."
+        ) from None
+    except ValueError as exc:
+        raise ConfigurationError(f"Storage key template {template!r} is malformed: {exc}") from None
+    return validate_key(key)

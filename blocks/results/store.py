@@ -1,0 +1,507 @@
+"""`ResultStore`: write, read, list and prune result records on any filesystem block.
+
+Guarantees:
+
+- **Atomic**: a record becomes visible whole or not at all (the storage's
+  ``open_atomic_write``: temp file + fsync + rename locally, one PUT on object stores).
+- **Verified before decoded**: ``read`` checks magic, version, the header checksum, the payload
+  size and its ``xxh3_128`` checksum before one byte reaches a deserializer.
+- **Misses, not wrong values**: absent, expired, corrupt or truncated records read as ``None``;
+  corrupt ones also emit a `CorruptRecordWarning` and a log line.
+- **No extra copies**: payloads stream between the serializer and the storage; locally a 256 MB
+  ``bytes`` result is written with no second 256 MB buffer and read back from the verified file.
+- **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
+  `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
+  refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
+
+Example:
+    >>> store = ResultStore.resolve("~/results", serializer="json")
+    >>> store.write("etl/extract-3f2a", {"records": [1, 2, 3]}, expires=None, task="extract")
+    >>> store.read("etl/extract-3f2a").value
+    {'records': [1, 2, 3]}
+    >>> store.exists("etl/missing")
+    False
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn
+
+from blocks import settings
+from blocks.errors import BlocksError, ConfigurationError, CorruptRecord, StorageError
+from blocks.filesystems.base import validate_key
+from blocks.results.record import (
+    FIRST_READ,
+    MAX_HEADER_SIZE,
+    PREFIX_SIZE,
+    RecordHeader,
+    checksum_string,
+    decode_header,
+    encode_prefix,
+    header_length,
+    payload_hasher,
+)
+from blocks.results.storage import resolve_storage
+from serializers.errors import SerializationError
+
+if TYPE_CHECKING:
+    from blocks.filesystems.base import WritableFileSystem
+    from serializers.base import Serializer
+
+logger = logging.getLogger("blocks.results")
+
+#: Chunk used to hash and copy payloads: big enough to run at memory speed, small to hold.
+CHUNK_SIZE = 1024 * 1024
+#: Payloads up to this size are staged in memory when the storage cannot seek; larger spill
+#: to a temporary file.
+SPOOL_MAX_SIZE = 16 * 1024 * 1024
+
+_ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+class CorruptRecordWarning(UserWarning):
+    """A record could not be trusted and was treated as a miss (see the message for why)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A record that was found, verified and deserialized."""
+
+    header: RecordHeader
+    value: Any
+
+
+class _HashingWriter:
+    """Passes writes through while hashing and counting them; never copies the data."""
+
+    __slots__ = ("hasher", "raw", "size")
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.hasher = payload_hasher()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hasher.update(view)
+        self.raw.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+
+class ResultStore:
+    """Result records under one storage, written with one serializer.
+
+    `serializer` may be a `Serializer`, a shorthand (``"json"``, ``"pickle"``,
+    ``"compressed/json"``, ``"compressed/pickle"``), a spec dict, or None for the
+    ``BLOCKS_RESULTS_SERIALIZER`` setting. It decides how *new* records are written; each
+    record is read back with the serializer its header names.
+
+    Example:
+        >>> from blocks.filesystems import LocalFileSystem
+        >>> store = ResultStore(LocalFileSystem(basepath="/tmp/results"), "pickle")
+        >>> header = store.write("k1", b"x" * 10, task="extract")
+        >>> header.payload_size > 10
+        True
+    """
+
+    def __init__(
+        self,
+        storage: WritableFileSystem,
+        serializer: Serializer | str | dict[str, Any] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.serializer = _serializer(serializer)
+        self._reads_pickle = _uses_pickle(self.serializer.to_spec())
+
+    @classmethod
+    def resolve(
+        cls,
+        storage: WritableFileSystem | str | os.PathLike[str] | None = None,
+        serializer: Serializer | str | dict[str, Any] | None = None,
+    ) -> ResultStore:
+        """A store over any storage spec (see `resolve_storage`) and serializer spec.
+
+        Example:
+            >>> ResultStore.resolve("s3/prod", "compressed/json")
+        """
+        return cls(resolve_storage(storage), serializer)
+
+    def __repr__(self) -> str:
+        return f"ResultStore({self.storage.describe()!r}, {self.serializer!r})"
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expires: datetime | None = None,
+        task: str | None = None,
+    ) -> RecordHeader:
+        """Serialize `value` into one atomic record under `key`; return its header.
+
+        A naive `expires` is taken as local time. Raises `SerializationError` if the value
+        cannot be serialized (nothing is written) and `StorageError` if the storage fails.
+        """
+        key = validate_key(key)
+        draft = RecordHeader.new(key, self.serializer.to_spec(), expires=expires, task=task)
+        width = draft.width()
+        if width > MAX_HEADER_SIZE:
+            raise ConfigurationError(
+                f"The header of result {key[:80]!r}... would take {width} bytes (limit "
+                f"{MAX_HEADER_SIZE}): shorten the key or the task name."
+            )
+        try:
+            with self.storage.open_atomic_write(key) as out:
+                if _can_seek(out):
+                    header = self._write_in_place(out, draft, width, value)
+                else:
+                    header = self._write_spooled(out, draft, width, value)
+        except (BlocksError, SerializationError):
+            raise
+        except OSError as exc:
+            raise StorageError(
+                f"Could not write result {key!r} to {self.storage.describe()}: {exc}"
+            ) from exc
+        return header
+
+    def _write_in_place(
+        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any
+    ) -> RecordHeader:
+        # Reserve the header, stream the payload, then seek back to fill size and checksum.
+        start = out.tell()
+        out.write(encode_prefix(draft, width=width))
+        sink = _HashingWriter(out)
+        self.serializer.dump(value, sink)  # type: ignore[arg-type]
+        header = draft.finish(sink.size, checksum_string(sink.hasher))
+        end = out.tell()
+        out.seek(start)
+        out.write(encode_prefix(header, width=width))
+        out.seek(end)
+        return header
+
+    def _write_spooled(
+        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any
+    ) -> RecordHeader:
+        # The writer cannot seek (object stores): stage the payload, then header + payload.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_SIZE) as spool:
+            sink = _HashingWriter(spool)
+            self.serializer.dump(value, sink)  # type: ignore[arg-type]
+            header = draft.finish(sink.size, checksum_string(sink.hasher))
+            out.write(encode_prefix(header, width=width))
+            spool.seek(0)
+            shutil.copyfileobj(spool, out, CHUNK_SIZE)
+        return header
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self, key: str) -> Hit | None:
+        """The verified value under `key`, or None if absent, expired or corrupt.
+
+        Corrupt or truncated records also warn (`CorruptRecordWarning`) and log.
+        """
+        key = validate_key(key)
+        try:
+            with self.storage.open_read(key) as stream:
+                prefix = _read_exactly(stream, PREFIX_SIZE)
+                length = header_length(prefix, key=key)
+                header = decode_header(prefix + _read_exactly(stream, length), key=key)
+                if header.is_expired():
+                    return None
+                serializer = self._serializer_for(header)
+                value = self._load_verified(stream, header, serializer)
+        except _ABSENT:
+            return None
+        except CorruptRecord as exc:
+            self._warn(exc)
+            return None
+        except BlocksError:
+            raise
+        except OSError as exc:
+            self._storage_failed("read", key, exc)
+        return Hit(header, value)
+
+    def exists(self, key: str) -> bool:
+        """Whether a valid, unexpired record is stored under `key`.
+
+        Reads only the header (a small range read) and the object size; the payload is never
+        read or deserialized.
+        """
+        key = validate_key(key)
+        try:
+            header, offset = self._fetch_header(key)
+            if header.is_expired():
+                return False
+            actual = self.storage.size(key)
+            if actual != offset + header.payload_size:
+                raise CorruptRecord(
+                    f"result record {key!r} is {actual} bytes, its header announces "
+                    f"{offset + header.payload_size}: truncated or padded"
+                )
+        except _ABSENT:
+            return False
+        except CorruptRecord as exc:
+            self._warn(exc)
+            return False
+        except BlocksError:
+            raise
+        except OSError as exc:
+            self._storage_failed("read", key, exc)
+        return True
+
+    def header(self, key: str) -> RecordHeader | None:
+        """The header of the record under `key` (expired or not), or None if absent/corrupt."""
+        key = validate_key(key)
+        try:
+            return self._fetch_header(key)[0]
+        except _ABSENT:
+            return None
+        except CorruptRecord as exc:
+            self._warn(exc)
+            return None
+        except BlocksError:
+            raise
+        except OSError as exc:
+            self._storage_failed("read", key, exc)
+
+    def records(self, prefix: str = "") -> Iterator[tuple[str, RecordHeader | None]]:
+        """Every key at or below `prefix` with its header; None for unreadable objects.
+
+        Objects that are not records (a stray temp file, a foreign file) come back as None
+        too, and never produce a warning here.
+        """
+        prefix = validate_key(prefix, allow_empty=True)
+        try:
+            for key in self.storage.walk_keys(prefix):
+                try:
+                    yield key, self._fetch_header(validate_key(key))[0]
+                except (BlocksError, OSError):  # CorruptRecord, UnsafePath, absent, ...
+                    yield key, None
+        except BlocksError:
+            raise
+        except OSError as exc:
+            self._storage_failed("list", prefix or "(all)", exc)
+
+    # -- deleting -------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Remove the record under `key`; a missing record is not an error."""
+        key = validate_key(key)
+        try:
+            self.storage.delete(key)
+        except _ABSENT:
+            pass
+        except BlocksError:
+            raise
+        except OSError as exc:
+            self._storage_failed("delete", key, exc)
+
+    def prunable(
+        self,
+        *,
+        expired: bool = True,
+        older_than: timedelta | None = None,
+        now: datetime | None = None,
+    ) -> Iterator[tuple[str, RecordHeader]]:
+        """Records `prune` would delete, with their headers (see `prune` for the rule)."""
+        moment = now.astimezone(UTC) if now is not None else datetime.now(UTC)
+        cutoff = moment - older_than if older_than is not None else None
+        everything = not expired and cutoff is None
+        for key, header in self.records():
+            if header is None:
+                continue
+            if (
+                everything
+                or (expired and header.is_expired(moment))
+                or (cutoff is not None and header.created < cutoff)
+            ):
+                yield key, header
+
+    def prune(
+        self,
+        *,
+        expired: bool = True,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        on_delete: Callable[[str, RecordHeader], None] | None = None,
+    ) -> list[str]:
+        """Delete expired records and/or records older than `older_than`; return their keys.
+
+        A record goes if ``expired`` and it has expired, **or** it was created more than
+        `older_than` ago. With ``expired=False`` and no `older_than`, every record goes.
+        Objects that are not readable records are never deleted (they may be someone
+        else's files). With `dry_run`, nothing is deleted.
+
+        Example:
+            >>> store.prune(older_than=timedelta(days=7), dry_run=True)
+            ['etl/extract-3f2a']
+        """
+        selected = list(self.prunable(expired=expired, older_than=older_than))
+        if not dry_run:
+            for key, header in selected:
+                self.delete(key)
+                if on_delete is not None:
+                    on_delete(key, header)
+        return [key for key, _ in selected]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _fetch_header(self, key: str) -> tuple[RecordHeader, int]:
+        """The verified header and the payload offset, from one or two range reads."""
+        data = self.storage.read_range(key, 0, FIRST_READ)
+        length = header_length(data, key=key)
+        end = PREFIX_SIZE + length
+        if len(data) < end and len(data) == FIRST_READ:
+            data += self.storage.read_range(key, FIRST_READ, end)
+        return decode_header(data, key=key), end
+
+    def _serializer_for(self, header: RecordHeader) -> Serializer:
+        spec = header.serializer
+        if _uses_pickle(spec) and not self._reads_pickle:
+            raise CorruptRecord(
+                f"result record {header.key!r} is pickled, but this store's serializer "
+                f"({self.serializer.to_spec().get('type')}) does not unpickle: refused. "
+                "Read it with a pickle-based store if you trust the storage."
+            )
+        from serializers import resolve_serializer
+
+        try:
+            serializer: Serializer = resolve_serializer(spec)
+        except (SerializationError, ValueError, TypeError, KeyError) as exc:
+            raise CorruptRecord(
+                f"result record {header.key!r} names a serializer that is not on the "
+                f"allow-list: {exc}"
+            ) from None
+        return serializer
+
+    def _load_verified(self, stream: BinaryIO, header: RecordHeader, serializer: Serializer) -> Any:
+        if _is_stable(stream):
+            # A real file keeps its content across renames: verify in place, then decode
+            # from the same descriptor without a second copy of the payload.
+            start = stream.tell()
+            _verify(_hash_stream(stream, header.payload_size), header)
+            stream.seek(start)
+            return _deserialize(serializer, stream, header)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_SIZE) as spool:
+            _verify(_hash_stream(stream, header.payload_size, copy_to=spool), header)
+            spool.seek(0)
+            return _deserialize(serializer, spool, header)  # type: ignore[arg-type]
+
+    def _warn(self, exc: CorruptRecord) -> None:
+        message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
+        logger.warning(message)
+        warnings.warn(message, CorruptRecordWarning, stacklevel=3)
+
+    def _storage_failed(self, action: str, key: str, exc: OSError) -> NoReturn:
+        raise StorageError(
+            f"Could not {action} result {key!r} in {self.storage.describe()}: {exc}"
+        ) from exc
+
+
+def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:
+    from serializers import resolve_serializer
+    from serializers.base import Serializer
+
+    if isinstance(spec, Serializer):
+        return spec
+    resolved: Serializer = resolve_serializer(
+        spec if spec is not None else settings.results_serializer()
+    )
+    return resolved
+
+
+def _uses_pickle(spec: Any) -> bool:
+    if isinstance(spec, dict):
+        kind = spec.get("type")
+        return (isinstance(kind, str) and "pickle" in kind) or any(
+            _uses_pickle(v) for v in spec.values()
+        )
+    if isinstance(spec, list):
+        return any(_uses_pickle(v) for v in spec)
+    return False
+
+
+def _can_seek(out: BinaryIO) -> bool:
+    try:
+        return bool(out.seekable()) and out.tell() >= 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _is_stable(stream: BinaryIO) -> bool:
+    """Whether re-reading `stream` gives the same bytes: an OS file (an atomic rename
+    replaces the name, not the open file) or an in-memory buffer."""
+    if isinstance(stream, io.BytesIO):
+        return True
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) < size:
+        raise CorruptRecord(f"result record is truncated ({len(data)} of {size} bytes)")
+    return data
+
+
+def _hash_stream(
+    stream: BinaryIO, expected: int, copy_to: IO[bytes] | None = None
+) -> tuple[int, str]:
+    """Hash (and optionally copy) the rest of `stream`, reading at most one byte past `expected`."""
+    hasher = payload_hasher()
+    buffer = bytearray(min(CHUNK_SIZE, expected + 1))
+    view = memoryview(buffer)
+    size = 0
+    readinto = getattr(stream, "readinto", None)
+    while size <= expected:
+        want = min(len(buffer), expected + 1 - size)
+        if readinto is not None:
+            got = readinto(view[:want])
+        else:
+            chunk = stream.read(want)
+            got = len(chunk)
+            view[:got] = chunk
+        if not got:
+            break
+        hasher.update(view[:got])
+        if copy_to is not None:
+            copy_to.write(view[:got])
+        size += got
+    return size, checksum_string(hasher)
+
+
+def _verify(measured: tuple[int, str], header: RecordHeader) -> None:
+    size, checksum = measured
+    if size != header.payload_size:
+        raise CorruptRecord(
+            f"result record {header.key!r} is truncated or padded: payload has "
+            f"{'more than ' if size > header.payload_size else ''}{size} bytes, "
+            f"header announces {header.payload_size}"
+        )
+    if checksum != header.checksum:
+        raise CorruptRecord(
+            f"result record {header.key!r} has a damaged payload (checksum mismatch)"
+        )
+
+
+def _deserialize(serializer: Serializer, stream: BinaryIO, header: RecordHeader) -> Any:
+    try:
+        return serializer.load(stream)
+    except SerializationError as exc:
+        raise CorruptRecord(
+            f"result record {header.key!r} passed its checksum but cannot be deserialized: {exc}"
+        ) from None
