@@ -18,14 +18,16 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import inspect
 import json
 import re
+import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 import pydantic
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretBytes, SecretStr,
 
 from blocks.errors import (
     BlockNotFound,
+    ConfigurationError,
     IncompatibleSchema,
     InvalidBlockData,
     InvalidName,
@@ -47,6 +50,9 @@ SecretDict = pydantic.Secret[dict[str, Any]]
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _SECRET_TYPES = (SecretStr, SecretBytes, pydantic.Secret)
+
+SECRET_MASK = "**********"
+"""What a secret value looks like wherever it is shown."""
 
 # Blocks that ship with the package, importable on demand by `Block.load("slug/name")`.
 BUILTIN_BLOCK_MODULES: dict[str, str] = {
@@ -83,8 +89,13 @@ def kebab_case(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", spaced.lower()).strip("-")
 
 
-def block_class_for(slug: str) -> type[Block]:
-    """The Block class registered under `slug` (importing built-in blocks on demand)."""
+def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block]:
+    """The Block class registered under `slug` (importing built-in blocks on demand).
+
+    With `import_registered`, a type recorded by `register_type_and_schema` is imported from
+    the module (or file) it was registered from: only for callers acting for the user who
+    registered it (the CLI), since the registry then chooses what code is imported.
+    """
     cls = _BLOCK_CLASSES.get(slug)
     if cls is None and slug in BUILTIN_BLOCK_MODULES:
         importlib.import_module(BUILTIN_BLOCK_MODULES[slug])
@@ -95,7 +106,28 @@ def block_class_for(slug: str) -> type[Block]:
 
         row = Registry.default().get_type(slug)
         if row is not None and row.module:
-            hint = f" It was registered from module {row.module!r}: import it first."
+            if import_registered and row.module != "__main__":
+                from blocks.discovery import load_block_module
+
+                try:
+                    load_block_module(row.module)
+                except ConfigurationError as exc:
+                    raise UnknownBlockType(
+                        f"Block type {slug!r} was registered from {row.module!r}, which cannot "
+                        f"be imported now. {exc}"
+                    ) from exc
+                cls = _BLOCK_CLASSES.get(slug)
+                hint = f" Module {row.module!r}, where it was registered, no longer defines it."
+            elif row.module == "__main__":
+                hint = (
+                    " It was defined in a script (__main__): move it into a module and "
+                    "register that (`block register -m MODULE`)."
+                )
+            else:
+                hint = f" It was registered from module {row.module!r}: import it first."
+        elif row is None:
+            hint = " Register its module first: `block register -m MODULE` or `-f FILE`."
+    if cls is None:
         raise UnknownBlockType(f"No Block class with type slug {slug!r} is imported.{hint}")
     return cls
 
@@ -162,11 +194,25 @@ def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _field_problems(exc: ValidationError) -> list[str]:
-    # Never the input value: it may be a secret.
-    return [
-        f"'{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+    """One ``'field': what is expected`` per field; never the input value (it may be secret)."""
+    by_field: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        parts: list[str] = []
+        for part in err["loc"]:
+            if isinstance(part, str) and ("[" in part or "(" in part):
+                break  # a union member's tag, e.g. 'function-after[SecretStr(), str]'
+            parts.append(str(part))
+        messages = by_field.setdefault(".".join(parts) or "(root)", [])
+        if err["msg"] not in messages:
+            messages.append(err["msg"])
+    return [f"'{field}': {' or '.join(messages)}" for field, messages in by_field.items()]
+
+
+def _parse_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class Block(BaseModel):
@@ -261,7 +307,8 @@ class Block(BaseModel):
             slug=cls.get_block_type_slug(),
             name=cls.get_block_type_name(),
             description=cls.get_description(),
-            module=cls.__module__,
+            # A module loaded from a file (`block register -f`) is recorded by its path.
+            module=getattr(sys.modules.get(cls.__module__), "__blocks_file__", cls.__module__),
             checksum=cls.get_schema_checksum(),
             version=cls._block_schema_version,
             fields=cls.get_block_schema(),
@@ -426,7 +473,123 @@ class Block(BaseModel):
         """Field values with secrets masked: what CLI output and logs may show."""
         for name in type(self).model_fields:
             value = getattr(self, name)
-            yield name, "**********" if isinstance(value, _SECRET_TYPES) else value
+            yield name, SECRET_MASK if isinstance(value, _SECRET_TYPES) else value
+
+    @classmethod
+    def from_text_fields(cls, fields: Mapping[str, str]) -> Self:
+        """Build a block from ``field=value`` text as typed on a command line.
+
+        A value is read as JSON when it parses and validates (``3``, ``true``, ``{"a": 1}``),
+        else as the plain string; ``a.b=v`` sets key ``b`` of dict field ``a``; a field that
+        holds a block takes a saved block's ``type/name`` (or name), linked, not copied.
+        `InvalidBlockData` names each bad field and what it expects, never the value.
+
+        Example:
+            >>> Secret.from_text_fields({"value": "s3cr3t"}).save("my-api-key")
+        """
+        slug = cls.get_block_type_slug()
+        references = cls.block_fields()
+        data: dict[str, Any] = {}
+        as_text: dict[str, str] = {}  # dotted key -> text, to retry as a plain string
+        for key, text in fields.items():
+            field = key.split(".")[0]
+            if field not in cls.model_fields:
+                raise InvalidBlockData(
+                    f"{slug} has no field {field!r}. Its fields: {', '.join(cls.model_fields)}."
+                )
+            if field in references and key == field and not text.lstrip().startswith("{"):
+                _set_path(data, key, _load_reference(slug, field, text, references[field]))
+                continue
+            value = _parse_text(text)
+            _set_path(data, key, value)
+            if value != text:
+                as_text[key] = text
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            failing = [tuple(str(p) for p in err["loc"]) for err in exc.errors()]
+            retry = {
+                key: text
+                for key, text in as_text.items()
+                if any(loc[: key.count(".") + 1] == tuple(key.split(".")) for loc in failing)
+            }
+            if not retry:
+                raise InvalidBlockData(_invalid(slug, exc)) from None
+        for key, text in retry.items():
+            _set_path(data, key, text)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidBlockData(_invalid(slug, exc)) from None
+
+
+def _invalid(slug: str, exc: ValidationError) -> str:
+    return f"Invalid {slug} block: " + "; ".join(_field_problems(exc)) + "."
+
+
+def _load_reference(slug: str, field: str, text: str, allowed: list[str]) -> Block:
+    if "/" in text:
+        child = Block.load(text)
+        if type(child).get_block_type_slug() not in allowed:
+            raise InvalidBlockData(
+                f"Field {field!r} of {slug} holds a {' or '.join(allowed)} block, "
+                f"not a {type(child).get_block_type_slug()} block."
+            )
+        return child
+    if len(allowed) == 1:
+        return block_class_for(allowed[0]).load(text)
+    raise InvalidBlockData(
+        f"Field {field!r} of {slug} takes a saved block as TYPE/NAME, TYPE one of "
+        f"{', '.join(allowed)}."
+    )
+
+
+def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentRow, dict[str, Any]]:
+    """A saved block's registry row and its field values, read without importing its class.
+
+    Secrets read `SECRET_MASK` unless `reveal_secrets` (which needs the master key; bytes are
+    shown decoded); referenced blocks read as their ``type/name``.
+
+    Example:
+        >>> row, values = inspect_block("secret/my-api-key")
+        >>> values
+        {'value': '**********'}
+    """
+    type_slug, name = split_slug(slug)
+    registry = _registry()
+    row = registry.get_document(type_slug, name)
+    if row is None:
+        existing = registry.document_names(type_slug)
+        known = ", ".join(existing[:20]) if existing else "none yet"
+        raise BlockNotFound(
+            f"No {type_slug} block named '{name}'. Saved {type_slug} blocks: {known}."
+        )
+    values = copy.deepcopy(row.data)
+    keyset = _keyset(registry) if reveal_secrets and row.secrets else None
+    for path, token in row.secrets.items():
+        shown: Any = SECRET_MASK
+        if keyset is not None:
+            plain = keyset.decrypt(
+                token, aad=_aad(type_slug, name, path), what=f"field '{path}' of {row.slug}"
+            )
+            shown = _secret_value(plain)
+            if isinstance(shown, bytes):
+                shown = shown.decode("utf-8", "backslashreplace")
+        _set_path(values, path, shown)
+    for path, child_id in row.refs.items():
+        child = registry.get_document_by_id(child_id)
+        _set_path(values, path, child.slug if child is not None else None)
+    # Stored data has sorted keys: show the fields in the order the schema declares them.
+    for schema in registry.list_schemas(type_slug):
+        if schema.checksum == row.schema_checksum:
+            order = list(schema.fields.get("properties", {}))
+            values = dict(sorted(values.items(), key=lambda kv: _position(order, kv[0])))
+            break
+    return row, values
+
+
+def _position(order: list[str], key: str) -> int:
+    return order.index(key) if key in order else len(order)
 
 
 def _registry() -> Registry:

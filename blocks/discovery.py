@@ -1,0 +1,104 @@
+"""Finding Block classes in a module or a ``.py`` file, and registering them.
+
+What `block register -m MODULE | -f FILE` does, and how the CLI imports a type it has not
+seen in this process: from the module (or file) the type was registered from.
+
+Example:
+    >>> [cls.get_block_type_slug() for cls in register_blocks_from("my_project.blocks")]
+    ['warehouse']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+from blocks.core import Block
+from blocks.errors import ConfigurationError
+
+
+def load_block_module(target: str) -> types.ModuleType:
+    """Import a module by dotted name, or a ``.py`` file by path; `ConfigurationError` if not.
+
+    A file is loaded once per process and marked with ``__blocks_file__`` (its absolute path),
+    which `Block.register_type_and_schema` records as the type's module.
+    """
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        return _load_file(Path(target))
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == target or target.startswith(exc.name + ".")):
+            raise ConfigurationError(
+                f"No module named {target!r}: check the name, and that it is installed or "
+                "importable from the current folder."
+            ) from None
+        raise ConfigurationError(
+            f"Importing module {target!r} failed: it needs the missing module {exc.name!r}."
+        ) from exc
+    except Exception as exc:
+        raise ConfigurationError(
+            f"Importing module {target!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _load_file(path: Path) -> types.ModuleType:
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ConfigurationError(f"No such Python file: {str(path)!r}.")
+    for module in list(sys.modules.values()):
+        if getattr(module, "__blocks_file__", None) == str(path):
+            return module
+    name = path.stem if path.stem.isidentifier() else "blocks_file"
+    if name in sys.modules:  # never shadow an imported module (a user file named json.py)
+        name = f"blocks_file_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigurationError(f"Cannot import {str(path)!r}: not a Python source file.")
+    module = importlib.util.module_from_spec(spec)
+    module.__blocks_file__ = str(path)  # type: ignore[attr-defined]
+    # In sys.modules before it runs: pydantic resolves annotations through it.
+    sys.modules[name] = module
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))  # so that the file may import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigurationError(
+            f"Importing {str(path)!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return module
+
+
+def block_classes_in(module: types.ModuleType) -> list[type[Block]]:
+    """The non-abstract Block classes defined in `module` itself (not those it imports)."""
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Block)
+        and value.__module__ == module.__name__
+        and not value._block_is_abstract
+    ]
+
+
+def register_blocks_from(target: str) -> list[type[Block]]:
+    """Import a module or ``.py`` file and register every Block class it defines.
+
+    `ConfigurationError` when it cannot be imported or defines no Block class.
+    """
+    module = load_block_module(target)
+    found = block_classes_in(module)
+    if not found:
+        raise ConfigurationError(
+            f"{target!r} defines no Block classes (subclasses of blocks.Block that are not "
+            "abstract)."
+        )
+    for cls in found:
+        cls.register_type_and_schema()
+    return found
