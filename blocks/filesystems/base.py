@@ -13,12 +13,74 @@ Example:
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
 from blocks.core import Block
+from blocks.errors import UnsafePath
+
+TEMP_PREFIX = ".blocks-tmp-"
+"""Names starting with this are in-flight atomic writes: never listed, never valid as keys."""
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+KEY_RULE = (
+    "a key is a relative path of '/'-separated names below the base path: no '..' segment, "
+    "no leading '/', no drive letter (C:), no backslash, no control character (NUL, newline...)"
+)
+
+
+def validate_key(key: str, *, allow_empty: bool = False) -> str:
+    """Return `key` normalised (no ``.`` or empty segments) or raise `UnsafePath`.
+
+    Every backend calls this before touching storage, so the rule is the same everywhere;
+    ``allow_empty`` is for listing prefixes, where ``""`` means the whole base path.
+
+    Example:
+        >>> validate_key("a//./b.bin")
+        'a/b.bin'
+        >>> validate_key("../etc/passwd")
+        Traceback (most recent call last):
+        blocks.errors.UnsafePath: Refused key '../etc/passwd': it contains a '..' segment; ...
+    """
+    if not isinstance(key, str):
+        raise UnsafePath(f"Refused key {key!r}: keys are str, not {type(key).__name__}.")
+
+    def refuse(why: str) -> UnsafePath:
+        return UnsafePath(f"Refused key {key!r}: {why}; {KEY_RULE}.")
+
+    if _CONTROL.search(key):
+        raise refuse("it contains a control character")
+    if "\\" in key:
+        raise refuse("it contains a backslash")
+    if key.startswith("/"):
+        raise refuse("it is an absolute path")
+    if _DRIVE.match(key):
+        raise refuse("it starts with a drive letter")
+    parts = [part for part in key.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise refuse("it contains a '..' segment")
+    if any(part.startswith(TEMP_PREFIX) for part in parts):
+        raise refuse(f"names starting with {TEMP_PREFIX!r} are reserved for temporary files")
+    if not parts and not allow_empty:
+        raise refuse("it is empty")
+    return "/".join(parts)
+
+
+def join_key(root: str, key: str) -> str:
+    """``root/key`` for string-addressed stores; `key` must already be validated."""
+    root = root.rstrip("/")
+    return f"{root}/{key}" if key else root
+
+
+def check_range(start: int, end: int) -> None:
+    """Refuse a negative or reversed byte range (``read_range`` arguments)."""
+    if start < 0 or end < start:
+        raise ValueError(f"Invalid byte range [{start}, {end}): need 0 <= start <= end.")
 
 
 class WritableFileSystem(Block):
@@ -43,8 +105,12 @@ class WritableFileSystem(Block):
         """Whether an object is stored under `path`."""
 
     @abstractmethod
-    def delete(self, path: str) -> None:
-        """Remove the object under `path`; a missing object is not an error."""
+    def delete(self, path: str) -> None:  # type: ignore[override]
+        """Remove the object under `path`; a missing object is not an error.
+
+        This shadows ``Block.delete(name)`` on storage blocks: delete a saved storage block
+        document with ``Block.delete("s3/name")``.
+        """
 
     @abstractmethod
     def ls(self, path: str = "") -> list[str]:

@@ -1,0 +1,285 @@
+"""AWS blocks: `AwsCredentials`, the `S3` bucket storage (over s3fs) and `AwsSecret`.
+
+s3fs and boto3 are optional (``pip install 'blocks[s3]'``) and imported on first use.
+With no credentials given, the ambient ones are used (environment variables, ``~/.aws``,
+instance roles), so ``S3(bucket_path="my-bucket/results")`` works as in the tutorial.
+
+Example:
+    >>> creds = AwsCredentials(aws_access_key_id="AKIA...", aws_secret_access_key="...")
+    >>> creds.save("prod")
+    >>> S3(bucket_path="my-bucket/results", credentials=AwsCredentials.load("prod")).save("prod")
+    >>> S3.load("prod").write_path("hello.txt", b"hi")
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from pydantic import PrivateAttr, SecretStr, field_validator
+
+from blocks.core import Block
+from blocks.errors import ConfigurationError, MissingDependency, StorageError
+from blocks.filesystems.remote import FsspecFileSystem, _scrub, _strings_in
+
+S3_EXTRA = "pip install 'blocks[s3]'"
+
+# Fail fast when the endpoint is down; s3fs adds its own retries for throttling.
+_BOTO_CONFIG: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 60,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
+
+
+class AwsCredentials(Block):
+    """AWS credentials (secret key and session token encrypted at rest) and client settings.
+
+    Every field is optional: what is not given comes from the ambient AWS configuration.
+
+    Example:
+        >>> AwsCredentials(aws_access_key_id="AKIA...", aws_secret_access_key="...",
+        ...                region_name="eu-west-1").save("prod")
+        >>> S3(bucket_path="bucket/results", credentials=AwsCredentials.load("prod"))
+    """
+
+    _block_type_name = "AWS Credentials"
+    _description = "AWS access key, secret key, session token, profile, region and endpoint."
+
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    profile_name: str | None = None
+    region_name: str | None = None
+    endpoint_url: str | None = None
+    """A custom endpoint (LocalStack, MinIO, ...); ``None`` for AWS itself."""
+
+    def boto3_session(self) -> Any:
+        """A ``boto3.Session`` with these credentials."""
+        boto3 = _import("boto3")
+        return boto3.session.Session(
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=_plain(self.aws_secret_access_key),
+            aws_session_token=_plain(self.aws_session_token),
+            profile_name=self.profile_name,
+            region_name=self.region_name,
+        )
+
+    def client(self, service: str, endpoint_url: str | None = None) -> Any:
+        """A boto3 client for `service` (e.g. ``"secretsmanager"``)."""
+        botocore_config = _import("botocore.config")
+        return self.boto3_session().client(
+            service,
+            endpoint_url=endpoint_url or self.endpoint_url,
+            config=botocore_config.Config(**_BOTO_CONFIG),
+        )
+
+
+class S3(FsspecFileSystem):
+    """Storage in an S3 bucket (or an S3-compatible store such as LocalStack or MinIO).
+
+    Credentials come from the fields given here, else from `credentials` (a saved
+    `AwsCredentials` stays linked), else from the ambient AWS configuration.
+    Writes are a single PUT (or a multipart upload that S3 publishes only when complete).
+
+    Example:
+        >>> S3(bucket_path="my-bucket/results")              # ambient credentials
+        >>> S3(bucket_path="test-bucket/results", endpoint_url="http://127.0.0.1:4566",
+        ...    aws_access_key_id="test", aws_secret_access_key="test").write_path("k", b"v")
+    """
+
+    _block_is_abstract = False
+    _block_type_slug = "s3"
+    _block_type_name = "S3"
+    _description = "Store data in an S3 bucket, with linked or ambient AWS credentials."
+
+    bucket_path: str
+    """``bucket`` or ``bucket/prefix`` (an ``s3://`` prefix is accepted)."""
+    credentials: AwsCredentials | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    endpoint_url: str | None = None
+    region_name: str | None = None
+
+    @field_validator("bucket_path")
+    @classmethod
+    def _valid_bucket_path(cls, value: str) -> str:
+        path = value.removeprefix("s3://").removeprefix("s3a://").strip("/")
+        if not path or path.startswith("."):
+            raise ValueError("bucket_path must be 'bucket' or 'bucket/prefix'")
+        return path
+
+    def _protocol(self) -> str:
+        return "s3"
+
+    def _root(self) -> str:
+        return self.bucket_path
+
+    def _endpoint(self) -> str | None:
+        return self.endpoint_url or (self.credentials.endpoint_url if self.credentials else None)
+
+    def _storage_options(self) -> dict[str, Any]:
+        creds = self.credentials
+        options: dict[str, Any] = {
+            # Other processes write too: never answer exists() from a stale listing.
+            "use_listings_cache": False,
+            "config_kwargs": dict(_BOTO_CONFIG),
+        }
+        if self.aws_access_key_id or self.aws_secret_access_key:
+            options["key"] = self.aws_access_key_id
+            options["secret"] = _plain(self.aws_secret_access_key)
+            options["token"] = _plain(self.aws_session_token)
+        elif creds is not None:
+            if creds.aws_access_key_id or creds.aws_secret_access_key:
+                options["key"] = creds.aws_access_key_id
+                options["secret"] = _plain(creds.aws_secret_access_key)
+                options["token"] = _plain(creds.aws_session_token)
+            if creds.profile_name:
+                options["profile"] = creds.profile_name
+        endpoint = self._endpoint()
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        region = self.region_name or (creds.region_name if creds else None)
+        if region:
+            options["client_kwargs"] = {"region_name": region}
+        return options
+
+    def _make_filesystem(self, options: dict[str, Any]) -> Any:
+        s3fs = _import("s3fs")
+        return s3fs.S3FileSystem(**options)
+
+    def _secret_values(self) -> list[str]:
+        options = self._storage_options()
+        return _strings_in({k: options.get(k) for k in ("key", "secret", "token")})
+
+    def _is_missing_root(self, exc: BaseException) -> bool:
+        code = _error_code(exc.__cause__) or _error_code(exc)
+        return code == "NoSuchBucket" or "bucket does not exist" in str(exc).lower()
+
+    def describe(self) -> str:
+        endpoint = self._endpoint()
+        where = f"s3://{self.bucket_path}"
+        return f"{where} (endpoint {endpoint})" if endpoint else where
+
+
+class AwsSecret(Block):
+    """A secret stored in AWS Secrets Manager, read on demand with boto3.
+
+    Example:
+        >>> secret = AwsSecret(secret_name="prod/db-password",
+        ...                    credentials=AwsCredentials.load("prod"))
+        >>> secret.put("hunter2")
+        >>> secret.get()
+        'hunter2'
+    """
+
+    _block_type_name = "AWS Secret"
+    _description = "A secret value kept in AWS Secrets Manager."
+
+    secret_name: str
+    credentials: AwsCredentials | None = None
+    endpoint_url: str | None = None
+    region_name: str | None = None
+
+    _client_cache: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
+
+    def _client(self) -> Any:
+        creds = self.credentials or AwsCredentials()
+        region = self.region_name or creds.region_name
+        endpoint = self.endpoint_url or creds.endpoint_url
+        fingerprint = (creds.model_dump_json(), _plain(creds.aws_secret_access_key),
+                       _plain(creds.aws_session_token), region, endpoint)
+        cached = self._client_cache
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        if region is not None:
+            creds = creds.model_copy(update={"region_name": region})
+        try:
+            client = creds.client("secretsmanager", endpoint_url=endpoint)
+        except Exception as exc:
+            if type(exc).__name__ == "NoRegionError":
+                raise ConfigurationError(
+                    f"AWS secret {self.secret_name!r} needs a region: set region_name on the "
+                    "AwsSecret or its AwsCredentials, or AWS_DEFAULT_REGION."
+                ) from None
+            raise self._error("connect for", exc) from None
+        self._client_cache = (fingerprint, client)
+        return client
+
+    def _describe(self) -> str:
+        creds = self.credentials
+        endpoint = self.endpoint_url or (creds.endpoint_url if creds else None)
+        return f"{self.secret_name!r}" + (f" at {endpoint}" if endpoint else "")
+
+    def _error(self, action: str, exc: BaseException) -> StorageError:
+        creds = self.credentials or AwsCredentials()
+        secrets = _strings_in([creds.aws_access_key_id, creds.aws_secret_access_key,
+                               creds.aws_session_token])
+        code = _error_code(exc)
+        if code == "ResourceNotFoundException":
+            why = "no such secret in AWS Secrets Manager"
+        elif code in ("AccessDeniedException", "UnrecognizedClientException"):
+            why = "access denied (check the credentials)"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        return StorageError(_scrub(f"Could not {action} AWS secret {self._describe()}: {why}",
+                                   secrets))
+
+    def get(self) -> str:
+        """The secret's value (a binary secret is decoded as UTF-8)."""
+        try:
+            response = self._client().get_secret_value(SecretId=self.secret_name)
+        except StorageError:
+            raise
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise self._error("read", exc) from None
+        if "SecretString" in response:
+            return cast(str, response["SecretString"])
+        return cast(bytes, response["SecretBinary"]).decode()
+
+    def get_json(self) -> Any:
+        """The secret's value parsed as JSON (e.g. a dict of database settings)."""
+        return json.loads(self.get())
+
+    def put(self, value: str | dict[str, Any]) -> None:
+        """Store `value` (a dict is stored as JSON), creating the secret if needed."""
+        text = value if isinstance(value, str) else json.dumps(value)
+        client = self._client()
+        try:
+            try:
+                client.put_secret_value(SecretId=self.secret_name, SecretString=text)
+            except Exception as exc:
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+                client.create_secret(Name=self.secret_name, SecretString=text)
+        except Exception as exc:
+            raise self._error("write", exc) from None
+
+
+def _plain(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _error_code(exc: BaseException | None) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
+def _import(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(
+            f"{module.split('.')[0]} is needed for AWS blocks: {S3_EXTRA}"
+        ) from None
+
+
+__all__ = ["S3", "AwsCredentials", "AwsSecret"]

@@ -1,0 +1,187 @@
+"""`LocalFileSystem`: storage in a folder of the local disk, with atomic, durable writes.
+
+Example:
+    >>> fs = LocalFileSystem(basepath="/tmp/results")
+    >>> fs.write_path("etl/extract.bin", b"payload")
+    >>> fs.read_range("etl/extract.bin", 0, 3)
+    b'pay'
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+from blocks import settings
+from blocks.errors import UnsafePath
+from blocks.filesystems.base import TEMP_PREFIX, WritableFileSystem, check_range, validate_key
+
+
+class LocalFileSystem(WritableFileSystem):
+    """Objects stored as files under `basepath` (default: ``$BLOCKS_HOME/storage``).
+
+    Writes go to a temporary file in the target's folder, are flushed and fsynced, then
+    renamed over the target: a reader sees the old file or the new one, never a part.
+    Keys that resolve outside `basepath` (``..``, absolute paths, symlinks leading out)
+    are refused with `UnsafePath`.
+
+    Example:
+        >>> fs = LocalFileSystem(basepath="~/results")
+        >>> with fs.open_atomic_write("big.bin") as f:
+        ...     f.write(b"x" * 1024)
+        >>> fs.size("big.bin")
+        1024
+    """
+
+    _block_is_abstract = False
+    _description = "Store data as files in a folder of the local disk."
+
+    basepath: str | None = None
+    """Folder holding the files; ``None`` means ``$BLOCKS_HOME/storage`` at the time of use."""
+
+    # -- paths -----------------------------------------------------------------------------
+    def root(self) -> Path:
+        """The base folder as an absolute path (not created until the first write)."""
+        base = self.basepath
+        if base is None:
+            return (settings.blocks_home() / "storage").absolute()
+        if base.startswith("file://"):
+            base = base[len("file://") :]
+        return Path(base).expanduser().absolute()
+
+    def _resolve(self, key: str, *, allow_empty: bool = False) -> Path:
+        """The file for `key`, after checking that its real path stays under the root."""
+        key = validate_key(key, allow_empty=allow_empty)
+        root = self.root()
+        path = root / key if key else root
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            raise UnsafePath(
+                f"Refused key {key!r}: it resolves (through a symlink) to {real}, outside the "
+                f"base path {real_root}. Keys must stay below the base path."
+            )
+        return path
+
+    # -- the protocol -------------------------------------------------------------------
+    def read_path(self, path: str) -> bytes:
+        with self.open_read(path) as f:
+            return f.read()
+
+    def write_path(self, path: str, content: bytes) -> None:
+        with self.open_atomic_write(path) as f:
+            f.write(content)
+
+    def exists(self, path: str) -> bool:
+        return self._resolve(path).is_file()
+
+    def delete(self, path: str) -> None:  # type: ignore[override]
+        target = self._resolve(path)
+        try:
+            target.unlink()
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+        except PermissionError:
+            if not target.is_dir():  # unlink() of a folder raises EPERM on some systems
+                raise
+
+    def ls(self, path: str = "") -> list[str]:
+        return sorted(self.walk_keys(path))
+
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+        target = self._resolve(path)
+        try:
+            return open(target, "rb")
+        except IsADirectoryError:
+            raise FileNotFoundError(
+                f"No object under key {path!r} in {self.describe()} (it is a folder)."
+            ) from None
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        check_range(start, end)
+        with self.open_read(path) as f:
+            f.seek(start)
+            return f.read(end - start)
+
+    def open_atomic_write(self, path: str) -> AbstractContextManager[BinaryIO]:
+        return self._atomic_write(self._resolve(path))
+
+    @contextmanager
+    def _atomic_write(self, target: Path) -> Iterator[BinaryIO]:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(target.parent)
+
+    def size(self, path: str) -> int:
+        target = self._resolve(path)
+        info = target.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise FileNotFoundError(
+                f"No object under key {path!r} in {self.describe()} (it is a folder)."
+            )
+        return info.st_size
+
+    def walk_keys(self, prefix: str = "") -> Iterator[str]:
+        start = self._resolve(prefix, allow_empty=True)
+        key = validate_key(prefix, allow_empty=True)
+        if start.is_file():
+            yield key
+            return
+        real_root = os.path.realpath(self.root())
+        yield from _walk(start, key, real_root)
+
+    def describe(self) -> str:
+        return f"file://{self.root()}"
+
+
+def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
+    """Keys below `folder`, sorted per folder; symlinked folders are not followed."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.name.startswith(TEMP_PREFIX):
+            continue
+        child = f"{key}/{entry.name}" if key else entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path), child, real_root)
+        elif entry.is_symlink():
+            # Listed only if it is a file that stays inside the base path (else unreadable).
+            real = os.path.realpath(entry.path)
+            if real.startswith(real_root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
+                yield child
+        elif entry.is_file(follow_symlinks=False):
+            yield child
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; not every OS or filesystem allows fsync on a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["LocalFileSystem"]

@@ -1,0 +1,396 @@
+"""Storage over fsspec: the shared `FsspecFileSystem` and `RemoteFileSystem` for any URL.
+
+`S3` and `GCS` build on `FsspecFileSystem` too; each only says how to build its fsspec
+filesystem and where its root is. The fsspec object is built lazily (importing fsspec and the
+backend package only then) and cached on the block instance.
+
+Example:
+    >>> fs = RemoteFileSystem(basepath="memory://results")
+    >>> fs.write_path("a.bin", b"data")
+    >>> fs.ls()
+    ['a.bin']
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any, BinaryIO, NoReturn, cast
+
+from pydantic import Field, PrivateAttr, field_validator
+
+from blocks.core import SecretDict
+from blocks.errors import BlocksError, ConfigurationError, MissingDependency, StorageError
+from blocks.filesystems.base import (
+    TEMP_PREFIX,
+    WritableFileSystem,
+    check_range,
+    join_key,
+    validate_key,
+)
+
+# Stores where one PUT replaces an object atomically: no temp object needed.
+OBJECT_STORE_PROTOCOLS = frozenset(
+    {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"}
+)
+
+SPOOL_MAX_MEMORY = 16 * 1024 * 1024
+"""Streamed writes stay in memory up to this size, then spill to a local temporary file."""
+
+
+class FsspecFileSystem(WritableFileSystem):
+    """Shared implementation of the storage protocol over an fsspec filesystem.
+
+    Subclasses implement `_protocol`, `_root`, `_storage_options` and (optionally)
+    `_make_filesystem`, `_secret_values` and `_is_missing_root`.
+    """
+
+    _block_is_abstract = True
+
+    _fs_cache: tuple[dict[str, Any], Any] | None = PrivateAttr(default=None)
+    _root_checked: bool = PrivateAttr(default=False)
+
+    # -- what subclasses provide ------------------------------------------------------------
+    @abstractmethod
+    def _protocol(self) -> str:
+        """The fsspec protocol, e.g. ``"s3"``."""
+
+    @abstractmethod
+    def _root(self) -> str:
+        """The base path in fsspec's form (protocol stripped, no trailing slash)."""
+
+    @abstractmethod
+    def _storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for the fsspec filesystem (may hold secrets: never log them)."""
+
+    def _make_filesystem(self, options: dict[str, Any]) -> Any:
+        import fsspec
+
+        protocol = self._protocol()
+        try:
+            return fsspec.filesystem(protocol, **options)
+        except ImportError as exc:
+            raise MissingDependency(
+                f"Storage {self.describe()} needs an optional package: {exc}"
+            ) from None
+        except ValueError as exc:
+            if "protocol" in str(exc).lower():
+                raise ConfigurationError(
+                    f"Unknown storage protocol {protocol!r} in {self.describe()}: {exc}"
+                ) from None
+            raise
+
+    def _secret_values(self) -> list[str]:
+        """Strings that must never appear in an error message (keys, tokens)."""
+        return _strings_in(self._storage_options())
+
+    def _is_missing_root(self, exc: BaseException) -> bool:
+        """Whether a FileNotFoundError means the bucket (not the key) is missing."""
+        return False
+
+    # -- the fsspec filesystem, cached per instance ------------------------------------------
+    def filesystem(self) -> Any:
+        """The fsspec filesystem for this block, built once (per set of options) and cached."""
+        options = self._storage_options()
+        cached = self._fs_cache
+        if cached is not None and cached[0] == options:
+            return cached[1]
+        fs = self._make_filesystem(options)
+        self._fs_cache = (options, fs)
+        self._root_checked = False
+        return fs
+
+    def _full(self, key: str, *, allow_empty: bool = False) -> str:
+        return join_key(self._root(), validate_key(key, allow_empty=allow_empty))
+
+    def _relative(self, full: str) -> str:
+        root = self._root().rstrip("/")
+        full = full.rstrip("/")
+        if root and not full.startswith(root + "/"):
+            return ""
+        return full[len(root) + 1 :] if root else full.lstrip("/")
+
+    def _single_put(self) -> bool:
+        return self._protocol() in OBJECT_STORE_PROTOCOLS
+
+    # -- errors: typed, with the location, never a secret ----------------------------------
+    def _fail(self, action: str, key: str, exc: BaseException) -> NoReturn:
+        """Re-raise `exc` as `StorageError` naming the location (or pass ours through)."""
+        if isinstance(exc, BlocksError):
+            raise exc
+        if isinstance(exc, FileNotFoundError) and self._is_missing_root(exc):
+            raise StorageError(
+                f"Could not {action} {key!r}: the bucket of {self.describe()} does not exist. "
+                "Create it or fix the bucket path."
+            ) from None
+        if isinstance(exc, PermissionError):
+            why = "access denied (check the credentials and the bucket policy)"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        message = f"Could not {action} {key!r} in {self.describe()}: {why}"
+        clean = _scrub(message, self._secret_values())
+        if clean != message:
+            raise StorageError(clean) from None
+        raise StorageError(clean) from exc
+
+    def _missing(self, key: str) -> FileNotFoundError:
+        return FileNotFoundError(f"No object under key {key!r} in {self.describe()}.")
+
+    def _call(self, action: str, key: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``fs.method(*args)``; FileNotFoundError stays one (unless the bucket is missing)."""
+        fs = self.filesystem()
+        try:
+            return getattr(fs, method)(*args, **kwargs)
+        except FileNotFoundError as exc:
+            if self._is_missing_root(exc):
+                self._fail(action, key, exc)
+            raise self._missing(key) from None
+        except IsADirectoryError:
+            raise self._missing(key) from None
+        except Exception as exc:
+            self._fail(action, key, exc)
+
+    # -- the protocol -------------------------------------------------------------------
+    def read_path(self, path: str) -> bytes:
+        return cast(bytes, self._call("read", path, "cat_file", self._full(path)))
+
+    def write_path(self, path: str, content: bytes) -> None:
+        full = self._full(path)
+        if self._single_put():
+            self._put_bytes(path, full, bytes(content))
+        else:
+            with self.open_atomic_write(path) as f:
+                f.write(content)
+
+    def _put_bytes(self, key: str, full: str, content: bytes) -> None:
+        try:
+            self.filesystem().pipe_file(full, content)
+        except Exception as exc:
+            # No legitimate FileNotFoundError on a write: it is a missing bucket or folder.
+            self._fail("write", key, exc)
+
+    def exists(self, path: str) -> bool:
+        full = self._full(path)
+        try:
+            info = self._call("check", path, "info", full)
+        except FileNotFoundError:
+            return False
+        return bool(info.get("type") == "file")
+
+    def delete(self, path: str) -> None:  # type: ignore[override]
+        full = self._full(path)
+        with suppress(FileNotFoundError):
+            self._call("delete", path, "rm_file", full)
+
+    def ls(self, path: str = "") -> list[str]:
+        return sorted(self.walk_keys(path))
+
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+        full = self._full(path)
+        if self._protocol() == "memory":
+            # fsspec's memory store hands every reader the same file object (one position).
+            return io.BytesIO(self.read_path(path))
+        return cast(AbstractContextManager[BinaryIO], self._call("read", path, "open", full, "rb"))
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        check_range(start, end)
+        full = self._full(path)
+        if start == end:
+            self.size(path)  # still FileNotFoundError for a missing object
+            return b""
+        try:
+            return cast(bytes, self._call("read", path, "cat_file", full, start=start, end=end))
+        except StorageError:
+            # Object stores answer 416 for a range past the end; ours returns b"".
+            if self.size(path) <= start:
+                return b""
+            raise
+
+    def open_atomic_write(self, path: str) -> AbstractContextManager[BinaryIO]:
+        return self._atomic_write(path, self._full(path))
+
+    @contextmanager
+    def _atomic_write(self, key: str, full: str) -> Iterator[BinaryIO]:
+        # Spool locally, upload once on a clean exit: nothing reaches the store on error.
+        with _Spool(SPOOL_MAX_MEMORY) as spool:
+            yield cast(BinaryIO, spool)
+            spool.flush()
+            self._upload(key, full, spool)
+
+    def _upload(self, key: str, full: str, spool: _Spool) -> None:
+        fs = self.filesystem()
+        if self._single_put():
+            if spool.path is None:  # still in memory: one PUT of its bytes
+                self._put_bytes(key, full, spool.getvalue())
+                return
+            # put_file is one PUT or a multipart upload, which S3/GCS publish only when complete.
+            try:
+                fs.put_file(spool.path, full)
+            except Exception as exc:
+                self._fail("write", key, exc)
+            return
+        # Other stores (sftp, ftp, ...): upload beside the target, then rename over it.
+        parent, _, _ = full.rpartition("/")
+        tmp = f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            fs.makedirs(parent, exist_ok=True)
+            spool.seek(0)
+            with fs.open(tmp, "wb") as out:
+                shutil.copyfileobj(spool, out, 1024 * 1024)
+            fs.mv(tmp, full)
+        except Exception as exc:
+            with suppress(Exception):
+                fs.rm_file(tmp)
+            self._fail("write", key, exc)
+
+    def size(self, path: str) -> int:
+        info = self._call("read", path, "info", self._full(path))
+        if info.get("type") != "file":
+            raise self._missing(path)
+        return int(info["size"])
+
+    def walk_keys(self, prefix: str = "") -> Iterator[str]:
+        full = self._full(prefix, allow_empty=True)
+        try:
+            found = self._call("list", prefix, "find", full)
+        except FileNotFoundError:
+            return
+        for item in sorted(found):
+            rel = self._relative(item)
+            if not rel or rel.endswith("/") or rel.rsplit("/", 1)[-1].startswith(TEMP_PREFIX):
+                continue
+            yield rel
+
+
+class _Spool(io.BufferedIOBase):
+    """A seekable write buffer: in memory up to `max_memory` bytes, then a named temp file."""
+
+    def __init__(self, max_memory: int) -> None:
+        super().__init__()
+        self._buffer: BinaryIO = io.BytesIO()
+        self._max_memory = max_memory
+        self.path: str | None = None
+
+    def _roll(self) -> None:
+        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX)
+        self.path = path
+        disk = os.fdopen(fd, "w+b")
+        memory = cast(io.BytesIO, self._buffer)
+        disk.write(memory.getbuffer())
+        disk.seek(memory.tell())
+        self._buffer = disk
+
+    def write(self, data: Any) -> int:
+        written = self._buffer.write(data)
+        if self.path is None and self._buffer.tell() > self._max_memory:
+            self._roll()
+        return written
+
+    def getvalue(self) -> bytes:
+        return cast(io.BytesIO, self._buffer).getvalue()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._buffer.read(-1 if size is None else size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._buffer.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._buffer.tell()
+
+    def flush(self) -> None:
+        self._buffer.flush()
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()  # flushes first
+        self._buffer.close()
+        if self.path is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def _strings_in(value: Any) -> list[str]:
+    """Every string of 6+ characters inside `value` (unwrapping pydantic secrets).
+
+    Shorter ones (LocalStack's ``test``) would mangle bucket names when scrubbed.
+    """
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return [value] if len(value) >= 6 else []
+    if isinstance(value, bytes):
+        return _strings_in(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings_in(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings_in(item)]
+    return []
+
+
+def _scrub(message: str, secrets: list[str]) -> str:
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        message = message.replace(secret, "**********")
+    return message
+
+
+class RemoteFileSystem(FsspecFileSystem):
+    """Storage at any fsspec URL; `settings` (often keys) is secret and encrypted at rest.
+
+    Example:
+        >>> fs = RemoteFileSystem(basepath="s3://bucket/results",
+        ...                       settings={"key": "AKIA...", "secret": "..."})
+        >>> fs.write_path("x.bin", b"1")
+        >>> fs
+        RemoteFileSystem(basepath='s3://bucket/results', settings=Secret('**********'))
+    """
+
+    _block_is_abstract = False
+    _description = "Store data at any fsspec URL (memory://, sftp://, s3://, gs://, ...)."
+
+    basepath: str
+    """``protocol://path``: where objects live."""
+    settings: SecretDict = Field(default_factory=lambda: SecretDict({}))
+    """Keyword arguments of the fsspec filesystem (credentials included): secret."""
+
+    @field_validator("basepath")
+    @classmethod
+    def _has_protocol(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                "basepath must be a URL with a protocol, e.g. 'memory://results' or "
+                "'s3://bucket/prefix'; use LocalFileSystem for a local folder"
+            )
+        return value
+
+    def _protocol(self) -> str:
+        return self.basepath.split("://", 1)[0]
+
+    def _root(self) -> str:
+        fs = self.filesystem()
+        return str(fs._strip_protocol(self.basepath)).rstrip("/")
+
+    def _storage_options(self) -> dict[str, Any]:
+        return dict(self.settings.get_secret_value())
+
+    def describe(self) -> str:
+        return self.basepath.rstrip("/")
+
+
+__all__ = ["FsspecFileSystem", "RemoteFileSystem"]
