@@ -1,0 +1,176 @@
+"""Cache keys, the result-store cache, and the "compute once" locks of cached tasks.
+
+`task_input_hash` is the usual ``cache_key_fn``: a stable hash of the task's identity (module,
+qualified name and bytecode) and of its bound parameters (canonical JSON, or cloudpickle for
+values JSON cannot encode). Equal inputs give the same key in every process.
+
+Concurrent calls with one key compute once: threads of one process queue on an in-process lock,
+processes on a `filelock.FileLock` under ``$BLOCKS_HOME/locks/``; whoever gets the lock second
+finds the record the first one wrote.
+
+Example:
+    >>> @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
+    ... def extract(source: str) -> dict: ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from blocks import settings
+
+if TYPE_CHECKING:
+    from blocks.context import TaskRun
+    from blocks.results import ResultStore
+
+__all__ = ["call_cache_key_fn", "key_lock", "result_store", "task_input_hash"]
+
+CacheKeyFn = Callable[..., str | None]
+
+
+def function_identity(fn: Callable[..., Any]) -> bytes:
+    """Bytes that identify a function's code: module, qualified name and bytecode."""
+    code = getattr(fn, "__code__", None)
+    parts = [
+        getattr(fn, "__module__", "") or "",
+        getattr(fn, "__qualname__", "") or repr(fn),
+        code.co_code.hex() if code is not None else "",
+    ]
+    return "\x00".join(parts).encode()
+
+
+def hash_parameters(identity: bytes, parameters: dict[str, Any]) -> str:
+    """A 32-hex-digit key from `identity` and `parameters` (JSON, else cloudpickle)."""
+    try:
+        payload = b"J" + json.dumps(
+            parameters, sort_keys=True, separators=(",", ":"), allow_nan=True
+        ).encode()
+    except (TypeError, ValueError):
+        import cloudpickle
+
+        payload = b"P" + cloudpickle.dumps(parameters, protocol=5)
+    digest = hashlib.blake2b(identity, digest_size=16)
+    digest.update(payload)
+    return digest.hexdigest()
+
+
+def task_input_hash(context: TaskRun, parameters: dict[str, Any]) -> str:
+    """Cache key from the task's identity and its inputs: same function + same inputs = hit.
+
+    Example:
+        >>> @task(cache_key_fn=task_input_hash)
+        ... def double(x: int) -> int:
+        ...     return 2 * x
+    """
+    task = context.task
+    return f"{task.cache_key_prefix}-{hash_parameters(task.identity, parameters)}"
+
+
+def key_fn_arity(fn: CacheKeyFn) -> int:
+    """0 if `fn` takes no arguments (``lambda: "static_key"``), else 2 ``(context, parameters)``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return 0 if not positional else 2
+
+
+def call_cache_key_fn(
+    fn: CacheKeyFn, arity: int, run: TaskRun, parameters: dict[str, Any]
+) -> str | None:
+    """The key `fn` returns for this run (None: do not cache), validated as a storage key."""
+    key = fn() if arity == 0 else fn(run, parameters)
+    if key is None:
+        return None
+    from blocks.results import validate_key
+
+    return validate_key(key)
+
+
+# -- resolved result stores, one per (storage, serializer, settings) ---------------------------
+
+_stores: dict[tuple[Any, ...], tuple[Any, Any, ResultStore]] = {}
+_stores_lock = threading.Lock()
+
+
+def _spec_key(spec: Any) -> Any:
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, os.PathLike):
+        return os.fspath(spec)
+    return ("id", id(spec))  # a Block or Serializer instance: kept alive in the cache entry
+
+
+def result_store(storage: Any, serializer: Any) -> ResultStore:
+    """`ResultStore.resolve(storage, serializer)`, built once per distinct pair and settings.
+
+    The settings that change what None or a slug means (``BLOCKS_HOME``, the registry URL,
+    the default storage and serializer) are part of the cache key.
+    """
+    env = os.environ
+    key = (
+        _spec_key(storage),
+        _spec_key(serializer),
+        env.get("BLOCKS_HOME"),
+        env.get("BLOCKS_REGISTRY_URL"),
+        env.get("BLOCKS_RESULTS_STORAGE"),
+        env.get("BLOCKS_RESULTS_SERIALIZER"),
+    )
+    entry = _stores.get(key)
+    if entry is None:
+        from blocks.results import ResultStore
+
+        store = ResultStore.resolve(storage, serializer)
+        with _stores_lock:
+            entry = _stores.setdefault(key, (storage, serializer, store))
+    return entry[2]
+
+
+def clear_store_cache() -> None:
+    """Forget resolved stores (after a saved storage block was changed, say)."""
+    with _stores_lock:
+        _stores.clear()
+
+
+# -- compute once --------------------------------------------------------------------------------
+
+_key_locks: dict[str, list[Any]] = {}  # lock name -> [threading.Lock, users]
+_key_locks_guard = threading.Lock()
+
+
+@contextmanager
+def key_lock(store: ResultStore, key: str) -> Iterator[None]:
+    """Hold the lock of `key` in `store`: one thread per process, one process per machine."""
+    name = hashlib.blake2b(
+        f"{store.storage.describe()}\x00{key}".encode(), digest_size=16
+    ).hexdigest()
+    with _key_locks_guard:
+        entry = _key_locks.get(name)
+        if entry is None:
+            entry = _key_locks[name] = [threading.Lock(), 0]
+        entry[1] += 1
+    try:
+        with entry[0]:
+            from filelock import FileLock
+
+            locks = settings.blocks_home() / "locks"
+            locks.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(locks / f"{name}.lock"), thread_local=False):
+                yield
+    finally:
+        with _key_locks_guard:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _key_locks[name]

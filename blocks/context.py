@@ -1,0 +1,180 @@
+"""Run context: which flow run and task run the current code is executing in.
+
+One `contextvars.ContextVar` holds the innermost run (a `FlowRun` or a `TaskRun`), so the
+lookup on every task call is a single ``get()``. Task runners copy the context into their worker
+threads, which is how a task submitted to a thread still sees its flow run.
+
+Example:
+    >>> from blocks.context import current_run
+    >>> @task
+    ... def whoami() -> str:
+    ...     return current_run().name
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
+
+    from blocks.flows import Flow
+    from blocks.states import State
+    from blocks.task_runners import TaskRunner
+    from blocks.tasks import Task
+
+__all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_run", "current_task_run"]
+
+# Cheap, process-unique run numbers: a uuid is made only when someone asks for `.id`.
+_run_numbers = itertools.count(1)
+
+
+class FlowRun:
+    """One execution of a `Flow`: its parameters, defaults for its tasks, and task runner."""
+
+    __slots__ = (
+        "_id",
+        "_logger",
+        "flow",
+        "log_prints",
+        "name",
+        "parameters",
+        "parent",
+        "persist_result",
+        "result_serializer",
+        "result_storage",
+        "run_count",
+        "state",
+        "task_runner",
+    )
+
+    def __init__(
+        self,
+        flow: Flow[Any, Any],
+        parameters: dict[str, Any],
+        parent: FlowRun | TaskRun | None,
+        task_runner: TaskRunner,
+    ) -> None:
+        self.flow = flow
+        self.parameters = parameters
+        self.parent = parent
+        self.task_runner = task_runner
+        self.name = f"{flow.name}-{next(_run_numbers)}"
+        self.run_count = 0
+        self.state: State | None = None
+        self._id: str | None = None
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        outer = parent.flow_run if isinstance(parent, TaskRun) else parent
+        # A flow's result settings are the defaults for its tasks; a subflow inherits its parent's.
+        self.result_storage: Any = flow.result_storage
+        self.result_serializer: Any = flow.result_serializer
+        self.persist_result: bool | None = flow.persist_result
+        self.log_prints: bool = bool(flow.log_prints)
+        if outer is not None:
+            if self.result_storage is None:
+                self.result_storage = outer.result_storage
+            if self.result_serializer is None:
+                self.result_serializer = outer.result_serializer
+            if self.persist_result is None:
+                self.persist_result = outer.persist_result
+            if flow.log_prints is None:
+                self.log_prints = outer.log_prints
+
+    @property
+    def flow_run(self) -> FlowRun:
+        return self
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = uuid.uuid4().hex
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"FlowRun(name={self.name!r})"
+
+
+class TaskRun:
+    """One call of a `Task`; also the ``context`` handed to a two-argument ``cache_key_fn``.
+
+    Attributes: `task`, `flow_run` (None outside a flow), `parameters` (bound arguments, filled
+    in when something needs them), `name`, `id`, `run_count` (attempts so far), `state`.
+    """
+
+    __slots__ = (
+        "_id",
+        "_logger",
+        "_name",
+        "flow_run",
+        "log_prints",
+        "parameters",
+        "parent",
+        "run_count",
+        "state",
+        "task",
+    )
+
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        flow_run: FlowRun | None,
+        parent: FlowRun | TaskRun | None,
+        log_prints: bool,
+    ) -> None:
+        self.task = task
+        self.flow_run = flow_run
+        self.parent = parent
+        self.log_prints = log_prints
+        self.parameters: dict[str, Any] | None = None
+        self.run_count = 0
+        self.state: State | None = None
+        self._name: str | None = None
+        self._id: str | None = None
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def task_run(self) -> TaskRun:
+        """Prefect's ``context.task_run``: this object."""
+        return self
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = f"{self.task.name}-{next(_run_numbers)}"
+        return self._name
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = uuid.uuid4().hex
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"TaskRun(name={self.name!r})"
+
+
+_current: ContextVar[FlowRun | TaskRun | None] = ContextVar("blocks_run", default=None)
+
+get_current = _current.get
+set_current = _current.set
+reset_current = _current.reset
+
+
+def current_run() -> FlowRun | TaskRun | None:
+    """The innermost run (task run or flow run) of the calling code, or None."""
+    return _current.get()
+
+
+def current_flow_run() -> FlowRun | None:
+    """The flow run the calling code belongs to, or None outside a flow."""
+    run = _current.get()
+    return None if run is None else run.flow_run
+
+
+def current_task_run() -> TaskRun | None:
+    """The task run the calling code is inside, or None."""
+    run = _current.get()
+    return run if isinstance(run, TaskRun) else None

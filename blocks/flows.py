@@ -1,0 +1,225 @@
+"""`@flow`: the function that runs tasks; its run gives tasks their defaults and task runner.
+
+Calling a flow runs it in the current thread and returns its value (or raises what failed it).
+A flow called inside another flow is a subflow: its own run, with the parent's result settings
+as defaults. A flow's ``result_storage``, ``result_serializer``, ``persist_result`` and
+``log_prints`` are the defaults of the tasks it calls.
+
+Example:
+    >>> from blocks import flow, task
+    >>> @task
+    ... def double(x: int) -> int:
+    ...     return 2 * x
+    >>> @flow(name="ETL Pipeline", retries=1)
+    ... def etl(n: int = 3) -> list[int]:
+    ...     return [f.result() for f in double.map(range(n))]
+    >>> etl()
+    [0, 2, 4]
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+from blocks import caching
+from blocks.context import FlowRun, get_current, reset_current, set_current
+from blocks.errors import TaskTimeout
+from blocks.futures import resolve_futures
+from blocks.logging import install_print_capture, run_logger
+from blocks.states import Completed, Crashed, Failed, State, TimedOut
+from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
+from blocks.tasks import RetryDelay, _key_prefix, call_hooks, log_failure, retry_delay, retry_delays
+
+__all__ = ["Flow", "flow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+FlowHook = Callable[["Flow[Any, Any]", FlowRun, State], Any]
+
+
+class Flow(Generic[P, R]):
+    """A function plus run options; made by `@flow`.
+
+    Options (all keyword): name (default: the function name with dashes), description,
+    version, retries, retry_delay_seconds, timeout_seconds, task_runner (default
+    `ConcurrentTaskRunner()`), log_prints, persist_result, result_storage, result_serializer,
+    on_failure / on_completion / on_crashed hooks ``hook(flow, flow_run, state)``.
+
+    ``timeout_seconds`` runs the body in a worker thread and stops waiting when time is up;
+    Python cannot kill the thread, so the body may go on running in the background.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: RetryDelay | None = None,
+        timeout_seconds: float | None = None,
+        task_runner: TaskRunner | None = None,
+        log_prints: bool | None = None,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
+        on_failure: Iterable[FlowHook] | None = None,
+        on_completion: Iterable[FlowHook] | None = None,
+        on_crashed: Iterable[FlowHook] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError("@flow decorates a function")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
+        self.description = description or inspect.getdoc(fn)
+        self.version = version
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.timeout_seconds = timeout_seconds
+        self.task_runner = task_runner
+        self.log_prints = log_prints
+        if persist_result is None and (result_storage is not None or result_serializer is not None):
+            persist_result = True
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.on_failure = list(on_failure or ())
+        self.on_completion = list(on_completion or ())
+        self.on_crashed = list(on_crashed or ())
+        self._delays = retry_delays(retry_delay_seconds, retries)
+        self._signature = inspect.signature(fn)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__ = getattr(fn, "__name__", self.name)
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+    @overload
+    def __call__(  # type: ignore[valid-type]
+        self, *args: P.args, return_state: Literal[False] = False, **kwargs: P.kwargs
+    ) -> R: ...
+
+    @overload
+    def __call__(  # type: ignore[valid-type]
+        self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs
+    ) -> State: ...
+
+    def __call__(  # type: ignore[valid-type]
+        self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs
+    ) -> R | State:
+        """Run the flow and return its value (or its `State` with ``return_state=True``)."""
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        runner = (self.task_runner or ConcurrentTaskRunner()).duplicate()
+        run = FlowRun(self, dict(bound.arguments), get_current(), runner)
+        if run.log_prints:
+            install_print_capture()
+        token = set_current(run)
+        try:
+            state = self._run(run, args, kwargs)
+        finally:
+            reset_current(token)
+        return state if return_state else state.result()
+
+    def _run(self, run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        logger = run_logger(run)
+        logger.info("Beginning flow run %r for flow %r", run.name, self.name)
+        try:
+            state = self._attempts(run, args, kwargs)
+        except BaseException as exc:
+            run.task_runner.shutdown(wait=False)
+            run.state = state = Crashed(exc)
+            logger.error("Crashed: %s", state.message)
+            call_hooks(self.on_crashed, self, run, state)
+            raise
+        run.state = state
+        if state.is_failed():
+            log_failure(logger, state, self.retries, run.run_count)
+            call_hooks(self.on_failure, self, run, state)
+        else:
+            logger.info("Finished in state %s", state.name)
+            call_hooks(self.on_completion, self, run, state)
+        return state
+
+    def _attempts(self, run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        while True:
+            run.run_count += 1
+            timed_out = False
+            try:
+                if self.timeout_seconds is not None:
+                    value = call_with_timeout(
+                        self.fn, args, kwargs, self.timeout_seconds, f"Flow run {run.name!r}"
+                    )
+                else:
+                    value = self.fn(*args, **kwargs)
+                value = resolve_futures(value)
+                run.task_runner.shutdown(wait=True)
+                if run.persist_result:
+                    store = caching.result_store(run.result_storage, run.result_serializer)
+                    key = f"{_key_prefix(self.name)}-{uuid.uuid4().hex}"
+                    store.write(key, value, task=f"flow:{self.name}")
+                return Completed(value)
+            except TaskTimeout as exc:
+                timed_out = True
+                state = TimedOut(exc)
+            except Exception as exc:
+                state = Failed(exc)
+            # Abandon what a timed-out body left behind; otherwise let submitted tasks finish.
+            run.task_runner.shutdown(wait=not timed_out)
+            if run.run_count > self.retries:
+                return state
+            delay = retry_delay(self._delays, run.run_count, None)
+            run_logger(run).info(
+                "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
+                run.run_count, state.message, run.run_count, self.retries, delay,
+            )
+            if delay > 0:
+                time.sleep(delay)
+
+
+@overload
+def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
+
+
+@overload
+def flow(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    version: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: RetryDelay | None = None,
+    timeout_seconds: float | None = None,
+    task_runner: TaskRunner | None = None,
+    log_prints: bool | None = None,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
+    on_failure: Iterable[FlowHook] | None = None,
+    on_completion: Iterable[FlowHook] | None = None,
+    on_crashed: Iterable[FlowHook] | None = None,
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Make a function a `Flow`: ``@flow`` or ``@flow(name="ETL Pipeline", ...)``.
+
+    Example:
+        >>> @flow(task_runner=SequentialTaskRunner(), log_prints=True)
+        ... def nightly() -> None:
+        ...     print("runs every task in order")
+    """
+    if __fn is not None:
+        return Flow(__fn, **options)
+    return lambda fn: Flow(fn, **options)

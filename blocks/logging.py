@@ -1,0 +1,138 @@
+"""Run loggers: `get_run_logger()` and the ``log_prints`` capture of ``print()``.
+
+Run loggers are stdlib loggers (``blocks.flow_runs`` and ``blocks.task_runs``) wrapped in a
+`logging.LoggerAdapter` whose records carry ``flow_run_name`` / ``task_run_name``. They
+propagate to the root logger (so pytest's ``caplog`` and your own handlers see them); when the
+root logger has no handler, one console handler of ours prints them, so a plain script shows its
+run logs without any logging set-up. The level comes from ``BLOCKS_LOG_LEVEL`` (default INFO).
+
+Example:
+    >>> from blocks import flow, get_run_logger
+    >>> @flow
+    ... def hello() -> None:
+    ...     get_run_logger().info("hi")   # 12:00:00.000 | INFO    | Flow run 'hello-1' - hi
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import sys
+import threading
+from typing import Any
+
+from blocks import context, settings
+
+__all__ = ["get_run_logger", "run_logger"]
+
+FLOW_LOGGER = "blocks.flow_runs"
+TASK_LOGGER = "blocks.task_runs"
+OUTSIDE_LOGGER = "blocks.runs"
+
+_setup_lock = threading.Lock()
+_configured = False
+_original_print = builtins.print
+
+
+class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Prints run logs only while nobody else handles them (the root logger has no handler)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.root.handlers:
+            return
+        super().emit(record)
+
+
+class _RunFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        task_run = getattr(record, "task_run_name", None)
+        flow_run = getattr(record, "flow_run_name", None)
+        if task_run:
+            record.run_label = f"Task run {task_run!r} - "
+        elif flow_run:
+            record.run_label = f"Flow run {flow_run!r} - "
+        else:
+            record.run_label = ""
+        return super().format(record)
+
+
+def _configure() -> None:
+    """Install our console handler and level on the run loggers, once per process."""
+    global _configured
+    with _setup_lock:
+        if _configured:
+            return
+        handler = _ConsoleHandler(sys.stderr)
+        handler.setFormatter(
+            _RunFormatter(
+                "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(run_label)s%(message)s",
+                datefmt="%H:%M:%S",
+            )
+        )
+        level = settings.log_level()
+        for name in (FLOW_LOGGER, TASK_LOGGER, OUTSIDE_LOGGER):
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            logger.addHandler(handler)
+        _configured = True
+
+
+def run_logger(run: context.FlowRun | context.TaskRun) -> logging.LoggerAdapter[logging.Logger]:
+    """The logger adapter of `run`, made once per run and only when asked for."""
+    adapter = run._logger
+    if adapter is None:
+        if not _configured:
+            _configure()
+        if isinstance(run, context.TaskRun):
+            extra: dict[str, Any] = {"task_run_name": run.name, "task_name": run.task.name}
+            if run.flow_run is not None:
+                extra["flow_run_name"] = run.flow_run.name
+            adapter = logging.LoggerAdapter(logging.getLogger(TASK_LOGGER), extra)
+        else:
+            extra = {"flow_run_name": run.name, "flow_name": run.flow.name}
+            adapter = logging.LoggerAdapter(logging.getLogger(FLOW_LOGGER), extra)
+        run._logger = adapter
+    return adapter
+
+
+def get_run_logger() -> logging.LoggerAdapter[logging.Logger]:
+    """The logger of the current task or flow run.
+
+    Outside any run it returns a plain adapter over the ``blocks.runs`` logger, without a
+    warning, so library code may call it anywhere.
+
+    Example:
+        >>> @task
+        ... def extract(source: str) -> dict:
+        ...     get_run_logger().info("extracting %s", source)
+        ...     return {}
+    """
+    run = context.get_current()
+    if run is None:
+        if not _configured:
+            _configure()
+        return logging.LoggerAdapter(logging.getLogger(OUTSIDE_LOGGER), {})
+    return run_logger(run)
+
+
+# -- log_prints --------------------------------------------------------------------------------
+
+
+def _print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+           flush: bool = False) -> None:
+    run = context.get_current()
+    if run is not None and run.log_prints and (file is None or file is sys.stdout):
+        text = (" " if sep is None else sep).join(str(arg) for arg in args)
+        run_logger(run).info(text, extra={"from_print": True})
+        return
+    _original_print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
+def install_print_capture() -> None:
+    """Route ``print()`` of runs with ``log_prints=True`` to their run logger.
+
+    ``builtins.print`` is replaced once per process by a function that checks the current run
+    and otherwise calls the original ``print`` unchanged.
+    """
+    if builtins.print is not _print:
+        builtins.print = _print

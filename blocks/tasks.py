@@ -1,0 +1,575 @@
+"""`@task`: a function with retries, timeouts, caching and persisted results.
+
+Calling a task runs it at once and returns its value (inside a flow or not); ``.submit()``
+runs it on the flow's task runner and returns a `TaskFuture`; ``.map()`` submits one run per
+element. A plain task (no option that needs work) costs a few microseconds over the bare call:
+the run context is one contextvar, names and ids are made only when asked for, and no
+result store is touched.
+
+Example:
+    >>> from datetime import timedelta
+    >>> from blocks import task
+    >>> from blocks.tasks import exponential_backoff, task_input_hash
+    >>> @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    ...       cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
+    ... def extract(source: str) -> dict:
+    ...     return {"source": source}
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+from blocks import caching
+from blocks.caching import CacheKeyFn, task_input_hash
+from blocks.context import FlowRun, TaskRun, get_current, reset_current, set_current
+from blocks.errors import BlocksError, StorageError, TaskTimeout, UpstreamFailed
+from blocks.futures import TaskFuture, has_futures, resolve_futures
+from blocks.logging import install_print_capture, run_logger
+from blocks.states import Cached, Completed, Crashed, Failed, State, TimedOut
+from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
+
+if TYPE_CHECKING:
+    from blocks.results import ResultStore
+
+__all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RetryDelay = float | Sequence[float] | Callable[[int], Sequence[float]]
+TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
+
+
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """Retry delays ``backoff_factor * 2**n`` for retry ``n`` (0-based), for `retry_delay_seconds`.
+
+    Example:
+        >>> exponential_backoff(backoff_factor=10)(4)
+        [10, 20, 40, 80]
+    """
+
+    def retry_backoff_callable(retries: int) -> list[float]:
+        return [backoff_factor * 2**n for n in range(min(retries, 50))]
+
+    return retry_backoff_callable
+
+
+class unmapped:
+    """Wrap an iterable argument of ``.map()`` that every run should receive whole."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def retry_delays(spec: RetryDelay | None, retries: int) -> list[float]:
+    """The delay before each retry, from a number, a list, or a callable of `retries`."""
+    if spec is None:
+        return [0.0]
+    if callable(spec):
+        spec = spec(retries)
+    if isinstance(spec, int | float):
+        return [float(spec)]
+    delays = [float(d) for d in spec]
+    if any(d < 0 for d in delays):
+        raise ValueError("retry delays must be 0 or more seconds")
+    return delays or [0.0]
+
+
+def retry_delay(delays: list[float], attempt: int, jitter: float | None) -> float:
+    """Seconds to wait after failed `attempt` (1-based); lists shorter than retries repeat the last.
+
+    A jitter factor ``j`` spreads the delay uniformly over ``[d*(1-j), d*(1+j)]``.
+    """
+    delay = delays[min(attempt - 1, len(delays) - 1)]
+    if jitter:
+        delay = random.uniform(max(0.0, delay * (1 - jitter)), delay * (1 + jitter))
+    return delay
+
+
+def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, retries: int,
+                attempts: int) -> None:
+    """One ERROR record, with the traceback, for a run that ended failed."""
+    tried = f" after {attempts} attempt(s)" if retries else ""
+    exc = state.exception
+    logger.error(
+        "Finished in state %s%s: %s", state.name, tried, state.message,
+        exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+    )
+
+
+def call_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any, state: State) -> None:
+    """Call each ``hook(owner, run, state)``; a failing hook is logged, never fatal."""
+    for hook in hooks:
+        try:
+            hook(owner, run, state)
+        except Exception:
+            name = getattr(hook, "__name__", repr(hook))
+            run_logger(run).exception("State hook %s failed; the run's state stands.", name)
+
+
+def _key_prefix(name: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-") or "task"
+
+
+class Task(Generic[P, R]):
+    """A function plus run options; made by `@task`. Call it, ``.submit()`` it or ``.map()`` it.
+
+    Options (all keyword): name, description, tags, version, retries, retry_delay_seconds
+    (seconds, a list per retry, or ``exponential_backoff(...)``), retry_jitter_factor,
+    timeout_seconds, cache_key_fn (``fn(context, parameters)`` or ``fn()``), cache_expiration,
+    refresh_cache, persist_result, result_storage, result_serializer, result_storage_key,
+    log_prints, on_failure / on_completion hooks ``hook(task, task_run, state)``.
+
+    ``timeout_seconds`` runs the body in a worker thread and stops waiting when time is up:
+    the run fails with `TaskTimeout`, but Python cannot kill a thread, so the body keeps
+    running in the background until it returns by itself.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] | None = None,
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: RetryDelay | None = None,
+        retry_jitter_factor: float | None = None,
+        timeout_seconds: float | None = None,
+        cache_key_fn: CacheKeyFn | None = None,
+        cache_expiration: timedelta | None = None,
+        refresh_cache: bool | None = None,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
+        result_storage_key: str | None = None,
+        log_prints: bool | None = None,
+        on_failure: Iterable[TaskHook] | None = None,
+        on_completion: Iterable[TaskHook] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError("@task decorates a function")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self.fn = fn
+        self.name: str = name or getattr(fn, "__name__", None) or type(fn).__name__
+        self.description = description or inspect.getdoc(fn)
+        self.tags = set(tags or ())
+        self.version = version
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.retry_jitter_factor = retry_jitter_factor
+        self.timeout_seconds = timeout_seconds
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = cache_expiration
+        self.refresh_cache = bool(refresh_cache)
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.result_storage_key = result_storage_key
+        self.log_prints = log_prints
+        self.on_failure = list(on_failure or ())
+        self.on_completion = list(on_completion or ())
+        self._options: dict[str, Any] = {
+            k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")
+        }
+        if persist_result is None and (
+            cache_key_fn is not None
+            or result_storage_key is not None
+            or result_storage is not None
+            or result_serializer is not None
+        ):
+            persist_result = True  # as Prefect 3: asking where or how to store means store
+        if persist_result is False and cache_key_fn is not None:
+            warnings.warn(
+                f"Task {self.name!r}: persist_result=False disables its cache_key_fn "
+                "(cached values live in result storage).",
+                stacklevel=3,
+            )
+        self.persist_result = persist_result
+        self._delays = retry_delays(retry_delay_seconds, retries)
+        self._key_arity = caching.key_fn_arity(cache_key_fn) if cache_key_fn else 0
+        self.cache_key_prefix = _key_prefix(self.name)
+        self._identity: bytes | None = None
+        self._signature = inspect.signature(fn)
+        self._simple = not (
+            retries
+            or timeout_seconds
+            or persist_result
+            or log_prints
+            or self.on_failure
+            or self.on_completion
+        )
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__ = self.name
+        self.__wrapped__ = fn
+
+    @property
+    def identity(self) -> bytes:
+        """Bytes identifying the function's code, for `task_input_hash`."""
+        if self._identity is None:
+            self._identity = caching.function_identity(self.fn)
+        return self._identity
+
+    def with_options(self, **options: Any) -> Task[P, R]:
+        """A copy of this task with some options changed.
+
+        Example:
+            >>> fresh = extract.with_options(refresh_cache=True)
+        """
+        merged = {**self._options, **options}
+        return Task(self.fn, **merged)
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r})"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        # Decorated methods: bind like a function would.
+        if obj is None:
+            return self
+        import functools
+
+        return functools.partial(self, obj)
+
+    # -- calling ---------------------------------------------------------------------------------
+
+    @overload
+    def __call__(  # type: ignore[valid-type]
+        self, *args: P.args, return_state: Literal[False] = False, **kwargs: P.kwargs
+    ) -> R: ...
+
+    @overload
+    def __call__(  # type: ignore[valid-type]
+        self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs
+    ) -> State: ...
+
+    def __call__(  # type: ignore[valid-type]
+        self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs
+    ) -> R | State:
+        """Run the task now and return its value (or its `State` with ``return_state=True``)."""
+        parent = get_current()
+        flow_run = None if parent is None else parent.flow_run
+        if (
+            self._simple
+            and (
+                flow_run is None
+                or not (
+                    (flow_run.persist_result and self.persist_result is None)
+                    or (flow_run.log_prints and self.log_prints is None)
+                )
+            )
+            and not has_futures(args, kwargs)
+        ):
+            # The hot path: no option needs any work around the call.
+            run = TaskRun(self, flow_run, parent, False)
+            token = set_current(run)
+            try:
+                value = self.fn(*args, **kwargs)
+            except Exception as exc:
+                run.state = state = Failed(exc)
+                log_failure(run_logger(run), state, self.retries, run.run_count)
+                if return_state:
+                    return state
+                raise
+            finally:
+                reset_current(token)
+            return Completed(value) if return_state else value
+        state = self._run(TaskRun(self, flow_run, parent, self._log_prints(flow_run)), args, kwargs)
+        return state if return_state else state.result()
+
+    def submit(self, *args: Any, wait_for: Iterable[TaskFuture[Any]] | None = None,
+               **kwargs: Any) -> TaskFuture[R]:
+        """Run the task on the flow's task runner; return a `TaskFuture` at once.
+
+        Futures among the arguments are waited for and replaced by their results;
+        `wait_for` names more futures to wait for first.
+        """
+        parent = get_current()
+        flow_run = None if parent is None else parent.flow_run
+        runner = flow_run.task_runner if flow_run is not None else _default_runner()
+        run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
+        waits = list(wait_for or ())
+
+        def job() -> State:
+            for future in waits:
+                future.wait()
+            return self._run(run, args, kwargs)
+
+        return TaskFuture(run, runner.submit(job))
+
+    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[R]]:
+        """Submit one run per element of the iterable arguments; return their futures in order.
+
+        Arguments that are lists, tuples, sets, ranges, generators (or futures of them) are
+        mapped together and must have equal lengths; strings, bytes, dicts and `unmapped(...)`
+        values are passed whole to every run.
+        """
+        wait_for = kwargs.pop("wait_for", None)
+        args_l = [_mappable(a) for a in args]
+        kwargs_l = {k: _mappable(v) for k, v in kwargs.items()}
+        lengths = {len(v) for v in (*args_l, *kwargs_l.values()) if isinstance(v, list)}
+        if not lengths:
+            raise ValueError(f"{self.name}.map() needs at least one iterable argument.")
+        if len(lengths) > 1:
+            raise ValueError(
+                f"{self.name}.map() got iterables of different lengths {sorted(lengths)}."
+            )
+        n = lengths.pop()
+        return [
+            self.submit(
+                *(a[i] if isinstance(a, list) else a for a in args_l),
+                wait_for=wait_for,
+                **{k: v[i] if isinstance(v, list) else v for k, v in kwargs_l.items()},
+            )
+            for i in range(n)
+        ]
+
+    # -- the engine ------------------------------------------------------------------------------
+
+    def _log_prints(self, flow_run: FlowRun | None) -> bool:
+        if self.log_prints is not None:
+            return self.log_prints
+        return flow_run.log_prints if flow_run is not None else False
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults filled in."""
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def _run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        """Run to a final state: resolve inputs, look up the cache, attempt, persist, hooks."""
+        if run.log_prints:
+            install_print_capture()
+        token = set_current(run)
+        try:
+            try:
+                if has_futures(args, kwargs):
+                    args, kwargs = _resolve_inputs(self, args, kwargs)
+                state = self._execute(run, args, kwargs)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    run.state = Crashed(exc)
+                    raise
+                state = Failed(exc)
+            run.state = state
+            if state.is_failed():
+                log_failure(run_logger(run), state, self.retries, run.run_count)
+                call_hooks(self.on_failure, self, run, state)
+            elif self.on_completion:
+                call_hooks(self.on_completion, self, run, state)
+            return state
+        finally:
+            reset_current(token)
+
+    def _execute(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        flow_run = run.flow_run
+        persist = self.persist_result
+        if persist is None:
+            persist = bool(flow_run is not None and flow_run.persist_result)
+        if not persist:
+            return self._attempts(run, args, kwargs, None, None)
+        storage, serializer = self.result_storage, self.result_serializer
+        if flow_run is not None:
+            storage = storage if storage is not None else flow_run.result_storage
+            serializer = serializer if serializer is not None else flow_run.result_serializer
+        key = None
+        if self.result_storage_key is not None or self.cache_key_fn is not None:
+            run.parameters = params = self.bind(args, kwargs)
+            if self.result_storage_key is not None:
+                from blocks.results import render_storage_key
+
+                key = render_storage_key(
+                    self.result_storage_key,
+                    parameters=params,
+                    task_run=run,
+                    flow_run=flow_run,
+                    task=self,
+                )
+            else:
+                assert self.cache_key_fn is not None
+                key = caching.call_cache_key_fn(self.cache_key_fn, self._key_arity, run, params)
+        store = caching.result_store(storage, serializer)
+        if key is None:
+            key = f"{self.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
+            return self._attempts(run, args, kwargs, store, key)
+        if not self.refresh_cache:
+            hit = store.read(key)
+            if hit is not None:
+                return Cached(hit.value)
+        with caching.key_lock(store, key):
+            if not self.refresh_cache:
+                hit = store.read(key)  # computed by whoever held the lock before us
+                if hit is not None:
+                    return Cached(hit.value)
+            return self._attempts(run, args, kwargs, store, key)
+
+    def _attempts(
+        self,
+        run: TaskRun,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        store: ResultStore | None,
+        key: str | None,
+    ) -> State:
+        while True:
+            run.run_count += 1
+            try:
+                if self.timeout_seconds is not None:
+                    value = call_with_timeout(
+                        self.fn, args, kwargs, self.timeout_seconds, f"Task run {run.name!r}"
+                    )
+                else:
+                    value = self.fn(*args, **kwargs)
+                if store is not None and key is not None:
+                    self._persist(store, key, value)
+                return Completed(value)
+            except TaskTimeout as exc:
+                state = TimedOut(exc)
+            except Exception as exc:
+                state = Failed(exc)
+            if run.run_count > self.retries:
+                return state
+            delay = retry_delay(self._delays, run.run_count, self.retry_jitter_factor)
+            run_logger(run).info(
+                "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
+                run.run_count, state.message, run.run_count, self.retries, delay,
+            )
+            if delay > 0:
+                time.sleep(delay)
+
+    def _persist(self, store: ResultStore, key: str, value: Any) -> None:
+        expires = None
+        if self.cache_expiration is not None:
+            expires = datetime.now(UTC) + self.cache_expiration
+        try:
+            store.write(key, value, expires=expires, task=self.name)
+        except BlocksError:
+            raise
+        except Exception as exc:
+            where = store.storage.describe()
+            raise StorageError(
+                f"Could not persist the result of task {self.name!r} to {where}: "
+                f"{type(exc).__name__}: {_scrub(str(exc), store)}. Check that the storage "
+                "is reachable and writable."
+            ) from exc
+
+
+def _scrub(text: str, store: ResultStore) -> str:
+    """`text` with every secret value of the storage block (and its nested blocks) masked."""
+    from pydantic import SecretBytes, SecretStr
+
+    from blocks.core import Block
+
+    def secrets(block: Block) -> list[str]:
+        found: list[str] = []
+        for name in type(block).model_fields:
+            value = getattr(block, name)
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, SecretBytes):
+                found.append(value.get_secret_value().decode(errors="replace"))
+            elif isinstance(value, Block):
+                found.extend(secrets(value))
+        return found
+
+    storage = store.storage
+    if isinstance(storage, Block):
+        for secret in secrets(storage):
+            if len(secret) >= 3:
+                text = text.replace(secret, "**********")
+    return text[:500]
+
+
+def _resolve_inputs(
+    task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    try:
+        return resolve_futures(args), resolve_futures(kwargs)
+    except Exception as exc:
+        raise UpstreamFailed(
+            f"Task {task.name!r} did not run: an upstream task failed with "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _mappable(value: Any) -> Any:
+    if isinstance(value, unmapped):
+        return value.value
+    if isinstance(value, TaskFuture):
+        value = value.result()
+    if isinstance(value, str | bytes | dict):
+        return value
+    if isinstance(value, list | tuple | set | frozenset | range) or inspect.isgenerator(value):
+        return list(value)
+    return value
+
+
+_default: TaskRunner | None = None
+
+
+def _default_runner() -> TaskRunner:
+    """The thread pool that runs ``.submit()`` outside any flow."""
+    global _default
+    if _default is None:
+        _default = ConcurrentTaskRunner()
+    return _default
+
+
+# -- the decorator -------------------------------------------------------------------------------
+
+
+@overload
+def task(__fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Iterable[str] | None = None,
+    version: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: RetryDelay | None = None,
+    retry_jitter_factor: float | None = None,
+    timeout_seconds: float | None = None,
+    cache_key_fn: CacheKeyFn | None = None,
+    cache_expiration: timedelta | None = None,
+    refresh_cache: bool | None = None,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
+    result_storage_key: str | None = None,
+    log_prints: bool | None = None,
+    on_failure: Iterable[TaskHook] | None = None,
+    on_completion: Iterable[TaskHook] | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Make a function a `Task`: ``@task`` or ``@task(retries=3, ...)``.
+
+    Example:
+        >>> @task(retries=2, retry_delay_seconds=[1, 5], log_prints=True)
+        ... def load(data: dict, destination: str) -> bool:
+        ...     print(f"loading to {destination}")
+        ...     return True
+    """
+    if __fn is not None:
+        return Task(__fn, **options)
+    return lambda fn: Task(fn, **options)
