@@ -214,9 +214,9 @@ class ResultStore:
         key = validate_key(key)
         try:
             with self.storage.open_read(key) as stream:
-                prefix = _read_exactly(stream, PREFIX_SIZE)
+                prefix = _read_exactly(stream, PREFIX_SIZE, key)
                 length = header_length(prefix, key=key)
-                header = decode_header(prefix + _read_exactly(stream, length), key=key)
+                header = decode_header(prefix + _read_exactly(stream, length, key), key=key)
                 if header.is_expired():
                     return None
                 serializer = self._serializer_for(header)
@@ -262,15 +262,25 @@ class ResultStore:
 
     def header(self, key: str) -> RecordHeader | None:
         """The header of the record under `key` (expired or not), or None if absent/corrupt."""
-        key = validate_key(key)
         try:
-            return self._fetch_header(key)[0]
+            return self.load_header(key)
         except _ABSENT:
             return None
         except CorruptRecord as exc:
             self._warn(exc)
             return None
-        except BlocksError:
+
+    def load_header(self, key: str) -> RecordHeader:
+        """Like `header`, but raises: `FileNotFoundError` if absent, `CorruptRecord` if invalid.
+
+        Example:
+            >>> store.load_header("etl/extract-3f2a").task
+            'extract'
+        """
+        key = validate_key(key)
+        try:
+            return self._fetch_header(key)[0]
+        except (BlocksError, *_ABSENT):
             raise
         except OSError as exc:
             self._storage_failed("read", key, exc)
@@ -451,10 +461,12 @@ def _is_stable(stream: BinaryIO) -> bool:
     return True
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def _read_exactly(stream: BinaryIO, size: int, key: str) -> bytes:
     data = stream.read(size)
     if len(data) < size:
-        raise CorruptRecord(f"result record is truncated ({len(data)} of {size} bytes)")
+        raise CorruptRecord(
+            f"result record {key!r} is truncated (read {len(data)} of {size} header bytes)"
+        )
     return data
 
 

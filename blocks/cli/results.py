@@ -1,0 +1,272 @@
+"""``block results``: list, inspect and prune stored task results.
+
+Each command resolves the storage (``--storage``: a path, a URL or ``TYPE/NAME`` of a saved
+filesystem block; default ``BLOCKS_RESULTS_STORAGE``), calls `blocks.results`, and prints.
+
+Example (shell):
+    $ block results ls --storage s3/prod
+    $ block results inspect etl/extract-3f2a --show-value
+    $ block results prune --older-than 7d --dry-run
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from blocks.cli._output import echo_json, local_time, print_pairs, print_table
+from blocks.errors import BlocksError
+from blocks.results import RecordHeader, ResultStore
+from serializers.errors import SerializationError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: Show a progress bar when deleting at least this many records.
+PROGRESS_THRESHOLD = 20
+#: Characters of a value shown by ``inspect --show-value``.
+PREVIEW_CHARS = 2000
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``12h``, ``7d``, ``2w`` (decimals allowed) -> `timedelta`.
+
+    Example:
+        >>> parse_duration("1.5h")
+        datetime.timedelta(seconds=5400)
+    """
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(
+            f"Invalid duration {text!r}: use a number and a unit, e.g. 30s, 15m, 12h, 7d or 2w."
+        )
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+class DurationType(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our errors become one ``Error: ...`` line and exit 1, never a traceback."""
+    try:
+        yield
+    except (BlocksError, SerializationError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _storage_option(func: _F) -> _F:
+    return click.option(
+        "--storage",
+        "-s",
+        metavar="STORAGE",
+        default=None,
+        help="Path, URL (s3://..., memory://...) or TYPE/NAME of a saved filesystem block. "
+        "Default: BLOCKS_RESULTS_STORAGE.",
+    )(func)
+
+
+def _store(storage: str | None) -> ResultStore:
+    # Reading never depends on the store's serializer except to allow pickle records; the
+    # CLI only decodes values on --show-value, which asks for trust explicitly.
+    return ResultStore.resolve(storage, "pickle")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _expires(header: RecordHeader) -> str:
+    if header.expires is None:
+        return "never"
+    return local_time(header.expires) + (" (expired)" if header.is_expired() else "")
+
+
+def _row(key: str, header: RecordHeader | None) -> dict[str, Any]:
+    if header is None:
+        return {"key": key, "readable": False}
+    return {
+        "key": key,
+        "readable": True,
+        "size": header.payload_size,
+        "created": header.created.isoformat(),
+        "expires": header.expires.isoformat() if header.expires else None,
+        "expired": header.is_expired(),
+        "task": header.task,
+        "serializer": header.serializer.get("type"),
+    }
+
+
+@click.group("results")
+def results() -> None:
+    """Inspect and prune stored task results."""
+
+
+@results.command("ls")
+@_storage_option
+@click.option("--prefix", default="", help="Only keys at or below this prefix.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ls(storage: str | None, prefix: str, as_json: bool) -> None:
+    """List result records: key, size, created, expires, task and serializer."""
+    with _errors():
+        store = _store(storage)
+        records = list(store.records(prefix))
+    if as_json:
+        echo_json([_row(key, header) for key, header in records])
+        return
+    rows = [
+        (
+            key,
+            _size(header.payload_size),
+            local_time(header.created),
+            _expires(header),
+            header.task or "-",
+            str(header.serializer.get("type")),
+        )
+        if header is not None
+        else (key, "-", "-", "-", "-", "unreadable")
+        for key, header in records
+    ]
+    print_table(
+        ("Key", "Size", "Created", "Expires", "Task", "Serializer"),
+        rows,
+        title=f"{len(rows)} result record(s) in {store.storage.describe()}",
+    )
+
+
+@results.command("inspect")
+@click.argument("key")
+@_storage_option
+@click.option(
+    "--show-value",
+    is_flag=True,
+    help="Also deserialize the value and show a preview (runs the record's serializer).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def inspect(key: str, storage: str | None, show_value: bool, as_json: bool) -> None:
+    """Show one record's header (and, with --show-value, its value)."""
+    with _errors():
+        store = _store(storage)
+        try:
+            header = store.load_header(key)
+        except FileNotFoundError:
+            raise click.ClickException(
+                f"No result record under {key!r} in {store.storage.describe()}. "
+                "List them with `block results ls`."
+            ) from None
+        preview = _preview(store, key) if show_value else None
+    data: dict[str, Any] = {"header": header.as_dict()}
+    if show_value:
+        data["value"] = preview
+    if as_json:
+        echo_json(data)
+        return
+    pairs: list[tuple[str, Any]] = [
+        ("size", f"{_size(header.payload_size)} ({header.payload_size} bytes)"),
+        ("created", local_time(header.created)),
+        ("expires", _expires(header)),
+        ("task", header.task or "-"),
+        ("serializer", header.serializer),
+        ("checksum", header.checksum),
+        ("format", header.format_version),
+    ]
+    if show_value:
+        pairs.append(("value", preview))
+    print_pairs(pairs, title=f"{key}  ({store.storage.describe()})")
+
+
+def _preview(store: ResultStore, key: str) -> str:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hit = store.read(key)
+    if hit is None:
+        why = "; ".join(str(w.message) for w in caught) or "the record has expired"
+        return f"(not available: {why})"
+    text = repr(hit.value)
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "... (truncated)"
+
+
+@results.command("prune")
+@_storage_option
+@click.option(
+    "--expired/--all",
+    "expired",
+    default=True,
+    help="Delete expired records (default), or every record (limited by --older-than).",
+)
+@click.option(
+    "--older-than",
+    type=DurationType(),
+    default=None,
+    help="Also delete records created longer ago than this: 30s, 15m, 12h, 7d, 2w. "
+    "With --all, only those.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def prune(
+    storage: str | None,
+    expired: bool,
+    older_than: timedelta | None,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Delete expired (or old) result records. Files that are not records are never touched."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    err = Console(stderr=True)
+    with _errors():
+        store = _store(storage)
+        where = store.storage.describe()
+        with err.status(f"Scanning {where}...", spinner="dots"):
+            selected = list(store.prunable(expired=expired, older_than=older_than))
+        total = sum(header.payload_size for _, header in selected)
+        summary = f"{len(selected)} record(s), {_size(total)}, from {where}"
+        if dry_run:
+            for key, _ in selected:
+                click.echo(key)
+            click.echo(f"Would delete {summary}.")
+            return
+        if not selected:
+            click.echo(f"Nothing to prune in {where}.")
+            return
+        if not yes:
+            click.confirm(f"Delete {summary}?", abort=True, err=True)
+        show = len(selected) >= PROGRESS_THRESHOLD and err.is_terminal
+        with Progress(
+            TextColumn("Deleting"), BarColumn(), MofNCompleteColumn(), console=err, disable=not show
+        ) as progress:
+            bar = progress.add_task("delete", total=len(selected))
+            for key, _ in selected:
+                store.delete(key)
+                progress.advance(bar)
+    click.echo(f"Deleted {summary}.")
+
+
+__all__ = ["parse_duration", "results"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    results(sys.argv[1:])
