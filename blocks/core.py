@@ -253,7 +253,9 @@ class Block(BaseModel):
 
     @classmethod
     def get_description(cls) -> str:
-        described = cls.__dict__.get("_description") or inspect.getdoc(cls) or ""
+        # The class's own docstring: inspect.getdoc would inherit Block's.
+        own = cls.__dict__.get("__doc__")
+        described = cls.__dict__.get("_description") or (inspect.cleandoc(own) if own else "")
         return described.strip().split("\n\n")[0].replace("\n", " ")
 
     @classmethod
@@ -579,17 +581,7 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
     for path, child_id in row.refs.items():
         child = registry.get_document_by_id(child_id)
         _set_path(values, path, child.slug if child is not None else None)
-    # Stored data has sorted keys: show the fields in the order the schema declares them.
-    for schema in registry.list_schemas(type_slug):
-        if schema.checksum == row.schema_checksum:
-            order = list(schema.fields.get("properties", {}))
-            values = dict(sorted(values.items(), key=lambda kv: _position(order, kv[0])))
-            break
     return row, values
-
-
-def _position(order: list[str], key: str) -> int:
-    return order.index(key) if key in order else len(order)
 
 
 def _registry() -> Registry:

@@ -1,0 +1,99 @@
+"""``block key info | rotate | generate``: the master key that encrypts secrets.
+
+Only key ids (short public hashes) are printed, except by `block key generate`, whose whole
+purpose is to print a new key.
+"""
+
+from __future__ import annotations
+
+import click
+
+from blocks.cli._output import echo_json, print_pairs
+
+
+@click.group()
+def key() -> None:
+    """The master key that encrypts secret fields."""
+
+
+@key.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def info(as_json: bool) -> None:
+    """Where the master key is kept and the id of the active key."""
+    from blocks import settings
+    from blocks.encryption import KeyManager
+    from blocks.errors import KeyManagementError
+    from blocks.registry import normalize_url
+
+    url = normalize_url(settings.registry_url())
+    manager = KeyManager.for_registry(url)
+    try:
+        keyset = manager.keyset(create=False)
+    except KeyManagementError:
+        where = manager.writable_source().describe()
+        if as_json:
+            echo_json({"source": None, "active_key_id": None, "key_ids": [], "created_in": where})
+        else:
+            click.echo(f"No master key yet: one is created in {where} when a secret is saved.")
+        return
+    if as_json:
+        echo_json(
+            {"source": keyset.source, "active_key_id": keyset.active_id, "key_ids": keyset.ids}
+        )
+        return
+    print_pairs(
+        (
+            ("source", keyset.source),
+            ("active key", keyset.active_id),
+            ("older keys", ", ".join(keyset.ids[1:]) or "none"),
+        ),
+        title="master key",
+    )
+
+
+@key.command()
+def rotate() -> None:
+    """Re-encrypt every secret under a new master key, losing none.
+
+    With BLOCKS_MASTER_KEY, first set it to NEW,OLD (NEW from `block key generate`).
+    """
+    from blocks.encryption import EnvKeySource
+    from blocks.rotation import rotate_master_key
+
+    report = rotate_master_key()
+    old = ", ".join(report.old_key_ids)
+    if not report.old_key_ids:
+        click.echo(
+            f"{report.source} holds a single key, so there is no new key to rotate to "
+            f"({report.reencrypted} block(s) re-encrypted under key {report.new_key_id}). "
+            f"Set it to NEW,OLD (NEW from `block key generate`) and run `block key rotate` again."
+        )
+    elif report.retired:
+        click.echo(
+            f"Rotated the master key in {report.source}: {report.reencrypted} block(s) "
+            f"re-encrypted under new key {report.new_key_id}; retired key(s) {old}."
+        )
+    elif report.source == EnvKeySource().describe():
+        click.echo(
+            f"Re-encrypted {report.reencrypted} block(s) under key {report.new_key_id}. "
+            f"Old key(s) {old} are no longer needed: remove them from {report.source}."
+        )
+    else:
+        click.echo(
+            f"Re-encrypted {report.reencrypted} block(s) under key {report.new_key_id} "
+            f"({report.source}); some secrets saved meanwhile still use key(s) {old}, which "
+            "are kept: run `block key rotate` again to retire them."
+        )
+
+
+@key.command()
+def generate() -> None:
+    """Print a new random master key (for BLOCKS_MASTER_KEY). Keep it secret.
+
+    \b
+    export BLOCKS_MASTER_KEY="$(block key generate),$BLOCKS_MASTER_KEY"
+    block key rotate
+    """
+    from blocks.encryption import format_keys, generate_key
+
+    click.echo(format_keys([generate_key()]))
