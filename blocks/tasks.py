@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import random
@@ -103,9 +104,14 @@ def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, ret
     """One ERROR record, with the traceback, for a run that ended failed."""
     tried = f" after {attempts} attempt(s)" if retries else ""
     exc = state.exception
+    # The traceback once: a flow failing with its task's exception does not repeat it.
+    show = exc is not None and not getattr(exc, "__blocks_logged__", False)
+    if show:
+        with contextlib.suppress(AttributeError):  # exceptions with __slots__
+            exc.__blocks_logged__ = True  # type: ignore[union-attr]
     logger.error(
         "Finished in state %s%s: %s", state.name, tried, state.message,
-        exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+        exc_info=(type(exc), exc, exc.__traceback__) if show and exc is not None else None,
     )
 
 
@@ -321,7 +327,7 @@ class Task(Generic[P, R]):
         wait_for = kwargs.pop("wait_for", None)
         args_l = [_mappable(a) for a in args]
         kwargs_l = {k: _mappable(v) for k, v in kwargs.items()}
-        lengths = {len(v) for v in (*args_l, *kwargs_l.values()) if isinstance(v, list)}
+        lengths = {len(v) for v in (*args_l, *kwargs_l.values()) if isinstance(v, _Mapped)}
         if not lengths:
             raise ValueError(f"{self.name}.map() needs at least one iterable argument.")
         if len(lengths) > 1:
@@ -331,9 +337,9 @@ class Task(Generic[P, R]):
         n = lengths.pop()
         return [
             self.submit(
-                *(a[i] if isinstance(a, list) else a for a in args_l),
+                *(a[i] if isinstance(a, _Mapped) else a for a in args_l),
                 wait_for=wait_for,
-                **{k: v[i] if isinstance(v, list) else v for k, v in kwargs_l.items()},
+                **{k: v[i] if isinstance(v, _Mapped) else v for k, v in kwargs_l.items()},
             )
             for i in range(n)
         ]
@@ -507,6 +513,10 @@ def _resolve_inputs(
         ) from exc
 
 
+class _Mapped(list[Any]):
+    """The elements of one mapped argument of ``.map()``."""
+
+
 def _mappable(value: Any) -> Any:
     if isinstance(value, unmapped):
         return value.value
@@ -515,7 +525,7 @@ def _mappable(value: Any) -> Any:
     if isinstance(value, str | bytes | dict):
         return value
     if isinstance(value, list | tuple | set | frozenset | range) or inspect.isgenerator(value):
-        return list(value)
+        return _Mapped(value)
     return value
 
 

@@ -1,0 +1,329 @@
+"""Flows: results, failures, retries, timeouts, hooks, subflows, runners, inherited defaults."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks import Flow, flow, get_run_logger, task
+from blocks.context import FlowRun, current_flow_run
+from blocks.errors import TaskTimeout
+from blocks.filesystems import LocalFileSystem
+from blocks.results import ResultStore
+from blocks.states import State
+from blocks.task_runners import ConcurrentTaskRunner, SequentialTaskRunner
+
+
+def test_flow_returns_its_value_and_keeps_options() -> None:
+    @flow(name="My Flow", description="d", version="1.0.0")
+    def my_flow(x: int = 2) -> int:
+        return x * 3
+
+    @flow
+    def etl_pipeline() -> None: ...
+
+    assert isinstance(my_flow, Flow)
+    assert my_flow() == 6 and my_flow(5) == 15
+    assert (my_flow.name, my_flow.description, my_flow.version) == ("My Flow", "d", "1.0.0")
+    assert etl_pipeline.name == "etl-pipeline"
+    state = my_flow(return_state=True)
+    assert state.is_completed() and state.result() == 6
+
+
+def test_a_failed_task_raises_inside_the_flow_and_fails_it() -> None:
+    reached = []
+
+    @task
+    def bad() -> None:
+        raise ValueError("task broke")
+
+    @flow
+    def f() -> None:
+        bad()
+        reached.append(1)
+
+    with pytest.raises(ValueError, match="task broke"):
+        f()
+    assert reached == []
+    state = f(return_state=True)
+    assert state.is_failed() and "task broke" in (state.message or "")
+
+
+def test_return_state_on_a_task_lets_the_flow_handle_the_failure() -> None:
+    @task
+    def bad() -> None:
+        raise ValueError("x")
+
+    @flow
+    def f() -> str:
+        state = bad(return_state=True)
+        return "recovered" if state.is_failed() else "?"
+
+    assert f() == "recovered"
+
+
+def test_flow_retries_rerun_the_body_after_the_delay() -> None:
+    stamps: list[float] = []
+
+    @flow(retries=2, retry_delay_seconds=0.05)
+    def f() -> int:
+        stamps.append(time.monotonic())
+        if len(stamps) < 3:
+            raise RuntimeError("again")
+        return len(stamps)
+
+    assert f() == 3
+    assert all(b - a >= 0.05 for a, b in pairwise(stamps))
+
+
+def test_flow_timeout_fails_with_task_timeout() -> None:
+    @flow(timeout_seconds=0.1)
+    def slow() -> None:
+        time.sleep(0.5)
+
+    start = time.monotonic()
+    state = slow(return_state=True)
+    assert time.monotonic() - start < 0.4
+    assert state.name == "TimedOut" and state.is_failed()
+    with pytest.raises(TaskTimeout):
+        slow()
+
+
+def test_flow_hooks_get_flow_run_and_state_and_a_broken_hook_is_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def record(fl: Flow[Any, Any], run: FlowRun, state: State) -> None:
+        seen.append((fl.name, state.name))
+        assert run.flow is fl
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("hook broke")
+
+    @flow(on_completion=[record, broken])
+    def good() -> int:
+        return 1
+
+    @flow(on_failure=[record])
+    def bad() -> None:
+        raise KeyError("k")
+
+    assert good() == 1
+    with pytest.raises(KeyError):
+        bad()
+    assert seen == [("good", "Completed"), ("bad", "Failed")]
+    assert any("State hook broken failed" in r.getMessage() for r in caplog.records)
+
+
+def test_subflows_run_as_child_flow_runs() -> None:
+    parents: list[Any] = []
+
+    @task
+    def inc(x: int) -> int:
+        return x + 1
+
+    @flow(name="Child")
+    def child(x: int) -> int:
+        run = current_flow_run()
+        assert run is not None
+        parents.append(run.parent)
+        return inc(x)
+
+    @flow(name="Parent")
+    def parent() -> int:
+        return child(1) + child(10)
+
+    assert parent() == 13
+    assert all(isinstance(p, FlowRun) and p.flow.name == "Parent" for p in parents)
+
+
+def _overlaps(spans: list[tuple[float, float]]) -> bool:
+    spans = sorted(spans)
+    return any(b[0] < a[1] for a, b in pairwise(spans))
+
+
+def test_concurrent_task_runner_overlaps_submitted_tasks() -> None:
+    spans: list[tuple[float, float]] = []
+
+    @task
+    def sleepy(i: int) -> int:
+        start = time.monotonic()
+        time.sleep(0.2)
+        spans.append((start, time.monotonic()))
+        return i
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=4))
+    def f() -> list[int]:
+        return [fut.result() for fut in sleepy.map(range(4))]
+
+    start = time.monotonic()
+    assert f() == [0, 1, 2, 3]
+    assert time.monotonic() - start < 0.6
+    assert _overlaps(spans)
+
+
+def test_concurrent_runner_with_one_worker_and_sequential_runner_do_not_overlap() -> None:
+    spans: list[tuple[float, float]] = []
+    threads: set[int] = set()
+
+    @task
+    def sleepy() -> None:
+        threads.add(threading.get_ident())
+        start = time.monotonic()
+        time.sleep(0.05)
+        spans.append((start, time.monotonic()))
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=1))
+    def one_worker() -> None:
+        for fut in [sleepy.submit() for _ in range(3)]:
+            fut.wait()
+
+    @flow(task_runner=SequentialTaskRunner())
+    def sequential() -> None:
+        for _ in range(3):
+            sleepy.submit()
+
+    one_worker()
+    assert not _overlaps(spans)
+    spans.clear()
+    threads.clear()
+    sequential()
+    assert not _overlaps(spans) and threads == {threading.get_ident()}
+
+
+def test_each_flow_run_gets_its_own_runner_and_waits_for_unawaited_futures() -> None:
+    done: list[int] = []
+
+    @task
+    def later(i: int) -> None:
+        time.sleep(0.1)
+        done.append(i)
+
+    runner = ConcurrentTaskRunner()
+
+    @flow(task_runner=runner)
+    def f() -> None:
+        later.submit(1)
+        later.submit(2)
+
+    f()
+    assert sorted(done) == [1, 2]  # the flow waited before finishing
+    f()
+    assert len(done) == 4 and runner._pool is None
+
+
+def test_flow_result_storage_and_serializer_are_task_defaults(tmp_path: Path) -> None:
+    @task(cache_key_fn=lambda: "inherited")
+    def t() -> dict[str, int]:
+        return {"v": 1}
+
+    @flow(result_storage=str(tmp_path / "flow-store"), result_serializer="json")
+    def f() -> dict[str, int]:
+        return t()
+
+    assert f() == {"v": 1}
+    hit = ResultStore.resolve(str(tmp_path / "flow-store"), "json").read("inherited")
+    assert hit is not None and hit.value == {"v": 1} and hit.header.serializer["type"] == "json"
+
+
+def test_task_options_override_flow_defaults(tmp_path: Path) -> None:
+    own = LocalFileSystem(basepath=str(tmp_path / "own"))
+
+    @task(cache_key_fn=lambda: "mine", result_storage=own)
+    def t() -> int:
+        return 1
+
+    @flow(result_storage=str(tmp_path / "flow-store"))
+    def f() -> int:
+        return t()
+
+    f()
+    assert (tmp_path / "own" / "mine").is_file()
+    assert not (tmp_path / "flow-store" / "mine").exists()
+
+
+def test_subflow_inherits_parent_result_storage(tmp_path: Path) -> None:
+    @task(cache_key_fn=lambda: "deep")
+    def t() -> int:
+        return 1
+
+    @flow
+    def child() -> int:
+        return t()
+
+    @flow(result_storage=str(tmp_path / "parent-store"))
+    def parent() -> int:
+        return child()
+
+    parent()
+    assert (tmp_path / "parent-store" / "deep").is_file()
+
+
+def test_persist_result_on_a_flow_writes_its_return_value(blocks_home: Path) -> None:
+    @flow(persist_result=True)
+    def f() -> list[int]:
+        return [1, 2]
+
+    f()
+    store = ResultStore.resolve(None)
+    records = [h for _, h in store.records() if h is not None and h.task == "flow:f"]
+    assert len(records) == 1 and store.read(records[0].key).value == [1, 2]  # type: ignore[union-attr]
+    assert str(blocks_home / "storage") in store.storage.describe()
+
+
+def test_flow_log_prints_is_inherited_by_tasks(caplog: pytest.LogCaptureFixture) -> None:
+    @task
+    def inner() -> None:
+        print("from the task")
+
+    @task(log_prints=False)
+    def opted_out() -> None:
+        print("not captured")
+
+    @flow(log_prints=True)
+    def f() -> None:
+        print("from the flow")
+        inner()
+        opted_out()
+
+    with caplog.at_level(logging.INFO):
+        f()
+    assert "from the flow" in caplog.messages and "from the task" in caplog.messages
+    assert "not captured" not in caplog.messages
+
+
+def test_get_run_logger_in_a_flow_names_the_flow_run(caplog: pytest.LogCaptureFixture) -> None:
+    @flow(name="ETL Pipeline")
+    def f() -> None:
+        get_run_logger().warning("careful")
+
+    f()
+    record = next(r for r in caplog.records if r.getMessage() == "careful")
+    assert record.name == "blocks.flow_runs"
+    assert record.flow_run_name.startswith("ETL Pipeline-")  # type: ignore[attr-defined]
+
+
+def test_plain_task_calls_add_little_overhead() -> None:
+    # A smoke check only; the real figures come from tests/benchmarks/bench_runtime.py.
+    @task
+    def ident(x: int) -> int:
+        return x
+
+    result: dict[str, float] = {}
+
+    @flow
+    def f() -> None:
+        start = time.perf_counter()
+        for i in range(2000):
+            ident(i)
+        result["per_call"] = (time.perf_counter() - start) / 2000
+
+    f()
+    assert result["per_call"] < 200e-6
