@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -127,6 +129,18 @@ def test_round_trip_per_serializer(store: ResultStore, serializer: str) -> None:
     assert header.serializer == writer.serializer.to_spec()
     assert header.task == "extract"
     assert header.key == "flow/task-1"
+
+
+def test_json_store_decodes_with_its_own_allowed_types(store: ResultStore) -> None:
+    from serializers import JSONSerializer
+
+    writer = ResultStore(store.storage, JSONSerializer(types=[Point]))
+    writer.write("p", Point(1, 2))
+    hit = writer.read("p")
+    assert hit is not None and hit.value == Point(1, 2)
+    # A store without that allow-list refuses to build the class: a miss, never a wrong value.
+    with pytest.warns(CorruptRecordWarning, match="cannot be deserialized"):
+        assert ResultStore(store.storage, "json").read("p") is None
 
 
 def test_pickle_round_trips_a_lambda(store: ResultStore) -> None:
@@ -627,3 +641,40 @@ def test_cli_bad_input_is_one_line_error(tmp_path: Path) -> None:
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+BLOCK = Path(sys.executable).parent / "block"
+
+
+@pytest.mark.skipif(not BLOCK.exists(), reason="the `block` console script is not installed")
+def test_block_results_console_script(cli_store: ResultStore) -> None:
+    where = cli_store.storage.describe()
+    done = subprocess.run(
+        [str(BLOCK), "results", "ls", "--storage", where, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {row["key"] for row in json.loads(done.stdout)} == {"etl/extract", "etl/old", "etl/junk"}
+    done = subprocess.run(
+        [str(BLOCK), "results", "prune", "--storage", where, "--yes"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "Deleted 1 record" in done.stdout
+
+
+@pytest.mark.skipif(not BLOCK.exists(), reason="the `block` console script is not installed")
+def test_block_results_errors_are_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BLOCK), "results", "inspect", "../etc/passwd", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Refused key"), done.stderr

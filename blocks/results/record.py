@@ -156,6 +156,8 @@ def encode_prefix(header: RecordHeader, *, width: int) -> bytes:
 def header_length(prefix: bytes, *, key: str) -> int:
     """Check the fixed prefix and return the header length it announces."""
     if len(prefix) < PREFIX_SIZE:
+        if not prefix.startswith(MAGIC) and not MAGIC.startswith(prefix):
+            raise CorruptRecord(f"{key!r} is not a result record (bad magic bytes)")
         raise CorruptRecord(f"result record {key!r} is truncated ({len(prefix)} bytes)")
     magic, version, length, _ = _PREFIX.unpack_from(prefix)
     if magic != MAGIC:

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
@@ -64,6 +65,8 @@ CHUNK_SIZE = 1024 * 1024
 #: Payloads up to this size are staged in memory when the storage cannot seek; larger spill
 #: to a temporary file.
 SPOOL_MAX_SIZE = 16 * 1024 * 1024
+
+_SERIALIZERS: dict[str, Serializer] = {}
 
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
@@ -121,7 +124,8 @@ class ResultStore:
     ) -> None:
         self.storage = storage
         self.serializer = _serializer(serializer)
-        self._reads_pickle = _uses_pickle(self.serializer.to_spec())
+        self._own_spec = self.serializer.to_spec()
+        self._reads_pickle = _uses_pickle(self._own_spec)
 
     @classmethod
     def resolve(
@@ -378,21 +382,30 @@ class ResultStore:
 
     def _serializer_for(self, header: RecordHeader) -> Serializer:
         spec = header.serializer
+        if spec == self._own_spec:
+            # Our own serializer: it may hold options a spec cannot carry (JSON `types`).
+            return self.serializer
         if _uses_pickle(spec) and not self._reads_pickle:
             raise CorruptRecord(
                 f"result record {header.key!r} is pickled, but this store's serializer "
-                f"({self.serializer.to_spec().get('type')}) does not unpickle: refused. "
+                f"({self._own_spec.get('type')}) does not unpickle: refused. "
                 "Read it with a pickle-based store if you trust the storage."
             )
-        from serializers import resolve_serializer
+        # Serializers are stateless and rebuilt from their spec alone: reuse them (hot path).
+        cache_key = json.dumps(spec, sort_keys=True)
+        serializer = _SERIALIZERS.get(cache_key)
+        if serializer is None:
+            from serializers import resolve_serializer
 
-        try:
-            serializer: Serializer = resolve_serializer(spec)
-        except (SerializationError, ValueError, TypeError, KeyError) as exc:
-            raise CorruptRecord(
-                f"result record {header.key!r} names a serializer that is not on the "
-                f"allow-list: {exc}"
-            ) from None
+            try:
+                serializer = resolve_serializer(spec)
+            except (SerializationError, ValueError, TypeError, KeyError) as exc:
+                raise CorruptRecord(
+                    f"result record {header.key!r} names a serializer that is not on the "
+                    f"allow-list: {exc}"
+                ) from None
+            if len(_SERIALIZERS) < 256:
+                _SERIALIZERS[cache_key] = serializer
         return serializer
 
     def _load_verified(self, stream: BinaryIO, header: RecordHeader, serializer: Serializer) -> Any:
