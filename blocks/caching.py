@@ -22,15 +22,17 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from blocks import settings
+from blocks.errors import BlocksError, StorageError
 
 if TYPE_CHECKING:
     from blocks.context import TaskRun
     from blocks.results import ResultStore
 
-__all__ = ["call_cache_key_fn", "key_lock", "result_store", "task_input_hash"]
+__all__ = ["call_cache_key_fn", "key_lock", "persist", "result_store", "task_input_hash"]
 
 CacheKeyFn = Callable[..., str | None]
 
@@ -142,6 +144,52 @@ def clear_store_cache() -> None:
     """Forget resolved stores (after a saved storage block was changed, say)."""
     with _stores_lock:
         _stores.clear()
+
+
+def persist(
+    store: ResultStore, key: str, value: Any, expiration: timedelta | None, task: str
+) -> None:
+    """Write `value` under `key`, expiring after `expiration`; failures become `StorageError`.
+
+    The message names the storage (bucket, endpoint) and never a credential: secret fields
+    of the storage block are masked in whatever the backend said.
+    """
+    expires = None if expiration is None else datetime.now(UTC) + expiration
+    try:
+        store.write(key, value, expires=expires, task=task)
+    except BlocksError:
+        raise  # ours already say where and never carry secrets
+    except Exception as exc:
+        raise StorageError(
+            f"Could not persist the result of task {task!r} to {store.storage.describe()}: "
+            f"{type(exc).__name__}: {_scrub(str(exc), store.storage)}. Check that the storage "
+            "is reachable and writable."
+        ) from exc
+
+
+def _scrub(text: str, storage: Any) -> str:
+    """`text` with every secret value of `storage` (and blocks nested in it) masked."""
+    from pydantic import SecretBytes, SecretStr
+
+    from blocks.core import Block
+
+    def secrets(block: Block) -> list[str]:
+        found: list[str] = []
+        for name in type(block).model_fields:
+            value = getattr(block, name)
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, SecretBytes):
+                found.append(value.get_secret_value().decode(errors="replace"))
+            elif isinstance(value, Block):
+                found.extend(secrets(value))
+        return found
+
+    if isinstance(storage, Block):
+        for secret in secrets(storage):
+            if len(secret) >= 3:
+                text = text.replace(secret, "**********")
+    return text[:500]
 
 
 # -- compute once --------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ from blocks import caching
 from blocks.context import FlowRun, get_current, reset_current, set_current
 from blocks.errors import TaskTimeout
 from blocks.futures import resolve_futures
-from blocks.logging import install_print_capture, run_logger
+from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.states import Completed, Crashed, Failed, State, TimedOut
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
-from blocks.tasks import RetryDelay, _key_prefix, call_hooks, log_failure, retry_delay, retry_delays
+from blocks.tasks import RetryDelay, _key_prefix, call_hooks, retry_delay, retry_delays
 
 __all__ = ["Flow", "flow"]
 

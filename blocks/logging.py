@@ -16,14 +16,18 @@ Example:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks import context, settings
 
-__all__ = ["get_run_logger", "run_logger"]
+if TYPE_CHECKING:
+    from blocks.states import State
+
+__all__ = ["get_run_logger", "install_print_capture", "log_failure", "run_logger"]
 
 FLOW_LOGGER = "blocks.flow_runs"
 TASK_LOGGER = "blocks.task_runs"
@@ -113,6 +117,22 @@ def get_run_logger() -> logging.LoggerAdapter[logging.Logger]:
             _configure()
         return logging.LoggerAdapter(logging.getLogger(OUTSIDE_LOGGER), {})
     return run_logger(run)
+
+
+def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, retries: int,
+                attempts: int) -> None:
+    """One ERROR record, with the traceback, for a run that ended failed."""
+    tried = f" after {attempts} attempt(s)" if attempts > 1 else ""
+    exc = state.exception
+    # The traceback once: a flow failing with its task's exception does not repeat it.
+    show = exc is not None and not getattr(exc, "__blocks_logged__", False)
+    if show:
+        with contextlib.suppress(AttributeError):  # exceptions with __slots__
+            exc.__blocks_logged__ = True  # type: ignore[union-attr]
+    logger.error(
+        "Finished in state %s%s: %s", state.name, tried, state.message,
+        exc_info=(type(exc), exc, exc.__traceback__) if show and exc is not None else None,
+    )
 
 
 # -- log_prints --------------------------------------------------------------------------------

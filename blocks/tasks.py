@@ -18,24 +18,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import logging
 import random
 import re
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
 from blocks.caching import CacheKeyFn, task_input_hash
 from blocks.context import FlowRun, TaskRun, get_current, reset_current, set_current
-from blocks.errors import BlocksError, StorageError, TaskTimeout, UpstreamFailed
+from blocks.errors import TaskTimeout, UpstreamFailed
 from blocks.futures import TaskFuture, has_futures, resolve_futures
-from blocks.logging import install_print_capture, run_logger
+from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.states import Cached, Completed, Crashed, Failed, State, TimedOut
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
 
@@ -97,22 +95,6 @@ def retry_delay(delays: list[float], attempt: int, jitter: float | None) -> floa
     if jitter:
         delay = random.uniform(max(0.0, delay * (1 - jitter)), delay * (1 + jitter))
     return delay
-
-
-def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, retries: int,
-                attempts: int) -> None:
-    """One ERROR record, with the traceback, for a run that ended failed."""
-    tried = f" after {attempts} attempt(s)" if retries else ""
-    exc = state.exception
-    # The traceback once: a flow failing with its task's exception does not repeat it.
-    show = exc is not None and not getattr(exc, "__blocks_logged__", False)
-    if show:
-        with contextlib.suppress(AttributeError):  # exceptions with __slots__
-            exc.__blocks_logged__ = True  # type: ignore[union-attr]
-    logger.error(
-        "Finished in state %s%s: %s", state.name, tried, state.message,
-        exc_info=(type(exc), exc, exc.__traceback__) if show and exc is not None else None,
-    )
 
 
 def call_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any, state: State) -> None:
@@ -388,7 +370,7 @@ class Task(Generic[P, R]):
         if persist is None:
             persist = bool(flow_run is not None and flow_run.persist_result)
         if not persist:
-            return self._attempts(run, args, kwargs, None, None)
+            return self._attempts(run, lambda: Completed(self._call(run, args, kwargs)))
         storage, serializer = self.result_storage, self.result_serializer
         if flow_run is not None:
             storage = storage if storage is not None else flow_run.result_storage
@@ -412,7 +394,29 @@ class Task(Generic[P, R]):
         store = caching.result_store(storage, serializer)
         if key is None:
             key = f"{self.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
-            return self._attempts(run, args, kwargs, store, key)
+            return self._attempts(run, lambda: self._persisted(run, args, kwargs, store, key))
+        return self._attempts(run, lambda: self._cached(run, args, kwargs, store, key))
+
+    def _call(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.timeout_seconds is None:
+            return self.fn(*args, **kwargs)
+        return call_with_timeout(
+            self.fn, args, kwargs, self.timeout_seconds, f"Task run {run.name!r}"
+        )
+
+    def _persisted(
+        self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
+        store: ResultStore, key: str,
+    ) -> State:
+        value = self._call(run, args, kwargs)
+        caching.persist(store, key, value, self.cache_expiration, self.name)
+        return Completed(value)
+
+    def _cached(
+        self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
+        store: ResultStore, key: str,
+    ) -> State:
+        """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
         if not self.refresh_cache:
             hit = store.read(key)
             if hit is not None:
@@ -422,28 +426,14 @@ class Task(Generic[P, R]):
                 hit = store.read(key)  # computed by whoever held the lock before us
                 if hit is not None:
                     return Cached(hit.value)
-            return self._attempts(run, args, kwargs, store, key)
+            return self._persisted(run, args, kwargs, store, key)
 
-    def _attempts(
-        self,
-        run: TaskRun,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        store: ResultStore | None,
-        key: str | None,
-    ) -> State:
+    def _attempts(self, run: TaskRun, attempt: Callable[[], State]) -> State:
+        """Call `attempt` until it succeeds or the retries are spent; storage errors count too."""
         while True:
             run.run_count += 1
             try:
-                if self.timeout_seconds is not None:
-                    value = call_with_timeout(
-                        self.fn, args, kwargs, self.timeout_seconds, f"Task run {run.name!r}"
-                    )
-                else:
-                    value = self.fn(*args, **kwargs)
-                if store is not None and key is not None:
-                    self._persist(store, key, value)
-                return Completed(value)
+                return attempt()
             except TaskTimeout as exc:
                 state = TimedOut(exc)
             except Exception as exc:
@@ -457,48 +447,6 @@ class Task(Generic[P, R]):
             )
             if delay > 0:
                 time.sleep(delay)
-
-    def _persist(self, store: ResultStore, key: str, value: Any) -> None:
-        expires = None
-        if self.cache_expiration is not None:
-            expires = datetime.now(UTC) + self.cache_expiration
-        try:
-            store.write(key, value, expires=expires, task=self.name)
-        except BlocksError:
-            raise
-        except Exception as exc:
-            where = store.storage.describe()
-            raise StorageError(
-                f"Could not persist the result of task {self.name!r} to {where}: "
-                f"{type(exc).__name__}: {_scrub(str(exc), store)}. Check that the storage "
-                "is reachable and writable."
-            ) from exc
-
-
-def _scrub(text: str, store: ResultStore) -> str:
-    """`text` with every secret value of the storage block (and its nested blocks) masked."""
-    from pydantic import SecretBytes, SecretStr
-
-    from blocks.core import Block
-
-    def secrets(block: Block) -> list[str]:
-        found: list[str] = []
-        for name in type(block).model_fields:
-            value = getattr(block, name)
-            if isinstance(value, SecretStr):
-                found.append(value.get_secret_value())
-            elif isinstance(value, SecretBytes):
-                found.append(value.get_secret_value().decode(errors="replace"))
-            elif isinstance(value, Block):
-                found.extend(secrets(value))
-        return found
-
-    storage = store.storage
-    if isinstance(storage, Block):
-        for secret in secrets(storage):
-            if len(secret) >= 3:
-                text = text.replace(secret, "**********")
-    return text[:500]
 
 
 def _resolve_inputs(

@@ -658,3 +658,35 @@ def test_cached_tasks_work_inside_flows_with_sequential_runner() -> None:
 
 def test_task_timeout_error_type() -> None:
     assert issubclass(TaskTimeout, TimeoutError)
+
+
+class FlakyFileSystem(LocalFileSystem):
+    """Local storage whose first reads fail as if the store were unreachable."""
+
+    _block_type_slug = "flaky-file-system-for-tests"
+    failures_left: int = 2
+
+    def open_read(self, path: str) -> Any:
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise StorageError(f"Could not read {path!r}: {self.describe()} is unreachable")
+        return super().open_read(path)
+
+
+def test_storage_errors_during_lookup_are_retried(tmp_path: Path) -> None:
+    storage = FlakyFileSystem(basepath=str(tmp_path / "flaky"))
+    calls = []
+
+    @task(result_storage=storage, cache_key_fn=lambda: "k", retries=2)
+    def t() -> int:
+        calls.append(1)
+        return 9
+
+    assert t() == 9
+    assert calls == [1] and storage.failures_left == 0
+
+    storage.failures_left = 5
+    state = t.with_options(retries=1)(return_state=True)
+    assert state.is_failed() and calls == [1]
+    with pytest.raises(StorageError, match="unreachable"):
+        state.result()
