@@ -27,7 +27,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 import pydantic
@@ -478,6 +478,22 @@ class Block(BaseModel):
             yield name, SECRET_MASK if isinstance(value, _SECRET_TYPES) else value
 
     @classmethod
+    def missing_fields(cls, given: Iterable[str]) -> tuple[str, ...]:
+        """Required fields not among `given` (dotted keys count for their field).
+
+        `InvalidBlockData` when a given name is not a field at all.
+        """
+        named = {key.split(".")[0] for key in given}
+        unknown = sorted(named - set(cls.model_fields))
+        if unknown:
+            raise InvalidBlockData(
+                f"{cls.get_block_type_slug()} has no field {unknown[0]!r}. "
+                f"Its fields: {', '.join(cls.model_fields)}."
+            )
+        required = (name for name, info in cls.model_fields.items() if info.is_required())
+        return tuple(name for name in required if name not in named)
+
+    @classmethod
     def from_text_fields(cls, fields: Mapping[str, str]) -> Self:
         """Build a block from ``field=value`` text as typed on a command line.
 
@@ -491,14 +507,11 @@ class Block(BaseModel):
         """
         slug = cls.get_block_type_slug()
         references = cls.block_fields()
+        cls.missing_fields(fields)  # unknown names first
         data: dict[str, Any] = {}
         as_text: dict[str, str] = {}  # dotted key -> text, to retry as a plain string
         for key, text in fields.items():
             field = key.split(".")[0]
-            if field not in cls.model_fields:
-                raise InvalidBlockData(
-                    f"{slug} has no field {field!r}. Its fields: {', '.join(cls.model_fields)}."
-                )
             if field in references and key == field and not text.lstrip().startswith("{"):
                 _set_path(data, key, _load_reference(slug, field, text, references[field]))
                 continue

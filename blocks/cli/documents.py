@@ -178,12 +178,7 @@ def create(
         raise BlockAlreadyExists(
             f"A {type_slug} block named '{name}' already exists. Pass --overwrite to replace it."
         )
-    given = {key.split(".")[0] for key in fields}
-    missing = [
-        field
-        for field, info in cls.model_fields.items()
-        if info.is_required() and field not in given
-    ]
+    missing = cls.missing_fields(fields)
     if missing:
         if not sys.stdin.isatty():
             raise click.UsageError(
