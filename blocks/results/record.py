@@ -17,8 +17,10 @@ which readers verify before any byte reaches a deserializer. Size and checksum a
 and fills them in afterwards; JSON allows the trailing spaces that keep the width fixed.
 
 Example:
-    >>> head = RecordHeader.new("k", {"type": "json"}, expires=None, task=None)
-    >>> prefix = encode_prefix(head.finish(2, "xxh3_128:" + "0" * 32), width=head.width())
+    >>> draft = RecordHeader.new("k", {"type": "json"}, expires=None, task=None)
+    >>> head = draft.finish(2, "xxh3_128:" + "0" * 32)
+    >>> decode_header(encode_prefix(head, width=draft.width()) + b"[]", key="k").payload_size
+    2
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -35,11 +34,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from blocks import settings
 from blocks.errors import BlocksError, ConfigurationError, CorruptRecord, StorageError
 from blocks.filesystems.base import validate_key
+from blocks.results import streams
 from blocks.results.record import (
     FIRST_READ,
     MAX_HEADER_SIZE,
@@ -49,7 +49,6 @@ from blocks.results.record import (
     decode_header,
     encode_prefix,
     header_length,
-    payload_hasher,
 )
 from blocks.results.storage import resolve_storage
 from serializers.errors import SerializationError
@@ -59,12 +58,6 @@ if TYPE_CHECKING:
     from serializers.base import Serializer
 
 logger = logging.getLogger("blocks.results")
-
-#: Chunk used to hash and copy payloads: big enough to run at memory speed, small to hold.
-CHUNK_SIZE = 1024 * 1024
-#: Payloads up to this size are staged in memory when the storage cannot seek; larger spill
-#: to a temporary file.
-SPOOL_MAX_SIZE = 16 * 1024 * 1024
 
 _SERIALIZERS: dict[str, Serializer] = {}
 
@@ -81,24 +74,6 @@ class Hit:
 
     header: RecordHeader
     value: Any
-
-
-class _HashingWriter:
-    """Passes writes through while hashing and counting them; never copies the data."""
-
-    __slots__ = ("hasher", "raw", "size")
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.hasher = payload_hasher()
-        self.size = 0
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.hasher.update(view)
-        self.raw.write(view)
-        self.size += view.nbytes
-        return view.nbytes
 
 
 class ResultStore:
@@ -168,7 +143,7 @@ class ResultStore:
             )
         try:
             with self.storage.open_atomic_write(key) as out:
-                if _can_seek(out):
+                if streams.can_seek(out):
                     header = self._write_in_place(out, draft, width, value)
                 else:
                     header = self._write_spooled(out, draft, width, value)
@@ -186,7 +161,7 @@ class ResultStore:
         # Reserve the header, stream the payload, then seek back to fill size and checksum.
         start = out.tell()
         out.write(encode_prefix(draft, width=width))
-        sink = _HashingWriter(out)
+        sink = streams.HashingWriter(out)
         self.serializer.dump(value, sink)  # type: ignore[arg-type]
         header = draft.finish(sink.size, checksum_string(sink.hasher))
         end = out.tell()
@@ -199,13 +174,13 @@ class ResultStore:
         self, out: BinaryIO, draft: RecordHeader, width: int, value: Any
     ) -> RecordHeader:
         # The writer cannot seek (object stores): stage the payload, then header + payload.
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_SIZE) as spool:
-            sink = _HashingWriter(spool)
+        with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
+            sink = streams.HashingWriter(spool)
             self.serializer.dump(value, sink)  # type: ignore[arg-type]
             header = draft.finish(sink.size, checksum_string(sink.hasher))
             out.write(encode_prefix(header, width=width))
             spool.seek(0)
-            shutil.copyfileobj(spool, out, CHUNK_SIZE)
+            shutil.copyfileobj(spool, out, streams.CHUNK_SIZE)
         return header
 
     # -- reading --------------------------------------------------------------------------
@@ -218,9 +193,9 @@ class ResultStore:
         key = validate_key(key)
         try:
             with self.storage.open_read(key) as stream:
-                prefix = _read_exactly(stream, PREFIX_SIZE, key)
+                prefix = streams.read_exactly(stream, PREFIX_SIZE, key)
                 length = header_length(prefix, key=key)
-                header = decode_header(prefix + _read_exactly(stream, length, key), key=key)
+                header = decode_header(prefix + streams.read_exactly(stream, length, key), key=key)
                 if header.is_expired():
                     return None
                 serializer = self._serializer_for(header)
@@ -409,17 +384,17 @@ class ResultStore:
         return serializer
 
     def _load_verified(self, stream: BinaryIO, header: RecordHeader, serializer: Serializer) -> Any:
-        if _is_stable(stream):
+        if streams.is_stable(stream):
             # A real file keeps its content across renames: verify in place, then decode
             # from the same descriptor without a second copy of the payload.
             start = stream.tell()
-            _verify(_hash_stream(stream, header.payload_size), header)
+            streams.verify(streams.hash_stream(stream, header.payload_size), header)
             stream.seek(start)
-            return _deserialize(serializer, stream, header)
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_SIZE) as spool:
-            _verify(_hash_stream(stream, header.payload_size, copy_to=spool), header)
+            return streams.deserialize(serializer, stream, header)
+        with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
+            streams.verify(streams.hash_stream(stream, header.payload_size, copy_to=spool), header)
             spool.seek(0)
-            return _deserialize(serializer, spool, header)  # type: ignore[arg-type]
+            return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
@@ -453,80 +428,3 @@ def _uses_pickle(spec: Any) -> bool:
     if isinstance(spec, list):
         return any(_uses_pickle(v) for v in spec)
     return False
-
-
-def _can_seek(out: BinaryIO) -> bool:
-    try:
-        return bool(out.seekable()) and out.tell() >= 0
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _is_stable(stream: BinaryIO) -> bool:
-    """Whether re-reading `stream` gives the same bytes: an OS file (an atomic rename
-    replaces the name, not the open file) or an in-memory buffer."""
-    if isinstance(stream, io.BytesIO):
-        return True
-    try:
-        stream.fileno()
-    except (OSError, ValueError, AttributeError):
-        return False
-    return True
-
-
-def _read_exactly(stream: BinaryIO, size: int, key: str) -> bytes:
-    data = stream.read(size)
-    if len(data) < size:
-        raise CorruptRecord(
-            f"result record {key!r} is truncated (read {len(data)} of {size} header bytes)"
-        )
-    return data
-
-
-def _hash_stream(
-    stream: BinaryIO, expected: int, copy_to: IO[bytes] | None = None
-) -> tuple[int, str]:
-    """Hash (and optionally copy) the rest of `stream`, reading at most one byte past `expected`."""
-    hasher = payload_hasher()
-    buffer = bytearray(min(CHUNK_SIZE, expected + 1))
-    view = memoryview(buffer)
-    size = 0
-    readinto = getattr(stream, "readinto", None)
-    while size <= expected:
-        want = min(len(buffer), expected + 1 - size)
-        if readinto is not None:
-            got = readinto(view[:want])
-        else:
-            chunk = stream.read(want)
-            got = len(chunk)
-            view[:got] = chunk
-        if not got:
-            break
-        hasher.update(view[:got])
-        if copy_to is not None:
-            copy_to.write(view[:got])
-        size += got
-    return size, checksum_string(hasher)
-
-
-def _verify(measured: tuple[int, str], header: RecordHeader) -> None:
-    size, checksum = measured
-    if size != header.payload_size:
-        raise CorruptRecord(
-            f"result record {header.key!r} is truncated or padded: payload has "
-            f"{'more than ' if size > header.payload_size else ''}{size} bytes, "
-            f"header announces {header.payload_size}"
-        )
-    if checksum != header.checksum:
-        raise CorruptRecord(
-            f"result record {header.key!r} has a damaged payload (checksum mismatch)"
-        )
-
-
-def _deserialize(serializer: Serializer, stream: BinaryIO, header: RecordHeader) -> Any:
-    try:
-        return serializer.load(stream)
-    except SerializationError as exc:
-        raise CorruptRecord(
-            f"result record {header.key!r} passed its checksum but cannot be deserialized: {exc}"
-        ) from None

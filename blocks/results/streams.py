@@ -1,0 +1,117 @@
+"""Payload bytes in motion: hash while writing, verify before decoding, copy nothing big.
+
+Internal helpers of `ResultStore`; every function works on plain binary file objects.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from blocks.errors import CorruptRecord
+from blocks.results.record import RecordHeader, checksum_string, payload_hasher
+from serializers.errors import SerializationError
+
+if TYPE_CHECKING:
+    from serializers.base import Serializer
+
+#: Chunk used to hash and copy payloads: big enough to run at memory speed, small to hold.
+CHUNK_SIZE = 1024 * 1024
+#: Payloads up to this size are staged in memory when the storage cannot seek; larger spill
+#: to a temporary file.
+SPOOL_MAX_SIZE = 16 * 1024 * 1024
+
+
+class HashingWriter:
+    """Passes writes through while hashing and counting them; never copies the data."""
+
+    __slots__ = ("hasher", "raw", "size")
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.hasher = payload_hasher()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hasher.update(view)
+        self.raw.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+
+def can_seek(out: BinaryIO) -> bool:
+    try:
+        return bool(out.seekable()) and out.tell() >= 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_stable(stream: BinaryIO) -> bool:
+    """Whether re-reading `stream` gives the same bytes: an OS file (an atomic rename
+    replaces the name, not the open file) or an in-memory buffer."""
+    if isinstance(stream, io.BytesIO):
+        return True
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def read_exactly(stream: BinaryIO, size: int, key: str) -> bytes:
+    data = stream.read(size)
+    if len(data) < size:
+        raise CorruptRecord(
+            f"result record {key!r} is truncated (read {len(data)} of {size} header bytes)"
+        )
+    return data
+
+
+def hash_stream(
+    stream: BinaryIO, expected: int, copy_to: IO[bytes] | None = None
+) -> tuple[int, str]:
+    """Hash (and optionally copy) the rest of `stream`, reading at most one byte past `expected`."""
+    hasher = payload_hasher()
+    buffer = bytearray(min(CHUNK_SIZE, expected + 1))
+    view = memoryview(buffer)
+    size = 0
+    readinto = getattr(stream, "readinto", None)
+    while size <= expected:
+        want = min(len(buffer), expected + 1 - size)
+        if readinto is not None:
+            got = readinto(view[:want])
+        else:
+            chunk = stream.read(want)
+            got = len(chunk)
+            view[:got] = chunk
+        if not got:
+            break
+        hasher.update(view[:got])
+        if copy_to is not None:
+            copy_to.write(view[:got])
+        size += got
+    return size, checksum_string(hasher)
+
+
+def verify(measured: tuple[int, str], header: RecordHeader) -> None:
+    size, checksum = measured
+    if size != header.payload_size:
+        raise CorruptRecord(
+            f"result record {header.key!r} is truncated or padded: payload has "
+            f"{'more than ' if size > header.payload_size else ''}{size} bytes, "
+            f"header announces {header.payload_size}"
+        )
+    if checksum != header.checksum:
+        raise CorruptRecord(
+            f"result record {header.key!r} has a damaged payload (checksum mismatch)"
+        )
+
+
+def deserialize(serializer: Serializer, stream: BinaryIO, header: RecordHeader) -> Any:
+    try:
+        return serializer.load(stream)
+    except SerializationError as exc:
+        raise CorruptRecord(
+            f"result record {header.key!r} passed its checksum but cannot be deserialized: {exc}"
+        ) from None
