@@ -194,6 +194,12 @@ class Task(Generic[P, R]):
         self.cache_key_prefix = _key_prefix(self.name)
         self._identity: bytes | None = None
         self._signature = inspect.signature(fn)
+        parameters = self._signature.parameters.values()
+        self._plain_names: tuple[str, ...] | None = tuple(p.name for p in parameters)
+        if any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in parameters):
+            self._plain_names = None
+        self._name_set = frozenset(self._plain_names or ())
+        self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
         self._simple = not (
             retries
             or timeout_seconds
@@ -335,6 +341,19 @@ class Task(Generic[P, R]):
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults filled in."""
+        names = self._plain_names
+        if names is not None and len(args) <= len(names):
+            # Cheap path for plain signatures (no *args, **kwargs or keyword-only parameters).
+            params = dict(zip(names, args, strict=False))
+            if kwargs and (params.keys() & kwargs.keys() or not kwargs.keys() <= self._name_set):
+                params = {}  # duplicate or unknown argument: let inspect raise the usual error
+            else:
+                params.update(kwargs)
+                if len(params) < len(names):
+                    for name, default in self._defaults.items():
+                        params.setdefault(name, default)
+                if len(params) == len(names):
+                    return params
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
