@@ -69,7 +69,10 @@ def run_in_terminal(args: list[str], answers: list[tuple[str, str]]) -> tuple[in
     """Run ``block ARGS`` on a pseudo-terminal, typing each answer after its prompt appears."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the pty is its controlling terminal, as in a real shell
-        os.execve(BLOCK, [BLOCK, *args], dict(os.environ))
+        try:
+            os.execve(BLOCK, [BLOCK, *args], dict(os.environ))
+        finally:
+            os._exit(127)  # never go on running pytest in the child
     transcript = b""
     pending = list(answers)
     deadline = time.monotonic() + 30

@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail("Aborted.", 1)
     except KeyboardInterrupt:
         _fail("Interrupted.", 130)
+    except BrokenPipeError:
+        # The reader went away (`block ls | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:
         _fail(_describe(exc), 1)
     sys.exit(result if isinstance(result, int) else 0)
