@@ -50,6 +50,9 @@ class Flow(Generic[P, R]):
     `ConcurrentTaskRunner()`), log_prints, persist_result, result_storage, result_serializer,
     on_failure / on_completion / on_crashed hooks ``hook(flow, flow_run, state)``.
 
+    As in Prefect 3, ``persist_result=True`` (or a ``result_storage``) on a flow makes every
+    task it calls persist its result too, unless the task says ``persist_result=False``.
+
     ``timeout_seconds`` runs the body in a worker thread and stops waiting when time is up;
     Python cannot kill the thread, so the body may go on running in the background.
     """

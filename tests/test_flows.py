@@ -327,3 +327,20 @@ def test_plain_task_calls_add_little_overhead() -> None:
 
     f()
     assert result["per_call"] < 200e-6
+
+
+def test_a_keyboard_interrupt_crashes_the_run_and_propagates() -> None:
+    crashed: list[str] = []
+
+    @task
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    @flow(on_crashed=[lambda fl, run, state: crashed.append(state.name)],
+          on_failure=[lambda *_: crashed.append("on_failure should not run")])
+    def f() -> None:
+        interrupted()
+
+    with pytest.raises(KeyboardInterrupt):
+        f()
+    assert crashed == ["Crashed"]
