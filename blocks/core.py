@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import inspect
@@ -27,10 +26,11 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretBytes, SecretStr, ValidationError
 
 from blocks.errors import (
@@ -186,11 +186,36 @@ def _secret_value(plaintext: bytes) -> Any:
     return json.loads(body)
 
 
-def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
+def _path_part(part: str | int) -> str:
+    return str(part).replace("~", "~0").replace(".", "~1")
+
+
+def _join_path(prefix: str, part: str | int) -> str:
+    """Dotted paths; a dot or tilde inside a dict key is escaped (``~1``, ``~0``)."""
+    return f"{prefix}.{_path_part(part)}" if prefix else _path_part(part)
+
+
+def _set_path(data: Any, path: str, value: Any) -> None:
+    """Set `value` at a dotted path made by `_join_path`, through dicts and lists."""
+    *parents, leaf = (p.replace("~1", ".").replace("~0", "~") for p in path.split("."))
     for part in parents:
-        data = data.setdefault(part, {})
-    data[leaf] = value
+        data = data[int(part)] if isinstance(data, list) else data.setdefault(part, {})
+    if isinstance(data, list):
+        data[int(leaf)] = value
+    else:
+        data[leaf] = value
+
+
+def _pull_secrets(value: Any, path: str, secrets: dict[str, bytes]) -> Any:
+    """Replace secrets anywhere inside containers by None, keeping their plaintext by path."""
+    if isinstance(value, _SECRET_TYPES):
+        secrets[path] = _secret_plaintext(value)
+        return None
+    if isinstance(value, dict):
+        return {k: _pull_secrets(v, _join_path(path, k), secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_pull_secrets(v, _join_path(path, i), secrets) for i, v in enumerate(value)]
+    return value
 
 
 def _field_problems(exc: ValidationError) -> list[str]:
@@ -206,13 +231,6 @@ def _field_problems(exc: ValidationError) -> list[str]:
         if err["msg"] not in messages:
             messages.append(err["msg"])
     return [f"'{field}': {' or '.join(messages)}" for field, messages in by_field.items()]
-
-
-def _parse_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class Block(BaseModel):
@@ -363,7 +381,7 @@ class Block(BaseModel):
         refs: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            path = prefix + name
+            path = _join_path(prefix, name)
             if isinstance(value, _SECRET_TYPES):
                 special.add(name)
                 secrets[path] = _secret_plaintext(value)
@@ -373,11 +391,15 @@ class Block(BaseModel):
                     refs[path] = value._block_document_id
                 else:
                     type(value).register_type_and_schema(registry)
-                    child, child_secrets, child_refs = value._to_document(registry, path + ".")
+                    child, child_secrets, child_refs = value._to_document(registry, path)
                     nested[name] = child
                     secrets.update(child_secrets)
                     refs.update(child_refs)
-        data = self.model_dump(mode="json", exclude=special, round_trip=True)
+        # Python mode keeps secrets nested in containers as secret objects (JSON mode would
+        # mask them, losing the value): pull them out, then make the rest JSON-compatible.
+        raw = self.model_dump(mode="python", exclude=special, round_trip=True)
+        pulled = {k: _pull_secrets(v, _join_path(prefix, k), secrets) for k, v in raw.items()}
+        data: dict[str, Any] = pydantic_core.to_jsonable_python(pulled)
         data.update(nested)
         return data, secrets, refs
 
@@ -425,7 +447,7 @@ class Block(BaseModel):
     @staticmethod
     def _from_document(registry: Registry, row: DocumentRow) -> Block:
         target = block_class_for(row.type_slug)
-        data = row.data
+        data = row.data  # a fresh dict per read: safe to fill in place
         if row.secrets:
             keyset = _keyset(registry)
             for path, token in row.secrets.items():
@@ -476,125 +498,6 @@ class Block(BaseModel):
         for name in type(self).model_fields:
             value = getattr(self, name)
             yield name, SECRET_MASK if isinstance(value, _SECRET_TYPES) else value
-
-    @classmethod
-    def missing_fields(cls, given: Iterable[str]) -> tuple[str, ...]:
-        """Required fields not among `given` (dotted keys count for their field).
-
-        `InvalidBlockData` when a given name is not a field at all.
-        """
-        named = {key.split(".")[0] for key in given}
-        unknown = sorted(named - set(cls.model_fields))
-        if unknown:
-            raise InvalidBlockData(
-                f"{cls.get_block_type_slug()} has no field {unknown[0]!r}. "
-                f"Its fields: {', '.join(cls.model_fields)}."
-            )
-        required = (name for name, info in cls.model_fields.items() if info.is_required())
-        return tuple(name for name in required if name not in named)
-
-    @classmethod
-    def from_text_fields(cls, fields: Mapping[str, str]) -> Self:
-        """Build a block from ``field=value`` text as typed on a command line.
-
-        A value is read as JSON when it parses and validates (``3``, ``true``, ``{"a": 1}``),
-        else as the plain string; ``a.b=v`` sets key ``b`` of dict field ``a``; a field that
-        holds a block takes a saved block's ``type/name`` (or name), linked, not copied.
-        `InvalidBlockData` names each bad field and what it expects, never the value.
-
-        Example:
-            >>> Secret.from_text_fields({"value": "s3cr3t"}).save("my-api-key")
-        """
-        slug = cls.get_block_type_slug()
-        references = cls.block_fields()
-        cls.missing_fields(fields)  # unknown names first
-        data: dict[str, Any] = {}
-        as_text: dict[str, str] = {}  # dotted key -> text, to retry as a plain string
-        for key, text in fields.items():
-            field = key.split(".")[0]
-            if field in references and key == field and not text.lstrip().startswith("{"):
-                _set_path(data, key, _load_reference(slug, field, text, references[field]))
-                continue
-            value = _parse_text(text)
-            _set_path(data, key, value)
-            if value != text:
-                as_text[key] = text
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            failing = [tuple(str(p) for p in err["loc"]) for err in exc.errors()]
-            retry = {
-                key: text
-                for key, text in as_text.items()
-                if any(loc[: key.count(".") + 1] == tuple(key.split(".")) for loc in failing)
-            }
-            if not retry:
-                raise InvalidBlockData(_invalid(slug, exc)) from None
-        for key, text in retry.items():
-            _set_path(data, key, text)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidBlockData(_invalid(slug, exc)) from None
-
-
-def _invalid(slug: str, exc: ValidationError) -> str:
-    return f"Invalid {slug} block: " + "; ".join(_field_problems(exc)) + "."
-
-
-def _load_reference(slug: str, field: str, text: str, allowed: list[str]) -> Block:
-    if "/" in text:
-        child = Block.load(text)
-        if type(child).get_block_type_slug() not in allowed:
-            raise InvalidBlockData(
-                f"Field {field!r} of {slug} holds a {' or '.join(allowed)} block, "
-                f"not a {type(child).get_block_type_slug()} block."
-            )
-        return child
-    if len(allowed) == 1:
-        return block_class_for(allowed[0]).load(text)
-    raise InvalidBlockData(
-        f"Field {field!r} of {slug} takes a saved block as TYPE/NAME, TYPE one of "
-        f"{', '.join(allowed)}."
-    )
-
-
-def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentRow, dict[str, Any]]:
-    """A saved block's registry row and its field values, read without importing its class.
-
-    Secrets read `SECRET_MASK` unless `reveal_secrets` (which needs the master key; bytes are
-    shown decoded); referenced blocks read as their ``type/name``.
-
-    Example:
-        >>> row, values = inspect_block("secret/my-api-key")
-        >>> values
-        {'value': '**********'}
-    """
-    type_slug, name = split_slug(slug)
-    registry = _registry()
-    row = registry.get_document(type_slug, name)
-    if row is None:
-        existing = registry.document_names(type_slug)
-        known = ", ".join(existing[:20]) if existing else "none yet"
-        raise BlockNotFound(
-            f"No {type_slug} block named '{name}'. Saved {type_slug} blocks: {known}."
-        )
-    values = copy.deepcopy(row.data)
-    keyset = _keyset(registry) if reveal_secrets and row.secrets else None
-    for path, token in row.secrets.items():
-        shown: Any = SECRET_MASK
-        if keyset is not None:
-            plain = keyset.decrypt(
-                token, aad=_aad(type_slug, name, path), what=f"field '{path}' of {row.slug}"
-            )
-            shown = _secret_value(plain)
-            if isinstance(shown, bytes):
-                shown = shown.decode("utf-8", "backslashreplace")
-        _set_path(values, path, shown)
-    for path, child_id in row.refs.items():
-        child = registry.get_document_by_id(child_id)
-        _set_path(values, path, child.slug if child is not None else None)
-    return row, values
 
 
 def _registry() -> Registry:

@@ -286,3 +286,25 @@ def test_registry_records_schema_version(registry_backend: str, blocks_home: Pat
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             rows = conn.execute("select key, value from registry_meta").fetchall()
         assert ("schema_version", "1") in rows
+
+
+class Tokens(Block):
+    tokens: dict[str, SecretStr]
+    history: list[SecretStr] = Field(default_factory=list)
+    when: datetime | None = None
+
+
+def test_secrets_inside_containers_are_encrypted_not_lost() -> None:
+    when = datetime(2026, 5, 4, 3, 2, 1)
+    Tokens(tokens={"a.b": "tok-1", "c~d": "tok-2"}, history=["old-1", "old-2"], when=when).save("t")
+    loaded = Tokens.load("t")
+    assert {k: v.get_secret_value() for k, v in loaded.tokens.items()} == {
+        "a.b": "tok-1",
+        "c~d": "tok-2",
+    }
+    assert [v.get_secret_value() for v in loaded.history] == ["old-1", "old-2"]
+    assert loaded.when == when
+    row = Registry.default().get_document("tokens", "t")
+    assert row is not None
+    assert len(row.secrets) == 4
+    assert "tok-1" not in str(row.data) and "old-1" not in str(row.data)

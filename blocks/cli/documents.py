@@ -98,7 +98,7 @@ def inspect(slug: str, show_secrets: bool, as_json: bool) -> None:
     \b
     block inspect secret/my-api-key
     """
-    from blocks.core import inspect_block
+    from blocks.text_fields import inspect_block
 
     row, values = inspect_block(slug, reveal_secrets=show_secrets)
     if as_json:
@@ -166,6 +166,7 @@ def create(
     from blocks.core import block_class_for, validate_name
     from blocks.errors import BlockAlreadyExists
     from blocks.registry import Registry
+    from blocks.text_fields import block_from_text, missing_fields
 
     validate_name(type_slug, what="block type slug")
     validate_name(name)
@@ -178,7 +179,7 @@ def create(
         raise BlockAlreadyExists(
             f"A {type_slug} block named '{name}' already exists. Pass --overwrite to replace it."
         )
-    missing = cls.missing_fields(fields)
+    missing = missing_fields(cls, fields)
     if missing:
         if not sys.stdin.isatty():
             raise click.UsageError(
@@ -194,7 +195,7 @@ def create(
             fields[field] = click.prompt(
                 label, hide_input=field in secret, confirmation_prompt=field in secret
             )
-    block = cls.from_text_fields(fields)
+    block = block_from_text(cls, fields)
     block.save(name, overwrite=overwrite)
     click.echo(f"Saved {type_slug}/{name}.")
 
