@@ -1,0 +1,519 @@
+"""Real servers for the test suite: LocalStack S3, the GCS emulator, a throwaway PostgreSQL.
+
+`tests/conftest.py` imports every fixture here (``from servers import *``). Fixtures:
+
+- ``s3_endpoint`` (session): an `S3Endpoint` - a ``str`` equal to the endpoint URL (so it drops
+  into ``endpoint_url=``) with ``.key``, ``.secret``, ``.region``, ``.storage_options()``,
+  ``.filesystem()`` and ``.client()``. LocalStack on 127.0.0.1:4566 (started with
+  ``localstack/start.sh s3`` if it is not up), or any S3 named by ``BLOCKS_TEST_S3_ENDPOINT``
+  (+ ``BLOCKS_TEST_S3_KEY`` / ``_SECRET`` / ``_REGION``).
+- ``s3_bucket`` (function): an `S3Bucket` - a ``str`` equal to a fresh bucket's name, with
+  ``.url`` (``s3://name``), ``.endpoint`` and ``.fs``; emptied and removed after the test.
+- ``gcs_endpoint`` / ``gcs_bucket``: the same for the GCS emulator on 127.0.0.1:9023
+  (``BLOCKS_TEST_GCS_ENDPOINT`` to use another); gcsfs with ``token="anon"``.
+- ``postgres_server`` (session): a `PostgresServer` - a private PostgreSQL cluster per pytest
+  (xdist) worker, or the server of ``BLOCKS_TEST_POSTGRES_URL``.
+- ``postgres_url`` (session): URL of one database shared by the session's tests.
+- ``postgres_db_url`` (function): URL of a fresh, empty ``test_<uuid>`` database, dropped after.
+
+A server that cannot be reached or started skips the test, except under ``CI=true``, where it
+fails it: in CI a missing service is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+from filelock import FileLock
+
+if TYPE_CHECKING:
+    import gcsfs
+    import s3fs
+    import sqlalchemy as sa
+
+__all__ = [
+    "GCSBucket",
+    "GCSEndpoint",
+    "PostgresServer",
+    "S3Bucket",
+    "S3Endpoint",
+    "gcs_bucket",
+    "gcs_endpoint",
+    "postgres_db_url",
+    "postgres_server",
+    "postgres_url",
+    "s3_bucket",
+    "s3_endpoint",
+]
+
+# gcsfs reads this when it is first imported; its experimental client does not talk to emulators.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES_DIR = Path(os.environ.get("BLOCKS_SERVICES_DIR") or REPO / ".localstack")
+LOCALSTACK_URL = "http://127.0.0.1:4566"
+GCS_EMULATOR_URL = "http://127.0.0.1:9023"
+# Below pytest-timeout's 300 s, so a slow cold install is reported as such, not as a hang.
+START_TIMEOUT = 280.0
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test because a server is missing - or fail it under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} [CI=true: a missing test server is a failure]", pytrace=False)
+    pytest.skip(reason)
+
+
+def _start_service(which: str, is_up: Any) -> None:
+    """Run ``localstack/start.sh WHICH`` once, under a lock shared by all xdist workers."""
+    SERVICES_DIR.mkdir(parents=True, exist_ok=True)
+    # Not start.sh's own lock file: it flocks that one itself, and would wait for us forever.
+    with FileLock(str(SERVICES_DIR / f"pytest-{which}.lock"), timeout=START_TIMEOUT + 60):
+        if is_up():  # another worker started it while we waited
+            return
+        try:
+            proc = subprocess.run(
+                ["bash", str(REPO / "localstack" / "start.sh"), which],
+                capture_output=True, text=True, timeout=START_TIMEOUT, stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            unavailable(f"localstack/start.sh {which} did not finish in {START_TIMEOUT:.0f}s")
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            unavailable(f"localstack/start.sh {which} failed (exit {proc.returncode}):\n{tail}")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+# -- S3 ----------------------------------------------------------------------------------------
+
+
+class S3Endpoint(str):
+    """An S3 endpoint URL (it *is* the URL string) plus the credentials that go with it."""
+
+    key: str
+    secret: str
+    region: str
+
+    def __new__(cls, endpoint_url: str, *, key: str, secret: str, region: str) -> S3Endpoint:
+        self = super().__new__(cls, endpoint_url)
+        self.key, self.secret, self.region = key, secret, region
+        return self
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, str]]:
+        return (str(self),), {"key": self.key, "secret": self.secret, "region": self.region}
+
+    @property
+    def endpoint_url(self) -> str:
+        return str(self)
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``s3fs.S3FileSystem`` / fsspec ``storage_options``."""
+        return {
+            "key": self.key,
+            "secret": self.secret,
+            "endpoint_url": self.endpoint_url,
+            "client_kwargs": {"region_name": self.region},
+        }
+
+    def filesystem(self) -> s3fs.S3FileSystem:
+        """A new s3fs filesystem (create buckets with `client`: s3fs's mkdir sends a
+        LocationConstraint that us-east-1 rejects)."""
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options())
+
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client for ``service`` on this endpoint."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            service, endpoint_url=self.endpoint_url, aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret, region_name=self.region,
+            config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2}),
+        )
+
+    def is_up(self) -> bool:
+        try:
+            self.client().list_buckets()
+        except Exception:
+            return False
+        return True
+
+
+class S3Bucket(str):
+    """A bucket (it *is* the bucket name) on an `S3Endpoint`."""
+
+    endpoint: S3Endpoint
+
+    def __new__(cls, name: str, *, endpoint: S3Endpoint) -> S3Bucket:
+        self = super().__new__(cls, name)
+        self.endpoint = endpoint
+        return self
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, S3Endpoint]]:
+        return (str(self),), {"endpoint": self.endpoint}
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self}"
+
+    @cached_property
+    def fs(self) -> s3fs.S3FileSystem:
+        return self.endpoint.filesystem()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> S3Endpoint:
+    """LocalStack's S3 (started if need be), or the S3 named by BLOCKS_TEST_S3_ENDPOINT."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        unavailable("boto3 is not installed (pip install -e '.[dev]')")
+    custom = os.environ.get("BLOCKS_TEST_S3_ENDPOINT")
+    endpoint = S3Endpoint(
+        custom or LOCALSTACK_URL,
+        key=os.environ.get("BLOCKS_TEST_S3_KEY", "test"),
+        secret=os.environ.get("BLOCKS_TEST_S3_SECRET", "test"),
+        region=os.environ.get("BLOCKS_TEST_S3_REGION", "us-east-1"),
+    )
+    if endpoint.is_up():
+        return endpoint
+    if custom:
+        unavailable(f"S3 at BLOCKS_TEST_S3_ENDPOINT={custom} does not answer")
+    _start_service("s3", endpoint.is_up)
+    if not endpoint.is_up():
+        unavailable(f"LocalStack S3 at {LOCALSTACK_URL} does not answer after localstack/start.sh")
+    return endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Endpoint) -> Iterator[S3Bucket]:
+    """A fresh bucket for one test; emptied and deleted afterwards."""
+    client = s3_endpoint.client()
+    bucket = S3Bucket(_unique("blocks-test"), endpoint=s3_endpoint)
+    params: dict[str, Any] = {"Bucket": bucket.name}
+    if s3_endpoint.region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+        params["CreateBucketConfiguration"] = {"LocationConstraint": s3_endpoint.region}
+    client.create_bucket(**params)
+    try:
+        yield bucket
+    finally:
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket.name):
+            doomed = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            if doomed:
+                client.delete_objects(Bucket=bucket.name, Delete={"Objects": doomed})
+        client.delete_bucket(Bucket=bucket.name)
+
+
+# -- GCS ---------------------------------------------------------------------------------------
+
+
+class GCSEndpoint(str):
+    """A GCS (emulator) endpoint URL (it *is* the URL string), used anonymously."""
+
+    project: str
+    token: str
+
+    def __new__(cls, url: str, *, project: str = "test", token: str = "anon") -> GCSEndpoint:
+        self = super().__new__(cls, url)
+        self.project, self.token = project, token
+        return self
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, str]]:
+        return (str(self),), {"project": self.project, "token": self.token}
+
+    @property
+    def endpoint_url(self) -> str:
+        return str(self)
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``gcsfs.GCSFileSystem`` / fsspec ``storage_options``."""
+        return {"endpoint_url": self.endpoint_url, "token": self.token, "project": self.project}
+
+    def filesystem(self) -> gcsfs.GCSFileSystem:
+        import gcsfs
+
+        return gcsfs.GCSFileSystem(skip_instance_cache=True, **self.storage_options())
+
+    def is_up(self) -> bool:
+        url = f"{self.endpoint_url.rstrip('/')}/storage/v1/b?project={self.project}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except Exception:
+            return False
+
+
+class GCSBucket(str):
+    """A bucket (it *is* the bucket name) on a `GCSEndpoint`."""
+
+    endpoint: GCSEndpoint
+
+    def __new__(cls, name: str, *, endpoint: GCSEndpoint) -> GCSBucket:
+        self = super().__new__(cls, name)
+        self.endpoint = endpoint
+        return self
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, GCSEndpoint]]:
+        return (str(self),), {"endpoint": self.endpoint}
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    @property
+    def url(self) -> str:
+        return f"gs://{self}"
+
+    @cached_property
+    def fs(self) -> gcsfs.GCSFileSystem:
+        return self.endpoint.filesystem()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> GCSEndpoint:
+    """The GCS emulator (started if need be), or the one named by BLOCKS_TEST_GCS_ENDPOINT."""
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        unavailable("gcsfs is not installed (pip install -e '.[dev]')")
+    custom = os.environ.get("BLOCKS_TEST_GCS_ENDPOINT")
+    endpoint = GCSEndpoint(custom or GCS_EMULATOR_URL)
+    if endpoint.is_up():
+        return endpoint
+    if custom:
+        unavailable(f"GCS at BLOCKS_TEST_GCS_ENDPOINT={custom} does not answer")
+    _start_service("gcs", endpoint.is_up)
+    if not endpoint.is_up():
+        unavailable(f"GCS emulator at {GCS_EMULATOR_URL} does not answer after localstack/start.sh")
+    return endpoint
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint: GCSEndpoint) -> Iterator[GCSBucket]:
+    """A fresh bucket for one test; deleted with its objects afterwards."""
+    bucket = GCSBucket(_unique("blocks-test"), endpoint=gcs_endpoint)
+    fs = gcs_endpoint.filesystem()
+    fs.mkdir(bucket.name)
+    try:
+        yield bucket
+    finally:
+        fs.invalidate_cache()
+        fs.rm(bucket.name, recursive=True)
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server the tests may create and drop databases on."""
+
+    host: str
+    port: int
+    user: str = "postgres"
+    password: str | None = None
+    _engine: sa.Engine | None = field(default=None, repr=False)
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL (psycopg 3 driver) of ``database`` on this server."""
+        import sqlalchemy as sa
+
+        return sa.URL.create(
+            "postgresql+psycopg", username=self.user, password=self.password,
+            host=self.host, port=self.port, database=database,
+        ).render_as_string(hide_password=False)
+
+    def _admin(self) -> sa.Engine:
+        import sqlalchemy as sa
+
+        if self._engine is None:
+            self._engine = sa.create_engine(
+                self.url("postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+            )
+        return self._engine
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database (from template0: never busy) and return its URL."""
+        import sqlalchemy as sa
+
+        with self._admin().connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database even if a test left connections open to it."""
+        import sqlalchemy as sa
+
+        with self._admin().connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def is_up(self) -> bool:
+        import sqlalchemy as sa
+
+        try:
+            with self._admin().connect() as conn:
+                conn.execute(sa.text("select 1"))
+        except Exception:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _pg_bindir() -> Path | None:
+    """Directory with initdb/pg_ctl: BLOCKS_TEST_PG_BINDIR, Debian's newest, or PATH."""
+    if custom := os.environ.get("BLOCKS_TEST_PG_BINDIR"):
+        return Path(custom)
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    if debian:
+        return debian[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Cluster:
+    """A throwaway cluster in a temp dir. PostgreSQL refuses to run as root, so as root every
+    command runs as the ``postgres`` user, who owns the directory."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            try:
+                self.owner = pwd.getpwnam("postgres")
+            except KeyError:
+                unavailable("running as root and there is no 'postgres' user to run PostgreSQL")
+        # Not pytest's tmp_path: as root it is 0700, and the postgres user must get in.
+        self.dir = Path(tempfile.mkdtemp(prefix="blocks-pg-", dir="/tmp"))
+        if self.as_root:
+            os.chown(self.dir, self.owner.pw_uid, self.owner.pw_gid)
+        self.data = self.dir / "data"
+        self.port = 0
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.as_root:
+            runuser = shutil.which("runuser")
+            cmd = (
+                [runuser, "-u", "postgres", "--", *cmd]
+                if runuser
+                else ["su", "postgres", "-s", "/bin/sh", "-c", shlex.join(cmd)]
+            )
+        return subprocess.run(
+            cmd, cwd=self.dir, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        proc = self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                        "-E", "UTF8", "--locale=C", "--no-sync")
+        if proc.returncode != 0:
+            unavailable(f"initdb failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
+        # A free port can be taken by someone else before we bind it: try a few.
+        for _ in range(3):
+            self.port = _free_port()
+            # Durability is pointless for a throwaway cluster, speed is not.
+            options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+                       " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            proc = self.run("pg_ctl", "-D", str(self.data), "-o", options,
+                            "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
+            if proc.returncode == 0:
+                return
+        log = (self.dir / "log").read_text(errors="replace")[-1500:] if (
+            self.dir / "log").exists() else ""
+        unavailable(f"pg_ctl start failed: {(proc.stdout + proc.stderr).strip()}\n{log}")
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster for this pytest process (each xdist worker gets its own, so
+    no cross-worker locking or shutdown order), or the server of BLOCKS_TEST_POSTGRES_URL."""
+    try:
+        import psycopg  # noqa: F401
+        import sqlalchemy as sa
+    except ImportError:
+        unavailable("psycopg/sqlalchemy are not installed (pip install -e '.[dev]')")
+    if custom := os.environ.get("BLOCKS_TEST_POSTGRES_URL"):
+        url = sa.make_url(custom)
+        server = PostgresServer(host=url.host or "127.0.0.1", port=url.port or 5432,
+                                user=url.username or "postgres", password=url.password)
+        if not server.is_up():
+            unavailable(f"PostgreSQL at BLOCKS_TEST_POSTGRES_URL ({url!r}) does not answer")
+        yield server
+        server.close()
+        return
+    bindir = _pg_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; install "
+                    "postgresql (Debian) or set BLOCKS_TEST_PG_BINDIR")
+    cluster = _Cluster(bindir)
+    try:
+        cluster.start()
+        server = PostgresServer(host="127.0.0.1", port=cluster.port)
+        if not server.is_up():
+            unavailable(f"the PostgreSQL cluster in {cluster.dir} started but does not answer")
+        yield server
+        server.close()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """URL of one database shared by this session's tests (``postgresql+psycopg://...``)."""
+    name = _unique("blocks_session").replace("-", "_")
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_db_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """URL of a fresh, empty database for one test; dropped (connections and all) after it."""
+    name = _unique("test").replace("-", "_")
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
