@@ -44,6 +44,13 @@ find_python313() {
             [ -n "$v" ] && py="$(PYENV_VERSION="$v" pyenv which python 2>/dev/null)" || true
         fi
     fi
+    # pyenv installed but not on PATH (a non-login shell): look in its versions dir directly.
+    if [ -z "$py" ]; then
+        local cand
+        for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do
+            [ -x "$cand" ] && py="$cand"
+        done
+    fi
     [ -z "$py" ] && py="$(command -v python3.13 || true)"
     [ -n "$py" ] || return 1
     "$py" -c 'import sys, venv; assert sys.version_info[:2] == (3, 13)' 2>/dev/null || return 1
@@ -57,7 +64,7 @@ ensure_venv() {
         return 0
     fi
     local py
-    py="$(find_python313)" || die "no Python 3.13 found (tried 'PYENV_VERSION=3.13.0 pyenv which python',
+    py="$(find_python313)" || die "no Python 3.13 found (tried 'PYENV_VERSION=3.13.0 pyenv which python', $PYENV_ROOT/versions/3.13*,
 other pyenv 3.13.x, and python3.13 on PATH). Install one, e.g. 'pyenv install 3.13'."
     echo "creating $venv with $py (once; takes a minute or two)" >&2
     rm -rf "$venv"
