@@ -64,7 +64,7 @@ ensure_venv() {
         return 0
     fi
     local py
-    py="$(find_python313)" || die "no Python 3.13 found (tried 'PYENV_VERSION=3.13.0 pyenv which python', $PYENV_ROOT/versions/3.13*,
+    py="$(find_python313)" || die "no Python 3.13 found (tried 'PYENV_VERSION=3.13.0 pyenv which python', ${PYENV_ROOT:-$HOME/.pyenv}/versions/3.13*,
 other pyenv 3.13.x, and python3.13 on PATH). Install one, e.g. 'pyenv install 3.13'."
     echo "creating $venv with $py (once; takes a minute or two)" >&2
     rm -rf "$venv"
