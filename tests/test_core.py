@@ -208,17 +208,6 @@ def test_secrets_never_show_in_repr_str_or_json_dump() -> None:
             assert "plain-secret" not in text
 
 
-def test_raw_sqlite_file_holds_no_plaintext(registry_backend: str, blocks_home: Path) -> None:
-    if registry_backend != "sqlite":
-        pytest.skip("inspects the SQLite file itself")  # the postgres twin runs the same code
-    Secret(value="very-secret-value-123").save("a")
-    Secret(value={"pw": "very-secret-value-456"}).save("b")
-    Registry.dispose_all()  # checkpoint the WAL into the file
-    raw = b"".join(p.read_bytes() for p in blocks_home.glob("registry.db*"))
-    assert b"very-secret-value" not in raw
-    assert (blocks_home / "registry.db").stat().st_mode & 0o777 == 0o600
-
-
 def test_compatible_schema_change_loads_old_documents() -> None:
     class Evolving(Block):
         _block_type_slug = "evolving"

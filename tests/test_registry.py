@@ -108,3 +108,12 @@ def test_postgres_registry_shared_by_processes(
         raw = conn.execute(sa.text("select secrets from block_documents")).scalars().all()
     engine.dispose()
     assert raw and all("team-secret" not in value for value in raw)
+
+
+def test_raw_sqlite_file_holds_no_plaintext(blocks_home: Path) -> None:
+    Secret(value="very-secret-value-123").save("a")
+    Secret(value={"pw": "very-secret-value-456"}).save("b")
+    Registry.dispose_all()  # checkpoint the WAL into the file
+    raw = b"".join(p.read_bytes() for p in blocks_home.glob("registry.db*"))
+    assert b"very-secret-value" not in raw
+    assert (blocks_home / "registry.db").stat().st_mode & 0o777 == 0o600
