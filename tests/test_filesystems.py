@@ -49,16 +49,20 @@ def _make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
         bucket = request.getfixturevalue("s3_bucket")
         return S3(
             bucket_path=f"{bucket}/suite-{unique}",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
+            endpoint_url=endpoint.endpoint_url,
+            aws_access_key_id=endpoint.key,
+            aws_secret_access_key=endpoint.secret,
+            region_name=endpoint.region,
         )
     if kind == "gcs":
         endpoint = request.getfixturevalue("gcs_endpoint")
         bucket = request.getfixturevalue("gcs_bucket")
-        return GCS(bucket_path=f"{bucket}/suite-{unique}", endpoint_url=endpoint, token="anon",
-                   project="test")
+        return GCS(
+            bucket_path=f"{bucket}/suite-{unique}",
+            endpoint_url=endpoint.endpoint_url,
+            token=endpoint.token,
+            project=endpoint.project,
+        )
     raise AssertionError(kind)
 
 
@@ -337,7 +341,8 @@ def test_local_atomic_write_uses_temp_file_fsync_and_replace(
         f.write(b"abc")
         f.seek(0)  # a real, seekable file
         f.write(b"A")
-        assert [p.name for p in (tmp_path / "deep").iterdir()][0].startswith(TEMP_PREFIX)
+        (pending,) = (tmp_path / "deep").iterdir()
+        assert pending.name.startswith(TEMP_PREFIX)
     assert calls[:2] == ["fsync", "replace True"]
     assert (tmp_path / "deep" / "k.bin").read_bytes() == b"Abc"
 
@@ -408,15 +413,23 @@ def test_concurrent_readers_see_whole_objects_only(
 
 # -- key safety as a property -------------------------------------------------------------
 
-KEY_ALPHABET = st.sampled_from(["a", "b", ".", "..", "/", "\\", ":", "C:", "\x00", "~", " ", "%2e"])
+KEY_ALPHABET = st.sampled_from(
+    ["a", "b", ".", "..", "/", "\\", ":", "C:", "\x00", "~", " ", "%2e", "out", "in"]
+)
 keys = st.lists(KEY_ALPHABET, max_size=12).map("".join) | st.text(max_size=30)
+TMP_PATH_IS_FINE = HealthCheck.function_scoped_fixture  # examples only resolve paths
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[TMP_PATH_IS_FINE])
 @given(key=keys)
 def test_property_local_keys_stay_under_the_base_path(tmp_path: Path, key: str) -> None:
-    base = tmp_path / "prop-base"
-    base.mkdir(exist_ok=True)
+    # The base holds a symlink leading out ("out") and one leading to a sibling inside ("in").
+    base, outside = tmp_path / "prop-base", tmp_path / "prop-outside"
+    if not base.exists():
+        (base / "sub").mkdir(parents=True)
+        outside.mkdir()
+        (base / "out").symlink_to(outside, target_is_directory=True)
+        (base / "in").symlink_to(base / "sub", target_is_directory=True)
     fs = LocalFileSystem(basepath=str(base))
     try:
         resolved = fs._resolve(key)
@@ -426,7 +439,7 @@ def test_property_local_keys_stay_under_the_base_path(tmp_path: Path, key: str) 
     assert os.path.realpath(resolved).startswith(real_base + os.sep)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, suppress_health_check=[TMP_PATH_IS_FINE])
 @given(key=keys)
 def test_property_remote_keys_stay_under_the_base_path(key: str) -> None:
     for block in (
@@ -466,6 +479,11 @@ def test_remote_basepath_needs_a_protocol() -> None:
         RemoteFileSystem(basepath="/tmp/no-protocol")
 
 
+def test_remote_describe_hides_url_userinfo() -> None:
+    fs = RemoteFileSystem(basepath="ftp://etl:hunter2@files.example.com/results/")
+    assert fs.describe() == "ftp://***@files.example.com/results"
+
+
 def test_unknown_protocol_is_a_configuration_error() -> None:
     fs = RemoteFileSystem(basepath="nosuchproto://x")
     with pytest.raises(ConfigurationError, match="nosuchproto"):
@@ -494,7 +512,8 @@ def test_missing_optional_package_says_what_to_install(monkeypatch: pytest.Monke
 def test_importing_filesystems_does_not_import_backends() -> None:
     code = (
         "import sys, blocks.filesystems\n"
-        "heavy = [m for m in ('fsspec', 's3fs', 'gcsfs', 'boto3', 'botocore') if m in sys.modules]\n"
+        "heavy = ('fsspec', 's3fs', 'gcsfs', 'boto3', 'botocore')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, cast
 
 from pydantic import PrivateAttr, SecretStr, field_validator
@@ -119,6 +120,16 @@ class S3(FsspecFileSystem):
     def _endpoint(self) -> str | None:
         return self.endpoint_url or (self.credentials.endpoint_url if self.credentials else None)
 
+    def describe(self) -> str:
+        # The ambient endpoint (AWS_ENDPOINT_URL...) too: an error must say where it went.
+        endpoint = (
+            self._endpoint()
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        where = f"s3://{self.bucket_path}"
+        return f"{where} (endpoint {endpoint})" if endpoint else where
+
     def _storage_options(self) -> dict[str, Any]:
         creds = self.credentials
         options: dict[str, Any] = {
@@ -157,10 +168,6 @@ class S3(FsspecFileSystem):
         code = _error_code(exc.__cause__) or _error_code(exc)
         return code == "NoSuchBucket" or "bucket does not exist" in str(exc).lower()
 
-    def describe(self) -> str:
-        endpoint = self._endpoint()
-        where = f"s3://{self.bucket_path}"
-        return f"{where} (endpoint {endpoint})" if endpoint else where
 
 
 class AwsSecret(Block):

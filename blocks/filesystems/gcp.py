@@ -112,8 +112,18 @@ class GCS(FsspecFileSystem):
         return _strings_in(self._storage_options().get("token"))
 
     def _is_missing_root(self, exc: BaseException) -> bool:
-        text = f"{exc} {exc.__cause__}".lower()
-        return "bucket does not exist" in text or "nosuchbucket" in text
+        # GCS answers 404 alike for a missing object and a missing bucket: ask once.
+        if self._root_checked:
+            return False
+        bucket = self.bucket_path.split("/", 1)[0]
+        try:
+            self.filesystem().info(bucket)
+        except FileNotFoundError:
+            return True
+        except Exception:
+            return False
+        self._root_checked = True
+        return False
 
     def describe(self) -> str:
         where = f"gs://{self.bucket_path}"

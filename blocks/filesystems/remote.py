@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -39,6 +40,8 @@ from blocks.filesystems.base import (
 OBJECT_STORE_PROTOCOLS = frozenset(
     {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"}
 )
+
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
 SPOOL_MAX_MEMORY = 16 * 1024 * 1024
 """Streamed writes stay in memory up to this size, then spill to a local temporary file."""
@@ -91,7 +94,7 @@ class FsspecFileSystem(WritableFileSystem):
         return _strings_in(self._storage_options())
 
     def _is_missing_root(self, exc: BaseException) -> bool:
-        """Whether a FileNotFoundError means the bucket (not the key) is missing."""
+        """Whether a FileNotFoundError (or an empty listing) means the bucket is missing."""
         return False
 
     # -- the fsspec filesystem, cached per instance ------------------------------------------
@@ -261,6 +264,8 @@ class FsspecFileSystem(WritableFileSystem):
             found = self._call("list", prefix, "find", full)
         except FileNotFoundError:
             return
+        if not found and self._is_missing_root(FileNotFoundError(full)):
+            self._fail("list", prefix, FileNotFoundError(full))
         for item in sorted(found):
             rel = self._relative(item)
             if not rel or rel.endswith("/") or rel.rsplit("/", 1)[-1].startswith(TEMP_PREFIX):
@@ -365,7 +370,7 @@ class RemoteFileSystem(FsspecFileSystem):
     _description = "Store data at any fsspec URL (memory://, sftp://, s3://, gs://, ...)."
 
     basepath: str
-    """``protocol://path``: where objects live."""
+    """``protocol://path``: where objects live (put credentials in `settings`, not here)."""
     settings: SecretDict = Field(default_factory=lambda: SecretDict({}))
     """Keyword arguments of the fsspec filesystem (credentials included): secret."""
 
@@ -390,7 +395,8 @@ class RemoteFileSystem(FsspecFileSystem):
         return dict(self.settings.get_secret_value())
 
     def describe(self) -> str:
-        return self.basepath.rstrip("/")
+        # A URL may carry user:password@ (ftp, sftp, http): never show it.
+        return _USERINFO.sub(r"\1***@", self.basepath.rstrip("/"))
 
 
 __all__ = ["FsspecFileSystem", "RemoteFileSystem"]
