@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -236,6 +237,13 @@ def test_aws_secret_put_and_get(aws_lab_credentials: AwsCredentials) -> None:
     secret.put({"user": "etl", "password": "pw"})  # an existing secret gets a new version
     assert secret.get_json() == {"user": "etl", "password": "pw"}
     assert json.loads(secret.get())["user"] == "etl"
+
+
+def test_aws_secret_pickles_without_its_client(aws_lab_credentials: AwsCredentials) -> None:
+    secret = AwsSecret(secret_name=f"blocks/{uuid.uuid4().hex}", credentials=aws_lab_credentials)
+    secret.put("v")
+    copy = pickle.loads(pickle.dumps(secret))  # e.g. sent to a worker process
+    assert copy.get() == "v"
 
 
 def test_aws_secret_saves_with_linked_credentials(aws_lab_credentials: AwsCredentials) -> None:

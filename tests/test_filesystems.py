@@ -8,6 +8,7 @@ and ``file://`` (the second exercises the upload-then-rename path of non-object 
 from __future__ import annotations
 
 import os
+import pickle
 import posixpath
 import subprocess
 import sys
@@ -498,6 +499,15 @@ def test_fsspec_filesystem_is_cached_per_instance() -> None:
     assert s3.filesystem() is first
     s3.aws_access_key_id = "k2"  # new options: a new filesystem
     assert s3.filesystem() is not first
+
+
+def test_pickled_block_drops_its_cached_client(storage: WritableFileSystem) -> None:
+    storage.write_path("p", b"pickled")
+    copy = pickle.loads(pickle.dumps(storage))
+    assert copy.model_dump() == storage.model_dump()
+    if isinstance(copy, RemoteFileSystem | S3 | GCS):
+        assert copy._fs_cache is None
+    assert copy.read_path("p") == b"pickled"
 
 
 def test_missing_optional_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,12 @@ from pydantic import PrivateAttr, SecretStr, field_validator
 
 from blocks.core import Block
 from blocks.errors import ConfigurationError, MissingDependency, StorageError
-from blocks.filesystems.remote import FsspecFileSystem, _scrub, _strings_in
+from blocks.filesystems.remote import (
+    FsspecFileSystem,
+    _scrub,
+    _strings_in,
+    _without_private,
+)
 
 S3_EXTRA = "pip install 'blocks[s3]'"
 
@@ -190,6 +195,9 @@ class AwsSecret(Block):
     region_name: str | None = None
 
     _client_cache: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        return _without_private(super().__getstate__(), _client_cache=None)
 
     def _client(self) -> Any:
         creds = self.credentials or AwsCredentials()

@@ -97,6 +97,9 @@ class FsspecFileSystem(WritableFileSystem):
         """Whether a FileNotFoundError (or an empty listing) means the bucket is missing."""
         return False
 
+    def __getstate__(self) -> dict[Any, Any]:
+        return _without_private(super().__getstate__(), _fs_cache=None, _root_checked=False)
+
     # -- the fsspec filesystem, cached per instance ------------------------------------------
     def filesystem(self) -> Any:
         """The fsspec filesystem for this block, built once (per set of options) and cached."""
@@ -329,6 +332,12 @@ class _Spool(io.BufferedIOBase):
         if self.path is not None:
             with suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def _without_private(state: dict[Any, Any], **defaults: Any) -> dict[Any, Any]:
+    """A pickled block carries its settings, not its live clients (rebuilt on first use)."""
+    private = {**(state.get("__pydantic_private__") or {}), **defaults}
+    return {**state, "__pydantic_private__": private}
 
 
 def _strings_in(value: Any) -> list[str]:
