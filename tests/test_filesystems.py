@@ -348,6 +348,21 @@ def test_local_atomic_write_uses_temp_file_fsync_and_replace(
     assert (tmp_path / "deep" / "k.bin").read_bytes() == b"Abc"
 
 
+def test_local_fsync_false_skips_the_flush_but_stays_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = LocalFileSystem(basepath=str(tmp_path), fsync=False)
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fsync", calls.append)
+    fs.write_path("a.bin", b"old")
+    with pytest.raises(RuntimeError), fs.open_atomic_write("a.bin") as f:
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+    assert calls == []
+    assert fs.read_path("a.bin") == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
 def test_local_symlink_out_of_the_base_path_is_refused(tmp_path: Path) -> None:
     base, outside = tmp_path / "base", tmp_path / "outside"
     base.mkdir()
