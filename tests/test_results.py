@@ -30,7 +30,13 @@ from blocks.errors import (
     StorageError,
     UnsafePath,
 )
-from blocks.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
+from blocks.filesystems import (
+    GCS,
+    S3,
+    LocalFileSystem,
+    RemoteFileSystem,
+    WritableFileSystem,
+)
 from blocks.results import (
     CorruptRecordWarning,
     Hit,
@@ -45,9 +51,36 @@ from serializers.errors import SerializationError
 
 StorageFactory = Callable[[pytest.FixtureRequest, Path], WritableFileSystem]
 
+
+def _s3(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
+    # Fixtures only: BLOCKS_TEST_S3_ENDPOINT (and its key/secret/region) points this anywhere.
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3(
+        bucket_path=f"{bucket}/results",
+        endpoint_url=endpoint.endpoint_url,
+        aws_access_key_id=endpoint.key,
+        aws_secret_access_key=endpoint.secret,
+        region_name=endpoint.region,
+    )
+
+
+def _gcs(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
+    endpoint = request.getfixturevalue("gcs_endpoint")
+    bucket = request.getfixturevalue("gcs_bucket")
+    return GCS(
+        bucket_path=f"{bucket}/results",
+        endpoint_url=endpoint.endpoint_url,
+        token=endpoint.token,
+        project=endpoint.project,
+    )
+
+
 STORAGES: dict[str, StorageFactory] = {
     "local": lambda request, tmp: LocalFileSystem(basepath=str(tmp / "results")),
     "memory": lambda request, tmp: RemoteFileSystem(basepath=f"memory://r-{uuid.uuid4().hex}"),
+    "s3": _s3,
+    "gcs": _gcs,
 }
 
 
@@ -245,6 +278,40 @@ def test_exists_and_header_never_deserialize_the_payload(store: ResultStore) -> 
     assert UNPICKLED == []
     hit = store.read("trap")  # read does deserialize: the tripwire proves the test can see it
     assert hit is not None and hit.value == "boom" and UNPICKLED == ["boom"]
+
+
+def test_exists_reads_only_a_small_header_range(
+    store: ResultStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = os.urandom(2 * 1024 * 1024)
+    header = store.write("big", payload)
+    cls = type(store.storage)
+    fetched: list[int] = []
+    in_range = [False]
+    real_range, real_open = cls.read_range, cls.open_read
+
+    def counting_range(self: WritableFileSystem, path: str, start: int, end: int) -> bytes:
+        in_range[0] = True  # a backend may implement a range read as open + seek
+        try:
+            data = real_range(self, path, start, end)  # type: ignore[arg-type]
+        finally:
+            in_range[0] = False
+        fetched.append(len(data))
+        return data
+
+    def open_only_for_ranges(self: WritableFileSystem, path: str) -> Any:
+        assert in_range[0], "exists() must not stream the object"
+        return real_open(self, path)  # type: ignore[arg-type]
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("exists() must not read the whole object")
+
+    monkeypatch.setattr(cls, "read_range", counting_range)
+    monkeypatch.setattr(cls, "open_read", open_only_for_ranges)
+    monkeypatch.setattr(cls, "read_path", refuse)
+    assert store.exists("big") is True
+    assert store.header("big") == header
+    assert fetched and max(fetched) <= 4096 and sum(fetched) < 16 * 1024
 
 
 def test_exists_notices_truncation_without_reading_the_payload(store: ResultStore) -> None:
