@@ -151,27 +151,50 @@ def test_7_2_local_result_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert store.read(records[0][0]).value == {"data": [1, 2, 3]}  # type: ignore[union-attr]
 
 
-@pytest.mark.integration
-def test_7_2_s3_result_storage_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        if os.environ.get("CI") == "true":
-            pytest.fail("AWS_ENDPOINT_URL (LocalStack) is required in CI")
-        pytest.skip("set AWS_ENDPOINT_URL to a LocalStack to run the S3 example")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", "test"))
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
-    monkeypatch.setenv("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    bucket = f"tutorial-{os.getpid()}-{int(time.time())}"
-    import boto3
+@pytest.fixture
+def ambient_s3(
+    s3_endpoint: Any, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
+    """Ambient AWS settings for the test server (the fixtures: BLOCKS_TEST_S3_ENDPOINT works);
+    returns the example's bucket path. No ~/.aws file or other AWS_* variable leaks in."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
+    bucket_path = f"{s3_bucket}/results"
+    monkeypatch.setenv("EXAMPLE_S3_BUCKET_PATH", bucket_path)
+    return bucket_path
 
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    monkeypatch.setenv("EXAMPLE_S3_BUCKET_PATH", f"{bucket}/results")
+
+@pytest.mark.integration
+def test_7_2_s3_result_storage_as_json(ambient_s3: str, s3_bucket: Any, tmp_path: Path) -> None:
     ns = run_example("ex_7_2_s3_storage")
+    assert ns["save_to_s3"].result_storage.bucket_path == ambient_s3
     assert ns["save_to_s3"]() == {"large": "data"}
     store = ResultStore(ns["save_to_s3"].result_storage, "json")
     records = [(k, h) for k, h in store.records() if h is not None]
     assert len(records) == 1 and records[0][1].serializer["type"] == "json"
     assert store.read(records[0][0]).value == {"large": "data"}  # type: ignore[union-attr]
+    # The object really is in the fixture's bucket, under results/.
+    s3_bucket.fs.invalidate_cache()
+    assert [p.split("/", 1)[1] for p in s3_bucket.fs.find(ambient_s3)] == [
+        f"results/{records[0][0]}"
+    ]
+
+    # And as a script, as a user runs it: ambient settings only, a second record.
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ex_7_2_s3_storage.py")],
+        capture_output=True, text=True, env=dict(os.environ), timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "{'large': 'data'}" in proc.stdout
+    assert len([h for _, h in store.records() if h is not None]) == 2
 
 
 def test_7_3_secrets_from_a_block_and_from_the_environment(
