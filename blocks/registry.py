@@ -343,6 +343,24 @@ class Registry:
         """Record a block type and one of its schemas (idempotent)."""
         if checksum in self._registered_schemas:
             return
+        try:
+            self._register_type(slug, name, description, module, checksum, version, fields)
+        except sa.exc.IntegrityError:
+            # Another process registered the same type or schema first (PostgreSQL takes no
+            # write lock up front as SQLite does): everything needed now exists; check again.
+            self._register_type(slug, name, description, module, checksum, version, fields)
+        self._registered_schemas.add(checksum)
+
+    def _register_type(
+        self,
+        slug: str,
+        name: str,
+        description: str,
+        module: str,
+        checksum: str,
+        version: str,
+        fields: dict[str, Any],
+    ) -> None:
         now = _now()
         with self.write() as conn:
             current = conn.execute(
@@ -380,7 +398,6 @@ class Registry:
                         created=now,
                     )
                 )
-        self._registered_schemas.add(checksum)
 
     def get_type(self, slug: str) -> TypeRow | None:
         with self.read() as conn:
