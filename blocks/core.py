@@ -240,7 +240,10 @@ class Block(BaseModel):
     ``_block_type_name``, ``_block_schema_version`` (default ``"1"``), ``_description``.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # Errors never repeat an input value: it may be a secret.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, hide_input_in_errors=True
+    )
 
     _block_type_slug: ClassVar[str | None] = None
     _block_type_name: ClassVar[str | None] = None

@@ -297,3 +297,14 @@ def test_secrets_inside_containers_are_encrypted_not_lost() -> None:
     assert row is not None
     assert len(row.secrets) == 4
     assert "tok-1" not in str(row.data) and "old-1" not in str(row.data)
+
+
+def test_validation_errors_never_repeat_the_input() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        Secret(value=987654321)  # type: ignore[arg-type]
+    assert "987654321" not in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        Credentials(user="u", password="pw", token=["tok-98765"])  # type: ignore[arg-type]
+    assert "tok-98765" not in str(info.value)
