@@ -33,6 +33,16 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretBytes, SecretStr, ValidationError
 
+from blocks.documents import (
+    SECRET_TYPES,
+    field_problems,
+    join_path,
+    pull_secrets,
+    secret_aad,
+    secret_plaintext,
+    secret_value,
+    set_path,
+)
 from blocks.errors import (
     BlockNotFound,
     ConfigurationError,
@@ -49,7 +59,6 @@ SecretDict = pydantic.Secret[dict[str, Any]]
 """A dict whose whole value is secret: masked in repr, encrypted at rest."""
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_SECRET_TYPES = (SecretStr, SecretBytes, pydantic.Secret)
 
 SECRET_MASK = "**********"
 """What a secret value looks like wherever it is shown."""
@@ -166,71 +175,6 @@ def _block_annotation(annotation: Any) -> list[type[Block]]:
         for arg in typing.get_args(annotation):
             found.extend(_block_annotation(arg))
     return found
-
-
-def _secret_plaintext(value: Any) -> bytes:
-    raw = value.get_secret_value()
-    if isinstance(raw, bytes):
-        return b"b" + raw
-    if isinstance(raw, str):
-        return b"s" + raw.encode()
-    return b"j" + json.dumps(raw, separators=(",", ":"), default=str).encode()
-
-
-def _secret_value(plaintext: bytes) -> Any:
-    kind, body = plaintext[:1], plaintext[1:]
-    if kind == b"b":
-        return body
-    if kind == b"s":
-        return body.decode()
-    return json.loads(body)
-
-
-def _path_part(part: str | int) -> str:
-    return str(part).replace("~", "~0").replace(".", "~1")
-
-
-def _join_path(prefix: str, part: str | int) -> str:
-    """Dotted paths; a dot or tilde inside a dict key is escaped (``~1``, ``~0``)."""
-    return f"{prefix}.{_path_part(part)}" if prefix else _path_part(part)
-
-
-def _set_path(data: Any, path: str, value: Any) -> None:
-    """Set `value` at a dotted path made by `_join_path`, through dicts and lists."""
-    *parents, leaf = (p.replace("~1", ".").replace("~0", "~") for p in path.split("."))
-    for part in parents:
-        data = data[int(part)] if isinstance(data, list) else data.setdefault(part, {})
-    if isinstance(data, list):
-        data[int(leaf)] = value
-    else:
-        data[leaf] = value
-
-
-def _pull_secrets(value: Any, path: str, secrets: dict[str, bytes]) -> Any:
-    """Replace secrets anywhere inside containers by None, keeping their plaintext by path."""
-    if isinstance(value, _SECRET_TYPES):
-        secrets[path] = _secret_plaintext(value)
-        return None
-    if isinstance(value, dict):
-        return {k: _pull_secrets(v, _join_path(path, k), secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_pull_secrets(v, _join_path(path, i), secrets) for i, v in enumerate(value)]
-    return value
-
-
-def _field_problems(exc: ValidationError) -> list[str]:
-    """One ``'field': what is expected`` per field; never the input value (it may be secret)."""
-    by_field: dict[str, list[str]] = {}
-    for err in exc.errors(include_url=False, include_input=False):
-        parts: list[str] = []
-        for part in err["loc"]:
-            if isinstance(part, str) and ("[" in part or "(" in part):
-                break  # a union member's tag, e.g. 'function-after[SecretStr(), str]'
-            parts.append(str(part))
-        messages = by_field.setdefault(".".join(parts) or "(root)", [])
-        if err["msg"] not in messages:
-            messages.append(err["msg"])
-    return [f"'{field}': {' or '.join(messages)}" for field, messages in by_field.items()]
 
 
 class Block(BaseModel):
@@ -358,7 +302,7 @@ class Block(BaseModel):
         data, secrets, refs = self._to_document(registry)
         keyset = _keyset(registry) if secrets else None
         sealed = {
-            path: keyset.encrypt(plain, aad=_aad(slug, name, path))  # type: ignore[union-attr]
+            path: keyset.encrypt(plain, aad=secret_aad(slug, name, path))  # type: ignore[union-attr]
             for path, plain in secrets.items()
         }
         document_id = registry.save_document(
@@ -384,10 +328,10 @@ class Block(BaseModel):
         refs: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            path = _join_path(prefix, name)
-            if isinstance(value, _SECRET_TYPES):
+            path = join_path(prefix, name)
+            if isinstance(value, SECRET_TYPES):
                 special.add(name)
-                secrets[path] = _secret_plaintext(value)
+                secrets[path] = secret_plaintext(value)
             elif isinstance(value, Block):
                 special.add(name)
                 if value._block_document_id is not None:
@@ -401,7 +345,7 @@ class Block(BaseModel):
         # Python mode keeps secrets nested in containers as secret objects (JSON mode would
         # mask them, losing the value): pull them out, then make the rest JSON-compatible.
         raw = self.model_dump(mode="python", exclude=special, round_trip=True)
-        pulled = {k: _pull_secrets(v, _join_path(prefix, k), secrets) for k, v in raw.items()}
+        pulled = {k: pull_secrets(v, join_path(prefix, k), secrets) for k, v in raw.items()}
         data: dict[str, Any] = pydantic_core.to_jsonable_python(pulled)
         data.update(nested)
         return data, secrets, refs
@@ -456,21 +400,21 @@ class Block(BaseModel):
             for path, token in row.secrets.items():
                 plain = keyset.decrypt(
                     token,
-                    aad=_aad(row.type_slug, row.name, path),
+                    aad=secret_aad(row.type_slug, row.name, path),
                     what=f"field '{path}' of {row.slug}",
                 )
-                _set_path(data, path, _secret_value(plain))
+                set_path(data, path, secret_value(plain))
         for path, child_id in row.refs.items():
             child = registry.get_document_by_id(child_id)
             if child is None:
                 raise BlockNotFound(
                     f"{row.slug} references a block (field '{path}') that no longer exists."
                 )
-            _set_path(data, path, Block._from_document(registry, child))
+            set_path(data, path, Block._from_document(registry, child))
         try:
             block = target.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(_field_problems(exc))
+            problems = "; ".join(field_problems(exc))
             if row.schema_checksum != target.get_schema_checksum():
                 raise IncompatibleSchema(
                     f"{row.slug} was saved under an older {target.__name__} schema that the "
@@ -500,7 +444,7 @@ class Block(BaseModel):
         """Field values with secrets masked: what CLI output and logs may show."""
         for name in type(self).model_fields:
             value = getattr(self, name)
-            yield name, SECRET_MASK if isinstance(value, _SECRET_TYPES) else value
+            yield name, SECRET_MASK if isinstance(value, SECRET_TYPES) else value
 
 
 def _registry() -> Registry:
@@ -513,7 +457,3 @@ def _keyset(registry: Registry) -> Any:
     from blocks.encryption import KeyManager
 
     return KeyManager.for_registry(registry.url).keyset()
-
-
-def _aad(type_slug: str, name: str, path: str) -> bytes:
-    return f"{type_slug}/{name}#{path}".encode()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blocks.core import _aad
+from blocks.documents import secret_aad
 from blocks.encryption import EnvKeySource, KeyManager, Keyset, generate_key, token_parts
 from blocks.registry import DocumentRow, Registry
 
@@ -42,7 +42,7 @@ def _reencrypt_under(keys: Keyset, registry: Registry, *, only_stale: bool) -> i
             return None
         fresh = {}
         for path, token in document.secrets.items():
-            aad = _aad(document.type_slug, document.name, path)
+            aad = secret_aad(document.type_slug, document.name, path)
             plain = keys.decrypt(token, aad=aad, what=f"field '{path}' of {document.slug}")
             fresh[path] = keys.encrypt(plain, aad=aad)
         return fresh

@@ -17,18 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from blocks.core import (
-    SECRET_MASK,
-    Block,
-    _aad,
-    _field_problems,
-    _keyset,
-    _registry,
-    _secret_value,
-    _set_path,
-    block_class_for,
-    split_slug,
-)
+from blocks.core import SECRET_MASK, Block, _keyset, _registry, block_class_for, split_slug
+from blocks.documents import field_problems, secret_aad, secret_value, set_path
 from blocks.errors import BlockNotFound, InvalidBlockData
 
 if TYPE_CHECKING:
@@ -79,10 +69,10 @@ def block_from_text(cls: type[B], fields: Mapping[str, str]) -> B:
     for key, text in fields.items():
         field = key.split(".")[0]
         if field in references and key == field and not text.lstrip().startswith("{"):
-            _set_path(data, key, _load_reference(slug, field, text, references[field]))
+            set_path(data, key, _load_reference(slug, field, text, references[field]))
             continue
         value = _parse_text(text)
-        _set_path(data, key, value)
+        set_path(data, key, value)
         if value != text:
             as_text[key] = text
     try:
@@ -97,7 +87,7 @@ def block_from_text(cls: type[B], fields: Mapping[str, str]) -> B:
         if not retry:
             raise InvalidBlockData(_invalid(slug, exc)) from None
     for key, text in retry.items():
-        _set_path(data, key, text)
+        set_path(data, key, text)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -105,7 +95,7 @@ def block_from_text(cls: type[B], fields: Mapping[str, str]) -> B:
 
 
 def _invalid(slug: str, exc: ValidationError) -> str:
-    return f"Invalid {slug} block: " + "; ".join(_field_problems(exc)) + "."
+    return f"Invalid {slug} block: " + "; ".join(field_problems(exc)) + "."
 
 
 def _load_reference(slug: str, field: str, text: str, allowed: list[str]) -> Block:
@@ -151,13 +141,13 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
         shown: Any = SECRET_MASK
         if keyset is not None:
             plain = keyset.decrypt(
-                token, aad=_aad(type_slug, name, path), what=f"field '{path}' of {row.slug}"
+                token, aad=secret_aad(type_slug, name, path), what=f"field '{path}' of {row.slug}"
             )
-            shown = _secret_value(plain)
+            shown = secret_value(plain)
             if isinstance(shown, bytes):
                 shown = shown.decode("utf-8", "backslashreplace")
-        _set_path(values, path, shown)
+        set_path(values, path, shown)
     for path, child_id in row.refs.items():
         child = registry.get_document_by_id(child_id)
-        _set_path(values, path, child.slug if child is not None else None)
+        set_path(values, path, child.slug if child is not None else None)
     return row, values

@@ -108,9 +108,9 @@ def _describe(exc: Exception) -> str:
         return str(exc)
     if _is_validation_error(exc):
         # pydantic's own text repeats the input, which may be a secret: never print it.
-        from blocks.core import _field_problems
+        from blocks.documents import field_problems
 
-        return "invalid values: " + "; ".join(_field_problems(exc))  # type: ignore[arg-type]
+        return "invalid values: " + "; ".join(field_problems(exc))  # type: ignore[arg-type]
     return (
         f"unexpected {type(exc).__name__}: {exc}. "
         f"Rerun with {DEBUG_VARIABLE}=1 to see the traceback."
