@@ -161,6 +161,19 @@ def test_s3_with_the_server_down_raises_storage_error_naming_bucket_and_endpoint
         _assert_no_credentials(_full_text(info.value))
 
 
+def test_s3_client_config_is_applied_and_the_client_reused(s3: S3) -> None:
+    fast = s3.model_copy(update={"client_config": {
+        "connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 0}}})
+    fast.write_path("k", b"v")
+    fs = fast.filesystem()
+    assert fast.filesystem() is fs  # botocore's in-place rewrite of `retries` breaks no cache
+    assert fs.retries == 1  # s3fs's own loop: one try, like botocore
+    assert fast.client_config == {
+        "connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 0}}
+    assert fast.read_path("k") == b"v"
+    assert s3.filesystem().retries == 5  # not given: s3fs's default
+
+
 def test_s3_missing_bucket_is_a_storage_error(s3_endpoint: S3Endpoint) -> None:
     store = S3(
         bucket_path=f"no-such-bucket-{uuid.uuid4().hex[:8]}/x",

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, cast
 
-from pydantic import PrivateAttr, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 
 from blocks.core import Block
 from blocks.errors import ConfigurationError, MissingDependency, StorageError
@@ -107,6 +107,11 @@ class S3(FsspecFileSystem):
     aws_session_token: SecretStr | None = None
     endpoint_url: str | None = None
     region_name: str | None = None
+    client_config: dict[str, Any] = Field(default_factory=dict)
+    """botocore ``Config`` options laid over the defaults (connect 5 s, read 60 s, 3 retries),
+    e.g. ``{"connect_timeout": 1, "read_timeout": 5, "retries": {"max_attempts": 0}}`` to fail
+    fast. ``retries.max_attempts`` (retries after the first try), when given, also caps the
+    retry loop s3fs runs on top of botocore's (default: 5 tries)."""
 
     @field_validator("bucket_path")
     @classmethod
@@ -140,7 +145,7 @@ class S3(FsspecFileSystem):
         options: dict[str, Any] = {
             # Other processes write too: never answer exists() from a stale listing.
             "use_listings_cache": False,
-            "config_kwargs": dict(_BOTO_CONFIG),
+            "config_kwargs": {**_BOTO_CONFIG, **self.client_config},
         }
         if self.aws_access_key_id or self.aws_secret_access_key:
             options["key"] = self.aws_access_key_id
@@ -163,7 +168,14 @@ class S3(FsspecFileSystem):
 
     def _make_filesystem(self, options: dict[str, Any]) -> Any:
         s3fs = _import("s3fs")
-        return s3fs.S3FileSystem(**options)
+        retries = _max_retries(self.client_config)
+        if retries is None:
+            return s3fs.S3FileSystem(**options)
+        # s3fs retries timeouts itself, on top of botocore: honour the cap on both layers.
+        # Its own instance (not fsspec's shared one), since `retries` is no s3fs option.
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+        fs.retries = 1 + retries  # s3fs counts tries
+        return fs
 
     def _secret_values(self) -> list[str]:
         options = self._storage_options()
@@ -272,6 +284,12 @@ class AwsSecret(Block):
                 client.create_secret(Name=self.secret_name, SecretString=text)
         except Exception as exc:
             raise self._error("write", exc) from None
+
+
+def _max_retries(config: dict[str, Any]) -> int | None:
+    retries = config.get("retries")
+    count = retries.get("max_attempts") if isinstance(retries, dict) else None
+    return max(0, int(count)) if count is not None else None
 
 
 def _plain(value: SecretStr | None) -> str | None:

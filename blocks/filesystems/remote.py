@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
@@ -107,7 +108,9 @@ class FsspecFileSystem(WritableFileSystem):
         cached = self._fs_cache
         if cached is not None and cached[0] == options:
             return cached[1]
-        fs = self._make_filesystem(options)
+        # A copy: botocore rewrites nested config dicts in place (retries), which would make
+        # every later comparison miss and rebuild the client.
+        fs = self._make_filesystem(copy.deepcopy(options))
         self._fs_cache = (options, fs)
         self._root_checked = False
         return fs
