@@ -298,10 +298,11 @@ class _Spool(io.BufferedIOBase):
         self._buffer = disk
 
     def write(self, data: Any) -> int:
-        written = self._buffer.write(data)
-        if self.path is None and self._buffer.tell() > self._max_memory:
+        if self.path is None and self._buffer.tell() + memoryview(data).nbytes > self._max_memory:
+            # Roll first: a big write (pickle hands over a large payload in one piece) goes
+            # straight to the file instead of through a second in-memory copy.
             self._roll()
-        return written
+        return self._buffer.write(data)
 
     def getvalue(self) -> bytes:
         return cast(io.BytesIO, self._buffer).getvalue()
