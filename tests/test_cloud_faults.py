@@ -8,8 +8,10 @@ the Python of ``.localstack/venv`` - never the shared one on 4566, which other r
   once a server is back, the same flow runs again. LocalStack's free edition keeps no state across
   a restart, so the restarted server starts empty (the bucket is created again, as an operator
   would); what is listed there must still be whole records only.
-- *Frozen* (SIGSTOP: connections hang, the state survives): the same failure, by timeout; after
-  SIGCONT the bucket holds only whole, readable records and the rerun hits the cache.
+- *Frozen* (SIGSTOP: the kernel still accepts connections and buffers what is sent, but nothing
+  answers - the state survives): every write fails in bounded time with the same `StorageError`,
+  small (answer never comes: read timeout) and large (the body stalls once the socket buffers are
+  full: the write's deadline); after SIGCONT what the bucket holds is whole.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from servers import SERVICES_DIR, _start_service, unavailable
 
 from blocks import flow, task
 from blocks.errors import StorageError
-from blocks.filesystems import S3
+from blocks.filesystems import S3, remote
 from blocks.results import ResultStore
 from blocks.states import State
 from blocks.tasks import task_input_hash
@@ -239,14 +241,19 @@ def server(tmp_path: Path) -> Iterator[PrivateLocalStack]:
         stack.stop()
 
 
-def _storage(server: PrivateLocalStack, bucket: str, endpoint: str | None = None) -> S3:
+def _storage(
+    server: PrivateLocalStack,
+    bucket: str,
+    endpoint: str | None = None,
+    config: dict[str, Any] = FAST,
+) -> S3:
     return S3(
         bucket_path=f"{bucket}/results",
         endpoint_url=endpoint or server.endpoint,
         aws_access_key_id=KEY_ID,
         aws_secret_access_key=SECRET_KEY,
         region_name="us-east-1",
-        client_config=FAST,
+        client_config=config,
     )
 
 
@@ -390,3 +397,70 @@ def test_connection_cut_mid_upload_leaves_no_partial_object_and_the_rerun_hits_t
     finally:
         proxy.stop()
     assert time.monotonic() - started < 60
+
+
+def test_frozen_server_fails_small_and_large_writes_in_bounded_time(
+    server: PrivateLocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore sends PUT bodies with ``Expect: 100-continue``, which aiohttp would wait for
+    forever; and a body larger than the socket buffers stalls in the write, which no socket
+    timeout covers. Against a frozen server, each write must still fail within ~30 s."""
+    started = time.monotonic()
+    bucket = f"faults-{uuid.uuid4().hex[:10]}"
+    server.create_bucket(bucket)
+    storage = _storage(server, bucket)
+    storage.write_path("before", b"whole")  # the client is built and the bucket works
+    # Large writes through open_atomic_write spool to disk past this: s3fs's put_file.
+    monkeypatch.setattr(remote, "SPOOL_MAX_MEMORY", 1024 * 1024)
+    big = os.urandom(10 * 1024 * 1024)  # well over what the socket buffers take (~4 MiB here)
+
+    def write_spooled() -> None:
+        with storage.open_atomic_write("big-spooled") as out:
+            out.write(big)
+
+    writes: dict[str, Callable[[], None]] = {
+        "small": lambda: storage.write_path("small", b"tiny"),  # one PutObject (pipe_file)
+        "big": lambda: storage.write_path("big", big),  # one 10 MiB PutObject (pipe_file)
+        "big-spooled": write_spooled,  # put_file from the spool file
+    }
+    outcomes: dict[str, tuple[BaseException | None, float]] = {}
+
+    def attempt(name: str) -> None:
+        begun = time.monotonic()
+        try:
+            writes[name]()
+            outcomes[name] = (None, time.monotonic() - begun)
+        except BaseException as exc:
+            outcomes[name] = (exc, time.monotonic() - begun)
+
+    threads = [threading.Thread(target=attempt, args=(name,), daemon=True) for name in writes]
+    server.freeze()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=max(0.1, 60 - (time.monotonic() - started)))
+    finally:
+        server.thaw()  # the fixture stops it
+    assert not any(thread.is_alive() for thread in threads), f"a write hung: {outcomes}"
+
+    for name, (exc, took) in sorted(outcomes.items()):
+        assert isinstance(exc, StorageError), (name, exc)
+        message = str(exc)
+        assert f"s3://{storage.bucket_path}" in message and server.endpoint in message, message
+        text = "".join(traceback.format_exception(exc)) + repr(exc)
+        for value in CREDENTIALS:
+            assert value not in text
+        assert took < 30, (name, took, message)
+    # Small: the read timeout fires (the body went at once, no waiting for "100 Continue").
+    assert "deadline" not in str(outcomes["small"][0])
+
+    # Thawed, the server catches up on what it had buffered: whatever it kept is whole.
+    relaxed = _storage(server, bucket, config={"read_timeout": 20, "retries": {"max_attempts": 2}})
+    assert relaxed.read_path("before") == b"whole"
+    expected = {"before": b"whole", "small": b"tiny", "big": big, "big-spooled": big}
+    for key in relaxed.ls():
+        assert relaxed.read_path(key) == expected[key], key
+    relaxed.write_path("after", b"back")
+    assert relaxed.read_path("after") == b"back"
+    assert time.monotonic() - started < 40

@@ -37,6 +37,12 @@ _BOTO_CONFIG: dict[str, Any] = {
     "retries": {"max_attempts": 3, "mode": "standard"},
 }
 
+# Bounding writes (see `s3_write_options`).
+_MIB = 1024 * 1024
+_MAX_BACKOFF = 20.0  # botocore's longest sleep between two attempts (standard mode)
+_ROUNDS = 3  # a multipart upload is three rounds of requests: create, parts, complete
+_EXPECT_HOOK_ID = "blocks-no-expect-100-continue"
+
 
 class AwsCredentials(Block):
     """AWS credentials (secret key and session token encrypted at rest) and client settings.
@@ -111,7 +117,10 @@ class S3(FsspecFileSystem):
     """botocore ``Config`` options laid over the defaults (connect 5 s, read 60 s, 3 retries),
     e.g. ``{"connect_timeout": 1, "read_timeout": 5, "retries": {"max_attempts": 0}}`` to fail
     fast. ``retries.max_attempts`` (retries after the first try), when given, also caps the
-    retry loop s3fs runs on top of botocore's (default: 5 tries)."""
+    retry loop s3fs runs on top of botocore's (default: 5 tries). They bound writes too: a
+    server that stops answering fails a write after about (connect + read timeout) x attempts,
+    or, while a large payload is stuck on its way, at a deadline that allows read_timeout per
+    MiB on top (see `s3_write_options`)."""
 
     @field_validator("bucket_path")
     @classmethod
@@ -185,6 +194,66 @@ class S3(FsspecFileSystem):
         code = _error_code(exc.__cause__) or _error_code(exc)
         return code == "NoSuchBucket" or "bucket does not exist" in str(exc).lower()
 
+    def _write_options(self, fs: Any, nbytes: int) -> dict[str, Any]:
+        return s3_write_options(fs, nbytes)
+
+
+def s3_write_options(fs: Any, nbytes: int) -> dict[str, Any]:
+    """Make an s3fs write of `nbytes` bytes fail in bounded time when the server stops
+    answering; the keyword arguments for the (sync) write call.
+
+    Unbounded otherwise, for two reasons:
+
+    - botocore sends every PUT/POST body with ``Expect: 100-continue`` and aiohttp waits for the
+      server's "100 Continue" with no timeout at all (its read timeout starts only once the body
+      is sent). So the header is dropped on this client: the body goes at once and
+      read_timeout covers the wait for the answer - enough for a payload that fits in the
+      socket buffers (a few MiB). S3 takes bodies without it; an early rejection (e.g. a
+      wrong key) may now cost sending (part of) the body first.
+    - A larger body stalls in aiohttp's write once those buffers are full: no timeout covers
+      that either. Hence an overall deadline (fsspec's ``timeout=``, which cancels the call):
+      every attempt timing out on its connect and read, in each of the rounds of a multipart
+      upload, plus read_timeout per MiB of payload (with the default 60 s, a floor of
+      ~17 KiB/s: normal uploads never get near it). A cancelled multipart upload is not
+      aborted: S3 keeps its parts (never a visible object) until a lifecycle rule removes them.
+    """
+    from fsspec.asyn import sync
+
+    client = sync(fs.loop, _client_without_expect_continue, fs)
+    config = client.meta.config
+    return {"timeout": _write_deadline(config, int(getattr(fs, "retries", 5)), nbytes)}
+
+
+async def _client_without_expect_continue(fs: Any) -> Any:
+    # On the event loop, where the client emits its events: no registration races an emit.
+    # set_session (re)builds the client if needed: the hook must be on the one that writes.
+    client = await fs.set_session()
+    client.meta.events.register_last(
+        "before-call.s3", _drop_expect_continue, unique_id=_EXPECT_HOOK_ID
+    )
+    return client
+
+
+def _drop_expect_continue(params: dict[str, Any], **_: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)
+
+
+def _write_deadline(config: Any, s3fs_tries: int, nbytes: int) -> float:
+    """Seconds a write of `nbytes` bytes may take, retries included (see `s3_write_options`)."""
+    connect = float(config.connect_timeout or 60)
+    read = float(config.read_timeout or 60)
+    retries = config.retries or {}
+    if "total_max_attempts" in retries:
+        attempts = int(retries["total_max_attempts"])
+    elif "max_attempts" in retries:
+        attempts = int(retries["max_attempts"]) + 1
+    else:
+        attempts = 5  # botocore's default in legacy mode (3 in the others)
+    attempts = max(1, attempts)
+    one_try = attempts * (connect + read) + (attempts - 1) * _MAX_BACKOFF
+    s3fs_sleeps = sum(min(1.7**i * 0.1, 15) for i in range(s3fs_tries))  # s3fs's own backoff
+    fixed = max(1, s3fs_tries) * one_try + s3fs_sleeps
+    return _ROUNDS * fixed + read * nbytes / _MIB
 
 
 class AwsSecret(Block):

@@ -98,6 +98,11 @@ class FsspecFileSystem(WritableFileSystem):
         """Whether a FileNotFoundError (or an empty listing) means the bucket is missing."""
         return False
 
+    def _write_options(self, fs: Any, nbytes: int) -> dict[str, Any]:
+        """Get `fs` ready for a one-shot write of `nbytes` bytes; keyword arguments for the
+        write call, e.g. ``{"timeout": seconds}`` (fsspec's deadline for an async filesystem)."""
+        return {}
+
     def __getstate__(self) -> dict[Any, Any]:
         return _without_private(super().__getstate__(), _fs_cache=None, _root_checked=False)
 
@@ -178,9 +183,27 @@ class FsspecFileSystem(WritableFileSystem):
                 f.write(content)
 
     def _put_bytes(self, key: str, full: str, content: bytes) -> None:
+        self._write("pipe_file", key, nbytes=len(content), args=(full, content))
+
+    def _write(self, method: str, key: str, *, nbytes: int, args: tuple[Any, ...]) -> None:
+        """``fs.method(*args)``: a whole object written in one call, within its deadline."""
+        options: dict[str, Any] = {}
         try:
-            self.filesystem().pipe_file(full, content)
+            fs = self.filesystem()
+            options = self._write_options(fs, nbytes)
+            getattr(fs, method)(*args, **options)
         except Exception as exc:
+            deadline = options.get("timeout")
+            if deadline:  # fsspec gave up waiting (it says nothing more)
+                from fsspec.exceptions import FSTimeoutError
+
+                if isinstance(exc, FSTimeoutError):
+                    late = TimeoutError(
+                        f"writing {nbytes} bytes did not complete within its deadline of "
+                        f"{deadline:.0f} s (the server stopped answering)"
+                    )
+                    late.__cause__ = exc
+                    exc = late
             # No legitimate FileNotFoundError on a write: it is a missing bucket or folder.
             self._fail("write", key, exc)
 
@@ -233,18 +256,16 @@ class FsspecFileSystem(WritableFileSystem):
             self._upload(key, full, spool)
 
     def _upload(self, key: str, full: str, spool: _Spool) -> None:
-        fs = self.filesystem()
         if self._single_put():
             if spool.path is None:  # still in memory: one PUT of its bytes
                 self._put_bytes(key, full, spool.getvalue())
                 return
             # put_file is one PUT or a multipart upload, which S3/GCS publish only when complete.
-            try:
-                fs.put_file(spool.path, full)
-            except Exception as exc:
-                self._fail("write", key, exc)
+            size = os.path.getsize(spool.path)
+            self._write("put_file", key, nbytes=size, args=(spool.path, full))
             return
         # Other stores (sftp, ftp, ...): upload beside the target, then rename over it.
+        fs = self.filesystem()
         parent, _, _ = full.rpartition("/")
         tmp = f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
@@ -406,6 +427,13 @@ class RemoteFileSystem(FsspecFileSystem):
 
     def _storage_options(self) -> dict[str, Any]:
         return dict(self.settings.get_secret_value())
+
+    def _write_options(self, fs: Any, nbytes: int) -> dict[str, Any]:
+        if self._protocol() in ("s3", "s3a"):
+            from blocks.filesystems.aws import s3_write_options
+
+            return s3_write_options(fs, nbytes)
+        return {}
 
     def describe(self) -> str:
         # A URL may carry user:password@ (ftp, sftp, http): never show it.
