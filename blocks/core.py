@@ -26,7 +26,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Self
 
 import pydantic
@@ -53,6 +53,7 @@ from blocks.errors import (
 )
 
 if typing.TYPE_CHECKING:
+    from blocks.encryption import Keyset
     from blocks.registry import DocumentRow, Registry
 
 SecretDict = pydantic.Secret[dict[str, Any]]
@@ -300,7 +301,8 @@ class Block(BaseModel):
         cls.register_type_and_schema(registry)
         slug = cls.get_block_type_slug()
         data, secrets, refs = self._to_document(registry)
-        keyset = _keyset(registry) if secrets else None
+        # Read the key source again: another process may have rotated the key since.
+        keyset = _keyset(registry, tokens=None) if secrets else None
         sealed = {
             path: keyset.encrypt(plain, aad=secret_aad(slug, name, path))  # type: ignore[union-attr]
             for path, plain in secrets.items()
@@ -396,7 +398,7 @@ class Block(BaseModel):
         target = block_class_for(row.type_slug)
         data = row.data  # a fresh dict per read: safe to fill in place
         if row.secrets:
-            keyset = _keyset(registry)
+            keyset = _keyset(registry, tokens=row.secrets.values())
             for path, token in row.secrets.items():
                 plain = keyset.decrypt(
                     token,
@@ -453,7 +455,21 @@ def _registry() -> Registry:
     return Registry.default()
 
 
-def _keyset(registry: Registry) -> Any:
-    from blocks.encryption import KeyManager
+def _keyset(registry: Registry, tokens: Iterable[str] | None = ()) -> Keyset:
+    """The registry's keyset, read again from its source when it may be stale.
 
-    return KeyManager.for_registry(registry.url).keyset()
+    `tokens` None: always re-read (before encrypting). Otherwise re-read only when a token
+    names a key the cached keyset lacks (another process rotated the key meanwhile).
+    """
+    from blocks.encryption import KeyManager, token_parts
+
+    manager = KeyManager.for_registry(registry.url)
+    if tokens is None:
+        manager.forget()
+        return manager.keyset()
+    keyset = manager.keyset()
+    known = set(keyset.ids)
+    if any(token_parts(t, what="a secret")[1] not in known for t in tokens):
+        manager.forget()
+        keyset = manager.keyset()
+    return keyset

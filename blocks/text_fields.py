@@ -136,7 +136,7 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
             f"No {type_slug} block named '{name}'. Saved {type_slug} blocks: {known}."
         )
     values = copy.deepcopy(row.data)
-    keyset = _keyset(registry) if reveal_secrets and row.secrets else None
+    keyset = _keyset(registry, row.secrets.values()) if reveal_secrets and row.secrets else None
     for path, token in row.secrets.items():
         shown: Any = SECRET_MASK
         if keyset is not None:

@@ -216,3 +216,17 @@ def test_key_ids_do_not_reveal_the_key() -> None:
     assert key_id(key) not in base64.urlsafe_b64encode(key).decode()
     assert len(key_id(key)) == 16
     assert encryption.KEY_BYTES == 32
+
+
+def test_a_long_lived_process_follows_a_rotation_done_elsewhere(file_keys: None) -> None:
+    Secret(value="before").save("a")
+    assert Secret.load("a").get() == "before"  # this process now holds the old keyset
+    rotate = "from blocks.rotation import rotate_master_key; print(rotate_master_key().retired)"
+    done = subprocess.run(
+        [sys.executable, "-c", rotate], env=os.environ.copy(), capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "True", done.stderr
+    assert Secret.load("a").get() == "before"  # re-encrypted elsewhere: the key is re-read
+    Secret(value="after").save("b")  # must use the new key, not the retired one
+    fresh_managers()
+    assert (Secret.load("a").get(), Secret.load("b").get()) == ("before", "after")
