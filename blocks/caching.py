@@ -51,9 +51,10 @@ def function_identity(fn: Callable[..., Any]) -> bytes:
 def hash_parameters(identity: bytes, parameters: dict[str, Any]) -> str:
     """A 32-hex-digit key from `identity` and `parameters` (JSON, else cloudpickle)."""
     try:
-        payload = b"J" + json.dumps(
-            parameters, sort_keys=True, separators=(",", ":"), allow_nan=True
-        ).encode()
+        payload = (
+            b"J"
+            + json.dumps(parameters, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+        )
     except (TypeError, ValueError):
         import cloudpickle
 
@@ -160,36 +161,14 @@ def persist(
     except BlocksError:
         raise  # ours already say where and never carry secrets
     except Exception as exc:
+        from blocks.filesystems.base import scrub
+
         raise StorageError(
             f"Could not persist the result of task {task!r} to {store.storage.describe()}: "
-            f"{type(exc).__name__}: {_scrub(str(exc), store.storage)}. Check that the storage "
+            f"{type(exc).__name__}: {scrub(str(exc), store.storage.secret_values())[:500]}. "
+            "Check that the storage "
             "is reachable and writable."
         ) from exc
-
-
-def _scrub(text: str, storage: Any) -> str:
-    """`text` with every secret value of `storage` (and blocks nested in it) masked."""
-    from pydantic import SecretBytes, SecretStr
-
-    from blocks.core import Block
-
-    def secrets(block: Block) -> list[str]:
-        found: list[str] = []
-        for name in type(block).model_fields:
-            value = getattr(block, name)
-            if isinstance(value, SecretStr):
-                found.append(value.get_secret_value())
-            elif isinstance(value, SecretBytes):
-                found.append(value.get_secret_value().decode(errors="replace"))
-            elif isinstance(value, Block):
-                found.extend(secrets(value))
-        return found
-
-    if isinstance(storage, Block):
-        for secret in secrets(storage):
-            if len(secret) >= 3:
-                text = text.replace(secret, "**********")
-    return text[:500]
 
 
 # -- compute once --------------------------------------------------------------------------------

@@ -21,12 +21,8 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator
 
 from blocks.core import Block
 from blocks.errors import ConfigurationError, MissingDependency, StorageError
-from blocks.filesystems.remote import (
-    FsspecFileSystem,
-    _scrub,
-    _strings_in,
-    _without_private,
-)
+from blocks.filesystems.base import scrub, secret_strings
+from blocks.filesystems.remote import FsspecFileSystem, _without_private
 
 S3_EXTRA = "pip install 'blocks[s3]'"
 
@@ -186,9 +182,9 @@ class S3(FsspecFileSystem):
         fs.retries = 1 + retries  # s3fs counts tries
         return fs
 
-    def _secret_values(self) -> list[str]:
+    def secret_values(self) -> list[str]:
         options = self._storage_options()
-        return _strings_in({k: options.get(k) for k in ("key", "secret", "token")})
+        return secret_strings({k: options.get(k) for k in ("key", "secret", "token")})
 
     def _is_missing_root(self, exc: BaseException) -> bool:
         code = _error_code(exc.__cause__) or _error_code(exc)
@@ -310,7 +306,7 @@ class AwsSecret(Block):
 
     def _error(self, action: str, exc: BaseException) -> StorageError:
         creds = self.credentials or AwsCredentials()
-        secrets = _strings_in([creds.aws_access_key_id, creds.aws_secret_access_key,
+        secrets = secret_strings([creds.aws_access_key_id, creds.aws_secret_access_key,
                                creds.aws_session_token])
         code = _error_code(exc)
         if code == "ResourceNotFoundException":
@@ -319,7 +315,7 @@ class AwsSecret(Block):
             why = "access denied (check the credentials)"
         else:
             why = f"{type(exc).__name__}: {exc}"
-        return StorageError(_scrub(f"Could not {action} AWS secret {self._describe()}: {why}",
+        return StorageError(scrub(f"Could not {action} AWS secret {self._describe()}: {why}",
                                    secrets))
 
     def get(self) -> str:

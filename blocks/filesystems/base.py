@@ -17,9 +17,10 @@ import re
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from blocks.core import Block
+from blocks.documents import SECRET_TYPES
 from blocks.errors import UnsafePath
 
 TEMP_PREFIX = ".blocks-tmp-"
@@ -83,6 +84,37 @@ def check_range(start: int, end: int) -> None:
         raise ValueError(f"Invalid byte range [{start}, {end}): need 0 <= start <= end.")
 
 
+def secret_strings(value: Any) -> list[str]:
+    """Every string of 6+ characters inside `value`: secrets, containers, a block's secret
+    fields and nested blocks. What error messages must never contain.
+
+    Shorter strings (LocalStack's ``test``) would mangle bucket names when scrubbed.
+    """
+    if isinstance(value, Block):
+        fields = (getattr(value, name) for name in type(value).model_fields)
+        return [
+            s for f in fields if isinstance(f, (*SECRET_TYPES, Block)) for s in secret_strings(f)
+        ]
+    if isinstance(value, SECRET_TYPES):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return [value] if len(value) >= 6 else []
+    if isinstance(value, bytes):
+        return secret_strings(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in secret_strings(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in secret_strings(item)]
+    return []
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """`message` with every secret string replaced by the mask, longest first."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        message = message.replace(secret, "**********")
+    return message
+
+
 class WritableFileSystem(Block):
     """Abstract base of storage blocks: bytes in and out under one base path.
 
@@ -140,6 +172,10 @@ class WritableFileSystem(Block):
     @abstractmethod
     def walk_keys(self, prefix: str = "") -> Iterator[str]:
         """Yield every key at or below `prefix` lazily (for large listings)."""
+
+    def secret_values(self) -> list[str]:
+        """Strings that must never appear in an error message (keys, tokens)."""
+        return secret_strings(self)
 
     @abstractmethod
     def describe(self) -> str:

@@ -18,7 +18,8 @@ from pydantic import SecretStr, field_validator
 
 from blocks.core import Block, SecretDict
 from blocks.errors import MissingDependency
-from blocks.filesystems.remote import FsspecFileSystem, _strings_in
+from blocks.filesystems.base import secret_strings
+from blocks.filesystems.remote import FsspecFileSystem
 
 GCS_EXTRA = "pip install 'blocks[gcs]'"
 
@@ -108,8 +109,8 @@ class GCS(FsspecFileSystem):
         ).GCSFileSystem
         return cls(**options)
 
-    def _secret_values(self) -> list[str]:
-        return _strings_in(self._storage_options().get("token"))
+    def secret_values(self) -> list[str]:
+        return secret_strings(self._storage_options().get("token"))
 
     def _is_missing_root(self, exc: BaseException) -> bool:
         # GCS answers 404 alike for a missing object and a missing bucket: ask once.

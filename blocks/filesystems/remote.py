@@ -34,6 +34,8 @@ from blocks.filesystems.base import (
     WritableFileSystem,
     check_range,
     join_key,
+    scrub,
+    secret_strings,
     validate_key,
 )
 
@@ -52,7 +54,7 @@ class FsspecFileSystem(WritableFileSystem):
     """Shared implementation of the storage protocol over an fsspec filesystem.
 
     Subclasses implement `_protocol`, `_root`, `_storage_options` and (optionally)
-    `_make_filesystem`, `_secret_values` and `_is_missing_root`.
+    `_make_filesystem`, `secret_values` and `_is_missing_root`.
     """
 
     _block_is_abstract = True
@@ -90,9 +92,10 @@ class FsspecFileSystem(WritableFileSystem):
                 ) from None
             raise
 
-    def _secret_values(self) -> list[str]:
-        """Strings that must never appear in an error message (keys, tokens)."""
-        return _strings_in(self._storage_options())
+    def secret_values(self) -> list[str]:
+        """Strings that must never appear in an error message (keys, tokens), including
+        credentials the options resolved from elsewhere."""
+        return secret_strings(self._storage_options())
 
     def _is_missing_root(self, exc: BaseException) -> bool:
         """Whether a FileNotFoundError (or an empty listing) means the bucket is missing."""
@@ -148,7 +151,7 @@ class FsspecFileSystem(WritableFileSystem):
         else:
             why = f"{type(exc).__name__}: {exc}"
         message = f"Could not {action} {key!r} in {self.describe()}: {why}"
-        clean = _scrub(message, self._secret_values())
+        clean = scrub(message, self.secret_values())
         if clean != message:
             raise StorageError(clean) from None
         raise StorageError(clean) from exc
@@ -363,30 +366,6 @@ def _without_private(state: dict[Any, Any], **defaults: Any) -> dict[Any, Any]:
     """A pickled block carries its settings, not its live clients (rebuilt on first use)."""
     private = {**(state.get("__pydantic_private__") or {}), **defaults}
     return {**state, "__pydantic_private__": private}
-
-
-def _strings_in(value: Any) -> list[str]:
-    """Every string of 6+ characters inside `value` (unwrapping pydantic secrets).
-
-    Shorter ones (LocalStack's ``test``) would mangle bucket names when scrubbed.
-    """
-    if hasattr(value, "get_secret_value"):
-        value = value.get_secret_value()
-    if isinstance(value, str):
-        return [value] if len(value) >= 6 else []
-    if isinstance(value, bytes):
-        return _strings_in(value.decode("utf-8", "replace"))
-    if isinstance(value, dict):
-        return [s for item in value.values() for s in _strings_in(item)]
-    if isinstance(value, list | tuple):
-        return [s for item in value for s in _strings_in(item)]
-    return []
-
-
-def _scrub(message: str, secrets: list[str]) -> str:
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        message = message.replace(secret, "**********")
-    return message
 
 
 class RemoteFileSystem(FsspecFileSystem):
