@@ -343,15 +343,18 @@ class Registry:
         """Record a block type and one of its schemas (idempotent)."""
         if checksum in self._registered_schemas:
             return
-        try:
-            self._register_type(slug, name, description, module, checksum, version, fields)
-        except sa.exc.IntegrityError:
-            # Another process registered the same type or schema first (PostgreSQL takes no
-            # write lock up front as SQLite does): everything needed now exists; check again.
-            self._register_type(slug, name, description, module, checksum, version, fields)
+        for attempt in range(2):
+            try:
+                self._write_type(slug, name, description, module, checksum, version, fields)
+                break
+            except sa.exc.IntegrityError:
+                # Another process registered the same type or schema first (PostgreSQL takes
+                # no write lock up front as SQLite does): it exists now; check once more.
+                if attempt:
+                    raise
         self._registered_schemas.add(checksum)
 
-    def _register_type(
+    def _write_type(
         self,
         slug: str,
         name: str,

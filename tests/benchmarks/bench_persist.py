@@ -25,7 +25,6 @@ import gc
 import os
 import shutil
 import tempfile
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -34,35 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from rss import RssSampler
 
 TARGET_THROUGHPUT_RATIO = 0.7
 TARGET_PEAK_RATIO = 1.5
-
-
-class RssSampler:
-    """Highest RSS seen while active, sampled every `interval` seconds in a thread."""
-
-    def __init__(self, interval: float = 0.001) -> None:
-        self.process = psutil.Process()
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 @dataclass

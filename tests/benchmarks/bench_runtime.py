@@ -109,13 +109,19 @@ def main() -> int:
     rows = [
         ("bare function call", f"{bare * us:9.2f} µs", ""),
         ("plain task call in a flow", f"{in_flow * us:9.2f} µs", ""),
-        ("  overhead over bare call", f"{overhead * us:9.2f} µs",
-         "target < 50 µs: " + ("OK" if overhead * us < 50 else "MISSED")),
+        (
+            "  overhead over bare call",
+            f"{overhead * us:9.2f} µs",
+            "target < 50 µs: " + ("OK" if overhead * us < 50 else "MISSED"),
+        ),
         ("cached hit (pickle, local)", f"{blocks_hit * us:9.2f} µs", ""),
         ("cached hit (json, local)", f"{blocks_hit_json * us:9.2f} µs", ""),
         ("joblib.Memory hit", f"{joblib_s * us:9.2f} µs", ""),
-        ("  ratio blocks / joblib", f"{blocks_hit / joblib_s:9.2f} x",
-         "target <= 1.0: " + ("OK" if blocks_hit <= joblib_s else "MISSED")),
+        (
+            "  ratio blocks / joblib",
+            f"{blocks_hit / joblib_s:9.2f} x",
+            "target <= 1.0: " + ("OK" if blocks_hit <= joblib_s else "MISSED"),
+        ),
         ("cache miss (compute + write)", f"{first * us:9.2f} µs", "for scale"),
     ]
     width = max(len(r[0]) for r in rows)

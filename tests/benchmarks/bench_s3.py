@@ -25,7 +25,6 @@ import argparse
 import gc
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,34 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+from rss import RssSampler
 
 TARGET_LARGE_RATIO = 0.8
 TARGET_SMALL_OVERHEAD = 1.5
-
-
-class PeakRss:
-    """Highest RSS seen while active, sampled every millisecond in a thread."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.001)
-
-    def __enter__(self) -> PeakRss:
-        self.peak = self.process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 @dataclass
@@ -72,7 +47,7 @@ class Best:
 def run_once(op: Callable[[], Any], best: Best) -> None:
     gc.collect()
     before = psutil.Process().memory_info().rss
-    with PeakRss() as rss:
+    with RssSampler() as rss:
         start = time.perf_counter()
         result = op()
         seconds = time.perf_counter() - start
@@ -110,14 +85,21 @@ def main() -> int:
     secret = os.environ.get("BLOCKS_TEST_S3_SECRET", "test")
     region = os.environ.get("BLOCKS_TEST_S3_REGION", "us-east-1")
     client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
-        region_name=region, config=Config(connect_timeout=3, retries={"max_attempts": 1}),
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name=region,
+        config=Config(connect_timeout=3, retries={"max_attempts": 1}),
     )
     try:
         client.list_buckets()
     except Exception as exc:
-        print(f"No S3 at {endpoint} ({type(exc).__name__}). Start LocalStack with "
-              "`bash localstack/start.sh s3`, or set BLOCKS_TEST_S3_ENDPOINT.", file=sys.stderr)
+        print(
+            f"No S3 at {endpoint} ({type(exc).__name__}). Start LocalStack with "
+            "`bash localstack/start.sh s3`, or set BLOCKS_TEST_S3_ENDPOINT.",
+            file=sys.stderr,
+        )
         return 2
 
     bucket = f"bench-s3-{uuid.uuid4().hex[:12]}"
@@ -125,8 +107,13 @@ def main() -> int:
     if region != "us-east-1":
         params["CreateBucketConfiguration"] = {"LocationConstraint": region}
     client.create_bucket(**params)
-    storage = S3(bucket_path=f"{bucket}/ours", endpoint_url=endpoint, aws_access_key_id=key,
-                 aws_secret_access_key=secret, region_name=region)
+    storage = S3(
+        bucket_path=f"{bucket}/ours",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name=region,
+    )
     store = ResultStore(storage, "pickle")
     fs = storage.filesystem()  # raw baseline on the very same s3fs client and connection pool
     raw = f"{bucket}/raw"
@@ -198,30 +185,42 @@ def main() -> int:
     print()
     print(f"{n} small records of {args.record_kb:g} KB, sequential:")
     print(f"{'':<22}{'ours s':>9}{'raw s':>9}{'ours ms/op':>12}{'raw ms/op':>11}{'overhead':>10}")
-    for name, ours_b, base_b in (("write (pipe_file)", ours_sw, raw_sw),
-                                 ("read (cat_file)", ours_sr, raw_sr)):
+    for name, ours_b, base_b in (
+        ("write (pipe_file)", ours_sw, raw_sw),
+        ("read (cat_file)", ours_sr, raw_sr),
+    ):
         ours, base = ours_b.seconds, base_b.seconds
-        print(f"{name:<22}{ours:>9.2f}{base:>9.2f}{ours / n * 1e3:>12.2f}{base / n * 1e3:>11.2f}"
-              f"{ours / base:>9.2f}x")
+        print(
+            f"{name:<22}{ours:>9.2f}{base:>9.2f}{ours / n * 1e3:>12.2f}{base / n * 1e3:>11.2f}"
+            f"{ours / base:>9.2f}x"
+        )
     print()
     print(f"one {mb:.0f} MB record (random bytes, pickle; record {record_size} bytes):")
-    print(f"{'':<22}{'ours s':>9}{'raw s':>9}{'ours MB/s':>11}{'raw MB/s':>10}{'ratio':>8}"
-          f"{'ours +RSS':>11}{'raw +RSS':>10}")
+    print(
+        f"{'':<22}{'ours s':>9}{'raw s':>9}{'ours MB/s':>11}{'raw MB/s':>10}{'ratio':>8}"
+        f"{'ours +RSS':>11}{'raw +RSS':>10}"
+    )
     for name, ours_b, base_b in (
         ("write (pipe_file)", ours_lw, raw_lw),
         ("read (cat_file)", ours_lr, raw_lr),
     ):
         ours, base = ours_b.seconds, base_b.seconds
         ours_rss, base_rss = ours_b.rss_extra, base_b.rss_extra
-        print(f"{name:<22}{ours:>9.2f}{base:>9.2f}{mb / ours:>11.0f}{mb / base:>10.0f}"
-              f"{base / ours:>7.2f}x{ours_rss / size:>10.2f}x{base_rss / size:>9.2f}x")
+        print(
+            f"{name:<22}{ours:>9.2f}{base:>9.2f}{mb / ours:>11.0f}{mb / base:>10.0f}"
+            f"{base / ours:>7.2f}x{ours_rss / size:>10.2f}x{base_rss / size:>9.2f}x"
+        )
     print()
     worst_small = max(ours_sw.seconds / raw_sw.seconds, ours_sr.seconds / raw_sr.seconds)
     worst_large = min(raw_lw.seconds / ours_lw.seconds, raw_lr.seconds / ours_lr.seconds)
-    print(f"small-record overhead (worst of write/read): {worst_small:.2f}x "
-          f"(target < {TARGET_SMALL_OVERHEAD}x)")
-    print(f"large-record throughput vs raw (worst):      {worst_large:.2f}x "
-          f"(target >= {TARGET_LARGE_RATIO}x)")
+    print(
+        f"small-record overhead (worst of write/read): {worst_small:.2f}x "
+        f"(target < {TARGET_SMALL_OVERHEAD}x)"
+    )
+    print(
+        f"large-record throughput vs raw (worst):      {worst_large:.2f}x "
+        f"(target >= {TARGET_LARGE_RATIO}x)"
+    )
     print("(+RSS: peak RSS increase during the operation, relative to the payload size)")
     return 0
 
