@@ -9,6 +9,7 @@ import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,25 @@ def blocks_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.delenv("BLOCKS_KEY_SOURCE", raising=False)
     yield home
     Registry.dispose_all()
+
+
+@pytest.fixture
+def ambient_s3(
+    s3_endpoint: Any, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
+    """Ambient AWS settings for the test server (the fixtures: BLOCKS_TEST_S3_ENDPOINT works),
+    as `S3(bucket_path=...)` with no credentials finds them; returns a bucket path for
+    examples. No ~/.aws file or other AWS_* variable leaks in."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
+    bucket_path = f"{s3_bucket}/results"
+    monkeypatch.setenv("EXAMPLE_S3_BUCKET_PATH", bucket_path)
+    return bucket_path

@@ -151,27 +151,6 @@ def test_7_2_local_result_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert store.read(records[0][0]).value == {"data": [1, 2, 3]}  # type: ignore[union-attr]
 
 
-@pytest.fixture
-def ambient_s3(
-    s3_endpoint: Any, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> str:
-    """Ambient AWS settings for the test server (the fixtures: BLOCKS_TEST_S3_ENDPOINT works);
-    returns the example's bucket path. No ~/.aws file or other AWS_* variable leaks in."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_endpoint.region)
-    bucket_path = f"{s3_bucket}/results"
-    monkeypatch.setenv("EXAMPLE_S3_BUCKET_PATH", bucket_path)
-    return bucket_path
-
-
 @pytest.mark.integration
 def test_7_2_s3_result_storage_as_json(ambient_s3: str, s3_bucket: Any, tmp_path: Path) -> None:
     ns = run_example("ex_7_2_s3_storage")
