@@ -169,7 +169,8 @@ def _now() -> datetime:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    # Key order kept: documents and schemas list fields in the order the class declares them.
+    return json.dumps(value, separators=(",", ":"))
 
 
 _DOC_COLUMNS = (

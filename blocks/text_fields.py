@@ -150,4 +150,10 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
     for path, child_id in row.refs.items():
         child = registry.get_document_by_id(child_id)
         set_path(values, path, child.slug if child is not None else None)
+    # Secrets and references were stored apart: show every field where the class declares it.
+    for schema in registry.list_schemas(type_slug):
+        if schema.checksum == row.schema_checksum:
+            order = {field: i for i, field in enumerate(schema.fields.get("properties", {}))}
+            values = dict(sorted(values.items(), key=lambda kv: order.get(kv[0], len(order))))
+            break
     return row, values
