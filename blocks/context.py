@@ -13,8 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import re
+import string
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +30,20 @@ if TYPE_CHECKING:
     from blocks.task_runners import TaskRunner
     from blocks.tasks import Task
 
-__all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_run", "current_task_run"]
+__all__ = [
+    "FlowRun",
+    "RunName",
+    "TaskRun",
+    "check_run_name",
+    "current_flow_run",
+    "current_run",
+    "current_task_run",
+    "render_run_name",
+]
+
+RunName = str | Callable[[], str] | Callable[[dict[str, Any]], str]
+"""A ``task_run_name`` / ``flow_run_name``: a template such as ``"extract-{source}"`` formatted
+with the call's parameters, or a callable taking nothing or the parameters dict."""
 
 # Cheap, process-unique run numbers: a uuid is made only when someone asks for `.id`.
 _run_numbers = itertools.count(1)
@@ -146,6 +163,10 @@ class TaskRun:
             self._name = f"{self.task.name}-{next(_run_numbers)}"
         return self._name
 
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
     @property
     def id(self) -> str:
         if self._id is None:
@@ -178,3 +199,72 @@ def current_task_run() -> TaskRun | None:
     """The task run the calling code is inside, or None."""
     run = _current.get()
     return run if isinstance(run, TaskRun) else None
+
+
+# -- custom run names ------------------------------------------------------------------------------
+
+_ROOT = re.compile(r"[^.\[]*")
+
+
+def check_run_name(spec: RunName | None, signature: inspect.Signature, option: str,
+                   owner: str) -> None:
+    """Reject a run-name template whose fields are not parameters of the function, at decoration.
+
+    Example:
+        >>> check_run_name("extract-{sorce}", inspect.signature(extract), "task_run_name", "x")
+        Traceback (most recent call last):
+        ValueError: x: task_run_name 'extract-{sorce}' uses {sorce}, which is not a parameter ...
+    """
+    if spec is None or callable(spec):
+        return
+    if not isinstance(spec, str):
+        raise TypeError(f"{owner}: {option} must be a string template or a callable, "
+                        f"not {type(spec).__name__}.")
+    names = list(signature.parameters)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"{owner}: {option} {spec!r} is not a valid template: {exc}.") from None
+    for field in fields:
+        root = _ROOT.match(field)
+        name = root.group(0) if root else field
+        if not name or name.isdigit():
+            raise ValueError(
+                f"{owner}: {option} {spec!r} has a positional field {{{field}}}; name a "
+                f"parameter instead, one of: {', '.join(names) or '(none)'}."
+            )
+        if name not in signature.parameters:
+            raise ValueError(
+                f"{owner}: {option} {spec!r} uses {{{field}}}, but {name!r} is not a parameter "
+                f"of the function (parameters: {', '.join(names) or '(none)'})."
+            )
+
+
+def render_run_name(spec: RunName, parameters: dict[str, Any], option: str, owner: str) -> str:
+    """The run name `spec` gives for these bound `parameters`."""
+    if callable(spec):
+        takes_parameters = _takes_one_argument(spec)
+        name = spec(parameters) if takes_parameters else spec()  # type: ignore[call-arg]
+    else:
+        try:
+            name = spec.format(**parameters)
+        except (KeyError, AttributeError, IndexError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"{owner}: {option} {spec!r} could not be formatted with the call's parameters: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"{owner}: {option} must give a non-empty string, not {type(name).__name__}."
+        )
+    return name
+
+
+def _takes_one_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
+    )

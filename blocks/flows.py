@@ -20,21 +20,33 @@ Example:
 from __future__ import annotations
 
 import inspect
+import sys
 import time
+import types
+import typing
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
-from blocks.context import FlowRun, get_current, reset_current, set_current
-from blocks.errors import TaskTimeout
+from blocks.context import (
+    FlowRun,
+    RunName,
+    check_run_name,
+    get_current,
+    render_run_name,
+    reset_current,
+    set_current,
+)
+from blocks.errors import BlocksError, TaskTimeout
 from blocks.futures import resolve_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.states import Completed, Crashed, Failed, State, TimedOut
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
 from blocks.tasks import RetryDelay, _key_prefix, call_hooks, retry_delay, retry_delays
 
-__all__ = ["Flow", "flow"]
+__all__ = ["Flow", "ParameterTypeError", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,13 +54,28 @@ R = TypeVar("R")
 FlowHook = Callable[["Flow[Any, Any]", FlowRun, State], Any]
 
 
+class ParameterTypeError(BlocksError, TypeError):
+    """A flow's parameter does not validate against its type hint; the flow did not start.
+
+    The message names each bad parameter and what was expected, never the value given (it may
+    be a secret).
+    """
+
+
 class Flow(Generic[P, R]):
     """A function plus run options; made by `@flow`.
 
     Options (all keyword): name (default: the function name with dashes), description,
-    version, retries, retry_delay_seconds, timeout_seconds, task_runner (default
-    `ConcurrentTaskRunner()`), log_prints, persist_result, result_storage, result_serializer,
-    on_failure / on_completion / on_crashed hooks ``hook(flow, flow_run, state)``.
+    version, flow_run_name (a template like ``"etl-{source}"`` formatted with the call's
+    parameters, or a callable taking nothing or the parameters dict), retries,
+    retry_delay_seconds, timeout_seconds, task_runner (default `ConcurrentTaskRunner()`),
+    log_prints, persist_result, result_storage, result_serializer, on_failure / on_completion /
+    on_crashed hooks ``hook(flow, flow_run, state)``, validate_parameters (default True).
+
+    With ``validate_parameters=True``, arguments of parameters with type hints are validated
+    and coerced by pydantic before the flow starts (``"3"`` for an ``int`` becomes ``3``); a bad
+    one fails the run with `ParameterTypeError` naming the parameter, without running the body
+    or its retries. Defaults are not validated, and unannotated or ``Any`` parameters pass as is.
 
     As in Prefect 3, ``persist_result=True`` (or a ``result_storage``) on a flow makes every
     task it calls persist its result too, unless the task says ``persist_result=False``.
@@ -64,6 +91,7 @@ class Flow(Generic[P, R]):
         name: str | None = None,
         description: str | None = None,
         version: str | None = None,
+        flow_run_name: RunName | None = None,
         retries: int = 0,
         retry_delay_seconds: RetryDelay | None = None,
         timeout_seconds: float | None = None,
@@ -75,6 +103,7 @@ class Flow(Generic[P, R]):
         on_failure: Iterable[FlowHook] | None = None,
         on_completion: Iterable[FlowHook] | None = None,
         on_crashed: Iterable[FlowHook] | None = None,
+        validate_parameters: bool = True,
     ) -> None:
         if not callable(fn):
             raise TypeError("@flow decorates a function")
@@ -86,6 +115,8 @@ class Flow(Generic[P, R]):
         self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
         self.description = description or inspect.getdoc(fn)
         self.version = version
+        self.flow_run_name = flow_run_name
+        self.validate_parameters = validate_parameters
         self.retries = retries
         self.retry_delay_seconds = retry_delay_seconds
         self.timeout_seconds = timeout_seconds
@@ -101,12 +132,25 @@ class Flow(Generic[P, R]):
         self.on_crashed = list(on_crashed or ())
         self._delays = retry_delays(retry_delay_seconds, retries)
         self._signature = inspect.signature(fn)
+        check_run_name(flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}")
+        self._validator: _ParameterValidator | Literal[False] | None = False  # False: not built
+        self._localns = _defining_namespace() if validate_parameters else None
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__wrapped__ = fn
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
+
+    def _validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The given arguments of type-hinted parameters, validated and coerced."""
+        validator = self._validator
+        if validator is False:  # built on first call: hints may name classes defined later
+            fields = _parameter_hints(self.fn, self._signature, self.name, self._localns)
+            validator = self._validator = (
+                _ParameterValidator(self.name, fields) if fields else None
+            )
+        return {} if validator is None else validator(arguments)
 
     @overload
     def __call__(  # type: ignore[valid-type]
@@ -123,20 +167,41 @@ class Flow(Generic[P, R]):
     ) -> R | State:
         """Run the flow and return its value (or its `State` with ``return_state=True``)."""
         bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
         runner = (self.task_runner or ConcurrentTaskRunner()).duplicate()
         run = FlowRun(self, dict(bound.arguments), get_current(), runner)
         if run.log_prints:
             install_print_capture()
         token = set_current(run)
         try:
-            state = self._run(run, args, kwargs)
+            state = self._run(run, bound)
         finally:
             reset_current(token)
         return state if return_state else state.result()
 
-    def _run(self, run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
-        logger = run_logger(run)
+    def _start(self, run: FlowRun, bound: inspect.BoundArguments) -> State | None:
+        """Validate the arguments and name the run; a Failed state if the flow must not start."""
+        try:
+            if self.validate_parameters:
+                bound.arguments.update(self._validate(bound.arguments))
+            bound.apply_defaults()
+            run.parameters = dict(bound.arguments)
+            if self.flow_run_name is not None:
+                run.name = render_run_name(
+                    self.flow_run_name, run.parameters, "flow_run_name", f"Flow {self.name!r}"
+                )
+        except (ParameterTypeError, ValueError, TypeError) as exc:
+            return Failed(exc)
+        return None
+
+    def _run(self, run: FlowRun, bound: inspect.BoundArguments) -> State:
+        failed = self._start(run, bound)
+        logger = run_logger(run)  # after _start: its records carry the run's final name
+        if failed is not None:
+            run.state = failed
+            log_failure(logger, failed, self.retries, run.run_count)
+            call_hooks(self.on_failure, self, run, failed)
+            return failed
+        args, kwargs = bound.args, bound.kwargs
         logger.info("Beginning flow run %r for flow %r", run.name, self.name)
         try:
             state = self._attempts(run, args, kwargs)
@@ -191,6 +256,103 @@ class Flow(Generic[P, R]):
                 time.sleep(delay)
 
 
+# -- parameter validation ------------------------------------------------------------------------
+
+
+class _ParameterValidator:
+    """Validates and coerces the arguments of a flow's type-hinted parameters with pydantic.
+
+    One model holds a field per annotated parameter (``p0``, ``p1``, ... aliased to the
+    parameter's name, so names like ``json`` or ``schema`` cannot clash with pydantic's own).
+    """
+
+    def __init__(self, flow_name: str, fields: dict[str, Any]) -> None:
+        from pydantic import ConfigDict, Field, create_model
+
+        self.flow_name = flow_name
+        self.names = list(fields)
+        self.model = create_model(  # type: ignore[call-overload]
+            "FlowParameters",
+            __config__=ConfigDict(arbitrary_types_allowed=True, populate_by_name=False),
+            **{
+                f"p{i}": (hint, Field(default=None, alias=name))
+                for i, (name, hint) in enumerate(fields.items())
+            },
+        )
+
+    def __call__(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        given = {name: arguments[name] for name in self.names if name in arguments}
+        if not given:
+            return {}
+        problems: list[tuple[str, str]] | None = None
+        try:
+            model = self.model.model_validate(given)
+        except ValidationError as exc:
+            # Only where and what: pydantic's own message would echo the input value.
+            problems = [
+                (".".join(str(part) for part in err["loc"]), err["msg"])
+                for err in exc.errors(include_url=False, include_input=False,
+                                      include_context=False)
+            ]
+        if problems is not None:  # raised outside the except: no chained ValidationError
+            lines = "; ".join(f"parameter {loc!r}: {msg}" for loc, msg in problems)
+            raise ParameterTypeError(
+                f"Flow {self.flow_name!r} did not start: invalid parameters - {lines}."
+            )
+        return {
+            name: getattr(model, f"p{i}")
+            for i, name in enumerate(self.names)
+            if name in given
+        }
+
+
+def _defining_namespace() -> dict[str, Any] | None:
+    """The local names where the flow is defined, when inside a function (as pydantic's
+    ``validate_call`` does), so string hints naming local classes still resolve."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    if frame.f_locals is frame.f_globals:
+        return None
+    return dict(frame.f_locals)
+
+
+def _parameter_hints(fn: Callable[..., Any], signature: inspect.Signature, flow_name: str,
+                     localns: dict[str, Any] | None) -> dict[str, Any]:
+    """The type hints of `fn`'s parameters, resolved; one that cannot be is left unvalidated."""
+    try:
+        hints = typing.get_type_hints(fn, localns=localns, include_extras=True)
+    except Exception:
+        hints = {}
+        globalns = getattr(inspect.unwrap(fn), "__globals__", {})
+        for name, annotation in getattr(fn, "__annotations__", {}).items():
+            holder = types.SimpleNamespace(__annotations__={name: annotation})
+            try:
+                hints.update(
+                    typing.get_type_hints(holder, globalns, localns, include_extras=True)
+                )
+            except Exception as exc:
+                if name != "return":
+                    warnings.warn(
+                        f"Flow {flow_name!r}: the type hint of parameter {name!r} cannot be "
+                        f"resolved ({type(exc).__name__}: {exc}); it is not validated.",
+                        stacklevel=4,
+                    )
+    fields: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        hint = hints.get(name, param.empty)
+        if hint is param.empty or hint is Any:
+            continue
+        if param.kind is param.VAR_POSITIONAL:
+            hint = tuple[hint, ...]  # type: ignore[valid-type]
+        elif param.kind is param.VAR_KEYWORD:
+            hint = dict[str, hint]  # type: ignore[valid-type]
+        fields[name] = hint
+    return fields
+
+
 @overload
 def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
 
@@ -201,6 +363,7 @@ def flow(
     name: str | None = None,
     description: str | None = None,
     version: str | None = None,
+    flow_run_name: RunName | None = None,
     retries: int = 0,
     retry_delay_seconds: RetryDelay | None = None,
     timeout_seconds: float | None = None,
@@ -212,6 +375,7 @@ def flow(
     on_failure: Iterable[FlowHook] | None = None,
     on_completion: Iterable[FlowHook] | None = None,
     on_crashed: Iterable[FlowHook] | None = None,
+    validate_parameters: bool = True,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 

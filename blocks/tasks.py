@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 
 from blocks import caching
 from blocks.caching import CacheKeyFn, task_input_hash
-from blocks.context import FlowRun, TaskRun, get_current, reset_current, set_current
+from blocks.context import (
+    FlowRun,
+    RunName,
+    TaskRun,
+    check_run_name,
+    get_current,
+    render_run_name,
+    reset_current,
+    set_current,
+)
 from blocks.errors import TaskTimeout, UpstreamFailed
 from blocks.futures import TaskFuture, has_futures, resolve_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
@@ -114,7 +123,10 @@ def _key_prefix(name: str) -> str:
 class Task(Generic[P, R]):
     """A function plus run options; made by `@task`. Call it, ``.submit()`` it or ``.map()`` it.
 
-    Options (all keyword): name, description, tags, version, retries, retry_delay_seconds
+    Options (all keyword): name, description, tags, version, task_run_name (a template like
+    ``"extract-{source}"`` formatted with the call's parameters, or a callable taking nothing
+    or the parameters dict: the run's name in logs and ``TaskRun.name``), retries,
+    retry_delay_seconds
     (seconds, a list per retry, or ``exponential_backoff(...)``), retry_jitter_factor,
     timeout_seconds, cache_key_fn (``fn(context, parameters)`` or ``fn()``), cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer, result_storage_key,
@@ -133,6 +145,7 @@ class Task(Generic[P, R]):
         description: str | None = None,
         tags: Iterable[str] | None = None,
         version: str | None = None,
+        task_run_name: RunName | None = None,
         retries: int = 0,
         retry_delay_seconds: RetryDelay | None = None,
         retry_jitter_factor: float | None = None,
@@ -159,6 +172,7 @@ class Task(Generic[P, R]):
         self.description = description or inspect.getdoc(fn)
         self.tags = set(tags or ())
         self.version = version
+        self.task_run_name = task_run_name
         self.retries = retries
         self.retry_delay_seconds = retry_delay_seconds
         self.retry_jitter_factor = retry_jitter_factor
@@ -194,6 +208,7 @@ class Task(Generic[P, R]):
         self.cache_key_prefix = _key_prefix(self.name)
         self._identity: bytes | None = None
         self._signature = inspect.signature(fn)
+        check_run_name(task_run_name, self._signature, "task_run_name", f"Task {self.name!r}")
         parameters = self._signature.parameters.values()
         self._plain_names: tuple[str, ...] | None = tuple(p.name for p in parameters)
         if any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in parameters):
@@ -202,6 +217,7 @@ class Task(Generic[P, R]):
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
         self._simple = not (
             retries
+            or task_run_name is not None
             or timeout_seconds
             or persist_result
             or log_prints
@@ -358,6 +374,14 @@ class Task(Generic[P, R]):
         bound.apply_defaults()
         return dict(bound.arguments)
 
+    def _name_run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Give `run` the name its ``task_run_name`` makes of the call's parameters."""
+        assert self.task_run_name is not None
+        run.parameters = self.bind(args, kwargs)
+        run.name = render_run_name(
+            self.task_run_name, run.parameters, "task_run_name", f"Task {self.name!r}"
+        )
+
     def _run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
         """Run to a final state: resolve inputs, look up the cache, attempt, persist, hooks."""
         if run.log_prints:
@@ -367,6 +391,8 @@ class Task(Generic[P, R]):
             try:
                 if has_futures(args, kwargs):
                     args, kwargs = _resolve_inputs(self, args, kwargs)
+                if self.task_run_name is not None:
+                    self._name_run(run, args, kwargs)
                 state = self._execute(run, args, kwargs)
             except BaseException as exc:
                 if not isinstance(exc, Exception):
@@ -521,6 +547,7 @@ def task(
     description: str | None = None,
     tags: Iterable[str] | None = None,
     version: str | None = None,
+    task_run_name: RunName | None = None,
     retries: int = 0,
     retry_delay_seconds: RetryDelay | None = None,
     retry_jitter_factor: float | None = None,

@@ -344,3 +344,102 @@ def test_a_keyboard_interrupt_crashes_the_run_and_propagates() -> None:
     with pytest.raises(KeyboardInterrupt):
         f()
     assert crashed == ["Crashed"]
+
+
+# -- flow_run_name and parameter validation ------------------------------------------------------
+
+
+def test_flow_run_name_template_names_the_run_and_its_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @flow(flow_run_name="etl-{source}-{day}")
+    def etl(source: str, day: int = 1) -> str:
+        run = current_flow_run()
+        assert run is not None
+        return run.name
+
+    with caplog.at_level(logging.INFO):
+        assert etl("db", day=3) == "etl-db-3"
+    assert "Beginning flow run 'etl-db-3' for flow 'etl'" in caplog.messages
+    assert {getattr(r, "flow_run_name", None) for r in caplog.records} == {"etl-db-3"}
+
+
+def test_flow_run_name_callable_and_bad_template_field() -> None:
+    @flow(flow_run_name=lambda: "constant")
+    def a() -> str:
+        run = current_flow_run()
+        return run.name if run else ""
+
+    assert a() == "constant"
+    with pytest.raises(ValueError, match=r"flow_run_name 'x-\{nme\}' uses \{nme\}"):
+        @flow(flow_run_name="x-{nme}")
+        def b(name: str) -> None: ...
+
+
+def test_flow_parameters_are_validated_and_coerced_from_type_hints() -> None:
+    from pydantic import BaseModel
+
+    class Window(BaseModel):
+        days: int
+
+    seen: list[Any] = []
+
+    @flow
+    def report(n: int, window: Window, tags: list[str] | None = None, raw=None,  # type: ignore[no-untyped-def]
+               json: float = 0.0) -> None:
+        seen.append((n, window, tags, raw, json))
+
+    report("3", {"days": "7"}, raw="as is", json="1.5")
+    assert seen == [(3, Window(days=7), None, "as is", 1.5)]
+    run_params: list[dict[str, Any]] = []
+
+    @flow
+    def keeps(n: int) -> None:
+        run = current_flow_run()
+        assert run is not None
+        run_params.append(run.parameters)
+
+    keeps(n="4")
+    assert run_params == [{"n": 4}]
+
+
+def test_a_bad_parameter_fails_the_flow_before_it_starts_without_echoing_the_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from blocks.flows import ParameterTypeError
+
+    calls: list[int] = []
+    failed: list[State] = []
+
+    @flow(retries=2, on_failure=[lambda _f, _r, s: failed.append(s)])
+    def load(api_key: int, batch: int = 10) -> None:
+        calls.append(1)
+
+    with caplog.at_level(logging.INFO):
+        state = load("hunter2-secret", return_state=True)
+    assert state.is_failed() and calls == [] and len(failed) == 1
+    exc = state.exception
+    assert isinstance(exc, ParameterTypeError) and isinstance(exc, TypeError)
+    assert "parameter 'api_key'" in str(exc) and "valid integer" in str(exc)
+    assert exc.__cause__ is None and exc.__context__ is None
+    assert "hunter2" not in caplog.text and "hunter2" not in (state.message or "")
+    assert not any("Beginning flow run" in m for m in caplog.messages)
+    with pytest.raises(ParameterTypeError, match="'batch'"):
+        load(1, batch="many")
+
+
+def test_validate_parameters_false_passes_arguments_untouched() -> None:
+    @flow(validate_parameters=False)
+    def raw(n: int) -> Any:
+        return n
+
+    assert raw("3") == "3"
+
+
+def test_unannotated_flows_skip_validation_and_defaults_are_not_validated() -> None:
+    @flow
+    def f(x, limit: int = None) -> Any:  # type: ignore[assignment,no-untyped-def]  # noqa: RUF013
+        return x, limit
+
+    assert f("a") == ("a", None)
+    assert f("a", "2") == ("a", 2)

@@ -690,3 +690,74 @@ def test_storage_errors_during_lookup_are_retried(tmp_path: Path) -> None:
     assert state.is_failed() and calls == [1]
     with pytest.raises(StorageError, match="unreachable"):
         state.result()
+
+
+# -- task_run_name -------------------------------------------------------------------------------
+
+
+def test_task_run_name_template_names_the_run_in_context_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from blocks.context import current_task_run
+
+    @task(task_run_name="extract-{source}-{limit}")
+    def extract(source: str, limit: int = 5) -> str:
+        get_run_logger().info("working")
+        run = current_task_run()
+        assert run is not None
+        return run.name
+
+    @flow
+    def f() -> list[str]:
+        return [extract("db"), extract.submit("api", limit=2).result()]
+
+    with caplog.at_level(logging.INFO):
+        assert f() == ["extract-db-5", "extract-api-2"]
+    names = {getattr(r, "task_run_name", None) for r in caplog.records if r.msg == "working"}
+    assert names == {"extract-api-2", "extract-db-5"}
+
+
+def test_task_run_name_callable_takes_nothing_or_the_parameters() -> None:
+    @task(task_run_name=lambda: "fixed")
+    def a(x: int) -> int:
+        return x
+
+    @task(task_run_name=lambda params: f"b-{params['x'] * 2}")
+    def b(x: int) -> int:
+        return x
+
+    assert a(1, return_state=True).is_completed()
+    from blocks.context import TaskRun
+
+    seen: list[str] = []
+
+    def hook(_t: Any, run: TaskRun, _s: State) -> None:
+        seen.append(run.name)
+
+    a.with_options(on_completion=[hook])(1)
+    b.with_options(on_completion=[hook])(21)
+    assert seen == ["fixed", "b-42"]
+
+
+def test_task_run_name_with_an_unknown_field_is_rejected_at_decoration() -> None:
+    with pytest.raises(ValueError, match=r"uses \{sorce\}, but 'sorce' is not a parameter") as info:
+        @task(task_run_name="extract-{sorce}")
+        def extract(source: str) -> None: ...
+    assert "parameters: source" in str(info.value)
+    with pytest.raises(ValueError, match="positional field"):
+        @task(task_run_name="extract-{}")
+        def positional(source: str) -> None: ...
+    with pytest.raises(TypeError, match="string template or a callable"):
+        task(task_run_name=3)(lambda: None)  # type: ignore[call-overload]
+
+
+def test_a_task_run_name_that_cannot_be_rendered_fails_the_run_not_the_caller() -> None:
+    calls = []
+
+    @task(task_run_name="t-{cfg.missing}")
+    def t(cfg: dict[str, int]) -> None:
+        calls.append(1)
+
+    state = t({"a": 1}, return_state=True)
+    assert state.is_failed() and "task_run_name" in (state.message or "")
+    assert calls == []
