@@ -1,4 +1,4 @@
-"""Task runners: where ``task.submit()`` runs a task — inline, or on a pool of threads.
+"""Task runners: where ``task.submit()`` runs a task — inline, on a pool of threads, or on Dask.
 
 A runner given to ``@flow(task_runner=...)`` is a template: every flow run works on its own
 copy (`duplicate()`), started lazily at the first ``submit()`` and shut down (waiting for its
@@ -9,6 +9,9 @@ Example:
     >>> @flow(task_runner=ConcurrentTaskRunner(max_workers=4))
     ... def parallel(items: list[str]) -> list[str]:
     ...     return [f.result() for f in process_item.map(items)]
+
+`DaskTaskRunner` (``pip install 'blocks[dask]'``) lives in `blocks.dask`; importing it from here
+works too, and loads Dask only then.
 """
 
 from __future__ import annotations
@@ -17,14 +20,21 @@ import concurrent.futures
 import contextvars
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from blocks.errors import TaskTimeout
 from blocks.states import State
 
+if TYPE_CHECKING:
+    from blocks.context import TaskRun
+    from blocks.dask import DaskTaskRunner
+    from blocks.futures import TaskFuture
+    from blocks.tasks import Task
+
 __all__ = [
     "ConcurrentTaskRunner",
+    "DaskTaskRunner",
     "SequentialTaskRunner",
     "TaskRunner",
     "ThreadPoolTaskRunner",
@@ -41,6 +51,28 @@ class TaskRunner:
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
         raise NotImplementedError
+
+    def submit_task(
+        self,
+        task: Task[Any, Any],
+        run: TaskRun,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Sequence[TaskFuture[Any]] = (),
+    ) -> concurrent.futures.Future[State]:
+        """Submit one run of `task`: wait for `wait_for`, then run the task engine.
+
+        Runners that run tasks in another process override this: they need the task and its
+        arguments, not a closure over the flow run. The default runs the closure via `submit`.
+        """
+        waits = list(wait_for)
+
+        def job() -> State:
+            for future in waits:
+                future.wait()
+            return task._run(run, args, kwargs)
+
+        return self.submit(job)
 
     def shutdown(self, wait: bool = True) -> None:
         """Release resources; with `wait`, first let every submitted task finish."""
@@ -112,6 +144,15 @@ class ConcurrentTaskRunner(TaskRunner):
 
 ThreadPoolTaskRunner = ConcurrentTaskRunner
 """Prefect 3's name for the thread-pool runner."""
+
+
+def __getattr__(name: str) -> Any:
+    # `from blocks.task_runners import DaskTaskRunner` without importing Dask for everyone else.
+    if name == "DaskTaskRunner":
+        from blocks.dask import DaskTaskRunner
+
+        return DaskTaskRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def call_with_timeout(

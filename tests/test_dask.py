@@ -1,0 +1,304 @@
+"""DaskTaskRunner on real Dask clusters: worker processes, results, failures, retries, caching,
+logs, and the cluster's lifecycle. Each flow run starts (and closes) its own small LocalCluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if not os.environ.get("CI"):  # in CI a missing extra is a failure, not a skip
+    pytest.importorskip("distributed", reason="pip install 'blocks[dask]'")
+
+import distributed
+import psutil
+
+from blocks import flow, get_run_logger, task
+from blocks.context import current_flow_run
+from blocks.dask import DaskTaskRunner, RemoteTaskError
+from blocks.errors import UpstreamFailed
+from blocks.filesystems import LocalFileSystem
+from blocks.futures import TaskFuture
+from blocks.states import State
+from blocks.tasks import task_input_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"}
+
+
+def local_runner(**cluster_kwargs: Any) -> DaskTaskRunner:
+    return DaskTaskRunner(cluster_kwargs={**LOCAL, **cluster_kwargs})
+
+
+def final(future: TaskFuture[Any]) -> State:
+    state = future.wait()
+    assert state is not None
+    return state
+
+
+# -- tasks (module level: the workers receive them pickled) --------------------------------------
+
+
+class Boom(ValueError):
+    pass
+
+
+class Picky(Exception):
+    """Cannot be unpickled: its constructor wants two arguments."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+@task
+def where(i: int) -> tuple[int, int, str]:
+    time.sleep(0.3)  # long enough for both workers to get work
+    return i, os.getpid(), distributed.get_worker().address
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@task
+def boom() -> None:
+    raise Boom("bad input")
+
+
+@task
+def picky() -> None:
+    raise Picky("a", "b")
+
+
+@task
+def count_calls(log: str) -> int:
+    with open(log, "a") as f:
+        f.write("x")
+    return len(Path(log).read_text())
+
+
+@task(retries=2, retry_delay_seconds=0)
+def flaky(log: str) -> str:
+    attempts = len(Path(log).read_text()) + 1 if Path(log).exists() else 1
+    Path(log).write_text("x" * attempts)
+    if attempts < 3:
+        raise ConnectionError(f"attempt {attempts}")
+    return f"ok after {attempts}"
+
+
+@task(log_prints=True)
+def chatty(source: str) -> str:
+    get_run_logger().info("extracting %s", source)
+    print(f"printed {source}")
+    return source
+
+
+@task
+def takes_anything(value: Any) -> str:
+    return type(value).__name__
+
+
+# -- where tasks run -----------------------------------------------------------------------------
+
+
+def test_tasks_run_in_dask_worker_processes_and_map_results_come_back_in_order() -> None:
+    @flow(task_runner=local_runner())
+    def fan_out() -> list[tuple[int, int, str]]:
+        return [f.result() for f in where.map(range(4))]
+
+    results = fan_out()
+    assert [i for i, _, _ in results] == [0, 1, 2, 3]
+    pids = {pid for _, pid, _ in results}
+    assert os.getpid() not in pids
+    assert len(pids) == 2  # both worker processes had work
+    assert all(addr.startswith("tcp://") for _, _, addr in results)
+
+
+def test_futures_passed_to_tasks_are_resolved_on_the_workers() -> None:
+    @flow(task_runner=local_runner())
+    def pipeline() -> tuple[int, int]:
+        doubled = double.map([1, 2, 3])
+        nested = total.submit([doubled[0], doubled[1]])  # futures inside a list
+        return total.submit(doubled).result(), double.submit(nested).result()
+
+    assert pipeline() == (12, 12)
+
+
+def test_a_failing_task_is_failed_with_its_own_exception_and_downstream_tasks_do_not_run() -> None:
+    seen: dict[str, State] = {}
+
+    @flow(task_runner=local_runner())
+    def f() -> None:
+        failed = boom.submit()
+        seen["boom"] = final(failed)
+        seen["picky"] = final(picky.submit())
+        seen["downstream"] = final(total.submit([double.submit(1), failed]))
+        failed.result()
+
+    with pytest.raises(Boom, match="bad input") as raised:
+        f()
+    assert seen["boom"].is_failed() and type(seen["boom"].exception) is Boom
+    assert any("Raised on Dask worker tcp://" in note for note in raised.value.__notes__)
+    assert seen["picky"].is_failed()
+    assert isinstance(seen["picky"].exception, RemoteTaskError)
+    assert "Picky: a/b" in str(seen["picky"].exception)
+    assert isinstance(seen["downstream"].exception, UpstreamFailed)
+    assert "Boom: bad input" in str(seen["downstream"].exception)
+
+
+def test_retries_run_on_the_worker_and_their_logs_reach_the_flow_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blocks")
+
+    @flow(task_runner=local_runner(n_workers=1))
+    def f() -> tuple[str, int]:
+        future = flaky.submit(str(tmp_path / "attempts"))
+        return future.result(), future.task_run.run_count
+
+    assert f() == ("ok after 3", 3)
+    retries = [r for r in caplog.records if "Attempt" in r.getMessage()]
+    assert [r.getMessage().split(" failed")[0] for r in retries] == ["Attempt 1", "Attempt 2"]
+    assert all(r.process != os.getpid() for r in retries)  # logged on the worker
+
+
+def test_run_logger_and_log_prints_records_carry_the_task_run_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="blocks")
+
+    @flow(task_runner=local_runner(n_workers=1))
+    def f() -> str:
+        future = chatty.submit("db")
+        future.wait()
+        return future.task_run.name
+
+    name = f()
+    mine = [r for r in caplog.records if getattr(r, "task_run_name", None) == name]
+    assert [r.getMessage() for r in mine] == ["extracting db", "printed db"]
+    assert all(r.name == "blocks.task_runs" and r.flow_run_name.startswith("f-") for r in mine)
+
+
+def test_an_unpicklable_argument_fails_the_run_in_the_flow_process() -> None:
+    states: list[State] = []
+
+    @flow(task_runner=local_runner(n_workers=1))
+    def f() -> None:
+        states.append(final(takes_anything.submit(threading.Lock())))
+
+    f()
+    (state,) = states
+    assert state.is_failed() and isinstance(state.exception, TypeError)
+    assert "cannot be sent to the Dask workers: its arguments" in str(state.exception)
+
+
+# -- results and caching -------------------------------------------------------------------------
+
+
+def test_a_cached_task_persists_on_the_worker_and_the_next_flow_run_is_a_cached_hit(
+    tmp_path: Path,
+) -> None:
+    storage = LocalFileSystem(basepath=str(tmp_path / "results"))
+    cached = count_calls.with_options(cache_key_fn=task_input_hash, result_storage=storage)
+    log = str(tmp_path / "calls")
+
+    states: list[State] = []
+
+    @flow(task_runner=local_runner(n_workers=1))
+    def f() -> None:
+        states.append(final(cached.submit(log)))
+
+    f()
+    f()
+    first, second = states
+    assert first.is_completed() and not first.is_cached() and first.result() == 1
+    assert second.is_cached() and second.result() == 1
+    assert Path(log).read_text() == "x"  # computed once, by the first flow run's worker
+    assert len(list((tmp_path / "results").iterdir())) == 1
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_the_temporary_cluster_and_its_worker_processes_end_with_the_flow_run() -> None:
+    runners: list[DaskTaskRunner] = []
+    template = local_runner()
+
+    @flow(task_runner=template)
+    def f() -> set[int]:
+        run = current_flow_run()
+        assert run is not None and isinstance(run.task_runner, DaskTaskRunner)
+        runners.append(run.task_runner)
+        return {pid for _, pid, _ in (fut.result() for fut in where.map(range(4)))}
+
+    pids = f()
+    (runner,) = runners
+    assert runner is not template and template.client is None  # the template never starts
+    assert runner.client is None and runner.cluster is None
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
+                                 timeout=5)
+    assert not alive
+    children = psutil.Process().children(recursive=True)
+    assert not {c.pid for c in children} & pids
+
+
+def test_an_existing_cluster_is_used_by_address_and_left_running() -> None:
+    with distributed.LocalCluster(**LOCAL) as cluster:  # type: ignore[no-untyped-call]
+        runner = DaskTaskRunner(address=cluster.scheduler_address)
+
+        @flow(task_runner=runner)
+        def f() -> set[str]:
+            return {addr for _, _, addr in (fut.result() for fut in where.map(range(4)))}
+
+        workers = set(cluster.scheduler_info["workers"])
+        assert len(workers) == 2
+        assert f() == workers  # the runner's tasks ran on this cluster's workers
+        assert f() == workers  # which are still up for the next flow run
+        assert set(cluster.scheduler_info["workers"]) == workers
+
+
+def test_thread_workers_run_tasks_in_the_flow_process() -> None:
+    @flow(task_runner=local_runner(processes=False))
+    def f() -> list[tuple[int, int, str]]:
+        return [fut.result() for fut in where.map(range(2))]
+
+    assert {pid for _, pid, _ in f()} == {os.getpid()}
+
+
+# -- construction --------------------------------------------------------------------------------
+
+
+def test_address_and_cluster_options_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        DaskTaskRunner(address="tcp://127.0.0.1:8786", cluster_kwargs={"n_workers": 1})
+
+
+def test_task_runners_reexports_dask_runner_without_importing_dask_until_asked() -> None:
+    code = (
+        "import sys\n"
+        "import blocks, blocks.task_runners as tr\n"
+        "assert 'distributed' not in sys.modules and 'blocks.dask' not in sys.modules\n"
+        "from blocks.task_runners import DaskTaskRunner\n"
+        "from blocks.dask import DaskTaskRunner as D\n"
+        "assert DaskTaskRunner is D and 'DaskTaskRunner' in tr.__all__\n"
+        "try:\n"
+        "    tr.NoSuchRunner\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
