@@ -197,13 +197,13 @@ class DaskTaskRunner(TaskRunner):
             if wait:
                 concurrent.futures.wait(pending)
             else:
-                client.cancel(  # type: ignore[no-untyped-call]
-                    [bridge.dask_future for bridge in pending]
-                )
-                for bridge in pending:
+                for bridge in pending:  # settled first, so the cancellation is not reported
                     bridge.settle(Crashed(
                         message="Cancelled: the flow run ended before this task finished."
                     ))
+                client.cancel(  # type: ignore[no-untyped-call]
+                    [bridge.dask_future for bridge in pending]
+                )
         finally:
             client.close()  # type: ignore[no-untyped-call]
             if cluster is not None:
@@ -313,6 +313,8 @@ class DaskTaskRunner(TaskRunner):
 
     def _collect(self, bridge: _Bridge, run: TaskRun) -> None:
         """Fetch a finished run's outcome into the flow process: replay its logs, set its state."""
+        if bridge.done():  # cancelled by a shutdown that did not wait
+            return
         try:
             outcome: _Outcome = bridge.dask_future.result()
             state = outcome.state

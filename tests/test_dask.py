@@ -302,3 +302,49 @@ def test_task_runners_reexports_dask_runner_without_importing_dask_until_asked()
         "    raise SystemExit('no AttributeError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@task
+def sleeper(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_timed_out_flow_run_does_not_wait_for_its_tasks_and_they_end_crashed() -> None:
+    futures: list[TaskFuture[float]] = []
+
+    @flow(timeout_seconds=1, task_runner=local_runner(n_workers=1))
+    def f() -> float:
+        futures.append(sleeper.submit(60))
+        return futures[0].result()
+
+    started = time.monotonic()
+    state = f(return_state=True)
+    assert state.name == "TimedOut"
+    assert time.monotonic() - started < 20  # Dask kills the busy worker after a few seconds
+    assert futures[0].state.is_crashed()
+    assert "flow run ended" in (futures[0].state.message or "")
+
+
+def test_a_flow_retry_starts_a_fresh_cluster() -> None:
+    schedulers: list[str] = []
+
+    @flow(retries=1, task_runner=local_runner(n_workers=1))
+    def f() -> int:
+        run = current_flow_run()
+        assert run is not None and isinstance(run.task_runner, DaskTaskRunner)
+        value = double.submit(run.run_count).result()
+        client = run.task_runner.client
+        assert client is not None
+        schedulers.append(client.scheduler.address)
+        if run.run_count == 1:
+            raise Boom("first attempt")
+        return value
+
+    assert f() == 4
+    assert len(set(schedulers)) == 2
+
+
+def test_submit_refuses_a_callable_that_is_not_a_task_run() -> None:
+    with pytest.raises(TypeError, match=r"task.submit\(\)"):
+        local_runner().submit(lambda: State.__new__(State))
