@@ -34,6 +34,7 @@ import contextvars
 import importlib
 import importlib.util
 import logging
+import multiprocessing
 import os
 import pickle
 import socket
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
 __all__ = ["DaskTaskRunner", "RemoteTaskError"]
 
 DASK_EXTRA = "pip install 'blocks[dask]'"
+_MAIN_GUARD = (
+    "Dask's worker processes import your main module: a script must call its flow under "
+    "`if __name__ == \"__main__\":`."
+)
 
 
 class RemoteTaskError(BlocksError):
@@ -148,6 +153,8 @@ class DaskTaskRunner(TaskRunner):
                 return self._client
             import distributed
 
+            if getattr(multiprocessing.current_process(), "_inheriting", False):
+                raise RuntimeError(_MAIN_GUARD)  # a worker process importing the user's script
             if self.address is not None:
                 try:
                     client = distributed.Client(  # type: ignore[no-untyped-call]
@@ -162,7 +169,11 @@ class DaskTaskRunner(TaskRunner):
                     module, _, name = cluster_class.rpartition(".")
                     cluster_class = getattr(importlib.import_module(module), name)
                 assert callable(cluster_class)
-                cluster = cluster_class(**self.cluster_kwargs)
+                try:
+                    cluster = cluster_class(**self.cluster_kwargs)
+                except Exception as exc:
+                    exc.add_note(f"DaskTaskRunner could not start {cluster_class!r}. {_MAIN_GUARD}")
+                    raise
                 try:
                     if self.adapt_kwargs is not None:
                         cluster.adapt(**self.adapt_kwargs)

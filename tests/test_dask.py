@@ -270,6 +270,41 @@ def test_an_existing_cluster_is_used_by_address_and_left_running() -> None:
         assert set(cluster.scheduler_info["workers"]) == workers
 
 
+def test_a_cluster_class_by_import_path_with_adaptive_scaling() -> None:
+    runner = DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={**LOCAL, "n_workers": 0},
+        adapt_kwargs={"minimum": 1, "maximum": 1},
+    )
+
+    @flow(task_runner=runner)
+    def f() -> list[int]:
+        return [fut.result() for fut in double.map(range(3))]
+
+    assert f() == [0, 2, 4]
+
+
+def test_a_script_without_a_main_guard_gets_told_what_to_fix(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from blocks import flow, task\n"
+        "from blocks.task_runners import DaskTaskRunner\n"
+        "@task\n"
+        "def one() -> int:\n"
+        "    return 1\n"
+        "@flow(task_runner=DaskTaskRunner(cluster_kwargs={'n_workers': 1,"
+        " 'dashboard_address': ':0'}))\n"
+        "def f() -> int:\n"
+        "    return one.submit().result()\n"
+        "f()\n"  # no `if __name__ == "__main__":`
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode != 0
+    assert 'a script must call its flow under `if __name__ == "__main__":`' in done.stderr
+
+
 def test_thread_workers_run_tasks_in_the_flow_process() -> None:
     @flow(task_runner=local_runner(processes=False))
     def f() -> list[tuple[int, int, str]]:
