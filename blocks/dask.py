@@ -171,7 +171,7 @@ class DaskTaskRunner(TaskRunner):
                 assert callable(cluster_class)
                 try:
                     cluster = cluster_class(**self.cluster_kwargs)
-                except Exception as exc:
+                except RuntimeError as exc:  # "Nanny failed to start", most often this:
                     exc.add_note(f"DaskTaskRunner could not start {cluster_class!r}. {_MAIN_GUARD}")
                     raise
                 try:
@@ -336,7 +336,14 @@ class DaskTaskRunner(TaskRunner):
             run.run_count = outcome.run_count
             if outcome.name is not None:
                 run._name = outcome.name  # a task_run_name template is rendered on the worker
-        except Exception as exc:  # a lost worker, a cancelled key, a result Dask cannot pickle
+        except TypeError as exc:  # Dask could not pickle the result on the worker
+            error = TypeError(
+                f"Task {run.task.name!r} ran on a Dask worker but its result cannot be sent "
+                f"back: {exc}. Return a picklable value."
+            )
+            state = Failed(error)
+            log_failure(run_logger(run), state, run.task.retries, max(run.run_count, 1))
+        except Exception as exc:  # a lost worker (KilledWorker), a cancelled key
             state = Crashed(exc)
             log_failure(run_logger(run), state, run.task.retries, max(run.run_count, 1))
         run.state = state

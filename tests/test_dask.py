@@ -192,17 +192,25 @@ def test_run_logger_and_log_prints_records_carry_the_task_run_name(
     assert all(r.name == "blocks.task_runs" and r.flow_run_name.startswith("f-") for r in mine)
 
 
-def test_an_unpicklable_argument_fails_the_run_in_the_flow_process() -> None:
+@task
+def makes_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+def test_unpicklable_arguments_and_results_fail_the_run() -> None:
     states: list[State] = []
 
     @flow(task_runner=local_runner(n_workers=1))
     def f() -> None:
         states.append(final(takes_anything.submit(threading.Lock())))
+        states.append(final(makes_lock.submit()))
 
     f()
-    (state,) = states
-    assert state.is_failed() and isinstance(state.exception, TypeError)
-    assert "cannot be sent to the Dask workers: its arguments" in str(state.exception)
+    argument, result = states
+    assert argument.is_failed() and isinstance(argument.exception, TypeError)
+    assert "cannot be sent to the Dask workers: its arguments" in str(argument.exception)
+    assert result.is_failed() and isinstance(result.exception, TypeError)
+    assert "its result cannot be sent back" in str(result.exception)
 
 
 # -- results and caching -------------------------------------------------------------------------
