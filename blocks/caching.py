@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from blocks.context import TaskRun
     from blocks.results import ResultStore
 
-__all__ = ["call_cache_key_fn", "key_lock", "persist", "result_store", "task_input_hash"]
+__all__ = [
+    "KeyLock",
+    "call_cache_key_fn",
+    "key_lock",
+    "persist",
+    "result_store",
+    "task_input_hash",
+]
 
 CacheKeyFn = Callable[..., str | None]
 
@@ -177,27 +184,79 @@ _key_locks: dict[str, list[Any]] = {}  # lock name -> [threading.Lock, users]
 _key_locks_guard = threading.Lock()
 
 
-@contextmanager
-def key_lock(store: ResultStore, key: str) -> Iterator[None]:
-    """Hold the lock of `key` in `store`: one thread per process, one process per machine."""
-    name = hashlib.blake2b(
-        f"{store.storage.describe()}\x00{key}".encode(), digest_size=16
-    ).hexdigest()
-    with _key_locks_guard:
-        entry = _key_locks.get(name)
-        if entry is None:
-            entry = _key_locks[name] = [threading.Lock(), 0]
-        entry[1] += 1
-    try:
-        with entry[0]:
-            from filelock import FileLock
+class KeyLock:
+    """The lock of one key in one store: one thread per process, one process per machine.
 
-            locks = settings.blocks_home() / "locks"
-            locks.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(locks / f"{name}.lock"), thread_local=False):
-                yield
-    finally:
+    ``acquire(blocking=False)`` never waits, so an event loop can poll it between sleeps
+    instead of parking a worker thread on it; ``release()`` may run in any thread.
+    """
+
+    __slots__ = ("_file", "name")
+
+    def __init__(self, store: ResultStore, key: str) -> None:
+        self.name = hashlib.blake2b(
+            f"{store.storage.describe()}\x00{key}".encode(), digest_size=16
+        ).hexdigest()
+        self._file: Any = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock (waiting for it, unless not `blocking`); whether it was taken."""
+        from filelock import FileLock, Timeout
+
         with _key_locks_guard:
+            entry = _key_locks.get(self.name)
+            if entry is None:
+                entry = _key_locks[self.name] = [threading.Lock(), 0]
+            entry[1] += 1
+        taken = False
+        try:
+            if not entry[0].acquire(blocking):
+                return False
+            try:
+                locks = settings.blocks_home() / "locks"
+                locks.mkdir(parents=True, exist_ok=True)
+                file_lock = FileLock(str(locks / f"{self.name}.lock"), thread_local=False)
+                try:
+                    file_lock.acquire(blocking=blocking)
+                except Timeout:
+                    return False
+                self._file = file_lock
+                taken = True
+                return True
+            finally:
+                if not taken:
+                    entry[0].release()
+        finally:
+            if not taken:
+                self._leave()
+
+    def release(self) -> None:
+        """Let the next thread or process in."""
+        file_lock, self._file = self._file, None
+        if file_lock is None:
+            return
+        try:
+            file_lock.release()
+        finally:
+            with _key_locks_guard:
+                entry = _key_locks[self.name]
+            entry[0].release()
+            self._leave()
+
+    def _leave(self) -> None:
+        with _key_locks_guard:
+            entry = _key_locks[self.name]
             entry[1] -= 1
             if entry[1] == 0:
-                del _key_locks[name]
+                del _key_locks[self.name]
+
+
+@contextmanager
+def key_lock(store: ResultStore, key: str) -> Iterator[None]:
+    """Hold the lock of `key` in `store` for the ``with`` block (see `KeyLock`)."""
+    lock = KeyLock(store, key)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -23,6 +23,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
     import logging
 
     from blocks.flows import Flow
@@ -50,16 +52,22 @@ _run_numbers = itertools.count(1)
 
 
 class FlowRun:
-    """One execution of a `Flow`: its parameters, defaults for its tasks, and task runner."""
+    """One execution of a `Flow`: its parameters, defaults for its tasks, and task runner.
+
+    `loop` is the event loop an async flow runs on (None for a sync flow); `pending` holds the
+    futures of async tasks submitted onto it, which the run waits for (or cancels) as it ends.
+    """
 
     __slots__ = (
         "_id",
         "_logger",
         "flow",
         "log_prints",
+        "loop",
         "name",
         "parameters",
         "parent",
+        "pending",
         "persist_result",
         "result_serializer",
         "result_storage",
@@ -84,6 +92,8 @@ class FlowRun:
         self.state: State | None = None
         self._id: str | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: set[concurrent.futures.Future[State]] = set()
         outer = parent.flow_run if isinstance(parent, TaskRun) else parent
         # A flow's result settings are the defaults for its tasks; a subflow inherits its parent's.
         self.result_storage: Any = flow.result_storage

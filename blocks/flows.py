@@ -5,6 +5,13 @@ A flow called inside another flow is a subflow: its own run, with the parent's r
 as defaults. A flow's ``result_storage``, ``result_serializer``, ``persist_result`` and
 ``log_prints`` are the defaults of the tasks it calls.
 
+An ``async def`` flow is called like any async function: calling it returns a coroutine, and
+``asyncio.run(main())`` (or ``await main()`` in async code) runs it — with the same retries,
+timeout (the body is cancelled), hooks, persistence and parameter validation. Inside it,
+``await my_async_task(x)`` runs a task on the flow's loop, ``asyncio.gather`` runs several
+at once, a sync task call blocks as usual, and an async task's ``.submit()`` schedules it on
+the loop (``await future``); the run waits for what was submitted before it ends.
+
 Example:
     >>> from blocks import flow, task
     >>> @task
@@ -19,14 +26,16 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import inspect
 import sys
-import time
 import types
 import typing
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
@@ -40,16 +49,30 @@ from blocks.context import (
     set_current,
 )
 from blocks.errors import BlocksError, TaskTimeout
-from blocks.futures import resolve_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.states import Completed, Crashed, Failed, State, TimedOut
-from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
-from blocks.tasks import RetryDelay, _key_prefix, call_hooks, retry_delay, retry_delays
+from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
+from blocks.tasks import (
+    Blocking,
+    Call,
+    Engine,
+    Resolve,
+    RetryDelay,
+    Sleep,
+    Step,
+    _key_prefix,
+    adrive,
+    drive,
+    retry_delay,
+    retry_delays,
+    run_hooks,
+)
 
 __all__ = ["Flow", "ParameterTypeError", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 FlowHook = Callable[["Flow[Any, Any]", FlowRun, State], Any]
 
@@ -80,8 +103,9 @@ class Flow(Generic[P, R]):
     As in Prefect 3, ``persist_result=True`` (or a ``result_storage``) on a flow makes every
     task it calls persist its result too, unless the task says ``persist_result=False``.
 
-    ``timeout_seconds`` runs the body in a worker thread and stops waiting when time is up;
-    Python cannot kill the thread, so the body may go on running in the background.
+    ``timeout_seconds`` runs a sync body in a worker thread and stops waiting when time is up;
+    Python cannot kill the thread, so the body may go on running in the background. An async
+    body is cancelled, and the async tasks it submitted with it.
     """
 
     def __init__(
@@ -131,6 +155,7 @@ class Flow(Generic[P, R]):
         self.on_completion = list(on_completion or ())
         self.on_crashed = list(on_crashed or ())
         self._delays = retry_delays(retry_delay_seconds, retries)
+        self.isasync = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         check_run_name(flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}")
         self._validator: _ParameterValidator | Literal[False] | None = False  # False: not built
@@ -159,24 +184,38 @@ class Flow(Generic[P, R]):
 
     @overload
     def __call__(  # type: ignore[valid-type]
+        self: Flow[P, Coroutine[Any, Any, T]], *args: P.args, return_state: Literal[True],
+        **kwargs: P.kwargs,
+    ) -> Coroutine[Any, Any, State]: ...
+
+    @overload
+    def __call__(  # type: ignore[valid-type]
         self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs
     ) -> State: ...
 
     def __call__(  # type: ignore[valid-type]
         self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs
-    ) -> R | State:
-        """Run the flow and return its value (or its `State` with ``return_state=True``)."""
+    ) -> Any:
+        """Run the flow and return its value (or its `State` with ``return_state=True``).
+
+        An ``async def`` flow returns a coroutine instead, as a plain async function does:
+        ``asyncio.run(main())`` or ``await main()`` runs it.
+        """
         bound = self._signature.bind(*args, **kwargs)
-        runner = (self.task_runner or ConcurrentTaskRunner()).duplicate()
-        run = FlowRun(self, dict(bound.arguments), get_current(), runner)
-        if run.log_prints:
-            install_print_capture()
-        token = set_current(run)
-        try:
-            state = self._run(run, bound)
-        finally:
-            reset_current(token)
+        if self.isasync:
+            return self._acall(bound, return_state)
+        state = drive(self._steps(self._new_run(bound), bound))
         return state if return_state else state.result()
+
+    async def _acall(self, bound: inspect.BoundArguments, return_state: bool) -> Any:
+        run = self._new_run(bound)
+        run.loop = asyncio.get_running_loop()
+        state = await adrive(self._steps(run, bound))
+        return state if return_state else state.result()
+
+    def _new_run(self, bound: inspect.BoundArguments) -> FlowRun:
+        runner = (self.task_runner or ConcurrentTaskRunner()).duplicate()
+        return FlowRun(self, dict(bound.arguments), get_current(), runner)
 
     def _start(self, run: FlowRun, bound: inspect.BoundArguments) -> State | None:
         """Validate the arguments and name the run; a Failed state if the flow must not start."""
@@ -193,50 +232,55 @@ class Flow(Generic[P, R]):
             return Failed(exc)
         return None
 
-    def _run(self, run: FlowRun, bound: inspect.BoundArguments) -> State:
-        failed = self._start(run, bound)
-        logger = run_logger(run)  # after _start: its records carry the run's final name
-        if failed is not None:
-            run.state = failed
-            log_failure(logger, failed, self.retries, run.run_count)
-            call_hooks(self.on_failure, self, run, failed)
-            return failed
-        args, kwargs = bound.args, bound.kwargs
-        logger.info("Beginning flow run %r for flow %r", run.name, self.name)
+    def _steps(self, run: FlowRun, bound: inspect.BoundArguments) -> Engine:
+        """The state machine of one flow run, sync or async (see `blocks.tasks.Step`)."""
+        if run.log_prints:
+            install_print_capture()
+        token = set_current(run)
         try:
-            state = self._attempts(run, args, kwargs)
-        except BaseException as exc:
-            run.task_runner.shutdown(wait=False)
-            run.state = state = Crashed(exc)
-            logger.error("Crashed: %s", state.message)
-            call_hooks(self.on_crashed, self, run, state)
-            raise
-        run.state = state
-        if state.is_failed():
-            log_failure(logger, state, self.retries, run.run_count)
-            call_hooks(self.on_failure, self, run, state)
-        else:
-            logger.info("Finished in state %s", state.name)
-            call_hooks(self.on_completion, self, run, state)
-        return state
+            failed = self._start(run, bound)
+            logger = run_logger(run)  # after _start: its records carry the run's final name
+            if failed is not None:
+                run.state = failed
+                log_failure(logger, failed, self.retries, run.run_count)
+                yield from run_hooks(self.on_failure, self, run, failed)
+                return failed
+            logger.info("Beginning flow run %r for flow %r", run.name, self.name)
+            try:
+                state = yield from self._attempts(run, bound.args, bound.kwargs)
+            except BaseException as exc:
+                _abandon(run)
+                run.state = state = Crashed(exc)
+                logger.error("Crashed: %s", state.message)
+                yield from run_hooks(self.on_crashed, self, run, state)
+                raise
+            run.state = state
+            if state.is_failed():
+                log_failure(logger, state, self.retries, run.run_count)
+                yield from run_hooks(self.on_failure, self, run, state)
+            else:
+                logger.info("Finished in state %s", state.name)
+                yield from run_hooks(self.on_completion, self, run, state)
+            return state
+        finally:
+            reset_current(token)
 
-    def _attempts(self, run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+    def _attempts(self, run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
+        call = Call(self.fn, args, kwargs, self.timeout_seconds, lambda: f"Flow run {run.name!r}")
         while True:
             run.run_count += 1
             timed_out = False
             try:
-                if self.timeout_seconds is not None:
-                    value = call_with_timeout(
-                        self.fn, args, kwargs, self.timeout_seconds, f"Flow run {run.name!r}"
-                    )
-                else:
-                    value = self.fn(*args, **kwargs)
-                value = resolve_futures(value)
-                run.task_runner.shutdown(wait=True)
+                value = yield call
+                (value,) = yield Resolve(value)
+                yield _Settle(run, wait=True)
                 if run.persist_result:
-                    store = caching.result_store(run.result_storage, run.result_serializer)
+                    store = yield Blocking(
+                        caching.result_store, run.result_storage, run.result_serializer
+                    )
                     key = f"{_key_prefix(self.name)}-{uuid.uuid4().hex}"
-                    store.write(key, value, task=f"flow:{self.name}")
+                    yield Blocking(functools.partial(store.write, task=f"flow:{self.name}"),
+                                   key, value)
                 return Completed(value)
             except TaskTimeout as exc:
                 timed_out = True
@@ -244,7 +288,7 @@ class Flow(Generic[P, R]):
             except Exception as exc:
                 state = Failed(exc)
             # Abandon what a timed-out body left behind; otherwise let submitted tasks finish.
-            run.task_runner.shutdown(wait=not timed_out)
+            yield _Settle(run, wait=not timed_out)
             if run.run_count > self.retries:
                 return state
             delay = retry_delay(self._delays, run.run_count, None)
@@ -253,7 +297,46 @@ class Flow(Generic[P, R]):
                 run.run_count, state.message, run.run_count, self.retries, delay,
             )
             if delay > 0:
-                time.sleep(delay)
+                yield Sleep(delay)
+
+
+class _Settle(Step):
+    """End an attempt's submitted work: let it finish (`wait`), or cancel what has not run.
+
+    Async: the flow's loop keeps running the async tasks it waits for, and the task runner's
+    blocking shutdown happens in a worker thread.
+    """
+
+    __slots__ = ("run_", "wait")
+
+    def __init__(self, run: FlowRun, wait: bool) -> None:
+        self.run_, self.wait = run, wait
+
+    def run(self) -> None:
+        if self.wait:
+            concurrent.futures.wait(list(self.run_.pending))
+        else:
+            _cancel_pending(self.run_)
+        self.run_.task_runner.shutdown(wait=self.wait)
+
+    async def arun(self) -> None:
+        pending = self.run_.pending
+        if not self.wait:
+            _cancel_pending(self.run_)
+        while self.wait and pending:
+            await asyncio.wait([asyncio.wrap_future(f) for f in list(pending)])
+        await asyncio.to_thread(self.run_.task_runner.shutdown, self.wait)
+
+
+def _cancel_pending(run: FlowRun) -> None:
+    for future in list(run.pending):
+        future.cancel()
+
+
+def _abandon(run: FlowRun) -> None:
+    """A crashing run stops waiting for anything it submitted."""
+    _cancel_pending(run)
+    run.task_runner.shutdown(wait=False)
 
 
 # -- parameter validation ------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """`TaskFuture`: the handle ``task.submit()`` returns, and resolution of futures in arguments.
 
+A future is also awaitable: ``await future`` gives its result without blocking an event loop.
+That is the way to wait, in an async flow, for an async task submitted there: it runs on the
+flow's own loop, so a blocking ``future.result()`` in that loop's thread could never finish and
+raises `RuntimeError` instead of hanging.
+
 Example:
     >>> @flow
     ... def fan_out(items: list[str]) -> list[str]:
@@ -9,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from blocks.states import Pending, Running, State
@@ -17,7 +24,7 @@ from blocks.states import Pending, Running, State
 if TYPE_CHECKING:
     from blocks.context import TaskRun
 
-__all__ = ["TaskFuture", "resolve_futures", "wait"]
+__all__ = ["TaskFuture", "aresolve_futures", "resolve_futures", "wait"]
 
 R = TypeVar("R")
 
@@ -29,16 +36,25 @@ class TaskFuture(Generic[R]):
     """The eventual final `State` of a submitted task run.
 
     ``result()`` waits and returns the value (or re-raises the task's exception);
-    ``wait()`` waits without raising; ``state`` is the current state without waiting.
+    ``wait()`` waits without raising; ``state`` is the current state without waiting;
+    ``await future`` is ``result()`` for async code, and ``await future.wait_async()`` is
+    ``wait()``. `loop` is the event loop the run is on, for an async task submitted from an
+    async flow (None otherwise).
     """
 
-    __slots__ = ("_future", "task_run")
+    __slots__ = ("_future", "loop", "task_run")
 
-    def __init__(self, task_run: TaskRun, future: concurrent.futures.Future[State]) -> None:
+    def __init__(
+        self,
+        task_run: TaskRun,
+        future: concurrent.futures.Future[State],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         global _futures_exist
         _futures_exist = True
         self.task_run = task_run
         self._future = future
+        self.loop = loop
 
     @property
     def state(self) -> State:
@@ -49,6 +65,7 @@ class TaskFuture(Generic[R]):
 
     def wait(self, timeout: float | None = None) -> State | None:
         """Wait up to `timeout` seconds for the run to finish; its final state, or None."""
+        self._check_blocking()
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -59,9 +76,41 @@ class TaskFuture(Generic[R]):
 
         Raises `TimeoutError` if it does not finish within `timeout` seconds.
         """
+        self._check_blocking()
         state = self._future.result(timeout)
         value: R = state.result(raise_on_failure=raise_on_failure)
         return value
+
+    async def wait_async(self) -> State:
+        """Wait for the run without blocking the event loop; its final state.
+
+        Cancelling the waiter does not cancel the run.
+        """
+        return await asyncio.shield(asyncio.wrap_future(self._future))
+
+    async def result_async(self, raise_on_failure: bool = True) -> R:
+        """`result()` for async code: ``await future.result_async()`` (or ``await future``)."""
+        state = await self.wait_async()
+        value: R = state.result(raise_on_failure=raise_on_failure)
+        return value
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.result_async().__await__()
+
+    def _check_blocking(self) -> None:
+        """Refuse to block the thread of the event loop this run needs to make progress."""
+        if self.loop is None or self._future.done():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self.loop:
+            raise RuntimeError(
+                f"Task run {self.task_run.name!r} runs on this event loop, so waiting for it "
+                "here with a blocking call would never return: use `await future` (or "
+                "`await future.wait_async()`) in async code."
+            )
 
     def done(self) -> bool:
         return self._future.done()
@@ -75,6 +124,8 @@ class TaskFuture(Generic[R]):
 
 def wait(futures: list[TaskFuture[Any]], timeout: float | None = None) -> None:
     """Wait until every future in `futures` is done (or `timeout` passes)."""
+    for future in futures:
+        future._check_blocking()
     concurrent.futures.wait([f._future for f in futures], timeout=timeout)
 
 
@@ -113,3 +164,25 @@ def resolve_futures(value: Any, depth: int = 0) -> Any:
     if kind is dict:
         return {k: resolve_futures(v, depth + 1) for k, v in value.items()}
     return value
+
+
+def futures_in(value: Any, depth: int = 0) -> list[TaskFuture[Any]]:
+    """The futures `resolve_futures` would wait for in `value`."""
+    if isinstance(value, TaskFuture):
+        return [value]
+    if depth >= 3:
+        return []
+    kind = type(value)
+    if kind in (list, tuple, set, frozenset):
+        return [f for v in value for f in futures_in(v, depth + 1)]
+    if kind is dict:
+        return [f for v in value.values() for f in futures_in(v, depth + 1)]
+    return []
+
+
+async def aresolve_futures(value: Any) -> Any:
+    """`resolve_futures` for async code: awaits the futures, then resolves without blocking."""
+    if _futures_exist:
+        for future in futures_in(value):
+            await future.wait_async()
+    return resolve_futures(value)

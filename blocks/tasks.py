@@ -6,6 +6,18 @@ element. A plain task (no option that needs work) costs a few microseconds over 
 the run context is one contextvar, names and ids are made only when asked for, and no
 result store is touched.
 
+``async def`` tasks are awaitables with the same options: ``await extract("db")`` inside an
+async flow runs it on the flow's event loop (retries sleep with ``asyncio.sleep``, a timeout
+cancels the body, result-store I/O runs in a worker thread so the loop keeps going). Their
+``.submit()`` from an async flow schedules the run on that loop (``await future`` for its
+value); from a sync flow, or outside any flow, the task runner runs it to the end on a private
+loop in its worker thread (``asyncio.run``).
+
+Sync and async runs share one engine: `Task._steps` is the state machine of a run (inputs,
+name, cache, attempts, retries, persistence, hooks) written as a generator of `Step` effects —
+call the function, sleep, read or write the store, take a key's lock. `drive` performs them
+blocking, `adrive` awaits them; no decision is made twice.
+
 Example:
     >>> from datetime import timedelta
     >>> from blocks import task
@@ -18,13 +30,16 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import inspect
 import random
 import re
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -41,7 +56,7 @@ from blocks.context import (
     set_current,
 )
 from blocks.errors import TaskTimeout, UpstreamFailed
-from blocks.futures import TaskFuture, has_futures, resolve_futures
+from blocks.futures import TaskFuture, aresolve_futures, has_futures, resolve_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.states import Cached, Completed, Crashed, Failed, State, TimedOut
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner, call_with_timeout
@@ -53,9 +68,12 @@ __all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 RetryDelay = float | Sequence[float] | Callable[[int], Sequence[float]]
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
+Engine = Generator["Step", Any, State]
+"""A run's engine (or part of one): yields `Step`s for a driver, returns the final state."""
 
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
@@ -106,11 +124,207 @@ def retry_delay(delays: list[float], attempt: int, jitter: float | None) -> floa
     return delay
 
 
-def call_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any, state: State) -> None:
+# -- steps and drivers: one engine for sync and async runs ---------------------------------------
+
+
+class Step:
+    """One effect a run's engine asks for; `drive` performs it blocking, `adrive` awaiting."""
+
+    __slots__ = ()
+
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    async def arun(self) -> Any:
+        raise NotImplementedError
+
+
+class Call(Step):
+    """Call the user's function once, under its timeout.
+
+    Sync: in this thread, or in a watched daemon thread when there is a timeout (abandoned,
+    not killed, when it expires). Async: awaited, and cancelled when the timeout expires.
+    Either way an expired timeout raises `TaskTimeout`.
+    """
+
+    __slots__ = ("args", "fn", "kwargs", "timeout", "what")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 timeout: float | None, what: Callable[[], str]) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.timeout, self.what = timeout, what
+
+    def run(self) -> Any:
+        if self.timeout is None:
+            return self.fn(*self.args, **self.kwargs)
+        return call_with_timeout(self.fn, self.args, self.kwargs, self.timeout, self.what())
+
+    async def arun(self) -> Any:
+        if self.timeout is None:
+            return await self.fn(*self.args, **self.kwargs)
+        scope = asyncio.timeout(self.timeout)
+        try:
+            async with scope:
+                return await self.fn(*self.args, **self.kwargs)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the body's own TimeoutError, not our deadline
+        raise TaskTimeout(
+            f"{self.what()} exceeded its timeout of {self.timeout:g} second(s) and was cancelled."
+        )
+
+
+class Blocking(Step):
+    """Blocking I/O (the result store, a runner's shutdown): in this thread, or in a worker
+    thread under asyncio (`asyncio.to_thread`) so the event loop keeps running."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+    def run(self) -> Any:
+        return self.fn(*self.args)
+
+    async def arun(self) -> Any:
+        return await asyncio.to_thread(self.fn, *self.args)
+
+
+class Sleep(Step):
+    """Wait before a retry: `time.sleep`, or `asyncio.sleep`."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+
+    async def arun(self) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+class Lock(Step):
+    """Take the "compute once" lock of a cache key; gives the held `caching.KeyLock`.
+
+    Sync: waits for it. Async: polls it between short ``asyncio.sleep``s — never parks a worker
+    thread on it, so many runs waiting for one key cannot starve the thread pool that the
+    holder needs to write its result.
+    """
+
+    __slots__ = ("key", "store")
+
+    def __init__(self, store: ResultStore, key: str) -> None:
+        self.store, self.key = store, key
+
+    def run(self) -> caching.KeyLock:
+        lock = caching.KeyLock(self.store, self.key)
+        lock.acquire()
+        return lock
+
+    async def arun(self) -> caching.KeyLock:
+        lock = caching.KeyLock(self.store, self.key)
+        pause = 0.001
+        while not lock.acquire(blocking=False):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return lock
+
+
+class Resolve(Step):
+    """Wait for the futures in some values and give the values with their results in place."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    def run(self) -> tuple[Any, ...]:
+        return tuple(resolve_futures(v) for v in self.values)
+
+    async def arun(self) -> tuple[Any, ...]:
+        return tuple([await aresolve_futures(v) for v in self.values])
+
+
+class Hook(Step):
+    """Call a state hook ``hook(owner, run, state)``; an async hook's awaitable is awaited
+    (by a sync run: on a private event loop, see `run_coroutine`)."""
+
+    __slots__ = ("args", "hook")
+
+    def __init__(self, hook: Callable[..., Any], *args: Any) -> None:
+        self.hook, self.args = hook, args
+
+    def run(self) -> None:
+        outcome = self.hook(*self.args)
+        if inspect.isawaitable(outcome):
+            run_coroutine(outcome)
+
+    async def arun(self) -> None:
+        outcome = self.hook(*self.args)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+def drive(steps: Generator[Step, Any, T]) -> T:
+    """Run an engine to its end in this thread, performing each step blocking.
+
+    A step's exception (even KeyboardInterrupt) is thrown back into the engine, which decides.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            value, error = step.run(), None
+        except BaseException as exc:
+            value, error = None, exc
+
+
+async def adrive(steps: Generator[Step, Any, T]) -> T:
+    """Run an engine to its end on the running event loop, awaiting each step (see `drive`)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            value, error = await step.arun(), None
+        except BaseException as exc:
+            value, error = None, exc
+
+
+def run_coroutine(awaitable: Awaitable[T]) -> T:
+    """Run `awaitable` to its end from sync code, with ``asyncio.run`` (in a new thread when
+    this one already runs an event loop, since loops do not nest). The current context goes
+    along, so the run still sees its flow run."""
+
+    async def main() -> T:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    ctx = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blocks-async") as pool:
+        return pool.submit(ctx.run, asyncio.run, main()).result()
+
+
+def run_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any,
+              state: State) -> Generator[Step, Any, None]:
     """Call each ``hook(owner, run, state)``; a failing hook is logged, never fatal."""
     for hook in hooks:
         try:
-            hook(owner, run, state)
+            yield Hook(hook, owner, run, state)
         except Exception:
             name = getattr(hook, "__name__", repr(hook))
             run_logger(run).exception("State hook %s failed; the run's state stands.", name)
@@ -132,9 +346,12 @@ class Task(Generic[P, R]):
     refresh_cache, persist_result, result_storage, result_serializer, result_storage_key,
     log_prints, on_failure / on_completion hooks ``hook(task, task_run, state)``.
 
-    ``timeout_seconds`` runs the body in a worker thread and stops waiting when time is up:
+    ``timeout_seconds`` runs a sync body in a worker thread and stops waiting when time is up:
     the run fails with `TaskTimeout`, but Python cannot kill a thread, so the body keeps
-    running in the background until it returns by itself.
+    running in the background until it returns by itself. An async body is cancelled instead.
+
+    An ``async def`` task is called with ``await`` (calling it returns a coroutine); its
+    options behave the same. With ``return_state=True`` the awaitable gives the `State`.
     """
 
     def __init__(
@@ -215,8 +432,10 @@ class Task(Generic[P, R]):
             self._plain_names = None
         self._name_set = frozenset(self._plain_names or ())
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+        self.isasync = inspect.iscoroutinefunction(fn)
         self._simple = not (
-            retries
+            self.isasync
+            or retries
             or task_run_name is not None
             or timeout_seconds
             or persist_result
@@ -264,12 +483,18 @@ class Task(Generic[P, R]):
 
     @overload
     def __call__(  # type: ignore[valid-type]
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, return_state: Literal[True],
+        **kwargs: P.kwargs,
+    ) -> Coroutine[Any, Any, State]: ...
+
+    @overload
+    def __call__(  # type: ignore[valid-type]
         self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs
     ) -> State: ...
 
     def __call__(  # type: ignore[valid-type]
         self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs
-    ) -> R | State:
+    ) -> Any:
         """Run the task now and return its value (or its `State` with ``return_state=True``)."""
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
@@ -298,21 +523,45 @@ class Task(Generic[P, R]):
             finally:
                 reset_current(token)
             return Completed(value) if return_state else value
-        state = self._run(TaskRun(self, flow_run, parent, self._log_prints(flow_run)), args, kwargs)
+        run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
+        if self.isasync:
+            return self._acall(run, args, kwargs, return_state)
+        state = drive(self._steps(run, args, kwargs))
         return state if return_state else state.result()
 
+    async def _acall(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     return_state: bool) -> Any:
+        state = await adrive(self._steps(run, args, kwargs))
+        return state if return_state else state.result()
+
+    @overload
+    def submit(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any,
+        wait_for: Iterable[TaskFuture[Any]] | None = None, **kwargs: Any,
+    ) -> TaskFuture[T]: ...
+
+    @overload
     def submit(self, *args: Any, wait_for: Iterable[TaskFuture[Any]] | None = None,
-               **kwargs: Any) -> TaskFuture[R]:
+               **kwargs: Any) -> TaskFuture[R]: ...
+
+    def submit(self, *args: Any, wait_for: Iterable[TaskFuture[Any]] | None = None,
+               **kwargs: Any) -> TaskFuture[Any]:
         """Run the task on the flow's task runner; return a `TaskFuture` at once.
 
         Futures among the arguments are waited for and replaced by their results;
-        `wait_for` names more futures to wait for first.
+        `wait_for` names more futures to wait for first. An async task submitted from an
+        async flow runs on the flow's event loop instead (``await future`` for its value);
+        elsewhere the runner runs it on a private loop in its worker.
         """
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
-        runner = flow_run.task_runner if flow_run is not None else _default_runner()
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         waits = list(wait_for or ())
+        loop = None if flow_run is None else flow_run.loop
+        if self.isasync and loop is not None and not loop.is_closed():
+            assert flow_run is not None
+            return self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
+        runner = flow_run.task_runner if flow_run is not None else _default_runner()
 
         def job() -> State:
             for future in waits:
@@ -321,7 +570,31 @@ class Task(Generic[P, R]):
 
         return TaskFuture(run, runner.submit(job))
 
-    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[R]]:
+    def _submit_to_loop(
+        self, loop: asyncio.AbstractEventLoop, flow_run: FlowRun, run: TaskRun,
+        args: tuple[Any, ...], kwargs: dict[str, Any], waits: list[TaskFuture[Any]],
+    ) -> TaskFuture[Any]:
+        """Schedule the run on the async flow's loop; the flow run waits for it as it ends."""
+
+        async def job() -> State:
+            for future in waits:
+                await future.wait_async()
+            return await adrive(self._steps(run, args, kwargs))
+
+        future = asyncio.run_coroutine_threadsafe(job(), loop)
+        flow_run.pending.add(future)
+        future.add_done_callback(flow_run.pending.discard)
+        return TaskFuture(run, future, loop)
+
+    @overload
+    def map(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> list[TaskFuture[T]]: ...
+
+    @overload
+    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[R]]: ...
+
+    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[Any]]:
         """Submit one run per element of the iterable arguments; return their futures in order.
 
         Arguments that are lists, tuples, sets, ranges, generators (or futures of them) are
@@ -383,17 +656,27 @@ class Task(Generic[P, R]):
         )
 
     def _run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
-        """Run to a final state: resolve inputs, look up the cache, attempt, persist, hooks."""
+        """Run to a final state in this thread (an async task: on a private event loop)."""
+        if self.isasync:
+            return run_coroutine(adrive(self._steps(run, args, kwargs)))
+        return drive(self._steps(run, args, kwargs))
+
+    def _steps(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
+        """The state machine of one run, sync or async: resolve inputs, name the run, look up
+        the cache, attempt and retry, persist, call hooks. Yields the effects it needs."""
         if run.log_prints:
             install_print_capture()
         token = set_current(run)
         try:
             try:
                 if has_futures(args, kwargs):
-                    args, kwargs = _resolve_inputs(self, args, kwargs)
+                    try:
+                        args, kwargs = yield Resolve(args, kwargs)
+                    except Exception as exc:
+                        raise _upstream_failed(self, exc) from exc
                 if self.task_run_name is not None:
                     self._name_run(run, args, kwargs)
-                state = self._execute(run, args, kwargs)
+                state = yield from self._execute(run, args, kwargs)
             except BaseException as exc:
                 if not isinstance(exc, Exception):
                     run.state = Crashed(exc)
@@ -402,20 +685,21 @@ class Task(Generic[P, R]):
             run.state = state
             if state.is_failed():
                 log_failure(run_logger(run), state, self.retries, run.run_count)
-                call_hooks(self.on_failure, self, run, state)
+                yield from run_hooks(self.on_failure, self, run, state)
             elif self.on_completion:
-                call_hooks(self.on_completion, self, run, state)
+                yield from run_hooks(self.on_completion, self, run, state)
             return state
         finally:
             reset_current(token)
 
-    def _execute(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+    def _execute(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
         flow_run = run.flow_run
+        call = Call(self.fn, args, kwargs, self.timeout_seconds, lambda: f"Task run {run.name!r}")
         persist = self.persist_result
         if persist is None:
             persist = bool(flow_run is not None and flow_run.persist_result)
         if not persist:
-            return self._attempts(run, lambda: Completed(self._call(run, args, kwargs)))
+            return (yield from self._attempts(run, lambda: self._plain(call)))
         storage, serializer = self.result_storage, self.result_serializer
         if flow_run is not None:
             storage = storage if storage is not None else flow_run.result_storage
@@ -436,49 +720,46 @@ class Task(Generic[P, R]):
             else:
                 assert self.cache_key_fn is not None
                 key = caching.call_cache_key_fn(self.cache_key_fn, self._key_arity, run, params)
-        store = caching.result_store(storage, serializer)
+        store: ResultStore = yield Blocking(caching.result_store, storage, serializer)
         if key is None:
             key = f"{self.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
-            return self._attempts(run, lambda: self._persisted(run, args, kwargs, store, key))
-        return self._attempts(run, lambda: self._cached(run, args, kwargs, store, key))
+            new_key = key
+            return (yield from self._attempts(run, lambda: self._persisted(call, store, new_key)))
+        cache_key = key
+        return (yield from self._attempts(run, lambda: self._cached(call, store, cache_key)))
 
-    def _call(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.timeout_seconds is None:
-            return self.fn(*args, **kwargs)
-        return call_with_timeout(
-            self.fn, args, kwargs, self.timeout_seconds, f"Task run {run.name!r}"
-        )
-
-    def _persisted(
-        self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
-        store: ResultStore, key: str,
-    ) -> State:
-        value = self._call(run, args, kwargs)
-        caching.persist(store, key, value, self.cache_expiration, self.name)
+    @staticmethod
+    def _plain(call: Call) -> Engine:
+        value = yield call
         return Completed(value)
 
-    def _cached(
-        self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
-        store: ResultStore, key: str,
-    ) -> State:
+    def _persisted(self, call: Call, store: ResultStore, key: str) -> Engine:
+        value = yield call
+        yield Blocking(caching.persist, store, key, value, self.cache_expiration, self.name)
+        return Completed(value)
+
+    def _cached(self, call: Call, store: ResultStore, key: str) -> Engine:
         """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
         if not self.refresh_cache:
-            hit = store.read(key)
+            hit = yield Blocking(store.read, key)
             if hit is not None:
                 return Cached(hit.value)
-        with caching.key_lock(store, key):
+        lock: caching.KeyLock = yield Lock(store, key)
+        try:
             if not self.refresh_cache:
-                hit = store.read(key)  # computed by whoever held the lock before us
+                hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
                 if hit is not None:
                     return Cached(hit.value)
-            return self._persisted(run, args, kwargs, store, key)
+            return (yield from self._persisted(call, store, key))
+        finally:
+            lock.release()
 
-    def _attempts(self, run: TaskRun, attempt: Callable[[], State]) -> State:
-        """Call `attempt` until it succeeds or the retries are spent; storage errors count too."""
+    def _attempts(self, run: TaskRun, attempt: Callable[[], Engine]) -> Engine:
+        """Run `attempt` until it succeeds or the retries are spent; storage errors count too."""
         while True:
             run.run_count += 1
             try:
-                return attempt()
+                return (yield from attempt())
             except TaskTimeout as exc:
                 state = TimedOut(exc)
             except Exception as exc:
@@ -491,19 +772,14 @@ class Task(Generic[P, R]):
                 run.run_count, state.message, run.run_count, self.retries, delay,
             )
             if delay > 0:
-                time.sleep(delay)
+                yield Sleep(delay)
 
 
-def _resolve_inputs(
-    task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    try:
-        return resolve_futures(args), resolve_futures(kwargs)
-    except Exception as exc:
-        raise UpstreamFailed(
-            f"Task {task.name!r} did not run: an upstream task failed with "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+def _upstream_failed(task: Task[Any, Any], exc: Exception) -> UpstreamFailed:
+    return UpstreamFailed(
+        f"Task {task.name!r} did not run: an upstream task failed with "
+        f"{type(exc).__name__}: {exc}"
+    )
 
 
 class _Mapped(list[Any]):
