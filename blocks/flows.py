@@ -48,11 +48,7 @@ from blocks.context import (
     reset_current,
     set_current,
 )
-from blocks.errors import BlocksError, TaskTimeout
-from blocks.logging import install_print_capture, log_failure, run_logger
-from blocks.states import Completed, Crashed, Failed, State, TimedOut
-from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
-from blocks.tasks import (
+from blocks.engine import (
     Blocking,
     Call,
     Engine,
@@ -60,13 +56,17 @@ from blocks.tasks import (
     RetryDelay,
     Sleep,
     Step,
-    _key_prefix,
     adrive,
     drive,
+    key_prefix,
     retry_delay,
     retry_delays,
     run_hooks,
 )
+from blocks.errors import BlocksError, TaskTimeout
+from blocks.logging import install_print_capture, log_failure, run_logger
+from blocks.states import Completed, Crashed, Failed, State, TimedOut
+from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
 
 __all__ = ["Flow", "ParameterTypeError", "flow"]
 
@@ -233,7 +233,7 @@ class Flow(Generic[P, R]):
         return None
 
     def _steps(self, run: FlowRun, bound: inspect.BoundArguments) -> Engine:
-        """The state machine of one flow run, sync or async (see `blocks.tasks.Step`)."""
+        """The state machine of one flow run, sync or async (see `blocks.engine.Step`)."""
         if run.log_prints:
             install_print_capture()
         token = set_current(run)
@@ -278,7 +278,7 @@ class Flow(Generic[P, R]):
                     store = yield Blocking(
                         caching.result_store, run.result_storage, run.result_serializer
                     )
-                    key = f"{_key_prefix(self.name)}-{uuid.uuid4().hex}"
+                    key = f"{key_prefix(self.name)}-{uuid.uuid4().hex}"
                     yield Blocking(functools.partial(store.write, task=f"flow:{self.name}"),
                                    key, value)
                 return Completed(value)
