@@ -30,12 +30,14 @@ _EXPORTS: dict[str, str] = {
     "get_run_logger": "blocks.logging",
     "State": "blocks.states",
     "BlocksError": "blocks.errors",
+    "ParameterTypeError": "blocks.errors",
 }
 
 __all__ = [
     "Block",
     "BlocksError",
     "Flow",
+    "ParameterTypeError",
     "SecretDict",
     "State",
     "Task",
@@ -48,7 +50,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from blocks.core import Block, SecretDict
-    from blocks.errors import BlocksError
+    from blocks.errors import BlocksError, ParameterTypeError
     from blocks.flows import Flow, flow
     from blocks.logging import get_run_logger
     from blocks.states import State

@@ -81,3 +81,11 @@ class TaskTimeout(BlocksError, TimeoutError):
 
 class UpstreamFailed(BlocksError):
     """A result was requested from a run that did not complete."""
+
+
+class ParameterTypeError(BlocksError, TypeError):
+    """A flow's parameter does not validate against its type hint; the flow did not start.
+
+    The message names each bad parameter and what was expected, never the value given (it may
+    be a secret).
+    """

@@ -30,11 +30,7 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
-import sys
-import types
-import typing
 import uuid
-import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -63,8 +59,9 @@ from blocks.engine import (
     retry_delays,
     run_hooks,
 )
-from blocks.errors import BlocksError, TaskTimeout
+from blocks.errors import ParameterTypeError, TaskTimeout
 from blocks.logging import install_print_capture, log_failure, run_logger
+from blocks.parameters import ParameterValidator, defining_namespace, parameter_hints
 from blocks.states import Completed, Crashed, Failed, State, TimedOut
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
 
@@ -75,14 +72,6 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 FlowHook = Callable[["Flow[Any, Any]", FlowRun, State], Any]
-
-
-class ParameterTypeError(BlocksError, TypeError):
-    """A flow's parameter does not validate against its type hint; the flow did not start.
-
-    The message names each bad parameter and what was expected, never the value given (it may
-    be a secret).
-    """
 
 
 class Flow(Generic[P, R]):
@@ -158,8 +147,8 @@ class Flow(Generic[P, R]):
         self.isasync = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         check_run_name(flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}")
-        self._validator: _ParameterValidator | Literal[False] | None = False  # False: not built
-        self._localns = _defining_namespace() if validate_parameters else None
+        self._validator: ParameterValidator | Literal[False] | None = False  # False: not built
+        self._localns = defining_namespace(__name__) if validate_parameters else None
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__wrapped__ = fn
@@ -171,9 +160,9 @@ class Flow(Generic[P, R]):
         """The given arguments of type-hinted parameters, validated and coerced."""
         validator = self._validator
         if validator is False:  # built on first call: hints may name classes defined later
-            fields = _parameter_hints(self.fn, self._signature, self.name, self._localns)
+            fields = parameter_hints(self.fn, self._signature, self.name, self._localns)
             validator = self._validator = (
-                _ParameterValidator(self.name, fields) if fields else None
+                ParameterValidator(self.name, fields) if fields else None
             )
         return {} if validator is None else validator(arguments)
 
@@ -337,103 +326,6 @@ def _abandon(run: FlowRun) -> None:
     """A crashing run stops waiting for anything it submitted."""
     _cancel_pending(run)
     run.task_runner.shutdown(wait=False)
-
-
-# -- parameter validation ------------------------------------------------------------------------
-
-
-class _ParameterValidator:
-    """Validates and coerces the arguments of a flow's type-hinted parameters with pydantic.
-
-    One model holds a field per annotated parameter (``p0``, ``p1``, ... aliased to the
-    parameter's name, so names like ``json`` or ``schema`` cannot clash with pydantic's own).
-    """
-
-    def __init__(self, flow_name: str, fields: dict[str, Any]) -> None:
-        from pydantic import ConfigDict, Field, create_model
-
-        self.flow_name = flow_name
-        self.names = list(fields)
-        self.model = create_model(  # type: ignore[call-overload]
-            "FlowParameters",
-            __config__=ConfigDict(arbitrary_types_allowed=True, populate_by_name=False),
-            **{
-                f"p{i}": (hint, Field(default=None, alias=name))
-                for i, (name, hint) in enumerate(fields.items())
-            },
-        )
-
-    def __call__(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        from pydantic import ValidationError
-
-        given = {name: arguments[name] for name in self.names if name in arguments}
-        if not given:
-            return {}
-        problems: list[tuple[str, str]] | None = None
-        try:
-            model = self.model.model_validate(given)
-        except ValidationError as exc:
-            # Only where and what: pydantic's own message would echo the input value.
-            problems = [
-                (".".join(str(part) for part in err["loc"]), err["msg"])
-                for err in exc.errors(include_url=False, include_input=False,
-                                      include_context=False)
-            ]
-        if problems is not None:  # raised outside the except: no chained ValidationError
-            lines = "; ".join(f"parameter {loc!r}: {msg}" for loc, msg in problems)
-            raise ParameterTypeError(
-                f"Flow {self.flow_name!r} did not start: invalid parameters - {lines}."
-            )
-        return {
-            name: getattr(model, f"p{i}")
-            for i, name in enumerate(self.names)
-            if name in given
-        }
-
-
-def _defining_namespace() -> dict[str, Any] | None:
-    """The local names where the flow is defined, when inside a function (as pydantic's
-    ``validate_call`` does), so string hints naming local classes still resolve."""
-    frame = sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
-        frame = frame.f_back
-    if frame.f_locals is frame.f_globals:
-        return None
-    return dict(frame.f_locals)
-
-
-def _parameter_hints(fn: Callable[..., Any], signature: inspect.Signature, flow_name: str,
-                     localns: dict[str, Any] | None) -> dict[str, Any]:
-    """The type hints of `fn`'s parameters, resolved; one that cannot be is left unvalidated."""
-    try:
-        hints = typing.get_type_hints(fn, localns=localns, include_extras=True)
-    except Exception:
-        hints = {}
-        globalns = getattr(inspect.unwrap(fn), "__globals__", {})
-        for name, annotation in getattr(fn, "__annotations__", {}).items():
-            holder = types.SimpleNamespace(__annotations__={name: annotation})
-            try:
-                hints.update(
-                    typing.get_type_hints(holder, globalns, localns, include_extras=True)
-                )
-            except Exception as exc:
-                if name != "return":
-                    warnings.warn(
-                        f"Flow {flow_name!r}: the type hint of parameter {name!r} cannot be "
-                        f"resolved ({type(exc).__name__}: {exc}); it is not validated.",
-                        stacklevel=4,
-                    )
-    fields: dict[str, Any] = {}
-    for name, param in signature.parameters.items():
-        hint = hints.get(name, param.empty)
-        if hint is param.empty or hint is Any:
-            continue
-        if param.kind is param.VAR_POSITIONAL:
-            hint = tuple[hint, ...]  # type: ignore[valid-type]
-        elif param.kind is param.VAR_KEYWORD:
-            hint = dict[str, hint]  # type: ignore[valid-type]
-        fields[name] = hint
-    return fields
 
 
 @overload
