@@ -20,7 +20,7 @@ import string
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import asyncio
@@ -120,8 +120,61 @@ class FlowRun:
             self._id = uuid.uuid4().hex
         return self._id
 
+    def snapshot(self) -> dict[str, Any]:
+        """What a task running in another process may ask of this run; see `from_snapshot`."""
+        return {
+            "name": self.name,
+            "id": self.id,
+            "flow_name": self.flow.name,
+            "flow_version": self.flow.version,
+            "parameters": self.parameters,
+            "run_count": self.run_count,
+            "persist_result": self.persist_result,
+            "result_storage": self.result_storage,
+            "result_serializer": self.result_serializer,
+            "log_prints": self.log_prints,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any], task_runner: TaskRunner) -> FlowRun:
+        """The flow run as a task in another process sees it, rebuilt from its `snapshot`.
+
+        Its `flow` is only a name and version (the `Flow` stays home), it has no parent or
+        state, and the tasks it submits go to `task_runner`.
+        """
+        run = cls.__new__(cls)  # no Flow object here: not __init__
+        run.flow = cast(Any, _FlowInfo(snapshot["flow_name"], snapshot["flow_version"]))
+        run.name = snapshot["name"]
+        run._id = snapshot["id"]
+        run.parameters = snapshot["parameters"]
+        run.run_count = snapshot["run_count"]
+        run.persist_result = snapshot["persist_result"]
+        run.result_storage = snapshot["result_storage"]
+        run.result_serializer = snapshot["result_serializer"]
+        run.log_prints = snapshot["log_prints"]
+        run.parent = None
+        run.state = None
+        run.task_runner = task_runner
+        run._logger = None
+        run.loop = None
+        run.pending = set()
+        return run
+
     def __repr__(self) -> str:
         return f"FlowRun(name={self.name!r})"
+
+
+class _FlowInfo:
+    """Stands in for the `Flow` of a run rebuilt from a snapshot: its name and version."""
+
+    __slots__ = ("name", "version")
+
+    def __init__(self, name: str, version: str | None) -> None:
+        self.name = name
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
 
 
 class TaskRun:
@@ -182,6 +235,10 @@ class TaskRun:
         if self._id is None:
             self._id = uuid.uuid4().hex
         return self._id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
 
     def __repr__(self) -> str:
         return f"TaskRun(name={self.name!r})"

@@ -30,29 +30,26 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import contextvars
 import importlib
 import importlib.util
 import logging
 import multiprocessing
 import os
-import pickle
 import socket
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from blocks import futures as _futures
 from blocks.context import FlowRun, TaskRun
-from blocks.errors import BlocksError, MissingDependency
+from blocks.dask_worker import Outcome, Upstream, run_on_worker
+from blocks.errors import MissingDependency, RemoteTaskError
 from blocks.futures import TaskFuture
-from blocks.logging import FLOW_LOGGER, OUTSIDE_LOGGER, TASK_LOGGER, log_failure, run_logger
+from blocks.logging import log_failure, run_logger
 from blocks.states import Crashed, Failed, State
-from blocks.task_runners import SequentialTaskRunner, TaskRunner
+from blocks.task_runners import TaskRunner
 from blocks.tasks import Task
 
 if TYPE_CHECKING:
@@ -65,10 +62,6 @@ _MAIN_GUARD = (
     "Dask's worker processes import your main module: a script must call its flow under "
     "`if __name__ == \"__main__\":`."
 )
-
-
-class RemoteTaskError(BlocksError):
-    """Stands in for an exception raised on a Dask worker that could not be sent back."""
 
 
 class DaskTaskRunner(TaskRunner):
@@ -225,9 +218,11 @@ class DaskTaskRunner(TaskRunner):
     # -- submitting ------------------------------------------------------------------------------
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        """Run the job ``Task.submit()`` made; other callables cannot be sent to Dask."""
-        task, run, args, kwargs, waits = _unpack_task_job(fn)
-        return self.submit_task(task, run, args, kwargs, waits)
+        """Refused: an arbitrary callable cannot be sent to Dask (tasks go via `submit_task`)."""
+        raise TypeError(
+            f"DaskTaskRunner runs tasks submitted with task.submit()/.map(), not {fn!r}: "
+            "an arbitrary callable cannot be sent to a Dask worker."
+        )
 
     def submit_task(
         self,
@@ -259,7 +254,7 @@ class DaskTaskRunner(TaskRunner):
             bridge.set_result(state)
             return bridge
         key = f"{task.name}-{uuid.uuid4().hex}"
-        bridge.dask_future = client.submit(_run_on_worker, spec, *upstream, key=key, pure=False)
+        bridge.dask_future = client.submit(run_on_worker, spec, *upstream, key=key, pure=False)
         with self._lock:
             collector = self._collector
             self._pending.add(bridge)
@@ -307,18 +302,7 @@ class DaskTaskRunner(TaskRunner):
         cached = self._flow_picture
         if cached is not None and cached[0] == id(flow_run) and cached[1] == flow_run.run_count:
             return cached[2]
-        picture = {
-            "name": flow_run.name,
-            "id": flow_run.id,
-            "flow_name": flow_run.flow.name,
-            "flow_version": flow_run.flow.version,
-            "parameters": flow_run.parameters,
-            "run_count": flow_run.run_count,
-            "persist_result": flow_run.persist_result,
-            "result_storage": flow_run.result_storage,
-            "result_serializer": flow_run.result_serializer,
-            "log_prints": flow_run.log_prints,
-        }
+        picture = flow_run.snapshot()
         self._flow_picture = (id(flow_run), flow_run.run_count, picture)
         return picture
 
@@ -327,7 +311,7 @@ class DaskTaskRunner(TaskRunner):
         if bridge.done():  # cancelled by a shutdown that did not wait
             return
         try:
-            outcome: _Outcome = bridge.dask_future.result()
+            outcome: Outcome = bridge.dask_future.result()
             state = outcome.state
             if outcome.records:
                 run_logger(run)  # sets up this process's run loggers if nothing did yet
@@ -335,7 +319,7 @@ class DaskTaskRunner(TaskRunner):
                     logging.getLogger(record.name).handle(record)
             run.run_count = outcome.run_count
             if outcome.name is not None:
-                run._name = outcome.name  # a task_run_name template is rendered on the worker
+                run.name = outcome.name  # a task_run_name template is rendered on the worker
         except TypeError as exc:  # Dask could not pickle the result on the worker
             error = TypeError(
                 f"Task {run.task.name!r} ran on a Dask worker but its result cannot be sent "
@@ -373,23 +357,14 @@ class _Unpicklable(Exception):
         self.error = error
 
 
-class _Upstream:
-    """Marks where the state of the `index`-th upstream Dask future goes in the arguments."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-
 def _swap_futures(value: Any, upstream: list[distributed.Future[Any]], depth: int = 0) -> Any:
-    """`value` with each of our futures replaced by an `_Upstream` mark (as deep as resolution
+    """`value` with each of our futures replaced by an `Upstream` mark (as deep as resolution
     looks); other futures are waited for here and replaced by their states."""
     if isinstance(value, TaskFuture):
         bridge = getattr(value, "_future", None)
         if isinstance(bridge, _Bridge):
             upstream.append(bridge.dask_future)
-            return _Upstream(len(upstream) - 1)
+            return Upstream(len(upstream) - 1)
         value.wait()
         return value.state
     if depth >= 3:
@@ -400,193 +375,3 @@ def _swap_futures(value: Any, upstream: list[distributed.Future[Any]], depth: in
     if kind is dict:
         return {k: _swap_futures(v, upstream, depth + 1) for k, v in value.items()}
     return value
-
-
-def _unpack_task_job(fn: Callable[[], State]) -> tuple[
-    Task[Any, Any], TaskRun, tuple[Any, ...], dict[str, Any], list[TaskFuture[Any]]
-]:
-    """The task, run, arguments and wait_for of the closure ``Task.submit()`` hands a runner.
-
-    Until ``Task.submit`` calls `TaskRunner.submit_task` itself, this is how a runner that
-    cannot run the closure in place (it holds the flow run) learns what to send.
-    """
-    code = getattr(fn, "__code__", None)
-    cells = getattr(fn, "__closure__", None) or ()
-    if code is not None and len(code.co_freevars) == len(cells):
-        names = {name: cell.cell_contents for name, cell in zip(code.co_freevars, cells,
-                                                                  strict=True)}
-        task, run = names.get("self"), names.get("run")
-        args, kwargs = names.get("args"), names.get("kwargs")
-        if (isinstance(task, Task) and isinstance(run, TaskRun) and isinstance(args, tuple)
-                and isinstance(kwargs, dict)):
-            return task, run, args, kwargs, list(names.get("waits") or ())
-    raise TypeError(
-        f"DaskTaskRunner runs tasks submitted with task.submit()/.map(), not {fn!r}: "
-        "an arbitrary callable cannot be sent to a Dask worker."
-    )
-
-
-# -- on the worker -------------------------------------------------------------------------------
-
-
-class _Outcome:
-    """What a worker sends back: the final state, the run's log records, its attempt count."""
-
-    __slots__ = ("name", "records", "run_count", "state")
-
-    def __init__(self, state: State, records: list[logging.LogRecord], run_count: int,
-                 name: str | None) -> None:
-        self.state = state
-        self.records = records
-        self.run_count = run_count
-        self.name = name
-
-
-class _FlowInfo:
-    """Stands in for the `Flow` on a worker: its name and version."""
-
-    __slots__ = ("name", "version")
-
-    def __init__(self, name: str, version: str | None) -> None:
-        self.name = name
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"Flow(name={self.name!r})"
-
-
-class _WorkerFlowRun(FlowRun):
-    """The flow run as a task on a worker sees it. Tasks it submits run inline."""
-
-    __slots__ = ()
-
-    def __init__(self, picture: dict[str, Any]) -> None:  # no Flow object here: no super()
-        self.flow = cast(Any, _FlowInfo(picture["flow_name"], picture["flow_version"]))
-        self.name = picture["name"]
-        self._id = picture["id"]
-        self.parameters = picture["parameters"]
-        self.run_count = picture["run_count"]
-        self.persist_result = picture["persist_result"]
-        self.result_storage = picture["result_storage"]
-        self.result_serializer = picture["result_serializer"]
-        self.log_prints = picture["log_prints"]
-        self.parent = None
-        self.state = None
-        self.task_runner = SequentialTaskRunner()
-        self._logger = None
-
-
-_capture: contextvars.ContextVar[list[logging.LogRecord] | None] = contextvars.ContextVar(
-    "blocks_dask_capture", default=None
-)
-_capture_installed = False
-_capture_guard = threading.Lock()
-_STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-
-
-class _CaptureFilter(logging.Filter):
-    """Takes the run loggers' records of a task running here, to be sent back with its state."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        records = _capture.get()
-        if records is None:
-            return True
-        records.append(_portable_record(record))
-        return False  # logged in the flow process instead
-
-
-def _install_capture() -> None:
-    global _capture_installed
-    with _capture_guard:
-        if not _capture_installed:
-            for name in (FLOW_LOGGER, TASK_LOGGER, OUTSIDE_LOGGER):
-                logging.getLogger(name).addFilter(_CaptureFilter())
-            _capture_installed = True
-
-
-def _portable_record(record: logging.LogRecord) -> logging.LogRecord:
-    """A picklable copy: message formatted, traceback as text, odd extras as their repr."""
-    fields = dict(vars(record))
-    fields["msg"] = record.getMessage()
-    fields["args"] = None
-    if record.exc_info:
-        fields["exc_text"] = record.exc_text or logging.Formatter().formatException(
-            record.exc_info
-        )
-    fields["exc_info"] = None
-    for name, value in fields.items():
-        if name not in _STANDARD_RECORD_FIELDS and not isinstance(
-            value, str | int | float | bool | type(None)
-        ):
-            fields[name] = repr(value)
-    return logging.makeLogRecord(fields)
-
-
-def _run_on_worker(spec: bytes, *upstream: _Outcome) -> _Outcome:
-    """Run one task with the ordinary engine on this worker; never raises."""
-    _install_capture()
-    records: list[logging.LogRecord] = []
-    token = _capture.set(records)
-    run: TaskRun | None = None
-    try:
-        task, args, kwargs, name, run_id, log_prints, picture, where = cloudpickle.loads(spec)
-        args = _fill(args, upstream)
-        kwargs = _fill(kwargs, upstream)
-        # States among the arguments are resolved (or fail the run as upstream failures) only
-        # when this process knows futures exist; a worker never made one itself.
-        _futures._futures_exist = True
-        flow_run = None if picture is None else _WorkerFlowRun(picture)
-        run = TaskRun(task, flow_run, flow_run, log_prints)
-        run._name, run._id = name, run_id
-        try:
-            state = task._run(run, args, kwargs)
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the engine re-raises
-            state = Crashed(exc)
-        if state.exception is not None and (socket.gethostname(), os.getpid()) != tuple(where):
-            state.exception = _portable_exception(state.exception)
-    except Exception as exc:  # the run could not even start here (unpickling, say)
-        state = Failed(_portable_exception(exc))
-    finally:
-        _capture.reset(token)
-    if run is None:
-        return _Outcome(state, records, 0, None)
-    return _Outcome(state, records, run.run_count, run.name)
-
-
-def _fill(value: Any, upstream: Sequence[_Outcome], depth: int = 0) -> Any:
-    """Put the upstream states back where `_swap_futures` left its marks."""
-    if isinstance(value, _Upstream):
-        return upstream[value.index].state
-    if depth >= 3:
-        return value
-    kind = type(value)
-    if kind in (list, tuple, set, frozenset):
-        return kind(_fill(v, upstream, depth + 1) for v in value)
-    if kind is dict:
-        return {k: _fill(v, upstream, depth + 1) for k, v in value.items()}
-    return value
-
-
-def _portable_exception(exc: BaseException) -> BaseException:
-    """`exc` with its worker-side traceback as a note, or a `RemoteTaskError` if unpicklable."""
-    text = "".join(traceback.format_exception(exc)).rstrip()
-    try:
-        exc.add_note(f"Raised on Dask worker {_worker_name()}:\n{text}")
-        pickle.loads(cloudpickle.dumps(exc))
-        return exc
-    except Exception:
-        error = RemoteTaskError(
-            f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} (the exception could "
-            "not be pickled; it was raised on a Dask worker)"
-        )
-        error.add_note(f"Raised on Dask worker {_worker_name()}:\n{text}")
-        return error
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return f"{get_worker().address} (pid {os.getpid()})"
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()} (pid {os.getpid()})"

@@ -89,3 +89,7 @@ class ParameterTypeError(BlocksError, TypeError):
     The message names each bad parameter and what was expected, never the value given (it may
     be a secret).
     """
+
+
+class RemoteTaskError(BlocksError):
+    """Stands in for an exception raised on a Dask worker that could not be sent back."""

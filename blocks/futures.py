@@ -24,7 +24,13 @@ from blocks.states import Pending, Running, State
 if TYPE_CHECKING:
     from blocks.context import TaskRun
 
-__all__ = ["TaskFuture", "aresolve_futures", "resolve_futures", "wait"]
+__all__ = [
+    "TaskFuture",
+    "aresolve_futures",
+    "enable_argument_resolution",
+    "resolve_futures",
+    "wait",
+]
 
 R = TypeVar("R")
 
@@ -127,6 +133,16 @@ def wait(futures: list[TaskFuture[Any]], timeout: float | None = None) -> None:
     for future in futures:
         future._check_blocking()
     concurrent.futures.wait([f._future for f in futures], timeout=timeout)
+
+
+def enable_argument_resolution() -> None:
+    """Look for futures and states in task arguments from now on, as once a future exists.
+
+    For a process that receives states it did not make (a Dask worker): until a `TaskFuture`
+    is created, `has_futures` skips the scan entirely.
+    """
+    global _futures_exist
+    _futures_exist = True
 
 
 def has_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

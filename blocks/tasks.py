@@ -335,13 +335,7 @@ class Task(Generic[P, R]):
             assert flow_run is not None
             return self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
         runner = flow_run.task_runner if flow_run is not None else _default_runner()
-
-        def job() -> State:
-            for future in waits:
-                future.wait()
-            return self._run(run, args, kwargs)
-
-        return TaskFuture(run, runner.submit(job))
+        return TaskFuture(run, runner.submit_task(self, run, args, kwargs, waits))
 
     def _submit_to_loop(
         self, loop: asyncio.AbstractEventLoop, flow_run: FlowRun, run: TaskRun,
