@@ -1,9 +1,9 @@
 """The run engine shared by tasks and flows, sync and async: steps and the drivers that run them.
 
-A run's state machine (`Task._steps`, `Flow._steps`) is a generator of `Step` effects — call
-the function, sleep, read or write the store, take a key's lock, call a hook. `drive` performs
-them blocking in this thread, `adrive` awaits them on the running event loop; the generator
-makes every decision once, for both.
+A run's state machine (`blocks.task_engine.task_steps`, `Flow._steps`) is a generator of
+`Step` effects — call the function, sleep, read or write the store, take a key's lock, call a
+hook. `drive` performs them blocking in this thread, `adrive` awaits them on the running event
+loop; the generator makes every decision once, for both.
 
 Example:
     >>> def steps():

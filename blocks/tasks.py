@@ -13,10 +13,10 @@ cancels the body, result-store I/O runs in a worker thread so the loop keeps goi
 value); from a sync flow, or outside any flow, the task runner runs it to the end on a private
 loop in its worker thread (``asyncio.run``).
 
-Sync and async runs share one engine: `Task._steps` is the state machine of a run (inputs,
-name, cache, attempts, retries, persistence, hooks) written as a generator of `blocks.engine`
-steps — call the function, sleep, read or write the store, take a key's lock. `drive` performs
-them blocking, `adrive` awaits them; no decision is made twice.
+Sync and async runs share one engine: `blocks.task_engine.task_steps` is the state machine of
+a run (inputs, name, cache, attempts, retries, persistence, hooks) written as a generator of
+`blocks.engine` steps — call the function, sleep, read or write the store, take a key's lock.
+`drive` performs them blocking, `adrive` awaits them; no decision is made twice.
 
 Example:
     >>> from datetime import timedelta
@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
 from blocks.caching import CacheKeyFn, task_input_hash
@@ -46,34 +45,23 @@ from blocks.context import (
     TaskRun,
     check_run_name,
     get_current,
-    render_run_name,
     reset_current,
     set_current,
 )
 from blocks.engine import (
-    Blocking,
-    Call,
-    Engine,
-    Lock,
-    Resolve,
     RetryDelay,
-    Sleep,
     adrive,
     drive,
     key_prefix,
-    retry_delay,
     retry_delays,
     run_coroutine,
-    run_hooks,
 )
-from blocks.errors import TaskTimeout, UpstreamFailed
+from blocks.engine import retry_delay as retry_delay  # re-exported: tests import it from here
 from blocks.futures import TaskFuture, has_futures
-from blocks.logging import install_print_capture, log_failure, run_logger
-from blocks.states import Cached, Completed, Crashed, Failed, State, TimedOut
+from blocks.logging import log_failure, run_logger
+from blocks.states import Completed, Failed, State
+from blocks.task_engine import task_steps
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
-
-if TYPE_CHECKING:
-    from blocks.results import ResultStore
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
@@ -299,12 +287,12 @@ class Task(Generic[P, R]):
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         if self.isasync:
             return self._acall(run, args, kwargs, return_state)
-        state = drive(self._steps(run, args, kwargs))
+        state = drive(task_steps(self, run, args, kwargs))
         return state if return_state else state.result()
 
     async def _acall(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
                      return_state: bool) -> Any:
-        state = await adrive(self._steps(run, args, kwargs))
+        state = await adrive(task_steps(self, run, args, kwargs))
         return state if return_state else state.result()
 
     @overload
@@ -346,7 +334,7 @@ class Task(Generic[P, R]):
         async def job() -> State:
             for future in waits:
                 await future.wait_async()
-            return await adrive(self._steps(run, args, kwargs))
+            return await adrive(task_steps(self, run, args, kwargs))
 
         future = asyncio.run_coroutine_threadsafe(job(), loop)
         flow_run.pending.add(future)
@@ -388,7 +376,7 @@ class Task(Generic[P, R]):
             for i in range(n)
         ]
 
-    # -- the engine ------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------
 
     def _log_prints(self, flow_run: FlowRun | None) -> bool:
         if self.log_prints is not None:
@@ -414,139 +402,11 @@ class Task(Generic[P, R]):
         bound.apply_defaults()
         return dict(bound.arguments)
 
-    def _name_run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Give `run` the name its ``task_run_name`` makes of the call's parameters."""
-        assert self.task_run_name is not None
-        run.parameters = self.bind(args, kwargs)
-        run.name = render_run_name(
-            self.task_run_name, run.parameters, "task_run_name", f"Task {self.name!r}"
-        )
-
     def _run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
         """Run to a final state in this thread (an async task: on a private event loop)."""
         if self.isasync:
-            return run_coroutine(adrive(self._steps(run, args, kwargs)))
-        return drive(self._steps(run, args, kwargs))
-
-    def _steps(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
-        """The state machine of one run, sync or async: resolve inputs, name the run, look up
-        the cache, attempt and retry, persist, call hooks. Yields the effects it needs."""
-        if run.log_prints:
-            install_print_capture()
-        token = set_current(run)
-        try:
-            try:
-                if has_futures(args, kwargs):
-                    try:
-                        args, kwargs = yield Resolve(args, kwargs)
-                    except Exception as exc:
-                        raise _upstream_failed(self, exc) from exc
-                if self.task_run_name is not None:
-                    self._name_run(run, args, kwargs)
-                state = yield from self._execute(run, args, kwargs)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    run.state = Crashed(exc)
-                    raise
-                state = Failed(exc)
-            run.state = state
-            if state.is_failed():
-                log_failure(run_logger(run), state, self.retries, run.run_count)
-                yield from run_hooks(self.on_failure, self, run, state)
-            elif self.on_completion:
-                yield from run_hooks(self.on_completion, self, run, state)
-            return state
-        finally:
-            reset_current(token)
-
-    def _execute(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
-        flow_run = run.flow_run
-        call = Call(self.fn, args, kwargs, self.timeout_seconds, lambda: f"Task run {run.name!r}")
-        persist = self.persist_result
-        if persist is None:
-            persist = bool(flow_run is not None and flow_run.persist_result)
-        if not persist:
-            return (yield from self._attempts(run, lambda: self._plain(call)))
-        storage, serializer = self.result_storage, self.result_serializer
-        if flow_run is not None:
-            storage = storage if storage is not None else flow_run.result_storage
-            serializer = serializer if serializer is not None else flow_run.result_serializer
-        key = None
-        if self.result_storage_key is not None or self.cache_key_fn is not None:
-            run.parameters = params = self.bind(args, kwargs)
-            if self.result_storage_key is not None:
-                from blocks.results import render_storage_key
-
-                key = render_storage_key(
-                    self.result_storage_key,
-                    parameters=params,
-                    task_run=run,
-                    flow_run=flow_run,
-                    task=self,
-                )
-            else:
-                assert self.cache_key_fn is not None
-                key = caching.call_cache_key_fn(self.cache_key_fn, self._key_arity, run, params)
-        store: ResultStore = yield Blocking(caching.result_store, storage, serializer)
-        if key is None:
-            key = f"{self.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
-            new_key = key
-            return (yield from self._attempts(run, lambda: self._persisted(call, store, new_key)))
-        cache_key = key
-        return (yield from self._attempts(run, lambda: self._cached(call, store, cache_key)))
-
-    @staticmethod
-    def _plain(call: Call) -> Engine:
-        value = yield call
-        return Completed(value)
-
-    def _persisted(self, call: Call, store: ResultStore, key: str) -> Engine:
-        value = yield call
-        yield Blocking(caching.persist, store, key, value, self.cache_expiration, self.name)
-        return Completed(value)
-
-    def _cached(self, call: Call, store: ResultStore, key: str) -> Engine:
-        """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
-        if not self.refresh_cache:
-            hit = yield Blocking(store.read, key)
-            if hit is not None:
-                return Cached(hit.value)
-        lock: caching.KeyLock = yield Lock(store, key)
-        try:
-            if not self.refresh_cache:
-                hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
-                if hit is not None:
-                    return Cached(hit.value)
-            return (yield from self._persisted(call, store, key))
-        finally:
-            lock.release()
-
-    def _attempts(self, run: TaskRun, attempt: Callable[[], Engine]) -> Engine:
-        """Run `attempt` until it succeeds or the retries are spent; storage errors count too."""
-        while True:
-            run.run_count += 1
-            try:
-                return (yield from attempt())
-            except TaskTimeout as exc:
-                state = TimedOut(exc)
-            except Exception as exc:
-                state = Failed(exc)
-            if run.run_count > self.retries:
-                return state
-            delay = retry_delay(self._delays, run.run_count, self.retry_jitter_factor)
-            run_logger(run).info(
-                "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
-                run.run_count, state.message, run.run_count, self.retries, delay,
-            )
-            if delay > 0:
-                yield Sleep(delay)
-
-
-def _upstream_failed(task: Task[Any, Any], exc: Exception) -> UpstreamFailed:
-    return UpstreamFailed(
-        f"Task {task.name!r} did not run: an upstream task failed with "
-        f"{type(exc).__name__}: {exc}"
-    )
+            return run_coroutine(adrive(task_steps(self, run, args, kwargs)))
+        return drive(task_steps(self, run, args, kwargs))
 
 
 class _Mapped(list[Any]):

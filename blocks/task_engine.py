@@ -1,0 +1,171 @@
+"""The state machine of one task run, sync or async: `task_steps`.
+
+Resolve the inputs, name the run, look up the cache, attempt and retry, persist the result,
+call the hooks — yielding `blocks.engine` steps for `drive` (blocking) or `adrive` (awaiting)
+to perform. `Task` runs it; the options it reads are the task's.
+
+Example:
+    >>> run = TaskRun(extract, None, None, False)
+    >>> drive(task_steps(extract, run, ("db",), {})).result()
+    {'source': 'db'}
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from blocks import caching
+from blocks.context import TaskRun, render_run_name, reset_current, set_current
+from blocks.engine import Blocking, Call, Engine, Lock, Resolve, Sleep, retry_delay, run_hooks
+from blocks.errors import TaskTimeout, UpstreamFailed
+from blocks.futures import has_futures
+from blocks.logging import install_print_capture, log_failure, run_logger
+from blocks.states import Cached, Completed, Crashed, Failed, TimedOut
+
+if TYPE_CHECKING:
+    from blocks.results import ResultStore
+    from blocks.tasks import Task
+
+__all__ = ["task_steps"]
+
+
+def _name_run(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Give `run` the name its ``task_run_name`` makes of the call's parameters."""
+    assert task.task_run_name is not None
+    run.parameters = task.bind(args, kwargs)
+    run.name = render_run_name(
+        task.task_run_name, run.parameters, "task_run_name", f"Task {task.name!r}"
+    )
+
+
+def task_steps(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Engine:
+    """The state machine of one run, sync or async: resolve inputs, name the run, look up
+    the cache, attempt and retry, persist, call hooks. Yields the effects it needs."""
+    if run.log_prints:
+        install_print_capture()
+    token = set_current(run)
+    try:
+        try:
+            if has_futures(args, kwargs):
+                try:
+                    args, kwargs = yield Resolve(args, kwargs)
+                except Exception as exc:
+                    raise _upstream_failed(task, exc) from exc
+            if task.task_run_name is not None:
+                _name_run(task, run, args, kwargs)
+            state = yield from _execute(task, run, args, kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                run.state = Crashed(exc)
+                raise
+            state = Failed(exc)
+        run.state = state
+        if state.is_failed():
+            log_failure(run_logger(run), state, task.retries, run.run_count)
+            yield from run_hooks(task.on_failure, task, run, state)
+        elif task.on_completion:
+            yield from run_hooks(task.on_completion, task, run, state)
+        return state
+    finally:
+        reset_current(token)
+
+
+def _execute(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Engine:
+    flow_run = run.flow_run
+    call = Call(task.fn, args, kwargs, task.timeout_seconds, lambda: f"Task run {run.name!r}")
+    persist = task.persist_result
+    if persist is None:
+        persist = bool(flow_run is not None and flow_run.persist_result)
+    if not persist:
+        return (yield from _attempts(task, run, lambda: _plain(call)))
+    storage, serializer = task.result_storage, task.result_serializer
+    if flow_run is not None:
+        storage = storage if storage is not None else flow_run.result_storage
+        serializer = serializer if serializer is not None else flow_run.result_serializer
+    key = None
+    if task.result_storage_key is not None or task.cache_key_fn is not None:
+        run.parameters = params = task.bind(args, kwargs)
+        if task.result_storage_key is not None:
+            from blocks.results import render_storage_key
+
+            key = render_storage_key(
+                task.result_storage_key,
+                parameters=params,
+                task_run=run,
+                flow_run=flow_run,
+                task=task,
+            )
+        else:
+            assert task.cache_key_fn is not None
+            key = caching.call_cache_key_fn(task.cache_key_fn, task._key_arity, run, params)
+    store: ResultStore = yield Blocking(caching.result_store, storage, serializer)
+    if key is None:
+        key = f"{task.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
+        new_key = key
+        return (yield from _attempts(task, run, lambda: _persisted(task, call, store, new_key)))
+    cache_key = key
+    return (yield from _attempts(task, run, lambda: _cached(task, call, store, cache_key)))
+
+
+def _plain(call: Call) -> Engine:
+    value = yield call
+    return Completed(value)
+
+
+def _persisted(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
+    value = yield call
+    yield Blocking(caching.persist, store, key, value, task.cache_expiration, task.name)
+    return Completed(value)
+
+
+def _cached(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
+    """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
+    if not task.refresh_cache:
+        hit = yield Blocking(store.read, key)
+        if hit is not None:
+            return Cached(hit.value)
+    lock: caching.KeyLock = yield Lock(store, key)
+    try:
+        if not task.refresh_cache:
+            hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
+            if hit is not None:
+                return Cached(hit.value)
+        return (yield from _persisted(task, call, store, key))
+    finally:
+        lock.release()
+
+
+def _attempts(task: Task[Any, Any], run: TaskRun, attempt: Callable[[], Engine]) -> Engine:
+    """Run `attempt` until it succeeds or the retries are spent; storage errors count too."""
+    while True:
+        run.run_count += 1
+        try:
+            return (yield from attempt())
+        except TaskTimeout as exc:
+            state = TimedOut(exc)
+        except Exception as exc:
+            state = Failed(exc)
+        if run.run_count > task.retries:
+            return state
+        delay = retry_delay(task._delays, run.run_count, task.retry_jitter_factor)
+        run_logger(run).info(
+            "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
+            run.run_count, state.message, run.run_count, task.retries, delay,
+        )
+        if delay > 0:
+            yield Sleep(delay)
+
+
+def _upstream_failed(task: Task[Any, Any], exc: Exception) -> UpstreamFailed:
+    return UpstreamFailed(
+        f"Task {task.name!r} did not run: an upstream task failed with "
+        f"{type(exc).__name__}: {exc}"
+    )
