@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 import pytest
 from filelock import FileLock
@@ -158,17 +158,18 @@ class S3Endpoint(str):
         return True
 
 
-class S3Bucket(str):
-    """A bucket (it *is* the bucket name) on an `S3Endpoint`."""
+class Bucket(str):
+    """A bucket (it *is* the bucket name) on an endpoint whose `filesystem()` reaches it."""
 
-    endpoint: S3Endpoint
+    scheme = ""
+    endpoint: Any
 
-    def __new__(cls, name: str, *, endpoint: S3Endpoint) -> S3Bucket:
+    def __new__(cls, name: str, *, endpoint: Any) -> Self:
         self = super().__new__(cls, name)
         self.endpoint = endpoint
         return self
 
-    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, S3Endpoint]]:
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, Any]]:
         return (str(self),), {"endpoint": self.endpoint}
 
     @property
@@ -177,11 +178,18 @@ class S3Bucket(str):
 
     @property
     def url(self) -> str:
-        return f"s3://{self}"
+        return f"{self.scheme}://{self}"
 
     @cached_property
-    def fs(self) -> s3fs.S3FileSystem:
+    def fs(self) -> Any:
         return self.endpoint.filesystem()
+
+
+class S3Bucket(Bucket):
+    """A bucket on an `S3Endpoint`."""
+
+    scheme = "s3"
+    endpoint: S3Endpoint
 
 
 @pytest.fixture(scope="session")
@@ -269,30 +277,11 @@ class GCSEndpoint(str):
             return False
 
 
-class GCSBucket(str):
-    """A bucket (it *is* the bucket name) on a `GCSEndpoint`."""
+class GCSBucket(Bucket):
+    """A bucket on a `GCSEndpoint`."""
 
+    scheme = "gs"
     endpoint: GCSEndpoint
-
-    def __new__(cls, name: str, *, endpoint: GCSEndpoint) -> GCSBucket:
-        self = super().__new__(cls, name)
-        self.endpoint = endpoint
-        return self
-
-    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, GCSEndpoint]]:
-        return (str(self),), {"endpoint": self.endpoint}
-
-    @property
-    def name(self) -> str:
-        return str(self)
-
-    @property
-    def url(self) -> str:
-        return f"gs://{self}"
-
-    @cached_property
-    def fs(self) -> gcsfs.GCSFileSystem:
-        return self.endpoint.filesystem()
 
 
 @pytest.fixture(scope="session")
