@@ -344,9 +344,11 @@ class Registry:
         """Record a block type and one of its schemas (idempotent)."""
         if checksum in self._registered_schemas:
             return
+        described = {"name": name, "description": description, "module": module}
+        schema = {"checksum": checksum, "type_slug": slug, "version": version, "fields": fields}
         for attempt in range(2):
             try:
-                self._write_type(slug, name, description, module, checksum, version, fields)
+                self._write_type(slug, described, schema)
                 break
             except sa.exc.IntegrityError:
                 # Another process registered the same type or schema first (PostgreSQL takes
@@ -355,16 +357,8 @@ class Registry:
                     raise
         self._registered_schemas.add(checksum)
 
-    def _write_type(
-        self,
-        slug: str,
-        name: str,
-        description: str,
-        module: str,
-        checksum: str,
-        version: str,
-        fields: dict[str, Any],
-    ) -> None:
+    def _write_type(self, slug: str, described: dict[str, str], schema: dict[str, Any]) -> None:
+        """Insert or update the type row, and insert the schema row if it is new."""
         now = _now()
         with self.write() as conn:
             current = conn.execute(
@@ -374,32 +368,23 @@ class Registry:
             ).first()
             if current is None:
                 conn.execute(
-                    block_types.insert().values(
-                        slug=slug,
-                        name=name,
-                        description=description,
-                        module=module,
-                        created=now,
-                        updated=now,
-                    )
+                    block_types.insert().values(slug=slug, created=now, updated=now, **described)
                 )
-            elif tuple(current) != (name, description, module):
+            elif tuple(current) != tuple(described.values()):
                 conn.execute(
                     block_types.update()
                     .where(block_types.c.slug == slug)
-                    .values(name=name, description=description, module=module, updated=now)
+                    .values(updated=now, **described)
                 )
             has_schema = conn.execute(
-                sa.select(block_schemas.c.checksum).where(block_schemas.c.checksum == checksum)
+                sa.select(block_schemas.c.checksum).where(
+                    block_schemas.c.checksum == schema["checksum"]
+                )
             ).first()
             if has_schema is None:
                 conn.execute(
                     block_schemas.insert().values(
-                        checksum=checksum,
-                        type_slug=slug,
-                        version=version,
-                        fields=_dumps(fields),
-                        created=now,
+                        created=now, **{**schema, "fields": _dumps(schema["fields"])}
                     )
                 )
 
