@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import s3fs
     import sqlalchemy as sa
 
+    from blocks.filesystems import GCS, S3
+
 __all__ = [
     "GCSBucket",
     "GCSEndpoint",
@@ -88,7 +90,10 @@ def _start_service(which: str, is_up: Any) -> None:
         try:
             proc = subprocess.run(
                 ["bash", str(REPO / "localstack" / "start.sh"), which],
-                capture_output=True, text=True, timeout=START_TIMEOUT, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=START_TIMEOUT,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
             unavailable(f"localstack/start.sh {which} did not finish in {START_TIMEOUT:.0f}s")
@@ -145,8 +150,11 @@ class S3Endpoint(str):
         from botocore.config import Config
 
         return boto3.client(
-            service, endpoint_url=self.endpoint_url, aws_access_key_id=self.key,
-            aws_secret_access_key=self.secret, region_name=self.region,
+            service,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            region_name=self.region,
             config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2}),
         )
 
@@ -190,6 +198,18 @@ class S3Bucket(Bucket):
 
     scheme = "s3"
     endpoint: S3Endpoint
+
+    def block(self, prefix: str) -> S3:
+        """An `S3` block on `prefix` of this bucket, with the endpoint's explicit credentials."""
+        from blocks.filesystems import S3
+
+        return S3(
+            bucket_path=f"{self}/{prefix}",
+            endpoint_url=self.endpoint.endpoint_url,
+            aws_access_key_id=self.endpoint.key,
+            aws_secret_access_key=self.endpoint.secret,
+            region_name=self.endpoint.region,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -283,6 +303,17 @@ class GCSBucket(Bucket):
     scheme = "gs"
     endpoint: GCSEndpoint
 
+    def block(self, prefix: str) -> GCS:
+        """A `GCS` block on `prefix` of this bucket, on the emulator's endpoint."""
+        from blocks.filesystems import GCS
+
+        return GCS(
+            bucket_path=f"{self}/{prefix}",
+            endpoint_url=self.endpoint.endpoint_url,
+            token=self.endpoint.token,
+            project=self.endpoint.project,
+        )
+
 
 @pytest.fixture(scope="session")
 def gcs_endpoint() -> GCSEndpoint:
@@ -334,8 +365,12 @@ class PostgresServer:
         import sqlalchemy as sa
 
         return sa.URL.create(
-            "postgresql+psycopg", username=self.user, password=self.password,
-            host=self.host, port=self.port, database=database,
+            "postgresql+psycopg",
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=database,
         ).render_as_string(hide_password=False)
 
     def _admin(self) -> sa.Engine:
@@ -427,27 +462,58 @@ class _Cluster:
                 else ["su", "postgres", "-s", "/bin/sh", "-c", shlex.join(cmd)]
             )
         return subprocess.run(
-            cmd, cwd=self.dir, capture_output=True, text=True, timeout=timeout,
+            cmd,
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
 
     def start(self) -> None:
-        proc = self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                        "-E", "UTF8", "--locale=C", "--no-sync")
+        proc = self.run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         if proc.returncode != 0:
             unavailable(f"initdb failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
         # A free port can be taken by someone else before we bind it: try a few.
         for _ in range(3):
             self.port = _free_port()
             # Durability is pointless for a throwaway cluster, speed is not.
-            options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-                       " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-            proc = self.run("pg_ctl", "-D", str(self.data), "-o", options,
-                            "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
+            options = (
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            proc = self.run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
             if proc.returncode == 0:
                 return
-        log = (self.dir / "log").read_text(errors="replace")[-1500:] if (
-            self.dir / "log").exists() else ""
+        log = (
+            (self.dir / "log").read_text(errors="replace")[-1500:]
+            if (self.dir / "log").exists()
+            else ""
+        )
         unavailable(f"pg_ctl start failed: {(proc.stdout + proc.stderr).strip()}\n{log}")
 
     def stop(self) -> None:
@@ -467,8 +533,12 @@ def postgres_server() -> Iterator[PostgresServer]:
         unavailable("psycopg/sqlalchemy are not installed (pip install -e '.[dev]')")
     if custom := os.environ.get("BLOCKS_TEST_POSTGRES_URL"):
         url = sa.make_url(custom)
-        server = PostgresServer(host=url.host or "127.0.0.1", port=url.port or 5432,
-                                user=url.username or "postgres", password=url.password)
+        server = PostgresServer(
+            host=url.host or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username or "postgres",
+            password=url.password,
+        )
         if not server.is_up():
             unavailable(f"PostgreSQL at BLOCKS_TEST_POSTGRES_URL ({url!r}) does not answer")
         yield server
@@ -476,8 +546,10 @@ def postgres_server() -> Iterator[PostgresServer]:
         return
     bindir = _pg_bindir()
     if bindir is None or not (bindir / "initdb").exists():
-        unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; install "
-                    "postgresql (Debian) or set BLOCKS_TEST_PG_BINDIR")
+        unavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; install "
+            "postgresql (Debian) or set BLOCKS_TEST_PG_BINDIR"
+        )
     cluster = _Cluster(bindir)
     try:
         cluster.start()

@@ -14,39 +14,16 @@ from typing import Any
 import pytest
 
 from blocks import flow, task
-from blocks.filesystems import GCS, S3
 from blocks.filesystems.remote import FsspecFileSystem
 from blocks.results import ResultStore
 from blocks.tasks import task_input_hash
 
 
-def _s3(request: pytest.FixtureRequest, prefix: str) -> S3:
-    endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3(
-        bucket_path=f"{bucket}/{prefix}",
-        endpoint_url=endpoint.endpoint_url,
-        aws_access_key_id=endpoint.key,
-        aws_secret_access_key=endpoint.secret,
-        region_name=endpoint.region,
-    )
-
-
-def _gcs(request: pytest.FixtureRequest, prefix: str) -> GCS:
-    endpoint = request.getfixturevalue("gcs_endpoint")
-    bucket = request.getfixturevalue("gcs_bucket")
-    return GCS(
-        bucket_path=f"{bucket}/{prefix}",
-        endpoint_url=endpoint.endpoint_url,
-        token=endpoint.token,
-        project=endpoint.project,
-    )
-
-
 @pytest.fixture(params=["s3", "gcs"])
 def bucket_storage(request: pytest.FixtureRequest) -> FsspecFileSystem:
     prefix = f"cache-{uuid.uuid4().hex[:8]}"
-    return _s3(request, prefix) if request.param == "s3" else _gcs(request, prefix)
+    bucket = request.getfixturevalue(f"{request.param}_bucket")
+    return bucket.block(prefix)
 
 
 def test_cached_task_hits_the_bucket_then_recomputes_after_expiry(
@@ -82,8 +59,11 @@ def test_cached_task_hits_the_bucket_then_recomputes_after_expiry(
     assert calls == [21]
 
     # The hit comes from the bucket, not from memory: change the stored record, see the change.
-    store.write(keys[0], {"x": 21, "double": 42, "run": "rewritten in the bucket"},
-                expires=datetime.now(UTC) + timedelta(seconds=2))
+    store.write(
+        keys[0],
+        {"x": 21, "double": 42, "run": "rewritten in the bucket"},
+        expires=datetime.now(UTC) + timedelta(seconds=2),
+    )
     third = double(21, return_state=True)
     assert third.is_cached() and third.result()["run"] == "rewritten in the bucket"
     assert calls == [21]

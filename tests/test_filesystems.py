@@ -45,25 +45,8 @@ def _make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
         return RemoteFileSystem(basepath=f"memory://suite-{unique}/base")
     if kind == "file":
         return RemoteFileSystem(basepath=f"file://{tmp_path}/remote-store")
-    if kind == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        bucket = request.getfixturevalue("s3_bucket")
-        return S3(
-            bucket_path=f"{bucket}/suite-{unique}",
-            endpoint_url=endpoint.endpoint_url,
-            aws_access_key_id=endpoint.key,
-            aws_secret_access_key=endpoint.secret,
-            region_name=endpoint.region,
-        )
-    if kind == "gcs":
-        endpoint = request.getfixturevalue("gcs_endpoint")
-        bucket = request.getfixturevalue("gcs_bucket")
-        return GCS(
-            bucket_path=f"{bucket}/suite-{unique}",
-            endpoint_url=endpoint.endpoint_url,
-            token=endpoint.token,
-            project=endpoint.project,
-        )
+    if kind in ("s3", "gcs"):
+        return request.getfixturevalue(f"{kind}_bucket").block(f"suite-{unique}")
     raise AssertionError(kind)
 
 
@@ -255,9 +238,7 @@ UNSAFE_KEYS = [
 
 
 @pytest.mark.parametrize("key", UNSAFE_KEYS)
-def test_unsafe_keys_are_refused_by_every_operation(
-    storage: WritableFileSystem, key: str
-) -> None:
+def test_unsafe_keys_are_refused_by_every_operation(storage: WritableFileSystem, key: str) -> None:
     operations: list[Callable[[], object]] = [
         lambda: storage.read_path(key),
         lambda: storage.write_path(key, b"x"),

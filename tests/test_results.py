@@ -31,8 +31,6 @@ from blocks.errors import (
     UnsafePath,
 )
 from blocks.filesystems import (
-    GCS,
-    S3,
     LocalFileSystem,
     RemoteFileSystem,
     WritableFileSystem,
@@ -54,26 +52,11 @@ StorageFactory = Callable[[pytest.FixtureRequest, Path], WritableFileSystem]
 
 def _s3(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
     # Fixtures only: BLOCKS_TEST_S3_ENDPOINT (and its key/secret/region) points this anywhere.
-    endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3(
-        bucket_path=f"{bucket}/results",
-        endpoint_url=endpoint.endpoint_url,
-        aws_access_key_id=endpoint.key,
-        aws_secret_access_key=endpoint.secret,
-        region_name=endpoint.region,
-    )
+    return request.getfixturevalue("s3_bucket").block("results")
 
 
 def _gcs(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
-    endpoint = request.getfixturevalue("gcs_endpoint")
-    bucket = request.getfixturevalue("gcs_bucket")
-    return GCS(
-        bucket_path=f"{bucket}/results",
-        endpoint_url=endpoint.endpoint_url,
-        token=endpoint.token,
-        project=endpoint.project,
-    )
+    return request.getfixturevalue("gcs_bucket").block("results")
 
 
 STORAGES: dict[str, StorageFactory] = {
