@@ -442,6 +442,16 @@ class Registry:
                 ).scalars()
             )
 
+    def document_counts(self) -> dict[str, int]:
+        """How many documents each type has (types with none are absent)."""
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(block_documents.c.type_slug, sa.func.count()).group_by(
+                    block_documents.c.type_slug
+                )
+            ).all()
+        return {slug: count for slug, count in rows}
+
     def save_document(
         self,
         *,

@@ -117,3 +117,12 @@ def test_raw_sqlite_file_holds_no_plaintext(blocks_home: Path) -> None:
     raw = b"".join(p.read_bytes() for p in blocks_home.glob("registry.db*"))
     assert b"very-secret-value" not in raw
     assert (blocks_home / "registry.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_document_counts_per_type() -> None:
+    from blocks.system import String
+
+    Secret(value="a").save("a")
+    Secret(value="b").save("b")
+    String(value="c").save("c")
+    assert Registry.default().document_counts() == {"secret": 2, "string": 1}

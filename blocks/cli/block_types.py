@@ -5,12 +5,14 @@ Read from the registry's stored schemas, so a type shows even where its module i
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from blocks.cli._output import echo_json, iso, local_time, print_pairs, print_table
+
+if TYPE_CHECKING:
+    from blocks.registry import TypeRow
 
 
 @click.group("type")
@@ -25,30 +27,17 @@ def type_ls(as_json: bool) -> None:
     from blocks.registry import Registry
 
     registry = Registry.default()
-    counts = Counter(row.type_slug for row in registry.list_documents())
+    counts = registry.document_counts()
     types = registry.list_types()
     if as_json:
-        echo_json(
-            [
-                {
-                    "slug": row.slug,
-                    "name": row.name,
-                    "description": row.description,
-                    "module": row.module,
-                    "documents": counts[row.slug],
-                    "created": iso(row.created),
-                    "updated": iso(row.updated),
-                }
-                for row in types
-            ]
-        )
+        echo_json([_type_json(row, counts.get(row.slug, 0)) for row in types])
         return
     if not types:
         click.echo("No block types registered yet. Register yours with `block register -m MODULE`.")
         return
     print_table(
         ("type", "class", "blocks", "module", "description"),
-        ((t.slug, t.name, counts[t.slug], t.module, t.description) for t in types),
+        ((t.slug, t.name, counts.get(t.slug, 0), t.module, t.description) for t in types),
     )
 
 
@@ -71,19 +60,13 @@ def type_inspect(slug: str, as_json: bool) -> None:
             "Register it with `block register -m MODULE`."
         )
     schemas = registry.list_schemas(slug)  # newest first
-    documents = len(registry.document_names(slug))
+    documents = registry.document_counts().get(slug, 0)
     latest = schemas[0].fields if schemas else {}
     fields = describe_fields(latest)
     if as_json:
         echo_json(
             {
-                "slug": row.slug,
-                "name": row.name,
-                "description": row.description,
-                "module": row.module,
-                "documents": documents,
-                "created": iso(row.created),
-                "updated": iso(row.updated),
+                **_type_json(row, documents),
                 "fields": fields,
                 "schemas": [
                     {"checksum": s.checksum, "version": s.version, "created": iso(s.created)}
@@ -170,3 +153,16 @@ def _type_of(prop: dict[str, Any]) -> str:
     if isinstance(kind, list):
         return " | ".join(names.get(k, str(k)) for k in kind)
     return names.get(str(kind), "any") if kind else "any"
+
+
+def _type_json(row: TypeRow, documents: int) -> dict[str, Any]:
+    """What `type ls --json` and `type inspect --json` say of a type."""
+    return {
+        "slug": row.slug,
+        "name": row.name,
+        "description": row.description,
+        "module": row.module,
+        "documents": documents,
+        "created": iso(row.created),
+        "updated": iso(row.updated),
+    }
