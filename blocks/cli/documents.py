@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from blocks.cli._output import echo_json, iso, local_time, print_pairs, print_table
+
+if TYPE_CHECKING:
+    from blocks.registry import DocumentRow
 
 
 @click.command()
@@ -51,21 +55,7 @@ def ls(type_slug: str | None, as_json: bool) -> None:
         validate_name(type_slug, what="block type slug")
     rows = Registry.default().list_documents(type_slug)
     if as_json:
-        echo_json(
-            [
-                {
-                    "slug": row.slug,
-                    "type": row.type_slug,
-                    "name": row.name,
-                    "id": row.id,
-                    # Where the secrets are, never what they are.
-                    "secret_fields": sorted(row.secrets),
-                    "created": iso(row.created),
-                    "updated": iso(row.updated),
-                }
-                for row in rows
-            ]
-        )
+        echo_json([_document_json(row) for row in rows])
         return
     if not rows:
         what = f"{type_slug} blocks" if type_slug else "blocks"
@@ -102,19 +92,7 @@ def inspect(slug: str, show_secrets: bool, as_json: bool) -> None:
 
     row, values = inspect_block(slug, reveal_secrets=show_secrets)
     if as_json:
-        echo_json(
-            {
-                "slug": row.slug,
-                "type": row.type_slug,
-                "name": row.name,
-                "id": row.id,
-                "created": iso(row.created),
-                "updated": iso(row.updated),
-                "schema_checksum": row.schema_checksum,
-                "secret_fields": sorted(row.secrets),
-                "fields": values,
-            }
-        )
+        echo_json({**_document_json(row), "schema_checksum": row.schema_checksum, "fields": values})
         return
     print_pairs(
         (
@@ -231,3 +209,17 @@ def delete(slug: str, yes: bool) -> None:
         click.confirm(f"Delete {slug}?", abort=True)
     Block.delete(slug)
     click.echo(f"Deleted {slug}.")
+
+
+def _document_json(row: DocumentRow) -> dict[str, Any]:
+    """What `ls --json` and `inspect --json` say of a saved block: where its secrets are,
+    never what they are."""
+    return {
+        "slug": row.slug,
+        "type": row.type_slug,
+        "name": row.name,
+        "id": row.id,
+        "secret_fields": sorted(row.secrets),
+        "created": iso(row.created),
+        "updated": iso(row.updated),
+    }
