@@ -17,7 +17,9 @@ run, on this machine:
 The baseline is the same operation at the smallest size, in the same run: per-op costs that
 stay flat (ratio ~1) scale; listings also show their cost per extra row over the smallest
 size (the process start-up is in every run, not in the per-row figure). ``python -c pass`` and
-``block --version`` are measured too, for the fixed cost of a process and of the CLI.
+``block --version`` and ``import blocks.registry`` (SQLAlchemy) are measured too, for the fixed
+cost of a process, of the CLI and of the registry. Commands run with stdout a pipe also report
+their CPU time (user + system), which a busy machine inflates less than wall time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import os
 import pty
 import random
+import resource
 import select
 import shutil
 import statistics
@@ -48,15 +51,20 @@ def env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def piped(args: list[str], runs: int = 3) -> float:
-    """Median wall time of ``block ARGS`` with stdout a pipe, after one warm-up run."""
+def piped(args: list[str], runs: int = 3) -> tuple[float, float]:
+    """Median wall and CPU (user + system) seconds of ``ARGS`` with stdout a pipe, after one
+    warm-up run. CPU time is what the command costs; wall time also counts waiting for a CPU
+    on a busy machine."""
     subprocess.run(args, check=True, capture_output=True, env=env())
-    times = []
+    walls, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(args, check=True, capture_output=True, env=env())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def on_terminal(args: list[str], runs: int = 3) -> tuple[float, float]:
@@ -140,6 +148,7 @@ def main() -> None:
 
     fixed = {"python -c pass": piped([sys.executable, "-c", "pass"])}
     fixed["block --version"] = piped([BLOCK, "--version"])
+    fixed["import blocks.registry"] = piped([sys.executable, "-c", "import blocks.registry"])
     for n in sizes:
         fill_start = time.perf_counter()
         while saved < n:  # untimed filling (timed in total only, for information)
@@ -172,9 +181,14 @@ def main() -> None:
             store.delete(f"new/k-{i}")
         read = per_op(lambda i, keys=keys: store.read(rng.choice(keys)), args.samples)
         record("record read", n, read)
-        record("block ls (piped)", n, piped([BLOCK, "ls"]))
-        record("block ls --json (piped)", n, piped([BLOCK, "ls", "--json"]))
-        record("block results ls (piped)", n, piped([BLOCK, "results", "ls", "-s", str(records)]))
+        for name, command in (
+            ("block ls (piped)", [BLOCK, "ls"]),
+            ("block ls --json (piped)", [BLOCK, "ls", "--json"]),
+            ("block results ls (piped)", [BLOCK, "results", "ls", "-s", str(records)]),
+        ):
+            wall, cpu = piped(command)
+            record(name, n, wall)
+            record(f"  CPU time of {name.split(' (')[0]}", n, cpu)
         first, total = on_terminal([BLOCK, "ls"])
         record("block ls: terminal, first screen", n, first)
         record("block ls: terminal, last row", n, total)
@@ -200,8 +214,8 @@ def main() -> None:
         f"bench_scale: Python {sys.version.split()[0]}, sizes {sizes}, {args.samples} ops per "
         f"size; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
-    for name, value in fixed.items():
-        print(f"{name}: {value:.3f} s")
+    for name, (wall, cpu) in fixed.items():
+        print(f"{name}: {wall:.3f} s wall, {cpu:.3f} s CPU")
     head = f"{'operation':<42}" + "".join(f"{n:>24,}" for n in sizes) + "   largest / smallest"
     print(head)
     print("-" * len(head))
