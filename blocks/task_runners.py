@@ -16,9 +16,12 @@ works too, and loads Dask only then.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import concurrent.futures
 import contextvars
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -101,45 +104,221 @@ class SequentialTaskRunner(TaskRunner):
 
 
 class ConcurrentTaskRunner(TaskRunner):
-    """Runs submitted tasks on a thread pool (`max_workers` threads, default ``min(32, cpus+4)``).
+    """Runs submitted tasks on threads, at most `max_workers` at once (default ``min(32, cpus+4)``).
 
     Each task runs in a copy of the submitting thread's context, so it sees its flow run.
     Threads suit I/O-bound tasks; CPU-bound pure-Python tasks still share the GIL.
+
+    The threads are the process's (`SharedThreads`): a flow run borrows them instead of
+    starting a pool of its own, so the hundredth flow run starts its tasks as fast as the
+    first. Each run still has its own bound, and waits only for its own tasks.
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
         if max_workers is not None and max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: _Lane | None = None
         self._lock = threading.Lock()
 
     def duplicate(self) -> ConcurrentTaskRunner:
         return type(self)(max_workers=self.max_workers)
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _lane(self) -> _Lane:
         pool = self._pool
         if pool is None:
             with self._lock:
                 pool = self._pool
                 if pool is None:
                     workers = self.max_workers or min(32, (os.cpu_count() or 1) + 4)
-                    pool = self._pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=workers, thread_name_prefix="blocks-task"
-                    )
+                    pool = self._pool = _Lane(workers)
         return pool
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        ctx = contextvars.copy_context()
-        return self._executor().submit(ctx.run, fn)
+        return self._lane().submit(contextvars.copy_context(), fn)
 
     def shutdown(self, wait: bool = True) -> None:
-        pool, self._pool = self._pool, None
+        pool = self._pool
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=not wait)
+            # Detached after waiting: tasks that submit more while we wait use the same lane.
+            pool.shutdown(wait=wait)
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_workers={self.max_workers})"
+
+
+_Job = tuple["concurrent.futures.Future[State]", contextvars.Context, Callable[[], State]]
+
+
+class _Lane:
+    """One flow run's share of the process's threads: at most `limit` of its jobs run at once.
+
+    A thread that finishes a job takes the lane's next one, so a burst of submissions is
+    served by `limit` threads looping, not by one hand-off per job.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._queued: collections.deque[_Job] = collections.deque()
+        self._running = 0
+        self._futures: set[concurrent.futures.Future[State]] = set()
+
+    def submit(
+        self, ctx: contextvars.Context, fn: Callable[[], State]
+    ) -> concurrent.futures.Future[State]:
+        future: concurrent.futures.Future[State] = concurrent.futures.Future()
+        job = (future, ctx, fn)
+        with self._lock:
+            self._futures.add(future)
+            if self._running >= self.limit:
+                self._queued.append(job)
+                return future
+            self._running += 1
+        try:
+            SHARED_THREADS.start(lambda: self._work(job))
+        except BaseException:
+            with self._lock:
+                self._running -= 1
+                self._futures.discard(future)
+            raise
+        return future
+
+    def _work(self, job: _Job) -> None:
+        while True:
+            future, ctx, fn = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = ctx.run(fn)
+                except BaseException as exc:  # the engine returns states; this is a crash
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            with self._lock:
+                self._futures.discard(future)
+                if not self._queued:
+                    self._running -= 1
+                    return
+                job = self._queued.popleft()
+
+    def shutdown(self, wait: bool) -> None:
+        """With `wait`, let every job finish (also those submitted meanwhile); else cancel the
+        jobs not started (running ones go on: Python cannot stop a thread)."""
+        if not wait:
+            with self._lock:
+                queued, self._queued = self._queued, collections.deque()
+            for future, _, _ in queued:
+                future.cancel()
+                with self._lock:
+                    self._futures.discard(future)
+            return
+        while True:
+            with self._lock:
+                pending = list(self._futures)
+            if not pending:
+                return
+            concurrent.futures.wait(pending)
+
+
+class SharedThreads:
+    """Worker threads shared by every `ConcurrentTaskRunner` of the process.
+
+    A job goes to an idle thread if there is one, else to a new thread: the number of busy
+    threads is bounded by the runners' own limits (as with a pool per run, which also rules
+    out the deadlock a single bounded pool would risk when tasks wait on subflows' tasks).
+    At most `keep_idle` threads stay parked, each for at most `idle_seconds`. At interpreter
+    exit idle threads are released and running jobs awaited (as `concurrent.futures` does);
+    a forked child starts with none.
+    """
+
+    def __init__(self, keep_idle: int = 32, idle_seconds: float = 60.0) -> None:
+        self.keep_idle = keep_idle
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._idle = 0
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
+
+    def start(self, job: Callable[[], None]) -> None:
+        """Run `job` (which must not raise) on an idle thread or a new one."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot start tasks after interpreter shutdown")
+            if self._idle:
+                # Put under the lock: a parked thread that times out checks the queue under
+                # the same lock before leaving, so a job handed to "an idle thread" is never
+                # stranded.
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+            thread = threading.Thread(
+                target=self._serve, args=(job,), name="blocks-task", daemon=True
+            )
+            self._threads.add(thread)
+        thread.start()
+
+    def _serve(self, job: Callable[[], None] | None) -> None:
+        try:
+            while job is not None:
+                job()
+                job = None  # drop references (the task's result) while parked
+                with self._lock:
+                    if self._closed or self._idle >= self.keep_idle:
+                        return
+                    self._idle += 1
+                try:
+                    job = self._jobs.get(timeout=self.idle_seconds)
+                except queue.Empty:
+                    with self._lock:
+                        try:
+                            job = self._jobs.get_nowait()
+                        except queue.Empty:
+                            self._idle -= 1
+                            return
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def idle(self) -> int:
+        """How many threads are parked, waiting for a job."""
+        with self._lock:
+            return self._idle
+
+    def threads(self) -> int:
+        """How many threads are alive (busy or parked)."""
+        with self._lock:
+            return len(self._threads)
+
+    def close(self) -> None:
+        """Release parked threads and wait for busy ones (interpreter exit)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, 0
+            threads = list(self._threads)
+        for _ in range(idle):
+            self._jobs.put(None)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()
+
+    def _after_fork(self) -> None:
+        # The child has only the forking thread: forget the parent's threads and jobs.
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = set()
+
+
+SHARED_THREADS = SharedThreads()
+# Daemon threads, so the interpreter's own thread shutdown does not wait for parked ones;
+# this handler then releases them and waits for running tasks, as concurrent.futures does.
+atexit.register(SHARED_THREADS.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=SHARED_THREADS._after_fork)
 
 
 ThreadPoolTaskRunner = ConcurrentTaskRunner

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -126,6 +125,8 @@ def _is_validation_error(exc: Exception) -> bool:
 
 def _fail(message: str, code: int) -> None:
     if os.environ.get(DEBUG_VARIABLE) and sys.exc_info()[0] is not None:
+        import traceback  # only here: every command start-up would pay for it
+
         traceback.print_exc()
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
     click.echo(f"Error: {line}", err=True)

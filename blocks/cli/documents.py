@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from blocks.cli._output import echo_json, iso, local_time, print_pairs, print_table
+from blocks.cli._output import (
+    echo_json,
+    echo_json_array,
+    iso,
+    local_time,
+    print_pairs,
+    print_table,
+)
 
 if TYPE_CHECKING:
-    from blocks.registry import DocumentRow
+    from blocks.registry import DocumentRow, DocumentSummary
 
 
 @click.command()
@@ -46,16 +53,19 @@ def register(module: str | None, path: str | None) -> None:
 @click.option("--type", "type_slug", metavar="TYPE", help="Only blocks of this type.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts (never secret values).")
 def ls(type_slug: str | None, as_json: bool) -> None:
-    """List saved blocks: type, name, secret fields, created, updated."""
+    """List saved blocks: type, name, secret fields, created, updated.
+
+    Piped, the table is tab-separated (a line of column names, then a line per block).
+    """
     from blocks.registry import Registry
 
     if type_slug is not None:
         from blocks.core import validate_name
 
         validate_name(type_slug, what="block type slug")
-    rows = Registry.default().list_documents(type_slug)
+    rows = Registry.default().list_document_summaries(type_slug)
     if as_json:
-        echo_json([_document_json(row) for row in rows])
+        echo_json_array(map(_document_json, rows))
         return
     if not rows:
         what = f"{type_slug} blocks" if type_slug else "blocks"
@@ -67,7 +77,7 @@ def ls(type_slug: str | None, as_json: bool) -> None:
             (
                 row.type_slug,
                 row.name,
-                len(row.secrets),
+                str(len(row.secret_fields)),
                 local_time(row.created),
                 local_time(row.updated),
             )
@@ -211,15 +221,16 @@ def delete(slug: str, yes: bool) -> None:
     click.echo(f"Deleted {slug}.")
 
 
-def _document_json(row: DocumentRow) -> dict[str, Any]:
+def _document_json(row: DocumentRow | DocumentSummary) -> dict[str, Any]:
     """What `ls --json` and `inspect --json` say of a saved block: where its secrets are,
     never what they are."""
+    secret_fields = row.secret_fields if hasattr(row, "secret_fields") else sorted(row.secrets)
     return {
         "slug": row.slug,
         "type": row.type_slug,
         "name": row.name,
         "id": row.id,
-        "secret_fields": sorted(row.secrets),
+        "secret_fields": list(secret_fields),
         "created": iso(row.created),
         "updated": iso(row.updated),
     }

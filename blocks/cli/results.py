@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 
 import click
 
-from blocks.cli._output import echo_json, local_time, print_pairs, print_table
+from blocks.cli._output import (
+    echo_json,
+    echo_json_array,
+    local_time,
+    note,
+    print_pairs,
+    print_table,
+)
 from blocks.errors import BlocksError
 from blocks.results import RecordHeader, ResultStore
 from serializers.errors import SerializationError
@@ -129,31 +136,32 @@ def results() -> None:
 @click.option("--prefix", default="", help="Only keys at or below this prefix.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls(storage: str | None, prefix: str, as_json: bool) -> None:
-    """List result records: key, size, created, expires, task and serializer."""
+    """List result records: key, size, created, expires, task and serializer.
+
+    Reads each record's header only, never a payload; rows print as they are read (piped,
+    tab-separated; the count goes to stderr).
+    """
     with _errors():
         store = _store(storage)
-        records = list(store.records(prefix))
-    if as_json:
-        echo_json([_row(key, header) for key, header in records])
-        return
-    rows = [
-        (
-            key,
-            _size(header.payload_size),
-            local_time(header.created),
-            _expires(header),
-            header.task or "-",
-            str(header.serializer.get("type")),
+        records = store.records(prefix)
+        if as_json:
+            echo_json_array(_row(key, header) for key, header in records)
+            return
+        rows = (
+            (
+                key,
+                _size(header.payload_size),
+                local_time(header.created),
+                _expires(header),
+                header.task or "-",
+                str(header.serializer.get("type")),
+            )
+            if header is not None
+            else (key, "-", "-", "-", "-", "unreadable")
+            for key, header in records
         )
-        if header is not None
-        else (key, "-", "-", "-", "-", "unreadable")
-        for key, header in records
-    ]
-    print_table(
-        ("Key", "Size", "Created", "Expires", "Task", "Serializer"),
-        rows,
-        title=f"{len(rows)} result record(s) in {store.storage.describe()}",
-    )
+        count = print_table(("Key", "Size", "Created", "Expires", "Task", "Serializer"), rows)
+    note(f"{count} result record(s) in {store.storage.describe()}")
 
 
 @results.command("inspect")

@@ -7,8 +7,12 @@ Baselines measured in the same run, on the same machine:
 * the floor: one raw ``sqlite3`` SELECT of the same row plus one AES-GCM decrypt, no
   validation (what any registry-backed secret store must at least pay);
 * the interpreter itself: ``python -c pass``, subtracted from nothing, shown for scale;
-* the incumbent: Prefect 3's ``Secret.load`` takes about 30 ms warm (DESIGN.md, measured in
-  Prefect 3.9.1); pass ``--prefect`` with Prefect installed in this interpreter to measure it.
+* the incumbent: Prefect 3's ``Secret.load``, measured when ``prefect`` is importable in this
+  interpreter (it starts its own ephemeral server first); otherwise the line says "not
+  installed" and no ratio is printed.
+
+Cold runs are subprocesses with bytecode caching allowed (``PYTHONDONTWRITEBYTECODE`` removed)
+after one untimed warm-up, as an installed package runs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-PREFECT_WARM_SECONDS = 0.030  # DESIGN.md: Prefect 3.9.1, warm Secret.load
 # A save is one SQLite write transaction, committed (WAL, synchronous=NORMAL).
 
 
@@ -72,13 +75,40 @@ def floor_load(ops: int, home: Path) -> float:
     return min(samples)
 
 
+def floor_save(ops: int, home: Path) -> float:
+    """Raw sqlite3: the same row rewritten (one UPDATE, committed) with the registry's pragmas."""
+    import sqlite3
+
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    conn.execute("pragma journal_mode=WAL")
+    conn.execute("pragma synchronous=NORMAL")
+    query = "update block_documents set data = ?, updated = ? where type_slug = ? and name = ?"
+    start = time.perf_counter()
+    for i in range(ops):
+        conn.execute("begin immediate")
+        conn.execute(query, ("{}", f"2026-01-01 00:00:{i % 60:02d}", "secret", "bench-save"))
+        conn.execute("commit")
+    elapsed = (time.perf_counter() - start) / ops
+    conn.close()
+    return elapsed
+
+
 def wall(cmd: list[str], runs: int = 7) -> float:
+    """Median wall time of `cmd` in a fresh process, after one untimed warm-up run."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=os.environ.copy())
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def prefect_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("prefect") is not None
 
 
 def prefect_warm(ops: int) -> float:
@@ -94,7 +124,9 @@ def prefect_warm(ops: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=2000)
-    parser.add_argument("--prefect", action="store_true", help="also measure Prefect 3")
+    parser.add_argument(
+        "--no-prefect", action="store_true", help="skip Prefect 3 even if it is installed"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,6 +138,7 @@ def main() -> None:
         ours = warm_load(args.ops)
         floor = floor_load(args.ops, home)
         save = warm_save(min(args.ops, 500))
+        save_floor = floor_save(min(args.ops, 500), home)
         block = str(Path(sys.executable).with_name("block"))
         cold = wall(
             [
@@ -116,32 +149,41 @@ def main() -> None:
         )
         ls = wall([block, "ls"]) if Path(block).exists() else float("nan")
         bare = wall([sys.executable, "-c", "pass"])
-        prefect = prefect_warm(min(args.ops, 200)) if args.prefect else PREFECT_WARM_SECONDS
+        measure_prefect = prefect_installed() and not args.no_prefect
+        prefect = prefect_warm(min(args.ops, 200)) if measure_prefect else None
 
-    source = "measured" if args.prefect else "DESIGN.md figure"
+    if prefect is not None:
+        prefect_row = (
+            "  Prefect 3 Secret.load (measured)",
+            f"{prefect * 1e6:8.1f} µs/op",
+            f"ours {prefect / ours:.0f}x faster",
+        )
+    else:
+        why = "skipped (--no-prefect)" if args.no_prefect else "not installed"
+        prefect_row = ("  Prefect 3 Secret.load", f"{why:>14}", "no ratio")
     rows = [
-        ("warm Secret.load().get()", f"{ours * 1e6:8.1f} µs/op", "target < 300 µs"),
+        ("warm Secret.load().get()", f"{ours * 1e6:8.1f} µs/op", ""),
         (
             "  floor: raw sqlite3 + AES-GCM",
             f"{floor * 1e6:8.1f} µs/op",
-            f"ours = {ours / floor:.1f}x floor",
+            f"ours = {ours / floor:.1f}x floor (target <= 3x)",
         ),
+        prefect_row,
+        ("warm Secret(...).save(overwrite=True)", f"{save * 1e6:8.1f} µs/op", ""),
         (
-            f"  Prefect 3 ({source})",
-            f"{prefect * 1e6:8.1f} µs/op",
-            f"ours {prefect / ours:.0f}x faster (target >= 100x)",
+            "  floor: raw sqlite3 UPDATE + commit",
+            f"{save_floor * 1e6:8.1f} µs/op",
+            f"ours = {save / save_floor:.1f}x floor (target <= 5x)",
         ),
-        (
-            "warm Secret(...).save(overwrite=True)",
-            f"{save * 1e6:8.1f} µs/op",
-            "Prefect 3: ~60-80 ms",
-        ),
-        ("cold: python -c import + load", f"{cold:8.3f} s", "target < 0.5 s"),
-        ("cold: block ls", f"{ls:8.3f} s", "target < 0.5 s"),
+        ("cold: python -c import + load", f"{cold:8.3f} s", "target <= 0.2 s"),
+        ("cold: block ls (1 block)", f"{ls:8.3f} s", ""),
         ("  python -c pass", f"{bare:8.3f} s", "interpreter start-up"),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"bench_secrets: {args.ops} ops x 5 rounds (best round), cold = median of 7 runs")
+    print(
+        f"bench_secrets: Python {sys.version.split()[0]}, {args.ops} ops x 5 rounds (best round), "
+        f"cold = median of 7 runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     for name, value, note in rows:
         print(f"{name:<{width}}  {value}   {note}")
 

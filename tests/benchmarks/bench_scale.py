@@ -1,0 +1,237 @@
+"""Benchmark: per-operation cost as the registry and the result store grow (10 / 1,000 / 10,000).
+
+Run: ``.venv/bin/python tests/benchmarks/bench_scale.py [--sizes 10,1000,10000]``
+
+At each size N (N saved blocks, half secrets; N result records, half expired), measured in this
+run, on this machine:
+
+* **save** / **load**: a new block saved (insert), ``Secret.load(name).get()`` of a random one;
+* **record write** / **record read**: ``ResultStore.write`` (default store, fsync) of a new key,
+  ``ResultStore.read`` of a random one;
+* **block ls**, **block ls --json**, **block results ls**: the installed command in a fresh
+  process, stdout a pipe (not a terminal), median of 3 after one warm-up run;
+* the same two listings **on a terminal** (a pseudo-terminal of 40 x 120): time until the first
+  screen is shown, and until the last row is;
+* **block results prune --yes**: on a copy of the store, deleting the expired half.
+
+The baseline is the same operation at the smallest size, in the same run: per-op costs that
+stay flat (ratio ~1) scale; listings also show their cost per extra row over the smallest
+size (the process start-up is in every run, not in the per-row figure). ``python -c pass`` and
+``block --version`` and ``import blocks.registry`` (SQLAlchemy) are measured too, for the fixed
+cost of a process, of the CLI and of the registry. Commands run with stdout a pipe also report
+their CPU time (user + system), which a busy machine inflates less than wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pty
+import random
+import resource
+import select
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+BLOCK = str(Path(sys.executable).with_name("block"))
+SCREEN_ROWS, SCREEN_COLUMNS = 40, 120
+
+
+def env() -> dict[str, str]:
+    # As an installed package runs: bytecode cached, no forced terminal size.
+    drop = {"PYTHONDONTWRITEBYTECODE", "COLUMNS", "LINES"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def piped(args: list[str], runs: int = 3) -> tuple[float, float]:
+    """Median wall and CPU (user + system) seconds of ``ARGS`` with stdout a pipe, after one
+    warm-up run. CPU time is what the command costs; wall time also counts waiting for a CPU
+    on a busy machine."""
+    subprocess.run(args, check=True, capture_output=True, env=env())
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True, env=env())
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def on_terminal(args: list[str], runs: int = 3) -> tuple[float, float]:
+    """Median (first screen shown, last row shown) of ``ARGS`` on a 40 x 120 pseudo-terminal."""
+    import fcntl
+    import termios
+
+    firsts, totals = [], []
+    screen_lines = SCREEN_ROWS - 2  # rows shown with the heading and its rule
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        pid, fd = pty.fork()
+        if pid == 0:
+            try:
+                size = struct.pack("HHHH", SCREEN_ROWS, SCREEN_COLUMNS, 0, 0)
+                fcntl.ioctl(0, termios.TIOCSWINSZ, size)
+                os.execve(args[0], args, env())
+            finally:
+                os._exit(127)
+        lines, first = 0, None
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], 60)
+                if not ready:
+                    raise TimeoutError(f"{args} showed nothing for 60 s")
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                lines += chunk.count(b"\n")
+                if first is None and lines >= screen_lines:
+                    first = time.perf_counter() - start
+        finally:
+            _, status = os.waitpid(pid, 0)
+            os.close(fd)
+        total = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{args} failed on a terminal")
+        firsts.append(first if first is not None else total)
+        totals.append(total)
+    return statistics.median(firsts[1:]), statistics.median(totals[1:])
+
+
+def per_op(fn: Callable[[int], object], ops: int) -> float:
+    start = time.perf_counter()
+    for i in range(ops):
+        fn(i)
+    return (time.perf_counter() - start) / ops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,1000,10000")
+    parser.add_argument("--samples", type=int, default=200, help="ops timed per size")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    os.environ["BLOCKS_HOME"] = str(tmp / "home")
+    os.environ.pop("BLOCKS_REGISTRY_URL", None)
+    os.environ.setdefault("BLOCKS_KEY_SOURCE", "file")
+    os.environ["BLOCKS_LOG_LEVEL"] = "WARNING"
+
+    from blocks.core import Block
+    from blocks.filesystems import LocalFileSystem
+    from blocks.results import ResultStore
+    from blocks.system import Secret, String
+
+    records = tmp / "records"
+    filler = ResultStore(LocalFileSystem(basepath=str(records), fsync=False), "pickle")
+    store = ResultStore(LocalFileSystem(basepath=str(records)), "pickle")
+    rng = random.Random(12)
+    now = datetime.now(UTC)
+    saved = written = 0
+    table: dict[str, dict[int, float]] = {}
+
+    def record(name: str, size: int, value: float) -> None:
+        table.setdefault(name, {})[size] = value
+
+    fixed = {"python -c pass": piped([sys.executable, "-c", "pass"])}
+    fixed["block --version"] = piped([BLOCK, "--version"])
+    fixed["import blocks.registry"] = piped([sys.executable, "-c", "import blocks.registry"])
+    for n in sizes:
+        fill_start = time.perf_counter()
+        while saved < n:  # untimed filling (timed in total only, for information)
+            block = Secret(value=f"s3cr3t-{saved}") if saved % 2 else String(value="x")
+            block.save(f"b-{saved:06d}")
+            saved += 1
+        while written < n:
+            expires = now + (timedelta(hours=1) if written % 2 else -timedelta(hours=1))
+            filler.write(f"flow/task-{written:06d}", {"i": written}, expires=expires, task="t")
+            written += 1
+        fill = time.perf_counter() - fill_start
+        secrets = [f"b-{i:06d}" for i in range(1, n, 2)]
+        keys = [f"flow/task-{i:06d}" for i in range(1, n, 2)]  # unexpired ones
+
+        save = per_op(lambda i: String(value="y").save(f"new-{i}"), args.samples)
+        record("save (insert)", n, save)
+        for i in range(args.samples):
+            Block.delete(f"string/new-{i}")
+        record(
+            "Secret.load().get()",
+            n,
+            per_op(lambda i, names=secrets: Secret.load(rng.choice(names)).get(), args.samples),
+        )
+        record(
+            "record write (fsync)",
+            n,
+            per_op(lambda i: store.write(f"new/k-{i}", {"i": i}, task="t"), args.samples // 2),
+        )
+        for i in range(args.samples // 2):
+            store.delete(f"new/k-{i}")
+        read = per_op(lambda i, keys=keys: store.read(rng.choice(keys)), args.samples)
+        record("record read", n, read)
+        for name, command in (
+            ("block ls (piped)", [BLOCK, "ls"]),
+            ("block ls --json (piped)", [BLOCK, "ls", "--json"]),
+            ("block results ls (piped)", [BLOCK, "results", "ls", "-s", str(records)]),
+        ):
+            wall, cpu = piped(command)
+            record(name, n, wall)
+            record(f"  CPU time of {name.split(' (')[0]}", n, cpu)
+        first, total = on_terminal([BLOCK, "ls"])
+        record("block ls: terminal, first screen", n, first)
+        record("block ls: terminal, last row", n, total)
+        first, total = on_terminal([BLOCK, "results", "ls", "-s", str(records)])
+        record("block results ls: terminal, first screen", n, first)
+        record("block results ls: terminal, last row", n, total)
+        copy = tmp / f"prune-{n}"
+        shutil.copytree(records, copy)
+        start = time.perf_counter()
+        subprocess.run(
+            [BLOCK, "results", "prune", "--yes", "-s", str(copy)],
+            check=True,
+            capture_output=True,
+            env=env(),
+        )
+        record("block results prune (half expired)", n, time.perf_counter() - start)
+        shutil.rmtree(copy)
+        print(f"  size {n}: filled in {fill:.1f} s", file=sys.stderr)
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    small = sizes[0]
+    print(
+        f"bench_scale: Python {sys.version.split()[0]}, sizes {sizes}, {args.samples} ops per "
+        f"size; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    for name, (wall, cpu) in fixed.items():
+        print(f"{name}: {wall:.3f} s wall, {cpu:.3f} s CPU")
+    head = f"{'operation':<42}" + "".join(f"{n:>24,}" for n in sizes) + "   largest / smallest"
+    print(head)
+    print("-" * len(head))
+    for name, by_size in table.items():
+        listing = not name.startswith(("save", "Secret", "record"))
+        cells = []
+        for n in sizes:
+            value = by_size[n]
+            cells.append(
+                f"{value:>8.3f} s ({(value - by_size[small]) / (n - small) * 1e6:+5.0f} µs/row)"
+                if listing and n > small
+                else (f"{value:>11.3f} s" if listing else f"{value * 1e6:>12.1f} µs/op")
+            )
+        ratio = by_size[sizes[-1]] / by_size[small]
+        print(f"{name:<42}" + "".join(f"{c:>24}" for c in cells) + f"   {ratio:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

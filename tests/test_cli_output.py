@@ -1,0 +1,184 @@
+"""How ``block`` tables print: tab-separated when piped, rich then plain on a terminal, JSON
+arrays streamed. Run for real: the installed command in subprocesses and on a pseudo-terminal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from blocks.cli._output import echo_json_array, print_pairs, print_table
+from blocks.results import ResultStore
+from blocks.system import Secret, String
+
+BLOCK = str(Path(sys.executable).with_name("block"))
+
+
+def block(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [BLOCK, *args], capture_output=True, text=True, env=dict(os.environ), timeout=60
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done
+
+
+def on_terminal(args: list[str], rows: int, columns: int = 120) -> str:
+    """Run ``block ARGS`` on a pseudo-terminal of `rows` x `columns`; return what it showed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: set the window size, then become `block`
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+            env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+            os.execve(BLOCK, [BLOCK, *args], env)
+        finally:
+            os._exit(127)
+    transcript = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                transcript += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    return transcript.decode(errors="replace").replace("\r\n", "\n")
+
+
+def save_many(count: int) -> list[str]:
+    names = [f"b-{i:03d}" for i in range(count)]
+    for i, name in enumerate(names):
+        (Secret(value="s3cr3t-Zq8X") if i % 2 else String(value="plain")).save(name)
+    return names
+
+
+def test_piped_ls_is_one_tab_separated_line_per_block() -> None:
+    names = save_many(12)
+    lines = block("ls").stdout.splitlines()
+    assert lines[0].split("\t") == ["type", "name", "secrets", "created", "updated"]
+    rows = [line.split("\t") for line in lines[1:]]
+    assert all(len(row) == 5 for row in rows)
+    # Sorted by type then name, as the registry's query orders them.
+    assert [(r[0], r[1]) for r in rows] == sorted(
+        ("secret" if i % 2 else "string", n) for i, n in enumerate(names)
+    )
+    assert {r[2] for r in rows if r[0] == "secret"} == {"1"}
+    assert {r[2] for r in rows if r[0] == "string"} == {"0"}
+    only = block("ls", "--type", "string").stdout.splitlines()[1:]
+    assert len(only) == 6 and all(line.startswith("string\t") for line in only)
+    assert "s3cr3t-Zq8X" not in block("ls").stdout + block("ls", "--json").stdout
+    print(f"piped ls: {len(rows)} rows, {len(only)} with --type string")
+
+
+def test_ls_json_is_one_array_with_an_element_per_line() -> None:
+    save_many(5)
+    out = block("ls", "--json").stdout
+    listed = json.loads(out)
+    assert [row["slug"] for row in listed] == [
+        "secret/b-001", "secret/b-003", "string/b-000", "string/b-002", "string/b-004"
+    ]
+    assert listed[0]["secret_fields"] == ["value"] and listed[2]["secret_fields"] == []
+    assert set(listed[0]) == {"slug", "type", "name", "id", "secret_fields", "created", "updated"}
+    assert datetime.fromisoformat(listed[0]["created"]).tzinfo is not None
+    # One element per line: `grep` and line-by-line readers work too.
+    assert out.splitlines()[0] == "[" and out.splitlines()[-1] == "]"
+    assert [json.loads(line.rstrip(",")) for line in out.splitlines()[1:-1]] == listed
+    # The same shape as `inspect --json` says of the same block (minus inspect's extras).
+    shown = json.loads(block("inspect", "secret/b-001", "--json").stdout)
+    assert {k: shown[k] for k in listed[0]} == listed[0]
+
+
+def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen() -> None:
+    names = save_many(40)
+    screen = on_terminal(["ls"], rows=12)
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    shown = [line.split()[1] for line in lines if line.startswith(("secret ", "string "))]
+    assert sorted(shown) == sorted(names) and len(shown) == len(set(shown)) == 40
+    heading = next(line for line in lines if "name" in line and "created" in line)
+    assert screen.count("created") == 1  # one heading, then plain rows
+    # Every row's name starts in the heading's "name" column, on rich's screen and after it.
+    column = _strip_ansi(heading).index("name")
+    rows = [line for line in lines if line.startswith(("secret ", "string "))]
+    assert {row.index("b-") for row in rows} == {column}
+    print(f"terminal ls: {len(rows)} rows on a 12-line screen, names at column {column}")
+
+
+def test_terminal_shows_a_short_listing_as_a_rich_table() -> None:
+    save_many(3)
+    screen = on_terminal(["ls"], rows=40)
+    assert "┏" in screen and "b-002" in screen and screen.count("b-00") == 3
+
+
+def test_cells_with_tabs_and_newlines_stay_on_one_line_when_piped() -> None:
+    String(value="a\tb\nc\\d").save("odd")
+    out = block("inspect", "string/odd").stdout
+    assert "value\ta\\tb\\nc\\\\d" in out.splitlines()
+
+
+def test_printer_streams_and_counts() -> None:
+    runner = CliRunner()
+
+    def run() -> None:
+        assert print_table(("a", "b"), ((i, f"x{i}") for i in range(1500))) == 1500
+        assert echo_json_array(iter([])) == 0
+        assert echo_json_array({"n": n} for n in range(3)) == 3
+        print_pairs([("id", 1), ("name", "x")], title="t")
+
+    out = runner.invoke(click.command()(run), []).output
+    lines = out.splitlines()
+    assert lines[0] == "a\tb" and lines[1500] == "1499\tx1499"
+    rest = "\n".join(lines[1501:])
+    assert rest.startswith("[]\n[\n")
+    assert json.loads(rest[3 : rest.index("]\n", 3) + 1]) == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert lines[-3:] == ["t", "id    1", "name  x"]
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    store = ResultStore.resolve(str(tmp_path / "results"), "pickle")
+    now = datetime.now(UTC)
+    for i in range(30):
+        store.write(f"etl/k-{i:02d}", b"x" * 1000, expires=now + timedelta(hours=i % 2 * 2 - 1))
+    store.storage.write_path("etl/junk", b"not a record")
+    return tmp_path / "results"
+
+
+def test_results_ls_piped_lines_and_count_on_stderr(results_dir: Path) -> None:
+    done = block("results", "ls", "--storage", str(results_dir))
+    lines = done.stdout.splitlines()
+    assert lines[0].split("\t") == ["Key", "Size", "Created", "Expires", "Task", "Serializer"]
+    rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
+    assert len(rows) == 31 and rows["etl/junk"][5] == "unreadable"
+    assert rows["etl/k-00"][3].endswith("(expired)") and rows["etl/k-01"][5] == "pickle"
+    assert "31 result record(s)" in done.stderr
+    listed = json.loads(block("results", "ls", "--storage", str(results_dir), "--json").stdout)
+    assert len(listed) == 31 and sum(row["readable"] for row in listed) == 30
+    screen = on_terminal(["results", "ls", "--storage", str(results_dir)], rows=10)
+    assert sum(f"etl/k-{i:02d}" in screen for i in range(30)) == 30
+    assert "31 result record(s)" in screen
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

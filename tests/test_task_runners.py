@@ -1,0 +1,192 @@
+"""ConcurrentTaskRunner on the process's shared threads: reused across flow runs, each run
+bounded by its own max_workers, no deadlock with subflows, clean at fork and at exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from blocks import flow, task
+from blocks.task_runners import SHARED_THREADS, ConcurrentTaskRunner, SharedThreads
+
+
+def test_flow_runs_reuse_the_same_threads() -> None:
+    seen: list[set[int]] = []
+
+    @task
+    def where(i: int) -> int:
+        time.sleep(0.01)
+        return threading.get_ident()
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=4))
+    def f() -> set[int]:
+        return {fut.result() for fut in where.map(range(16))}
+
+    for _ in range(30):
+        seen.append(f())
+    alive = SHARED_THREADS.threads()
+    every = set().union(*seen)
+    print(f"30 flow runs x 16 tasks: {len(every)} distinct threads, {alive} alive now")
+    assert all(len(s) <= 4 for s in seen)
+    assert len(every) <= SHARED_THREADS.keep_idle + 4  # not 4 new threads per run
+    assert alive <= SHARED_THREADS.keep_idle + 4
+
+
+def test_each_run_keeps_its_own_bound() -> None:
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    @task
+    def busy(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return i
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=3))
+    def f() -> list[int]:
+        return [fut.result() for fut in busy.map(range(15))]
+
+    assert f() == list(range(15))
+    print(f"15 tasks, max_workers=3: peak concurrency {peak[0]}")
+    assert peak[0] == 3
+
+
+def test_tasks_running_subflows_that_submit_do_not_deadlock() -> None:
+    @task
+    def leaf(i: int) -> int:
+        return i * 2
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=2))
+    def inner(i: int) -> int:
+        return sum(fut.result() for fut in leaf.map([i, i + 1, i + 2]))
+
+    @task
+    def branch(i: int) -> int:
+        return inner(i)
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=2))
+    def outer() -> list[int]:
+        return [fut.result() for fut in branch.map(range(6))]
+
+    assert outer() == [2 * (3 * i + 3) for i in range(6)]
+
+
+def test_shutdown_without_wait_cancels_what_has_not_started() -> None:
+    runner = ConcurrentTaskRunner(max_workers=1)
+    gate = threading.Event()
+    first = runner.submit(lambda: gate.wait(10))  # type: ignore[arg-type,return-value]
+    queued = [runner.submit(lambda: None) for _ in range(5)]  # type: ignore[arg-type]
+    runner.shutdown(wait=False)
+    assert all(f.cancelled() for f in queued)
+    gate.set()
+    assert first.result(timeout=10) is True
+
+
+def test_shutdown_with_wait_waits_for_jobs_submitted_meanwhile() -> None:
+    runner = ConcurrentTaskRunner(max_workers=2)
+    done: list[int] = []
+
+    def chain(n: int) -> None:
+        time.sleep(0.01)
+        done.append(n)
+        if n < 5:
+            runner.submit(lambda: chain(n + 1))  # type: ignore[arg-type,return-value]
+
+    runner.submit(lambda: chain(0))  # type: ignore[arg-type,return-value]
+    runner.shutdown(wait=True)
+    assert done == [0, 1, 2, 3, 4, 5]
+
+
+def test_parked_threads_leave_after_their_idle_time() -> None:
+    threads = SharedThreads(keep_idle=2, idle_seconds=0.05)
+    finished = threading.Event()
+    for _ in range(4):
+        threads.start(finished.wait)
+    assert threads.threads() == 4
+    finished.set()
+    deadline = time.monotonic() + 10
+    while threads.threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threads.threads() == 0 and threads.idle() == 0
+    threads.close()
+
+
+def test_a_job_handed_to_a_parked_thread_is_never_stranded() -> None:
+    # Idle timeouts racing with hand-offs: every job must still run.
+    threads = SharedThreads(keep_idle=4, idle_seconds=0.001)
+    count = 200_000 if os.environ.get("BLOCKS_SOAK") == "1" else 2000
+    done = threading.Semaphore(0)
+    for i in range(count):
+        threads.start(done.release)
+        if i % 50 == 0:
+            time.sleep(0.002)  # let parked threads time out now and then
+    for _ in range(count):
+        assert done.acquire(timeout=10)
+    print(f"{count} jobs through a pool whose threads time out after 1 ms: all ran")
+    threads.close()
+
+
+def test_forked_child_runs_flows_with_fresh_threads() -> None:
+    @task
+    def double(i: int) -> int:
+        return i * 2
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=2))
+    def f() -> list[int]:
+        return [fut.result() for fut in double.map(range(8))]
+
+    assert f() == [i * 2 for i in range(8)]  # the parent has parked threads now
+    pid = os.fork()
+    if pid == 0:  # the child: must not wait for the parent's threads
+        code = 1
+        try:
+            code = 0 if f() == [i * 2 for i in range(8)] else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child hung running a flow")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_interpreter_exits_without_waiting_for_parked_threads() -> None:
+    script = textwrap.dedent(
+        """
+        from blocks import flow, task
+        from blocks.task_runners import SHARED_THREADS
+
+        SHARED_THREADS.idle_seconds = 3600  # parked threads must not hold the exit
+
+        @task
+        def one(i):
+            return i
+
+        @flow
+        def f():
+            return [fut.result() for fut in one.map(range(10))]
+
+        assert f() == list(range(10))
+        print("parked", SHARED_THREADS.idle())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("parked ") and int(done.stdout.split()[1]) >= 1
