@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from types import ModuleType
 from typing import Any, BinaryIO, Self
 
+from . import context
 from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
 PICKLE_LIBS = ("cloudpickle", "pickle")
 PROTOCOL = 5
+#: The persistent id that marks a sealed secret inside a pickle.
+SEALED = "blocks-sealed-secret"
 
 
 class PickleSerializer(Serializer):
@@ -19,6 +24,11 @@ class PickleSerializer(Serializer):
     defined in ``__main__``) or ``"pickle"``. Only load data you trust: unpickling can run code.
     `dump` hands large ``bytes`` to the file without copying them, so writing a 256 MB payload
     needs no second 256 MB buffer; `load` reads them back the same way.
+
+    Secrets (pydantic ``SecretStr``, ``SecretBytes``, ``Secret``) never reach the pickle in
+    plaintext: inside a `codec_context` with a sealer (the result store's) each one is pickled
+    on its own, sealed, and stored as a persistent id that `load` opens again; without a
+    sealer, dumping a secret raises `SerializationError` naming where it is.
 
     Example:
         >>> s = PickleSerializer()
@@ -47,41 +57,55 @@ class PickleSerializer(Serializer):
         return pickle
 
     def dumps(self, obj: Any) -> bytes:
-        try:
-            data: bytes = self._lib().dumps(obj, protocol=PROTOCOL)
-        except Exception as exc:  # pickling runs arbitrary __reduce__ code: any error may surface
-            raise _pickling_error(obj, self.picklelib, exc) from exc
-        return data
+        buffer = io.BytesIO()
+        self.dump(obj, buffer)
+        return buffer.getvalue()
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
         """Pickle `obj` straight into `file`; on error, part of it may already be written."""
         try:
-            self._lib().dump(obj, file, protocol=PROTOCOL)
-        except OSError:
+            _pickler_class(self.picklelib)(file, protocol=PROTOCOL).dump(obj)
+        except (OSError, SerializationError):
             raise
+        except _SecretRefused as refused:
+            raise context.refuse_secret(obj, refused.kind) from None
         except Exception as exc:
             raise _pickling_error(obj, self.picklelib, exc) from exc
 
     def loads(self, data: bytes) -> Any:
-        import pickle
-
-        try:
-            return pickle.loads(data)
-        except SerializationError:
-            raise
-        except Exception as exc:
-            raise _unpickling_error(exc) from exc
+        return self.load(io.BytesIO(data))
 
     def load(self, file: BinaryIO) -> Any:
         """Unpickle one value from `file`, reading no further than its end."""
-        import pickle
-
         try:
-            return pickle.load(file)
+            return _Unpickler(file).load()
         except (OSError, SerializationError):
             raise
         except Exception as exc:
             raise _unpickling_error(exc) from exc
+
+    def versions(self) -> dict[str, str]:
+        found = {"python": ".".join(map(str, sys.version_info[:3]))}
+        if self.picklelib == "cloudpickle":
+            found["cloudpickle"] = str(self._lib().__version__)
+        return found
+
+    def incompatible(self, recorded: dict[str, str]) -> str | None:
+        # Pickles name code by module path and bytecode: safe only under the same Python
+        # minor version and the same cloudpickle minor version.
+        here = self.versions()
+        for lib in ("python", "cloudpickle"):
+            theirs, ours = recorded.get(lib), here.get(lib)
+            if ours is None:
+                continue
+            if theirs is None:
+                return f"it does not say which {lib} version wrote it"
+            if theirs.split(".")[:2] != ours.split(".")[:2]:
+                return (
+                    f"it was pickled under {lib} {theirs} and this process runs {ours} "
+                    "(pickles do not cross minor versions)"
+                )
+        return None
 
     def to_spec(self) -> dict[str, Any]:
         return {"type": self.type, "picklelib": self.picklelib}
@@ -91,6 +115,72 @@ class PickleSerializer(Serializer):
         """Rebuild from `to_spec()` output (the ``type`` key is already checked)."""
         check_spec_keys(spec, {"type", "picklelib"})
         return cls(picklelib=spec.get("picklelib", "cloudpickle"))
+
+
+class _SecretRefused(Exception):
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+
+_PICKLERS: dict[str, type] = {}
+
+
+def _pickler_class(picklelib: str) -> Any:
+    """A Pickler (cloudpickle's or the stdlib's) that seals secrets as persistent ids."""
+    made = _PICKLERS.get(picklelib)
+    if made is not None:
+        return made
+    if picklelib == "cloudpickle":
+        import cloudpickle
+
+        base: Any = cloudpickle.CloudPickler
+    else:
+        import pickle
+
+        base = pickle.Pickler
+
+    class SealingPickler(base):  # type: ignore[misc]
+        def persistent_id(self, obj: Any) -> Any:
+            kinds = context.secret_types()
+            if not kinds or not isinstance(obj, kinds):
+                return None
+            active = context.current()
+            if active is None or active.sealer is None:
+                raise _SecretRefused(type(obj))
+            plain = io.BytesIO()
+            base(plain, protocol=PROTOCOL).dump(obj)  # the secret alone, not sealed again
+            return (SEALED, active.sealer.seal(plain.getvalue()))
+
+    _PICKLERS[picklelib] = SealingPickler
+    return SealingPickler
+
+
+def _make_unpickler() -> Any:
+    import pickle
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == SEALED):
+                raise SerializationError("pickle names an unknown persistent object")
+            active = context.current()
+            if active is None or active.sealer is None:
+                raise SerializationError(
+                    "pickle holds a sealed secret: read it through a ResultStore with the "
+                    "results key that wrote it"
+                )
+            return pickle.loads(active.sealer.unseal(pid[1]))
+
+    return Unpickler
+
+
+def _Unpickler(file: BinaryIO) -> Any:
+    global _UNPICKLER
+    if _UNPICKLER is None:
+        _UNPICKLER = _make_unpickler()
+    return _UNPICKLER(file)
+
+
+_UNPICKLER: Any = None
 
 
 def _pickling_error(obj: Any, picklelib: str, exc: Exception) -> SerializationError:

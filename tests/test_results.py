@@ -43,7 +43,8 @@ from blocks.results import (
     render_storage_key,
     resolve_storage,
 )
-from blocks.results.record import PREFIX_SIZE, encode_prefix, header_length
+from blocks.results.record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
+from blocks.results.signing import ResultsKeys, results_keys
 from blocks.system import Secret
 from serializers.errors import SerializationError
 
@@ -171,11 +172,13 @@ def test_header_describes_the_record_and_the_object_is_header_plus_payload(
     before = datetime.now(UTC)
     expires = before + timedelta(hours=1)
     header = store.write("k", b"x" * 5000, expires=expires, task="t")
-    assert header.format_version == 1
+    assert header.format_version == 2
     assert before <= header.created <= datetime.now(UTC)
     assert header.created.tzinfo is not None
     assert header.expires == expires
-    assert header.checksum.startswith("xxh3_128:") and len(header.checksum) == 9 + 32
+    assert header.checksum.startswith("blake3-keyed:") and len(header.checksum) == 13 + 64
+    assert header.signer == store.keys.active.key_id
+    assert header.versions["python"] == ".".join(map(str, sys.version_info[:3]))
     offset = _payload_offset(store.storage, "k")
     assert store.storage.size("k") == offset + header.payload_size
     # Raw payload bytes, not base64: the 5000 bytes appear verbatim.
@@ -353,7 +356,7 @@ def test_flipped_header_byte_is_a_miss(store: ResultStore) -> None:
     raw = store.storage.read_path("k")
     at = raw.index(b'"task":"abc"') + len('"task":"')  # still valid JSON after the flip
     _flip(store.storage, "k", at)
-    with pytest.warns(CorruptRecordWarning, match="damaged header"):
+    with pytest.warns(CorruptRecordWarning, match="bad signature"):
         assert store.read("k") is None
     with pytest.warns(CorruptRecordWarning):
         assert store.exists("k") is False
@@ -390,13 +393,28 @@ def test_record_copied_under_another_key_is_a_miss(store: ResultStore) -> None:
         assert store.read("b") is None
 
 
-def _forge(storage: WritableFileSystem, key: str, spec: dict[str, Any], payload: bytes) -> None:
-    """A record with a valid header checksum that names `spec` as its serializer."""
-    import xxhash
-
-    draft = RecordHeader.new(key, spec, expires=None, task=None)
-    header = draft.finish(len(payload), "xxh3_128:" + xxhash.xxh3_128_hexdigest(payload))
-    storage.write_path(key, encode_prefix(header, width=draft.width()) + payload)
+def _forge(
+    storage: WritableFileSystem,
+    key: str,
+    spec: dict[str, Any],
+    payload: bytes,
+    *,
+    keys: ResultsKeys | None = None,
+    decoded_size: int | None = None,
+    versions: dict[str, str] | None = None,
+) -> None:
+    """A record signed with `keys` (default: this process's) that names `spec` as its serializer:
+    what someone who holds the results key could write."""
+    signer = (keys or results_keys()).active
+    draft = RecordHeader.new(
+        key, spec, expires=None, task=None, signer=signer.key_id, versions=versions
+    )
+    hasher = signer.payload_hasher()
+    hasher.update(payload)
+    header = draft.finish(len(payload), checksum_string(hasher), decoded_size)
+    if versions is not None:
+        header = dataclasses.replace(header, versions=versions)
+    storage.write_path(key, encode_prefix(header, width=draft.width(), signer=signer) + payload)
 
 
 def test_serializer_not_on_the_allow_list_is_refused(store: ResultStore) -> None:
