@@ -746,3 +746,34 @@ def test_block_results_errors_are_one_line(tmp_path: Path) -> None:
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: Refused key"), done.stderr
+
+
+# -- signed records, on every storage ----------------------------------------------------------
+
+
+def test_record_written_with_another_key_is_a_miss(storage: WritableFileSystem) -> None:
+    ours = ResultStore(storage, "pickle")
+    theirs = ResultStore(storage, "pickle", keys=ResultsKeys.of([os.urandom(32)], "test"))
+    theirs.write("k", Tripwire("foreign"))
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert ours.read("k") is None
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert ours.exists("k") is False
+    assert dict(ours.records()) == {"k": None}
+    assert UNPICKLED == []
+    hit = theirs.read("k")  # the key that wrote it reads it
+    assert hit is not None and UNPICKLED == ["foreign"]
+    ours.write("k", "ours")  # a miss is rewritten, signed with our key
+    assert (hit := ours.read("k")) is not None and hit.value == "ours"
+    assert hit.header.signer == ours.keys.active.key_id
+
+
+def test_forged_payload_with_recomputed_checksum_is_a_miss(storage: WritableFileSystem) -> None:
+    store = ResultStore(storage, "json")
+    store.write("k", {"amount": 10})
+    raw = storage.read_path("k")
+    offset = _payload_offset(storage, "k")
+    forged = raw[:offset] + b'{"amount":99}'
+    storage.write_path("k", forged)
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert store.read("k") is None

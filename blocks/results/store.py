@@ -45,8 +45,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from blocks import settings
-from blocks.errors import BlocksError, ConfigurationError, CorruptRecord, StorageError
-from blocks.filesystems.base import validate_key
+from blocks.errors import (
+    BlocksError,
+    ConfigurationError,
+    CorruptRecord,
+    StorageError,
+    UnsafePath,
+)
+from blocks.filesystems.base import TempFile, validate_key
 from blocks.results import streams
 from blocks.results.record import (
     FIRST_READ,
@@ -72,6 +78,10 @@ logger = logging.getLogger("blocks.results")
 _SERIALIZERS: dict[str, Serializer] = {}
 
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+#: How old a temp file must be before `prune` removes it (unless its writer, on this host,
+#: is gone): longer than any write takes.
+TEMP_GRACE = timedelta(hours=1)
 
 
 class CorruptRecordWarning(UserWarning):
@@ -361,25 +371,51 @@ class ResultStore:
         older_than: timedelta | None = None,
         dry_run: bool = False,
         on_delete: Callable[[str, RecordHeader], None] | None = None,
+        temp_grace: timedelta | None = TEMP_GRACE,
     ) -> list[str]:
-        """Delete expired records and/or records older than `older_than`; return their keys.
+        """Delete expired records and/or records older than `older_than`, and stale temp files;
+        return their keys.
 
         A record goes if ``expired`` and it has expired, **or** it was created more than
         `older_than` ago. With ``expired=False`` and no `older_than`, every record goes.
         Objects that are not readable records are never deleted (they may be someone
-        else's files). With `dry_run`, nothing is deleted.
+        else's files). Temp files of interrupted writes go when older than `temp_grace`, or
+        at once if the process that wrote them (on this host) is gone; None keeps them.
+        With `dry_run`, nothing is deleted. A key behind a symlink is skipped (logged).
 
         Example:
             >>> store.prune(older_than=timedelta(days=7), dry_run=True)
             ['etl/extract-3f2a']
         """
         selected = list(self.prunable(expired=expired, older_than=older_than))
-        if not dry_run:
-            for key, header in selected:
-                self.delete(key)
+        done = []
+        for key, header in selected:
+            if not dry_run:
+                try:
+                    self.delete(key)
+                except UnsafePath as exc:
+                    logger.warning("prune skipped %r: %s", key, exc)
+                    continue
                 if on_delete is not None:
                     on_delete(key, header)
-        return [key for key, _ in selected]
+            done.append(key)
+        if temp_grace is not None:
+            done.extend(t.key for t in self.prune_temp(temp_grace, dry_run=dry_run))
+        return done
+
+    def temp_files(self) -> list[TempFile]:
+        """Temp files of writes in flight or interrupted (local storage; none on object stores)."""
+        try:
+            return sorted(self.storage.temp_files(), key=lambda t: t.key)
+        except OSError as exc:
+            self._storage_failed("list", "(temp files)", exc)
+
+    def prune_temp(self, grace: timedelta = TEMP_GRACE, *, dry_run: bool = False) -> list[TempFile]:
+        """Delete temp files older than `grace` (or whose writer on this host is gone)."""
+        try:
+            return self.storage.remove_temp_files(grace, dry_run=dry_run)
+        except OSError as exc:
+            self._storage_failed("delete", "(temp files)", exc)
 
     # -- internals ------------------------------------------------------------------------
 
