@@ -176,7 +176,7 @@ def test_header_describes_the_record_and_the_object_is_header_plus_payload(
     assert before <= header.created <= datetime.now(UTC)
     assert header.created.tzinfo is not None
     assert header.expires == expires
-    assert header.checksum.startswith("blake3-keyed:") and len(header.checksum) == 13 + 64
+    assert header.checksum.startswith("aes256-gmac:") and len(header.checksum) == 12 + 65
     assert header.signer == store.keys.active.key_id
     assert header.versions["python"] == ".".join(map(str, sys.version_info[:3]))
     offset = _payload_offset(store.storage, "k")

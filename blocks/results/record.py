@@ -6,20 +6,21 @@
     0       4     magic  b"BLKR"
     4       1     format version (2)
     5       4     header length N, big-endian uint32
-    9       32    header tag: keyed BLAKE3 (results key) over bytes 0-8 and the N header bytes
+    9       32    header tag: HMAC-SHA256 (results key) over bytes 0-8 and the N header bytes
     41      N     header: UTF-8 JSON object, right-padded with spaces
     41+N    ...   payload: the serializer's raw bytes, to the end of the object
 
 The header names the serializer only by its spec (rebuilt through the allow-list of
-`serializers.resolve_serializer`) and carries the payload's size and ``checksum``: a keyed
-BLAKE3 tag of the payload bytes. The header tag covers the prefix and the header, hence the
-payload tag too: prefix, header and payload are signed together, and nothing reaches a
-deserializer before both tags verify (see `blocks.results.signing` for the key). ``signer``
-names the results key (its public id); ``decoded_size`` the uncompressed size of a compressed
-payload (the ceiling for decoding it); ``versions`` what the payload bytes depend on (Python,
-cloudpickle). Size and checksum are written *before* the payload, so a writer that can seek
-reserves them with placeholders of fixed width and fills them in afterwards; JSON allows the
-trailing spaces that keep the width fixed.
+`serializers.resolve_serializer`) and carries the payload's size and ``checksum``: the
+payload's AES-256-GMAC nonce and tag (``aes256-gmac:NONCE:TAG``). The header tag covers the
+prefix and the header, hence the payload tag too: prefix, header and payload are signed
+together, and nothing reaches a deserializer before both tags verify (see
+`blocks.results.signing` for the key). ``signer`` names the results key (its public id);
+``decoded_size`` the uncompressed size of a compressed payload (the ceiling for decoding it);
+``versions`` what the payload bytes depend on (Python, cloudpickle). Size and checksum are
+written *before* the payload, so a writer that can seek reserves them with placeholders of
+fixed width and fills them in afterwards; JSON allows the trailing spaces that keep the width
+fixed.
 
 Format 1 (unsigned, xxh3 checksums) records are read as misses and rewritten signed on the next
 write. Readers ignore header fields they do not know, so fields may be added without a new
@@ -28,7 +29,7 @@ format version.
 Example:
     >>> keys = results_keys()
     >>> draft = RecordHeader.new("k", {"type": "json"}, expires=None, task=None)
-    >>> head = draft.finish(2, "blake3-keyed:" + "0" * 64)
+    >>> head = draft.finish(2, "aes256-gmac:" + "0" * 32 + ":" + "0" * 32)
     >>> prefix = encode_prefix(head, width=draft.width(), signer=keys.active)
     >>> decode_header(prefix + b"[]", key="k", keys=keys).payload_size
     2
@@ -37,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import struct
 import sys
 from dataclasses import dataclass, field, replace
@@ -59,11 +61,11 @@ MAX_HEADER_SIZE = 64 * 1024
 FIRST_READ = 4096
 
 CHECKSUM_ALGORITHM = ALGORITHM
-_CHECKSUM_WIDTH = len(CHECKSUM_ALGORITHM) + 1 + 64
 # Placeholders as wide as any real value: 16 digits cover payloads up to ~9 PB.
 _SIZE_PLACEHOLDER = 10**16 - 1
-_CHECKSUM_PLACEHOLDER = CHECKSUM_ALGORITHM + ":" + "f" * 64
+_CHECKSUM_PLACEHOLDER = CHECKSUM_ALGORITHM + ":" + "f" * 32 + ":" + "f" * 32
 MAX_PAYLOAD_SIZE = _SIZE_PLACEHOLDER
+_CHECKSUM = re.compile(re.escape(CHECKSUM_ALGORITHM) + r":[0-9a-f]{32}:[0-9a-f]{32}")
 
 
 def checksum_string(hasher: Any) -> str:
@@ -257,6 +259,8 @@ def decode_header(prefix_and_header: bytes, *, key: str, keys: ResultsKeys) -> R
             f"result record {key!r} uses checksum {header.checksum.split(':')[0]!r}; "
             f"only {CHECKSUM_ALGORITHM} is supported"
         )
+    if not _CHECKSUM.fullmatch(header.checksum):
+        raise CorruptRecord(f"result record {key!r} has a malformed payload tag")
     if header.key != key:
         # Copied or moved under another key: its value belongs to a different cache key.
         raise CorruptRecord(f"result record {key!r} was written for key {header.key!r}")
@@ -293,3 +297,8 @@ def _parse_time(value: Any) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("timestamp without time zone")
     return moment.astimezone(UTC)
+
+
+def payload_nonce(header: RecordHeader) -> bytes:
+    """The nonce of the header's payload tag (the header is verified, so it is well-formed)."""
+    return bytes.fromhex(header.checksum.split(":")[1])

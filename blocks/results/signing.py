@@ -1,8 +1,16 @@
 """The results key: where it comes from, and what it does (sign records, seal secrets).
 
-Every result record is signed with keyed BLAKE3 under a *results key*, so whoever can write to
-the storage but does not hold the key cannot forge a record (a forged or foreign record is a
-miss). The key comes from the first of:
+Every result record is signed under a *results key*, so whoever can write to the storage but
+does not hold the key cannot forge a record (a forged or foreign record is a miss):
+
+- the payload with AES-256-GMAC (GCM's authenticator, no plaintext) under a one-record key,
+  ``HMAC-SHA256(payload key, nonce)`` for a random 128-bit nonce kept in the header. GMAC runs
+  at memory speed with AES-NI (~11 GB/s here, faster than xxh3; HMAC-SHA256 ran at 1.7 GB/s and
+  keyed BLAKE2b/BLAKE3 at 0.9-1.3 GB/s under load, which would have doubled the time to
+  persist 256 MB);
+- the prefix and header (which hold the payload's nonce and tag) with HMAC-SHA256.
+
+The key comes from the first of:
 
 1. ``BLOCKS_RESULTS_KEY``: url-safe base64 keys, comma-separated, the first one signing (the
    format of `block key generate`). For workers that share result storage but not the registry.
@@ -11,8 +19,8 @@ miss). The key comes from the first of:
 3. The registry's master key(s): ``HKDF-SHA256(master key, info="blocks results key v1")``,
    one results key per master key (the first signs; the others still verify after a rotation).
 
-From each results key, HKDF derives three subkeys: one for the header tag, one for the payload
-tag, one for AES-256-GCM sealing of secret values inside payloads. The key id in a record
+From each results key, HKDF derives three subkeys: one for the header tag, one for payload
+tags, one for AES-256-GCM sealing of secret values inside payloads. The key id in a record
 header is a hash of the results key (public; reveals nothing usable).
 
 Example:
@@ -33,8 +41,9 @@ from typing import Any
 from blocks import settings
 from blocks.errors import BlocksError, ConfigurationError
 
-#: The MAC algorithm, as it is named in record headers.
-ALGORITHM = "blake3-keyed"
+#: The payload MAC, as it is named in record headers.
+ALGORITHM = "aes256-gmac"
+NONCE_BYTES = 16
 #: The name a `Secret` block holding the results key is saved under.
 SECRET_BLOCK_NAME = "results-key"
 _NONCE = 12
@@ -68,15 +77,12 @@ class ResultsKey:
         return f"ResultsKey(id={self.key_id!r}, source={self.source!r})"
 
     def header_tag(self, data: bytes) -> bytes:
-        import blake3
+        return hmac.digest(self._header_key, data, "sha256")
 
-        return blake3.blake3(data, key=self._header_key).digest()
-
-    def payload_hasher(self) -> Any:
-        """A keyed BLAKE3 hasher for payload bytes (``update`` / ``hexdigest``)."""
-        import blake3
-
-        return blake3.blake3(key=self._payload_key)
+    def payload_hasher(self, nonce: bytes | None = None) -> PayloadTag:
+        """A MAC over payload bytes (``update`` / ``hexdigest``); a fresh nonce when writing,
+        the header's when verifying."""
+        return PayloadTag(self._payload_key, nonce if nonce is not None else os.urandom(16))
 
     def seal(self, plaintext: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
@@ -89,6 +95,30 @@ class ResultsKey:
             return self._cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], b"blocks result secret")
         except InvalidTag:
             raise ValueError("a sealed secret does not open with the results key") from None
+
+
+class PayloadTag:
+    """AES-256-GMAC of a byte stream under a key used for this one record only."""
+
+    __slots__ = ("_gmac", "nonce")
+
+    def __init__(self, payload_key: bytes, nonce: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError("payload nonce must be 16 bytes")
+        self.nonce = nonce
+        # A key per record: the fixed IV is never reused under one key.
+        key = hmac.digest(payload_key, nonce, "sha256")
+        self._gmac = Cipher(algorithms.AES(key), modes.GCM(bytes(12))).encryptor()
+
+    def update(self, data: Any) -> None:
+        self._gmac.authenticate_additional_data(data)
+
+    def hexdigest(self) -> str:
+        """``nonce:tag`` in hex; call once, at the end."""
+        self._gmac.finalize()
+        return f"{self.nonce.hex()}:{self._gmac.tag.hex()}"
 
 
 def tags_equal(a: bytes, b: bytes) -> bool:

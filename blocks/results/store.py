@@ -63,6 +63,7 @@ from blocks.results.record import (
     decode_header,
     encode_prefix,
     header_length,
+    payload_nonce,
 )
 from blocks.results.signing import ResultsKey, ResultsKeys, results_keys
 from blocks.results.storage import resolve_storage
@@ -466,7 +467,7 @@ class ResultStore:
     ) -> Any:
         # The header verified under this signer, so it is one of ours.
         signer = keys.by_id[header.signer]
-        hasher = signer.payload_hasher()
+        hasher = signer.payload_hasher(payload_nonce(header))
         if streams.is_stable(stream):
             # A real file keeps its content across renames: verify the whole payload in one
             # pass (it lands in the page cache), then decode from the same descriptor. Nothing
