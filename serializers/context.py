@@ -71,13 +71,17 @@ def current() -> CodecContext | None:
     return _CONTEXT.get()
 
 
+_SECRET_TYPES: tuple[type, ...] = ()
+
+
 def secret_types() -> tuple[type, ...]:
     """pydantic's secret wrappers, if pydantic is imported (no pydantic, no secrets)."""
-    if "pydantic" not in sys.modules:
-        return ()
-    from pydantic import Secret, SecretBytes, SecretStr
+    global _SECRET_TYPES
+    if not _SECRET_TYPES and "pydantic" in sys.modules:
+        from pydantic import Secret, SecretBytes, SecretStr
 
-    return (SecretStr, SecretBytes, Secret)
+        _SECRET_TYPES = (SecretStr, SecretBytes, Secret)
+    return _SECRET_TYPES
 
 
 def secret_path(value: Any, limit: int = 100_000) -> str | None:

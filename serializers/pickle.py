@@ -13,8 +13,6 @@ from .errors import SerializationError
 
 PICKLE_LIBS = ("cloudpickle", "pickle")
 PROTOCOL = 5
-#: The persistent id that marks a sealed secret inside a pickle.
-SEALED = "blocks-sealed-secret"
 
 
 class PickleSerializer(Serializer):
@@ -27,7 +25,7 @@ class PickleSerializer(Serializer):
 
     Secrets (pydantic ``SecretStr``, ``SecretBytes``, ``Secret``) never reach the pickle in
     plaintext: inside a `codec_context` with a sealer (the result store's) each one is pickled
-    on its own, sealed, and stored as a persistent id that `load` opens again; without a
+    on its own, sealed, and stored as a call to `open_sealed`, which opens it on load; without a
     sealer, dumping a secret raises `SerializationError` naming where it is.
 
     Example:
@@ -64,7 +62,9 @@ class PickleSerializer(Serializer):
     def dump(self, obj: Any, file: BinaryIO) -> None:
         """Pickle `obj` straight into `file`; on error, part of it may already be written."""
         try:
-            _pickler_class(self.picklelib)(file, protocol=PROTOCOL).dump(obj)
+            # No pydantic imported, no secrets: skip the per-object check entirely.
+            sealing = bool(context.secret_types())
+            _pickler_class(self.picklelib, sealing)(file, protocol=PROTOCOL).dump(obj)
         except (OSError, SerializationError):
             raise
         except _SecretRefused as refused:
@@ -73,12 +73,21 @@ class PickleSerializer(Serializer):
             raise _pickling_error(obj, self.picklelib, exc) from exc
 
     def loads(self, data: bytes) -> Any:
-        return self.load(io.BytesIO(data))
+        import pickle
+
+        try:
+            return pickle.loads(data)
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise _unpickling_error(exc) from exc
 
     def load(self, file: BinaryIO) -> Any:
         """Unpickle one value from `file`, reading no further than its end."""
+        import pickle
+
         try:
-            return _Unpickler(file).load()
+            return pickle.load(file)
         except (OSError, SerializationError):
             raise
         except Exception as exc:
@@ -125,11 +134,12 @@ class _SecretRefused(Exception):
 _PICKLERS: dict[str, type] = {}
 
 
-def _pickler_class(picklelib: str) -> Any:
-    """A Pickler (cloudpickle's or the stdlib's) that seals secrets as persistent ids."""
-    made = _PICKLERS.get(picklelib)
-    if made is not None:
-        return made
+def _pickler_class(picklelib: str, sealing: bool) -> Any:
+    """A Pickler (cloudpickle's or the stdlib's), sealing secrets if asked.
+
+    The hook is ``reducer_override``, which the C pickler skips for None, bools and exact
+    ints, floats, str, bytes, dicts, lists, tuples and sets: plain data pays nothing.
+    """
     if picklelib == "cloudpickle":
         import cloudpickle
 
@@ -138,49 +148,40 @@ def _pickler_class(picklelib: str) -> Any:
         import pickle
 
         base = pickle.Pickler
+    if not sealing:
+        return base
+    made = _PICKLERS.get(picklelib)
+    if made is not None:
+        return made
+    kinds = context.secret_types()
 
     class SealingPickler(base):  # type: ignore[misc]
-        def persistent_id(self, obj: Any) -> Any:
-            kinds = context.secret_types()
-            if not kinds or not isinstance(obj, kinds):
-                return None
-            active = context.current()
-            if active is None or active.sealer is None:
-                raise _SecretRefused(type(obj))
-            plain = io.BytesIO()
-            base(plain, protocol=PROTOCOL).dump(obj)  # the secret alone, not sealed again
-            return (SEALED, active.sealer.seal(plain.getvalue()))
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, kinds):
+                active = context.current()
+                if active is None or active.sealer is None:
+                    raise _SecretRefused(type(obj))
+                plain = io.BytesIO()
+                base(plain, protocol=PROTOCOL).dump(obj)  # the secret alone, to be sealed
+                return (open_sealed, (active.sealer.seal(plain.getvalue()),))
+            parent = getattr(super(), "reducer_override", None)
+            return NotImplemented if parent is None else parent(obj)
 
     _PICKLERS[picklelib] = SealingPickler
     return SealingPickler
 
 
-def _make_unpickler() -> Any:
+def open_sealed(sealed: bytes) -> Any:
+    """Rebuild a secret sealed by `PickleSerializer.dump` (called by the unpickler)."""
     import pickle
 
-    class Unpickler(pickle.Unpickler):
-        def persistent_load(self, pid: Any) -> Any:
-            if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == SEALED):
-                raise SerializationError("pickle names an unknown persistent object")
-            active = context.current()
-            if active is None or active.sealer is None:
-                raise SerializationError(
-                    "pickle holds a sealed secret: read it through a ResultStore with the "
-                    "results key that wrote it"
-                )
-            return pickle.loads(active.sealer.unseal(pid[1]))
-
-    return Unpickler
-
-
-def _Unpickler(file: BinaryIO) -> Any:
-    global _UNPICKLER
-    if _UNPICKLER is None:
-        _UNPICKLER = _make_unpickler()
-    return _UNPICKLER(file)
-
-
-_UNPICKLER: Any = None
+    active = context.current()
+    if active is None or active.sealer is None:
+        raise SerializationError(
+            "pickle holds a sealed secret: read it through a ResultStore with the results key "
+            "that wrote it"
+        )
+    return pickle.loads(active.sealer.unseal(sealed))
 
 
 def _pickling_error(obj: Any, picklelib: str, exc: Exception) -> SerializationError:

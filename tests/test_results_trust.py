@@ -342,7 +342,7 @@ def test_a_block_returned_by_a_task_leaves_no_plaintext_in_the_record(
             assert needle not in data, f"plaintext found in {path}"
         if "compressed" in serializer:
             continue
-        assert b"sealed" in data or b"blocks-sealed-secret" in data
+        assert b"sealed" in data or b"open_sealed" in data
     print(f"{serializer}: {len(files)} record(s) grepped, no plaintext; value read back")
 
 
