@@ -94,10 +94,13 @@ class PickleSerializer(Serializer):
             raise _unpickling_error(exc) from exc
 
     def versions(self) -> dict[str, str]:
-        found = {"python": ".".join(map(str, sys.version_info[:3]))}
-        if self.picklelib == "cloudpickle":
-            found["cloudpickle"] = str(self._lib().__version__)
-        return found
+        found = _VERSIONS.get(self.picklelib)
+        if found is None:
+            found = {"python": ".".join(map(str, sys.version_info[:3]))}
+            if self.picklelib == "cloudpickle":
+                found["cloudpickle"] = str(self._lib().__version__)
+            _VERSIONS[self.picklelib] = found
+        return dict(found)
 
     def incompatible(self, recorded: dict[str, str]) -> str | None:
         # Pickles name code by module path and bytecode: safe only under the same Python
@@ -124,6 +127,9 @@ class PickleSerializer(Serializer):
         """Rebuild from `to_spec()` output (the ``type`` key is already checked)."""
         check_spec_keys(spec, {"type", "picklelib"})
         return cls(picklelib=spec.get("picklelib", "cloudpickle"))
+
+
+_VERSIONS: dict[str, dict[str, str]] = {}
 
 
 class _SecretRefused(Exception):

@@ -12,7 +12,7 @@
 
 The header names the serializer only by its spec (rebuilt through the allow-list of
 `serializers.resolve_serializer`) and carries the payload's size and ``checksum``: the
-payload's AES-256-GMAC nonce and tag (``aes256-gmac:NONCE:TAG``). The header tag covers the
+payload's tag (``hmac-sha256:TAG`` or ``aes256-gmac:NONCE:TAG``). The header tag covers the
 prefix and the header, hence the payload tag too: prefix, header and payload are signed
 together, and nothing reaches a deserializer before both tags verify (see
 `blocks.results.signing` for the key). ``signer`` names the results key (its public id);
@@ -29,7 +29,7 @@ format version.
 Example:
     >>> keys = results_keys()
     >>> draft = RecordHeader.new("k", {"type": "json"}, expires=None, task=None)
-    >>> head = draft.finish(2, "aes256-gmac:" + "0" * 32 + ":" + "0" * 32)
+    >>> head = draft.finish(2, "hmac-sha256:" + "0" * 64)
     >>> prefix = encode_prefix(head, width=draft.width(), signer=keys.active)
     >>> decode_header(prefix + b"[]", key="k", keys=keys).payload_size
     2
@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import CorruptRecord
-from blocks.results.signing import ALGORITHM, tags_equal
+from blocks.results.signing import GMAC_ALGORITHM, HMAC_ALGORITHM, tags_equal
 
 if TYPE_CHECKING:
     from blocks.results.signing import ResultsKey, ResultsKeys
@@ -60,16 +60,19 @@ MAX_HEADER_SIZE = 64 * 1024
 #: How many bytes a header-only read asks for first; almost every header fits.
 FIRST_READ = 4096
 
-CHECKSUM_ALGORITHM = ALGORITHM
 # Placeholders as wide as any real value: 16 digits cover payloads up to ~9 PB.
 _SIZE_PLACEHOLDER = 10**16 - 1
-_CHECKSUM_PLACEHOLDER = CHECKSUM_ALGORITHM + ":" + "f" * 32 + ":" + "f" * 32
+# As wide as the widest real value (a GMAC tag; an HMAC one is one character shorter).
+_CHECKSUM_PLACEHOLDER = GMAC_ALGORITHM + ":" + "f" * 32 + ":" + "f" * 32
 MAX_PAYLOAD_SIZE = _SIZE_PLACEHOLDER
-_CHECKSUM = re.compile(re.escape(CHECKSUM_ALGORITHM) + r":[0-9a-f]{32}:[0-9a-f]{32}")
+_CHECKSUM = re.compile(
+    rf"{re.escape(GMAC_ALGORITHM)}:[0-9a-f]{{32}}:[0-9a-f]{{32}}|{re.escape(HMAC_ALGORITHM)}:[0-9a-f]{{64}}"
+)
 
 
 def checksum_string(hasher: Any) -> str:
-    return f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}"
+    checksum: str = hasher.checksum()
+    return checksum
 
 
 def python_version() -> str:
@@ -254,13 +257,11 @@ def decode_header(prefix_and_header: bytes, *, key: str, keys: ResultsKeys) -> R
         raise CorruptRecord(f"result record {key!r} has an unreadable header: {exc}") from None
     if header.format_version != FORMAT_VERSION or header.payload_size < 0:
         raise CorruptRecord(f"result record {key!r} has an inconsistent header")
-    if not header.checksum.startswith(CHECKSUM_ALGORITHM + ":"):
-        raise CorruptRecord(
-            f"result record {key!r} uses checksum {header.checksum.split(':')[0]!r}; "
-            f"only {CHECKSUM_ALGORITHM} is supported"
-        )
     if not _CHECKSUM.fullmatch(header.checksum):
-        raise CorruptRecord(f"result record {key!r} has a malformed payload tag")
+        raise CorruptRecord(
+            f"result record {key!r} has payload tag {header.checksum.split(':')[0][:40]!r}; "
+            f"only {HMAC_ALGORITHM} and {GMAC_ALGORITHM} are supported"
+        )
     if header.key != key:
         # Copied or moved under another key: its value belongs to a different cache key.
         raise CorruptRecord(f"result record {key!r} was written for key {header.key!r}")
@@ -297,8 +298,3 @@ def _parse_time(value: Any) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("timestamp without time zone")
     return moment.astimezone(UTC)
-
-
-def payload_nonce(header: RecordHeader) -> bytes:
-    """The nonce of the header's payload tag (the header is verified, so it is well-formed)."""
-    return bytes.fromhex(header.checksum.split(":")[1])

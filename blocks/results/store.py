@@ -63,7 +63,6 @@ from blocks.results.record import (
     decode_header,
     encode_prefix,
     header_length,
-    payload_nonce,
 )
 from blocks.results.signing import ResultsKey, ResultsKeys, results_keys
 from blocks.results.storage import resolve_storage
@@ -467,7 +466,7 @@ class ResultStore:
     ) -> Any:
         # The header verified under this signer, so it is one of ours.
         signer = keys.by_id[header.signer]
-        hasher = signer.payload_hasher(payload_nonce(header))
+        hasher = signer.payload_hasher(header.checksum)
         if streams.is_stable(stream):
             # A real file keeps its content across renames: verify the whole payload in one
             # pass (it lands in the page cache), then decode from the same descriptor. Nothing
