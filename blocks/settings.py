@@ -48,6 +48,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("BLOCKS_RESULTS_SERIALIZER", "pickle", "Default result serializer."),
     Setting("BLOCKS_LOG_LEVEL", "INFO", "Level of the run loggers."),
+    Setting(
+        "BLOCKS_RESULTS_KEY",
+        "",
+        "Key(s) that sign result records (and seal secrets in them), comma-separated, the first "
+        "signing. Unset: a saved results-key Secret block, else derived from the master key.",
+    ),
+    Setting(
+        "BLOCKS_RESULTS_MAX_BYTES",
+        "4294967296",
+        "Ceiling on a result's payload and decoded size; past it a record is a miss.",
+    ),
 )
 
 
@@ -100,3 +111,29 @@ def results_serializer() -> str:
 def log_level() -> str:
     """Level of run loggers."""
     return (_get("BLOCKS_LOG_LEVEL") or "INFO").upper()
+
+
+def results_key() -> str | None:
+    """The raw value of BLOCKS_RESULTS_KEY, if set."""
+    return _get("BLOCKS_RESULTS_KEY")
+
+
+DEFAULT_RESULTS_MAX_BYTES = 4 * 1024**3
+
+
+def results_max_bytes() -> int:
+    """Ceiling on a result payload's size and on its decoded (decompressed) size."""
+    raw = _get("BLOCKS_RESULTS_MAX_BYTES")
+    if raw is None:
+        return DEFAULT_RESULTS_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"BLOCKS_RESULTS_MAX_BYTES={raw!r} is not a positive number of bytes."
+        )
+    return value

@@ -51,6 +51,14 @@ class Serializer(ABC):
         """
         return self.loads(file.read())
 
+    def versions(self) -> dict[str, str]:
+        """Versions of what the bytes depend on (Python, libraries), recorded beside them."""
+        return {}
+
+    def incompatible(self, recorded: dict[str, str]) -> str | None:
+        """Why bytes written under `recorded` versions cannot be read here; None if they can."""
+        return None
+
     @abstractmethod
     def to_spec(self) -> dict[str, Any]:
         """A JSON-able description: ``{"type": ..., **options}``; see `resolve_serializer`."""

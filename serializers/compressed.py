@@ -6,6 +6,7 @@ import io
 import zlib
 from typing import Any, BinaryIO, Self, cast
 
+from . import context
 from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
@@ -22,6 +23,12 @@ class CompressedSerializer(Serializer):
     `compressionlib` is ``"zlib"`` (default), ``"lzma"`` or ``"bz2"``; `level` is the library's
     level (zlib -1..9, lzma preset 0..9, bz2 1..9; None for its default). `dump` and `load`
     stream through the compressor chunk by chunk.
+
+    Bounded: inside a `codec_context` with ``max_bytes``, `load` stops as soon as the
+    decompressed stream passes that many bytes (`SerializationError`), so a decompression bomb
+    costs at most the limit in memory; `dump` reports the uncompressed size in
+    ``context.decoded_size`` (the result store records it in the header and uses it as the
+    limit when reading).
 
     Example:
         >>> s = CompressedSerializer("json", compressionlib="lzma")
@@ -92,10 +99,21 @@ class CompressedSerializer(Serializer):
         writer = _CompressingWriter(file, self._compressor())
         self.serializer.dump(obj, cast(BinaryIO, writer))
         writer.finish()
+        active = context.current()
+        if active is not None:
+            active.decoded_size = writer.size
 
     def load(self, file: BinaryIO) -> Any:
-        raw = _DecompressingReader(file, self._decompressor(), self.compressionlib)
+        active = context.current()
+        limit = active.max_bytes if active is not None else None
+        raw = _DecompressingReader(file, self._decompressor(), self.compressionlib, limit)
         return self.serializer.load(cast(BinaryIO, io.BufferedReader(raw, _CHUNK)))
+
+    def versions(self) -> dict[str, str]:
+        return self.serializer.versions()
+
+    def incompatible(self, recorded: dict[str, str]) -> str | None:
+        return self.serializer.incompatible(recorded)
 
     def to_spec(self) -> dict[str, Any]:
         return {
@@ -134,9 +152,11 @@ class _CompressingWriter:
     def __init__(self, file: BinaryIO, compressor: Any) -> None:
         self._file = file
         self._compressor = compressor
+        self.size = 0
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
+        self.size += len(view)
         for start in range(0, len(view), _CHUNK):
             out = self._compressor.compress(view[start : start + _CHUNK])
             if out:
@@ -153,11 +173,13 @@ class _CompressingWriter:
 class _DecompressingReader(io.RawIOBase):
     """A raw reader that decompresses `file`, never producing more than asked for at once."""
 
-    def __init__(self, file: BinaryIO, decompressor: Any, lib: str) -> None:
+    def __init__(self, file: BinaryIO, decompressor: Any, lib: str, limit: int | None) -> None:
         self._file = file
         self._decompressor = decompressor
         self._zlib = lib == "zlib"
         self._lib = lib
+        self._limit = limit
+        self._produced = 0
 
     def readable(self) -> bool:
         return True
@@ -166,7 +188,18 @@ class _DecompressingReader(io.RawIOBase):
         out = memoryview(buffer).cast("B")
         if not len(out):
             return 0
-        data = self._next(min(len(out), _CHUNK))
+        want = min(len(out), _CHUNK)
+        if self._limit is not None:
+            # Ask for one byte past the limit at most: enough to notice a bomb, never more.
+            want = max(1, min(want, self._limit + 1 - self._produced))
+        data = self._next(want)
+        self._produced += len(data)
+        if self._limit is not None and self._produced > self._limit:
+            raise SerializationError(
+                f"decompressed payload exceeds its limit of {self._limit} bytes (the size its "
+                "record declares, or BLOCKS_RESULTS_MAX_BYTES): a decompression bomb or a "
+                "damaged record; decoding stopped"
+            )
         out[: len(data)] = data
         return len(data)
 

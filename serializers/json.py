@@ -21,6 +21,11 @@ pydantic model            ``model``: ``cls``, ``v`` = field values, ``set`` = fi
 dataclass                 ``dataclass``: ``cls``, ``v`` = field values
 ========================  =========================================================
 
+Secrets (pydantic ``SecretStr``, ``SecretBytes``, ``Secret``) are written only sealed, as
+``{"__blocks__": "sealed", "kind": "str"|"bytes"|"secret", "v": base64}``, inside a
+`serializers.context.codec_context` whose sealer (the result store's) encrypts them; without
+one, encoding a secret raises `SerializationError` naming where it is.
+
 Decoding never imports anything named by the data: an Enum, model or dataclass is rebuilt only
 when its class was given to the serializer (``JSONSerializer(types=[...])``) or registered with
 `register_json_type`; otherwise decoding fails with `SerializationError`. Like pickle, decoding
@@ -38,6 +43,7 @@ from itertools import chain, compress, repeat
 from operator import contains
 from typing import Any, TypeVar
 
+from . import context
 from .base import Serializer
 from .errors import SerializationError
 
@@ -140,6 +146,8 @@ class JSONSerializer(Serializer):
         try:
             prepared = obj if _is_plain(obj) else self._prepare(obj)
             text = self._encoder.encode(prepared)
+        except _SecretRefused as refused:
+            raise context.refuse_secret(obj, refused.kind) from None
         except SerializationError:
             raise
         except RecursionError as exc:
@@ -204,6 +212,9 @@ class JSONSerializer(Serializer):
         for base, encoder in _ENCODER_BASES:
             if isinstance(o, base):
                 return encoder(o, self._prepare)
+        secrets = context.secret_types()
+        if secrets and isinstance(o, secrets):
+            return self._encode_secret(o)
         kind = f"{type(o).__module__}.{type(o).__qualname__}"
         raise SerializationError(
             f"JSONSerializer cannot encode a value of type {kind}: use PickleSerializer() "
@@ -246,6 +257,43 @@ class JSONSerializer(Serializer):
         values = {f.name: getattr(o, f.name) for f in dataclasses.fields(o)}
         return {TAG: "dataclass", "cls": key, "v": self._prepare(values)}
 
+    def _encode_secret(self, o: Any) -> dict[str, Any]:
+        import base64
+
+        active = context.current()
+        if active is None or active.sealer is None:
+            raise _SecretRefused(type(o))
+        plain = o.get_secret_value()
+        if isinstance(plain, str) and type(o).__name__ == "SecretStr":
+            kind, data = "str", plain.encode("utf-8")
+        elif isinstance(plain, bytes) and type(o).__name__ == "SecretBytes":
+            kind, data = "bytes", plain
+        else:
+            kind, data = "secret", self.dumps(plain)
+        sealed = base64.b64encode(active.sealer.seal(data)).decode("ascii")
+        return {TAG: "sealed", "kind": kind, "v": sealed}
+
+    def _decode_secret(self, d: dict[str, Any]) -> Any:
+        import base64
+
+        import pydantic
+
+        active = context.current()
+        if active is None or active.sealer is None:
+            raise SerializationError(
+                "stored JSON holds a sealed secret: read it through a ResultStore with the "
+                "results key that wrote it"
+            )
+        data = active.sealer.unseal(base64.b64decode(_v(d, str), validate=True))
+        kind = d.get("kind")
+        if kind == "str":
+            return pydantic.SecretStr(data.decode("utf-8"))
+        if kind == "bytes":
+            return pydantic.SecretBytes(data)
+        if kind == "secret":
+            return pydantic.Secret(self.loads(data))
+        raise ValueError(f"unknown sealed kind {_short(kind)}")
+
     # -- decoding -----------------------------------------------------------------------------
 
     def loads(self, data: bytes) -> Any:
@@ -272,6 +320,8 @@ class JSONSerializer(Serializer):
                 return _decode_model(self._resolve(d, "model"), d)
             if tag == "dataclass":
                 return _decode_dataclass(self._resolve(d, "dataclass"), d)
+            if tag == "sealed":
+                return self._decode_secret(d)
         except SerializationError:
             raise
         except Exception as exc:  # class constructors and validators are user code
@@ -313,6 +363,11 @@ class JSONSerializer(Serializer):
         if not self._types:
             return "JSONSerializer()"
         return f"JSONSerializer(types=[{', '.join(c.__qualname__ for c in self.types)}])"
+
+
+class _SecretRefused(Exception):
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
 
 
 def _is_plain(obj: Any) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from types import ModuleType
 from typing import Any, BinaryIO, Self
 
+from . import context
 from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
@@ -19,6 +22,11 @@ class PickleSerializer(Serializer):
     defined in ``__main__``) or ``"pickle"``. Only load data you trust: unpickling can run code.
     `dump` hands large ``bytes`` to the file without copying them, so writing a 256 MB payload
     needs no second 256 MB buffer; `load` reads them back the same way.
+
+    Secrets (pydantic ``SecretStr``, ``SecretBytes``, ``Secret``) never reach the pickle in
+    plaintext: inside a `codec_context` with a sealer (the result store's) each one is pickled
+    on its own, sealed, and stored as a call to `open_sealed`, which opens it on load; without a
+    sealer, dumping a secret raises `SerializationError` naming where it is.
 
     Example:
         >>> s = PickleSerializer()
@@ -47,18 +55,20 @@ class PickleSerializer(Serializer):
         return pickle
 
     def dumps(self, obj: Any) -> bytes:
-        try:
-            data: bytes = self._lib().dumps(obj, protocol=PROTOCOL)
-        except Exception as exc:  # pickling runs arbitrary __reduce__ code: any error may surface
-            raise _pickling_error(obj, self.picklelib, exc) from exc
-        return data
+        buffer = io.BytesIO()
+        self.dump(obj, buffer)
+        return buffer.getvalue()
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
         """Pickle `obj` straight into `file`; on error, part of it may already be written."""
         try:
-            self._lib().dump(obj, file, protocol=PROTOCOL)
-        except OSError:
+            # No pydantic imported, no secrets: skip the per-object check entirely.
+            sealing = bool(context.secret_types())
+            _pickler_class(self.picklelib, sealing)(file, protocol=PROTOCOL).dump(obj)
+        except (OSError, SerializationError):
             raise
+        except _SecretRefused as refused:
+            raise context.refuse_secret(obj, refused.kind) from None
         except Exception as exc:
             raise _pickling_error(obj, self.picklelib, exc) from exc
 
@@ -83,6 +93,32 @@ class PickleSerializer(Serializer):
         except Exception as exc:
             raise _unpickling_error(exc) from exc
 
+    def versions(self) -> dict[str, str]:
+        found = _VERSIONS.get(self.picklelib)
+        if found is None:
+            found = {"python": ".".join(map(str, sys.version_info[:3]))}
+            if self.picklelib == "cloudpickle":
+                found["cloudpickle"] = str(self._lib().__version__)
+            _VERSIONS[self.picklelib] = found
+        return dict(found)
+
+    def incompatible(self, recorded: dict[str, str]) -> str | None:
+        # Pickles name code by module path and bytecode: safe only under the same Python
+        # minor version and the same cloudpickle minor version.
+        here = self.versions()
+        for lib in ("python", "cloudpickle"):
+            theirs, ours = recorded.get(lib), here.get(lib)
+            if ours is None:
+                continue
+            if theirs is None:
+                return f"it does not say which {lib} version wrote it"
+            if theirs.split(".")[:2] != ours.split(".")[:2]:
+                return (
+                    f"it was pickled under {lib} {theirs} and this process runs {ours} "
+                    "(pickles do not cross minor versions)"
+                )
+        return None
+
     def to_spec(self) -> dict[str, Any]:
         return {"type": self.type, "picklelib": self.picklelib}
 
@@ -91,6 +127,67 @@ class PickleSerializer(Serializer):
         """Rebuild from `to_spec()` output (the ``type`` key is already checked)."""
         check_spec_keys(spec, {"type", "picklelib"})
         return cls(picklelib=spec.get("picklelib", "cloudpickle"))
+
+
+_VERSIONS: dict[str, dict[str, str]] = {}
+
+
+class _SecretRefused(Exception):
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+
+_PICKLERS: dict[str, type] = {}
+
+
+def _pickler_class(picklelib: str, sealing: bool) -> Any:
+    """A Pickler (cloudpickle's or the stdlib's), sealing secrets if asked.
+
+    The hook is ``reducer_override``, which the C pickler skips for None, bools and exact
+    ints, floats, str, bytes, dicts, lists, tuples and sets: plain data pays nothing.
+    """
+    if picklelib == "cloudpickle":
+        import cloudpickle
+
+        base: Any = cloudpickle.CloudPickler
+    else:
+        import pickle
+
+        base = pickle.Pickler
+    if not sealing:
+        return base
+    made = _PICKLERS.get(picklelib)
+    if made is not None:
+        return made
+    kinds = context.secret_types()
+
+    class SealingPickler(base):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, kinds):
+                active = context.current()
+                if active is None or active.sealer is None:
+                    raise _SecretRefused(type(obj))
+                plain = io.BytesIO()
+                base(plain, protocol=PROTOCOL).dump(obj)  # the secret alone, to be sealed
+                return (open_sealed, (active.sealer.seal(plain.getvalue()),))
+            parent = getattr(super(), "reducer_override", None)
+            return NotImplemented if parent is None else parent(obj)
+
+    _PICKLERS[picklelib] = SealingPickler
+    return SealingPickler
+
+
+def open_sealed(sealed: bytes) -> Any:
+    """Rebuild a secret sealed by `PickleSerializer.dump` (called by the unpickler)."""
+    import pickle
+
+    active = context.current()
+    if active is None or active.sealer is None:
+        raise SerializationError(
+            "pickle holds a sealed secret: read it through a ResultStore with the results key "
+            "that wrote it"
+        )
+    return pickle.loads(active.sealer.unseal(sealed))
 
 
 def _pickling_error(obj: Any, picklelib: str, exc: Exception) -> SerializationError:

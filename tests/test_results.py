@@ -43,7 +43,8 @@ from blocks.results import (
     render_storage_key,
     resolve_storage,
 )
-from blocks.results.record import PREFIX_SIZE, encode_prefix, header_length
+from blocks.results.record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
+from blocks.results.signing import ResultsKeys, results_keys
 from blocks.system import Secret
 from serializers.errors import SerializationError
 
@@ -171,11 +172,13 @@ def test_header_describes_the_record_and_the_object_is_header_plus_payload(
     before = datetime.now(UTC)
     expires = before + timedelta(hours=1)
     header = store.write("k", b"x" * 5000, expires=expires, task="t")
-    assert header.format_version == 1
+    assert header.format_version == 2
     assert before <= header.created <= datetime.now(UTC)
     assert header.created.tzinfo is not None
     assert header.expires == expires
-    assert header.checksum.startswith("xxh3_128:") and len(header.checksum) == 9 + 32
+    assert header.checksum.startswith("hmac-sha256:") and len(header.checksum) == 12 + 64
+    assert header.signer == store.keys.active.key_id
+    assert header.versions["python"] == ".".join(map(str, sys.version_info[:3]))
     offset = _payload_offset(store.storage, "k")
     assert store.storage.size("k") == offset + header.payload_size
     # Raw payload bytes, not base64: the 5000 bytes appear verbatim.
@@ -187,6 +190,7 @@ def test_large_payload_streams_through_chunks(store: ResultStore) -> None:
     value = os.urandom(3 * 1024 * 1024) * 7  # > 16 MiB: past the in-memory spool limit
     header = store.write("big", value)
     assert header.payload_size > len(value)
+    assert header.checksum.startswith("aes256-gmac:")  # large payloads: GMAC
     hit = store.read("big")
     assert hit is not None and hit.value == value
 
@@ -353,7 +357,7 @@ def test_flipped_header_byte_is_a_miss(store: ResultStore) -> None:
     raw = store.storage.read_path("k")
     at = raw.index(b'"task":"abc"') + len('"task":"')  # still valid JSON after the flip
     _flip(store.storage, "k", at)
-    with pytest.warns(CorruptRecordWarning, match="damaged header"):
+    with pytest.warns(CorruptRecordWarning, match="bad signature"):
         assert store.read("k") is None
     with pytest.warns(CorruptRecordWarning):
         assert store.exists("k") is False
@@ -390,13 +394,28 @@ def test_record_copied_under_another_key_is_a_miss(store: ResultStore) -> None:
         assert store.read("b") is None
 
 
-def _forge(storage: WritableFileSystem, key: str, spec: dict[str, Any], payload: bytes) -> None:
-    """A record with a valid header checksum that names `spec` as its serializer."""
-    import xxhash
-
-    draft = RecordHeader.new(key, spec, expires=None, task=None)
-    header = draft.finish(len(payload), "xxh3_128:" + xxhash.xxh3_128_hexdigest(payload))
-    storage.write_path(key, encode_prefix(header, width=draft.width()) + payload)
+def _forge(
+    storage: WritableFileSystem,
+    key: str,
+    spec: dict[str, Any],
+    payload: bytes,
+    *,
+    keys: ResultsKeys | None = None,
+    decoded_size: int | None = None,
+    versions: dict[str, str] | None = None,
+) -> None:
+    """A record signed with `keys` (default: this process's) that names `spec` as its serializer:
+    what someone who holds the results key could write."""
+    signer = (keys or results_keys()).active
+    draft = RecordHeader.new(
+        key, spec, expires=None, task=None, signer=signer.key_id, versions=versions
+    )
+    hasher = signer.payload_hasher()
+    hasher.update(payload)
+    header = draft.finish(len(payload), checksum_string(hasher), decoded_size)
+    if versions is not None:
+        header = dataclasses.replace(header, versions=versions)
+    storage.write_path(key, encode_prefix(header, width=draft.width(), signer=signer) + payload)
 
 
 def test_serializer_not_on_the_allow_list_is_refused(store: ResultStore) -> None:
@@ -728,3 +747,34 @@ def test_block_results_errors_are_one_line(tmp_path: Path) -> None:
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: Refused key"), done.stderr
+
+
+# -- signed records, on every storage ----------------------------------------------------------
+
+
+def test_record_written_with_another_key_is_a_miss(storage: WritableFileSystem) -> None:
+    ours = ResultStore(storage, "pickle")
+    theirs = ResultStore(storage, "pickle", keys=ResultsKeys.of([os.urandom(32)], "test"))
+    theirs.write("k", Tripwire("foreign"))
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert ours.read("k") is None
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert ours.exists("k") is False
+    assert dict(ours.records()) == {"k": None}
+    assert UNPICKLED == []
+    hit = theirs.read("k")  # the key that wrote it reads it
+    assert hit is not None and UNPICKLED == ["foreign"]
+    ours.write("k", "ours")  # a miss is rewritten, signed with our key
+    assert (hit := ours.read("k")) is not None and hit.value == "ours"
+    assert hit.header.signer == ours.keys.active.key_id
+
+
+def test_forged_payload_with_recomputed_checksum_is_a_miss(storage: WritableFileSystem) -> None:
+    store = ResultStore(storage, "json")
+    store.write("k", {"amount": 10})
+    raw = storage.read_path("k")
+    offset = _payload_offset(storage, "k")
+    forged = raw[:offset] + b'{"amount":99}'
+    storage.write_path("k", forged)
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert store.read("k") is None

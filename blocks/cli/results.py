@@ -11,6 +11,7 @@ Example (shell):
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 import warnings
@@ -30,7 +31,9 @@ from blocks.cli._output import (
     print_table,
 )
 from blocks.errors import BlocksError
+from blocks.filesystems.base import TempFile
 from blocks.results import RecordHeader, ResultStore
+from blocks.results.store import TEMP_GRACE
 from serializers.errors import SerializationError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -111,6 +114,19 @@ def _expires(header: RecordHeader) -> str:
     return local_time(header.expires) + (" (expired)" if header.is_expired() else "")
 
 
+def _temp_row(temp: TempFile) -> dict[str, Any]:
+    return {
+        "key": temp.key,
+        "readable": False,
+        "temp": True,
+        "size": temp.size,
+        "modified": temp.modified.isoformat(),
+        "host": temp.host,
+        "pid": temp.pid,
+        "stale": temp.is_stale(TEMP_GRACE),
+    }
+
+
 def _row(key: str, header: RecordHeader | None) -> dict[str, Any]:
     if header is None:
         return {"key": key, "readable": False}
@@ -134,31 +150,56 @@ def results() -> None:
 @results.command("ls")
 @_storage_option
 @click.option("--prefix", default="", help="Only keys at or below this prefix.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also list temp files of writes in flight or interrupted (pruned by `prune`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def ls(storage: str | None, prefix: str, as_json: bool) -> None:
+def ls(storage: str | None, prefix: str, show_all: bool, as_json: bool) -> None:
     """List result records: key, size, created, expires, task and serializer.
 
     Reads each record's header only, never a payload; rows print as they are read (piped,
-    tab-separated; the count goes to stderr).
+    tab-separated; the count goes to stderr). `--all` adds the temp files of writes in flight
+    or interrupted.
     """
     with _errors():
         store = _store(storage)
         records = store.records(prefix)
+        temps = [t for t in store.temp_files() if t.key.startswith(prefix)] if show_all else []
         if as_json:
-            echo_json_array(_row(key, header) for key, header in records)
-            return
-        rows = (
-            (
-                key,
-                _size(header.payload_size),
-                local_time(header.created),
-                _expires(header),
-                header.task or "-",
-                str(header.serializer.get("type")),
+            echo_json_array(
+                itertools.chain(
+                    (_row(key, header) for key, header in records), (_temp_row(t) for t in temps)
+                )
             )
-            if header is not None
-            else (key, "-", "-", "-", "-", "unreadable")
-            for key, header in records
+            return
+        rows = itertools.chain(
+            (
+                (
+                    key,
+                    _size(header.payload_size),
+                    local_time(header.created),
+                    _expires(header),
+                    header.task or "-",
+                    str(header.serializer.get("type")),
+                )
+                if header is not None
+                else (key, "-", "-", "-", "-", "unreadable")
+                for key, header in records
+            ),
+            (
+                (
+                    t.key,
+                    _size(t.size),
+                    local_time(t.modified),
+                    "-",
+                    f"temp, pid {t.pid} on {t.host}" if t.pid is not None else "temp",
+                    "stale" if t.is_stale(TEMP_GRACE) else "in flight?",
+                )
+                for t in temps
+            ),
         )
         count = print_table(("Key", "Size", "Created", "Expires", "Task", "Serializer"), rows)
     note(f"{count} result record(s) in {store.storage.describe()}")
@@ -231,16 +272,31 @@ def _preview(store: ResultStore, key: str) -> str:
     help="Also delete records created longer ago than this: 30s, 15m, 12h, 7d, 2w. "
     "With --all, only those.",
 )
+@click.option(
+    "--stale-temp",
+    is_flag=True,
+    help="Only delete stale temp files of interrupted writes, no records.",
+)
+@click.option(
+    "--temp-grace",
+    type=DurationType(),
+    default="1h",
+    show_default=True,
+    help="Temp files older than this are stale (sooner if their writer on this host is gone).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def prune(
     storage: str | None,
     expired: bool,
     older_than: timedelta | None,
+    stale_temp: bool,
+    temp_grace: timedelta,
     dry_run: bool,
     yes: bool,
 ) -> None:
-    """Delete expired (or old) result records. Files that are not records are never touched."""
+    """Delete expired (or old) result records and stale temp files of interrupted writes.
+    Files that are not records are never touched; deletes never follow symlinks."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -249,19 +305,25 @@ def prune(
         store = _store(storage)
         where = store.storage.describe()
         with err.status(f"Scanning {where}...", spinner="dots"):
-            selected = list(store.prunable(expired=expired, older_than=older_than))
+            selected = (
+                [] if stale_temp else list(store.prunable(expired=expired, older_than=older_than))
+            )
+            temps = store.prune_temp(temp_grace, dry_run=True)
         total = sum(header.payload_size for _, header in selected)
         summary = f"{len(selected)} record(s), {_size(total)}, from {where}"
+        if temps:
+            summary += f", and {len(temps)} stale temp file(s), {_size(sum(t.size for t in temps))}"
         if dry_run:
-            for key, _ in selected:
+            for key in [key for key, _ in selected] + [t.key for t in temps]:
                 click.echo(key)
             click.echo(f"Would delete {summary}.")
             return
-        if not selected:
+        if not selected and not temps:
             click.echo(f"Nothing to prune in {where}.")
             return
         if not yes:
             click.confirm(f"Delete {summary}?", abort=True, err=True)
+        store.prune_temp(temp_grace)
         show = len(selected) >= PROGRESS_THRESHOLD and err.is_terminal
         with Progress(
             TextColumn("Deleting"), BarColumn(), MofNCompleteColumn(), console=err, disable=not show

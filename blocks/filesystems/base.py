@@ -13,10 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from blocks.core import Block
@@ -24,7 +28,60 @@ from blocks.documents import SECRET_TYPES
 from blocks.errors import UnsafePath
 
 TEMP_PREFIX = ".blocks-tmp-"
-"""Names starting with this are in-flight atomic writes: never listed, never valid as keys."""
+"""Names starting with this are in-flight atomic writes: never listed, never valid as keys.
+
+A temp name is ``TEMP_PREFIX + host + "." + pid + "." + random``, so a leftover says which
+process left it (see `TempFile`)."""
+
+
+def temp_name_prefix() -> str:
+    """The temp-file prefix for this process: `TEMP_PREFIX`, host and pid."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"{TEMP_PREFIX}{host}.{os.getpid()}."
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A leftover (or in-flight) temp file of an atomic write."""
+
+    key: str
+    size: int
+    modified: datetime
+    host: str | None
+    pid: int | None
+
+    def is_stale(self, grace: timedelta, now: datetime | None = None) -> bool:
+        """Older than `grace`, or left by a process of this host that is gone."""
+        moment = now if now is not None else datetime.now(UTC)
+        if moment - self.modified >= grace:
+            return True
+        return self.pid is not None and self.host == _host() and not _alive(self.pid)
+
+    @classmethod
+    def parse(cls, key: str, size: int, modified: float) -> TempFile:
+        name = key.rpartition("/")[2][len(TEMP_PREFIX) :]
+        host, _, rest = name.partition(".")
+        pid_text = rest.partition(".")[0]
+        pid = int(pid_text) if pid_text.isdigit() else None
+        when = datetime.fromtimestamp(modified, UTC)
+        return cls(key, size, when, host if pid is not None else None, pid)
+
+
+def _host() -> str:
+    return temp_name_prefix()[len(TEMP_PREFIX) :].partition(".")[0]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -172,6 +229,15 @@ class WritableFileSystem(Block):
     @abstractmethod
     def walk_keys(self, prefix: str = "") -> Iterator[str]:
         """Yield every key at or below `prefix` lazily (for large listings)."""
+
+    def temp_files(self) -> Iterator[TempFile]:
+        """Temp files of atomic writes (in flight or left by a crash). Object stores write in
+        one PUT and have none; local storage overrides this."""
+        return iter(())
+
+    def remove_temp_files(self, grace: timedelta, *, dry_run: bool = False) -> list[TempFile]:
+        """Delete stale temp files (`TempFile.is_stale`); return them. None by default."""
+        return []
 
     def secret_values(self) -> list[str]:
         """Strings that must never appear in an error message (keys, tokens)."""

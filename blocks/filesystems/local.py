@@ -9,17 +9,28 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from blocks import settings
 from blocks.errors import UnsafePath
-from blocks.filesystems.base import TEMP_PREFIX, WritableFileSystem, check_range, validate_key
+from blocks.filesystems.base import (
+    TEMP_PREFIX,
+    TempFile,
+    WritableFileSystem,
+    check_range,
+    temp_name_prefix,
+    validate_key,
+)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 class LocalFileSystem(WritableFileSystem):
@@ -29,7 +40,10 @@ class LocalFileSystem(WritableFileSystem):
     ``fsync=False``), then renamed over the target: a reader sees the old file or the new one,
     never a part.
     Keys that resolve outside `basepath` (``..``, absolute paths, symlinks leading out)
-    are refused with `UnsafePath`.
+    are refused with `UnsafePath`. Deletes never follow a symlink: they walk from the base
+    folder with directory descriptors (``O_NOFOLLOW``) and ``unlink(dir_fd=...)``, so a folder
+    swapped for a symlink between a check and the delete cannot redirect it outside the base.
+    Temp files are named after the host and pid that write them (`TempFile`).
 
     Example:
         >>> fs = LocalFileSystem(basepath="~/results")
@@ -88,14 +102,87 @@ class LocalFileSystem(WritableFileSystem):
         return self._resolve(path).is_file()
 
     def delete(self, path: str) -> None:  # type: ignore[override]
-        target = self._resolve(path)
+        key = validate_key(path)
+        folders, _, name = key.rpartition("/")
         try:
-            target.unlink()
+            dir_fd = self._open_folder(folders)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(name, dir_fd=dir_fd)
         except (FileNotFoundError, IsADirectoryError):
             pass
         except PermissionError:
-            if not target.is_dir():  # unlink() of a folder raises EPERM on some systems
+            # unlink() of a folder raises EPERM on some systems
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):
                 raise
+        finally:
+            os.close(dir_fd)
+
+    def _open_folder(self, folders: str) -> int:
+        """A descriptor of the folder `folders` (a key prefix), opened one name at a time from
+        the base without following any symlink; `UnsafePath` if one is in the way."""
+        fd = os.open(os.path.realpath(self.root()), _DIR_FLAGS)
+        try:
+            for part in folders.split("/") if folders else ():
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise UnsafePath(
+                            f"Refused to delete below {folders!r}: {part!r} is not a folder "
+                            "(a symlink?); deletes never follow symlinks."
+                        ) from None
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def temp_files(self) -> Iterator[TempFile]:
+        for _, key, name, dir_fd in self._walk_temp():
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # finished (renamed) meanwhile
+            if stat.S_ISREG(info.st_mode):
+                yield TempFile.parse(key, info.st_size, info.st_mtime)
+
+    def remove_temp_files(self, grace: timedelta, *, dry_run: bool = False) -> list[TempFile]:
+        removed = []
+        for _, key, name, dir_fd in self._walk_temp():
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            temp = TempFile.parse(key, info.st_size, info.st_mtime)
+            if not temp.is_stale(grace):
+                continue
+            if not dry_run:
+                try:
+                    os.unlink(name, dir_fd=dir_fd)  # this folder's fd: no path to swap
+                except FileNotFoundError:
+                    continue
+            removed.append(temp)
+        return removed
+
+    def _walk_temp(self) -> Iterator[tuple[str, str, str, int]]:
+        """(folder key, temp key, name, folder fd) of every temp-named entry; `os.fwalk`
+        checks each folder it enters is the one it listed, so symlinks are never followed."""
+        root = os.path.realpath(self.root())
+        if not os.path.isdir(root):
+            return
+        for folder, _, files, dir_fd in os.fwalk(root, follow_symlinks=False):
+            rel = os.path.relpath(folder, root)
+            prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    yield prefix, prefix + name, name, dir_fd
 
     def ls(self, path: str = "") -> list[str]:
         return sorted(self.walk_keys(path))
@@ -121,7 +208,7 @@ class LocalFileSystem(WritableFileSystem):
     @contextmanager
     def _atomic_write(self, target: Path) -> Iterator[BinaryIO]:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(), dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f

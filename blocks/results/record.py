@@ -4,60 +4,79 @@
 
     offset  size  field
     0       4     magic  b"BLKR"
-    4       1     format version (1)
+    4       1     format version (2)
     5       4     header length N, big-endian uint32
-    9       8     xxh3_64 of the N header bytes, big-endian
-    17      N     header: UTF-8 JSON object, right-padded with spaces
-    17+N    ...   payload: the serializer's raw bytes, to the end of the object
+    9       32    header tag: HMAC-SHA256 (results key) over bytes 0-8 and the N header bytes
+    41      N     header: UTF-8 JSON object, right-padded with spaces
+    41+N    ...   payload: the serializer's raw bytes, to the end of the object
 
 The header names the serializer only by its spec (rebuilt through the allow-list of
-`serializers.resolve_serializer`), and carries the payload's size and ``xxh3_128`` checksum,
-which readers verify before any byte reaches a deserializer. Size and checksum are written
-*before* the payload, so a writer that can seek reserves them with placeholders of fixed width
-and fills them in afterwards; JSON allows the trailing spaces that keep the width fixed.
+`serializers.resolve_serializer`) and carries the payload's size and ``checksum``: the
+payload's tag (``hmac-sha256:TAG`` or ``aes256-gmac:NONCE:TAG``). The header tag covers the
+prefix and the header, hence the payload tag too: prefix, header and payload are signed
+together, and nothing reaches a deserializer before both tags verify (see
+`blocks.results.signing` for the key). ``signer`` names the results key (its public id);
+``decoded_size`` the uncompressed size of a compressed payload (the ceiling for decoding it);
+``versions`` what the payload bytes depend on (Python, cloudpickle). Size and checksum are
+written *before* the payload, so a writer that can seek reserves them with placeholders of
+fixed width and fills them in afterwards; JSON allows the trailing spaces that keep the width
+fixed.
+
+Format 1 (unsigned, xxh3 checksums) records are read as misses and rewritten signed on the next
+write. Readers ignore header fields they do not know, so fields may be added without a new
+format version.
 
 Example:
+    >>> keys = results_keys()
     >>> draft = RecordHeader.new("k", {"type": "json"}, expires=None, task=None)
-    >>> head = draft.finish(2, "xxh3_128:" + "0" * 32)
-    >>> decode_header(encode_prefix(head, width=draft.width()) + b"[]", key="k").payload_size
+    >>> head = draft.finish(2, "hmac-sha256:" + "0" * 64)
+    >>> prefix = encode_prefix(head, width=draft.width(), signer=keys.active)
+    >>> decode_header(prefix + b"[]", key="k", keys=keys).payload_size
     2
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
-
-import xxhash
+from typing import TYPE_CHECKING, Any
 
 from blocks.errors import CorruptRecord
+from blocks.results.signing import GMAC_ALGORITHM, HMAC_ALGORITHM, tags_equal
+
+if TYPE_CHECKING:
+    from blocks.results.signing import ResultsKey, ResultsKeys
 
 MAGIC = b"BLKR"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct(">4sBIQ")
-PREFIX_SIZE = _PREFIX.size  # 17
+FORMAT_VERSION = 2
+_PREFIX = struct.Struct(">4sBI32s")
+_SIGNED_PREFIX = 9  # magic, version, length: the part of the prefix the header tag covers
+PREFIX_SIZE = _PREFIX.size  # 41
 MAX_HEADER_SIZE = 64 * 1024
 #: How many bytes a header-only read asks for first; almost every header fits.
 FIRST_READ = 4096
 
-CHECKSUM_ALGORITHM = "xxh3_128"
-_CHECKSUM_WIDTH = len(CHECKSUM_ALGORITHM) + 1 + 32
 # Placeholders as wide as any real value: 16 digits cover payloads up to ~9 PB.
 _SIZE_PLACEHOLDER = 10**16 - 1
-_CHECKSUM_PLACEHOLDER = CHECKSUM_ALGORITHM + ":" + "f" * 32
+# As wide as the widest real value (a GMAC tag; an HMAC one is one character shorter).
+_CHECKSUM_PLACEHOLDER = GMAC_ALGORITHM + ":" + "f" * 32 + ":" + "f" * 32
 MAX_PAYLOAD_SIZE = _SIZE_PLACEHOLDER
+_CHECKSUM = re.compile(
+    rf"{re.escape(GMAC_ALGORITHM)}:[0-9a-f]{{32}}:[0-9a-f]{{32}}|{re.escape(HMAC_ALGORITHM)}:[0-9a-f]{{64}}"
+)
 
 
-def payload_hasher() -> xxhash.xxh3_128:
-    """A fresh hasher for payload bytes (fast: xxh3 runs at memory speed)."""
-    return xxhash.xxh3_128()
+def checksum_string(hasher: Any) -> str:
+    checksum: str = hasher.checksum()
+    return checksum
 
 
-def checksum_string(hasher: xxhash.xxh3_128) -> str:
-    return f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}"
+def python_version() -> str:
+    return ".".join(map(str, sys.version_info[:3]))
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,9 @@ class RecordHeader:
     payload_size: int
     checksum: str
     task: str | None
+    signer: str = ""
+    decoded_size: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def new(
@@ -87,6 +109,8 @@ class RecordHeader:
         expires: datetime | None,
         task: str | None,
         created: datetime | None = None,
+        signer: str = "",
+        versions: dict[str, str] | None = None,
     ) -> RecordHeader:
         """A header whose size and checksum are still placeholders (see `finish`)."""
         return cls(
@@ -98,12 +122,18 @@ class RecordHeader:
             payload_size=_SIZE_PLACEHOLDER,
             checksum=_CHECKSUM_PLACEHOLDER,
             task=task,
+            signer=signer,
+            versions={"python": python_version(), **(versions or {})},
         )
 
-    def finish(self, payload_size: int, checksum: str) -> RecordHeader:
+    def finish(
+        self, payload_size: int, checksum: str, decoded_size: int | None = None
+    ) -> RecordHeader:
         if not 0 <= payload_size <= MAX_PAYLOAD_SIZE:
             raise ValueError(f"payload of {payload_size} bytes is too large for one record")
-        return replace(self, payload_size=payload_size, checksum=checksum)
+        return replace(
+            self, payload_size=payload_size, checksum=checksum, decoded_size=decoded_size
+        )
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """Whether the record's expiry has passed (records without one never expire)."""
@@ -122,6 +152,9 @@ class RecordHeader:
                 "payload_size": self.payload_size,
                 "checksum": self.checksum,
                 "task": self.task,
+                "signer": self.signer,
+                "decoded_size": self.decoded_size,
+                "versions": self.versions,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -129,9 +162,13 @@ class RecordHeader:
 
     def width(self) -> int:
         """Bytes this header occupies with placeholders: an upper bound for any finished copy."""
-        return len(
-            replace(self, payload_size=_SIZE_PLACEHOLDER, checksum=_CHECKSUM_PLACEHOLDER).to_json()
+        widest = replace(
+            self,
+            payload_size=_SIZE_PLACEHOLDER,
+            checksum=_CHECKSUM_PLACEHOLDER,
+            decoded_size=_SIZE_PLACEHOLDER,
         )
+        return len(widest.to_json())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able fields, for ``--json`` output."""
@@ -144,19 +181,27 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def encode_prefix(header: RecordHeader, *, width: int) -> bytes:
-    """Prefix and header bytes, the header padded with spaces to exactly `width` bytes."""
+def encode_prefix(header: RecordHeader, *, width: int, signer: ResultsKey) -> bytes:
+    """Prefix and header bytes, the header padded with spaces to exactly `width` bytes and
+    signed with `signer`."""
     body = header.to_json()
     if len(body) > width:
         raise ValueError("finished header is wider than its reserved space")
     if width > MAX_HEADER_SIZE:
         raise ValueError(f"record header of {width} bytes exceeds {MAX_HEADER_SIZE}")
     body += b" " * (width - len(body))
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, width, xxhash.xxh3_64_intdigest(body)) + body
+    start = struct.pack(">4sBI", MAGIC, FORMAT_VERSION, width)
+    return start + signer.header_tag(start + body) + body
 
 
 def header_length(prefix: bytes, *, key: str) -> int:
     """Check the fixed prefix and return the header length it announces."""
+    if len(prefix) >= 5 and prefix[:4] == MAGIC and prefix[4] == 1:
+        raise CorruptRecord(
+            f"result record {key!r} is unsigned (format version 1, written before records were "
+            "signed): no signature to check, so it is not trusted; it is rewritten signed on "
+            "the next write"
+        )
     if len(prefix) < PREFIX_SIZE:
         if not prefix.startswith(MAGIC) and not MAGIC.startswith(prefix):
             raise CorruptRecord(f"{key!r} is not a result record (bad magic bytes)")
@@ -176,17 +221,23 @@ def header_length(prefix: bytes, *, key: str) -> int:
     return int(length)
 
 
-def decode_header(prefix_and_header: bytes, *, key: str) -> RecordHeader:
-    """Parse and verify ``prefix + header`` bytes (the payload may follow; it is ignored)."""
+def decode_header(prefix_and_header: bytes, *, key: str, keys: ResultsKeys) -> RecordHeader:
+    """Parse and verify ``prefix + header`` bytes (the payload may follow; it is ignored).
+
+    The header tag is checked before the header is trusted: a header signed with another key,
+    or altered after signing, raises `CorruptRecord` saying "signature".
+    """
     length = header_length(prefix_and_header, key=key)
     body = prefix_and_header[PREFIX_SIZE : PREFIX_SIZE + length]
     if len(body) < length:
         raise CorruptRecord(f"result record {key!r} is truncated inside its header")
-    expected = _PREFIX.unpack_from(prefix_and_header)[3]
-    if xxhash.xxh3_64_intdigest(body) != expected:
-        raise CorruptRecord(f"result record {key!r} has a damaged header (checksum mismatch)")
+    tag = _PREFIX.unpack_from(prefix_and_header)[3]
+    signed = prefix_and_header[:_SIGNED_PREFIX] + body
+    if not any(tags_equal(k.header_tag(signed), tag) for k in keys.by_id.values()):
+        raise CorruptRecord(_bad_signature(key, body, keys))
     try:
         raw = json.loads(body)
+        versions = raw.get("versions", {})
         header = RecordHeader(
             format_version=_typed(raw["format_version"], int),
             key=_typed(raw["key"], str),
@@ -196,20 +247,44 @@ def decode_header(prefix_and_header: bytes, *, key: str) -> RecordHeader:
             payload_size=_typed(raw["payload_size"], int),
             checksum=_typed(raw["checksum"], str),
             task=None if raw["task"] is None else _typed(raw["task"], str),
+            signer=_typed(raw["signer"], str),
+            decoded_size=(
+                None if raw.get("decoded_size") is None else _typed(raw["decoded_size"], int)
+            ),
+            versions={str(k): str(v) for k, v in _typed(versions, dict).items()},
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptRecord(f"result record {key!r} has an unreadable header: {exc}") from None
     if header.format_version != FORMAT_VERSION or header.payload_size < 0:
         raise CorruptRecord(f"result record {key!r} has an inconsistent header")
-    if not header.checksum.startswith(CHECKSUM_ALGORITHM + ":"):
+    if not _CHECKSUM.fullmatch(header.checksum):
         raise CorruptRecord(
-            f"result record {key!r} uses checksum {header.checksum.split(':')[0]!r}; "
-            f"only {CHECKSUM_ALGORITHM} is supported"
+            f"result record {key!r} has payload tag {header.checksum.split(':')[0][:40]!r}; "
+            f"only {HMAC_ALGORITHM} and {GMAC_ALGORITHM} are supported"
         )
     if header.key != key:
         # Copied or moved under another key: its value belongs to a different cache key.
         raise CorruptRecord(f"result record {key!r} was written for key {header.key!r}")
     return header
+
+
+def _bad_signature(key: str, body: bytes, keys: ResultsKeys) -> str:
+    # The header is not trusted here; its signer id is only read to word the message.
+    try:
+        signer = json.loads(body).get("signer")
+    except (ValueError, RecursionError, AttributeError):
+        signer = None
+    ours = ", ".join(keys.by_id)
+    if isinstance(signer, str) and signer not in keys.by_id and len(signer) <= 64:
+        return (
+            f"result record {key!r} has a signature by results key {signer!r}, which this "
+            f"process does not hold (it has {ours}; {keys.active.source}): written by another "
+            "team or with another key. Share the key (BLOCKS_RESULTS_KEY) to read it"
+        )
+    return (
+        f"result record {key!r} has a bad signature: it was altered after it was written "
+        "(forged or damaged)"
+    )
 
 
 def _typed(value: Any, kind: type) -> Any:

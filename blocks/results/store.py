@@ -4,8 +4,16 @@ Guarantees:
 
 - **Atomic**: a record becomes visible whole or not at all (the storage's
   ``open_atomic_write``: temp file + fsync + rename locally, one PUT on object stores).
-- **Verified before decoded**: ``read`` checks magic, version, the header checksum, the payload
-  size and its ``xxh3_128`` checksum before one byte reaches a deserializer.
+- **Signed, verified before decoded**: every record is signed with the results key
+  (`blocks.results.signing`); ``read`` checks magic, version, the header signature, the payload
+  size and its signature before one byte reaches a deserializer. A forged record, or one
+  signed with another key, is a miss whose warning says "signature".
+- **Bounded**: a payload or decoded size over ``BLOCKS_RESULTS_MAX_BYTES`` is a miss;
+  compressed payloads are decoded under the size their header declares (a bomb stops there).
+- **No secrets at rest**: secret values (``SecretStr``...) inside a result are sealed with
+  AES-GCM under a key derived from the results key, and opened again on read.
+- **Versions**: a pickle written under another Python or cloudpickle minor version is a miss
+  that says so, never a crash inside unpickling.
 - **Misses, not wrong values**: absent, expired, corrupt or truncated records read as ``None``;
   corrupt ones also emit a `CorruptRecordWarning` and a log line.
 - **No extra copies**: payloads stream between the serializer and the storage; locally a 256 MB
@@ -37,8 +45,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from blocks import settings
-from blocks.errors import BlocksError, ConfigurationError, CorruptRecord, StorageError
-from blocks.filesystems.base import validate_key
+from blocks.errors import (
+    BlocksError,
+    ConfigurationError,
+    CorruptRecord,
+    StorageError,
+    UnsafePath,
+)
+from blocks.filesystems.base import TempFile, validate_key
 from blocks.results import streams
 from blocks.results.record import (
     FIRST_READ,
@@ -50,7 +64,9 @@ from blocks.results.record import (
     encode_prefix,
     header_length,
 )
+from blocks.results.signing import ResultsKey, ResultsKeys, results_keys
 from blocks.results.storage import resolve_storage
+from serializers.context import codec_context
 from serializers.errors import SerializationError
 
 if TYPE_CHECKING:
@@ -62,6 +78,10 @@ logger = logging.getLogger("blocks.results")
 _SERIALIZERS: dict[str, Serializer] = {}
 
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+#: How old a temp file must be before `prune` removes it (unless its writer, on this host,
+#: is gone): longer than any write takes.
+TEMP_GRACE = timedelta(hours=1)
 
 
 class CorruptRecordWarning(UserWarning):
@@ -96,11 +116,20 @@ class ResultStore:
         self,
         storage: WritableFileSystem,
         serializer: Serializer | str | dict[str, Any] | None = None,
+        *,
+        keys: ResultsKeys | None = None,
     ) -> None:
         self.storage = storage
         self.serializer = _serializer(serializer)
         self._own_spec = self.serializer.to_spec()
         self._reads_pickle = _uses_pickle(self._own_spec)
+        self._keys = keys
+
+    @property
+    def keys(self) -> ResultsKeys:
+        """The results keys: given to the constructor, else from the settings (see
+        `blocks.results.signing`), looked up on each use so a changed setting takes effect."""
+        return self._keys if self._keys is not None else results_keys()
 
     @classmethod
     def resolve(
@@ -134,7 +163,15 @@ class ResultStore:
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
         key = validate_key(key)
-        draft = RecordHeader.new(key, self.serializer.to_spec(), expires=expires, task=task)
+        signer = self.keys.active
+        draft = RecordHeader.new(
+            key,
+            self.serializer.to_spec(),
+            expires=expires,
+            task=task,
+            signer=signer.key_id,
+            versions=self.serializer.versions(),
+        )
         width = draft.width()
         if width > MAX_HEADER_SIZE:
             raise ConfigurationError(
@@ -144,9 +181,9 @@ class ResultStore:
         try:
             with self.storage.open_atomic_write(key) as out:
                 if streams.can_seek(out):
-                    header = self._write_in_place(out, draft, width, value)
+                    header = self._write_in_place(out, draft, width, value, signer)
                 else:
-                    header = self._write_spooled(out, draft, width, value)
+                    header = self._write_spooled(out, draft, width, value, signer)
         except (BlocksError, SerializationError):
             raise
         except OSError as exc:
@@ -155,30 +192,36 @@ class ResultStore:
             ) from exc
         return header
 
+    def _dump(self, value: Any, sink: streams.HashingWriter, signer: ResultsKey) -> int | None:
+        """Serialize into `sink` with secrets sealed; return the decoded size if compressed."""
+        with codec_context(sealer=signer) as context:
+            self.serializer.dump(value, sink)  # type: ignore[arg-type]
+        return context.decoded_size
+
     def _write_in_place(
-        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any
+        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
     ) -> RecordHeader:
-        # Reserve the header, stream the payload, then seek back to fill size and checksum.
+        # Reserve the header, stream the payload, then seek back to fill size and signature.
         start = out.tell()
-        out.write(encode_prefix(draft, width=width))
-        sink = streams.HashingWriter(out)
-        self.serializer.dump(value, sink)  # type: ignore[arg-type]
-        header = draft.finish(sink.size, checksum_string(sink.hasher))
+        out.write(encode_prefix(draft, width=width, signer=signer))
+        sink = streams.HashingWriter(out, signer.payload_hasher())
+        decoded = self._dump(value, sink, signer)
+        header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
         end = out.tell()
         out.seek(start)
-        out.write(encode_prefix(header, width=width))
+        out.write(encode_prefix(header, width=width, signer=signer))
         out.seek(end)
         return header
 
     def _write_spooled(
-        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any
+        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
     ) -> RecordHeader:
         # The writer cannot seek (object stores): stage the payload, then header + payload.
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
-            sink = streams.HashingWriter(spool)
-            self.serializer.dump(value, sink)  # type: ignore[arg-type]
-            header = draft.finish(sink.size, checksum_string(sink.hasher))
-            out.write(encode_prefix(header, width=width))
+            sink = streams.HashingWriter(spool, signer.payload_hasher())
+            decoded = self._dump(value, sink, signer)
+            header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
+            out.write(encode_prefix(header, width=width, signer=signer))
             spool.seek(0)
             shutil.copyfileobj(spool, out, streams.CHUNK_SIZE)
         return header
@@ -191,15 +234,19 @@ class ResultStore:
         Corrupt or truncated records also warn (`CorruptRecordWarning`) and log.
         """
         key = validate_key(key)
+        keys = self.keys
         try:
             with self.storage.open_read(key) as stream:
-                prefix = streams.read_exactly(stream, PREFIX_SIZE, key)
+                prefix = stream.read(PREFIX_SIZE)
                 length = header_length(prefix, key=key)
-                header = decode_header(prefix + streams.read_exactly(stream, length, key), key=key)
+                header = decode_header(
+                    prefix + streams.read_exactly(stream, length, key), key=key, keys=keys
+                )
                 if header.is_expired():
                     return None
                 serializer = self._serializer_for(header)
-                value = self._load_verified(stream, header, serializer)
+                limit = _decode_limit(header)
+                value = self._load_verified(stream, header, serializer, keys, limit)
         except _ABSENT:
             return None
         except CorruptRecord as exc:
@@ -324,25 +371,51 @@ class ResultStore:
         older_than: timedelta | None = None,
         dry_run: bool = False,
         on_delete: Callable[[str, RecordHeader], None] | None = None,
+        temp_grace: timedelta | None = TEMP_GRACE,
     ) -> list[str]:
-        """Delete expired records and/or records older than `older_than`; return their keys.
+        """Delete expired records and/or records older than `older_than`, and stale temp files;
+        return their keys.
 
         A record goes if ``expired`` and it has expired, **or** it was created more than
         `older_than` ago. With ``expired=False`` and no `older_than`, every record goes.
         Objects that are not readable records are never deleted (they may be someone
-        else's files). With `dry_run`, nothing is deleted.
+        else's files). Temp files of interrupted writes go when older than `temp_grace`, or
+        at once if the process that wrote them (on this host) is gone; None keeps them.
+        With `dry_run`, nothing is deleted. A key behind a symlink is skipped (logged).
 
         Example:
             >>> store.prune(older_than=timedelta(days=7), dry_run=True)
             ['etl/extract-3f2a']
         """
         selected = list(self.prunable(expired=expired, older_than=older_than))
-        if not dry_run:
-            for key, header in selected:
-                self.delete(key)
+        done = []
+        for key, header in selected:
+            if not dry_run:
+                try:
+                    self.delete(key)
+                except UnsafePath as exc:
+                    logger.warning("prune skipped %r: %s", key, exc)
+                    continue
                 if on_delete is not None:
                     on_delete(key, header)
-        return [key for key, _ in selected]
+            done.append(key)
+        if temp_grace is not None:
+            done.extend(t.key for t in self.prune_temp(temp_grace, dry_run=dry_run))
+        return done
+
+    def temp_files(self) -> list[TempFile]:
+        """Temp files of writes in flight or interrupted (local storage; none on object stores)."""
+        try:
+            return sorted(self.storage.temp_files(), key=lambda t: t.key)
+        except OSError as exc:
+            self._storage_failed("list", "(temp files)", exc)
+
+    def prune_temp(self, grace: timedelta = TEMP_GRACE, *, dry_run: bool = False) -> list[TempFile]:
+        """Delete temp files older than `grace` (or whose writer on this host is gone)."""
+        try:
+            return self.storage.remove_temp_files(grace, dry_run=dry_run)
+        except OSError as exc:
+            self._storage_failed("delete", "(temp files)", exc)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -353,13 +426,13 @@ class ResultStore:
         end = PREFIX_SIZE + length
         if len(data) < end and len(data) == FIRST_READ:
             data += self.storage.read_range(key, FIRST_READ, end)
-        return decode_header(data, key=key), end
+        return decode_header(data, key=key, keys=self.keys), end
 
     def _serializer_for(self, header: RecordHeader) -> Serializer:
         spec = header.serializer
         if spec == self._own_spec:
             # Our own serializer: it may hold options a spec cannot carry (JSON `types`).
-            return self.serializer
+            return _compatible(self.serializer, header)
         if _uses_pickle(spec) and not self._reads_pickle:
             raise CorruptRecord(
                 f"result record {header.key!r} is pickled, but this store's serializer "
@@ -381,20 +454,34 @@ class ResultStore:
                 ) from None
             if len(_SERIALIZERS) < 256:
                 _SERIALIZERS[cache_key] = serializer
-        return serializer
+        return _compatible(serializer, header)
 
-    def _load_verified(self, stream: BinaryIO, header: RecordHeader, serializer: Serializer) -> Any:
+    def _load_verified(
+        self,
+        stream: BinaryIO,
+        header: RecordHeader,
+        serializer: Serializer,
+        keys: ResultsKeys,
+        limit: int,
+    ) -> Any:
+        # The header verified under this signer, so it is one of ours.
+        signer = keys.by_id[header.signer]
+        hasher = signer.payload_hasher(header.checksum)
         if streams.is_stable(stream):
-            # A real file keeps its content across renames: verify in place, then decode
-            # from the same descriptor without a second copy of the payload.
+            # A real file keeps its content across renames: verify the whole payload in one
+            # pass (it lands in the page cache), then decode from the same descriptor. Nothing
+            # is unpickled before the signature verifies, and no second copy is held in memory.
             start = stream.tell()
-            streams.verify(streams.hash_stream(stream, header.payload_size), header)
+            streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
             stream.seek(start)
-            return streams.deserialize(serializer, stream, header)
+            with codec_context(max_bytes=limit, sealer=signer):
+                return streams.deserialize(serializer, stream, header)
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
-            streams.verify(streams.hash_stream(stream, header.payload_size, copy_to=spool), header)
+            measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
+            streams.verify(measured, header)
             spool.seek(0)
-            return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
+            with codec_context(max_bytes=limit, sealer=signer):
+                return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
@@ -417,6 +504,25 @@ def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:
         spec if spec is not None else settings.results_serializer()
     )
     return resolved
+
+
+def _compatible(serializer: Serializer, header: RecordHeader) -> Serializer:
+    why = serializer.incompatible(header.versions)
+    if why is not None:
+        raise CorruptRecord(f"result record {header.key!r} cannot be read here: {why}")
+    return serializer
+
+
+def _decode_limit(header: RecordHeader) -> int:
+    """The most bytes decoding this record may produce; a record over the ceiling is a miss."""
+    ceiling = settings.results_max_bytes()
+    declared = header.payload_size if header.decoded_size is None else header.decoded_size
+    if header.payload_size > ceiling or declared > ceiling:
+        raise CorruptRecord(
+            f"result record {header.key!r} holds {max(header.payload_size, declared)} bytes, "
+            f"over BLOCKS_RESULTS_MAX_BYTES={ceiling}: not read (raise the setting to read it)"
+        )
+    return declared
 
 
 def _uses_pickle(spec: Any) -> bool:

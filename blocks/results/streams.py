@@ -1,15 +1,17 @@
-"""Payload bytes in motion: hash while writing, verify before decoding, copy nothing big.
+"""Payload bytes in motion: sign while writing, verify before decoding, copy nothing big.
 
-Internal helpers of `ResultStore`; every function works on plain binary file objects.
+Internal helpers of `ResultStore`; every function works on plain binary file objects. The
+payload tag (AES-GMAC, at memory speed) is computed in the same pass as the write or the read.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from blocks.errors import CorruptRecord
-from blocks.results.record import RecordHeader, checksum_string, payload_hasher
+from blocks.results.record import RecordHeader, checksum_string
 from serializers.errors import SerializationError
 
 if TYPE_CHECKING:
@@ -27,13 +29,13 @@ class HashingWriter:
 
     __slots__ = ("hasher", "raw", "size")
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], hasher: Any) -> None:
         self.raw = raw
-        self.hasher = payload_hasher()
+        self.hasher = hasher
         self.size = 0
 
     def write(self, data: Any) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         self.hasher.update(view)
         self.raw.write(view)
         self.size += view.nbytes
@@ -69,10 +71,9 @@ def read_exactly(stream: BinaryIO, size: int, key: str) -> bytes:
 
 
 def hash_stream(
-    stream: BinaryIO, expected: int, copy_to: IO[bytes] | None = None
+    stream: BinaryIO, expected: int, hasher: Any, copy_to: IO[bytes] | None = None
 ) -> tuple[int, str]:
     """Hash (and optionally copy) the rest of `stream`, reading at most one byte past `expected`."""
-    hasher = payload_hasher()
     buffer = bytearray(min(CHUNK_SIZE, expected + 1))
     view = memoryview(buffer)
     size = 0
@@ -102,9 +103,10 @@ def verify(measured: tuple[int, str], header: RecordHeader) -> None:
             f"{'more than ' if size > header.payload_size else ''}{size} bytes, "
             f"header announces {header.payload_size}"
         )
-    if checksum != header.checksum:
+    if not hmac.compare_digest(checksum, header.checksum):
         raise CorruptRecord(
-            f"result record {header.key!r} has a damaged payload (checksum mismatch)"
+            f"result record {header.key!r} has a bad payload signature (checksum mismatch): "
+            "the payload was altered or swapped after it was signed"
         )
 
 
@@ -113,5 +115,6 @@ def deserialize(serializer: Serializer, stream: BinaryIO, header: RecordHeader) 
         return serializer.load(stream)
     except SerializationError as exc:
         raise CorruptRecord(
-            f"result record {header.key!r} passed its checksum but cannot be deserialized: {exc}"
+            f"result record {header.key!r} passed its signature check but cannot be "
+            f"deserialized: {exc}"
         ) from None
