@@ -9,8 +9,9 @@ our behaviour.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Annotated
+import uuid
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Generic, TypeVar
 
 import pytest
 from pydantic import (
@@ -22,7 +23,9 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_extra_types.semantic_version import SemanticVersion
+from test_filesystems import BACKENDS, _make_storage
 
+import serializers.json
 from blocks import core
 from blocks.core import Block, SecretDict
 from blocks.errors import (
@@ -31,9 +34,18 @@ from blocks.errors import (
     IncompatibleSchema,
     InvalidName,
     UnknownBlockType,
+    UnsafePath,
 )
-from blocks.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
+from blocks.filesystems import (
+    GCS,
+    S3,
+    LocalFileSystem,
+    RemoteFileSystem,
+    WritableFileSystem,
+)
 from blocks.system import Secret
+from serializers import JSONSerializer, SerializationError, register_json_type, resolve_serializer
+from serializers.json import StoredException
 
 # -- errors: Prefect code catches ValueError -----------------------------------------------
 
@@ -281,3 +293,259 @@ def test_asave_and_aload_are_the_sync_calls_for_async_code() -> None:
     assert loaded._block_document_id == document_id
     with pytest.raises(BlockNotFound):
         asyncio.run(Secret.aload("nope"))
+
+
+# -- filesystems: one suite over local, memory, file://, S3 (LocalStack), GCS (emulator) ---------
+
+
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
+    return _make_storage(request.param, request, tmp_path)
+
+
+def test_write_path_returns_where_it_wrote_and_read_path_takes_it_back(
+    storage: WritableFileSystem,
+) -> None:
+    where = storage.write_path("a/b.bin", b"payload")
+    if isinstance(storage, LocalFileSystem):
+        assert where == str(storage.root() / "a" / "b.bin")
+    else:
+        assert where.endswith("/a/b.bin") and "://" in where
+    assert storage.read_path(where) == b"payload"
+    assert storage.exists(where) and storage.size(where) == 7
+    assert storage.ls() == ["a/b.bin"]
+    storage.delete(where)
+    assert storage.ls() == []
+
+
+OUTSIDE_URLS = [
+    "memory://elsewhere/x",
+    "s3://another-bucket/k",
+    "gs://another-bucket/k",
+    "gcs://another-bucket/k",
+    "file:///etc/passwd",
+    "s3:/b/k",
+    "memory:",
+    "https://example.com/x",
+]
+
+
+@pytest.mark.parametrize("url", OUTSIDE_URLS)
+def test_a_url_outside_the_base_path_is_refused_not_stored_elsewhere(
+    storage: WritableFileSystem, url: str
+) -> None:
+    with pytest.raises(UnsafePath, match="Refused key"):
+        storage.write_path(url, b"x")
+    for operation in (storage.read_path, storage.exists, storage.delete, storage.ls):
+        with pytest.raises(UnsafePath):
+            operation(url)
+    assert storage.ls() == []
+
+
+def test_a_url_inside_the_base_path_resolves_to_its_key(storage: WritableFileSystem) -> None:
+    where = storage.write_path("k", b"1")
+    base = where[: -len("/k")]
+    assert storage.read_path(f"{base}/k") == b"1"
+    storage.write_path(f"{base}//sub/./n", b"2")
+    assert storage.ls() == ["k", "sub/n"]
+    assert storage.ls(f"{base}/sub") == ["sub/n"]
+    with pytest.raises(UnsafePath, match=r"'\.\.'"):
+        storage.write_path(f"{base}/../escape", b"x")
+    with pytest.raises(UnsafePath, match="empty"):
+        storage.write_path(base, b"x")
+    assert storage.ls() == ["k", "sub/n"]
+
+
+def test_prefect_cases_for_url_shaped_keys(tmp_path: Path) -> None:
+    remote = RemoteFileSystem(basepath=f"memory://foo-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(UnsafePath, match="outside the base path"):
+        remote.write_path("memory://bar/x", b"1")
+    assert remote.write_path(f"{remote.basepath}/x", b"1") == f"{remote.basepath}/x"
+    assert remote.ls() == ["x"]
+    local = LocalFileSystem(basepath=tmp_path / "base")
+    with pytest.raises(UnsafePath):
+        local.write_path("s3://b/k", b"1")
+    assert not (tmp_path / "base" / "s3:").exists()
+    with pytest.raises(UnsafePath):
+        local.write_path(str(tmp_path / "elsewhere"), b"1")  # absolute, outside
+    s3 = S3(bucket_path="bucket/base")
+    assert s3._full("s3://bucket/base/k") == s3._full("s3a://bucket/base/k") == "bucket/base/k"
+    with pytest.raises(UnsafePath):
+        s3._full("s3://bucket/based/k")  # a sibling folder that shares the prefix
+    gcs = GCS(bucket_path="gs://bucket/base")
+    assert gcs._full("gcs://bucket/base/k") == "bucket/base/k"
+
+
+def test_a_url_with_credentials_never_comes_back_from_write_path(tmp_path: Path) -> None:
+    fs = RemoteFileSystem(basepath=f"file://user:pw-in-url@{tmp_path}/creds")
+    assert fs._base_url() == f"file://{tmp_path}/creds"
+    assert "pw-in-url" not in fs.describe()
+
+
+def test_pathlib_keys_and_basepath_are_accepted_and_checked(
+    storage: WritableFileSystem, tmp_path: Path
+) -> None:
+    storage.write_path(PurePosixPath("p") / "q.bin", b"1")
+    assert storage.read_path("p/q.bin") == b"1"
+    assert storage.read_path(PureWindowsPath("p\\q.bin")) == b"1"
+    assert storage.ls(Path("p")) == ["p/q.bin"]
+    for bad in (Path("../escape"), PurePosixPath("/etc/passwd"), PureWindowsPath("C:/x")):
+        with pytest.raises(UnsafePath, match="Refused key"):
+            storage.write_path(bad, b"x")
+    with pytest.raises(UnsafePath, match="str or pathlib"):
+        storage.read_path(b"p/q.bin")  # type: ignore[arg-type]
+    local = LocalFileSystem(basepath=tmp_path / "as-path")
+    assert local.basepath == str(tmp_path / "as-path")
+    local.write_path(tmp_path / "as-path" / "abs.bin", b"2")  # absolute inside: its key
+    assert local.ls() == ["abs.bin"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_put_directory_then_get_directory_round_trips_a_tree(
+    storage: WritableFileSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "src"
+    files = {
+        "flow.py": b"print('hi')",
+        "pkg/__init__.py": b"",
+        "pkg/deep/data.bin": bytes(range(256)) * 1000,
+        "build/out.o": b"ignored by folder",
+        "notes.log": b"ignored by pattern",
+        "keep.log": b"re-included",
+    }
+    for name, content in files.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(content)
+    ignore = tmp_path / ".prefectignore"
+    ignore.write_text("build/\n*.log\n!keep.log\n")
+    copied = storage.put_directory(source, "deploy/v1", ignore_file=ignore)
+    kept = {k: v for k, v in files.items() if not k.startswith("build/") and k != "notes.log"}
+    print(f"put_directory on {type(storage).__name__}: {copied} files")
+    assert copied == len(kept)
+    assert storage.ls("deploy") == sorted(f"deploy/v1/{k}" for k in kept)
+
+    target = tmp_path / "out"
+    assert storage.get_directory("deploy/v1", target) == len(kept)
+    assert _tree(target) == kept
+    assert storage.get_directory(storage.write_path("one.txt", b"1"), target / "single") == 1
+    assert _tree(target / "single") == {"one.txt": b"1"}
+
+    # Prefect's defaults: the current directory in, the whole base path out.
+    monkeypatch.chdir(source / "pkg")
+    assert storage.put_directory() == 2
+    monkeypatch.chdir(tmp_path / "out")
+    assert storage.get_directory() == len(kept) + 3
+    assert (tmp_path / "out" / "deep" / "data.bin").read_bytes() == files["pkg/deep/data.bin"]
+    with pytest.raises(UnsafePath):
+        storage.put_directory(source, "../escape")
+    with pytest.raises(UnsafePath):
+        storage.get_directory("memory://elsewhere", target)
+
+
+# -- serializers -----------------------------------------------------------------------------
+
+
+class AppError(Exception):
+    """A user exception type, allow-listed in some tests."""
+
+
+class CodeError(Exception):
+    def __init__(self, code: int, where: str) -> None:  # does not take its own args back
+        super().__init__(f"failed with code {code} in {where}")
+
+
+def test_json_round_trips_builtin_exceptions() -> None:
+    s = JSONSerializer()
+    values = [
+        ValueError("bad value", 3),
+        KeyError("k"),
+        FileNotFoundError(2, "No such file", "/x"),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        RuntimeError(),
+    ]
+    for value in values:
+        back = s.loads(s.dumps({"error": value}))["error"]
+        assert type(back) is type(value) and back.args == value.args
+    assert isinstance(s.loads(s.dumps(FileNotFoundError(2, "x"))), FileNotFoundError)
+
+
+def test_json_rebuilds_other_exceptions_only_when_allow_listed() -> None:
+    writer = JSONSerializer(types=[AppError])
+    data = writer.dumps([AppError("boom", {"at": 1})])
+    assert type(writer.loads(data)[0]) is AppError
+    stored = JSONSerializer().loads(data)[0]  # not allow-listed here: no import, a stand-in
+    assert type(stored) is StoredException
+    assert stored.type_name == f"{AppError.__module__}:AppError"
+    assert stored.args == ("boom", {"at": 1})
+    assert "AppError: " in str(stored)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(stored)).type_name == stored.type_name
+    # A class named by the data is never imported, even a real, importable one.
+    forged = b'{"__blocks__":"exception","cls":"os:system","v":["echo pwned"]}'
+    assert type(JSONSerializer().loads(forged)) is StoredException
+    forged = b'{"__blocks__":"exception","cls":"builtins:__import__","v":["os"]}'
+    assert type(JSONSerializer().loads(forged)) is StoredException
+
+
+def test_json_exception_edge_cases_never_lose_the_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serializers.json, "_GLOBAL_TYPES", {})  # restored after the test
+    s = JSONSerializer(types=[CodeError])
+    back = s.loads(s.dumps(CodeError(7, "etl")))
+    assert type(back) is StoredException and back.args == ("failed with code 7 in etl",)
+    weird = ValueError(object(), "text")  # an argument JSON cannot hold: kept as its repr
+    back = s.loads(s.dumps(weird))
+    assert type(back) is ValueError and back.args[1] == "text"
+    assert back.args[0].startswith("<object object at")
+    register_json_type(AppError)  # exceptions can be registered globally too
+    assert type(JSONSerializer().loads(JSONSerializer().dumps(AppError("g")))) is AppError
+    with pytest.raises(SerializationError, match="only Enum"):
+        JSONSerializer(types=[int])
+
+
+def test_json_dumps_kwargs_are_json_dumps_options() -> None:
+    s = JSONSerializer(dumps_kwargs={"indent": 2, "sort_keys": True})
+    text = s.dumps({"b": 1, "a": {"c": [1, 2]}}).decode()
+    assert text.startswith('{\n  "a"') and s.loads(text.encode()) == {"b": 1, "a": {"c": [1, 2]}}
+    spec = s.to_spec()
+    assert spec == {"type": "json", "dumps_kwargs": {"indent": 2, "sort_keys": True}}
+    assert resolve_serializer(spec) == s != JSONSerializer()
+    assert JSONSerializer().to_spec() == {"type": "json"}  # default spec unchanged
+    ascii_only = JSONSerializer(dumps_kwargs={"ensure_ascii": True, "separators": [",", ":"]})
+    assert ascii_only.dumps("é") == b'"\\u00e9"'
+    for bad in ({"default": str}, {"cls": object}, {"object_hook": dict}):
+        with pytest.raises(SerializationError, match="dumps_kwargs may set"):
+            JSONSerializer(dumps_kwargs=bad)
+    with pytest.raises(SerializationError, match="dumps_kwargs"):
+        resolve_serializer({"type": "json", "dumps_kwargs": {"default": "os.system"}})
+
+
+T = TypeVar("T")
+
+
+class Box(BaseModel, Generic[T]):
+    item: T
+    tags: list[T] = []
+
+
+class Item(BaseModel):
+    name: str
+
+
+def test_an_allow_listed_generic_model_covers_its_parametrisations() -> None:
+    s = JSONSerializer(types=[Box, Item])
+    for value in (Box[int](item=1, tags=[2]), Box[Item](item=Item(name="x")), Box(item="raw")):
+        back = s.loads(s.dumps(value))
+        assert back == value and isinstance(back, Box)
+    assert type(s.loads(s.dumps(Box[Item](item=Item(name="y")))).item) is Item
+    with pytest.raises(SerializationError, match="may not write"):
+        JSONSerializer(types=[Item]).dumps(Box[int](item=1))  # the generic itself is not allowed
+    with pytest.raises(SerializationError, match="may not write"):
+        JSONSerializer(types=[Box]).dumps(Box[Item](item=Item(name="z")))  # nor its argument
