@@ -9,11 +9,14 @@ our behaviour.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Generic, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import (
     BaseModel,
     Field,
@@ -549,3 +552,32 @@ def test_an_allow_listed_generic_model_covers_its_parametrisations() -> None:
         JSONSerializer(types=[Item]).dumps(Box[int](item=1))  # the generic itself is not allowed
     with pytest.raises(SerializationError, match="may not write"):
         JSONSerializer(types=[Box]).dumps(Box[Item](item=Item(name="z")))  # nor its argument
+
+
+# -- URL-shaped keys as a property: resolved inside the base path, or refused ------------------
+
+URL_PARTS = st.sampled_from(
+    ["s3://", "s3a://", "gs://", "gcs://", "memory://", "file://", "bucket", "base", "prop",
+     "/", "//", "..", ".", "x", ":", "@", "u:p@", "based", "?", "#", "%2e"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(url=st.lists(URL_PARTS, max_size=10).map("".join))
+def test_property_url_keys_resolve_inside_the_base_path_or_are_refused(url: str) -> None:
+    for block in (
+        RemoteFileSystem(basepath="memory://prop/base"),
+        S3(bucket_path="bucket/base"),
+        GCS(bucket_path="bucket/base"),
+    ):
+        root = block._root()
+        try:
+            full = block._full(url)
+        except UnsafePath as exc:
+            assert "Refused key" in str(exc)
+            continue
+        assert full.startswith(root + "/") and ".." not in full.split("/")
+        first = full[len(root) + 1 :].split("/")[0]
+        assert "://" not in full and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:", first)
+        # The key it resolved to names the same object.
+        assert block._full(full[len(root) + 1 :]) == full
