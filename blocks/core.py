@@ -281,6 +281,23 @@ class Block(BaseModel):
     ) -> Any:
         dumped = handler(self)
         include, exclude = info.include, info.exclude
+        own = type(self)
+        if (
+            isinstance(dumped, dict)
+            and len(dumped) < len(own.model_fields)
+            and include is None
+            and exclude is None
+            and not (info.exclude_unset or info.exclude_defaults or info.exclude_none)
+        ):
+            # Dumped through a field typed with a base class (pydantic serializes by the
+            # declared type): dump all of this subclass's fields, so parsing gets it back.
+            dumped = own.__pydantic_serializer__.to_python(
+                self,
+                mode=info.mode,
+                by_alias=info.by_alias,
+                round_trip=info.round_trip,
+                context=info.context,
+            )
         if (
             isinstance(dumped, dict)
             and (include is None or SLUG_KEY in include)
@@ -454,7 +471,7 @@ class Block(BaseModel):
                 else:
                     type(value).register_type_and_schema(registry)
                     child, child_secrets, child_refs = value._to_document(registry, path)
-                    if type(value) is not info.annotation:
+                    if _block_annotation(info.annotation) != [type(value)]:
                         # The field takes a base class or a union: say which type this is.
                         child[SLUG_KEY] = type(value).get_block_type_slug()
                     nested[name] = child

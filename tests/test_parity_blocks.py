@@ -42,6 +42,7 @@ from blocks.errors import (
 from blocks.filesystems import (
     GCS,
     S3,
+    AwsCredentials,
     LocalFileSystem,
     RemoteFileSystem,
     WritableFileSystem,
@@ -267,6 +268,41 @@ def test_a_field_typed_with_a_base_class_keeps_the_inline_subclass(tmp_path: Pat
     assert type(loaded.storage) is RemoteFileSystem
     assert loaded.storage.settings.get_secret_value() == {"key": "k-inline-123"}
     assert type(loaded.spare) is RemoteFileSystem
+    assert type(Shelf.model_validate(loaded.model_dump()).storage) is RemoteFileSystem
+    from blocks.registry import Registry
+
+    row = Registry.default().get_document("shelf", "shelf")
+    assert row is not None and row.data["storage"]["block_type_slug"] == "remote-file-system"
+    # A field that can hold only one block type needs no type name in the document.
+    S3(bucket_path="b/p", credentials=AwsCredentials(region_name="eu-west-1")).save("s3-inline")
+    row = Registry.default().get_document("s3", "s3-inline")
+    assert row is not None and "block_type_slug" not in row.data["credentials"]
+    assert S3.load("s3-inline").credentials == AwsCredentials(region_name="eu-west-1")
+
+
+class Rack(Block):
+    stores: list[WritableFileSystem]
+
+
+def test_a_list_of_base_typed_blocks_keeps_each_subclass_and_its_secrets(
+    tmp_path: Path,
+) -> None:
+    Rack(
+        stores=[
+            LocalFileSystem(basepath=tmp_path, fsync=False),
+            RemoteFileSystem(basepath="memory://rack", settings={"token": "tok-in-list-1"}),
+        ]
+    ).save("rack")
+    from blocks.registry import Registry
+
+    row = Registry.default().get_document("rack", "rack")
+    assert row is not None and "tok-in-list-1" not in repr(row.data)
+    loaded = Rack.load("rack")
+    local, remote = loaded.stores
+    assert type(local) is LocalFileSystem and local.fsync is False
+    assert type(remote) is RemoteFileSystem
+    assert remote.settings.get_secret_value() == {"token": "tok-in-list-1"}
+    assert "tok-in-list-1" not in repr(loaded)
 
 
 def test_anonymous_save_generates_a_name_and_stays_out_of_lists() -> None:
