@@ -27,12 +27,16 @@ class InvalidName(BlocksError, ValueError):
     """A block name or type slug is not lowercase letters, digits and dashes."""
 
 
-class BlockNotFound(BlocksError, LookupError):
-    """No saved block document (or no registered type) has that name."""
+class BlockNotFound(BlocksError, LookupError, ValueError):
+    """No saved block document (or no registered type) has that name.
+
+    Also a `ValueError`: Prefect raises one there, and code written for it catches that.
+    """
 
 
-class BlockAlreadyExists(BlocksError):
-    """A document with that name exists and `overwrite=True` was not given."""
+class BlockAlreadyExists(BlocksError, ValueError):
+    """A document with that name exists and `overwrite=True` was not given (a `ValueError`
+    too, as in Prefect)."""
 
 
 class BlockInUse(BlocksError):

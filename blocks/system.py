@@ -7,6 +7,7 @@ Example:
     >>> Secret(value={"user": "etl", "password": "pw"}).save("db-login")
     >>> Secret.load("db-login").get()["user"]
     'etl'
+    >>> Secret(value=["token-a", "token-b"]).save("rotating-tokens")
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pydantic
 from pydantic import SecretStr
 
 from blocks.core import Block, SecretDict
 
+SecretList = pydantic.Secret[list[Any]]
+"""A list whose whole value is secret: masked in repr, encrypted at rest."""
+
 
 class Secret(Block):
-    """A secret string or dict, encrypted at rest; `.get()` returns the plain value."""
+    """A secret string, dict or list, encrypted at rest; `.get()` returns the plain value."""
 
-    value: SecretStr | SecretDict
+    value: SecretStr | SecretDict | SecretList
 
     def get(self) -> Any:
-        """The plain secret value (a str or a dict)."""
+        """The plain secret value (a str, a dict or a list)."""
         return self.value.get_secret_value()
 
 

@@ -19,6 +19,7 @@ Path, PurePosixPath, ...  ``path`` / ``pureposixpath`` / ``purewindowspath``: st
 Enum member               ``enum``: ``cls`` = "module:qualname", ``v`` = value
 pydantic model            ``model``: ``cls``, ``v`` = field values, ``set`` = fields set
 dataclass                 ``dataclass``: ``cls``, ``v`` = field values
+exception                 ``exception``: ``cls``, ``v`` = its ``args``
 ========================  =========================================================
 
 Secrets (pydantic ``SecretStr``, ``SecretBytes``, ``Secret``) are written only sealed, as
@@ -30,7 +31,15 @@ Decoding never imports anything named by the data: an Enum, model or dataclass i
 when its class was given to the serializer (``JSONSerializer(types=[...])``) or registered with
 `register_json_type`; otherwise decoding fails with `SerializationError`. Like pickle, decoding
 restores the stored field values without calling ``__init__`` or validators again.
-Subclasses of dict, list and tuple come back as the base type.
+Subclasses of dict, list and tuple come back as the base type. Allowing a generic pydantic
+model allows its parametrisations (``Box[int]``); they come back as the generic class
+(``Box``), which compares equal.
+
+Exceptions are stored as their type's name and ``args`` (arguments JSON cannot hold are kept
+as their ``repr``; no traceback, no ``__cause__``). Built-in exceptions (``ValueError``,
+``KeyError``, ...) and allow-listed ones are rebuilt as ``cls(*args)``; any other comes back
+(or when ``cls(*args)`` fails) as a `StoredException` that names the original type, so a
+stored failure is never lost and never makes decoding import code.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from operator import contains
 from typing import Any, TypeVar
 
 from . import context
-from .base import Serializer
+from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
 TAG = "__blocks__"
@@ -73,13 +82,40 @@ _ENCODER_BASES: list[tuple[type, Callable[[Any, _Prepare], dict[str, Any]]]] = [
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
 
+class StoredException(Exception):
+    """Stands in for a decoded exception whose class this serializer may not rebuild.
+
+    ``type_name`` is the original ``"module:qualname"``; ``args`` are the original args.
+
+    Example:
+        >>> exc = JSONSerializer().loads(JSONSerializer(types=[MyError]).dumps(MyError("x")))
+        >>> exc.type_name, exc.args
+        ('my_module:MyError', ('x',))
+    """
+
+    def __init__(self, type_name: str, *args: Any) -> None:
+        super().__init__(*args)
+        self.type_name = type_name
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {super().__str__()}"
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.type_name, *self.args))
+
+
+# json.JSONEncoder options `dumps_kwargs` may set (the rest are ours: `default`, `cls`...).
+_DUMPS_OPTIONS = frozenset({"indent", "sort_keys", "ensure_ascii", "separators", "allow_nan"})
+
+
 def class_key(cls: type) -> str:
     """The name a class is stored under: ``"module:qualname"``."""
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def register_json_type(cls: _C) -> _C:
-    """Allow every `JSONSerializer` to rebuild `cls` (an Enum, pydantic model or dataclass).
+    """Allow every `JSONSerializer` to rebuild `cls` (an Enum, pydantic model, dataclass or
+    exception class).
 
     Usable as a decorator. Registering a class under a name that is already registered
     replaces the old class (as a module reload does).
@@ -104,9 +140,11 @@ class JSONSerializer(Serializer):
     """JSON that round-trips datetimes, UUIDs, Decimals, bytes, sets, tuples, paths, Enums,
     pydantic models and dataclasses, and never imports a class named by stored data.
 
-    `types` lists the Enum, pydantic model and dataclass classes this serializer may write and
-    rebuild, besides those registered with `register_json_type`. Values JSON cannot represent
-    (functions, arbitrary objects) raise `SerializationError`: use `PickleSerializer` for those.
+    `types` lists the Enum, pydantic model, dataclass and exception classes this serializer may
+    write and rebuild, besides those registered with `register_json_type`. Values JSON cannot
+    represent (functions, arbitrary objects) raise `SerializationError`: use `PickleSerializer`
+    for those. `dumps_kwargs` are `json.dumps` options (``indent``, ``sort_keys``,
+    ``ensure_ascii``, ``separators``, ``allow_nan``), as in Prefect.
 
     Example:
         >>> from datetime import datetime, timezone
@@ -119,19 +157,26 @@ class JSONSerializer(Serializer):
 
     type = "json"
 
-    def __init__(self, types: Iterable[_Class] = ()) -> None:
+    def __init__(
+        self, types: Iterable[_Class] = (), dumps_kwargs: dict[str, Any] | None = None
+    ) -> None:
         self._types: dict[str, _Class] = {}
         for cls in types:
             _check_allowable(cls)
             self._types[class_key(cls)] = cls
-        compact = (",", ":")
-        self._encoder = json.JSONEncoder(
-            ensure_ascii=False, separators=compact, default=self._default
-        )
+        self._dumps_kwargs = _check_dumps_kwargs(dumps_kwargs or {})
+        options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
+        options.update(self._dumps_kwargs)
+        self._encoder = json.JSONEncoder(**options, default=self._default)
         self._ascii_encoder = json.JSONEncoder(
-            ensure_ascii=True, separators=compact, default=self._default
+            **{**options, "ensure_ascii": True}, default=self._default
         )
         self._decoder = json.JSONDecoder(object_hook=self._object_hook)
+
+    @property
+    def dumps_kwargs(self) -> dict[str, Any]:
+        """The `json.dumps` options given (a copy)."""
+        return dict(self._dumps_kwargs)
 
     @property
     def types(self) -> tuple[_Class, ...]:
@@ -209,6 +254,8 @@ class JSONSerializer(Serializer):
             return self._encode_model(o)
         if _is_dataclass_class(type(o)):
             return self._encode_dataclass(o)
+        if isinstance(o, BaseException):
+            return self._encode_exception(o)
         for base, encoder in _ENCODER_BASES:
             if isinstance(o, base):
                 return encoder(o, self._prepare)
@@ -222,9 +269,16 @@ class JSONSerializer(Serializer):
             f"or convert the value to JSON-able data first"
         )
 
+    def _allows(self, cls: _Class) -> bool:
+        key = class_key(cls)
+        return self._types.get(key) is cls or _GLOBAL_TYPES.get(key) is cls
+
     def _allowed_key(self, cls: _Class) -> str:
         key = class_key(cls)
-        if self._types.get(key) is not cls and _GLOBAL_TYPES.get(key) is not cls:
+        if not self._allows(cls):
+            generic = _generic_origin(cls)
+            if generic is not None and self._allows(generic):
+                return class_key(generic)  # Box[int] is written (and rebuilt) as Box
             name = cls.__qualname__
             raise SerializationError(
                 f"JSONSerializer may not write {key}: only allow-listed classes can be read back. "
@@ -249,6 +303,19 @@ class JSONSerializer(Serializer):
             "v": self._prepare(values),
             "set": sorted(o.__pydantic_fields_set__),
         }
+
+    def _encode_exception(self, o: BaseException) -> dict[str, Any]:
+        cls = type(o)
+        key = class_key(cls)
+        prepared = []
+        for arg in o.args:
+            try:
+                value = self._prepare(arg)
+                self._encoder.encode(value)  # an argument JSON cannot hold: kept as its repr
+            except (SerializationError, ValueError, TypeError, RecursionError):
+                value = repr(arg)
+            prepared.append(value)
+        return {TAG: "exception", "cls": key, "v": prepared}
 
     def _encode_dataclass(self, o: Any) -> dict[str, Any]:
         import dataclasses  # already imported: `o` is a dataclass
@@ -322,6 +389,8 @@ class JSONSerializer(Serializer):
                 return _decode_dataclass(self._resolve(d, "dataclass"), d)
             if tag == "sealed":
                 return self._decode_secret(d)
+            if tag == "exception":
+                return self._decode_exception(d)
         except SerializationError:
             raise
         except Exception as exc:  # class constructors and validators are user code
@@ -351,18 +420,48 @@ class JSONSerializer(Serializer):
             raise SerializationError(f"stored JSON names {_short(key)} as a {kind}, but it is not")
         return cls
 
+    def _decode_exception(self, d: dict[str, Any]) -> BaseException:
+        key, args = d.get("cls"), _v(d, list)
+        if type(key) is not str:
+            raise SerializationError("stored JSON exception value has no class name")
+        module, _, name = key.partition(":")
+        cls = self._types.get(key) or _GLOBAL_TYPES.get(key)
+        if cls is None and module == "builtins":
+            import builtins
+
+            cls = getattr(builtins, name, None) if name.isidentifier() else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            try:
+                return cls(*args)
+            except Exception:  # an __init__ that does not take its own args back
+                pass
+        return StoredException(key, *args)
+
     # -- spec ---------------------------------------------------------------------------------
 
     def to_spec(self) -> dict[str, Any]:
+        if self._dumps_kwargs:
+            return {"type": self.type, "dumps_kwargs": dict(self._dumps_kwargs)}
         return {"type": self.type}
 
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> JSONSerializer:
+        check_spec_keys(spec, {"type", "dumps_kwargs"})
+        dumps_kwargs = spec.get("dumps_kwargs")
+        if dumps_kwargs is not None and type(dumps_kwargs) is not dict:
+            raise SerializationError("serializer spec 'json': dumps_kwargs must be an object")
+        return cls(dumps_kwargs=dumps_kwargs)
+
     def _identity(self) -> Any:
-        return frozenset(self._types.items())
+        return frozenset(self._types.items()), json.dumps(self._dumps_kwargs, sort_keys=True)
 
     def __repr__(self) -> str:
-        if not self._types:
-            return "JSONSerializer()"
-        return f"JSONSerializer(types=[{', '.join(c.__qualname__ for c in self.types)}])"
+        args = []
+        if self._types:
+            args.append(f"types=[{', '.join(c.__qualname__ for c in self.types)}]")
+        if self._dumps_kwargs:
+            args.append(f"dumps_kwargs={self._dumps_kwargs!r}")
+        return f"JSONSerializer({', '.join(args)})"
 
 
 class _SecretRefused(Exception):
@@ -443,15 +542,37 @@ def _kind(cls: object) -> str | None:
         return "model"
     if _is_dataclass_class(cls):
         return "dataclass"
+    if issubclass(cls, BaseException):
+        return "exception"
     return None
+
+
+def _generic_origin(cls: type) -> type | None:
+    """``Box`` for a parametrised pydantic model ``Box[int]`` (or ``Box[int][...]``)."""
+    metadata = getattr(cls, "__pydantic_generic_metadata__", None)
+    origin = metadata.get("origin") if isinstance(metadata, dict) else None
+    return origin if isinstance(origin, type) else None
 
 
 def _check_allowable(cls: object) -> None:
     if _kind(cls) is None:
         raise SerializationError(
-            f"only Enum, pydantic model and dataclass classes need allowing, not {cls!r}; "
-            f"other supported types are built in"
+            f"only Enum, pydantic model and dataclass classes (and exception classes) need "
+            f"allowing, not {cls!r}; other supported types are built in"
         )
+
+
+def _check_dumps_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - _DUMPS_OPTIONS
+    if unknown:
+        raise SerializationError(
+            f"JSONSerializer dumps_kwargs may set {', '.join(sorted(_DUMPS_OPTIONS))}, not "
+            f"{', '.join(sorted(map(str, unknown)))} (the encoder's default and class are ours)"
+        )
+    options = dict(options)
+    if "separators" in options:  # from a JSON spec it is a list
+        options["separators"] = tuple(options["separators"])
+    return options
 
 
 def _decode_model(cls: Any, d: dict[str, Any]) -> Any:

@@ -132,6 +132,9 @@ class S3(FsspecFileSystem):
     def _root(self) -> str:
         return self.bucket_path
 
+    def _base_url(self) -> str:
+        return f"s3://{self.bucket_path}"
+
     def _endpoint(self) -> str | None:
         return self.endpoint_url or (self.credentials.endpoint_url if self.credentials else None)
 

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+import tempfile
 from abc import abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from blocks.core import Block
 from blocks.documents import SECRET_TYPES
-from blocks.errors import UnsafePath
+from blocks.errors import MissingDependency, UnsafePath
 
 TEMP_PREFIX = ".blocks-tmp-"
 """Names starting with this are in-flight atomic writes: never listed, never valid as keys.
@@ -85,14 +88,28 @@ def _alive(pid: int) -> bool:
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)$", re.DOTALL)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?:/|$)")
+
+# URL schemes that name the same store (a key may use either).
+SCHEME_ALIASES: dict[str, frozenset[str]] = {
+    "s3": frozenset({"s3", "s3a"}),
+    "s3a": frozenset({"s3", "s3a"}),
+    "gs": frozenset({"gs", "gcs"}),
+    "gcs": frozenset({"gs", "gcs"}),
+}
+
+KeyLike = str | os.PathLike[str]
+"""A key: a str, or a `pathlib` path (turned into its ``/``-separated form first)."""
 
 KEY_RULE = (
     "a key is a relative path of '/'-separated names below the base path: no '..' segment, "
-    "no leading '/', no drive letter (C:), no backslash, no control character (NUL, newline...)"
+    "no leading '/', no drive letter (C:), no backslash, no control character (NUL, newline...), "
+    "no URL unless it lies inside the base path"
 )
 
 
-def validate_key(key: str, *, allow_empty: bool = False) -> str:
+def validate_key(key: KeyLike, *, allow_empty: bool = False) -> str:
     """Return `key` normalised (no ``.`` or empty segments) or raise `UnsafePath`.
 
     Every backend calls this before touching storage, so the rule is the same everywhere;
@@ -105,8 +122,7 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         Traceback (most recent call last):
         blocks.errors.UnsafePath: Refused key '../etc/passwd': it contains a '..' segment; ...
     """
-    if not isinstance(key, str):
-        raise UnsafePath(f"Refused key {key!r}: keys are str, not {type(key).__name__}.")
+    key = key_text(key)
 
     def refuse(why: str) -> UnsafePath:
         return UnsafePath(f"Refused key {key!r}: {why}; {KEY_RULE}.")
@@ -119,6 +135,9 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         raise refuse("it is an absolute path")
     if _DRIVE.match(key):
         raise refuse("it starts with a drive letter")
+    if _SCHEME.match(key):
+        # Else "s3://b/k" would be stored under a folder named "s3:".
+        raise refuse("it is a URL (or starts like one) that is not inside the base path")
     parts = [part for part in key.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise refuse("it contains a '..' segment")
@@ -127,6 +146,55 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
     if not parts and not allow_empty:
         raise refuse("it is empty")
     return "/".join(parts)
+
+
+def key_text(key: Any) -> str:
+    """A key as text: a pathlib path in its ``/``-separated form; `UnsafePath` if not a path."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, PurePath):
+        return key.as_posix()
+    if isinstance(key, os.PathLike):
+        text = os.fspath(key)
+        if isinstance(text, str):
+            return text
+    kind = type(key).__name__
+    raise UnsafePath(f"Refused key {key!r}: keys are str or pathlib paths, not {kind}.")
+
+
+def key_in_base(key: KeyLike, base_url: str, where: str) -> KeyLike:
+    """A full URL that lies inside `base_url` as the key relative to it; other keys unchanged.
+
+    A URL outside the base path (another scheme, host or folder) is refused with `UnsafePath`,
+    never stored elsewhere; the key that comes out still goes through `validate_key`.
+
+    Example:
+        >>> key_in_base("s3://bucket/results/a.bin", "s3://bucket/results", "s3://...")
+        'a.bin'
+    """
+    if not isinstance(key, str):
+        return key
+    found = _URL.match(key)
+    if found is None:
+        return key
+    scheme, host, path = found.groups()
+    base = _URL.match(base_url)
+    if base is None:  # a base without a scheme: only its own keys
+        raise UnsafePath(f"Refused key {key!r}: it is a URL; {where} takes keys, not URLs.")
+    base_scheme, base_host, base_path = base.groups()
+    schemes = SCHEME_ALIASES.get(base_scheme.lower(), frozenset({base_scheme.lower()}))
+    # Compared without user:password@ and without leading/trailing slashes.
+    inside = (host.rpartition("@")[2] + path).strip("/")
+    root = (base_host.rpartition("@")[2] + base_path).strip("/")
+    if scheme.lower() in schemes:
+        if inside == root:
+            return ""
+        if not root or inside.startswith(root + "/"):
+            return inside[len(root) :].lstrip("/") if root else inside
+    raise UnsafePath(
+        f"Refused key {key!r}: it is a URL outside the base path {where}; pass a key relative "
+        "to the base path, or a URL inside it."
+    )
 
 
 def join_key(root: str, key: str) -> str:
@@ -181,20 +249,26 @@ class WritableFileSystem(Block):
     _block_is_abstract = True
 
     # -- the five-method protocol -------------------------------------------------------
+    # A `path` is a key below the base path (a str or a pathlib path), or a full URL (an
+    # absolute path, locally) that lies inside the base path; anything else is `UnsafePath`.
     @abstractmethod
-    def read_path(self, path: str) -> bytes:
+    def read_path(self, path: KeyLike) -> bytes:
         """Return the whole content stored under `path`; `FileNotFoundError` if absent."""
 
     @abstractmethod
-    def write_path(self, path: str, content: bytes) -> None:
-        """Store `content` under `path` atomically: readers see the old object or the new one."""
+    def write_path(self, path: KeyLike, content: bytes) -> str:
+        """Store `content` under `path` atomically: readers see the old object or the new one.
+
+        Returns where it was written (as Prefect does): the absolute file path locally, the
+        full URL otherwise (never with credentials); `read_path` accepts it back.
+        """
 
     @abstractmethod
-    def exists(self, path: str) -> bool:
+    def exists(self, path: KeyLike) -> bool:
         """Whether an object is stored under `path`."""
 
     @abstractmethod
-    def delete(self, path: str) -> None:  # type: ignore[override]
+    def delete(self, path: KeyLike) -> None:  # type: ignore[override]
         """Remove the object under `path`; a missing object is not an error.
 
         This shadows ``Block.delete(name)`` on storage blocks: delete a saved storage block
@@ -202,20 +276,20 @@ class WritableFileSystem(Block):
         """
 
     @abstractmethod
-    def ls(self, path: str = "") -> list[str]:
+    def ls(self, path: KeyLike = "") -> list[str]:
         """Keys (relative to the base path) of every object at or below `path`, sorted."""
 
     # -- streaming extensions used by the result store -----------------------------------
     @abstractmethod
-    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+    def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         """A seekable binary reader over the object; `FileNotFoundError` if absent."""
 
     @abstractmethod
-    def read_range(self, path: str, start: int, end: int) -> bytes:
+    def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the object (fewer if it is shorter)."""
 
     @abstractmethod
-    def open_atomic_write(self, path: str) -> AbstractContextManager[BinaryIO]:
+    def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         """A binary writer whose content becomes visible under `path` only on a clean exit.
 
         On an exception inside the ``with`` block nothing is left behind. The writer is
@@ -223,11 +297,11 @@ class WritableFileSystem(Block):
         """
 
     @abstractmethod
-    def size(self, path: str) -> int:
+    def size(self, path: KeyLike) -> int:
         """Size in bytes of the object under `path`."""
 
     @abstractmethod
-    def walk_keys(self, prefix: str = "") -> Iterator[str]:
+    def walk_keys(self, prefix: KeyLike = "") -> Iterator[str]:
         """Yield every key at or below `prefix` lazily (for large listings)."""
 
     def temp_files(self) -> Iterator[TempFile]:
@@ -239,6 +313,78 @@ class WritableFileSystem(Block):
         """Delete stale temp files (`TempFile.is_stale`); return them. None by default."""
         return []
 
+    @abstractmethod
+    def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
+        """`path` as a validated key (a URL inside the base path made relative)."""
+
+    # -- directories (Prefect's deployment-storage calls), over the protocol above ----------
+    def get_directory(
+        self, from_path: KeyLike | None = None, local_path: str | os.PathLike[str] | None = None
+    ) -> int:
+        """Copy every object at or below `from_path` (default: the whole base path) into the
+        local folder `local_path` (default: the current directory); return how many.
+
+        Each file is written beside its target and renamed over it, so an interrupted copy
+        leaves no partial file.
+
+        Example:
+            >>> S3(bucket_path="bucket/flows").get_directory("v2", "/tmp/flows")
+            3
+        """
+        prefix = self._key(from_path if from_path is not None else "", allow_empty=True)
+        destination = Path(local_path if local_path is not None else ".").absolute()
+        copied = 0
+        for key in self.walk_keys(prefix):
+            relative = key[len(prefix) :].lstrip("/") if prefix else key
+            target = destination.joinpath(*(relative or key.rsplit("/", 1)[-1]).split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as out, self.open_read(key) as source:
+                    shutil.copyfileobj(source, out, 1024 * 1024)
+                os.replace(tmp, target)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            copied += 1
+        return copied
+
+    def put_directory(
+        self,
+        local_path: str | os.PathLike[str] | None = None,
+        to_path: KeyLike | None = None,
+        ignore_file: str | os.PathLike[str] | None = None,
+    ) -> int:
+        """Copy every file below the local folder `local_path` (default: the current
+        directory) to `to_path` (default: the base path itself); return how many.
+
+        `ignore_file` names a file of ``.gitignore``-style patterns (e.g. a
+        ``.prefectignore``); matching files are not copied. Symlinked folders are not
+        followed. Each object is written atomically.
+
+        Example:
+            >>> LocalFileSystem(basepath="/srv/flows").put_directory("./src", "v2", ".gitignore")
+            12
+        """
+        source = Path(local_path if local_path is not None else ".").absolute()
+        prefix = self._key(to_path if to_path is not None else "", allow_empty=True)
+        ignored = _ignore_matcher(ignore_file)
+        copied = 0
+        for folder, dirs, files in os.walk(source):
+            dirs.sort()
+            for name in sorted(files):
+                file = Path(folder, name)
+                relative = file.relative_to(source).as_posix()
+                if name.startswith(TEMP_PREFIX) or ignored(relative):
+                    continue
+                with open(file, "rb") as data, self.open_atomic_write(
+                    join_key(prefix, relative) if prefix else relative
+                ) as out:
+                    shutil.copyfileobj(data, out, 1024 * 1024)
+                copied += 1
+        return copied
+
     def secret_values(self) -> list[str]:
         """Strings that must never appear in an error message (keys, tokens)."""
         return secret_strings(self)
@@ -246,3 +392,18 @@ class WritableFileSystem(Block):
     @abstractmethod
     def describe(self) -> str:
         """A short, secret-free description for messages, e.g. ``s3://bucket/prefix``."""
+
+
+def _ignore_matcher(ignore_file: str | os.PathLike[str] | None) -> Any:
+    """A predicate on ``/``-separated relative paths from a ``.gitignore``-style file."""
+    if ignore_file is None:
+        return lambda relative: False
+    try:
+        import pathspec
+    except ImportError:
+        raise MissingDependency(
+            "put_directory(ignore_file=...) needs pathspec: pip install pathspec"
+        ) from None
+    with open(ignore_file, encoding="utf-8") as f:
+        spec = pathspec.GitIgnoreSpec.from_lines(f.read().splitlines())
+    return spec.match_file

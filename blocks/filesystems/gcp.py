@@ -81,6 +81,9 @@ class GCS(FsspecFileSystem):
     def _root(self) -> str:
         return self.bucket_path
 
+    def _base_url(self) -> str:
+        return f"gs://{self.bucket_path}"
+
     def _storage_options(self) -> dict[str, Any]:
         creds = self.credentials
         info = self.service_account_info or (creds.service_account_info if creds else None)

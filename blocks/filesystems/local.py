@@ -17,15 +17,20 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from pydantic import field_validator
 
 from blocks import settings
 from blocks.errors import UnsafePath
 from blocks.filesystems.base import (
     TEMP_PREFIX,
+    KeyLike,
     TempFile,
     WritableFileSystem,
     check_range,
+    key_in_base,
+    key_text,
     temp_name_prefix,
     validate_key,
 )
@@ -65,6 +70,12 @@ class LocalFileSystem(WritableFileSystem):
     every process; result records carry a checksum, so a power cut may lose a record (a cache
     miss) but never turn it into a wrong value."""
 
+    @field_validator("basepath", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        # A pathlib path is accepted (as Prefect does) and stored as text.
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     # -- paths -----------------------------------------------------------------------------
     def root(self) -> Path:
         """The base folder as an absolute path (not created until the first write)."""
@@ -75,9 +86,23 @@ class LocalFileSystem(WritableFileSystem):
             base = base[len("file://") :]
         return Path(base).expanduser().absolute()
 
-    def _resolve(self, key: str, *, allow_empty: bool = False) -> Path:
+    def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
+        """`path` as a key: a ``file://`` URL or absolute path inside the base folder is made
+        relative to it (what `write_path` returns reads back); outside, `UnsafePath`."""
+        root = self.root()
+        path = key_text(path)
+        if path.startswith("/"):
+            base = str(root).rstrip("/") + "/"
+            if path == str(root):
+                path = ""
+            elif path.startswith(base):
+                path = path[len(base) :].lstrip("/")
+        path = key_in_base(path, f"file://{root}", self.describe())
+        return validate_key(path, allow_empty=allow_empty)
+
+    def _resolve(self, key: KeyLike, *, allow_empty: bool = False) -> Path:
         """The file for `key`, after checking that its real path stays under the root."""
-        key = validate_key(key, allow_empty=allow_empty)
+        key = self._key(key, allow_empty=allow_empty)
         root = self.root()
         path = root / key if key else root
         real_root = os.path.realpath(root)
@@ -90,19 +115,21 @@ class LocalFileSystem(WritableFileSystem):
         return path
 
     # -- the protocol -------------------------------------------------------------------
-    def read_path(self, path: str) -> bytes:
+    def read_path(self, path: KeyLike) -> bytes:
         with self.open_read(path) as f:
             return f.read()
 
-    def write_path(self, path: str, content: bytes) -> None:
-        with self.open_atomic_write(path) as f:
+    def write_path(self, path: KeyLike, content: bytes) -> str:
+        target = self._resolve(path)
+        with self._atomic_write(target) as f:
             f.write(content)
+        return str(target)
 
-    def exists(self, path: str) -> bool:
+    def exists(self, path: KeyLike) -> bool:
         return self._resolve(path).is_file()
 
-    def delete(self, path: str) -> None:  # type: ignore[override]
-        key = validate_key(path)
+    def delete(self, path: KeyLike) -> None:  # type: ignore[override]
+        key = self._key(path)
         folders, _, name = key.rpartition("/")
         try:
             dir_fd = self._open_folder(folders)
@@ -184,10 +211,10 @@ class LocalFileSystem(WritableFileSystem):
                 if name.startswith(TEMP_PREFIX):
                     yield prefix, prefix + name, name, dir_fd
 
-    def ls(self, path: str = "") -> list[str]:
+    def ls(self, path: KeyLike = "") -> list[str]:
         return sorted(self.walk_keys(path))
 
-    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+    def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         target = self._resolve(path)
         try:
             return open(target, "rb")
@@ -196,13 +223,13 @@ class LocalFileSystem(WritableFileSystem):
                 f"No object under key {path!r} in {self.describe()} (it is a folder)."
             ) from None
 
-    def read_range(self, path: str, start: int, end: int) -> bytes:
+    def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         check_range(start, end)
         with self.open_read(path) as f:
             f.seek(start)
             return f.read(end - start)
 
-    def open_atomic_write(self, path: str) -> AbstractContextManager[BinaryIO]:
+    def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         return self._atomic_write(self._resolve(path))
 
     @contextmanager
@@ -223,7 +250,7 @@ class LocalFileSystem(WritableFileSystem):
         if self.fsync:
             _fsync_dir(target.parent)
 
-    def size(self, path: str) -> int:
+    def size(self, path: KeyLike) -> int:
         target = self._resolve(path)
         info = target.stat()
         if not stat.S_ISREG(info.st_mode):
@@ -232,9 +259,9 @@ class LocalFileSystem(WritableFileSystem):
             )
         return info.st_size
 
-    def walk_keys(self, prefix: str = "") -> Iterator[str]:
+    def walk_keys(self, prefix: KeyLike = "") -> Iterator[str]:
         start = self._resolve(prefix, allow_empty=True)
-        key = validate_key(prefix, allow_empty=True)
+        key = self._key(prefix, allow_empty=True)
         if start.is_file():
             yield key
             return

@@ -31,9 +31,11 @@ from blocks.core import SecretDict
 from blocks.errors import BlocksError, ConfigurationError, MissingDependency, StorageError
 from blocks.filesystems.base import (
     TEMP_PREFIX,
+    KeyLike,
     WritableFileSystem,
     check_range,
     join_key,
+    key_in_base,
     scrub,
     secret_strings,
     validate_key,
@@ -74,6 +76,10 @@ class FsspecFileSystem(WritableFileSystem):
     @abstractmethod
     def _storage_options(self) -> dict[str, Any]:
         """Keyword arguments for the fsspec filesystem (may hold secrets: never log them)."""
+
+    @abstractmethod
+    def _base_url(self) -> str:
+        """The base path as a URL without credentials, e.g. ``s3://bucket/prefix``."""
 
     def _make_filesystem(self, options: dict[str, Any]) -> Any:
         import fsspec
@@ -123,8 +129,12 @@ class FsspecFileSystem(WritableFileSystem):
         self._root_checked = False
         return fs
 
-    def _full(self, key: str, *, allow_empty: bool = False) -> str:
-        return join_key(self._root(), validate_key(key, allow_empty=allow_empty))
+    def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
+        path = key_in_base(path, self._base_url(), self.describe())
+        return validate_key(path, allow_empty=allow_empty)
+
+    def _full(self, key: KeyLike, *, allow_empty: bool = False) -> str:
+        return join_key(self._root(), self._key(key, allow_empty=allow_empty))
 
     def _relative(self, full: str) -> str:
         root = self._root().rstrip("/")
@@ -137,7 +147,7 @@ class FsspecFileSystem(WritableFileSystem):
         return self._protocol() in OBJECT_STORE_PROTOCOLS
 
     # -- errors: typed, with the location, never a secret ----------------------------------
-    def _fail(self, action: str, key: str, exc: BaseException) -> NoReturn:
+    def _fail(self, action: str, key: KeyLike, exc: BaseException) -> NoReturn:
         """Re-raise `exc` as `StorageError` naming the location (or pass ours through)."""
         if isinstance(exc, BlocksError):
             raise exc
@@ -156,10 +166,10 @@ class FsspecFileSystem(WritableFileSystem):
             raise StorageError(clean) from None
         raise StorageError(clean) from exc
 
-    def _missing(self, key: str) -> FileNotFoundError:
+    def _missing(self, key: KeyLike) -> FileNotFoundError:
         return FileNotFoundError(f"No object under key {key!r} in {self.describe()}.")
 
-    def _call(self, action: str, key: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, action: str, key: KeyLike, method: str, *args: Any, **kwargs: Any) -> Any:
         """``fs.method(*args)``; FileNotFoundError stays one (unless the bucket is missing)."""
         fs = self.filesystem()
         try:
@@ -174,16 +184,18 @@ class FsspecFileSystem(WritableFileSystem):
             self._fail(action, key, exc)
 
     # -- the protocol -------------------------------------------------------------------
-    def read_path(self, path: str) -> bytes:
+    def read_path(self, path: KeyLike) -> bytes:
         return cast(bytes, self._call("read", path, "cat_file", self._full(path)))
 
-    def write_path(self, path: str, content: bytes) -> None:
-        full = self._full(path)
+    def write_path(self, path: KeyLike, content: bytes) -> str:
+        key = self._key(path)
+        full = join_key(self._root(), key)
         if self._single_put():
-            self._put_bytes(path, full, bytes(content))
+            self._put_bytes(key, full, bytes(content))
         else:
-            with self.open_atomic_write(path) as f:
+            with self._atomic_write(key, full) as f:
                 f.write(content)
+        return join_key(self._base_url().rstrip("/"), key)
 
     def _put_bytes(self, key: str, full: str, content: bytes) -> None:
         self._write("pipe_file", key, nbytes=len(content), args=(full, content))
@@ -210,7 +222,7 @@ class FsspecFileSystem(WritableFileSystem):
             # No legitimate FileNotFoundError on a write: it is a missing bucket or folder.
             self._fail("write", key, exc)
 
-    def exists(self, path: str) -> bool:
+    def exists(self, path: KeyLike) -> bool:
         full = self._full(path)
         try:
             info = self._call("check", path, "info", full)
@@ -218,22 +230,22 @@ class FsspecFileSystem(WritableFileSystem):
             return False
         return bool(info.get("type") == "file")
 
-    def delete(self, path: str) -> None:  # type: ignore[override]
+    def delete(self, path: KeyLike) -> None:  # type: ignore[override]
         full = self._full(path)
         with suppress(FileNotFoundError):
             self._call("delete", path, "rm_file", full)
 
-    def ls(self, path: str = "") -> list[str]:
+    def ls(self, path: KeyLike = "") -> list[str]:
         return sorted(self.walk_keys(path))
 
-    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+    def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         full = self._full(path)
         if self._protocol() == "memory":
             # fsspec's memory store hands every reader the same file object (one position).
             return io.BytesIO(self.read_path(path))
         return cast(AbstractContextManager[BinaryIO], self._call("read", path, "open", full, "rb"))
 
-    def read_range(self, path: str, start: int, end: int) -> bytes:
+    def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         check_range(start, end)
         full = self._full(path)
         if start == end:
@@ -247,8 +259,9 @@ class FsspecFileSystem(WritableFileSystem):
                 return b""
             raise
 
-    def open_atomic_write(self, path: str) -> AbstractContextManager[BinaryIO]:
-        return self._atomic_write(path, self._full(path))
+    def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
+        key = self._key(path)
+        return self._atomic_write(key, join_key(self._root(), key))
 
     @contextmanager
     def _atomic_write(self, key: str, full: str) -> Iterator[BinaryIO]:
@@ -282,13 +295,13 @@ class FsspecFileSystem(WritableFileSystem):
                 fs.rm_file(tmp)
             self._fail("write", key, exc)
 
-    def size(self, path: str) -> int:
+    def size(self, path: KeyLike) -> int:
         info = self._call("read", path, "info", self._full(path))
         if info.get("type") != "file":
             raise self._missing(path)
         return int(info["size"])
 
-    def walk_keys(self, prefix: str = "") -> Iterator[str]:
+    def walk_keys(self, prefix: KeyLike = "") -> Iterator[str]:
         full = self._full(prefix, allow_empty=True)
         try:
             found = self._call("list", prefix, "find", full)
@@ -406,6 +419,9 @@ class RemoteFileSystem(FsspecFileSystem):
 
     def _storage_options(self) -> dict[str, Any]:
         return dict(self.settings.get_secret_value())
+
+    def _base_url(self) -> str:
+        return _USERINFO.sub(r"\1", self.basepath.rstrip("/"))
 
     def _write_options(self, fs: Any, nbytes: int) -> dict[str, Any]:
         if self._protocol() in ("s3", "s3a"):
