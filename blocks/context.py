@@ -195,6 +195,7 @@ class TaskRun:
         "run_count",
         "state",
         "task",
+        "wait_for",
     )
 
     def __init__(
@@ -211,6 +212,7 @@ class TaskRun:
         self.parameters: dict[str, Any] | None = None
         self.run_count = 0
         self.state: State | None = None
+        self.wait_for: list[Any] | None = None  # upstreams that must complete first
         self._name: str | None = None
         self._id: str | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None

@@ -46,7 +46,7 @@ import cloudpickle
 from blocks.context import FlowRun, TaskRun
 from blocks.dask_worker import Outcome, Upstream, run_on_worker
 from blocks.errors import MissingDependency, RemoteTaskError
-from blocks.futures import TaskFuture
+from blocks.futures import TaskFuture, TaskFutureList
 from blocks.logging import log_failure, run_logger
 from blocks.states import Crashed, Failed, State
 from blocks.task_runners import TaskRunner
@@ -369,7 +369,7 @@ def _swap_futures(value: Any, upstream: list[distributed.Future[Any]], depth: in
         return value.state
     if depth >= 3:
         return value
-    kind = type(value)
+    kind = list if isinstance(value, TaskFutureList) else type(value)  # .map()'s list
     if kind in (list, tuple, set, frozenset):
         return kind(_swap_futures(v, upstream, depth + 1) for v in value)
     if kind is dict:

@@ -13,16 +13,37 @@ Example:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from blocks import caching
 from blocks.context import TaskRun, render_run_name, reset_current, set_current
-from blocks.engine import Blocking, Call, Engine, Lock, Resolve, Sleep, retry_delay, run_hooks
+from blocks.engine import (
+    Blocking,
+    Call,
+    Engine,
+    Lock,
+    Resolve,
+    Sleep,
+    Step,
+    retry_delay,
+    run_hooks,
+)
 from blocks.errors import TaskTimeout, UpstreamFailed
 from blocks.futures import has_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
-from blocks.states import Cached, Completed, Crashed, Failed, TimedOut
+from blocks.states import (
+    Cached,
+    Completed,
+    Crashed,
+    Failed,
+    NotReady,
+    Running,
+    State,
+    TimedOut,
+    is_state_iterable,
+    return_value_to_state,
+)
 
 if TYPE_CHECKING:
     from blocks.results import ResultStore
@@ -52,28 +73,48 @@ def task_steps(
     token = set_current(run)
     try:
         try:
-            if has_futures(args, kwargs):
-                try:
-                    args, kwargs = yield Resolve(args, kwargs)
-                except Exception as exc:
-                    raise _upstream_failed(task, exc) from exc
+            ready = yield from _inputs(task, run, args, kwargs)
+            if isinstance(ready, State):  # an upstream did not complete: NotReady, no hooks
+                run.state, ready.run = ready, run
+                run_logger(run).error("Finished in state NotReady: %s", ready.message)
+                return ready
+            args, kwargs = ready
             if task.task_run_name is not None:
                 _name_run(task, run, args, kwargs)
+            if task.on_running_hooks:
+                yield from run_hooks(task.on_running_hooks, task, run, Running())
             state = yield from _execute(task, run, args, kwargs)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 run.state = Crashed(exc)
+                run.state.run = run
                 raise
             state = Failed(exc)
         run.state = state
+        state.run = run
         if state.is_failed():
             log_failure(run_logger(run), state, task.retries, run.run_count)
-            yield from run_hooks(task.on_failure, task, run, state)
-        elif task.on_completion:
-            yield from run_hooks(task.on_completion, task, run, state)
+            yield from run_hooks(task.on_failure_hooks, task, run, state)
+        elif task.on_completion_hooks and state.is_completed():
+            yield from run_hooks(task.on_completion_hooks, task, run, state)
         return state
     finally:
         reset_current(token)
+
+
+def _inputs(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Generator[Step, Any, tuple[tuple[Any, ...], dict[str, Any]] | State]:
+    """The arguments with futures, states and annotations resolved, after `run.wait_for` is
+    done; or a ``NotReady`` state if an upstream did not complete (as in Prefect 3)."""
+    try:
+        if run.wait_for:
+            yield Resolve(run.wait_for)
+        if has_futures(args, kwargs):
+            args, kwargs = yield Resolve(args, kwargs)
+    except UpstreamFailed as exc:
+        return NotReady(_upstream_failed(task, exc))
+    return args, kwargs
 
 
 def _execute(
@@ -115,13 +156,33 @@ def _execute(
     return (yield from _attempts(task, run, lambda: _cached(task, call, store, cache_key)))
 
 
+class _ReturnedFailure(Exception):
+    """The function returned a failed state: the attempt failed (and may be retried)."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(state.message)
+        self.state = state
+
+
+def _returned(value: Any) -> State:
+    """The state a returned value gives (see `return_value_to_state`); raises if it failed."""
+    state = return_value_to_state(value)
+    if state.is_failed():
+        raise _ReturnedFailure(state)
+    return state
+
+
 def _plain(call: Call) -> Engine:
     value = yield call
+    if isinstance(value, State) or is_state_iterable(value):
+        return _returned(value)
     return Completed(value)
 
 
 def _persisted(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
     value = yield call
+    if isinstance(value, State) or is_state_iterable(value):
+        return _returned(value)  # states are not persisted: they stay in memory
     yield Blocking(caching.persist, store, key, value, task.cache_expiration, task.name)
     return Completed(value)
 
@@ -151,6 +212,8 @@ def _attempts(task: Task[Any, Any], run: TaskRun, attempt: Callable[[], Engine])
             return (yield from attempt())
         except TaskTimeout as exc:
             state = TimedOut(exc)
+        except _ReturnedFailure as failure:
+            state = failure.state
         except Exception as exc:
             state = Failed(exc)
         if run.run_count > task.retries:
@@ -165,7 +228,6 @@ def _attempts(task: Task[Any, Any], run: TaskRun, attempt: Callable[[], Engine])
 
 
 def _upstream_failed(task: Task[Any, Any], exc: Exception) -> UpstreamFailed:
-    return UpstreamFailed(
-        f"Task {task.name!r} did not run: an upstream task failed with "
-        f"{type(exc).__name__}: {exc}"
-    )
+    failed = UpstreamFailed(f"Task {task.name!r} did not run: {exc}")
+    failed.__cause__ = exc
+    return failed
