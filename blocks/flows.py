@@ -65,6 +65,7 @@ from blocks.futures import futures_in, futures_to_states, has_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.parameters import ParameterValidator, defining_namespace, parameter_hints
 from blocks.states import (
+    Cached,
     Crashed,
     Failed,
     NotReady,
@@ -138,6 +139,7 @@ class Flow(Generic[P, R]):
         validate_parameters: bool = True,
         on_running: Iterable[FlowHook] | None = None,
         on_cancellation: Iterable[FlowHook] | None = None,
+        cache_result_in_memory: bool = True,
     ) -> None:
         if not callable(fn):
             raise TypeError("@flow decorates a function")
@@ -161,6 +163,7 @@ class Flow(Generic[P, R]):
         self.persist_result = persist_result
         self.result_storage = result_storage
         self.result_serializer = result_serializer
+        self.cache_result_in_memory = cache_result_in_memory
         owner = f"Flow {self.name!r}"
         self.on_failure_hooks = check_hooks(on_failure, "on_failure", owner)
         self.on_completion_hooks = check_hooks(on_completion, "on_completion", owner)
@@ -174,6 +177,7 @@ class Flow(Generic[P, R]):
             "task_runner": task_runner, "log_prints": log_prints,
             "persist_result": persist_result, "result_storage": result_storage,
             "result_serializer": result_serializer, "validate_parameters": validate_parameters,
+            "cache_result_in_memory": cache_result_in_memory,
         }
         self._delays = retry_delays(retry_delay_seconds, retries)
         self.isasync = inspect.iscoroutinefunction(fn)
@@ -288,7 +292,11 @@ class Flow(Generic[P, R]):
 
     def _new_run(self, bound: inspect.BoundArguments) -> FlowRun:
         runner = (self.task_runner or ConcurrentTaskRunner()).duplicate()
-        return FlowRun(self, dict(bound.arguments), get_current(), runner)
+        parent = get_current()
+        run = FlowRun(self, dict(bound.arguments), parent, runner)
+        if isinstance(parent, FlowRun) and parent.reuses:
+            run.reuse_key = parent.call_key(f"flow:{self.name}")
+        return run
 
     def _start(self, run: FlowRun, bound: inspect.BoundArguments) -> State | None:
         """Validate the arguments and name the run; a Failed state if the flow must not start."""
@@ -338,6 +346,11 @@ class Flow(Generic[P, R]):
                 log_failure(logger, failed, self.retries, run.run_count)
                 yield from run_hooks(self.on_failure_hooks, self, run, failed)
                 return failed
+            earlier = _earlier_attempt(run)
+            if earlier is not None:
+                run.state, earlier.run = earlier, run
+                logger.info("Reusing the result of an earlier attempt of its parent flow run")
+                return earlier
             logger.info("Beginning flow run %r for flow %r", run.name, self.name)
             run.state = ready
             yield from run_hooks(self.on_running_hooks, self, run, ready)
@@ -351,6 +364,7 @@ class Flow(Generic[P, R]):
                 yield from run_hooks(self.on_crashed_hooks, self, run, state)
                 raise
             run.state, state.run = state, run
+            _keep_result(run, state)
             if state.is_failed():
                 log_failure(logger, state, self.retries, run.run_count)
                 yield from run_hooks(self.on_failure_hooks, self, run, state)
@@ -371,6 +385,7 @@ class Flow(Generic[P, R]):
         call = Call(self.fn, args, kwargs, self.timeout_seconds, lambda: f"Flow run {run.name!r}")
         while True:
             run.run_count += 1
+            run.begin_attempt()
             timed_out = False
             try:
                 value = yield call
@@ -387,6 +402,7 @@ class Flow(Generic[P, R]):
                     key = f"{key_prefix(self.name)}-{uuid.uuid4().hex}"
                     yield Blocking(functools.partial(store.write, task=f"flow:{self.name}"),
                                    key, value)
+                    state.ref = (store, key)
                 return state
             except TaskTimeout as exc:
                 timed_out = True
@@ -406,6 +422,31 @@ class Flow(Generic[P, R]):
             )
             if delay > 0:
                 yield Sleep(delay)
+
+
+def _earlier_attempt(run: FlowRun) -> State | None:
+    """A subflow's state from an earlier attempt of its retried parent, if its result
+    persists and its parameters are equal (see `blocks.task_engine._earlier_attempt`)."""
+    parent = run.parent
+    if run.reuse_key is None or not isinstance(parent, FlowRun) or not run.persist_result:
+        return None
+    earlier = parent.earlier_state(run.reuse_key, run.parameters)
+    if earlier is None:
+        return None
+    state = Cached(earlier.data, message="Completed in an earlier attempt of the parent flow run")
+    state.ref = earlier.ref
+    return state
+
+
+def _keep_result(run: FlowRun, state: State) -> None:
+    """Drop a persisted result from memory if asked to; remember it for a retried parent."""
+    if state.ref is not None and state.is_completed() and not run.flow.cache_result_in_memory:
+        state.data = None  # `state.result()` reads it back from the store
+    else:
+        state.ref = None
+    parent = run.parent
+    if run.reuse_key is not None and isinstance(parent, FlowRun) and state.is_completed():
+        parent.remember_state(run.reuse_key, run.parameters, state)
 
 
 class _ReturnedFailure(Exception):
@@ -497,6 +538,7 @@ def flow(
     validate_parameters: bool = True,
     on_running: Iterable[FlowHook] | None = None,
     on_cancellation: Iterable[FlowHook] | None = None,
+    cache_result_in_memory: bool = True,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 

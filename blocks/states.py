@@ -21,7 +21,7 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from blocks.errors import UpstreamFailed
+from blocks.errors import MissingResult, UpstreamFailed
 
 __all__ = [
     "Cached",
@@ -64,7 +64,7 @@ class State:
     (see `return_value_to_state`).
     """
 
-    __slots__ = ("data", "exception", "message", "name", "run", "timestamp", "type")
+    __slots__ = ("data", "exception", "message", "name", "ref", "run", "timestamp", "type")
 
     def __init__(
         self,
@@ -81,6 +81,9 @@ class State:
         self.exception = exception
         self.timestamp = time.time()
         self.run: Any = None
+        # (result store, key) of the persisted result: read back when `data` was dropped
+        # (``cache_result_in_memory=False``).
+        self.ref: tuple[Any, str] | None = None
 
     # -- predicates (Prefect-compatible) ---------------------------------------------------
     def is_pending(self) -> bool:
@@ -114,6 +117,8 @@ class State:
         states of an aggregate, see `return_value_to_state`), else its exception.
         """
         if self.type is StateType.COMPLETED:
+            if self.data is None and self.ref is not None:
+                return self._load()
             return self.data
         if self.type in _FINAL:
             exc = self.exception or UpstreamFailed(
@@ -127,6 +132,19 @@ class State:
         if self.exception is not None:  # NotReady: why it never ran
             raise self.exception
         raise UpstreamFailed(f"The run is still {self.name}; it has no result yet.")
+
+    def _load(self) -> Any:
+        """The persisted result, read back from its store (it was not kept in memory)."""
+        assert self.ref is not None
+        store, key = self.ref
+        hit = store.read(key)
+        if hit is None:
+            raise MissingResult(
+                f"The result of this run was not kept in memory and its record {key!r} is no "
+                "longer in result storage (deleted or expired): run it again, or keep "
+                "results in memory (cache_result_in_memory=True)."
+            )
+        return hit.value
 
     def __repr__(self) -> str:
         if self.message:

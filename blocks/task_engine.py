@@ -83,7 +83,12 @@ def task_steps(
                 _name_run(task, run, args, kwargs)
             if task.on_running_hooks:
                 yield from run_hooks(task.on_running_hooks, task, run, Running())
-            state = yield from _execute(task, run, args, kwargs)
+            earlier = _earlier_attempt(task, run, args, kwargs)
+            if earlier is not None:
+                state = earlier
+            else:
+                state = yield from _execute(task, run, args, kwargs)
+                _keep_result(task, run, state)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 run.state = Crashed(exc)
@@ -115,6 +120,46 @@ def _inputs(
     except UpstreamFailed as exc:
         return NotReady(_upstream_failed(task, exc))
     return args, kwargs
+
+
+def _earlier_attempt(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> State | None:
+    """The state of this call in an earlier attempt of a retried flow run, to reuse.
+
+    As in Prefect 3, where the default cache policy keys on the flow run and the inputs: a
+    task whose results persist, called at the same place (its n-th call in the flow body)
+    with equal arguments, is not run again when the flow retries.
+    """
+    flow_run = run.flow_run
+    if run.reuse_key is None or flow_run is None:
+        return None
+    persist = task.persist_result
+    if persist is None:
+        persist = bool(flow_run.persist_result)
+    if not persist:
+        run.reuse_key = None
+        return None
+    if run.parameters is None:
+        run.parameters = task.bind(args, kwargs)
+    earlier = flow_run.earlier_state(run.reuse_key, run.parameters)
+    if earlier is None:
+        return None
+    run_logger(run).info("Reusing the result of an earlier attempt of flow run %r",
+                         flow_run.name)
+    state = Cached(earlier.data, message="Completed in an earlier attempt of the flow run")
+    state.ref = earlier.ref
+    return state
+
+
+def _keep_result(task: Task[Any, Any], run: TaskRun, state: State) -> None:
+    """Drop a persisted result from memory if asked to; remember it for flow retries."""
+    if state.ref is not None and state.is_completed() and not task.cache_result_in_memory:
+        state.data = None  # `state.result()` reads it back from the store
+    else:
+        state.ref = None  # kept in memory: never read back
+    if run.reuse_key is not None and run.flow_run is not None and state.is_completed():
+        run.flow_run.remember_state(run.reuse_key, run.parameters, state)
 
 
 def _execute(
@@ -172,6 +217,12 @@ def _returned(value: Any) -> State:
     return state
 
 
+def _stored(state: State, store: ResultStore, key: str) -> State:
+    """`state`, knowing where its result is stored (read back if not kept in memory)."""
+    state.ref = (store, key)
+    return state
+
+
 def _plain(call: Call) -> Engine:
     value = yield call
     if isinstance(value, State) or is_state_iterable(value):
@@ -184,7 +235,7 @@ def _persisted(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
     yield Blocking(caching.persist, store, key, value, task.cache_expiration, task.name)
-    return Completed(value)
+    return _stored(Completed(value), store, key)
 
 
 def _cached(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
@@ -192,13 +243,13 @@ def _cached(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> E
     if not task.refresh_cache:
         hit = yield Blocking(store.read, key)
         if hit is not None:
-            return Cached(hit.value)
+            return _stored(Cached(hit.value), store, key)
     lock: caching.KeyLock = yield Lock(store, key)
     try:
         if not task.refresh_cache:
             hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
             if hit is not None:
-                return Cached(hit.value)
+                return _stored(Cached(hit.value), store, key)
         return (yield from _persisted(task, call, store, key))
     finally:
         lock.release()

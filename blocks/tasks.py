@@ -104,8 +104,10 @@ class Task(Generic[P, R]):
     (seconds, a list per retry, or ``exponential_backoff(...)``), retry_jitter_factor,
     timeout_seconds, cache_key_fn (``fn(context, parameters)`` or ``fn()``), cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer, result_storage_key,
-    log_prints, on_running / on_failure / on_completion hooks ``hook(task, task_run, state)``
-    (lists of callables; or add one with the decorator ``@my_task.on_completion``).
+    log_prints, cache_result_in_memory (False: a persisted result is read back from storage
+    when asked for instead of held in memory), on_running / on_failure / on_completion hooks
+    ``hook(task, task_run, state)`` (lists of callables; or add one with the decorator
+    ``@my_task.on_completion``).
 
     ``timeout_seconds`` runs a sync body in a worker thread and stops waiting when time is up:
     the run fails with `TaskTimeout`, but Python cannot kill a thread, so the body keeps
@@ -139,6 +141,7 @@ class Task(Generic[P, R]):
         on_failure: Iterable[TaskHook] | None = None,
         on_completion: Iterable[TaskHook] | None = None,
         on_running: Iterable[TaskHook] | None = None,
+        cache_result_in_memory: bool = True,
     ) -> None:
         if not callable(fn):
             raise TypeError("@task decorates a function")
@@ -163,6 +166,7 @@ class Task(Generic[P, R]):
         self.result_serializer = result_serializer
         self.result_storage_key = result_storage_key
         self.log_prints = log_prints
+        self.cache_result_in_memory = cache_result_in_memory
         owner = f"Task {self.name!r}"
         self.on_failure_hooks = check_hooks(on_failure, "on_failure", owner)
         self.on_completion_hooks = check_hooks(on_completion, "on_completion", owner)
@@ -329,6 +333,8 @@ class Task(Generic[P, R]):
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         if wait_for is not None:
             run.wait_for = list(wait_for)
+        if flow_run is not None and flow_run.reuses and parent is flow_run:
+            run.reuse_key = flow_run.call_key(self.name)
         if self.isasync:
             return self._acall(run, args, kwargs, return_state)
         state = drive(task_steps(self, run, args, kwargs))
@@ -378,6 +384,8 @@ class Task(Generic[P, R]):
         waits = list(wait_for or ())
         if waits:
             run.wait_for = waits
+        if flow_run is not None and flow_run.reuses and parent is flow_run:
+            run.reuse_key = flow_run.call_key(self.name)
         loop = None if flow_run is None else flow_run.loop
         if self.isasync and loop is not None and not loop.is_closed():
             assert flow_run is not None
@@ -535,6 +543,7 @@ def task(
     on_failure: Iterable[TaskHook] | None = None,
     on_completion: Iterable[TaskHook] | None = None,
     on_running: Iterable[TaskHook] | None = None,
+    cache_result_in_memory: bool = True,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from blocks import Flow, Task, allow_failure, flow, opaque, quote, task, unmapped
 from blocks.context import FlowRun, TaskRun
-from blocks.errors import UpstreamFailed
+from blocks.errors import MissingResult, UpstreamFailed
 from blocks.futures import PrefectFutureList, TaskFuture, TaskFutureList, wait
 from blocks.states import Cancelled, Completed, Failed, State
 from blocks.task_runners import SequentialTaskRunner
@@ -464,3 +465,91 @@ def test_flow_with_options_copies_the_flow_with_hooks_and_changed_options() -> N
     assert eager(3) == 3 and seen == ["eager"] and len(attempts) == 2
     with pytest.raises(TypeError, match="unknown option"):
         base.with_options(retires=2)
+
+
+# -- 4. flow retries reuse what completed ---------------------------------------------------------
+
+
+def test_a_retried_flow_reuses_persisted_task_and_subflow_results(tmp_path: Path) -> None:
+    runs: dict[str, int] = {"extract": 0, "transform": 0, "plain": 0, "sub": 0, "flow": 0}
+
+    @task(persist_result=True)
+    def extract(source: str) -> dict[str, Any]:
+        runs["extract"] += 1
+        return {"source": source, "rows": [1, 2, 3]}
+
+    @task(persist_result=True)
+    def transform(data: dict[str, Any], attempt: int) -> int:
+        runs["transform"] += 1
+        return sum(data["rows"]) * attempt
+
+    @task(persist_result=False)
+    def plain() -> int:
+        runs["plain"] += 1
+        return 1
+
+    @flow(persist_result=True)
+    def sub(n: int) -> int:
+        runs["sub"] += 1
+        return n * 10
+
+    @flow(retries=2, result_storage=str(tmp_path / "store"))
+    def etl() -> tuple[int, int, int, int]:
+        runs["flow"] += 1
+        data = extract("db")
+        again = extract.submit("api").result()  # a second call: its own place
+        total = transform(data, runs["flow"])  # different arguments each attempt: reruns
+        subtotal = sub(4)
+        if runs["flow"] < 3:
+            raise RuntimeError("the warehouse is not ready")
+        return total, subtotal, plain(), len(again["rows"])
+
+    state = etl(return_state=True)
+    assert state.result() == (18, 40, 1, 3)
+    # extract (2 calls) and the subflow ran once; transform's inputs changed, so it reran;
+    # plain() persists nothing, so there is nothing to reuse (as Prefect without persistence).
+    assert runs == {"extract": 2, "transform": 3, "plain": 1, "sub": 1, "flow": 3}
+    print(f"flow attempts {runs['flow']}, extract runs {runs['extract']} (2 calls)")
+
+
+def test_without_retries_nothing_is_remembered_and_each_flow_run_is_fresh() -> None:
+    runs: list[int] = []
+
+    @task(persist_result=True)
+    def count() -> int:
+        runs.append(1)
+        return len(runs)
+
+    @flow
+    def f() -> int:
+        return count()
+
+    assert f() == 1 and f() == 2  # two flow runs never share reuse
+
+
+def test_cache_result_in_memory_false_reads_the_persisted_result_back(tmp_path: Path) -> None:
+    @task(persist_result=True, cache_result_in_memory=False)
+    def big() -> list[int]:
+        return list(range(1000))
+
+    @flow(result_storage=str(tmp_path / "store"))
+    def f() -> State:
+        return big(return_state=True)
+
+    state = f(return_state=True).result()
+    assert state.data is None and state.ref is not None  # not held by the state
+    assert state.result() == list(range(1000))  # read back from storage
+
+    store, key = state.ref
+    store.delete(key)
+    with pytest.raises(MissingResult, match="not kept in memory"):
+        state.result()
+
+    @flow(persist_result=True, result_storage=str(tmp_path / "flows"),
+          cache_result_in_memory=False)
+    def g() -> dict[str, int]:
+        return {"rows": 3}
+
+    flow_state = g(return_state=True)
+    assert flow_state.data is None and flow_state.result() == {"rows": 3}
+    assert g() == {"rows": 3}
