@@ -553,3 +553,24 @@ def test_cache_result_in_memory_false_reads_the_persisted_result_back(tmp_path: 
     flow_state = g(return_state=True)
     assert flow_state.data is None and flow_state.result() == {"rows": 3}
     assert g() == {"rows": 3}
+
+
+def test_async_runs_call_on_running_hooks_and_task_with_options_keeps_decorated_hooks() -> None:
+    seen: list[str] = []
+
+    @task
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    @fetch.on_running
+    async def started(task_: Task[Any, Any], run: TaskRun, state: State) -> None:
+        seen.append(f"{task_.name} {state.name}")
+
+    renamed = fetch.with_options(name="fetch-renamed")
+
+    @flow(on_running=[lambda f, r, s: seen.append(f"{f.name} {s.name}")])
+    async def main() -> list[int]:
+        return [await fetch(1), await renamed(2)]
+
+    assert asyncio.run(main()) == [2, 3]
+    assert seen == ["main Running", "fetch Running", "fetch-renamed Running"]
