@@ -58,6 +58,9 @@ class BaseAnnotation(tuple[T], Generic[T]):
     def __hash__(self) -> int:
         return hash((type(self), self[0]))
 
+    def __getnewargs__(self) -> tuple[T]:
+        return (self[0],)  # pickle rebuilds `cls(value)`, not `cls((value,))`
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self[0]!r})"
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from blocks.annotations import BaseAnnotation, quote
 from blocks.context import FlowRun, TaskRun
 from blocks.dask_worker import Outcome, Upstream, run_on_worker
 from blocks.errors import MissingDependency, RemoteTaskError
@@ -367,6 +368,9 @@ def _swap_futures(value: Any, upstream: list[distributed.Future[Any]], depth: in
             return Upstream(len(upstream) - 1)
         value.wait()
         return value.state
+    if isinstance(value, BaseAnnotation):  # allow_failure(future) etc.: swap inside, keep it
+        return value if isinstance(value, quote) else value.rewrap(
+            _swap_futures(value[0], upstream, depth))
     if depth >= 3:
         return value
     kind = list if isinstance(value, TaskFutureList) else type(value)  # .map()'s list

@@ -23,7 +23,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from blocks.annotations import BaseAnnotation, allow_failure, opaque, quote
@@ -40,6 +40,7 @@ __all__ = [
     "TaskFuture",
     "TaskFutureList",
     "aresolve_futures",
+    "as_completed",
     "enable_argument_resolution",
     "futures_to_states",
     "resolve_futures",
@@ -171,6 +172,23 @@ def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> Do
     concurrent.futures.wait([f._future for f in futures], timeout=timeout)
     done = {f for f in futures if f.done()}
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
+
+
+def as_completed(
+    futures: Iterable[TaskFuture[R]], timeout: float | None = None
+) -> Iterator[TaskFuture[R]]:
+    """Yield each future as its run finishes (each once); `TimeoutError` after `timeout` s.
+
+    Example:
+        >>> for future in as_completed(extract.map(sources)):
+        ...     print(future.result())
+    """
+    by_inner: dict[concurrent.futures.Future[State], TaskFuture[R]] = {}
+    for future in futures:
+        future._check_blocking()
+        by_inner.setdefault(future._future, future)
+    for inner in concurrent.futures.as_completed(by_inner, timeout=timeout):
+        yield by_inner[inner]
 
 
 class TaskFutureList(list[TaskFuture[R]]):

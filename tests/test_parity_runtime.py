@@ -574,3 +574,24 @@ def test_async_runs_call_on_running_hooks_and_task_with_options_keeps_decorated_
 
     assert asyncio.run(main()) == [2, 3]
     assert seen == ["main Running", "fetch Running", "fetch-renamed Running"]
+
+
+def test_as_completed_yields_each_future_once_as_it_finishes() -> None:
+    from blocks.futures import as_completed
+
+    @flow
+    def f() -> list[int]:
+        futures = echo.map([3, 1, 2])
+        return sorted(fut.result() for fut in as_completed([*futures, futures[0]]))
+
+    assert f() == [1, 2, 3]
+
+
+def test_annotations_survive_pickling() -> None:
+    import pickle
+
+    import cloudpickle
+
+    for annotation in (allow_failure([1]), quote({"a": 1}), opaque(2), unmapped((3,))):
+        for dumps in (pickle.dumps, cloudpickle.dumps):
+            assert pickle.loads(dumps(annotation)) == annotation
