@@ -31,6 +31,10 @@ _EXPORTS: dict[str, str] = {
     "State": "blocks.states",
     "BlocksError": "blocks.errors",
     "ParameterTypeError": "blocks.errors",
+    "allow_failure": "blocks.annotations",
+    "opaque": "blocks.annotations",
+    "quote": "blocks.annotations",
+    "unmapped": "blocks.annotations",
 }
 
 __all__ = [
@@ -41,14 +45,19 @@ __all__ = [
     "SecretDict",
     "State",
     "Task",
+    "allow_failure",
     "exponential_backoff",
     "flow",
     "get_run_logger",
+    "opaque",
+    "quote",
     "task",
     "task_input_hash",
+    "unmapped",
 ]
 
 if TYPE_CHECKING:
+    from blocks.annotations import allow_failure, opaque, quote, unmapped
     from blocks.core import Block, SecretDict
     from blocks.errors import BlocksError, ParameterTypeError
     from blocks.flows import Flow, flow

@@ -59,6 +59,9 @@ class FlowRun:
     """
 
     __slots__ = (
+        "_calls",
+        "_done",
+        "_earlier",
         "_id",
         "_logger",
         "flow",
@@ -71,6 +74,8 @@ class FlowRun:
         "persist_result",
         "result_serializer",
         "result_storage",
+        "reuse_key",
+        "reuses",
         "run_count",
         "state",
         "task_runner",
@@ -94,6 +99,7 @@ class FlowRun:
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: set[concurrent.futures.Future[State]] = set()
+        self._init_reuse(bool(flow.retries))
         outer = parent.flow_run if isinstance(parent, TaskRun) else parent
         # A flow's result settings are the defaults for its tasks; a subflow inherits its parent's.
         self.result_storage: Any = flow.result_storage
@@ -113,6 +119,43 @@ class FlowRun:
     @property
     def flow_run(self) -> FlowRun:
         return self
+
+    # -- reusing what completed in an earlier attempt (flow retries) ---------------------------
+
+    def _init_reuse(self, reuses: bool) -> None:
+        self.reuses = reuses  # the flow retries: remember completed calls for the next attempt
+        self.reuse_key: str | None = None  # a subflow's place in its parent's run
+        self._calls: dict[str, int] = {}
+        self._done: dict[str, tuple[Any, State]] = {}
+        self._earlier: dict[str, tuple[Any, State]] = {}
+
+    def begin_attempt(self) -> None:
+        """Start an attempt: the calls completed so far may be reused by this one."""
+        self._earlier.update(self._done)
+        self._done = {}
+        self._calls = {}
+
+    def call_key(self, what: str) -> str:
+        """The place of a call in the flow body (its n-th call of `what` in this attempt)."""
+        n = self._calls.get(what, 0)
+        self._calls[what] = n + 1
+        return f"{what}#{n}"
+
+    def earlier_state(self, key: str, parameters: Any) -> State | None:
+        """The completed state of the call at `key` in an earlier attempt, if its arguments
+        were equal; else None."""
+        entry = self._earlier.get(key)
+        if entry is None:
+            return None
+        try:
+            same = bool(entry[0] == parameters)
+        except Exception:  # arrays and other values without a plain equality: rerun
+            same = False
+        return entry[1] if same else None
+
+    def remember_state(self, key: str, parameters: Any, state: State) -> None:
+        """Keep the completed state of the call at `key` for the next attempts."""
+        self._done[key] = (parameters, state)
 
     @property
     def id(self) -> str:
@@ -158,6 +201,7 @@ class FlowRun:
         run._logger = None
         run.loop = None
         run.pending = set()
+        run._init_reuse(False)
         return run
 
     def __repr__(self) -> str:
@@ -192,9 +236,11 @@ class TaskRun:
         "log_prints",
         "parameters",
         "parent",
+        "reuse_key",
         "run_count",
         "state",
         "task",
+        "wait_for",
     )
 
     def __init__(
@@ -211,6 +257,8 @@ class TaskRun:
         self.parameters: dict[str, Any] | None = None
         self.run_count = 0
         self.state: State | None = None
+        self.wait_for: list[Any] | None = None  # upstreams that must complete first
+        self.reuse_key: str | None = None  # its place in a retried flow run (`FlowRun.call_key`)
         self._name: str | None = None
         self._id: str | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None

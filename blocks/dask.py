@@ -43,10 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from blocks.annotations import BaseAnnotation, quote
 from blocks.context import FlowRun, TaskRun
 from blocks.dask_worker import Outcome, Upstream, run_on_worker
 from blocks.errors import MissingDependency, RemoteTaskError
-from blocks.futures import TaskFuture
+from blocks.futures import TaskFuture, TaskFutureList
 from blocks.logging import log_failure, run_logger
 from blocks.states import Crashed, Failed, State
 from blocks.task_runners import TaskRunner
@@ -367,9 +368,12 @@ def _swap_futures(value: Any, upstream: list[distributed.Future[Any]], depth: in
             return Upstream(len(upstream) - 1)
         value.wait()
         return value.state
+    if isinstance(value, BaseAnnotation):  # allow_failure(future) etc.: swap inside, keep it
+        return value if isinstance(value, quote) else value.rewrap(
+            _swap_futures(value[0], upstream, depth))
     if depth >= 3:
         return value
-    kind = type(value)
+    kind = list if isinstance(value, TaskFutureList) else type(value)  # .map()'s list
     if kind in (list, tuple, set, frozenset):
         return kind(_swap_futures(v, upstream, depth + 1) for v in value)
     if kind is dict:

@@ -26,6 +26,7 @@ from typing import Any
 
 import cloudpickle
 
+from blocks.annotations import BaseAnnotation
 from blocks.context import FlowRun, TaskRun
 from blocks.errors import RemoteTaskError
 from blocks.futures import enable_argument_resolution
@@ -142,6 +143,8 @@ def _fill(value: Any, upstream: Sequence[Outcome], depth: int = 0) -> Any:
     """Put the upstream states back where `_swap_futures` left its marks."""
     if isinstance(value, Upstream):
         return upstream[value.index].state
+    if isinstance(value, BaseAnnotation):
+        return value.rewrap(_fill(value[0], upstream, depth))
     if depth >= 3:
         return value
     kind = type(value)

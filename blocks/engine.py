@@ -46,6 +46,7 @@ __all__ = [
     "Sleep",
     "Step",
     "adrive",
+    "check_hooks",
     "drive",
     "key_prefix",
     "retry_delay",
@@ -291,6 +292,31 @@ def run_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any,
             name = getattr(hook, "__name__", repr(hook))
             run_logger(run).exception("State hook %s failed; the run's state stands.", name)
 
+
+
+def check_hooks(hooks: Any, option: str, owner: str) -> list[Callable[..., Any]]:
+    """The hooks given for `option` as a list; `TypeError` unless a list of callables.
+
+    Example:
+        >>> check_hooks(print, "on_failure", "Task 'x'")
+        Traceback (most recent call last):
+        TypeError: Task 'x': on_failure takes a list of hooks, not a function: ...
+    """
+    if hooks is None:
+        return []
+    if callable(hooks) or isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+        raise TypeError(
+            f"{owner}: {option} takes a list of hooks, not a {type(hooks).__name__}: "
+            f"pass {option}=[hook]."
+        )
+    checked: list[Callable[..., Any]] = list(hooks)
+    for hook in checked:
+        if not callable(hook):
+            raise TypeError(
+                f"{owner}: every {option} hook must be callable as hook(owner, run, state); "
+                f"got a {type(hook).__name__}: {hook!r}."
+            )
+    return checked
 
 
 def key_prefix(name: str) -> str:

@@ -97,3 +97,8 @@ class ParameterTypeError(BlocksError, TypeError):
 
 class RemoteTaskError(BlocksError):
     """Stands in for an exception raised on a Dask worker that could not be sent back."""
+
+
+class MissingResult(BlocksError):
+    """A run's result is not held in memory (``cache_result_in_memory=False``) and its record
+    is no longer in result storage."""

@@ -1,33 +1,48 @@
 """`TaskFuture`: the handle ``task.submit()`` returns, and resolution of futures in arguments.
 
 A future is also awaitable: ``await future`` gives its result without blocking an event loop.
-That is the way to wait, in an async flow, for an async task submitted there: it runs on the
-flow's own loop, so a blocking ``future.result()`` in that loop's thread could never finish and
-raises `RuntimeError` instead of hanging.
+An async task submitted from an async flow is scheduled on the flow's own loop. Blocking on it
+there (``future.result()``) works as in Prefect: the runs queued on the loop that have not
+started yet move to worker threads (each on a private loop), since a blocked loop cannot run
+them. A run that already started on the loop cannot move: blocking on it raises `RuntimeError`
+(``await future`` instead).
+
+``.map()`` returns a `TaskFutureList` (Prefect's ``PrefectFutureList``): a list of futures
+with ``wait()`` and ``result()`` for all of them.
 
 Example:
     >>> @flow
     ... def fan_out(items: list[str]) -> list[str]:
-    ...     futures = [process_item.submit(item) for item in items]
-    ...     return [f.result() for f in futures]
+    ...     return process_item.map(items).result()
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from blocks.annotations import BaseAnnotation, allow_failure, opaque, quote
+from blocks.errors import UpstreamFailed
 from blocks.states import Pending, Running, State
 
 if TYPE_CHECKING:
     from blocks.context import TaskRun
 
 __all__ = [
+    "DoneAndNotDoneFutures",
+    "LoopJob",
+    "PrefectFutureList",
     "TaskFuture",
+    "TaskFutureList",
     "aresolve_futures",
+    "as_completed",
     "enable_argument_resolution",
+    "futures_to_states",
     "resolve_futures",
     "wait",
 ]
@@ -104,19 +119,33 @@ class TaskFuture(Generic[R]):
         return self.result_async().__await__()
 
     def _check_blocking(self) -> None:
-        """Refuse to block the thread of the event loop this run needs to make progress."""
+        """Before blocking the thread of the loop this run is queued on: move the queued runs
+        that have not started to threads; refuse if this one already started there."""
         if self.loop is None or self._future.done():
             return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if running is self.loop:
+        if running is not self.loop:
+            return
+        flow_run = self.task_run.flow_run
+        jobs = list(flow_run.pending) if flow_run is not None else [self._future]
+        for job in jobs:
+            if isinstance(job, LoopJob) and job.loop is running and job is not self._future:
+                job.take_over()
+        job = self._future
+        if isinstance(job, LoopJob) and not job.take_over():
             raise RuntimeError(
-                f"Task run {self.task_run.name!r} runs on this event loop, so waiting for it "
-                "here with a blocking call would never return: use `await future` (or "
-                "`await future.wait_async()`) in async code."
+                f"Task run {self.task_run.name!r} already started on this event loop, so "
+                "waiting for it here with a blocking call would never return: use "
+                "`await future` (or `await future.wait_async()`) in async code."
             )
+
+    @property
+    def task_run_id(self) -> str:
+        """The id of the task run (Prefect's ``future.task_run_id``)."""
+        return self.task_run.id
 
     def done(self) -> bool:
         return self._future.done()
@@ -128,11 +157,136 @@ class TaskFuture(Generic[R]):
         return f"TaskFuture({self.task_run.name!r}, state={self.state!r})"
 
 
-def wait(futures: list[TaskFuture[Any]], timeout: float | None = None) -> None:
-    """Wait until every future in `futures` is done (or `timeout` passes)."""
+class DoneAndNotDoneFutures(NamedTuple):
+    """What `wait` gives: the futures that finished and those still running."""
+
+    done: set[TaskFuture[Any]]
+    not_done: set[TaskFuture[Any]]
+
+
+def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> DoneAndNotDoneFutures:
+    """Wait until every future in `futures` is done (or `timeout` passes); never raises."""
+    futures = list(futures)
     for future in futures:
         future._check_blocking()
     concurrent.futures.wait([f._future for f in futures], timeout=timeout)
+    done = {f for f in futures if f.done()}
+    return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
+
+
+def as_completed(
+    futures: Iterable[TaskFuture[R]], timeout: float | None = None
+) -> Iterator[TaskFuture[R]]:
+    """Yield each future as its run finishes (each once); `TimeoutError` after `timeout` s.
+
+    Example:
+        >>> for future in as_completed(extract.map(sources)):
+        ...     print(future.result())
+    """
+    by_inner: dict[concurrent.futures.Future[State], TaskFuture[R]] = {}
+    for future in futures:
+        future._check_blocking()
+        by_inner.setdefault(future._future, future)
+    for inner in concurrent.futures.as_completed(by_inner, timeout=timeout):
+        yield by_inner[inner]
+
+
+class TaskFutureList(list[TaskFuture[R]]):
+    """The futures ``.map()`` returns, in order, with ``wait()`` and ``result()`` for all.
+
+    Example:
+        >>> squares = square.map(range(3))
+        >>> squares.result()
+        [0, 1, 4]
+    """
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until every run is done or `timeout` seconds pass; never raises."""
+        wait(self, timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
+        """Every run's value, in order; raises the first failure met (or `TimeoutError`)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be 0 or more seconds, not {timeout}")
+        done = wait(self, timeout)
+        if done.not_done:
+            raise TimeoutError(
+                f"{len(done.not_done)} of {len(self)} runs did not finish within {timeout} "
+                "second(s)."
+            )
+        return [f.result(raise_on_failure=raise_on_failure) for f in self]
+
+
+PrefectFutureList = TaskFutureList
+"""Prefect 3's name for the futures list ``.map()`` returns."""
+
+
+class LoopJob(concurrent.futures.Future[State]):
+    """A run scheduled on an async flow's event loop, which a blocking waiter may take over.
+
+    Whoever claims it first runs it: the loop (`start`), or `take_over` in a thread of its
+    own when the loop's thread is about to block on it. `cancel` also cancels a run that
+    already started on the loop.
+    """
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, State]],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._make = make
+        self.loop = loop
+        self._claim_lock = threading.Lock()
+        self._claimed = False
+        self._on_loop = False  # claimed by the loop (not by a thread)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Queue the run on the loop (from any thread)."""
+        self.loop.call_soon_threadsafe(self._start_on_loop)
+
+    def _claim(self, on_loop: bool) -> bool:
+        with self._claim_lock:
+            if self._claimed:
+                return False
+            self._claimed, self._on_loop = True, on_loop
+        return self.set_running_or_notify_cancel()  # False if cancelled before it started
+
+    def _start_on_loop(self) -> None:
+        if self._claim(on_loop=True):
+            self._task = self.loop.create_task(self._run_on_loop())
+
+    async def _run_on_loop(self) -> None:
+        try:
+            self.set_result(await self._make())
+        except BaseException as exc:
+            self.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def take_over(self) -> bool:
+        """Run it in a new thread if nobody started it; whether it is done or will be."""
+        if self.done():
+            return True
+        if not self._claim(on_loop=False):
+            return self.done() or not self._on_loop
+        ctx = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                self.set_result(ctx.run(asyncio.run, self._make()))
+            except BaseException as exc:
+                self.set_exception(exc)
+
+        threading.Thread(target=target, name="blocks-async-task", daemon=True).start()
+        return True
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True
+        task = self._task
+        if task is not None and not self.done():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to cancel
+                self.loop.call_soon_threadsafe(task.cancel)
+        return False
 
 
 def enable_argument_resolution() -> None:
@@ -145,40 +299,78 @@ def enable_argument_resolution() -> None:
     _futures_exist = True
 
 
+_SEQUENCES = (list, tuple, set, frozenset, TaskFutureList)
+
+
+def _kind(value: Any) -> type:
+    """The container type to rebuild `value` as (a `TaskFutureList` of results is a list)."""
+    kind = type(value)
+    return list if kind is TaskFutureList else kind
+
+
 def has_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether any argument is, or directly holds, a future or a `State` (cheap when none exist)."""
+    """Whether any argument is, or directly holds, a future, a `State` or an annotation
+    (cheap when none was ever made)."""
     if not _futures_exist:
         return False
     return any(_holds_future(a) for a in args) or any(_holds_future(v) for v in kwargs.values())
 
 
 def _holds_future(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, TaskFuture | State):
+    if isinstance(value, TaskFuture | State | BaseAnnotation):
         return True
-    if depth < 3 and type(value) in (list, tuple, set, frozenset):
+    if depth < 3 and type(value) in _SEQUENCES:
         return any(_holds_future(v, depth + 1) for v in value)
     if depth < 3 and type(value) is dict:
         return any(_holds_future(v, depth + 1) for v in value.values())
     return False
 
 
-def resolve_futures(value: Any, depth: int = 0) -> Any:
+def _state_value(state: State, allow: bool, what: str) -> Any:
+    """The value an upstream `state` gives a downstream argument, as Prefect 3 resolves it."""
+    if state.is_completed():
+        return state.data
+    if allow and state.is_failed():
+        return state.result(raise_on_failure=False)
+    if allow and state.is_pending() and state.name == "NotReady":
+        return None
+    detail = state.message or (type(state.exception).__name__ if state.exception else "")
+    raise UpstreamFailed(
+        f"{what} ended in state {state.name}" + (f": {detail}" if detail else "")
+        + "; wrap it in allow_failure(...) to run anyway."
+    )
+
+
+def resolve_futures(value: Any, depth: int = 0, allow: bool = False) -> Any:
     """Replace futures (and states) in `value` by their results, waiting for them.
 
-    Looks inside lists, tuples, sets and dicts, three levels deep. A failed upstream run
-    re-raises its exception here.
+    Looks inside lists, tuples, sets and dicts, three levels deep, and unwraps annotations:
+    `quote` is passed as is, `opaque` resolved at the top only, `allow_failure` lets a failed
+    upstream give its exception. A failed upstream otherwise raises `UpstreamFailed`.
     """
+    if isinstance(value, BaseAnnotation):
+        inner = value[0]
+        if isinstance(value, quote):
+            return inner
+        if isinstance(value, opaque):
+            if isinstance(inner, TaskFuture | State):
+                return resolve_futures(inner, 3, allow)
+            return inner
+        return resolve_futures(inner, depth, allow or isinstance(value, allow_failure))
     if isinstance(value, TaskFuture):
-        return value.result()
+        value._check_blocking()
+        what = f"Upstream task run {value.task_run.name!r}"
+        result = _state_value(value._future.result(), allow, what)
+        return resolve_futures(result, depth + 1, allow)  # as Prefect: look inside it too
     if isinstance(value, State):
-        return value.result()
+        return resolve_futures(_state_value(value, allow, "An upstream run"), depth + 1, allow)
     if depth >= 3:
         return value
-    kind = type(value)
-    if kind in (list, tuple, set, frozenset):
-        return kind(resolve_futures(v, depth + 1) for v in value)
+    kind = _kind(value)
+    if kind in _SEQUENCES:
+        return kind(resolve_futures(v, depth + 1, allow) for v in value)
     if kind is dict:
-        return {k: resolve_futures(v, depth + 1) for k, v in value.items()}
+        return {k: resolve_futures(v, depth + 1, allow) for k, v in value.items()}
     return value
 
 
@@ -186,10 +378,12 @@ def futures_in(value: Any, depth: int = 0) -> list[TaskFuture[Any]]:
     """The futures `resolve_futures` would wait for in `value`."""
     if isinstance(value, TaskFuture):
         return [value]
+    if isinstance(value, BaseAnnotation):
+        return [] if isinstance(value, quote) else futures_in(value[0], depth)
     if depth >= 3:
         return []
-    kind = type(value)
-    if kind in (list, tuple, set, frozenset):
+    kind = _kind(value)
+    if kind in _SEQUENCES:
         return [f for v in value for f in futures_in(v, depth + 1)]
     if kind is dict:
         return [f for v in value.values() for f in futures_in(v, depth + 1)]
@@ -202,3 +396,19 @@ async def aresolve_futures(value: Any) -> Any:
         for future in futures_in(value):
             await future.wait_async()
     return resolve_futures(value)
+
+
+def futures_to_states(value: Any, depth: int = 0) -> Any:
+    """`value` with each future (three levels into lists, tuples, sets, dicts) replaced by its
+    final state, waiting for it: what a flow returning futures ends with, as in Prefect."""
+    if isinstance(value, TaskFuture):
+        value._check_blocking()
+        return value._future.result()
+    if depth >= 3:
+        return value
+    kind = _kind(value)
+    if kind in _SEQUENCES:
+        return kind(futures_to_states(v, depth + 1) for v in value)
+    if kind is dict:
+        return {k: futures_to_states(v, depth + 1) for k, v in value.items()}
+    return value

@@ -16,22 +16,27 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import time
 from enum import StrEnum
 from typing import Any
 
-from blocks.errors import UpstreamFailed
+from blocks.errors import MissingResult, UpstreamFailed
 
 __all__ = [
     "Cached",
+    "Cancelled",
     "Completed",
     "Crashed",
     "Failed",
+    "NotReady",
     "Pending",
     "Running",
     "State",
     "StateType",
     "TimedOut",
+    "is_state_iterable",
+    "return_value_to_state",
 ]
 
 
@@ -43,15 +48,23 @@ class StateType(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"
 
 
-_FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED})
+_FINAL = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+)
 
 
 class State:
-    """The state of a run: its type, name, message and result (a value or an exception)."""
+    """The state of a run: its type, name, message and result (a value or an exception).
 
-    __slots__ = ("data", "exception", "message", "name", "timestamp", "type")
+    `run` is the task or flow run that reached this state (None for a state made by hand):
+    a flow that returns a hand-made state ends in it, while states of runs are aggregated
+    (see `return_value_to_state`).
+    """
+
+    __slots__ = ("data", "exception", "message", "name", "ref", "run", "timestamp", "type")
 
     def __init__(
         self,
@@ -67,6 +80,10 @@ class State:
         self.data = data
         self.exception = exception
         self.timestamp = time.time()
+        self.run: Any = None
+        # (result store, key) of the persisted result: read back when `data` was dropped
+        # (``cache_result_in_memory=False``).
+        self.ref: tuple[Any, str] | None = None
 
     # -- predicates (Prefect-compatible) ---------------------------------------------------
     def is_pending(self) -> bool:
@@ -84,6 +101,9 @@ class State:
     def is_crashed(self) -> bool:
         return self.type is StateType.CRASHED
 
+    def is_cancelled(self) -> bool:
+        return self.type is StateType.CANCELLED
+
     def is_final(self) -> bool:
         return self.type in _FINAL
 
@@ -93,9 +113,12 @@ class State:
     def result(self, raise_on_failure: bool = True) -> Any:
         """The run's return value; re-raises its exception if it failed or crashed.
 
-        With ``raise_on_failure=False`` a failed state returns its exception instead.
+        With ``raise_on_failure=False`` a failed state returns its data if it has some (the
+        states of an aggregate, see `return_value_to_state`), else its exception.
         """
         if self.type is StateType.COMPLETED:
+            if self.data is None and self.ref is not None:
+                return self._load()
             return self.data
         if self.type in _FINAL:
             exc = self.exception or UpstreamFailed(
@@ -105,8 +128,23 @@ class State:
             )
             if raise_on_failure:
                 raise exc
-            return exc
+            return exc if self.data is None else self.data
+        if self.exception is not None:  # NotReady: why it never ran
+            raise self.exception
         raise UpstreamFailed(f"The run is still {self.name}; it has no result yet.")
+
+    def _load(self) -> Any:
+        """The persisted result, read back from its store (it was not kept in memory)."""
+        assert self.ref is not None
+        store, key = self.ref
+        hit = store.read(key)
+        if hit is None:
+            raise MissingResult(
+                f"The result of this run was not kept in memory and its record {key!r} is no "
+                "longer in result storage (deleted or expired): run it again, or keep "
+                "results in memory (cache_result_in_memory=True)."
+            )
+        return hit.value
 
     def __repr__(self) -> str:
         if self.message:
@@ -117,6 +155,16 @@ class State:
 def Pending(message: str | None = None) -> State:
     """A run that has not started."""
     return State(StateType.PENDING, message=message)
+
+
+def NotReady(exception: BaseException | None = None, message: str | None = None) -> State:
+    """A run that did not start because an upstream run it needs did not complete.
+
+    As in Prefect 3, a PENDING state named ``"NotReady"``; `result()` raises `exception`.
+    """
+    if message is None and exception is not None:
+        message = str(exception)
+    return State(StateType.PENDING, "NotReady", message, exception=exception)
 
 
 def Running(message: str | None = None) -> State:
@@ -135,12 +183,12 @@ def Cached(data: Any = None, message: str | None = None) -> State:
 
 
 def Failed(
-    exception: BaseException | None = None, message: str | None = None
+    exception: BaseException | None = None, message: str | None = None, data: Any = None
 ) -> State:
     """A run that raised `exception` (after its retries)."""
     if message is None and exception is not None:
         message = _describe(exception)
-    return State(StateType.FAILED, message=message, exception=exception)
+    return State(StateType.FAILED, message=message, data=data, exception=exception)
 
 
 def TimedOut(
@@ -159,6 +207,61 @@ def Crashed(
     if message is None and exception is not None:
         message = _describe(exception)
     return State(StateType.CRASHED, message=message, exception=exception)
+
+
+def Cancelled(message: str | None = None, exception: BaseException | None = None) -> State:
+    """A run that was cancelled (a final state; `result()` raises)."""
+    return State(StateType.CANCELLED, message=message, exception=exception)
+
+
+def is_state_iterable(value: Any) -> bool:
+    """Whether `value` is a non-empty list, tuple or set made only of states."""
+    return (
+        type(value) in (list, tuple, set, frozenset)
+        and bool(value)
+        and all(isinstance(v, State) for v in value)
+    )
+
+
+def return_value_to_state(value: Any) -> State:
+    """The final state of a run whose function returned `value` (Prefect 3's rule).
+
+    A state made by hand is the run's state as given. A state of another run, or a non-empty
+    list, tuple or set of such states, gives an aggregate: COMPLETED if all completed,
+    CANCELLED if any was cancelled, FAILED otherwise; its result is `value` itself (the
+    states), and its exception the first failure's. A generator becomes a list; any other
+    value is the result of a COMPLETED state.
+
+    Example:
+        >>> return_value_to_state([Completed(1), Failed(ValueError("x"))]).message
+        '1/2 states failed.'
+    """
+    if isinstance(value, State) and value.run is None:
+        return value
+    if isinstance(value, State) or is_state_iterable(value):
+        states: list[State] = [value] if isinstance(value, State) else list(value)
+        total = len(states)
+        cancelled = sum(s.is_cancelled() for s in states)
+        failed = [s for s in states if not s.is_completed() and not s.is_cancelled()]
+        if not failed and not cancelled:
+            return State(StateType.COMPLETED, message="All states completed.", data=value)
+        first = next(s for s in states if not s.is_completed())
+        exception = first.exception or UpstreamFailed(
+            f"A returned run ended in state {first.name}"
+            + (f": {first.message}" if first.message else ".")
+        )
+        if cancelled:
+            return State(StateType.CANCELLED, message=f"{cancelled}/{total} states cancelled.",
+                         data=value, exception=exception)
+        unfinished = [s for s in failed if not s.is_final()]
+        if len(unfinished) == len(failed):
+            message = f"{len(unfinished)}/{total} states are not final."
+        else:
+            message = f"{len(failed) - len(unfinished)}/{total} states failed."
+        return State(StateType.FAILED, message=message, data=value, exception=exception)
+    if inspect.isgenerator(value):
+        value = list(value)
+    return State(StateType.COMPLETED, data=value)
 
 
 def _describe(exc: BaseException) -> str:

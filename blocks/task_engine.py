@@ -13,16 +13,37 @@ Example:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from blocks import caching
 from blocks.context import TaskRun, render_run_name, reset_current, set_current
-from blocks.engine import Blocking, Call, Engine, Lock, Resolve, Sleep, retry_delay, run_hooks
+from blocks.engine import (
+    Blocking,
+    Call,
+    Engine,
+    Lock,
+    Resolve,
+    Sleep,
+    Step,
+    retry_delay,
+    run_hooks,
+)
 from blocks.errors import TaskTimeout, UpstreamFailed
 from blocks.futures import has_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
-from blocks.states import Cached, Completed, Crashed, Failed, TimedOut
+from blocks.states import (
+    Cached,
+    Completed,
+    Crashed,
+    Failed,
+    NotReady,
+    Running,
+    State,
+    TimedOut,
+    is_state_iterable,
+    return_value_to_state,
+)
 
 if TYPE_CHECKING:
     from blocks.results import ResultStore
@@ -52,28 +73,93 @@ def task_steps(
     token = set_current(run)
     try:
         try:
-            if has_futures(args, kwargs):
-                try:
-                    args, kwargs = yield Resolve(args, kwargs)
-                except Exception as exc:
-                    raise _upstream_failed(task, exc) from exc
+            ready = yield from _inputs(task, run, args, kwargs)
+            if isinstance(ready, State):  # an upstream did not complete: NotReady, no hooks
+                run.state, ready.run = ready, run
+                run_logger(run).error("Finished in state NotReady: %s", ready.message)
+                return ready
+            args, kwargs = ready
             if task.task_run_name is not None:
                 _name_run(task, run, args, kwargs)
-            state = yield from _execute(task, run, args, kwargs)
+            if task.on_running_hooks:
+                yield from run_hooks(task.on_running_hooks, task, run, Running())
+            earlier = _earlier_attempt(task, run, args, kwargs)
+            if earlier is not None:
+                state = earlier
+            else:
+                state = yield from _execute(task, run, args, kwargs)
+                _keep_result(task, run, state)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 run.state = Crashed(exc)
+                run.state.run = run
                 raise
             state = Failed(exc)
         run.state = state
+        state.run = run
         if state.is_failed():
             log_failure(run_logger(run), state, task.retries, run.run_count)
-            yield from run_hooks(task.on_failure, task, run, state)
-        elif task.on_completion:
-            yield from run_hooks(task.on_completion, task, run, state)
+            yield from run_hooks(task.on_failure_hooks, task, run, state)
+        elif task.on_completion_hooks and state.is_completed():
+            yield from run_hooks(task.on_completion_hooks, task, run, state)
         return state
     finally:
         reset_current(token)
+
+
+def _inputs(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Generator[Step, Any, tuple[tuple[Any, ...], dict[str, Any]] | State]:
+    """The arguments with futures, states and annotations resolved, after `run.wait_for` is
+    done; or a ``NotReady`` state if an upstream did not complete (as in Prefect 3)."""
+    try:
+        if run.wait_for:
+            yield Resolve(run.wait_for)
+        if has_futures(args, kwargs):
+            args, kwargs = yield Resolve(args, kwargs)
+    except UpstreamFailed as exc:
+        return NotReady(_upstream_failed(task, exc))
+    return args, kwargs
+
+
+def _earlier_attempt(
+    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> State | None:
+    """The state of this call in an earlier attempt of a retried flow run, to reuse.
+
+    As in Prefect 3, where the default cache policy keys on the flow run and the inputs: a
+    task whose results persist, called at the same place (its n-th call in the flow body)
+    with equal arguments, is not run again when the flow retries.
+    """
+    flow_run = run.flow_run
+    if run.reuse_key is None or flow_run is None:
+        return None
+    persist = task.persist_result
+    if persist is None:
+        persist = bool(flow_run.persist_result)
+    if not persist:
+        run.reuse_key = None
+        return None
+    if run.parameters is None:
+        run.parameters = task.bind(args, kwargs)
+    earlier = flow_run.earlier_state(run.reuse_key, run.parameters)
+    if earlier is None:
+        return None
+    run_logger(run).info("Reusing the result of an earlier attempt of flow run %r",
+                         flow_run.name)
+    state = Cached(earlier.data, message="Completed in an earlier attempt of the flow run")
+    state.ref = earlier.ref
+    return state
+
+
+def _keep_result(task: Task[Any, Any], run: TaskRun, state: State) -> None:
+    """Drop a persisted result from memory if asked to; remember it for flow retries."""
+    if state.ref is not None and state.is_completed() and not task.cache_result_in_memory:
+        state.data = None  # `state.result()` reads it back from the store
+    else:
+        state.ref = None  # kept in memory: never read back
+    if run.reuse_key is not None and run.flow_run is not None and state.is_completed():
+        run.flow_run.remember_state(run.reuse_key, run.parameters, state)
 
 
 def _execute(
@@ -115,15 +201,41 @@ def _execute(
     return (yield from _attempts(task, run, lambda: _cached(task, call, store, cache_key)))
 
 
+class _ReturnedFailure(Exception):
+    """The function returned a failed state: the attempt failed (and may be retried)."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(state.message)
+        self.state = state
+
+
+def _returned(value: Any) -> State:
+    """The state a returned value gives (see `return_value_to_state`); raises if it failed."""
+    state = return_value_to_state(value)
+    if state.is_failed():
+        raise _ReturnedFailure(state)
+    return state
+
+
+def _stored(state: State, store: ResultStore, key: str) -> State:
+    """`state`, knowing where its result is stored (read back if not kept in memory)."""
+    state.ref = (store, key)
+    return state
+
+
 def _plain(call: Call) -> Engine:
     value = yield call
+    if isinstance(value, State) or is_state_iterable(value):
+        return _returned(value)
     return Completed(value)
 
 
 def _persisted(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
     value = yield call
+    if isinstance(value, State) or is_state_iterable(value):
+        return _returned(value)  # states are not persisted: they stay in memory
     yield Blocking(caching.persist, store, key, value, task.cache_expiration, task.name)
-    return Completed(value)
+    return _stored(Completed(value), store, key)
 
 
 def _cached(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
@@ -131,13 +243,13 @@ def _cached(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> E
     if not task.refresh_cache:
         hit = yield Blocking(store.read, key)
         if hit is not None:
-            return Cached(hit.value)
+            return _stored(Cached(hit.value), store, key)
     lock: caching.KeyLock = yield Lock(store, key)
     try:
         if not task.refresh_cache:
             hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
             if hit is not None:
-                return Cached(hit.value)
+                return _stored(Cached(hit.value), store, key)
         return (yield from _persisted(task, call, store, key))
     finally:
         lock.release()
@@ -151,6 +263,8 @@ def _attempts(task: Task[Any, Any], run: TaskRun, attempt: Callable[[], Engine])
             return (yield from attempt())
         except TaskTimeout as exc:
             state = TimedOut(exc)
+        except _ReturnedFailure as failure:
+            state = failure.state
         except Exception as exc:
             state = Failed(exc)
         if run.run_count > task.retries:
@@ -165,7 +279,6 @@ def _attempts(task: Task[Any, Any], run: TaskRun, attempt: Callable[[], Engine])
 
 
 def _upstream_failed(task: Task[Any, Any], exc: Exception) -> UpstreamFailed:
-    return UpstreamFailed(
-        f"Task {task.name!r} did not run: an upstream task failed with "
-        f"{type(exc).__name__}: {exc}"
-    )
+    failed = UpstreamFailed(f"Task {task.name!r} did not run: {exc}")
+    failed.__cause__ = exc
+    return failed

@@ -38,6 +38,7 @@ from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
+from blocks.annotations import unmapped
 from blocks.caching import CacheKeyFn, task_input_hash
 from blocks.context import (
     FlowRun,
@@ -51,15 +52,22 @@ from blocks.context import (
 from blocks.engine import (
     RetryDelay,
     adrive,
+    check_hooks,
     drive,
     key_prefix,
     retry_delays,
     run_coroutine,
 )
 from blocks.engine import retry_delay as retry_delay  # re-exported: tests import it from here
-from blocks.futures import TaskFuture, has_futures
+from blocks.futures import LoopJob, TaskFuture, TaskFutureList, has_futures
 from blocks.logging import log_failure, run_logger
-from blocks.states import Completed, Failed, State
+from blocks.states import (
+    Completed,
+    Failed,
+    State,
+    is_state_iterable,
+    return_value_to_state,
+)
 from blocks.task_engine import task_steps
 from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
 
@@ -86,15 +94,6 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     return retry_backoff_callable
 
 
-class unmapped:
-    """Wrap an iterable argument of ``.map()`` that every run should receive whole."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
 class Task(Generic[P, R]):
     """A function plus run options; made by `@task`. Call it, ``.submit()`` it or ``.map()`` it.
 
@@ -105,7 +104,10 @@ class Task(Generic[P, R]):
     (seconds, a list per retry, or ``exponential_backoff(...)``), retry_jitter_factor,
     timeout_seconds, cache_key_fn (``fn(context, parameters)`` or ``fn()``), cache_expiration,
     refresh_cache, persist_result, result_storage, result_serializer, result_storage_key,
-    log_prints, on_failure / on_completion hooks ``hook(task, task_run, state)``.
+    log_prints, cache_result_in_memory (False: a persisted result is read back from storage
+    when asked for instead of held in memory), on_running / on_failure / on_completion hooks
+    ``hook(task, task_run, state)`` (lists of callables; or add one with the decorator
+    ``@my_task.on_completion``).
 
     ``timeout_seconds`` runs a sync body in a worker thread and stops waiting when time is up:
     the run fails with `TaskTimeout`, but Python cannot kill a thread, so the body keeps
@@ -138,6 +140,8 @@ class Task(Generic[P, R]):
         log_prints: bool | None = None,
         on_failure: Iterable[TaskHook] | None = None,
         on_completion: Iterable[TaskHook] | None = None,
+        on_running: Iterable[TaskHook] | None = None,
+        cache_result_in_memory: bool = True,
     ) -> None:
         if not callable(fn):
             raise TypeError("@task decorates a function")
@@ -162,10 +166,13 @@ class Task(Generic[P, R]):
         self.result_serializer = result_serializer
         self.result_storage_key = result_storage_key
         self.log_prints = log_prints
-        self.on_failure = list(on_failure or ())
-        self.on_completion = list(on_completion or ())
+        self.cache_result_in_memory = cache_result_in_memory
+        owner = f"Task {self.name!r}"
+        self.on_failure_hooks = check_hooks(on_failure, "on_failure", owner)
+        self.on_completion_hooks = check_hooks(on_completion, "on_completion", owner)
+        self.on_running_hooks = check_hooks(on_running, "on_running", owner)
         self._options: dict[str, Any] = {
-            k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")
+            k: v for k, v in locals().items() if k not in ("self", "fn", "__class__", "owner")
         }
         if persist_result is None and (
             cache_key_fn is not None
@@ -201,8 +208,9 @@ class Task(Generic[P, R]):
             or timeout_seconds
             or persist_result
             or log_prints
-            or self.on_failure
-            or self.on_completion
+            or self.on_failure_hooks
+            or self.on_completion_hooks
+            or self.on_running_hooks
         )
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = self.name
@@ -221,11 +229,36 @@ class Task(Generic[P, R]):
         Example:
             >>> fresh = extract.with_options(refresh_cache=True)
         """
-        merged = {**self._options, **options}
+        hooks = {  # hooks added with the decorators since carry over too
+            "on_failure": list(self.on_failure_hooks),
+            "on_completion": list(self.on_completion_hooks),
+            "on_running": list(self.on_running_hooks),
+        }
+        merged = {**self._options, **hooks, **options}
         return Task(self.fn, **merged)
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+    # -- hooks as decorators (Prefect's ``@my_task.on_completion``) ----------------------------
+
+    def on_completion(self, fn: TaskHook) -> TaskHook:
+        """Add a hook called when a run completes: ``@my_task.on_completion``."""
+        self.on_completion_hooks.extend(check_hooks([fn], "on_completion", repr(self)))
+        self._simple = False
+        return fn
+
+    def on_failure(self, fn: TaskHook) -> TaskHook:
+        """Add a hook called when a run fails (after its retries): ``@my_task.on_failure``."""
+        self.on_failure_hooks.extend(check_hooks([fn], "on_failure", repr(self)))
+        self._simple = False
+        return fn
+
+    def on_running(self, fn: TaskHook) -> TaskHook:
+        """Add a hook called when a run starts running: ``@my_task.on_running``."""
+        self.on_running_hooks.extend(check_hooks([fn], "on_running", repr(self)))
+        self._simple = False
+        return fn
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         # Decorated methods: bind like a function would.
@@ -254,13 +287,19 @@ class Task(Generic[P, R]):
     ) -> State: ...
 
     def __call__(  # type: ignore[valid-type]
-        self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs
+        self, *args: P.args, return_state: bool = False,
+        wait_for: Iterable[Any] | None = None, **kwargs: P.kwargs
     ) -> Any:
-        """Run the task now and return its value (or its `State` with ``return_state=True``)."""
+        """Run the task now and return its value (or its `State` with ``return_state=True``).
+
+        `wait_for` names futures (or states) that must complete first; if one did not, the
+        task does not run and its state is ``NotReady`` (see `blocks.annotations`).
+        """
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
         if (
             self._simple
+            and wait_for is None
             and (
                 flow_run is None
                 or not (
@@ -277,17 +316,36 @@ class Task(Generic[P, R]):
                 value = self.fn(*args, **kwargs)
             except Exception as exc:
                 run.state = state = Failed(exc)
+                state.run = run
                 log_failure(run_logger(run), state, self.retries, run.run_count)
                 if return_state:
                     return state
                 raise
             finally:
                 reset_current(token)
-            return Completed(value) if return_state else value
+            if isinstance(value, State) or is_state_iterable(value):
+                return self._returned_state(run, value, return_state)
+            if return_state:
+                run.state = state = Completed(value)
+                state.run = run
+                return state
+            return value
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
+        if wait_for is not None:
+            run.wait_for = list(wait_for)
+        if flow_run is not None and flow_run.reuses and parent is flow_run:
+            run.reuse_key = flow_run.call_key(self.name)
         if self.isasync:
             return self._acall(run, args, kwargs, return_state)
         state = drive(task_steps(self, run, args, kwargs))
+        return state if return_state else state.result()
+
+    def _returned_state(self, run: TaskRun, value: Any, return_state: bool) -> Any:
+        """The hot path's end when the function returned states (`return_value_to_state`)."""
+        run.state = state = return_value_to_state(value)
+        state.run = run
+        if state.is_failed():
+            log_failure(run_logger(run), state, self.retries, run.run_count)
         return state if return_state else state.result()
 
     async def _acall(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -297,33 +355,49 @@ class Task(Generic[P, R]):
 
     @overload
     def submit(
-        self: Task[P, Coroutine[Any, Any, T]], *args: Any,
-        wait_for: Iterable[TaskFuture[Any]] | None = None, **kwargs: Any,
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[False] = False,
+        wait_for: Iterable[Any] | None = None, **kwargs: Any,
     ) -> TaskFuture[T]: ...
 
     @overload
-    def submit(self, *args: Any, wait_for: Iterable[TaskFuture[Any]] | None = None,
-               **kwargs: Any) -> TaskFuture[R]: ...
+    def submit(self, *args: Any, return_state: Literal[False] = False,
+               wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFuture[R]: ...
 
-    def submit(self, *args: Any, wait_for: Iterable[TaskFuture[Any]] | None = None,
-               **kwargs: Any) -> TaskFuture[Any]:
+    @overload
+    def submit(self, *args: Any, return_state: Literal[True],
+               wait_for: Iterable[Any] | None = None, **kwargs: Any) -> State: ...
+
+    def submit(self, *args: Any, return_state: bool = False,
+               wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
         """Run the task on the flow's task runner; return a `TaskFuture` at once.
 
         Futures among the arguments are waited for and replaced by their results;
-        `wait_for` names more futures to wait for first. An async task submitted from an
-        async flow runs on the flow's event loop instead (``await future`` for its value);
+        `wait_for` names more futures to wait for first (an upstream that did not complete
+        leaves this run ``NotReady``). With ``return_state=True`` it waits for the run and
+        returns its final `State`, as Prefect does. An async task submitted from an async
+        flow runs on the flow's event loop instead (``await future`` for its value);
         elsewhere the runner runs it on a private loop in its worker.
         """
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         waits = list(wait_for or ())
+        if waits:
+            run.wait_for = waits
+        if flow_run is not None and flow_run.reuses and parent is flow_run:
+            run.reuse_key = flow_run.call_key(self.name)
         loop = None if flow_run is None else flow_run.loop
         if self.isasync and loop is not None and not loop.is_closed():
             assert flow_run is not None
-            return self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
-        runner = flow_run.task_runner if flow_run is not None else _default_runner()
-        return TaskFuture(run, runner.submit_task(self, run, args, kwargs, waits))
+            future = self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
+        else:
+            runner = flow_run.task_runner if flow_run is not None else _default_runner()
+            waiting = [w for w in waits if isinstance(w, TaskFuture)]
+            future = TaskFuture(run, runner.submit_task(self, run, args, kwargs, waiting))
+        if return_state:
+            future.wait()
+            return future.state
+        return future
 
     def _submit_to_loop(
         self, loop: asyncio.AbstractEventLoop, flow_run: FlowRun, run: TaskRun,
@@ -333,24 +407,27 @@ class Task(Generic[P, R]):
 
         async def job() -> State:
             for future in waits:
-                await future.wait_async()
+                if isinstance(future, TaskFuture):
+                    await future.wait_async()
             return await adrive(task_steps(self, run, args, kwargs))
 
-        future = asyncio.run_coroutine_threadsafe(job(), loop)
+        future = LoopJob(job, loop)
         flow_run.pending.add(future)
         future.add_done_callback(flow_run.pending.discard)
+        future.start()
         return TaskFuture(run, future, loop)
 
     @overload
     def map(
         self: Task[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
-    ) -> list[TaskFuture[T]]: ...
+    ) -> TaskFutureList[T]: ...
 
     @overload
-    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[R]]: ...
+    def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[R]: ...
 
-    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[Any]]:
-        """Submit one run per element of the iterable arguments; return their futures in order.
+    def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[Any]:
+        """Submit one run per element of the iterable arguments; return their futures in order,
+        as a `TaskFutureList` (``.wait()``, ``.result()`` for all of them).
 
         Arguments that are lists, tuples, sets, ranges, generators (or futures of them) are
         mapped together and must have equal lengths; strings, bytes, dicts and `unmapped(...)`
@@ -367,14 +444,14 @@ class Task(Generic[P, R]):
                 f"{self.name}.map() got iterables of different lengths {sorted(lengths)}."
             )
         n = lengths.pop()
-        return [
+        return TaskFutureList(
             self.submit(
                 *(a[i] if isinstance(a, _Mapped) else a for a in args_l),
                 wait_for=wait_for,
                 **{k: v[i] if isinstance(v, _Mapped) else v for k, v in kwargs_l.items()},
             )
             for i in range(n)
-        ]
+        )
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -465,6 +542,8 @@ def task(
     log_prints: bool | None = None,
     on_failure: Iterable[TaskHook] | None = None,
     on_completion: Iterable[TaskHook] | None = None,
+    on_running: Iterable[TaskHook] | None = None,
+    cache_result_in_memory: bool = True,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

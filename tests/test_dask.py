@@ -20,12 +20,12 @@ if not os.environ.get("CI"):  # in CI a missing extra is a failure, not a skip
 import distributed
 import psutil
 
-from blocks import flow, get_run_logger, task
+from blocks import allow_failure, flow, get_run_logger, task
 from blocks.context import current_flow_run
 from blocks.dask import DaskTaskRunner, RemoteTaskError
 from blocks.errors import UpstreamFailed
 from blocks.filesystems import LocalFileSystem
-from blocks.futures import TaskFuture
+from blocks.futures import TaskFuture, as_completed
 from blocks.states import State
 from blocks.tasks import task_input_hash
 
@@ -391,3 +391,19 @@ def test_a_flow_retry_starts_a_fresh_cluster() -> None:
 def test_submit_refuses_a_callable_that_is_not_a_task_run() -> None:
     with pytest.raises(TypeError, match=r"task.submit\(\)"):
         local_runner().submit(lambda: State.__new__(State))
+
+
+def test_allow_failure_reaches_the_workers_and_a_plain_failed_input_leaves_the_run_not_ready(
+) -> None:
+    @flow(task_runner=local_runner())
+    def f() -> tuple[str, State, list[int]]:
+        failed = boom.submit()
+        allowed = takes_anything.submit(allow_failure(failed)).result()
+        blocked = final(takes_anything.submit(failed))
+        done = [fut.result() for fut in as_completed(double.map([1, 2]))]
+        return allowed, blocked, sorted(done)
+
+    allowed, blocked, done = f()
+    assert allowed == "Boom"  # the upstream's exception, passed in on the worker
+    assert blocked.name == "NotReady" and isinstance(blocked.exception, UpstreamFailed)
+    assert done == [2, 4]

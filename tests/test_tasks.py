@@ -338,7 +338,7 @@ def test_futures_passed_as_arguments_are_resolved() -> None:
     assert f() == 16
 
 
-def test_a_failed_upstream_future_fails_the_downstream_task() -> None:
+def test_a_failed_upstream_future_leaves_the_downstream_task_not_ready() -> None:
     @task
     def bad() -> int:
         raise ValueError("upstream broke")
@@ -355,7 +355,7 @@ def test_a_failed_upstream_future_fails_the_downstream_task() -> None:
 
     f()
     state = states[0]
-    assert state.is_failed()
+    assert state.is_pending() and state.name == "NotReady"  # as Prefect 3: never ran
     with pytest.raises(UpstreamFailed, match="upstream broke"):
         state.result()
 

@@ -1,0 +1,1 @@
+"""Prefect-compatible import paths (``blocks.utilities.annotations``)."""
