@@ -350,7 +350,7 @@ def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
     if inspect.isclass(target):
         tracer.klass(target, f"class '{owner}'")
     elif inspect.isfunction(target):
-        tracer.function(target, f"function '{owner}'", root=True)
+        tracer.function(target, f"function '{target.__name__}'", root=True)
     else:
         # A builtin or a callable object: its type's source if it has one, else its identity.
         kind = target if inspect.isbuiltin(target) else type(target)

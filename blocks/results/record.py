@@ -77,6 +77,11 @@ class RecordHeader:
     payload_size: int
     checksum: str
     task: str | None
+    #: The cache key's components (name -> digest: code, each parameter, ...), if keyed by a
+    #: cache policy; lets a later miss say what changed. Never a parameter's value.
+    components: dict[str, str] | None = None
+    #: The flow the producing task ran in, if any.
+    flow: str | None = None
 
     @classmethod
     def new(
@@ -87,6 +92,8 @@ class RecordHeader:
         expires: datetime | None,
         task: str | None,
         created: datetime | None = None,
+        components: dict[str, str] | None = None,
+        flow: str | None = None,
     ) -> RecordHeader:
         """A header whose size and checksum are still placeholders (see `finish`)."""
         return cls(
@@ -98,6 +105,8 @@ class RecordHeader:
             payload_size=_SIZE_PLACEHOLDER,
             checksum=_CHECKSUM_PLACEHOLDER,
             task=task,
+            components=dict(components) if components else None,
+            flow=flow,
         )
 
     def finish(self, payload_size: int, checksum: str) -> RecordHeader:
@@ -112,17 +121,23 @@ class RecordHeader:
         return (_utc(now) if now is not None else datetime.now(UTC)) >= self.expires
 
     def to_json(self) -> bytes:
+        fields: dict[str, Any] = {
+            "format_version": self.format_version,
+            "key": self.key,
+            "serializer": self.serializer,
+            "created": self.created.isoformat(),
+            "expires": self.expires.isoformat() if self.expires else None,
+            "payload_size": self.payload_size,
+            "checksum": self.checksum,
+            "task": self.task,
+        }
+        # Optional fields are written only when set: older readers ignore them.
+        if self.components is not None:
+            fields["components"] = self.components
+        if self.flow is not None:
+            fields["flow"] = self.flow
         return json.dumps(
-            {
-                "format_version": self.format_version,
-                "key": self.key,
-                "serializer": self.serializer,
-                "created": self.created.isoformat(),
-                "expires": self.expires.isoformat() if self.expires else None,
-                "payload_size": self.payload_size,
-                "checksum": self.checksum,
-                "task": self.task,
-            },
+            fields,
             separators=(",", ":"),
             ensure_ascii=False,
         ).encode()
@@ -196,6 +211,8 @@ def decode_header(prefix_and_header: bytes, *, key: str) -> RecordHeader:
             payload_size=_typed(raw["payload_size"], int),
             checksum=_typed(raw["checksum"], str),
             task=None if raw["task"] is None else _typed(raw["task"], str),
+            components=_components(raw.get("components")),
+            flow=None if raw.get("flow") is None else _typed(raw["flow"], str),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptRecord(f"result record {key!r} has an unreadable header: {exc}") from None
@@ -210,6 +227,16 @@ def decode_header(prefix_and_header: bytes, *, key: str) -> RecordHeader:
         # Copied or moved under another key: its value belongs to a different cache key.
         raise CorruptRecord(f"result record {key!r} was written for key {header.key!r}")
     return header
+
+
+def _components(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    components = _typed(value, dict)
+    for name, item in components.items():
+        _typed(name, str)
+        _typed(item, str)
+    return dict(components)
 
 
 def _typed(value: Any, kind: type) -> Any:

@@ -127,14 +127,21 @@ class ResultStore:
         *,
         expires: datetime | None = None,
         task: str | None = None,
+        components: dict[str, str] | None = None,
+        flow: str | None = None,
     ) -> RecordHeader:
         """Serialize `value` into one atomic record under `key`; return its header.
 
+        `components` (the cache key's digests) and `flow` are kept in the header for
+        explanations and ``block results ls/rm --task/--flow``.
         A naive `expires` is taken as local time. Raises `SerializationError` if the value
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
         key = validate_key(key)
-        draft = RecordHeader.new(key, self.serializer.to_spec(), expires=expires, task=task)
+        draft = RecordHeader.new(
+            key, self.serializer.to_spec(), expires=expires, task=task,
+            components=components, flow=flow,
+        )
         width = draft.width()
         if width > MAX_HEADER_SIZE:
             raise ConfigurationError(
