@@ -117,6 +117,8 @@ def test_library_values_are_equal_across_processes() -> None:
         pa.table({"a": [1, 2, None], "b": ["x", None, "z"]}),
         pl.DataFrame({"a": [1, 2], "b": ["u", "v"]}),
         {"frame": pd.DataFrame({"x": [{1, 2}, "s"]})},
+        np.arange(3_000_000, dtype="float64"),  # 24 MB: hashed apart, on several threads
+        b"y" * 100_000,  # past the inline limit
     ]
     here = [digest(value) for value in batch]
     assert digests_in_a_new_process(batch, "7") == here
