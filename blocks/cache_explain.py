@@ -33,9 +33,10 @@ __all__ = ["Explanation", "changes", "explain_miss", "log_miss", "task_records",
 
 logger = logging.getLogger("blocks.caching")
 
-#: At most this many keys are scanned, and headers read, to find a task's earlier record.
-MAX_SCANNED_KEYS = 10_000
-MAX_HEADERS_READ = 256
+#: At most this many keys are listed, and headers read, to find a task's earlier record: a
+#: miss pays a bounded price for its explanation (the newest among those read is used).
+MAX_SCANNED_KEYS = 2_000
+MAX_HEADERS_READ = 32
 
 
 def changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -129,6 +130,8 @@ def log_miss(run: TaskRun, store: ResultStore, key: str, components: dict[str, s
     """Log why `run` missed (INFO, on the run's logger); never fails the run."""
     from blocks.logging import run_logger
 
+    if not run_logger(run).isEnabledFor(logging.INFO):
+        return  # nobody would read it: skip the listing and header reads
     try:
         line = explain_miss(store, key, run.task.name, run.task.cache_key_prefix, components)
     except Exception:
