@@ -334,19 +334,8 @@ _cache: dict[int, tuple[Any, Fingerprint]] = {}
 _cache_lock = threading.Lock()
 
 
-def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
-    """The code fingerprint of `fn` (a function, task, or any callable); once per process.
-
-    Example:
-        >>> fingerprint(lambda x: x * 2).digest != fingerprint(lambda x: x * 3).digest
-        True
-    """
-    entry = _cache.get(id(fn))
-    if entry is not None and entry[0] is fn:
-        return entry[1]
-    target = _unwrap(fn)
-    owner = getattr(target, "__qualname__", None) or repr(target)
-    tracer = _Tracer(owner)
+def _trace(tracer: _Tracer, target: Any, owner: str) -> None:
+    """Fill `tracer` with the parts of `target`: its own source and what it reaches."""
     if inspect.isclass(target):
         tracer.klass(target, f"class '{owner}'")
     elif inspect.isfunction(target):
@@ -362,6 +351,29 @@ def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
             tracer.notes.append(f"no source for {owner!r}: identified by its qualified name")
         else:
             tracer.klass(type(target), f"class '{type(target).__qualname__}'")
+
+
+def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
+    """The code fingerprint of `fn` (a function, task, or any callable); once per process.
+
+    Example:
+        >>> fingerprint(lambda x: x * 2).digest != fingerprint(lambda x: x * 3).digest
+        True
+    """
+    entry = _cache.get(id(fn))
+    if entry is not None and entry[0] is fn:
+        return entry[1]
+    target = _unwrap(fn)
+    owner = getattr(target, "__qualname__", None) or repr(target)
+    tracer = _Tracer(owner)
+    try:
+        _trace(tracer, target, owner)
+    except Exception as exc:  # odd code must still run, keyed by identity
+        tracer.parts = {f"function '{owner}'": _bytecode_identity(target)}
+        tracer.notes = [
+            f"could not read the code of {owner!r} ({type(exc).__name__}): identified by "
+            "its bytecode (valid for this Python version only)"
+        ]
     parts = dict(sorted(tracer.parts.items()))
     total = _digest("\n".join(f"{k}={v}" for k, v in parts.items()).encode())
     result = Fingerprint(total, parts, "; ".join(tracer.notes) or None)

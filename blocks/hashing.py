@@ -67,8 +67,14 @@ def digest(value: Any) -> str:
     out: list[bytes] = []
     try:
         _encode(value, out, {})
+    except Unhashable:
+        raise
     except RecursionError:
         raise Unhashable(f"{type(value).__name__} value is nested too deeply to hash") from None
+    except Exception as exc:  # a registered hasher or a library failed: no digest, no crash
+        raise Unhashable(
+            f"hashing a {type(value).__name__} failed: {type(exc).__name__}: {exc}"
+        ) from None
     return hashlib.sha256(b"".join(out)).hexdigest()[:32]
 
 

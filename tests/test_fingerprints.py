@@ -177,3 +177,17 @@ def test_library_functions_count_by_package_version_not_source() -> None:
     parts = fingerprint(dumps).parts
     assert "package 'json'" in parts
     assert not any(name.startswith("helper") for name in parts)
+
+
+def test_a_failing_registered_hasher_is_unhashable_not_a_crash() -> None:
+    from blocks.hashing import Unhashable, digest, register_hasher
+
+    class Broken:
+        pass
+
+    def explode(value: Broken) -> str:
+        raise RuntimeError("boom")
+
+    register_hasher(Broken, explode)
+    with pytest.raises(Unhashable, match="RuntimeError: boom"):
+        digest({"x": Broken()})
