@@ -430,3 +430,34 @@ def test_refresh_cache_recomputes_and_resets_the_expiration(tmp_path: Path) -> N
     t.with_options(refresh_cache=True)()
     second = store.load_header("refresh-expiry").expires
     assert first is not None and second is not None and second > first
+
+
+def test_changes_name_every_kind_of_component() -> None:
+    from blocks.cache_explain import changes
+
+    old = {"code": "a", "code:function 'f'": "1", "code:global 'RATE'": "2",
+           "param:x": "p", "param:gone": "q", "version": "v1", "run_id": "r1"}
+    new = {"code": "b", "code:function 'f'": "1", "code:global 'RATE'": "3",
+           "param:x": "P", "param:added": "z", "version": "v2", "run_id": "r2",
+           "code:note": "no source for 'f': identified by its bytecode"}
+    assert changes(old, new) == [
+        "code changed (global 'RATE') [no source for 'f': identified by its bytecode]",
+        "version changed",
+        "parameter 'added' is new",
+        "parameter 'gone' is no longer part of the key",
+        "parameter 'x' changed",
+        "another flow run (the policy includes RUN_ID)",
+    ]
+    assert changes(old, old) == []
+
+
+def test_a_function_without_source_is_cached_by_bytecode(tmp_path: Path) -> None:
+    namespace: dict[str, Any] = {}
+    exec("def typed_in_a_repl(x):\n    return x * 2\n", namespace)
+    t = task(cache_policy=INPUTS + TASK_SOURCE, result_storage=str(tmp_path / "r"),
+             name="repl")(namespace["typed_in_a_repl"])
+    assert (t(2), t(2)) == (4, 4)
+    [(_, header)] = list(ResultStore.resolve(str(tmp_path / "r")).records())
+    assert header is not None and header.components is not None
+    assert "bytecode" in header.components["code:note"]
+    assert t(2, return_state=True).is_cached()
