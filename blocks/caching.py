@@ -1,8 +1,10 @@
 """Cache keys, the result-store cache, and the "compute once" locks of cached tasks.
 
-`task_input_hash` is the usual ``cache_key_fn``: a stable hash of the task's identity (module,
-qualified name and bytecode) and of its bound parameters (canonical JSON, or cloudpickle for
-values JSON cannot encode). Equal inputs give the same key in every process.
+`task_input_hash` is the usual ``cache_key_fn``: a stable hash of the task's code fingerprint
+(`blocks.fingerprints`) and of each bound parameter's deterministic digest (`blocks.hashing`);
+it is the `blocks.cache_policies` ``INPUTS + TASK_SOURCE`` policy. Equal code and inputs give
+the same key in every process, on every machine and Python version; an input that cannot be
+hashed makes the call run uncached, with a warning.
 
 Concurrent calls with one key compute once: threads of one process queue on an in-process lock,
 processes on a `filelock.FileLock` under ``$BLOCKS_HOME/locks/``; whoever gets the lock second
@@ -45,7 +47,10 @@ CacheKeyFn = Callable[..., str | None]
 
 
 def function_identity(fn: Callable[..., Any]) -> bytes:
-    """Bytes that identify a function's code: module, qualified name and bytecode."""
+    """Bytes that identify a function's code: module, qualified name and bytecode.
+
+    Kept for old callers; cache keys use `blocks.fingerprints.fingerprint` instead.
+    """
     code = getattr(fn, "__code__", None)
     parts = [
         getattr(fn, "__module__", "") or "",
@@ -71,16 +76,20 @@ def hash_parameters(identity: bytes, parameters: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def task_input_hash(context: TaskRun, parameters: dict[str, Any]) -> str:
-    """Cache key from the task's identity and its inputs: same function + same inputs = hit.
+def task_input_hash(context: TaskRun, parameters: dict[str, Any]) -> str | None:
+    """Cache key from the task's code and its inputs: same code + same inputs = hit.
+
+    None (run uncached, with a `blocks.hashing.CacheKeyWarning`) when an input has no
+    deterministic digest.
 
     Example:
         >>> @task(cache_key_fn=task_input_hash)
         ... def double(x: int) -> int:
         ...     return 2 * x
     """
-    task = context.task
-    return f"{task.cache_key_prefix}-{hash_parameters(task.identity, parameters)}"
+    from blocks.cache_policies import DEFAULT_INPUT_HASH
+
+    return DEFAULT_INPUT_HASH.resolve(context, parameters, {})[0]
 
 
 def key_fn_arity(fn: CacheKeyFn) -> int:
@@ -155,7 +164,13 @@ def clear_store_cache() -> None:
 
 
 def persist(
-    store: ResultStore, key: str, value: Any, expiration: timedelta | None, task: str
+    store: ResultStore,
+    key: str,
+    value: Any,
+    expiration: timedelta | None,
+    task: str,
+    components: dict[str, str] | None = None,
+    flow: str | None = None,
 ) -> None:
     """Write `value` under `key`, expiring after `expiration`; failures become `StorageError`.
 
@@ -164,7 +179,7 @@ def persist(
     """
     expires = None if expiration is None else datetime.now(UTC) + expiration
     try:
-        store.write(key, value, expires=expires, task=task)
+        store.write(key, value, expires=expires, task=task, components=components, flow=flow)
     except BlocksError:
         raise  # ours already say where and never carry secrets
     except Exception as exc:

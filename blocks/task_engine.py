@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from blocks import caching
+from blocks.cache_explain import log_miss
 from blocks.context import TaskRun, render_run_name, reset_current, set_current
 from blocks.engine import (
     Blocking,
@@ -177,28 +178,38 @@ def _execute(
         storage = storage if storage is not None else flow_run.result_storage
         serializer = serializer if serializer is not None else flow_run.result_serializer
     key = None
-    if task.result_storage_key is not None or task.cache_key_fn is not None:
-        run.parameters = params = task.bind(args, kwargs)
-        if task.result_storage_key is not None:
-            from blocks.results import render_storage_key
+    components: dict[str, str] = {}
+    if task.result_storage_key is not None:
+        from blocks.results import render_storage_key
 
-            key = render_storage_key(
-                task.result_storage_key,
-                parameters=params,
-                task_run=run,
-                flow_run=flow_run,
-                task=task,
-            )
-        else:
-            assert task.cache_key_fn is not None
-            key = caching.call_cache_key_fn(task.cache_key_fn, task._key_arity, run, params)
+        run.parameters = params = task.bind(args, kwargs)
+        key = render_storage_key(
+            task.result_storage_key,
+            parameters=params,
+            task_run=run,
+            flow_run=flow_run,
+            task=task,
+        )
+    elif task.cache_policy is not None:
+        run.parameters = params = task.bind(args, kwargs)
+        flow_parameters = flow_run.parameters if flow_run is not None else {}
+        key, components = task.cache_policy.resolve(run, params, flow_parameters or {})
     store: ResultStore = yield Blocking(caching.result_store, storage, serializer)
+    flow = flow_run.flow.name if flow_run is not None else None
     if key is None:
         key = f"{task.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
         new_key = key
-        return (yield from _attempts(task, run, lambda: _persisted(task, call, store, new_key)))
+        return (
+            yield from _attempts(
+                task, run, lambda: _persisted(task, call, store, new_key, None, flow)
+            )
+        )
     cache_key = key
-    return (yield from _attempts(task, run, lambda: _cached(task, call, store, cache_key)))
+    return (
+        yield from _attempts(
+            task, run, lambda: _cached(task, run, call, store, cache_key, components, flow)
+        )
+    )
 
 
 class _ReturnedFailure(Exception):
@@ -230,27 +241,46 @@ def _plain(call: Call) -> Engine:
     return Completed(value)
 
 
-def _persisted(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
+def _persisted(
+    task: Task[Any, Any],
+    call: Call,
+    store: ResultStore,
+    key: str,
+    components: dict[str, str] | None,
+    flow: str | None,
+) -> Engine:
     value = yield call
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
-    yield Blocking(caching.persist, store, key, value, task.cache_expiration, task.name)
+    yield Blocking(
+        caching.persist, store, key, value, task.cache_expiration, task.name, components, flow
+    )
     return _stored(Completed(value), store, key)
 
 
-def _cached(task: Task[Any, Any], call: Call, store: ResultStore, key: str) -> Engine:
+def _cached(
+    task: Task[Any, Any],
+    run: TaskRun,
+    call: Call,
+    store: ResultStore,
+    key: str,
+    components: dict[str, str],
+    flow: str | None,
+) -> Engine:
     """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
     if not task.refresh_cache:
         hit = yield Blocking(store.read, key)
         if hit is not None:
             return _stored(Cached(hit.value), store, key)
+        if components and run.run_count == 1:
+            yield Blocking(log_miss, run, store, key, components)
     lock: caching.KeyLock = yield Lock(store, key)
     try:
         if not task.refresh_cache:
             hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
             if hit is not None:
                 return _stored(Cached(hit.value), store, key)
-        return (yield from _persisted(task, call, store, key))
+        return (yield from _persisted(task, call, store, key, components or None, flow))
     finally:
         lock.release()
 

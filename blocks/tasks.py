@@ -39,6 +39,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
 from blocks.annotations import unmapped
+from blocks.cache_policies import DEFAULT, NO_CACHE, CacheKeyFnPolicy, CachePolicy
 from blocks.caching import CacheKeyFn, task_input_hash
 from blocks.context import (
     FlowRun,
@@ -80,6 +81,16 @@ T = TypeVar("T")
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
 
 
+class _NotSet:
+    """The default of ``cache_policy``: Prefect 3's defaults apply (see `Task`)."""
+
+    def __repr__(self) -> str:
+        return "NotSet"
+
+
+NotSet: Any = _NotSet()
+
+
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     """Retry delays ``backoff_factor * 2**n`` for retry ``n`` (0-based), for `retry_delay_seconds`.
 
@@ -102,12 +113,19 @@ class Task(Generic[P, R]):
     or the parameters dict: the run's name in logs and ``TaskRun.name``), retries,
     retry_delay_seconds
     (seconds, a list per retry, or ``exponential_backoff(...)``), retry_jitter_factor,
-    timeout_seconds, cache_key_fn (``fn(context, parameters)`` or ``fn()``), cache_expiration,
-    refresh_cache, persist_result, result_storage, result_serializer, result_storage_key,
-    log_prints, cache_result_in_memory (False: a persisted result is read back from storage
-    when asked for instead of held in memory), on_running / on_failure / on_completion hooks
-    ``hook(task, task_run, state)`` (lists of callables; or add one with the decorator
-    ``@my_task.on_completion``).
+    timeout_seconds, cache_policy (`blocks.cache_policies`), cache_key_fn
+    (``fn(context, parameters)`` or ``fn()``), cache_expiration, refresh_cache (recompute and
+    overwrite, with a fresh expiration), persist_result, result_storage, result_serializer,
+    result_storage_key, log_prints, cache_result_in_memory (False: a persisted result is read
+    back from storage when asked for instead of held in memory), on_running / on_failure /
+    on_completion hooks ``hook(task, task_run, state)`` (lists of callables; or add one with
+    the decorator ``@my_task.on_completion``).
+
+    Caching follows Prefect 3: a task that persists its result (``persist_result=True``, or a
+    flow that persists) is cached with ``DEFAULT`` (inputs + code + flow run: identical calls
+    within one flow run hit, a new run recomputes); setting ``cache_policy`` or
+    ``cache_key_fn`` turns persistence on; ``persist_result=False`` means no cache; a task with
+    none of these does not cache.
 
     ``timeout_seconds`` runs a sync body in a worker thread and stops waiting when time is up:
     the run fails with `TaskTimeout`, but Python cannot kill a thread, so the body keeps
@@ -142,6 +160,7 @@ class Task(Generic[P, R]):
         on_completion: Iterable[TaskHook] | None = None,
         on_running: Iterable[TaskHook] | None = None,
         cache_result_in_memory: bool = True,
+        cache_policy: CachePolicy | None = NotSet,
     ) -> None:
         if not callable(fn):
             raise TypeError("@task decorates a function")
@@ -174,19 +193,40 @@ class Task(Generic[P, R]):
         self._options: dict[str, Any] = {
             k: v for k, v in locals().items() if k not in ("self", "fn", "__class__", "owner")
         }
+        policy_given = cache_policy is not NotSet
+        if policy_given and cache_key_fn is not None:
+            warnings.warn(
+                f"Task {self.name!r}: both cache_policy and cache_key_fn are set; "
+                "cache_key_fn is used.",
+                stacklevel=3,
+            )
+        if cache_key_fn is not None:
+            cache_policy, policy_given = CacheKeyFnPolicy(cache_key_fn), True
         if persist_result is None and (
-            cache_key_fn is not None
+            (policy_given and cache_policy is not None and cache_policy != NO_CACHE)
             or result_storage_key is not None
             or result_storage is not None
             or result_serializer is not None
         ):
             persist_result = True  # as Prefect 3: asking where or how to store means store
-        if persist_result is False and cache_key_fn is not None:
+        if persist_result is False and (
+            cache_key_fn is not None
+            or (policy_given and cache_policy is not None and cache_policy != NO_CACHE)
+        ):
             warnings.warn(
-                f"Task {self.name!r}: persist_result=False disables its cache_key_fn "
+                f"Task {self.name!r}: persist_result=False disables its "
+                f"{'cache_key_fn' if cache_key_fn is not None else 'cache_policy'} "
                 "(cached values live in result storage).",
                 stacklevel=3,
             )
+        #: The policy that keys this task's persisted results; None: never looked up.
+        self.cache_policy: CachePolicy | None
+        if persist_result is False or result_storage_key is not None:
+            self.cache_policy = None
+        elif not policy_given:
+            self.cache_policy = DEFAULT
+        else:
+            self.cache_policy = cache_policy
         self.persist_result = persist_result
         self._delays = retry_delays(retry_delay_seconds, retries)
         self._key_arity = caching.key_fn_arity(cache_key_fn) if cache_key_fn else 0
@@ -474,6 +514,10 @@ class Task(Generic[P, R]):
                     for name, default in self._defaults.items():
                         params.setdefault(name, default)
                 if len(params) == len(names):
+                    if kwargs:
+                        # The signature's order, not the call's: f(1, 2) and f(b=2, a=1) are
+                        # one call to a key function that looks at the order.
+                        return {name: params[name] for name in names}
                     return params
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -544,6 +588,7 @@ def task(
     on_completion: Iterable[TaskHook] | None = None,
     on_running: Iterable[TaskHook] | None = None,
     cache_result_in_memory: bool = True,
+    cache_policy: CachePolicy | None = NotSet,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

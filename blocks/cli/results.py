@@ -7,6 +7,8 @@ Example (shell):
     $ block results ls --storage s3/prod
     $ block results inspect etl/extract-3f2a --show-value
     $ block results prune --older-than 7d --dry-run
+    $ block results why price-3f2a...          # what changed since the previous record
+    $ block results rm --task price --flow nightly --dry-run
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import itertools
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -156,8 +158,13 @@ def results() -> None:
     is_flag=True,
     help="Also list temp files of writes in flight or interrupted (pruned by `prune`).",
 )
+@click.option(
+    "--task", "task_name", default=None, metavar="NAME", help="Only records of this task."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def ls(storage: str | None, prefix: str, show_all: bool, as_json: bool) -> None:
+def ls(
+    storage: str | None, prefix: str, show_all: bool, task_name: str | None, as_json: bool
+) -> None:
     """List result records: key, size, created, expires, task and serializer.
 
     Reads each record's header only, never a payload; rows print as they are read (piped,
@@ -166,7 +173,9 @@ def ls(storage: str | None, prefix: str, show_all: bool, as_json: bool) -> None:
     """
     with _errors():
         store = _store(storage)
-        records = store.records(prefix)
+        records: Iterable[tuple[str, RecordHeader | None]] = store.records(prefix)
+        if task_name is not None:
+            records = ((k, h) for k, h in records if h is not None and h.task == task_name)
         temps = [t for t in store.temp_files() if t.key.startswith(prefix)] if show_all else []
         if as_json:
             echo_json_array(
@@ -241,6 +250,13 @@ def inspect(key: str, storage: str | None, show_value: bool, as_json: bool) -> N
         ("checksum", header.checksum),
         ("format", header.format_version),
     ]
+    if header.flow is not None:
+        pairs.append(("flow", header.flow))
+    if header.components:
+        # Digests only: a parameter's value is never in the header.
+        pairs.append(("key components", "\n".join(
+            f"{name} = {value}" for name, value in sorted(header.components.items())
+        )))
     if show_value:
         pairs.append(("value", preview))
     print_pairs(pairs, title=f"{key}  ({store.storage.describe()})")
@@ -332,6 +348,75 @@ def prune(
             for key, _ in selected:
                 store.delete(key)
                 progress.advance(bar)
+    click.echo(f"Deleted {summary}.")
+
+
+@results.command("why")
+@click.argument("key", required=False)
+@click.option("--task", "task_name", default=None, metavar="NAME",
+              help="Explain the task's newest record instead of KEY.")
+@_storage_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def why(key: str | None, task_name: str | None, storage: str | None, as_json: bool) -> None:
+    """Say what changed between a record (KEY, or --task's newest) and the task's previous one.
+
+    Names the parts that differ (code and which helper or global, each parameter, the
+    version, the flow run); never a parameter's value.
+    """
+    from blocks.cache_explain import why as explain
+
+    if (key is None) == (task_name is None):
+        raise click.UsageError("Give a KEY or --task NAME (one of them).")
+    with _errors():
+        store = _store(storage)
+        try:
+            explanation = explain(store, key=key, task=task_name)
+        except FileNotFoundError:
+            what = f"under {key!r}" if key is not None else f"of task {task_name!r}"
+            raise click.ClickException(
+                f"No result record {what} in {store.storage.describe()}. "
+                "List them with `block results ls`."
+            ) from None
+    if as_json:
+        echo_json({
+            "key": explanation.key, "task": explanation.task,
+            "compared_with": explanation.against, "changes": explanation.reasons,
+        })
+        return
+    click.echo(explanation.line())
+
+
+@results.command("rm")
+@click.option("--task", "task_name", required=True, metavar="NAME",
+              help="Delete the records of this task.")
+@click.option("--flow", "flow_name", default=None, metavar="NAME",
+              help="Only those written in runs of this flow.")
+@_storage_option
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def rm(task_name: str, flow_name: str | None, storage: str | None, dry_run: bool,
+       yes: bool) -> None:
+    """Delete a task's cached results (the next call recomputes)."""
+    from blocks.cache_explain import task_records
+
+    with _errors():
+        store = _store(storage)
+        where = store.storage.describe()
+        selected = task_records(store, task_name, flow_name)
+        total = sum(header.payload_size for _, header in selected)
+        summary = f"{len(selected)} record(s) of task {task_name!r}, {_size(total)}, from {where}"
+        if dry_run:
+            for key, _ in selected:
+                click.echo(key)
+            click.echo(f"Would delete {summary}.")
+            return
+        if not selected:
+            click.echo(f"No records of task {task_name!r} in {where}.")
+            return
+        if not yes:
+            click.confirm(f"Delete {summary}?", abort=True, err=True)
+        for key, _ in selected:
+            store.delete(key)
     click.echo(f"Deleted {summary}.")
 
 

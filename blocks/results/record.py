@@ -99,6 +99,11 @@ class RecordHeader:
     signer: str = ""
     decoded_size: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    #: The cache key's components (name -> digest: code, each parameter, ...), if keyed by a
+    #: cache policy; lets a later miss say what changed. Never a parameter's value.
+    components: dict[str, str] | None = None
+    #: The flow the producing task ran in, if any.
+    flow: str | None = None
 
     @classmethod
     def new(
@@ -111,6 +116,8 @@ class RecordHeader:
         created: datetime | None = None,
         signer: str = "",
         versions: dict[str, str] | None = None,
+        components: dict[str, str] | None = None,
+        flow: str | None = None,
     ) -> RecordHeader:
         """A header whose size and checksum are still placeholders (see `finish`)."""
         return cls(
@@ -124,6 +131,8 @@ class RecordHeader:
             task=task,
             signer=signer,
             versions={"python": python_version(), **(versions or {})},
+            components=dict(components) if components else None,
+            flow=flow,
         )
 
     def finish(
@@ -142,20 +151,26 @@ class RecordHeader:
         return (_utc(now) if now is not None else datetime.now(UTC)) >= self.expires
 
     def to_json(self) -> bytes:
+        fields: dict[str, Any] = {
+            "format_version": self.format_version,
+            "key": self.key,
+            "serializer": self.serializer,
+            "created": self.created.isoformat(),
+            "expires": self.expires.isoformat() if self.expires else None,
+            "payload_size": self.payload_size,
+            "checksum": self.checksum,
+            "task": self.task,
+            "signer": self.signer,
+            "decoded_size": self.decoded_size,
+            "versions": self.versions,
+        }
+        # Optional fields are written only when set: older readers ignore them.
+        if self.components is not None:
+            fields["components"] = self.components
+        if self.flow is not None:
+            fields["flow"] = self.flow
         return json.dumps(
-            {
-                "format_version": self.format_version,
-                "key": self.key,
-                "serializer": self.serializer,
-                "created": self.created.isoformat(),
-                "expires": self.expires.isoformat() if self.expires else None,
-                "payload_size": self.payload_size,
-                "checksum": self.checksum,
-                "task": self.task,
-                "signer": self.signer,
-                "decoded_size": self.decoded_size,
-                "versions": self.versions,
-            },
+            fields,
             separators=(",", ":"),
             ensure_ascii=False,
         ).encode()
@@ -252,6 +267,8 @@ def decode_header(prefix_and_header: bytes, *, key: str, keys: ResultsKeys) -> R
                 None if raw.get("decoded_size") is None else _typed(raw["decoded_size"], int)
             ),
             versions={str(k): str(v) for k, v in _typed(versions, dict).items()},
+            components=_components(raw.get("components")),
+            flow=None if raw.get("flow") is None else _typed(raw["flow"], str),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptRecord(f"result record {key!r} has an unreadable header: {exc}") from None
@@ -285,6 +302,16 @@ def _bad_signature(key: str, body: bytes, keys: ResultsKeys) -> str:
         f"result record {key!r} has a bad signature: it was altered after it was written "
         "(forged or damaged)"
     )
+
+
+def _components(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    components = _typed(value, dict)
+    for name, item in components.items():
+        _typed(name, str)
+        _typed(item, str)
+    return dict(components)
 
 
 def _typed(value: Any, kind: type) -> Any:

@@ -156,9 +156,13 @@ class ResultStore:
         *,
         expires: datetime | None = None,
         task: str | None = None,
+        components: dict[str, str] | None = None,
+        flow: str | None = None,
     ) -> RecordHeader:
         """Serialize `value` into one atomic record under `key`; return its header.
 
+        `components` (the cache key's digests) and `flow` are kept in the header for
+        explanations and ``block results ls/rm --task/--flow``.
         A naive `expires` is taken as local time. Raises `SerializationError` if the value
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
@@ -171,6 +175,8 @@ class ResultStore:
             task=task,
             signer=signer.key_id,
             versions=self.serializer.versions(),
+            components=components,
+            flow=flow,
         )
         width = draft.width()
         if width > MAX_HEADER_SIZE:

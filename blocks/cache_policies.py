@@ -1,0 +1,294 @@
+"""Cache policies, with Prefect 3's names: what a cached task's key is made of.
+
+A policy turns one call into *components* (a digest per part: the code, each parameter, the
+run id, ...); the key is a digest of the components, prefixed by the task's name. The result
+record keeps the components, so a later miss can say what changed.
+
+- `INPUTS`: each parameter's deterministic digest (`blocks.hashing`); ``INPUTS - "param"`` or
+  ``Inputs(exclude=[...])`` leaves parameters out. A parameter that cannot be hashed makes the
+  call run uncached, with one warning naming the task and the parameter.
+- `TASK_SOURCE`: the code fingerprint (`blocks.fingerprints`: the normalised source of the
+  function and of the user code it reaches) and the task's ``version=``.
+- `FLOW_PARAMETERS`: the parameters of the flow run the task runs in.
+- `RUN_ID`: the flow run's id (the task run's own id outside a flow): no reuse across runs.
+- `NO_CACHE`: never cache. `DEFAULT` = ``INPUTS + TASK_SOURCE + RUN_ID``.
+- Policies add up with ``+``; ``cache_key_fn=`` becomes a `CacheKeyFnPolicy`.
+
+Example:
+    >>> from blocks.cache_policies import INPUTS, TASK_SOURCE
+    >>> @task(cache_policy=INPUTS + TASK_SOURCE, cache_expiration=timedelta(days=1))
+    ... def price(item: str, day: date) -> float: ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from blocks.hashing import CacheKeyWarning, Unhashable, digest
+
+if TYPE_CHECKING:
+    from blocks.context import TaskRun
+    from blocks.tasks import Task
+
+__all__ = [
+    "DEFAULT",
+    "FLOW_PARAMETERS",
+    "INPUTS",
+    "NO_CACHE",
+    "RUN_ID",
+    "TASK_SOURCE",
+    "CacheKeyFnPolicy",
+    "CachePolicy",
+    "CompoundCachePolicy",
+    "FlowParameters",
+    "Inputs",
+    "RunId",
+    "TaskSource",
+]
+
+Components = dict[str, str]
+
+
+class Uncacheable(Exception):
+    """This call cannot be keyed deterministically: run it uncached (the message says why)."""
+
+
+def key_for(task: Task[Any, Any], components: Components) -> str:
+    """The storage key of a call: the task's prefix and a digest of its components."""
+    text = "\n".join(f"{name}={value}" for name, value in sorted(components.items()))
+    return f"{task.cache_key_prefix}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+class CachePolicy:
+    """Base of every policy: `components` of one call, or None for "do not cache"."""
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        """The digests this policy contributes for one call (None: do not cache)."""
+        raise NotImplementedError
+
+    def resolve(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> tuple[str | None, Components]:
+        """The key of one call and its components; ``(None, {})`` runs it uncached."""
+        try:
+            components = self.components(task_ctx, inputs, flow_parameters)
+        except Uncacheable as exc:
+            warnings.warn(str(exc), CacheKeyWarning, stacklevel=2)
+            return None, {}
+        if components is None:
+            return None, {}
+        return key_for(task_ctx.task, components), components
+
+    def compute_key(
+        self,
+        task_ctx: TaskRun,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        """Prefect's entry point: the key of one call, or None."""
+        return self.resolve(task_ctx, inputs, flow_parameters)[0]
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        if not isinstance(other, CachePolicy):
+            return NotImplemented
+        return CompoundCachePolicy([*_flat(self), *_flat(other)])
+
+    def __sub__(self, other: str) -> CachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Only parameter names (str) can be subtracted from a cache policy.")
+        return CompoundCachePolicy([self, Inputs(exclude=[other])])
+
+
+def _flat(policy: CachePolicy) -> list[CachePolicy]:
+    return list(policy.policies) if isinstance(policy, CompoundCachePolicy) else [policy]
+
+
+@dataclass(frozen=True)
+class CompoundCachePolicy(CachePolicy):
+    """Several policies: the union of their components; None only if every part says None."""
+
+    policies: list[CachePolicy] = field(default_factory=list)
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        merged: Components | None = None
+        for policy in self.policies:
+            part = policy.components(task_ctx, inputs, flow_parameters)
+            if part is not None:
+                merged = {**(merged or {}), **part}
+        return merged
+
+    def __sub__(self, other: str) -> CachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Only parameter names (str) can be subtracted from a cache policy.")
+        if any(isinstance(p, Inputs) for p in self.policies):
+            return CompoundCachePolicy([p - other if isinstance(p, Inputs) else p
+                                        for p in self.policies])
+        return CompoundCachePolicy([*self.policies, Inputs(exclude=[other])])
+
+
+@dataclass(frozen=True)
+class _None(CachePolicy):
+    """Never cache."""
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        return None
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        return other
+
+
+@dataclass(frozen=True)
+class Inputs(CachePolicy):
+    """Each parameter's deterministic digest, except those named in `exclude`."""
+
+    exclude: list[str] = field(default_factory=list)
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        return input_components(task_ctx.task.name, inputs, self.exclude)
+
+    def __sub__(self, other: str) -> CachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Only parameter names (str) can be subtracted from a cache policy.")
+        return Inputs(exclude=[*self.exclude, other])
+
+
+def input_components(
+    task_name: str, inputs: dict[str, Any], exclude: Iterable[str] = ()
+) -> Components:
+    """``{"param:x": digest}`` per parameter; `Uncacheable` names the first that has none."""
+    skip = set(exclude)
+    out: Components = {}
+    for name, value in inputs.items():
+        if name in skip:
+            continue
+        try:
+            out[f"param:{name}"] = digest(value)
+        except Unhashable as exc:
+            raise Uncacheable(
+                f"Task {task_name!r}: parameter {name!r} cannot be hashed deterministically "
+                f"({exc}); this call runs uncached. Pass a hashable value, register a hasher "
+                f"(blocks.hashing.register_hasher) or leave it out: INPUTS - {name!r}."
+            ) from None
+    return out
+
+
+@dataclass(frozen=True)
+class TaskSource(CachePolicy):
+    """The task's code fingerprint (its function and the user code it reaches) and version."""
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        return code_components(task_ctx.task)
+
+
+_code_cache: dict[tuple[int, str | None], tuple[Any, Components]] = {}
+
+
+def code_components(task: Task[Any, Any]) -> Components:
+    """``code`` (the whole fingerprint), ``code:<part>`` per part, and ``version`` if set."""
+    cache_key = (id(task.fn), task.version)
+    entry = _code_cache.get(cache_key)
+    if entry is not None and entry[0] is task.fn:
+        return entry[1]
+    from blocks.fingerprints import fingerprint
+
+    print_ = fingerprint(task.fn)
+    components: Components = {"code": print_.digest}
+    components.update({f"code:{name}": value for name, value in print_.parts.items()})
+    if print_.note:
+        components["code:note"] = print_.note
+    if task.version is not None:
+        components["version"] = digest(task.version)
+    _code_cache[cache_key] = (task.fn, components)
+    return components
+
+
+@dataclass(frozen=True)
+class FlowParameters(CachePolicy):
+    """The parameters of the flow run (nothing outside a flow)."""
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        out: Components = {}
+        for name, value in (flow_parameters or {}).items():
+            try:
+                out[f"flow_parameter:{name}"] = digest(value)
+            except Unhashable as exc:
+                raise Uncacheable(
+                    f"Task {task_ctx.task.name!r}: flow parameter {name!r} cannot be hashed "
+                    f"deterministically ({exc}); this call runs uncached."
+                ) from None
+        return out
+
+
+@dataclass(frozen=True)
+class RunId(CachePolicy):
+    """The flow run's id (the task run's id outside a flow): reuse only within one run."""
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        flow_run = getattr(task_ctx, "flow_run", None)
+        run_id = flow_run.id if flow_run is not None else task_ctx.task_run.id
+        return {"run_id": str(run_id)}
+
+
+@dataclass(frozen=True)
+class CacheKeyFnPolicy(CachePolicy):
+    """A ``cache_key_fn(context, parameters)`` (or ``cache_key_fn()``): its key is the key."""
+
+    cache_key_fn: Callable[..., str | None] | None = None
+    _arity: int = field(default=2, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from blocks.caching import key_fn_arity
+
+        if self.cache_key_fn is not None:
+            object.__setattr__(self, "_arity", key_fn_arity(self.cache_key_fn))
+
+    def components(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> Components | None:
+        key = self._call(task_ctx, inputs)
+        return None if key is None else {"key_fn": key}
+
+    def _call(self, task_ctx: TaskRun, inputs: dict[str, Any]) -> str | None:
+        from blocks.caching import call_cache_key_fn
+
+        assert self.cache_key_fn is not None
+        return call_cache_key_fn(self.cache_key_fn, self._arity, task_ctx, inputs)
+
+    def resolve(
+        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> tuple[str | None, Components]:
+        from blocks.caching import task_input_hash
+
+        if self.cache_key_fn is task_input_hash:
+            # The built-in key function: its components are known, so misses can explain.
+            return DEFAULT_INPUT_HASH.resolve(task_ctx, inputs, flow_parameters)
+        return self._call(task_ctx, inputs), {}
+
+
+NO_CACHE: CachePolicy = _None()
+INPUTS = Inputs()
+TASK_SOURCE = TaskSource()
+FLOW_PARAMETERS = FlowParameters()
+RUN_ID = RunId()
+DEFAULT: CachePolicy = INPUTS + TASK_SOURCE + RUN_ID
+#: What `task_input_hash` keys on: the code and the inputs, across runs.
+DEFAULT_INPUT_HASH: CachePolicy = INPUTS + TASK_SOURCE
