@@ -1,8 +1,8 @@
 """A real `block ui` server (uvicorn on 127.0.0.1, in a thread of the test process) for tests.
 
 The server reads the registry of the test's BLOCKS_HOME, as `block ui` would. Every response
-body a test's client receives is kept in `UIServer.bodies`, so a test can grep them all for a
-secret.
+it sends (headers and body, to httpx or to the browser) is kept in `UIServer.bodies`, so a test
+can grep them all for a secret.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
@@ -41,26 +42,43 @@ class UIServer:
 
     def client(self, *, authed: bool = True, **kwargs: object) -> httpx.Client:
         """An HTTP client; `authed` ones carry the token cookie as a browser would."""
-
-        def keep(response: httpx.Response) -> None:
-            response.read()
-            self.bodies.append(response.content)
-
         cookies = {self.cookie_name: self.token} if authed else {}
         return httpx.Client(
             base_url=self.url,
             cookies=cookies,
-            event_hooks={"response": [keep]},
             timeout=30,
             **kwargs,  # type: ignore[arg-type]
         )
 
     def assert_never_sent(self, *values: str) -> int:
-        """Fail if any response body so far held one of `values`; return bodies checked."""
+        """Fail if any response so far (headers and body) held one of `values`; return how
+        many responses were checked."""
         for body in self.bodies:
             for value in values:
-                assert value.encode() not in body, "a secret value was sent to the browser"
+                assert value.encode() not in body, "a secret value was sent over HTTP"
         return len(self.bodies)
+
+
+def recording(app: Any, responses: list[bytes]) -> Any:
+    """`app`, keeping every response it sends (status line, headers, body) in `responses`:
+    whoever the client is (httpx or the browser), a test can grep all of them."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        parts: list[bytes] = []
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                parts.append(str(message["status"]).encode())
+                parts.extend(k + b": " + v for k, v in message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    responses.append(b"\n".join(parts))
+            await send(message)
+
+        await app(scope, receive, capture)
+
+    return wrapped
 
 
 @contextmanager
@@ -70,7 +88,10 @@ def serve_ui(storage: str | None = None) -> Iterator[UIServer]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    app = create_app(token=token, port=port, storage=storage, allowed_hosts=LOOPBACK)
+    responses: list[bytes] = []
+    app = recording(
+        create_app(token=token, port=port, storage=storage, allowed_hosts=LOOPBACK), responses
+    )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -81,7 +102,7 @@ def serve_ui(storage: str | None = None) -> Iterator[UIServer]:
             raise RuntimeError("the UI server did not start")
         time.sleep(0.01)
     try:
-        yield UIServer(url=f"http://127.0.0.1:{port}", token=token, port=port)
+        yield UIServer(url=f"http://127.0.0.1:{port}", token=token, port=port, bodies=responses)
     finally:
         server.should_exit = True
         thread.join(30)
