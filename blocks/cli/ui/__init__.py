@@ -12,6 +12,7 @@ Example (shell):
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import secrets
 import socket
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
 UI_EXTRA = "pip install 'blocks[ui]'"
+#: Import names of the ``ui`` extra, checked before anything is bound.
+REQUIREMENTS = ("starlette", "jinja2", "uvicorn", "multipart")
 #: Shortest token accepted from ``--token`` (a guessable token would open the registry).
 MIN_TOKEN_LENGTH = 16
 
@@ -97,14 +100,25 @@ def ui(host: str, port: int, open_browser: bool, storage: str | None, token: str
             f"use at least {MIN_TOKEN_LENGTH} characters", param_hint="'--token'"
         )
     access = token or secrets.token_urlsafe(24)
-    try:
-        import uvicorn
-    except ModuleNotFoundError as exc:
+    missing = [name for name in REQUIREMENTS if importlib.util.find_spec(name) is None]
+    if missing:
         from blocks.errors import MissingDependency
 
-        raise MissingDependency(f"`block ui` needs the {exc.name!r} package: {UI_EXTRA}") from None
+        raise MissingDependency(f"`block ui` needs the {missing[0]!r} package: {UI_EXTRA}")
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}/?token={access}"
+    # The socket listens already: print now; a browser (or --open) connecting early waits in
+    # the backlog until the app below is ready.
+    click.echo(f"blocks UI: {url}\nPress Ctrl+C to stop.")
+    sys.stdout.flush()
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    import uvicorn
+
     loopback = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
     app = create_app(
         token=access,
@@ -112,15 +126,6 @@ def ui(host: str, port: int, open_browser: bool, storage: str | None, token: str
         storage=storage,
         allowed_hosts=loopback if is_loopback(host) else None,
     )
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{bound}/?token={access}"
-    # The socket already listens: a browser (or --open) may connect before uvicorn runs.
-    click.echo(f"blocks UI: {url}\nPress Ctrl+C to stop.")
-    sys.stdout.flush()
-    if open_browser:
-        import webbrowser
-
-        webbrowser.open(url)
     # No access log: request lines would carry the token of the first visit.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

@@ -7,15 +7,19 @@ Starlette's thread pool, since the library is synchronous.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from blocks.cli.ui._security import CSRF_FIELD, TokenGate
@@ -87,6 +91,40 @@ def home(request: Request) -> Response:
     return RedirectResponse("/blocks", status_code=303)
 
 
+# path -> ("module:function", methods). Modules are imported on their first request, so a
+# cold `block ui` serves its first page without loading the results store or the key code.
+ROUTES: dict[str, tuple[str, list[str]]] = {
+    "/blocks": ("_list:blocks_list", ["GET"]),
+    "/blocks/new": ("_blocks:new_chooser", ["GET"]),
+    "/blocks/new/{type_slug}": ("_blocks:new_block", ["GET", "POST"]),
+    "/blocks/{type_slug}/{name}": ("_blocks:block_page", ["GET"]),
+    "/blocks/{type_slug}/{name}/edit": ("_blocks:edit_block", ["GET", "POST"]),
+    "/blocks/{type_slug}/{name}/delete": ("_blocks:delete_block", ["GET", "POST"]),
+    "/results": ("_results:results_page", ["GET"]),
+    "/results/record": ("_results:record_page", ["GET"]),
+    "/results/prune": ("_results:prune", ["GET", "POST"]),
+    "/keys": ("_keys:keys_page", ["GET"]),
+    "/keys/rotate": ("_keys:rotate", ["POST"]),
+    "/keys/rotation": ("_keys:rotation_status", ["GET"]),
+}
+
+
+def lazy(target: str) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint that imports ``blocks.cli.ui.<module>:<function>`` when first called.
+
+    Plain functions run in the thread pool (the library is synchronous)."""
+    module, _, name = target.partition(":")
+
+    async def endpoint(request: Request) -> Response:
+        handler = getattr(importlib.import_module(f"blocks.cli.ui.{module}"), name)
+        if inspect.iscoroutinefunction(handler):
+            response: Response = await handler(request)
+            return response
+        return await run_in_threadpool(handler, request)
+
+    return endpoint
+
+
 def build_app(
     *,
     token: str,
@@ -95,21 +133,15 @@ def build_app(
     allowed_hosts: frozenset[str] | None = None,
 ) -> TokenGate:
     """The app wrapped in its `TokenGate` (see `blocks.cli.ui.create_app`)."""
-    from blocks.cli.ui import _blocks, _keys, _results
-
-    routes = [
-        Route("/", home),
-        *_blocks.routes,
-        *_results.routes,
-        *_keys.routes,
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ]
+    routes: list[BaseRoute] = [Route("/", home)]
+    for path, (target, methods) in ROUTES.items():
+        routes.append(Route(path, lazy(target), methods=methods))
+    routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     app = Starlette(
         routes=routes,
         exception_handlers={BlocksError: _blocks_error, Exception: _unexpected},
     )
     app.state.pages = Pages(storage)
-    app.state.rotation = _keys.RotationProgress()
     # Cookies ignore ports: one cookie per port lets two `block ui` run side by side.
     cookie = f"blocks-ui-{port}" if port else "blocks-ui"
     return TokenGate(app, token=token, cookie_name=cookie, allowed_hosts=allowed_hosts)

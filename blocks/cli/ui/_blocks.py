@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from blocks.cli.ui._app import pages
 from blocks.cli.ui._forms import (
@@ -29,46 +27,6 @@ from blocks.text_fields import inspect_block
 #: Documents per page of the list.
 PAGE_SIZE = 50
 NAME_FIELD = "_name"
-
-
-def _page_number(request: Request) -> int:
-    try:
-        return max(1, int(request.query_params.get("page", "1")))
-    except ValueError:
-        return 1
-
-
-def blocks_list(request: Request) -> Response:
-    search = request.query_params.get("q", "").strip()[:200]
-    type_slug = request.query_params.get("type") or None
-    if type_slug is not None:
-        validate_name(type_slug, what="block type slug")
-    page = _page_number(request)
-    registry = Registry.default()
-    rows, total = registry.page_documents(
-        type_slug, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
-    )
-    counts = registry.document_counts()
-    types = [(t.slug, t.name, counts.get(t.slug, 0)) for t in registry.list_types()]
-    deleted = request.query_params.get("deleted", "")
-    try:
-        split_slug(deleted)
-    except InvalidName:
-        deleted = ""
-    return pages(request).render(
-        request,
-        "blocks.html",
-        title="Blocks",
-        nav="blocks",
-        rows=rows,
-        total=total,
-        types=types,
-        type_slug=type_slug,
-        search=search,
-        page=page,
-        pages=max(1, math.ceil(total / PAGE_SIZE)),
-        deleted=deleted,
-    )
 
 
 def _display(row: DocumentRow, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -252,12 +210,3 @@ async def delete_block(request: Request) -> Response:
         return _block_page(request, slug, error=str(exc), status=409)
     return RedirectResponse(f"/blocks?deleted={slug}", status_code=303)
 
-
-routes = [
-    Route("/blocks", blocks_list),
-    Route("/blocks/new", new_chooser),
-    Route("/blocks/new/{type_slug}", new_block, methods=["GET", "POST"]),
-    Route("/blocks/{type_slug}/{name}", block_page),
-    Route("/blocks/{type_slug}/{name}/edit", edit_block, methods=["GET", "POST"]),
-    Route("/blocks/{type_slug}/{name}/delete", delete_block, methods=["GET", "POST"]),
-]

@@ -13,7 +13,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
 
 from blocks.cli.ui._app import pages
 
@@ -71,7 +70,7 @@ def keys_page(request: Request) -> Response:
     else:
         source, active, ids, where = keyset.source, keyset.active_id, keyset.ids, keyset.source
     usage = key_usage()
-    rotation: RotationProgress = request.app.state.rotation
+    rotation = _progress(request)
     return pages(request).render(
         request,
         "keys.html",
@@ -113,8 +112,21 @@ def _rotate(progress: RotationProgress) -> None:
     progress.state = "done"
 
 
+_STATE_LOCK = threading.Lock()
+
+
+def _progress(request: Request) -> RotationProgress:
+    """The server's rotation state, made on first use."""
+    state = request.app.state
+    with _STATE_LOCK:
+        if not hasattr(state, "rotation"):
+            state.rotation = RotationProgress()
+    progress: RotationProgress = state.rotation
+    return progress
+
+
 def rotate(request: Request) -> Response:
-    progress: RotationProgress = request.app.state.rotation
+    progress = _progress(request)
     with progress.lock:
         if progress.state != "running":
             progress.state, progress.done, progress.message = "running", 0, ""
@@ -124,12 +136,6 @@ def rotate(request: Request) -> Response:
 
 
 def rotation_status(request: Request) -> Response:
-    progress: RotationProgress = request.app.state.rotation
+    progress = _progress(request)
     return JSONResponse(progress.public())
 
-
-routes = [
-    Route("/keys", keys_page),
-    Route("/keys/rotate", rotate, methods=["POST"]),
-    Route("/keys/rotation", rotation_status),
-]

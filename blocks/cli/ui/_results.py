@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from blocks.cli.ui._app import pages
 from blocks.errors import ConfigurationError, CorruptRecord
@@ -185,9 +184,3 @@ async def prune(request: Request) -> Response:
         total=size_text(sum(r["size"] for r in selected)),
     )
 
-
-routes = [
-    Route("/results", results_page),
-    Route("/results/record", record_page),
-    Route("/results/prune", prune, methods=["GET", "POST"]),
-]
