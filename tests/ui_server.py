@@ -84,7 +84,7 @@ def recording(app: Any, responses: list[bytes]) -> Any:
 @contextmanager
 def serve_ui(storage: str | None = None) -> Iterator[UIServer]:
     token = secrets.token_urlsafe(24)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
