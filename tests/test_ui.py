@@ -48,6 +48,7 @@ class Warehouse(Block):
     start: date | None = None
     at: datetime | None = None
     endpoint: Endpoint
+    backup: Endpoint | None = None
     tags: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     login: Secret | None = None
@@ -216,6 +217,7 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
         "Main", 3, 0.25, True, "large")
     assert saved.start == date(2026, 1, 31) and saved.at == datetime(2026, 1, 31, 10, 20, 30)
     assert saved.endpoint.host == "db.local" and saved.endpoint.port == 6543
+    assert saved.backup is None  # an optional nested model left empty
     assert saved.endpoint.password.get_secret_value() == SECRET_2  # type: ignore[union-attr]
     assert saved.tags == ["a", "b"] and saved.labels == {"team": "data"}
     assert saved.login is not None and saved.login.get() == SECRET
@@ -229,12 +231,13 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
     # Unchanged form posted back: every secret kept, the checkbox cleared, "clear" honoured.
     again = {k: v for k, v in data.items() if k not in ("_name", "enabled")}
     again.update({"token": "", "extra": "", "api_keys": "", "endpoint.password": "",
-                  "__clear__.extra": "1"})
+                  "__clear__.extra": "1", "backup.host": "replica"})
     assert client.post("/blocks/warehouse/main/edit", data=again).status_code == 303
     saved = Warehouse.load("main")
     assert saved.token.get_secret_value() == SECRET and saved.enabled is False
     assert saved.endpoint.password.get_secret_value() == SECRET_2  # type: ignore[union-attr]
     assert saved.api_keys["x"].get_secret_value() == SECRET_2 and saved.extra is None
+    assert saved.backup is not None and (saved.backup.host, saved.backup.port) == ("replica", 5432)
     for path in ("/blocks/warehouse/main", "/blocks/warehouse/main/edit"):
         client.get(path)
     ui_server.assert_never_sent(SECRET, SECRET_2)

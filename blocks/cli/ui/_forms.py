@@ -282,6 +282,8 @@ def _parse_one(
                 return _MISSING
         return text
     if item.kind == "object":
+        if item.nullable and not any(form.get(name, "") for name in _leaves(item)):
+            return None  # an optional nested model left entirely empty
         nested = {}
         for child in item.children:
             value = _parse_one(child, form, existing, errors)
@@ -325,6 +327,12 @@ def _parse_one(
             errors[item.name] = "expects a number"
             return _MISSING
     return text
+
+
+def _leaves(item: FormField) -> list[str]:
+    if not item.children:
+        return [item.name]
+    return [name for child in item.children for name in _leaves(child)]
 
 
 def _value_at(block: Block | None, path: str) -> Any:
