@@ -37,7 +37,7 @@ class Endpoint(BaseModel):
     password: SecretStr | None = None
 
 
-class Warehouse(Block):
+class UiKitchenSink(Block):
     """Every kind of field a form has to offer."""
 
     title: str
@@ -190,7 +190,7 @@ def test_secret_and_s3_with_a_linked_credentials_block_through_the_forms(
 def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UIServer) -> None:
     Secret(value=SECRET).save("db-login")
     client = ui_server.client()
-    form = client.get("/blocks/new/warehouse").text
+    form = client.get("/blocks/new/ui-kitchen-sink").text
     kinds = {
         "title": 'type="text"', "replicas": 'type="number" step="1"',
         "ratio": 'type="number" step="any"', "enabled": 'type="checkbox"',
@@ -211,8 +211,8 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
         "login": "secret/db-login", "token": SECRET, "extra": '{"k": "v"}',
         "api_keys": '{"x": "' + SECRET_2 + '"}',
     }
-    assert client.post("/blocks/new/warehouse", data=data).status_code == 303
-    saved = Warehouse.load("main")
+    assert client.post("/blocks/new/ui-kitchen-sink", data=data).status_code == 303
+    saved = UiKitchenSink.load("main")
     assert (saved.title, saved.replicas, saved.ratio, saved.enabled, saved.tier) == (
         "Main", 3, 0.25, True, "large")
     assert saved.start == date(2026, 1, 31) and saved.at == datetime(2026, 1, 31, 10, 20, 30)
@@ -225,20 +225,20 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
     assert saved.extra is not None and saved.extra.get_secret_value() == {"k": "v"}
     assert saved.api_keys["x"].get_secret_value() == SECRET_2
 
-    edit = client.get("/blocks/warehouse/main/edit").text
+    edit = client.get("/blocks/ui-kitchen-sink/main/edit").text
     assert 'value="db.local"' in edit and 'value="6543"' in edit and "checked" in edit
     assert '<option value="&#34;large&#34;" selected>' in edit
     # Unchanged form posted back: every secret kept, the checkbox cleared, "clear" honoured.
     again = {k: v for k, v in data.items() if k not in ("_name", "enabled")}
     again.update({"token": "", "extra": "", "api_keys": "", "endpoint.password": "",
                   "__clear__.extra": "1", "backup.host": "replica"})
-    assert client.post("/blocks/warehouse/main/edit", data=again).status_code == 303
-    saved = Warehouse.load("main")
+    assert client.post("/blocks/ui-kitchen-sink/main/edit", data=again).status_code == 303
+    saved = UiKitchenSink.load("main")
     assert saved.token.get_secret_value() == SECRET and saved.enabled is False
     assert saved.endpoint.password.get_secret_value() == SECRET_2  # type: ignore[union-attr]
     assert saved.api_keys["x"].get_secret_value() == SECRET_2 and saved.extra is None
     assert saved.backup is not None and (saved.backup.host, saved.backup.port) == ("replica", 5432)
-    for path in ("/blocks/warehouse/main", "/blocks/warehouse/main/edit"):
+    for path in ("/blocks/ui-kitchen-sink/main", "/blocks/ui-kitchen-sink/main/edit"):
         client.get(path)
     ui_server.assert_never_sent(SECRET, SECRET_2)
 
@@ -248,7 +248,7 @@ def test_validation_errors_sit_next_to_their_field_and_never_echo_a_secret(
 ) -> None:
     client = ui_server.client()
     bad = client.post(
-        "/blocks/new/warehouse",
+        "/blocks/new/ui-kitchen-sink",
         data={"_csrf": ui_server.csrf, "_name": "Not A Name", "replicas": "many",
               "tags": "[1,", "token": SECRET, "extra": "{" + SECRET, "endpoint.port": "x"},
     )
