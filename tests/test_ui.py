@@ -447,3 +447,26 @@ def test_create_app_names_the_extra_when_a_package_is_missing() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env=dict(os.environ))
     assert "MissingDependency" in done.stdout and "blocks[ui]" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_page_documents_pages_and_escapes_the_search_on_both_registries(
+    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blocks.registry import Registry
+
+    if backend == "postgres":
+        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
+    for i in range(7):
+        String(value="v").save(f"item-{i}")
+    Secret(value=SECRET).save("item-x")
+    registry = Registry.default()
+    rows, total = registry.page_documents(limit=3, offset=3)
+    # By type, then name: secret/item-x first.
+    assert total == 8 and [r.slug for r in rows] == ["string/item-2", "string/item-3",
+                                                      "string/item-4"]
+    rows, total = registry.page_documents("string", search="item-", limit=50)
+    assert total == 7 and len(rows) == 7
+    assert registry.page_documents(search="item_")[1] == 0  # _ and % are literal
+    assert registry.page_documents(search="%")[1] == 0
+    assert registry.page_documents(search="x")[0][0].slug == "secret/item-x"
