@@ -503,6 +503,34 @@ class Registry:
             for id, slug, name, secrets, created, updated in rows
         ]
 
+    def page_documents(
+        self,
+        type_slug: str | None = None,
+        *,
+        search: str = "",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[DocumentRow], int]:
+        """One page of documents (by type, then name) whose name contains `search`, and how
+        many match in all: a list of 10,000 blocks shows 50 without decoding the rest."""
+        where = []
+        if type_slug is not None:
+            where.append(block_documents.c.type_slug == type_slug)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(block_documents.c.name.like(f"%{escaped}%", escape="\\"))
+        query = (
+            sa.select(*_DOC_COLUMNS)
+            .where(*where)
+            .order_by(block_documents.c.type_slug, block_documents.c.name)
+            .limit(limit)
+            .offset(offset)
+        )
+        count = sa.select(sa.func.count()).select_from(block_documents).where(*where)
+        with self.read() as conn:
+            total = conn.execute(count).scalar_one()
+            return [_document(row) for row in conn.execute(query)], total
+
     def save_document(
         self,
         *,

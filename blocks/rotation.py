@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from blocks.documents import secret_aad
@@ -36,8 +37,17 @@ class RotationReport:
     retired: bool
 
 
-def _reencrypt_under(keys: Keyset, registry: Registry, *, only_stale: bool) -> int:
+def _reencrypt_under(
+    keys: Keyset,
+    registry: Registry,
+    *,
+    only_stale: bool,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    done = 0
+
     def rewrite(document: DocumentRow) -> dict[str, str] | None:
+        nonlocal done
         if only_stale and all(keys.uses_active_key(t) for t in document.secrets.values()):
             return None
         fresh = {}
@@ -45,13 +55,22 @@ def _reencrypt_under(keys: Keyset, registry: Registry, *, only_stale: bool) -> i
             aad = secret_aad(document.type_slug, document.name, path)
             plain = keys.decrypt(token, aad=aad, what=f"field '{path}' of {document.slug}")
             fresh[path] = keys.encrypt(plain, aad=aad)
+        done += 1
+        if progress is not None:
+            progress(done)
         return fresh
 
     return registry.rewrite_secrets(rewrite)
 
 
-def rotate_master_key(registry: Registry | None = None) -> RotationReport:
-    """Re-encrypt every secret under a new master key (see the module doc for the steps)."""
+def rotate_master_key(
+    registry: Registry | None = None, *, progress: Callable[[int], None] | None = None
+) -> RotationReport:
+    """Re-encrypt every secret under a new master key (see the module doc for the steps).
+
+    `progress`, if given, is called with the number of blocks re-encrypted so far by the main
+    pass (step 2; the one `block ui` shows as a bar).
+    """
     registry = registry or Registry.default()
     manager = KeyManager.for_registry(registry.url)
     manager.forget()
@@ -60,7 +79,7 @@ def rotate_master_key(registry: Registry | None = None) -> RotationReport:
 
     if isinstance(source, EnvKeySource):
         # The environment is read-only: the user put the new key first.
-        count = _reencrypt_under(current, registry, only_stale=False)
+        count = _reencrypt_under(current, registry, only_stale=False, progress=progress)
         return RotationReport(
             old_key_ids=current.ids[1:],
             new_key_id=current.active_id,
@@ -73,7 +92,7 @@ def rotate_master_key(registry: Registry | None = None) -> RotationReport:
     new = generate_key()
     manager.store([*old, new])  # 1
     staged = Keyset([new, *old], source.describe())
-    count = _reencrypt_under(staged, registry, only_stale=False)  # 2
+    count = _reencrypt_under(staged, registry, only_stale=False, progress=progress)  # 2
     manager.store([new, *old])  # 3
     _reencrypt_under(staged, registry, only_stale=True)  # 4
     still_old = [

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "type": "blocks.cli.block_types:type_group",
     "key": "blocks.cli.keys:key",
     "results": "blocks.cli.results:results",
+    "ui": "blocks.cli.ui:ui",
 }
 
 DEBUG_VARIABLE = "BLOCKS_DEBUG"

@@ -1,0 +1,472 @@
+"""`block ui` over real HTTP: token gate, CSRF, schema-generated forms, results, keys.
+
+Each test talks to a real uvicorn server (`tests/ui_server.py`) on 127.0.0.1 with httpx, and
+the last ones run the `block ui` command itself. The browser tests are in `test_ui_browser.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import pytest
+from pydantic import BaseModel, Field, SecretStr
+from ui_server import UIServer, serve_ui
+
+from blocks import flow, task
+from blocks.core import Block, SecretDict
+from blocks.filesystems import S3, AwsCredentials
+from blocks.system import Secret, String
+
+BLOCK = str(Path(sys.executable).with_name("block"))
+SECRET = "ui-s3cr3t-Kq7W"  # distinctive: finding it in any response is meaningful
+SECRET_2 = "ui-s3cr3t-Pz4M"
+
+
+class Endpoint(BaseModel):
+    host: str
+    port: int = 5432
+    password: SecretStr | None = None
+
+
+class UiKitchenSink(Block):
+    """Every kind of field a form has to offer."""
+
+    title: str
+    replicas: int = 1
+    ratio: float = 0.5
+    enabled: bool = False
+    tier: Literal["small", "large"] = "small"
+    start: date | None = None
+    at: datetime | None = None
+    endpoint: Endpoint
+    backup: Endpoint | None = None
+    tags: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    login: Secret | None = None
+    token: SecretStr
+    extra: SecretDict | None = None
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+@pytest.fixture
+def ui_server() -> Iterator[UIServer]:
+    with serve_ui() as server:
+        yield server
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="_csrf" value="([^"]+)"', html)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def field_errors(html: str) -> list[str]:
+    return re.findall(r'class="field-error" role="alert">([^<]*)<', html)
+
+
+# -- the gate ---------------------------------------------------------------------------------
+
+
+def test_every_request_without_the_token_is_403(ui_server: UIServer) -> None:
+    anonymous = ui_server.client(authed=False)
+    paths = ["/", "/blocks", "/blocks/new/secret", "/results", "/keys", "/keys/rotation",
+             "/static/ui.css", "/nowhere"]
+    for path in paths:
+        assert anonymous.get(path).status_code == 403, path
+        wrong = anonymous.get(path, params={"token": "x" * 32})
+        assert wrong.status_code == 403, path
+        assert anonymous.get(path, headers={"Authorization": "token nope"}).status_code == 403
+    assert anonymous.post("/keys/rotate", data={"_csrf": ui_server.csrf}).status_code == 403
+    print(f"{len(paths) * 3 + 1} requests without a valid token: all 403")
+
+
+def test_first_visit_with_the_token_sets_a_strict_httponly_cookie(ui_server: UIServer) -> None:
+    browser = ui_server.client(authed=False)
+    first = browser.get("/blocks", params={"token": ui_server.token, "q": "x"})
+    assert first.status_code == 303
+    assert first.headers["location"] == "/blocks?q=x"  # the token leaves the address bar
+    cookie = first.headers["set-cookie"]
+    assert cookie.startswith(f"{ui_server.cookie_name}={ui_server.token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert browser.get("/blocks?q=x").status_code == 200  # httpx kept the cookie
+    scripted = ui_server.client(authed=False, headers={"Authorization": f"token {ui_server.token}"})
+    page = scripted.get("/blocks")
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["server-timing"].startswith("app;dur=")
+
+
+def test_unexpected_host_header_is_refused(ui_server: UIServer) -> None:
+    client = ui_server.client()
+    assert client.get("/blocks", headers={"Host": "evil.example"}).status_code == 403
+    assert client.get("/blocks", headers={"Host": f"localhost:{ui_server.port}"}).status_code == 200
+
+
+def test_a_post_without_the_csrf_token_is_refused(ui_server: UIServer) -> None:
+    Secret(value=SECRET).save("api")
+    client = ui_server.client()
+    for data in ({}, {"_csrf": ""}, {"_csrf": "0" * 40}, {"_csrf": ui_server.token}):
+        assert client.post("/blocks/secret/api/delete", data=data).status_code == 403
+    cross = {"Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"}
+    refused = client.post(
+        "/blocks/secret/api/delete", data={"_csrf": ui_server.csrf}, headers=cross
+    )
+    assert refused.status_code == 403
+    assert Secret.load("api").get() == SECRET  # still there after six attempts
+    same = {"Origin": ui_server.url, "Sec-Fetch-Site": "same-origin"}
+    done = client.post("/blocks/secret/api/delete", data={"_csrf": ui_server.csrf}, headers=same)
+    assert done.status_code == 303 and "api" not in Secret.list()
+
+
+# -- blocks -----------------------------------------------------------------------------------
+
+
+def test_secret_and_s3_with_a_linked_credentials_block_through_the_forms(
+    ui_server: UIServer,
+) -> None:
+    client = ui_server.client()
+    form = client.get("/blocks/new/secret").text
+    assert 'type="password"' in form and 'name="value"' in form
+    made = client.post(
+        "/blocks/new/secret", data={"_csrf": csrf_of(form), "_name": "api", "value": SECRET}
+    )
+    assert made.status_code == 303 and made.headers["location"] == "/blocks/secret/api?saved=1"
+    assert Secret.load("api").get() == SECRET
+    client.post(
+        "/blocks/new/aws-credentials",
+        data={"_csrf": ui_server.csrf, "_name": "prod", "aws_access_key_id": "AKIATEST",
+              "aws_secret_access_key": SECRET_2},
+    )
+    form = client.get("/blocks/new/s3").text
+    assert '<option value="aws-credentials/prod"' in form  # references: a select of saved blocks
+    made = client.post(
+        "/blocks/new/s3",
+        data={"_csrf": ui_server.csrf, "_name": "lake", "bucket_path": "lake/raw",
+              "credentials": "aws-credentials/prod", "client_config": '{"connect_timeout": 2}'},
+    )
+    assert made.status_code == 303
+    lake = S3.load("lake")
+    assert lake.credentials is not None and lake.credentials.block_document_name == "prod"
+    assert lake.client_config == {"connect_timeout": 2}
+    AwsCredentials(aws_access_key_id="AKIANEW", aws_secret_access_key=SECRET_2).save(
+        "prod", overwrite=True
+    )
+    assert S3.load("lake").credentials.aws_access_key_id == "AKIANEW"  # type: ignore[union-attr]
+
+    page = client.get("/blocks/s3/lake").text
+    assert 'href="/blocks/aws-credentials/prod"' in page  # the reference is a link
+    shown = client.get("/blocks/secret/api").text
+    assert "••••••" in shown
+    edit = client.get("/blocks/secret/api/edit").text
+    assert "stored — leave empty to keep" in edit
+    # Edit: empty secret keeps the stored value; a new one replaces it.
+    kept = client.post("/blocks/secret/api/edit", data={"_csrf": ui_server.csrf, "value": ""})
+    assert kept.status_code == 303 and Secret.load("api").get() == SECRET
+    client.post("/blocks/secret/api/edit", data={"_csrf": ui_server.csrf, "value": '{"u": "x"}'})
+    assert Secret.load("api").get() == {"u": "x"}  # JSON object: a secret dict
+    edited = client.post(
+        "/blocks/s3/lake/edit",
+        data={"_csrf": ui_server.csrf, "bucket_path": "lake/curated",
+              "credentials": "aws-credentials/prod", "client_config": "{}"},
+    )
+    assert edited.status_code == 303 and S3.load("lake").bucket_path == "lake/curated"
+    for path in ("/blocks", "/blocks/s3/lake", "/blocks/s3/lake/edit",
+                 "/blocks/aws-credentials/prod", "/blocks/aws-credentials/prod/edit", "/keys"):
+        assert client.get(path).status_code == 200
+    checked = ui_server.assert_never_sent(SECRET, SECRET_2)
+    print(f"{checked} response bodies checked: no secret value in any")
+
+
+def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UIServer) -> None:
+    Secret(value=SECRET).save("db-login")
+    client = ui_server.client()
+    form = client.get("/blocks/new/ui-kitchen-sink").text
+    kinds = {
+        "title": 'type="text"', "replicas": 'type="number" step="1"',
+        "ratio": 'type="number" step="any"', "enabled": 'type="checkbox"',
+        "start": 'type="date"', "at": 'type="datetime-local"', "endpoint.host": 'type="text"',
+        "endpoint.password": 'type="password"', "token": 'type="password"',
+        "extra": 'type="password"', "api_keys": 'type="password"',
+    }
+    for name, kind in kinds.items():
+        assert re.search(rf'<input {re.escape(kind)}[^>]*name="{re.escape(name)}"', form), name
+    assert '<select id="f-tier" name="tier">' in form
+    assert '<option value="secret/db-login"' in form
+    assert '<textarea id="f-tags" name="tags"' in form
+    data = {
+        "_csrf": ui_server.csrf, "_name": "main", "title": "Main", "replicas": "3",
+        "ratio": "0.25", "enabled": "true", "tier": '"large"', "start": "2026-01-31",
+        "at": "2026-01-31T10:20:30", "endpoint.host": "db.local", "endpoint.port": "6543",
+        "endpoint.password": SECRET_2, "tags": '["a", "b"]', "labels": '{"team": "data"}',
+        "login": "secret/db-login", "token": SECRET, "extra": '{"k": "v"}',
+        "api_keys": '{"x": "' + SECRET_2 + '"}',
+    }
+    assert client.post("/blocks/new/ui-kitchen-sink", data=data).status_code == 303
+    saved = UiKitchenSink.load("main")
+    assert (saved.title, saved.replicas, saved.ratio, saved.enabled, saved.tier) == (
+        "Main", 3, 0.25, True, "large")
+    assert saved.start == date(2026, 1, 31) and saved.at == datetime(2026, 1, 31, 10, 20, 30)
+    assert saved.endpoint.host == "db.local" and saved.endpoint.port == 6543
+    assert saved.backup is None  # an optional nested model left empty
+    assert saved.endpoint.password.get_secret_value() == SECRET_2  # type: ignore[union-attr]
+    assert saved.tags == ["a", "b"] and saved.labels == {"team": "data"}
+    assert saved.login is not None and saved.login.get() == SECRET
+    assert saved.token.get_secret_value() == SECRET
+    assert saved.extra is not None and saved.extra.get_secret_value() == {"k": "v"}
+    assert saved.api_keys["x"].get_secret_value() == SECRET_2
+
+    edit = client.get("/blocks/ui-kitchen-sink/main/edit").text
+    assert 'value="db.local"' in edit and 'value="6543"' in edit and "checked" in edit
+    assert '<option value="&#34;large&#34;" selected>' in edit
+    # Unchanged form posted back: every secret kept, the checkbox cleared, "clear" honoured.
+    again = {k: v for k, v in data.items() if k not in ("_name", "enabled")}
+    again.update({"token": "", "extra": "", "api_keys": "", "endpoint.password": "",
+                  "__clear__.extra": "1", "backup.host": "replica"})
+    assert client.post("/blocks/ui-kitchen-sink/main/edit", data=again).status_code == 303
+    saved = UiKitchenSink.load("main")
+    assert saved.token.get_secret_value() == SECRET and saved.enabled is False
+    assert saved.endpoint.password.get_secret_value() == SECRET_2  # type: ignore[union-attr]
+    assert saved.api_keys["x"].get_secret_value() == SECRET_2 and saved.extra is None
+    assert saved.backup is not None and (saved.backup.host, saved.backup.port) == ("replica", 5432)
+    for path in ("/blocks/ui-kitchen-sink/main", "/blocks/ui-kitchen-sink/main/edit"):
+        client.get(path)
+    ui_server.assert_never_sent(SECRET, SECRET_2)
+
+
+def test_validation_errors_sit_next_to_their_field_and_never_echo_a_secret(
+    ui_server: UIServer,
+) -> None:
+    client = ui_server.client()
+    bad = client.post(
+        "/blocks/new/ui-kitchen-sink",
+        data={"_csrf": ui_server.csrf, "_name": "Not A Name", "replicas": "many",
+              "tags": "[1,", "token": SECRET, "extra": "{" + SECRET, "endpoint.port": "x"},
+    )
+    assert bad.status_code == 400
+    html = bad.text
+    errors = field_errors(html)
+    assert any("Invalid block name" in e for e in errors)
+    for name, expected in (("replicas", "whole number"), ("tags", "not valid JSON"),
+                           ("title", "required"), ("endpoint.host", "required"),
+                           ("extra", "JSON object"), ("endpoint.port", "whole number")):
+        chunk = html.split(f'data-field="{name}"', 1)[1].split('data-field="', 1)[0]
+        assert expected in chunk, name
+    assert 'value="many"' in html  # non-secret input is shown again to fix
+    assert SECRET not in html
+    Secret(value="x").save("taken")
+    taken = client.post(
+        "/blocks/new/secret", data={"_csrf": ui_server.csrf, "_name": "taken", "value": SECRET}
+    )
+    assert taken.status_code == 400
+    assert "already exists" in " ".join(field_errors(taken.text))
+    ui_server.assert_never_sent(SECRET)
+
+
+def test_delete_is_refused_while_referenced_then_allowed(ui_server: UIServer) -> None:
+    AwsCredentials(aws_access_key_id="AKIA").save("prod")
+    S3(bucket_path="b", credentials=AwsCredentials.load("prod")).save("lake")
+    client = ui_server.client()
+    assert "Delete aws-credentials/prod?" in client.get("/blocks/aws-credentials/prod/delete").text
+    refused = client.post("/blocks/aws-credentials/prod/delete", data={"_csrf": ui_server.csrf})
+    assert refused.status_code == 409
+    assert "Cannot delete aws-credentials/prod: it is referenced by s3/lake." in refused.text
+    for slug in ("s3/lake", "aws-credentials/prod"):
+        done = client.post(f"/blocks/{slug}/delete", data={"_csrf": ui_server.csrf})
+        assert done.status_code == 303 and done.headers["location"] == f"/blocks?deleted={slug}"
+    assert Block.list() == []
+    assert client.get("/blocks/s3/lake").status_code == 404
+
+
+def test_list_shows_types_with_counts_pages_and_search(ui_server: UIServer) -> None:
+    for i in range(120):
+        String(value=str(i)).save(f"item-{i:03d}")
+    Secret(value=SECRET).save("item-secret")
+    client = ui_server.client()
+    first = client.get("/blocks").text
+    assert "121 blocks" in first and first.count('<tr>\n        <td><a href="/blocks/') == 50
+    assert re.search(r'>string</a> <span class="count">120</span>', first)
+    last = client.get("/blocks", params={"type": "string", "page": 3}).text
+    assert "Page 3 of 3" in last and last.count('href="/blocks/string/item-') == 20
+    found = client.get("/blocks", params={"q": "item-04"}).text
+    assert "10 blocks" in found
+    assert "0 blocks" in client.get("/blocks", params={"q": "item_%"}).text  # LIKE escaped
+    assert "0 blocks" in client.get("/blocks", params={"type": "Bad Type"}).text
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def test_results_page_lists_a_flows_records_and_prunes_the_expired(
+    ui_server: UIServer, blocks_home: Path
+) -> None:
+    @task(persist_result=True, cache_key_fn=lambda: "extract-key")
+    def extract() -> dict[str, Any]:
+        return {"records": list(range(100))}
+
+    @task(persist_result=True, cache_key_fn=lambda: "short-lived",
+          cache_expiration=timedelta(milliseconds=50))
+    def scratch() -> str:
+        return "x" * 1000
+
+    @flow
+    def etl() -> None:
+        extract()
+        scratch()
+
+    etl()
+    time.sleep(0.1)  # let the short-lived record expire (not a timing assertion)
+    client = ui_server.client()
+    html = client.get("/results").text
+    assert "2 record(s)" in html and "1 expired" in html
+    assert str(blocks_home / "storage") in html
+    for key, name in (("extract-key", "extract"), ("short-lived", "scratch")):
+        assert f">{key}</a>" in html and f"<td>{name}</td>" in html
+    assert re.search(r"<td>extract</td><td>1</td><td>\d", html)  # total per task
+    header = client.get("/results/record", params={"key": "extract-key"}).text
+    assert "payload_size" in header and "checksum" in header and "extract" in header
+    assert client.get("/results/record", params={"key": "nope"}).status_code == 404
+
+    preview = client.get("/results/prune").text
+    assert "Dry run: 1 record(s)" in preview and "short-lived" in preview
+    assert "extract-key" not in preview
+    assert (blocks_home / "storage" / "short-lived").exists()  # a preview deletes nothing
+    done = client.post("/results/prune", data={"_csrf": ui_server.csrf, "storage": ""})
+    assert done.status_code == 303 and "pruned=1" in done.headers["location"]
+    after = client.get(done.headers["location"]).text
+    assert "Pruned 1 expired record(s)" in after and "1 record(s)" in after
+    assert not (blocks_home / "storage" / "short-lived").exists()
+    sorted_page = client.get("/results", params={"sort": "size", "desc": "1"}).text
+    assert "size ↓" in sorted_page
+
+
+def test_results_storage_may_be_a_saved_filesystem_block(
+    ui_server: UIServer, tmp_path: Path
+) -> None:
+    from blocks.filesystems import LocalFileSystem
+    from blocks.results import ResultStore
+
+    LocalFileSystem(basepath=str(tmp_path / "elsewhere")).save("archive")
+    ResultStore.resolve("local-file-system/archive", "json").write("a/b", [1], task="load")
+    client = ui_server.client()
+    assert '<option value="local-file-system/archive">' in client.get("/results").text
+    page = client.get("/results", params={"storage": "local-file-system/archive"}).text
+    assert "1 record(s)" in page and ">a/b</a>" in page
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def test_keys_page_and_a_rotation_with_progress(
+    ui_server: UIServer, monkeypatch: pytest.MonkeyPatch, blocks_home: Path
+) -> None:
+    monkeypatch.delenv("BLOCKS_MASTER_KEY")
+    monkeypatch.setenv("BLOCKS_KEY_SOURCE", "file")
+    client = ui_server.client()
+    assert "No master key yet" in client.get("/keys").text
+    for i in range(40):
+        Secret(value=f"{SECRET}-{i}").save(f"s-{i}")
+    page = client.get("/keys").text
+    old = re.search(r'id="active-key">([0-9a-f]+)<', page).group(1)  # type: ignore[union-attr]
+    assert str(blocks_home / "master.key") in page and "<td>40</td>" in page
+    material = (blocks_home / "master.key").read_text().strip()
+
+    assert client.post("/keys/rotate", data={"_csrf": ui_server.csrf}).status_code == 303
+    seen = []
+    deadline = time.monotonic() + 120
+    while (status := client.get("/keys/rotation").json())["state"] == "running":
+        seen.append(status["done"])
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert status["state"] == "done", status
+    assert status["done"] == status["total"] == 40
+    assert f"retired key(s) {old}" in status["message"]
+    page = client.get("/keys").text
+    new = re.search(r'id="active-key">([0-9a-f]+)<', page).group(1)  # type: ignore[union-attr]
+    assert new != old and old not in page.split("<h2>Rotate")[0]
+    assert [Secret.load(f"s-{i}").get() for i in (0, 39)] == [f"{SECRET}-0", f"{SECRET}-39"]
+    new_material = (blocks_home / "master.key").read_text().strip()
+    ui_server.assert_never_sent(SECRET, material, new_material)
+    print(f"rotation of 40 blocks: {len(seen)} progress polls, values seen {sorted(set(seen))}")
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def test_block_ui_prints_a_token_url_and_serves_it() -> None:
+    Secret(value=SECRET).save("api")
+    proc = subprocess.Popen(
+        [BLOCK, "ui", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=([\w-]+)", line)
+        assert url, line
+        base, token = url.groups()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/blocks").status_code == 403
+            page = client.get(f"/?token={token}", follow_redirects=True)
+            assert page.status_code == 200 and "secret" in page.text and SECRET not in page.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert token not in err and SECRET not in err  # no access log line with the token
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--host", "0.0.0.0"], "without --token"),
+        (["--host", "192.168.1.20"], "without --token"),
+        (["--token", "short"], "at least 16 characters"),
+    ],
+)
+def test_block_ui_refuses_unsafe_options(args: list[str], expected: str) -> None:
+    done = subprocess.run([BLOCK, "ui", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and expected in done.stderr
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1
+
+
+def test_create_app_names_the_extra_when_a_package_is_missing() -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "from blocks.cli.ui import create_app\n"
+        "try:\n    create_app(token='x' * 20)\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ))
+    assert "MissingDependency" in done.stdout and "blocks[ui]" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_page_documents_pages_and_escapes_the_search_on_both_registries(
+    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blocks.registry import Registry
+
+    if backend == "postgres":
+        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
+    for i in range(7):
+        String(value="v").save(f"item-{i}")
+    Secret(value=SECRET).save("item-x")
+    registry = Registry.default()
+    rows, total = registry.page_documents(limit=3, offset=3)
+    # By type, then name: secret/item-x first.
+    assert total == 8 and [r.slug for r in rows] == ["string/item-2", "string/item-3",
+                                                      "string/item-4"]
+    rows, total = registry.page_documents("string", search="item-", limit=50)
+    assert total == 7 and len(rows) == 7
+    assert registry.page_documents(search="item_")[1] == 0  # _ and % are literal
+    assert registry.page_documents(search="%")[1] == 0
+    assert registry.page_documents(search="x")[0][0].slug == "secret/item-x"

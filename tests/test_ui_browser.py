@@ -1,0 +1,247 @@
+"""`block ui` in a real browser: Playwright drives Debian's headless Chromium.
+
+Chromium comes from the OS package (``/usr/bin/chromium``; `.ci/run` installs it), since
+Playwright's own browser download is not reachable from our machines. Without it the tests
+skip, except under ``CI=true`` where they fail. Screenshots of the blocks list, a form and the
+results page are written to ``tests/artifacts/ui/`` (kept by CI as artefacts).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import unavailable
+from ui_server import UIServer, serve_ui
+
+from blocks import flow, task
+from blocks.filesystems import S3, AwsCredentials
+from blocks.system import JSON, Secret, String
+
+CHROMIUM = os.environ.get("BLOCKS_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # root in CI containers
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
+SECRET = "ui-browser-s3cr3t-Vb9R"
+SECRET_2 = "ui-browser-s3cr3t-Hn2T"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        unavailable(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def ui() -> Iterator[UIServer]:
+    with serve_ui() as server:
+        yield server
+
+
+@pytest.fixture
+def page(browser: Any, ui: UIServer) -> Iterator[Any]:
+    """A fresh browser profile that opened the printed URL (so it holds the token cookie)."""
+    context = browser.new_context(viewport={"width": 1100, "height": 720})
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    opened.goto(f"{ui.url}/?token={ui.token}")
+    yield opened
+    context.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_secret_free(page: Any, ui: UIServer, *values: str) -> None:
+    html = page.content()
+    for value in values:
+        assert value not in html
+    ui.assert_never_sent(*values)
+
+
+def test_token_cookie_and_a_visit_without_it(browser: Any, page: Any, ui: UIServer) -> None:
+    assert page.url == f"{ui.url}/blocks"  # the token left the address bar
+    cookie = next(c for c in page.context.cookies() if c["name"] == ui.cookie_name)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] == ui.token
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
+    stranger = browser.new_context()
+    try:
+        response = stranger.new_page().goto(f"{ui.url}/blocks")
+        assert response.status == 403
+    finally:
+        stranger.close()
+
+
+def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer) -> None:
+    for i, region in enumerate(("eu-west-1", "us-east-1", "ap-south-1")):
+        String(value=region).save(f"region-{i}")
+    JSON(value={"retries": 3, "tables": ["orders", "customers"]}).save("etl-settings")
+
+    page.click("text=New block")
+    page.click("a[href='/blocks/new/secret']")
+    page.fill("#block-name", "api-key")
+    page.fill("input[name=value]", SECRET)
+    assert page.get_attribute("input[name=value]", "type") == "password"
+    page.click("#save")
+    page.wait_for_url(re.compile(r"/blocks/secret/api-key\?saved=1$"))
+    assert page.inner_text("tr[data-field=value] td").strip() == "••••••"
+    assert Secret.load("api-key").get() == SECRET
+
+    page.goto(f"{ui.url}/blocks/new/aws-credentials")
+    page.fill("#block-name", "prod")
+    page.fill("input[name=aws_access_key_id]", "AKIABROWSER")
+    page.fill("input[name=aws_secret_access_key]", SECRET_2)
+    page.click("#save")
+    page.wait_for_url(re.compile(r"/blocks/aws-credentials/prod\?saved=1$"))
+
+    page.goto(f"{ui.url}/blocks/new/s3")
+    page.fill("#block-name", "lake")
+    page.fill("input[name=bucket_path]", "lake/raw")
+    page.select_option("select[name=credentials]", "aws-credentials/prod")
+    page.fill("textarea[name=client_config]", '{"connect_timeout": 2}')
+    shot(page, "form")
+    page.click("#save")
+    page.wait_for_url(re.compile(r"/blocks/s3/lake\?saved=1$"))
+    lake = S3.load("lake")
+    assert lake.bucket_path == "lake/raw" and lake.client_config == {"connect_timeout": 2}
+    assert isinstance(lake.credentials, AwsCredentials)
+    assert lake.credentials.block_document_name == "prod"
+
+    page.click("a.ref")  # the reference links to the saved credentials
+    page.wait_for_url(f"{ui.url}/blocks/aws-credentials/prod")
+    assert page.inner_text("tr[data-field=aws_secret_access_key] td").strip() == "••••••"
+
+    page.goto(f"{ui.url}/blocks/s3/lake")
+    page.click("text=Edit")
+    assert page.input_value("input[name=aws_secret_access_key]") == ""
+    page.fill("input[name=bucket_path]", "lake/curated")
+    page.click("#save")
+    page.wait_for_url(re.compile(r"/blocks/s3/lake\?saved=1$"))
+    assert "lake/curated" in page.inner_text("tr[data-field=bucket_path]")
+    assert S3.load("lake").credentials.aws_secret_access_key.get_secret_value() == SECRET_2  # type: ignore[union-attr]
+
+    page.goto(f"{ui.url}/blocks/aws-credentials/prod")
+    page.click("text=Delete")
+    page.click("#confirm-delete")
+    alert = page.inner_text("p.error")
+    assert "Cannot delete aws-credentials/prod: it is referenced by s3/lake." in alert
+    assert "prod" in AwsCredentials.list()
+
+    page.goto(f"{ui.url}/blocks")
+    shot(page, "blocks")
+    # The README's picture (docs/ui-blocks.png is a copy): cropped to the table, to stay small.
+    crop = {"x": 0, "y": 0, "width": 1100, "height": 470}
+    page.screenshot(path=str(ARTIFACTS / "readme-blocks.png"), clip=crop)
+    for slug in ("s3/lake", "aws-credentials/prod"):
+        page.goto(f"{ui.url}/blocks/{slug}/delete")
+        page.click("#confirm-delete")
+        page.wait_for_url(re.compile(r"/blocks\?deleted="))
+        assert f"Deleted {slug}." in page.inner_text("p.notice")
+    assert AwsCredentials.list() == [] and S3.list() == []
+    assert_secret_free(page, ui, SECRET, SECRET_2)
+    print(f"{len(ui.bodies)} responses to the browser checked: no secret value in any")
+
+
+def test_results_page_lists_a_flows_records_and_prunes_the_expired(
+    page: Any, ui: UIServer
+) -> None:
+    @task(persist_result=True, cache_key_fn=lambda: "orders-extract")
+    def extract() -> list[int]:
+        return list(range(1000))
+
+    @task(persist_result=True, cache_key_fn=lambda: "orders-scratch",
+          cache_expiration=timedelta(milliseconds=50))
+    def scratch() -> str:
+        return "x" * 5000
+
+    @flow
+    def orders() -> None:
+        extract()
+        scratch()
+
+    orders()
+    time.sleep(0.1)  # the scratch record expires (not a timing assertion)
+    page.goto(f"{ui.url}/results")
+    rows = page.locator("#records tbody tr")
+    assert rows.count() == 2
+    assert "expired" in page.inner_text("#records tbody tr.expired")
+    assert "orders-scratch" in page.inner_text("#records tbody tr.expired")
+    assert "extract" in page.inner_text("#tasks")
+    shot(page, "results")
+    page.click("text=orders-extract")
+    assert "payload_size" in page.inner_text("#header")
+    page.go_back()
+
+    page.click("#prune")
+    assert "Dry run: 1 record(s)" in page.inner_text("#preview-summary")
+    assert "orders-scratch" in page.inner_text("#preview")
+    page.click("#confirm-prune")
+    assert "Pruned 1 expired record(s)." in page.inner_text("p.notice")
+    assert page.locator("#records tbody tr").count() == 1
+    assert "orders-extract" in page.inner_text("#records")
+
+
+def test_a_cross_site_post_without_the_csrf_token_is_refused(page: Any, ui: UIServer) -> None:
+    Secret(value=SECRET).save("api-key")
+    target = f"{ui.url}/blocks/secret/api-key/delete"
+    # Another port of 127.0.0.1 is the *same site*: the browser sends the cookie along.
+    evil = (
+        "<!doctype html><form id=f method=post action='" + target + "'>"
+        "<input name=confirm value=yes></form><script>f.submit()</script>"
+    ).encode()
+
+    class Evil(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.end_headers()
+            self.wfile.write(evil)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with page.expect_response(target) as posted:
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        response = posted.value
+        assert response.status == 403
+        assert "Forbidden" in response.text()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Secret.load("api-key").get() == SECRET  # not deleted
+    # The same POST from the UI's own page carries the token and goes through.
+    page.goto(target)
+    page.click("#confirm-delete")
+    page.wait_for_url(re.compile(r"/blocks\?deleted="))
+    assert Secret.list() == []
+    assert_secret_free(page, ui, SECRET)
