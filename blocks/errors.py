@@ -93,3 +93,11 @@ class ParameterTypeError(BlocksError, TypeError):
 
 class RemoteTaskError(BlocksError):
     """Stands in for an exception raised on a Dask worker that could not be sent back."""
+
+
+class RegistryCorrupt(BlocksError):
+    """The registry file is not a SQLite database, or it is damaged (truncated, overwritten)."""
+
+
+class RegistryReadOnly(BlocksError, PermissionError):
+    """The registry can be read but not written (read-only file, folder or mount)."""

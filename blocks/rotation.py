@@ -18,11 +18,15 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from blocks.documents import secret_aad
 from blocks.encryption import EnvKeySource, KeyManager, Keyset, generate_key, token_parts
 from blocks.registry import DocumentRow, Registry
+
+#: ``progress(done, total)``, called as documents are re-encrypted.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,9 @@ class RotationReport:
     retired: bool
 
 
-def _reencrypt_under(keys: Keyset, registry: Registry, *, only_stale: bool) -> int:
+def _reencrypt_under(
+    keys: Keyset, registry: Registry, *, only_stale: bool, progress: Progress | None = None
+) -> int:
     def rewrite(document: DocumentRow) -> dict[str, str] | None:
         if only_stale and all(keys.uses_active_key(t) for t in document.secrets.values()):
             return None
@@ -47,11 +53,15 @@ def _reencrypt_under(keys: Keyset, registry: Registry, *, only_stale: bool) -> i
             fresh[path] = keys.encrypt(plain, aad=aad)
         return fresh
 
-    return registry.rewrite_secrets(rewrite)
+    return registry.rewrite_secrets(rewrite, progress)
 
 
-def rotate_master_key(registry: Registry | None = None) -> RotationReport:
-    """Re-encrypt every secret under a new master key (see the module doc for the steps)."""
+def rotate_master_key(
+    registry: Registry | None = None, progress: Progress | None = None
+) -> RotationReport:
+    """Re-encrypt every secret under a new master key (see the module doc for the steps).
+
+    `progress(done, total)` is called as documents are re-encrypted (the CLI draws a bar)."""
     registry = registry or Registry.default()
     manager = KeyManager.for_registry(registry.url)
     manager.forget()
@@ -60,7 +70,7 @@ def rotate_master_key(registry: Registry | None = None) -> RotationReport:
 
     if isinstance(source, EnvKeySource):
         # The environment is read-only: the user put the new key first.
-        count = _reencrypt_under(current, registry, only_stale=False)
+        count = _reencrypt_under(current, registry, only_stale=False, progress=progress)
         return RotationReport(
             old_key_ids=current.ids[1:],
             new_key_id=current.active_id,
@@ -73,7 +83,7 @@ def rotate_master_key(registry: Registry | None = None) -> RotationReport:
     new = generate_key()
     manager.store([*old, new])  # 1
     staged = Keyset([new, *old], source.describe())
-    count = _reencrypt_under(staged, registry, only_stale=False)  # 2
+    count = _reencrypt_under(staged, registry, only_stale=False, progress=progress)  # 2
     manager.store([new, *old])  # 3
     _reencrypt_under(staged, registry, only_stale=True)  # 4
     still_old = [

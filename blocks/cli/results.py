@@ -16,12 +16,13 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 
 from blocks.cli._output import echo_json, local_time, print_pairs, print_table
+from blocks.cli._progress import progress
 from blocks.errors import BlocksError
 from blocks.results import RecordHeader, ResultStore
 from serializers.errors import SerializationError
@@ -48,7 +49,15 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"Invalid duration {text!r}: use a number and a unit, e.g. 30s, 15m, 12h, 7d or 2w."
         )
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        datetime.now(UTC) - duration  # the cutoff prune computes must be a date
+    except OverflowError:
+        raise ValueError(
+            f"Duration {text!r} is too long: reach back no further than year 1, "
+            "e.g. 36500d for a hundred years."
+        ) from None
+    return duration
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -130,9 +139,12 @@ def results() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls(storage: str | None, prefix: str, as_json: bool) -> None:
     """List result records: key, size, created, expires, task and serializer."""
-    with _errors():
+    with _errors(), progress("Reading result records") as bar:
         store = _store(storage)
-        records = list(store.records(prefix))
+        records = []
+        for record in store.records(prefix):
+            records.append(record)
+            bar.advance()
     if as_json:
         echo_json([_row(key, header) for key, header in records])
         return
@@ -233,14 +245,10 @@ def prune(
     yes: bool,
 ) -> None:
     """Delete expired (or old) result records. Files that are not records are never touched."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    err = Console(stderr=True)
     with _errors():
         store = _store(storage)
         where = store.storage.describe()
-        with err.status(f"Scanning {where}...", spinner="dots"):
+        with progress(f"Scanning {where}", threshold=0):
             selected = list(store.prunable(expired=expired, older_than=older_than))
         total = sum(header.payload_size for _, header in selected)
         summary = f"{len(selected)} record(s), {_size(total)}, from {where}"
@@ -254,14 +262,10 @@ def prune(
             return
         if not yes:
             click.confirm(f"Delete {summary}?", abort=True, err=True)
-        show = len(selected) >= PROGRESS_THRESHOLD and err.is_terminal
-        with Progress(
-            TextColumn("Deleting"), BarColumn(), MofNCompleteColumn(), console=err, disable=not show
-        ) as progress:
-            bar = progress.add_task("delete", total=len(selected))
+        with progress("Deleting", total=len(selected), threshold=PROGRESS_THRESHOLD) as bar:
             for key, _ in selected:
                 store.delete(key)
-                progress.advance(bar)
+                bar.advance()
     click.echo(f"Deleted {summary}.")
 
 
