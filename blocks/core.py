@@ -199,16 +199,6 @@ class Block(BaseModel):
     _block_document_id: str | None = PrivateAttr(default=None)
     _block_document_name: str | None = PrivateAttr(default=None)
 
-    def __init__(self, /, *args: Any, **data: Any) -> None:
-        if args:
-            # pydantic's own TypeError ("takes 1 positional argument") does not say what to do.
-            first = next(iter(type(self).model_fields), "field")
-            raise InvalidBlockData(
-                f"{type(self).__name__} takes keyword arguments, e.g. "
-                f"{type(self).__name__}({first}=...), not positional ones."
-            )
-        super().__init__(**data)
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_block_is_abstract" not in cls.__dict__:
