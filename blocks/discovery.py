@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 from blocks.core import Block
@@ -87,10 +88,13 @@ def block_classes_in(module: types.ModuleType) -> list[type[Block]]:
     ]
 
 
-def register_blocks_from(target: str) -> list[type[Block]]:
+def register_blocks_from(
+    target: str, progress: Callable[[int, int], None] | None = None
+) -> list[type[Block]]:
     """Import a module or ``.py`` file and register every Block class it defines.
 
     `ConfigurationError` when it cannot be imported or defines no Block class.
+    `progress(done, total)` is called after each class is registered.
     """
     module = load_block_module(target)
     found = block_classes_in(module)
@@ -99,6 +103,8 @@ def register_blocks_from(target: str) -> list[type[Block]]:
             f"{target!r} defines no Block classes (subclasses of blocks.Block that are not "
             "abstract)."
         )
-    for cls in found:
+    for done, cls in enumerate(found, 1):
         cls.register_type_and_schema()
+        if progress is not None:
+            progress(done, len(found))
     return found

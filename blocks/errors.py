@@ -102,3 +102,11 @@ class RemoteTaskError(BlocksError):
 class MissingResult(BlocksError):
     """A run's result is not held in memory (``cache_result_in_memory=False``) and its record
     is no longer in result storage."""
+
+
+class RegistryCorrupt(BlocksError):
+    """The registry file is not a SQLite database, or it is damaged (truncated, overwritten)."""
+
+
+class RegistryReadOnly(BlocksError, PermissionError):
+    """The registry can be read but not written (read-only file, folder or mount)."""

@@ -44,8 +44,11 @@ from blocks.errors import (
     BlockAlreadyExists,
     BlockInUse,
     BlockNotFound,
+    BlocksError,
     ConfigurationError,
     MissingDependency,
+    RegistryCorrupt,
+    RegistryReadOnly,
 )
 
 SCHEMA_VERSION = 1
@@ -56,6 +59,9 @@ SQLITE_PRAGMAS: dict[str, str] = {
     "busy_timeout": "30000",
     "foreign_keys": "ON",
 }
+
+#: Database backends the registry runs on (SQLAlchemy backend names).
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 metadata = sa.MetaData()
 
@@ -287,6 +293,12 @@ class Registry:
             ) from None
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed)
+        if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+            raise ConfigurationError(
+                f"BLOCKS_REGISTRY_URL uses {parsed.get_backend_name()}://, which blocks does not "
+                "support: use sqlite:///path/registry.db (the default, one machine) or "
+                "postgresql://user@host/db (a team; pip install 'blocks[postgres]')."
+            )
         try:
             return sa.create_engine(url, pool_pre_ping=True, future=True)
         except ModuleNotFoundError as exc:
@@ -642,20 +654,26 @@ class Registry:
                 )
             conn.execute(block_documents.delete().where(block_documents.c.id == document_id))
 
-    def rewrite_secrets(self, rewrite: Callable[[DocumentRow], dict[str, str] | None]) -> int:
+    def rewrite_secrets(
+        self,
+        rewrite: Callable[[DocumentRow], dict[str, str] | None],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Replace the secrets of every document in ONE transaction; return how many changed.
 
         `rewrite` gets each document and returns its new secrets, or None to leave it. If it
-        raises, nothing is changed.
+        raises, nothing is changed. `progress(done, total)` is called after each document.
         """
         changed = 0
         with self.write() as conn:
             rows = conn.execute(
                 sa.select(*_DOC_COLUMNS).where(block_documents.c.secrets != "{}")
             ).all()
-            for row in rows:
+            for done, row in enumerate(rows, 1):
                 document = _document(row)
                 new = rewrite(document)
+                if progress is not None:
+                    progress(done, len(rows))
                 if new is None:
                     continue
                 conn.execute(
@@ -684,14 +702,19 @@ def _is_missing_table(exc: sa.exc.OperationalError) -> bool:
 
 def _sqlite_engine(url: sa.engine.URL) -> Engine:
     database = url.database
-    if database and database != ":memory:":
+    read_only = False
+    if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file ourselves so it is private from the first byte.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        url = url.set(database=str(path))
+        read_only = _prepare_sqlite_file(path)
+        if read_only:
+            # Listing and loading still work; writes fail with RegistryReadOnly (below).
+            # `immutable` when even the WAL index (-shm) cannot be made beside the file.
+            flags = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+            url = url.set(database=f"file:{path}?{flags}", query={"uri": "true"})
+        else:
+            url = url.set(database=str(path))
     engine = sa.create_engine(url, future=True, connect_args={"check_same_thread": False})
+    where = str(database)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -699,6 +722,8 @@ def _sqlite_engine(url: sa.engine.URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         for name, value in SQLITE_PRAGMAS.items():
+            if read_only and name in ("journal_mode", "synchronous"):
+                continue  # both would write to the file
             cursor.execute(f"PRAGMA {name}={value}")
         cursor.close()
 
@@ -708,4 +733,67 @@ def _sqlite_engine(url: sa.engine.URL) -> Engine:
         if conn.get_execution_options().get("blocks_write", False):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    @sa.event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        # sqlite3's own words ("file is not a database") do not say what to do.
+        problem = _sqlite_problem(context.original_exception, where)
+        if problem is not None:
+            raise problem from None
+
     return engine
+
+
+def _prepare_sqlite_file(path: Path) -> bool:
+    """Create the registry file (private) and its folder if missing; True if it is read-only."""
+    if path.is_dir():
+        raise ConfigurationError(
+            f"The registry path {path} is a folder: BLOCKS_REGISTRY_URL must name a file, "
+            f"e.g. sqlite:///{path / 'registry.db'}."
+        )
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigurationError(
+                    f"Cannot keep the registry under {path.parent}: {folder} is a file, not a "
+                    "folder. Point BLOCKS_HOME (or BLOCKS_REGISTRY_URL) at a folder."
+                )
+            break
+    if path.exists():
+        return not os.access(path, os.W_OK) or not _can_create_in(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file ourselves so it is private from the first byte.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot create the registry {path}: {exc.strerror or exc}. Point BLOCKS_HOME "
+            "(or BLOCKS_REGISTRY_URL) at a folder you can write."
+        ) from None
+    return False
+
+
+def _can_create_in(folder: Path) -> bool:
+    # SQLite in WAL mode writes its -wal and -shm files beside the database.
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _sqlite_problem(exc: BaseException, where: str) -> BlocksError | None:
+    """The typed error for a SQLite failure a user can fix, or None for the rest."""
+    import sqlite3
+
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    ):
+        return RegistryCorrupt(
+            f"The registry {where} is not a SQLite database or is damaged ({exc}). "
+            f"Move it aside (mv {where} {where}.broken) to start an empty registry, or "
+            "restore it from a backup."
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in text.replace("-", ""):
+        return RegistryReadOnly(
+            f"The registry {where} is read-only: listing and loading work, saving does not. "
+            "Make the file and its folder writable, or point BLOCKS_HOME at a writable folder."
+        )
+    return None

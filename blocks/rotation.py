@@ -25,6 +25,9 @@ from blocks.documents import secret_aad
 from blocks.encryption import EnvKeySource, KeyManager, Keyset, generate_key, token_parts
 from blocks.registry import DocumentRow, Registry
 
+#: ``progress(done, total)``, called as documents are re-encrypted.
+Progress = Callable[[int, int], None]
+
 
 @dataclass(frozen=True)
 class RotationReport:
@@ -38,16 +41,9 @@ class RotationReport:
 
 
 def _reencrypt_under(
-    keys: Keyset,
-    registry: Registry,
-    *,
-    only_stale: bool,
-    progress: Callable[[int], None] | None = None,
+    keys: Keyset, registry: Registry, *, only_stale: bool, progress: Progress | None = None
 ) -> int:
-    done = 0
-
     def rewrite(document: DocumentRow) -> dict[str, str] | None:
-        nonlocal done
         if only_stale and all(keys.uses_active_key(t) for t in document.secrets.values()):
             return None
         fresh = {}
@@ -55,22 +51,17 @@ def _reencrypt_under(
             aad = secret_aad(document.type_slug, document.name, path)
             plain = keys.decrypt(token, aad=aad, what=f"field '{path}' of {document.slug}")
             fresh[path] = keys.encrypt(plain, aad=aad)
-        done += 1
-        if progress is not None:
-            progress(done)
         return fresh
 
-    return registry.rewrite_secrets(rewrite)
+    return registry.rewrite_secrets(rewrite, progress)
 
 
 def rotate_master_key(
-    registry: Registry | None = None, *, progress: Callable[[int], None] | None = None
+    registry: Registry | None = None, progress: Progress | None = None
 ) -> RotationReport:
     """Re-encrypt every secret under a new master key (see the module doc for the steps).
 
-    `progress`, if given, is called with the number of blocks re-encrypted so far by the main
-    pass (step 2; the one `block ui` shows as a bar).
-    """
+    `progress(done, total)` is called as documents are re-encrypted (the CLI draws a bar)."""
     registry = registry or Registry.default()
     manager = KeyManager.for_registry(registry.url)
     manager.forget()

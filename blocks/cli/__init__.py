@@ -55,12 +55,49 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(module), attribute)
             if not isinstance(command, click.Command):
                 raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            _add_quiet_option(command)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
 
+def _set_quiet(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        from blocks.cli._progress import set_quiet
+
+        set_quiet(True)
+
+
+def _quiet_option() -> click.Option:
+    return click.Option(
+        ["--quiet", "-q"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_quiet,
+        help="Draw no progress bars (results and errors are still printed).",
+    )
+
+
+def _add_quiet_option(command: click.Command) -> None:
+    """Every command takes --quiet, wherever the user puts it: `block results prune -q`."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_quiet_option(sub)
+    elif not any("--quiet" in param.opts for param in command.params):
+        command.params.append(_quiet_option())
+
+
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="block", message="%(prog)s %(version)s")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_quiet,
+    help="Draw no progress bars (results and errors are still printed).",
+)
 def cli() -> None:
     """Typed configuration blocks and encrypted secrets.
 

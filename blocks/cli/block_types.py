@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from blocks.cli._complete import block_types
 from blocks.cli._output import echo_json, iso, local_time, print_pairs, print_table
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def type_ls(as_json: bool) -> None:
 
 
 @type_group.command("inspect")
-@click.argument("slug", metavar="TYPE")
+@click.argument("slug", metavar="TYPE", shell_complete=block_types)
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def type_inspect(slug: str, as_json: bool) -> None:
     """Show a block type: description, fields and their types, secret fields, schemas."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from blocks.cli._complete import block_types, saved_blocks
 from blocks.cli._output import (
     echo_json,
     echo_json_array,
@@ -40,7 +41,11 @@ def register(module: str | None, path: str | None) -> None:
     if (module is None) == (path is None):
         raise click.UsageError("Pass either -m MODULE or -f FILE.")
     target = module if module is not None else str(Path(path or "").expanduser().absolute())
-    for cls in register_blocks_from(target):
+    from blocks.cli._progress import progress
+
+    with progress(f"Registering block types from {target}") as bar:
+        found = register_blocks_from(target, bar.update)
+    for cls in found:
         secrets = cls.secret_fields()
         detail = f"; secret fields: {', '.join(secrets)}" if secrets else ""
         click.echo(
@@ -87,7 +92,7 @@ def ls(type_slug: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("slug", metavar="TYPE/NAME")
+@click.argument("slug", metavar="TYPE/NAME", shell_complete=saved_blocks)
 @click.option("--show-secrets", is_flag=True, help="Print secret values in clear.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def inspect(slug: str, show_secrets: bool, as_json: bool) -> None:
@@ -117,7 +122,7 @@ def inspect(slug: str, show_secrets: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("type_slug", metavar="TYPE")
+@click.argument("type_slug", metavar="TYPE", shell_complete=block_types)
 @click.argument("name")
 @click.option(
     "--set",
@@ -202,7 +207,7 @@ def _read_stdin() -> str:
 
 
 @click.command()
-@click.argument("slug", metavar="TYPE/NAME")
+@click.argument("slug", metavar="TYPE/NAME", shell_complete=saved_blocks)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete(slug: str, yes: bool) -> None:
     """Delete a saved block (refused while another block references it)."""

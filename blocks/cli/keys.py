@@ -57,10 +57,12 @@ def rotate() -> None:
 
     With BLOCKS_MASTER_KEY, first set it to NEW,OLD (NEW from `block key generate`).
     """
+    from blocks.cli._progress import progress
     from blocks.encryption import EnvKeySource
     from blocks.rotation import rotate_master_key
 
-    report = rotate_master_key()
+    with progress("Re-encrypting secrets") as bar:
+        report = rotate_master_key(progress=bar.update)
     old = ", ".join(report.old_key_ids)
     if not report.old_key_ids:
         click.echo(

@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -32,6 +32,7 @@ from blocks.cli._output import (
     print_pairs,
     print_table,
 )
+from blocks.cli._progress import progress
 from blocks.errors import BlocksError
 from blocks.filesystems.base import TempFile
 from blocks.results import RecordHeader, ResultStore
@@ -60,7 +61,15 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"Invalid duration {text!r}: use a number and a unit, e.g. 30s, 15m, 12h, 7d or 2w."
         )
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        datetime.now(UTC) - duration  # the cutoff prune computes must be a date
+    except OverflowError:
+        raise ValueError(
+            f"Duration {text!r} is too long: reach back no further than year 1, "
+            "e.g. 36500d for a hundred years."
+        ) from None
+    return duration
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -313,14 +322,10 @@ def prune(
 ) -> None:
     """Delete expired (or old) result records and stale temp files of interrupted writes.
     Files that are not records are never touched; deletes never follow symlinks."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    err = Console(stderr=True)
     with _errors():
         store = _store(storage)
         where = store.storage.describe()
-        with err.status(f"Scanning {where}...", spinner="dots"):
+        with progress(f"Scanning {where}", threshold=0):
             selected = (
                 [] if stale_temp else list(store.prunable(expired=expired, older_than=older_than))
             )
@@ -340,14 +345,10 @@ def prune(
         if not yes:
             click.confirm(f"Delete {summary}?", abort=True, err=True)
         store.prune_temp(temp_grace)
-        show = len(selected) >= PROGRESS_THRESHOLD and err.is_terminal
-        with Progress(
-            TextColumn("Deleting"), BarColumn(), MofNCompleteColumn(), console=err, disable=not show
-        ) as progress:
-            bar = progress.add_task("delete", total=len(selected))
+        with progress("Deleting", total=len(selected), threshold=PROGRESS_THRESHOLD) as bar:
             for key, _ in selected:
                 store.delete(key)
-                progress.advance(bar)
+                bar.advance()
     click.echo(f"Deleted {summary}.")
 
 

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import os
 import re
@@ -86,6 +87,9 @@ class FsspecFileSystem(WritableFileSystem):
 
         protocol = self._protocol()
         try:
+            # Check the options against the constructor first: a half-built fsspec filesystem
+            # (ftp without a host) prints a traceback from its __del__.
+            inspect.signature(fsspec.get_filesystem_class(protocol).__init__).bind(None, **options)
             return fsspec.filesystem(protocol, **options)
         except ImportError as exc:
             raise MissingDependency(
@@ -97,6 +101,18 @@ class FsspecFileSystem(WritableFileSystem):
                     f"Unknown storage protocol {protocol!r} in {self.describe()}: {exc}"
                 ) from None
             raise
+        except TypeError as exc:
+            # e.g. ftp:// without a host: fsspec's constructor names the missing argument.
+            raise ConfigurationError(
+                f"Storage {self.describe()} cannot be set up: {exc}. Put the host in the URL "
+                f"({protocol}://host/path) or the filesystem's options in settings={{...}}."
+            ) from None
+        except OSError as exc:
+            # Filesystems such as ftp and sftp connect when built.
+            raise StorageError(
+                f"Cannot reach {self.describe()}: {exc.strerror or type(exc).__name__}. "
+                "Check the host, the port and that the server is running."
+            ) from None
 
     def secret_values(self) -> list[str]:
         """Strings that must never appear in an error message (keys, tokens), including
@@ -422,6 +438,17 @@ class RemoteFileSystem(FsspecFileSystem):
 
     def _base_url(self) -> str:
         return _USERINFO.sub(r"\1", self.basepath.rstrip("/"))
+
+    def _make_filesystem(self, options: dict[str, Any]) -> Any:
+        # Like fsspec.url_to_fs: host, port and user come from the URL (ftp://host:21/path);
+        # options given in settings win.
+        from fsspec.registry import get_filesystem_class
+
+        try:
+            from_url = get_filesystem_class(self._protocol())._get_kwargs_from_urls(self.basepath)
+        except (ImportError, ValueError):
+            from_url = {}  # the base class names the missing package or unknown protocol
+        return super()._make_filesystem({**from_url, **options})
 
     def _write_options(self, fs: Any, nbytes: int) -> dict[str, Any]:
         if self._protocol() in ("s3", "s3a"):

@@ -26,9 +26,11 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import string
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +87,9 @@ def resolve_storage(
                 "needs local-file-system, remote-file-system, s3 or gcs."
             )
         return block
-    return _local(spec)
+    local = _local(spec)
+    _warn_if_typo(spec, local)
+    return local
 
 
 def is_block_slug(spec: str) -> bool:
@@ -100,6 +104,39 @@ def is_block_slug(spec: str) -> bool:
     from blocks.registry import Registry
 
     return Registry.default().get_type(type_slug) is not None
+
+
+#: Specs already checked for a typo'd slug: each warns once per process, and the check (which
+#: may list the registry's types) runs once per spec, not on every task call.
+_TYPO_CHECKED: set[str] = set()
+
+
+def _warn_if_typo(spec: str, local: WritableFileSystem) -> None:
+    """Warn when a spec taken as a folder reads like a saved block slug with a typo'd type."""
+    if spec in _TYPO_CHECKED:
+        return
+    _TYPO_CHECKED.add(spec)
+    type_slug, sep, name = spec.partition("/")
+    if not sep or "/" in name or not _NAME.match(type_slug) or not _NAME.match(name):
+        return
+    from blocks.core import BUILTIN_BLOCK_MODULES, block_classes
+    from blocks.registry import Registry
+
+    known = {*BUILTIN_BLOCK_MODULES, *block_classes()}
+    known.update(row.slug for row in Registry.default().list_types())
+    close = difflib.get_close_matches(type_slug, sorted(known), n=1, cutoff=0.8)
+    if close:
+        warnings.warn(
+            f"Result storage {spec!r}: did you mean '{close[0]}/{name}'? No block type "
+            f"{type_slug!r} exists, so using the local folder {local.describe()}; write "
+            f"'./{spec}' to silence this.",
+            TypoWarning,
+            stacklevel=3,
+        )
+
+
+class TypoWarning(UserWarning):
+    """A storage spec looks like a mistyped block slug (it is used as a local folder)."""
 
 
 def _local(path: str) -> WritableFileSystem:

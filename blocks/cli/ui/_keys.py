@@ -88,8 +88,8 @@ def keys_page(request: Request) -> Response:
 def _rotate(progress: RotationProgress) -> None:
     from blocks.rotation import rotate_master_key
 
-    def step(done: int) -> None:
-        progress.done = done
+    def step(done: int, total: int) -> None:
+        progress.done, progress.total = done, max(progress.total, total)
 
     try:
         report = rotate_master_key(progress=step)
