@@ -38,6 +38,7 @@ from blocks.documents import (
     field_problems,
     join_path,
     pull_secrets,
+    refuse_hidden_secrets,
     secret_aad,
     secret_plaintext,
     secret_value,
@@ -60,6 +61,7 @@ SecretDict = pydantic.Secret[dict[str, Any]]
 """A dict whose whole value is secret: masked in repr, encrypted at rest."""
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 SECRET_MASK = "**********"
 """What a secret value looks like wherever it is shown."""
@@ -102,9 +104,10 @@ def kebab_case(name: str) -> str:
 def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block]:
     """The Block class registered under `slug` (importing built-in blocks on demand).
 
-    With `import_registered`, a type recorded by `register_type_and_schema` is imported from
-    the module (or file) it was registered from: only for callers acting for the user who
-    registered it (the CLI), since the registry then chooses what code is imported.
+    With `import_registered`, a type recorded by `register_type_and_schema` is imported by the
+    dotted module *name* it was registered from, if that name is importable here. A file path
+    stored in the registry is never executed: whoever can write a shared registry must not
+    choose the code another user's CLI runs.
     """
     cls = _BLOCK_CLASSES.get(slug)
     if cls is None and slug in BUILTIN_BLOCK_MODULES:
@@ -116,7 +119,7 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
 
         row = Registry.default().get_type(slug)
         if row is not None and row.module:
-            if import_registered and row.module != "__main__":
+            if import_registered and _importable(row.module):
                 from blocks.discovery import load_block_module
 
                 try:
@@ -128,6 +131,12 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
                     ) from exc
                 cls = _BLOCK_CLASSES.get(slug)
                 hint = f" Module {row.module!r}, where it was registered, no longer defines it."
+            elif not _MODULE.match(row.module):
+                hint = (
+                    f" It was registered from the file {row.module!r}, which is never run from "
+                    "the registry: register it in this shell first (`block register -f FILE`), "
+                    "or move it into an installed module (`block register -m MODULE`)."
+                )
             elif row.module == "__main__":
                 hint = (
                     " It was defined in a script (__main__): move it into a module and "
@@ -140,6 +149,17 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
     if cls is None:
         raise UnknownBlockType(f"No Block class with type slug {slug!r} is imported.{hint}")
     return cls
+
+
+def _importable(module: str) -> bool:
+    """A dotted module name, or a file this user registered here; never `__main__`."""
+    if module == "__main__":
+        return False
+    if _MODULE.match(module):
+        return True
+    from blocks.discovery import registered_files
+
+    return module in registered_files()
 
 
 def block_classes() -> dict[str, type[Block]]:
@@ -301,21 +321,7 @@ class Block(BaseModel):
         cls.register_type_and_schema(registry)
         slug = cls.get_block_type_slug()
         data, secrets, refs = self._to_document(registry)
-        # Read the key source again: another process may have rotated the key since.
-        keyset = _keyset(registry, tokens=None) if secrets else None
-        sealed = {
-            path: keyset.encrypt(plain, aad=secret_aad(slug, name, path))  # type: ignore[union-attr]
-            for path, plain in secrets.items()
-        }
-        document_id = registry.save_document(
-            type_slug=slug,
-            name=name,
-            schema_checksum=cls.get_schema_checksum(),
-            data=data,
-            secrets=sealed,
-            refs=refs,
-            overwrite=overwrite,
-        )
+        document_id = _seal_and_save(registry, cls, slug, name, data, secrets, refs, overwrite)
         self._block_document_id = document_id
         self._block_document_name = name
         return document_id
@@ -348,6 +354,8 @@ class Block(BaseModel):
         # mask them, losing the value): pull them out, then make the rest JSON-compatible.
         raw = self.model_dump(mode="python", exclude=special, round_trip=True)
         pulled = {k: pull_secrets(v, join_path(prefix, k), secrets) for k, v in raw.items()}
+        for key, value in pulled.items():
+            refuse_hidden_secrets(value, join_path(prefix, key))
         data: dict[str, Any] = pydantic_core.to_jsonable_python(pulled)
         data.update(nested)
         return data, secrets, refs
@@ -394,25 +402,25 @@ class Block(BaseModel):
         return cls.get_block_type_slug(), validate_name(name)
 
     @staticmethod
-    def _from_document(registry: Registry, row: DocumentRow) -> Block:
+    def _from_document(
+        registry: Registry, row: DocumentRow, _parents: frozenset[str] = frozenset()
+    ) -> Block:
         target = block_class_for(row.type_slug)
         data = row.data  # a fresh dict per read: safe to fill in place
-        if row.secrets:
-            keyset = _keyset(registry, tokens=row.secrets.values())
-            for path, token in row.secrets.items():
-                plain = keyset.decrypt(
-                    token,
-                    aad=secret_aad(row.type_slug, row.name, path),
-                    what=f"field '{path}' of {row.slug}",
-                )
-                set_path(data, path, secret_value(plain))
+        for path, value in open_secrets(registry, row).items():
+            _set_field(row, data, path, value)
         for path, child_id in row.refs.items():
+            if child_id in _parents or child_id == row.id:
+                raise InvalidBlockData(
+                    f"{row.slug} refers back to itself through field '{path}' (a reference "
+                    "cycle). Re-save one of the blocks without the reference."
+                )
             child = registry.get_document_by_id(child_id)
             if child is None:
                 raise BlockNotFound(
                     f"{row.slug} references a block (field '{path}') that no longer exists."
                 )
-            set_path(data, path, Block._from_document(registry, child))
+            _set_field(row, data, path, Block._from_document(registry, child, _parents | {row.id}))
         try:
             block = target.model_validate(data)
         except ValidationError as exc:
@@ -455,21 +463,105 @@ def _registry() -> Registry:
     return Registry.default()
 
 
-def _keyset(registry: Registry, tokens: Iterable[str] | None = ()) -> Keyset:
-    """The registry's keyset, read again from its source when it may be stale.
-
-    `tokens` None: always re-read (before encrypting). Otherwise re-read only when a token
-    names a key the cached keyset lacks (another process rotated the key meanwhile).
-    """
+def _keyset(registry: Registry, tokens: Iterable[str] = (), seal: str = "") -> Keyset:
+    """The registry's keyset, read again from its source when a token or the seal names a key
+    the cached keyset lacks (another process rotated the key meanwhile)."""
     from blocks.encryption import KeyManager, token_parts
 
     manager = KeyManager.for_registry(registry.url)
-    if tokens is None:
-        manager.forget()
-        return manager.keyset()
     keyset = manager.keyset()
-    known = set(keyset.ids)
-    if any(token_parts(t, what="a secret")[1] not in known for t in tokens):
+    needed = {token_parts(t, what="a secret")[1] for t in tokens}
+    if seal:
+        needed.add(keyset.seal_key_id(seal))
+    if not all(keyset.has_key(kid) for kid in needed):
         manager.forget()
         keyset = manager.keyset()
     return keyset
+
+
+def open_secrets(registry: Registry, row: DocumentRow) -> dict[str, Any]:
+    """Check a document's seal and decrypt its secrets (by path, as secret objects).
+
+    `TamperedDocument` if the seal does not match, or is missing where seals are required;
+    `DecryptionFailed` for a token that does not open.
+    """
+    from blocks.errors import TamperedDocument
+
+    if not row.seal and not row.secrets and not registry.documents_sealed():
+        return {}  # a document saved before seals existed, with nothing to decrypt
+    what = f"{row.slug} (version {row.version})"
+    if not row.seal and registry.documents_sealed():
+        raise TamperedDocument(
+            f"{what} has no seal: it was written outside blocks. Delete and re-create it."
+        )
+    tokens = list(row.secrets.values())
+    keyset = _keyset(registry, tokens, row.seal)
+    if row.seal:
+        keyset.verify(row.message, row.seal, what=what)
+    opened: dict[str, Any] = {}
+    for path, token in row.secrets.items():
+        field = f"field '{path}' of {row.slug}"
+        plain = keyset.decrypt(
+            token, aad=secret_aad(row.type_slug, row.name, path), what=field
+        )
+        opened[path] = secret_value(plain, what=field)
+    return opened
+
+
+def _set_field(row: DocumentRow, data: dict[str, Any], path: str, value: Any) -> None:
+    from blocks.errors import TamperedDocument
+
+    try:
+        set_path(data, path, value)
+    except (LookupError, ValueError, TypeError, AttributeError):
+        raise TamperedDocument(
+            f"{row.slug} has a secret or reference at '{path}', where its data has no place for "
+            "one (altered outside blocks). Delete and re-create it."
+        ) from None
+
+
+# A save that races a rotation re-seals under the new key; this many tries is far more than
+# any real contention needs, yet bounded.
+_SAVE_ATTEMPTS = 50
+
+
+def _seal_and_save(
+    registry: Registry,
+    cls: type[Block],
+    slug: str,
+    name: str,
+    data: dict[str, Any],
+    secrets: dict[str, bytes],
+    refs: dict[str, str],
+    overwrite: bool,
+) -> str:
+    """Encrypt secrets and save under the registry's active key, retrying after a rotation."""
+    from blocks.encryption import KeyManager
+    from blocks.errors import KeyManagementError
+    from blocks.registry import StaleKey
+
+    manager = KeyManager.for_registry(registry.url)
+    for _ in range(_SAVE_ATTEMPTS):
+        keyset = manager.sealing_keyset(registry)
+        sealed = {
+            path: keyset.encrypt(plain, aad=secret_aad(slug, name, path))
+            for path, plain in secrets.items()
+        }
+        try:
+            return registry.save_document(
+                type_slug=slug,
+                name=name,
+                schema_checksum=cls.get_schema_checksum(),
+                data=data,
+                secrets=sealed,
+                refs=refs,
+                overwrite=overwrite,
+                key_id=keyset.active_id,
+                seal=keyset.seal,
+            )
+        except StaleKey:
+            manager.forget()  # the key was rotated meanwhile: re-read it and seal again
+    raise KeyManagementError(
+        f"Could not save {slug}/{name}: the master key kept changing (rotations running?). "
+        "Retry when `block key rotate` has finished."
+    )

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -40,13 +41,30 @@ def secret_plaintext(value: Any) -> bytes:
     return b"j" + json.dumps(raw, separators=(",", ":"), default=str).encode()
 
 
-def secret_value(plaintext: bytes) -> Any:
+def secret_value(plaintext: bytes, *, what: str = "a secret") -> Any:
+    """The value `secret_plaintext` made, as the secret type it was: `SecretStr`,
+    `SecretBytes` or `pydantic.Secret` (so a secret nested in ``Any`` stays secret).
+
+    `DecryptionFailed` if the plaintext is not one we wrote.
+    """
+    from blocks.errors import DecryptionFailed
+
     kind, body = plaintext[:1], plaintext[1:]
-    if kind == b"b":
-        return body
-    if kind == b"s":
-        return body.decode()
-    return json.loads(body)
+    try:
+        if kind == b"b":
+            return SecretBytes(body)
+        if kind == b"s":
+            return SecretStr(body.decode())
+        if kind == b"j":
+            return pydantic.Secret(json.loads(body))
+    except ValueError:
+        pass
+    raise DecryptionFailed(f"Cannot decrypt {what}: the decrypted value is not a blocks secret.")
+
+
+def plain_secret(plaintext: bytes, *, what: str = "a secret") -> Any:
+    """The plain value inside a secret plaintext (str, bytes or JSON)."""
+    return secret_value(plaintext, what=what).get_secret_value()
 
 
 def _path_part(part: str | int) -> str:
@@ -79,6 +97,33 @@ def pull_secrets(value: Any, path: str, secrets: dict[str, bytes]) -> Any:
     if isinstance(value, list | tuple):
         return [pull_secrets(v, join_path(path, i), secrets) for i, v in enumerate(value)]
     return value
+
+
+def refuse_hidden_secrets(value: Any, path: str) -> None:
+    """`InvalidBlockData` if a secret sits where it cannot be sealed (a set, an object).
+
+    `pull_secrets` takes secrets out of dicts, lists and tuples; one left anywhere else would
+    be stored as its mask, i.e. lost, so the save is refused, naming the field.
+    """
+    from blocks.errors import InvalidBlockData
+
+    if isinstance(value, SECRET_TYPES):
+        raise InvalidBlockData(
+            f"Field '{path}' holds a secret inside a container blocks cannot seal (a set or an "
+            "object). Keep secrets in SecretStr/SecretBytes fields, dicts or lists."
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_hidden_secrets(item, join_path(path, key))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            refuse_hidden_secrets(item, join_path(path, index))
+    elif isinstance(value, pydantic.BaseModel):
+        for name in type(value).model_fields:
+            refuse_hidden_secrets(getattr(value, name, None), join_path(path, name))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            refuse_hidden_secrets(getattr(value, item.name, None), join_path(path, item.name))
 
 
 def field_problems(exc: ValidationError) -> list[str]:

@@ -93,3 +93,11 @@ class ParameterTypeError(BlocksError, TypeError):
 
 class RemoteTaskError(BlocksError):
     """Stands in for an exception raised on a Dask worker that could not be sent back."""
+
+
+class KeyMismatch(KeyManagementError):
+    """This process's key source holds a key other than the one the registry records."""
+
+
+class TamperedDocument(DecryptionFailed):
+    """A saved document's seal does not match: it was changed outside blocks."""
