@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
@@ -126,10 +128,75 @@ def refuse_hidden_secrets(value: Any, path: str) -> None:
             refuse_hidden_secrets(getattr(value, item.name, None), join_path(path, item.name))
 
 
+# Error contexts that quote the input itself (a discriminated union's tag value).
+_INPUT_CONTEXT = ("tag",)
+INPUT_MASK = "**********"
+
+
+def safe_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message with any quoted piece of the input masked."""
+    message = str(error.get("msg", ""))
+    for name in _INPUT_CONTEXT:
+        value = (error.get("ctx") or {}).get(name)
+        if value is not None and str(value):
+            message = message.replace(repr(str(value)), repr(INPUT_MASK))
+            message = message.replace(str(value), INPUT_MASK)
+    return message
+
+
+def without_inputs(exc: ValidationError) -> ValidationError:
+    """The same validation error with every input (and input quoted in messages) masked,
+    so ``str()``, ``.errors()`` and ``.json()`` never carry a secret that was passed in."""
+    from pydantic_core import PydanticCustomError
+
+    return ValidationError.from_exception_data(
+        exc.title,
+        [
+            {
+                "type": PydanticCustomError(
+                    err["type"], safe_message(err).replace("{", "{{").replace("}", "}}")
+                ),
+                "loc": err["loc"],
+                "input": INPUT_MASK,
+            }
+            for err in exc.errors(include_url=False)
+        ],
+        hide_input=True,
+    )
+
+
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@\s]*)@")
+
+
+def mask_userinfo(text: str) -> str:
+    """A URL's ``user:password@`` shown as ``***@``, anywhere in `text`."""
+    return _USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
+def userinfo_strings(value: Any) -> list[str]:
+    """The userinfo parts (``user:password``, ``password``) of URLs anywhere in `value`: what an
+    error message naming the URL must not contain."""
+    if isinstance(value, str):
+        found = []
+        for match in _USERINFO.finditer(value):
+            userinfo = match.group(2)
+            found += [part for part in (userinfo, *userinfo.split(":", 1)[1:]) if len(part) >= 4]
+        return found
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in userinfo_strings(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in userinfo_strings(item)]
+    if isinstance(value, pydantic.BaseModel):
+        return [s for name in type(value).model_fields
+                for s in userinfo_strings(getattr(value, name, None))]
+    return []
+
+
 def field_problems(exc: ValidationError) -> list[str]:
     """One ``'field': what is expected`` per field; never the input value (it may be secret)."""
     by_field: dict[str, list[str]] = {}
     for err in exc.errors(include_url=False, include_input=False):
+        err["msg"] = safe_message(err)
         parts: list[str] = []
         for part in err["loc"]:
             if isinstance(part, str) and ("[" in part or "(" in part):

@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -66,6 +66,8 @@ NONCE_BYTES = 12
 KEYRING_SERVICE = "blocks"
 KEYRING_ATTEMPTS = 6
 """A keyring read that fails is retried this many times (backing off) before giving up."""
+SOURCE_ATTEMPTS = 10
+"""Reads of the key sources when they lack a key the registry or a token names (~3 s)."""
 
 
 def generate_key() -> bytes:
@@ -405,6 +407,13 @@ class FileKeySource(KeySource):
                 continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            if not os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                raise FileNotFoundError(tmp)
+        except FileNotFoundError:
+            # A sweeper took it between our create and our lock: start again with a new name.
+            os.close(fd)
+            return self._write_temp(text)
+        try:
             os.write(fd, (text + "\n").encode())
             os.fsync(fd)
         except BaseException:
@@ -526,6 +535,32 @@ class KeyManager:
                 )
             return self._keyset
 
+    def keyset_holding(self, kids: Collection[str]) -> Keyset:
+        """The keyset, read again (backing off) until it holds every key id in `kids`.
+
+        A source caught mid-write (a keyring backend rewriting its file, a rotation elsewhere)
+        may briefly show no key or an older keyset: that is retried, never taken as final.
+        Gives up after ~3 s: returns the keyset lacking a key (decrypt then names it), or
+        raises the last error when no source has a key at all.
+        """
+        keyset = self._keyset
+        if keyset is not None and all(keyset.has_key(kid) for kid in kids):
+            return keyset
+        delay = 0.02
+        for attempt in range(SOURCE_ATTEMPTS):
+            self.forget()
+            try:
+                keyset = self.keyset()
+            except (KeyManagementError, ConfigurationError):
+                if attempt == SOURCE_ATTEMPTS - 1:
+                    raise
+            else:
+                if all(keyset.has_key(kid) for kid in kids) or attempt == SOURCE_ATTEMPTS - 1:
+                    return keyset
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")
+
     def looked_in(self) -> str:
         return ", ".join(source.describe() for source in self.sources)
 
@@ -547,29 +582,43 @@ class KeyManager:
         cached = self._sealing
         if cached is not None:
             return cached
-        record = registry.key_record()
-        if record is None:
-            record = registry.record_key_once(self._create_or_adopt)
+        delay = 0.02
+        for attempt in range(SOURCE_ATTEMPTS):
+            # The record is read again each time: a rotation elsewhere may have moved both the
+            # record and the source on since we last looked (the old key is then retired).
+            record = registry.key_record()
+            if record is None:
+                record = registry.record_key_once(self._create_or_adopt)
             self.forget()
-        keyset = self._checked(record)
-        self._sealing = keyset
-        return keyset
-
-    def _checked(self, record: KeyRecord) -> Keyset:
-        """This process's keyset if it holds the recorded key, else `KeyMismatch`."""
-        keyset = self._keyset
-        if keyset is None or not keyset.has_key(record.active_key_id):
-            self.forget()  # the source may have changed (a rotation elsewhere)
             try:
+                found = self.keyset()
+            except (KeyManagementError, ConfigurationError):
+                found = None
+            if attempt == SOURCE_ATTEMPTS - 1 or (
+                found is not None and found.has_key(record.active_key_id)
+            ):
+                keyset = self._checked(record, found)
+                self._sealing = keyset
+                return keyset
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")
+
+    def _checked(self, record: KeyRecord, keyset: Keyset | None) -> Keyset:
+        """`keyset` if it holds the recorded key, else `KeyMismatch`."""
+        try:
+            if keyset is None:
                 keyset = self.keyset()
-            except KeyManagementError:
-                raise KeyMismatch(
-                    f"This registry's secrets are sealed with key {record.active_key_id} "
-                    f"(created in {record.source}), but no key source here has a key: looked "
-                    f"in {self.looked_in()}. Make that key available here (e.g. export "
-                    "BLOCKS_MASTER_KEY with it, or set BLOCKS_KEY_SOURCE to where it is); a "
-                    "new key would fork the registry, so none is created."
-                ) from None
+        except KeyMismatch:
+            raise
+        except KeyManagementError:
+            raise KeyMismatch(
+                f"This registry's secrets are sealed with key {record.active_key_id} "
+                f"(created in {record.source}), but no key source here has a key: looked "
+                f"in {self.looked_in()}. Make that key available here (e.g. export "
+                "BLOCKS_MASTER_KEY with it, or set BLOCKS_KEY_SOURCE to where it is); a "
+                "new key would fork the registry, so none is created."
+            ) from None
         if keyset.fingerprint(record.active_key_id) != record.fingerprint:
             raise KeyMismatch(
                 f"The master key from {keyset.source} (key {keyset.active_id}) is not this "
