@@ -1,7 +1,10 @@
 """Finding Block classes in a module or a ``.py`` file, and registering them.
 
 What `block register -m MODULE | -f FILE` does, and how the CLI imports a type it has not
-seen in this process: from the module (or file) the type was registered from.
+seen in this process: by the dotted module name it was registered from, or from a file only if
+this user registered that file here (`$BLOCKS_HOME/registered-files`, private to the user). A
+file path read from the registry alone is never executed: whoever can write a shared registry
+must not choose the code another user's CLI runs.
 
 Example:
     >>> [cls.get_block_type_slug() for cls in register_blocks_from("my_project.blocks")]
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -107,4 +111,38 @@ def register_blocks_from(
         cls.register_type_and_schema()
         if progress is not None:
             progress(done, len(found))
+    path = getattr(module, "__blocks_file__", None)
+    if path is not None:
+        remember_file(path)
     return found
+
+
+def _registered_files_path() -> Path:
+    from blocks import settings
+
+    return settings.blocks_home() / "registered-files"
+
+
+def remember_file(path: str) -> None:
+    """Record that this user registered the Block file `path` (so the CLI may import it)."""
+    if path in registered_files():
+        return
+    target = _registered_files_path()
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (path + "\n").encode())  # one small append: whole lines only
+    finally:
+        os.close(fd)
+
+
+def registered_files() -> set[str]:
+    """Files this user registered with `block register -f` (from a file only they may write)."""
+    target = _registered_files_path()
+    try:
+        info = target.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return set()  # someone else could have written it: trust none of it
+        return {line for line in target.read_text().splitlines() if line}
+    except OSError:
+        return set()

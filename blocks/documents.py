@@ -16,7 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
@@ -40,13 +43,30 @@ def secret_plaintext(value: Any) -> bytes:
     return b"j" + json.dumps(raw, separators=(",", ":"), default=str).encode()
 
 
-def secret_value(plaintext: bytes) -> Any:
+def secret_value(plaintext: bytes, *, what: str = "a secret") -> Any:
+    """The value `secret_plaintext` made, as the secret type it was: `SecretStr`,
+    `SecretBytes` or `pydantic.Secret` (so a secret nested in ``Any`` stays secret).
+
+    `DecryptionFailed` if the plaintext is not one we wrote.
+    """
+    from blocks.errors import DecryptionFailed
+
     kind, body = plaintext[:1], plaintext[1:]
-    if kind == b"b":
-        return body
-    if kind == b"s":
-        return body.decode()
-    return json.loads(body)
+    try:
+        if kind == b"b":
+            return SecretBytes(body)
+        if kind == b"s":
+            return SecretStr(body.decode())
+        if kind == b"j":
+            return pydantic.Secret(json.loads(body))
+    except ValueError:
+        pass
+    raise DecryptionFailed(f"Cannot decrypt {what}: the decrypted value is not a blocks secret.")
+
+
+def plain_secret(plaintext: bytes, *, what: str = "a secret") -> Any:
+    """The plain value inside a secret plaintext (str, bytes or JSON)."""
+    return secret_value(plaintext, what=what).get_secret_value()
 
 
 def _path_part(part: str | int) -> str:
@@ -81,10 +101,102 @@ def pull_secrets(value: Any, path: str, secrets: dict[str, bytes]) -> Any:
     return value
 
 
+def refuse_hidden_secrets(value: Any, path: str) -> None:
+    """`InvalidBlockData` if a secret sits where it cannot be sealed (a set, an object).
+
+    `pull_secrets` takes secrets out of dicts, lists and tuples; one left anywhere else would
+    be stored as its mask, i.e. lost, so the save is refused, naming the field.
+    """
+    from blocks.errors import InvalidBlockData
+
+    if isinstance(value, SECRET_TYPES):
+        raise InvalidBlockData(
+            f"Field '{path}' holds a secret inside a container blocks cannot seal (a set or an "
+            "object). Keep secrets in SecretStr/SecretBytes fields, dicts or lists."
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_hidden_secrets(item, join_path(path, key))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            refuse_hidden_secrets(item, join_path(path, index))
+    elif isinstance(value, pydantic.BaseModel):
+        for name in type(value).model_fields:
+            refuse_hidden_secrets(getattr(value, name, None), join_path(path, name))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            refuse_hidden_secrets(getattr(value, item.name, None), join_path(path, item.name))
+
+
+# Error contexts that quote the input itself (a discriminated union's tag value).
+_INPUT_CONTEXT = ("tag",)
+INPUT_MASK = "**********"
+
+
+def safe_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message with any quoted piece of the input masked."""
+    message = str(error.get("msg", ""))
+    for name in _INPUT_CONTEXT:
+        value = (error.get("ctx") or {}).get(name)
+        if value is not None and str(value):
+            message = message.replace(repr(str(value)), repr(INPUT_MASK))
+            message = message.replace(str(value), INPUT_MASK)
+    return message
+
+
+def without_inputs(exc: ValidationError) -> ValidationError:
+    """The same validation error with every input (and input quoted in messages) masked,
+    so ``str()``, ``.errors()`` and ``.json()`` never carry a secret that was passed in."""
+    from pydantic_core import PydanticCustomError
+
+    return ValidationError.from_exception_data(
+        exc.title,
+        [
+            {
+                "type": PydanticCustomError(
+                    err["type"], safe_message(err).replace("{", "{{").replace("}", "}}")
+                ),
+                "loc": err["loc"],
+                "input": INPUT_MASK,
+            }
+            for err in exc.errors(include_url=False)
+        ],
+        hide_input=True,
+    )
+
+
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@\s]*)@")
+
+
+def mask_userinfo(text: str) -> str:
+    """A URL's ``user:password@`` shown as ``***@``, anywhere in `text`."""
+    return _USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
+def userinfo_strings(value: Any) -> list[str]:
+    """The userinfo parts (``user:password``, ``password``) of URLs anywhere in `value`: what an
+    error message naming the URL must not contain."""
+    if isinstance(value, str):
+        found = []
+        for match in _USERINFO.finditer(value):
+            userinfo = match.group(2)
+            found += [part for part in (userinfo, *userinfo.split(":", 1)[1:]) if len(part) >= 4]
+        return found
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in userinfo_strings(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in userinfo_strings(item)]
+    if isinstance(value, pydantic.BaseModel):
+        return [s for name in type(value).model_fields
+                for s in userinfo_strings(getattr(value, name, None))]
+    return []
+
+
 def field_problems(exc: ValidationError) -> list[str]:
     """One ``'field': what is expected`` per field; never the input value (it may be secret)."""
     by_field: dict[str, list[str]] = {}
     for err in exc.errors(include_url=False, include_input=False):
+        err["msg"] = safe_message(err)
         parts: list[str] = []
         for part in err["loc"]:
             if isinstance(part, str) and ("[" in part or "(" in part):

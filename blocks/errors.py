@@ -110,3 +110,11 @@ class RegistryCorrupt(BlocksError):
 
 class RegistryReadOnly(BlocksError, PermissionError):
     """The registry can be read but not written (read-only file, folder or mount)."""
+
+
+class KeyMismatch(KeyManagementError):
+    """This process's key source holds a key other than the one the registry records."""
+
+
+class TamperedDocument(DecryptionFailed):
+    """A saved document's seal does not match: it was changed outside blocks."""

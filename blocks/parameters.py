@@ -56,10 +56,12 @@ class ParameterValidator:
             model = self.model.model_validate(given)
         except ValidationError as exc:
             # Only where and what: pydantic's own message would echo the input value.
+            from blocks.documents import safe_message
+
             problems = [
-                (".".join(str(part) for part in err["loc"]), err["msg"])
-                for err in exc.errors(include_url=False, include_input=False,
-                                      include_context=False)
+                # safe_message: a discriminated union's error quotes the input's tag
+                (".".join(str(part) for part in err["loc"]), safe_message(err))
+                for err in exc.errors(include_url=False, include_input=False)
             ]
         if problems is not None:  # raised outside the except: no chained ValidationError
             lines = "; ".join(f"parameter {loc!r}: {msg}" for loc, msg in problems)

@@ -16,6 +16,14 @@ busy_timeout  30000    wait up to 30 s for another process's write to finish
 foreign_keys  ON       a referenced block cannot vanish under its parent
 ============  =======  ==========================================================
 
+Every document is stored with a *version* (1 on first save, +1 on each overwrite) and a *seal*
+(a keyed MAC, see `blocks.encryption`) over its type, name, id, version and every stored
+column, computed inside the write transaction. Saves and key changes coordinate through the
+registry: a save checks, in its own transaction, that it sealed under the registry's recorded
+active key (`StaleKey` otherwise: it re-seals and retries); `block key rotate` re-seals every
+document and switches the recorded key in ONE transaction that holds the key lock exclusively
+(on SQLite the write lock; on PostgreSQL an advisory lock that saves take shared).
+
 Example:
     >>> registry = Registry.default()
     >>> registry.list_documents("secret")
@@ -46,12 +54,25 @@ from blocks.errors import (
     BlockNotFound,
     BlocksError,
     ConfigurationError,
+    InvalidBlockData,
     MissingDependency,
     RegistryCorrupt,
     RegistryReadOnly,
+    TamperedDocument,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: documents carry a version and a seal; the registry records its key id and fingerprint."""
+
+# PostgreSQL advisory lock ids (arbitrary constants): saves take KEY_LOCK shared, key creation
+# and rotation exclusive; ROTATION_LOCK (session-level) keeps a whole rotation alone.
+KEY_LOCK = 0x626C6B6B
+ROTATION_LOCK = 0x626C6B72
+
+META_KEY_ID = "key.active_id"
+META_KEY_FINGERPRINT = "key.fingerprint"
+META_KEY_SOURCE = "key.source"
+META_SEALED = "documents_sealed"
 
 SQLITE_PRAGMAS: dict[str, str] = {
     "journal_mode": "WAL",
@@ -105,6 +126,8 @@ block_documents = sa.Table(
     sa.Column("refs", sa.Text, nullable=False),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("mac", sa.Text, nullable=False, server_default=""),
     sa.UniqueConstraint("type_slug", "name", name="uq_block_documents_type_name"),
 )
 
@@ -160,6 +183,10 @@ class DocumentRow:
     refs: dict[str, str]
     created: datetime
     updated: datetime
+    version: int = 0
+    seal: str = ""
+    message: bytes = b""
+    """The canonical bytes the seal covers (built from the stored columns as read)."""
 
     @property
     def slug(self) -> str:
@@ -180,6 +207,40 @@ class DocumentSummary:
     @property
     def slug(self) -> str:
         return f"{self.type_slug}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the registry records about its master key: public ids only, never the key."""
+
+    active_key_id: str
+    fingerprint: str
+    source: str
+
+
+class StaleKey(Exception):
+    """Internal: a save sealed under a key that is no longer the registry's active key."""
+
+
+def document_message(
+    type_slug: str,
+    name: str,
+    document_id: str,
+    version: int,
+    schema_checksum: str,
+    data: str,
+    secrets: str,
+    refs: str,
+) -> bytes:
+    """The canonical bytes a document's seal covers: every stored column, length-prefixed.
+
+    The secret tokens are in it, so a token swapped in from another block, replayed from an
+    earlier version, or dropped (and a plaintext put in `data`) breaks the seal.
+    """
+    parts = (
+        "bd1", type_slug, name, document_id, str(version), schema_checksum, data, secrets, refs
+    )
+    return "".join(f"{len(part)}:{part};" for part in parts).encode()
 
 
 def _utc(value: datetime) -> datetime:
@@ -209,6 +270,8 @@ _DOC_COLUMNS = (
     block_documents.c.refs,
     block_documents.c.created,
     block_documents.c.updated,
+    block_documents.c.version,
+    block_documents.c.mac,
 )
 
 
@@ -223,16 +286,28 @@ _GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
 
 
 def _document(row: Any) -> DocumentRow:
+    try:
+        data, secrets, refs = json.loads(row[4]), json.loads(row[5]), json.loads(row[6])
+        if not (isinstance(data, dict) and isinstance(secrets, dict) and isinstance(refs, dict)):
+            raise ValueError("not an object")
+    except ValueError:
+        raise TamperedDocument(
+            f"{row[1]}/{row[2]} in the registry is not a valid document (altered outside "
+            "blocks). Delete and re-create it."
+        ) from None
     return DocumentRow(
         id=row[0],
         type_slug=row[1],
         name=row[2],
         schema_checksum=row[3],
-        data=json.loads(row[4]),
-        secrets=json.loads(row[5]),
-        refs=json.loads(row[6]),
+        data=data,
+        secrets=secrets,
+        refs=refs,
         created=_utc(row[7]),
         updated=_utc(row[8]),
+        version=row[9],
+        seal=row[10],
+        message=document_message(row[1], row[2], row[0], row[9], row[3], row[4], row[5], row[6]),
     )
 
 
@@ -255,6 +330,8 @@ class Registry:
         self.engine = self._create_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._registered_schemas: set[str] = set()
+        self._sealed = False
+        self._rotation_thread_lock = threading.Lock()
         self._ensure_schema()
 
     # -- construction -----------------------------------------------------------------------
@@ -329,9 +406,12 @@ class Registry:
                 ).scalar()
                 if exists is None:
                     conn.execute(
-                        registry_meta.insert().values(
-                            key="schema_version", value=str(SCHEMA_VERSION)
-                        )
+                        registry_meta.insert(),
+                        [
+                            {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                            # A new registry seals every document from the start.
+                            {"key": META_SEALED, "value": "1"},
+                        ],
                     )
             return
         if int(found) > SCHEMA_VERSION:
@@ -339,7 +419,124 @@ class Registry:
                 f"The registry at {self.describe()} has schema version {found}, newer than this "
                 f"blocks release understands ({SCHEMA_VERSION}). Upgrade blocks."
             )
-        # Older versions would be migrated here, one step at a time.
+        if int(found) < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Version 1 -> 2: add each document's version and seal (sealed on next write/rotate)."""
+        with self.write() as conn:
+            self._key_lock(conn, exclusive=True)
+            found = conn.execute(
+                sa.select(registry_meta.c.value).where(registry_meta.c.key == "schema_version")
+            ).scalar()
+            if found is None or int(found) >= 2:
+                return  # another process migrated it meanwhile
+            conn.exec_driver_sql(
+                "ALTER TABLE block_documents ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+            )
+            conn.exec_driver_sql(
+                "ALTER TABLE block_documents ADD COLUMN mac TEXT NOT NULL DEFAULT ''"
+            )
+            conn.execute(
+                registry_meta.update()
+                .where(registry_meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
+            if not conn.execute(sa.select(block_documents.c.id).limit(1)).first():
+                conn.execute(registry_meta.insert().values(key=META_SEALED, value="1"))
+
+    # -- the master key's record and locks --------------------------------------------------
+
+    def _key_lock(self, conn: Connection, *, exclusive: bool) -> None:
+        """Saves take the key lock shared, key creation and rotation exclusively.
+
+        SQLite needs nothing more: every write transaction already holds the one write lock.
+        """
+        if not self.is_sqlite:
+            which = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            conn.execute(sa.text(f"SELECT {which}(:k)"), {"k": KEY_LOCK})
+
+    def _read_key_record(self, conn: Connection) -> KeyRecord | None:
+        rows = dict(
+            conn.execute(
+                sa.select(registry_meta.c.key, registry_meta.c.value).where(
+                    registry_meta.c.key.in_(
+                        (META_KEY_ID, META_KEY_FINGERPRINT, META_KEY_SOURCE, META_SEALED)
+                    )
+                )
+            ).all()
+        )
+        if rows.get(META_SEALED) == "1":
+            self._sealed = True
+        if META_KEY_ID not in rows:
+            return None
+        return KeyRecord(
+            rows[META_KEY_ID], rows.get(META_KEY_FINGERPRINT, ""), rows.get(META_KEY_SOURCE, "")
+        )
+
+    def key_record(self) -> KeyRecord | None:
+        """The recorded active key id, fingerprint and source, or None for a new registry."""
+        with self.read() as conn:
+            return self._read_key_record(conn)
+
+    def _write_key_record(self, conn: Connection, record: KeyRecord) -> None:
+        values = {
+            META_KEY_ID: record.active_key_id,
+            META_KEY_FINGERPRINT: record.fingerprint,
+            META_KEY_SOURCE: record.source,
+        }
+        conn.execute(registry_meta.delete().where(registry_meta.c.key.in_(list(values))))
+        conn.execute(registry_meta.insert(), [{"key": k, "value": v} for k, v in values.items()])
+
+    def record_key_once(self, create: Callable[[], KeyRecord]) -> KeyRecord:
+        """The recorded key; if none, `create()` (under the exclusive key lock) and record it.
+
+        Racing first saves all run this; exactly one calls `create`, the others find its record.
+        """
+        with self.write() as conn:
+            self._key_lock(conn, exclusive=True)
+            record = self._read_key_record(conn)
+            if record is None:
+                record = create()
+                self._write_key_record(conn, record)
+        return record
+
+    def documents_sealed(self) -> bool:
+        """Whether every document must carry a seal (new registries; old ones after rotate)."""
+        if not self._sealed:
+            self.key_record()
+        return self._sealed
+
+    @contextmanager
+    def rotation_lock(self) -> Iterator[None]:
+        """Held for a whole key rotation, so two rotations never interleave.
+
+        SQLite: an `flock` on a file beside the database (released by the kernel if the
+        process dies). PostgreSQL: a session advisory lock on a dedicated connection.
+        """
+        with self._rotation_thread_lock:
+            if self.is_sqlite:
+                database = sa.engine.make_url(self.url).database
+                if not database or database == ":memory:":
+                    yield
+                    return
+                import fcntl
+
+                fd = os.open(f"{database}.keylock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    yield
+                finally:
+                    os.close(fd)
+                return
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": ROTATION_LOCK})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ROTATION_LOCK})
+                    conn.commit()
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -553,37 +750,58 @@ class Registry:
         secrets: dict[str, str],
         refs: dict[str, str],
         overwrite: bool,
+        key_id: str | None,
+        seal: Callable[[bytes], str],
     ) -> str:
-        """Insert or (with `overwrite`) replace a document; return its id."""
+        """Insert or (with `overwrite`) replace a document; return its id.
+
+        `key_id` is the key `secrets` were sealed under: if it is not the registry's active key
+        (a rotation committed meanwhile), `StaleKey` and nothing is written. `seal` makes the
+        document's seal from its canonical bytes, once its id and version are known.
+        """
         now = _now()
-        values = {
+        texts = (_dumps(data), _dumps(secrets), _dumps(refs))
+        values: dict[str, Any] = {
             "schema_checksum": schema_checksum,
-            "data": _dumps(data),
-            "secrets": _dumps(secrets),
-            "refs": _dumps(refs),
+            "data": texts[0],
+            "secrets": texts[1],
+            "refs": texts[2],
             "updated": now,
         }
         try:
             with self.write() as conn:
-                existing = conn.execute(
-                    sa.select(block_documents.c.id).where(
+                self._key_lock(conn, exclusive=False)
+                if key_id is not None:
+                    record = self._read_key_record(conn)
+                    if record is None or record.active_key_id != key_id:
+                        raise StaleKey(key_id)
+                current = conn.execute(
+                    sa.select(block_documents.c.id, block_documents.c.version).where(
                         block_documents.c.type_slug == type_slug, block_documents.c.name == name
                     )
-                ).scalar()
+                ).first()
+                existing = None if current is None else current[0]
                 if existing is not None and not overwrite:
                     raise BlockAlreadyExists(
                         f"A {type_slug} block named '{name}' already exists. "
                         "Pass overwrite=True (CLI: --overwrite) to replace it."
                     )
+                document_id = uuid.uuid4().hex if existing is None else existing
+                version = 1 if current is None else int(current[1]) + 1
+                values["version"] = version
+                values["mac"] = seal(
+                    document_message(
+                        type_slug, name, document_id, version, schema_checksum, *texts
+                    )
+                )
                 if existing is None:
-                    document_id = uuid.uuid4().hex
                     conn.execute(
                         block_documents.insert().values(
                             id=document_id, type_slug=type_slug, name=name, created=now, **values
                         )
                     )
                 else:
-                    document_id = existing
+                    self._refuse_cycle(conn, type_slug, name, document_id, refs)
                     conn.execute(
                         block_documents.update()
                         .where(block_documents.c.id == document_id)
@@ -627,8 +845,31 @@ class Registry:
                 secrets=secrets,
                 refs=refs,
                 overwrite=True,
+                key_id=key_id,
+                seal=seal,
             )
         return document_id
+
+    def _refuse_cycle(
+        self, conn: Connection, type_slug: str, name: str, document_id: str, refs: dict[str, str]
+    ) -> None:
+        """`InvalidBlockData` if a referenced block leads back to this one (a -> b -> a)."""
+        frontier, seen = set(refs.values()), set()
+        while frontier:
+            if document_id in frontier:
+                raise InvalidBlockData(
+                    f"Cannot save {type_slug}/{name}: a block it references refers back to it "
+                    "(a reference cycle). Nest a copy instead of the saved block, or break the "
+                    "cycle."
+                )
+            seen |= frontier
+            frontier = set(
+                conn.execute(
+                    sa.select(block_references.c.child_id).where(
+                        block_references.c.parent_id.in_(frontier)
+                    )
+                ).scalars()
+            ) - seen
 
     def delete_document(self, type_slug: str, name: str) -> None:
         """Delete a document; `BlockInUse` if another block references it."""
@@ -654,34 +895,53 @@ class Registry:
                 )
             conn.execute(block_documents.delete().where(block_documents.c.id == document_id))
 
-    def rewrite_secrets(
+    def reseal_all(
         self,
-        rewrite: Callable[[DocumentRow], dict[str, str] | None],
+        rewrite: Callable[[DocumentRow], dict[str, str]],
+        seal: Callable[[bytes], str],
+        record: KeyRecord,
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
-        """Replace the secrets of every document in ONE transaction; return how many changed.
+        """Re-seal every document and record `record` as the active key, in ONE transaction.
 
-        `rewrite` gets each document and returns its new secrets, or None to leave it. If it
-        raises, nothing is changed. `progress(done, total)` is called after each document.
+        Holds the key lock exclusively, so no save interleaves: a save that sealed under the old
+        key before this commits is re-sealed here; one that commits after finds the new key
+        recorded and re-seals itself (`StaleKey`). `rewrite` gets each document (it verifies
+        the old seal) and returns its new secret tokens. If it raises, nothing changes.
+        Returns how many documents had secrets. `progress(done, total)` is called after each
+        document.
         """
         changed = 0
         with self.write() as conn:
-            rows = conn.execute(
-                sa.select(*_DOC_COLUMNS).where(block_documents.c.secrets != "{}")
-            ).all()
+            self._key_lock(conn, exclusive=True)
+            rows = conn.execute(sa.select(*_DOC_COLUMNS)).all()
             for done, row in enumerate(rows, 1):
                 document = _document(row)
-                new = rewrite(document)
-                if progress is not None:
-                    progress(done, len(rows))
-                if new is None:
-                    continue
+                secrets_text = _dumps(rewrite(document))
+                mac = seal(
+                    document_message(
+                        document.type_slug,
+                        document.name,
+                        document.id,
+                        document.version,
+                        document.schema_checksum,
+                        row[4],
+                        secrets_text,
+                        row[6],
+                    )
+                )
                 conn.execute(
                     block_documents.update()
                     .where(block_documents.c.id == document.id)
-                    .values(secrets=_dumps(new))
+                    .values(secrets=secrets_text, mac=mac)
                 )
-                changed += 1
+                changed += bool(document.secrets)
+                if progress is not None:
+                    progress(done, len(rows))
+            self._write_key_record(conn, record)
+            conn.execute(registry_meta.delete().where(registry_meta.c.key == META_SEALED))
+            conn.execute(registry_meta.insert().values(key=META_SEALED, value="1"))
+        self._sealed = True
         return changed
 
 

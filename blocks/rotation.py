@@ -1,11 +1,15 @@
-"""Master key rotation: re-encrypt every secret in a registry under a new key, losing none.
+"""Master key set-up and rotation: re-encrypt every secret under a new key, losing none.
 
-The order of steps makes an interruption harmless at any point:
+Rotation runs under the registry's rotation lock (one rotation at a time, released by the OS if
+the process dies) and orders its steps so that an interruption at any point loses nothing:
 
-1. store ``[old..., new]``: every old key still decrypts, nothing is encrypted with `new` yet;
-2. re-encrypt every secret under `new` in ONE registry transaction (all or nothing);
-3. store ``[new, old...]``: `new` becomes active; secrets saved meanwhile under `old` still open;
-4. sweep again (one transaction) for anything still under an old key, then store ``[new]``.
+1. store ``[old..., new]`` in the key source: every old key still opens, `new` is not used yet;
+2. in ONE registry transaction holding the key lock exclusively, re-seal every document under
+   `new` (its old seal verified first) and record `new` as the registry's active key. Saves
+   wait for it; one that sealed under `old` before finds `new` recorded and re-seals itself;
+3. store ``[new, old...]``;
+4. prove that every document's seal and every token opens under `new` alone, then store
+   ``[new]``: the old keys are retired (a failed proof keeps them and raises).
 
 With ``BLOCKS_MASTER_KEY`` the keys cannot be written back: set it to ``NEW,OLD`` first;
 rotation then re-encrypts everything under NEW and tells you OLD may be dropped.
@@ -22,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from blocks.documents import secret_aad
-from blocks.encryption import EnvKeySource, KeyManager, Keyset, generate_key, token_parts
-from blocks.registry import DocumentRow, Registry
+from blocks.encryption import EnvKeySource, KeyManager, Keyset, host_name, key_fingerprint
+from blocks.errors import KeyManagementError, TamperedDocument
+from blocks.registry import DocumentRow, KeyRecord, Registry
 
 #: ``progress(done, total)``, called as documents are re-encrypted.
 Progress = Callable[[int, int], None]
@@ -38,22 +43,64 @@ class RotationReport:
     reencrypted: int
     source: str
     retired: bool
+    verified: int = 0
+    """Tokens proven to open under the new key after the rotation."""
 
 
-def _reencrypt_under(
-    keys: Keyset, registry: Registry, *, only_stale: bool, progress: Progress | None = None
-) -> int:
-    def rewrite(document: DocumentRow) -> dict[str, str] | None:
-        if only_stale and all(keys.uses_active_key(t) for t in document.secrets.values()):
-            return None
-        fresh = {}
+@dataclass(frozen=True)
+class KeyInit:
+    """What `init_master_key` found or made."""
+
+    key_id: str
+    source: str
+    created: bool
+
+
+def init_master_key(registry: Registry | None = None) -> KeyInit:
+    """Make sure the registry has a recorded master key (adopting or creating it, once).
+
+    `KeyMismatch` when this process's key source holds a different key than the recorded one.
+    """
+    registry = registry or Registry.default()
+    manager = KeyManager.for_registry(registry.url)
+    manager.forget()
+    before = registry.key_record()
+    keyset = manager.sealing_keyset(registry)
+    return KeyInit(keyset.active_id, keyset.source, created=before is None)
+
+
+def _reseal(document: DocumentRow, keys: Keyset, registry: Registry) -> dict[str, str]:
+    """The document's tokens re-encrypted under `keys`' active key, after checking its seal."""
+    what = f"{document.slug} (version {document.version})"
+    if document.seal:
+        keys.verify(document.message, document.seal, what=what)
+    elif registry.documents_sealed():
+        raise TamperedDocument(
+            f"{what} has no seal: it was written outside blocks. Delete and re-create it, then "
+            "run `block key rotate` again."
+        )
+    fresh = {}
+    for path, token in document.secrets.items():
+        aad = secret_aad(document.type_slug, document.name, path)
+        plain = keys.decrypt(token, aad=aad, what=f"field '{path}' of {document.slug}")
+        fresh[path] = keys.encrypt(plain, aad=aad)
+    return fresh
+
+
+def prove_all_open(registry: Registry, keys: Keyset) -> int:
+    """Open every document's seal and every token with `keys`; return the tokens opened."""
+    opened = 0
+    for document in registry.list_documents():
+        if document.seal or registry.documents_sealed():
+            keys.verify(document.message, document.seal, what=document.slug)
         for path, token in document.secrets.items():
-            aad = secret_aad(document.type_slug, document.name, path)
-            plain = keys.decrypt(token, aad=aad, what=f"field '{path}' of {document.slug}")
-            fresh[path] = keys.encrypt(plain, aad=aad)
-        return fresh
-
-    return registry.rewrite_secrets(rewrite, progress)
+            keys.decrypt(
+                token,
+                aad=secret_aad(document.type_slug, document.name, path),
+                what=f"field '{path}' of {document.slug}",
+            )
+            opened += 1
+    return opened
 
 
 def rotate_master_key(
@@ -64,41 +111,54 @@ def rotate_master_key(
     `progress(done, total)` is called as documents are re-encrypted (the CLI draws a bar)."""
     registry = registry or Registry.default()
     manager = KeyManager.for_registry(registry.url)
-    manager.forget()
-    current = manager.keyset()
-    source = manager.source_of_current()
+    with registry.rotation_lock():
+        manager.forget()
+        init_master_key(registry)
+        record = registry.key_record()
+        assert record is not None
+        current = manager.sealing_keyset(registry)  # KeyMismatch if we lack the recorded key
+        source = manager.source_of_current()
+        where = record.source
+        if isinstance(source, EnvKeySource):
+            # The environment is read-only: the user put the new key first.
+            new_keys = manager.keyset()
+            writable = False
+        else:
+            from blocks.encryption import generate_key
 
-    if isinstance(source, EnvKeySource):
-        # The environment is read-only: the user put the new key first.
-        count = _reencrypt_under(current, registry, only_stale=False, progress=progress)
-        return RotationReport(
-            old_key_ids=current.ids[1:],
-            new_key_id=current.active_id,
-            reencrypted=count,
-            source=source.describe(),
-            retired=False,
+            new = generate_key()
+            manager.store([*current.keys, new])  # 1
+            new_keys = Keyset([new, *current.keys], source.describe())
+            where = f"{source.describe()} on {host_name()}"
+            writable = True
+        new_id = new_keys.active_id
+        count = registry.reseal_all(  # 2
+            lambda document: _reseal(document, new_keys, registry),
+            new_keys.seal,
+            KeyRecord(new_id, key_fingerprint(new_keys.keys[0]), where),
+            progress,
         )
-
-    old = list(current.keys)
-    new = generate_key()
-    manager.store([*old, new])  # 1
-    staged = Keyset([new, *old], source.describe())
-    count = _reencrypt_under(staged, registry, only_stale=False, progress=progress)  # 2
-    manager.store([new, *old])  # 3
-    _reencrypt_under(staged, registry, only_stale=True)  # 4
-    still_old = [
-        token
-        for document in registry.list_documents()
-        for token in document.secrets.values()
-        if token_parts(token, what="a secret")[1] != staged.active_id
-    ]
-    retired = not still_old
-    if retired:
-        manager.store([new])
+        old_ids = [kid for kid in new_keys.ids if kid != new_id]
+        if writable:
+            manager.store(new_keys.keys)  # 3
+        try:
+            verified = prove_all_open(registry, Keyset([new_keys.keys[0]], new_keys.source))  # 4
+        except KeyManagementError:
+            raise
+        except Exception as exc:
+            raise KeyManagementError(
+                f"Rotation re-sealed every block under key {new_id}, but proving it failed "
+                f"({type(exc).__name__}: {exc}); the old keys are kept. Run `block key rotate` "
+                "again."
+            ) from None
+        if writable:
+            manager.store([new_keys.keys[0]])
+        manager.forget()
     return RotationReport(
-        old_key_ids=current.ids,
-        new_key_id=staged.active_id,
+        old_key_ids=old_ids,
+        new_key_id=new_id,
         reencrypted=count,
         source=source.describe(),
-        retired=retired,
+        retired=writable,
+        verified=verified,
     )

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from blocks.core import SECRET_MASK, Block, _keyset, _registry, block_class_for, split_slug
-from blocks.documents import field_problems, secret_aad, secret_value, set_path
+from blocks.core import SECRET_MASK, Block, _registry, block_class_for, open_secrets, split_slug
+from blocks.documents import field_problems, set_path
 from blocks.errors import BlockNotFound, InvalidBlockData
 
 if TYPE_CHECKING:
@@ -136,14 +136,12 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
             f"No {type_slug} block named '{name}'. Saved {type_slug} blocks: {known}."
         )
     values = copy.deepcopy(row.data)
-    keyset = _keyset(registry, row.secrets.values()) if reveal_secrets and row.secrets else None
-    for path, token in row.secrets.items():
+    # Revealing checks the document's seal first: a tampered block is never shown in clear.
+    opened = open_secrets(registry, row) if reveal_secrets else {}
+    for path in row.secrets:
         shown: Any = SECRET_MASK
-        if keyset is not None:
-            plain = keyset.decrypt(
-                token, aad=secret_aad(type_slug, name, path), what=f"field '{path}' of {row.slug}"
-            )
-            shown = secret_value(plain)
+        if path in opened:
+            shown = opened[path].get_secret_value()
             if isinstance(shown, bytes):
                 shown = shown.decode("utf-8", "backslashreplace")
         set_path(values, path, shown)

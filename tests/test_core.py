@@ -22,7 +22,7 @@ from blocks.errors import (
     InvalidName,
     UnknownBlockType,
 )
-from blocks.registry import Registry
+from blocks.registry import SCHEMA_VERSION, Registry
 from blocks.system import JSON, DateTime, Secret, String
 
 
@@ -274,7 +274,7 @@ def test_registry_records_schema_version(registry_backend: str, blocks_home: Pat
         with sqlite3.connect(blocks_home / "registry.db") as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             rows = conn.execute("select key, value from registry_meta").fetchall()
-        assert ("schema_version", "1") in rows
+        assert ("schema_version", str(SCHEMA_VERSION)) in rows
 
 
 class Tokens(Block):

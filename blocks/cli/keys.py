@@ -1,4 +1,4 @@
-"""``block key info | rotate | generate``: the master key that encrypts secrets.
+"""``block key init | info | rotate | generate``: the master key that encrypts secrets.
 
 Only key ids (short public hashes) are printed, except by `block key generate`, whose whole
 purpose is to print a new key.
@@ -28,7 +28,7 @@ def info(as_json: bool) -> None:
     url = normalize_url(settings.registry_url())
     manager = KeyManager.for_registry(url)
     try:
-        keyset = manager.keyset(create=False)
+        keyset = manager.keyset()
     except KeyManagementError:
         where = manager.writable_source().describe()
         if as_json:
@@ -49,6 +49,23 @@ def info(as_json: bool) -> None:
         ),
         title="master key",
     )
+
+
+@key.command()
+def init() -> None:
+    """Create this registry's master key (once), or check that this shell has it.
+
+    Racing `init`s and first saves from many processes all end up with one key. If the
+    registry already records a key that this shell's key source does not hold, this fails
+    (KeyMismatch) and says how to fix it.
+    """
+    from blocks.rotation import init_master_key
+
+    done = init_master_key()
+    if done.created:
+        click.echo(f"Created master key {done.key_id} in {done.source}.")
+    else:
+        click.echo(f"Master key {done.key_id} is in {done.source}; this registry records it.")
 
 
 @key.command()

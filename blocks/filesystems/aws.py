@@ -20,6 +20,7 @@ from typing import Any, cast
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 
 from blocks.core import Block
+from blocks.documents import mask_userinfo, userinfo_strings
 from blocks.errors import ConfigurationError, MissingDependency, StorageError
 from blocks.filesystems.base import scrub, secret_strings
 from blocks.filesystems.remote import FsspecFileSystem, _without_private
@@ -146,7 +147,7 @@ class S3(FsspecFileSystem):
             or os.environ.get("AWS_ENDPOINT_URL")
         )
         where = f"s3://{self.bucket_path}"
-        return f"{where} (endpoint {endpoint})" if endpoint else where
+        return f"{where} (endpoint {mask_userinfo(endpoint)})" if endpoint else where
 
     def _storage_options(self) -> dict[str, Any]:
         creds = self.credentials
@@ -187,7 +188,9 @@ class S3(FsspecFileSystem):
 
     def secret_values(self) -> list[str]:
         options = self._storage_options()
-        return secret_strings({k: options.get(k) for k in ("key", "secret", "token")})
+        return secret_strings(
+            {k: options.get(k) for k in ("key", "secret", "token")}
+        ) + userinfo_strings([options, self])
 
     def _is_missing_root(self, exc: BaseException) -> bool:
         code = _error_code(exc.__cause__) or _error_code(exc)

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, NoReturn, cast
 from pydantic import Field, PrivateAttr, field_validator
 
 from blocks.core import SecretDict
+from blocks.documents import mask_userinfo, userinfo_strings
 from blocks.errors import BlocksError, ConfigurationError, MissingDependency, StorageError
 from blocks.filesystems.base import (
     TEMP_PREFIX,
@@ -117,7 +118,10 @@ class FsspecFileSystem(WritableFileSystem):
     def secret_values(self) -> list[str]:
         """Strings that must never appear in an error message (keys, tokens), including
         credentials the options resolved from elsewhere."""
-        return secret_strings(self._storage_options())
+        # A URL's user:password@ (an endpoint, a basepath) counts as a secret too.
+        return secret_strings(self._storage_options()) + userinfo_strings(
+            [self._storage_options(), self]
+        )
 
     def _is_missing_root(self, exc: BaseException) -> bool:
         """Whether a FileNotFoundError (or an empty listing) means the bucket is missing."""
@@ -177,7 +181,7 @@ class FsspecFileSystem(WritableFileSystem):
         else:
             why = f"{type(exc).__name__}: {exc}"
         message = f"Could not {action} {key!r} in {self.describe()}: {why}"
-        clean = scrub(message, self.secret_values())
+        clean = mask_userinfo(scrub(message, self.secret_values()))
         if clean != message:
             raise StorageError(clean) from None
         raise StorageError(clean) from exc
@@ -459,7 +463,7 @@ class RemoteFileSystem(FsspecFileSystem):
 
     def describe(self) -> str:
         # A URL may carry user:password@ (ftp, sftp, http): never show it.
-        return _USERINFO.sub(r"\1***@", self.basepath.rstrip("/"))
+        return mask_userinfo(self.basepath.rstrip("/"))
 
 
 __all__ = ["FsspecFileSystem", "RemoteFileSystem"]

@@ -64,7 +64,7 @@ def keys_page(request: Request) -> Response:
     active: str | None = None
     ids: list[str] = []
     try:
-        keyset = manager.keyset(create=False)
+        keyset = manager.keyset()  # never creates a key
     except KeyManagementError:
         where = manager.writable_source().describe()
     else:
