@@ -331,7 +331,7 @@ class _Tracer:
 # -- the per-process cache -------------------------------------------------------------------
 
 _cache: dict[int, tuple[Any, Fingerprint]] = {}
-_cache_lock = threading.Lock()
+_cache_lock = threading.RLock()
 
 
 def _trace(tracer: _Tracer, target: Any, owner: str) -> None:
@@ -363,6 +363,18 @@ def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
     entry = _cache.get(id(fn))
     if entry is not None and entry[0] is fn:
         return entry[1]
+    # Computed under the lock: calls racing the first one must all get ITS fingerprint (the
+    # globals and closure values it read may change the moment the first body runs).
+    with _cache_lock:
+        entry = _cache.get(id(fn))
+        if entry is not None and entry[0] is fn:
+            return entry[1]
+        result = _compute(fn)
+        _cache[id(fn)] = (fn, result)  # keeps `fn` alive, so its id is never reused
+    return result
+
+
+def _compute(fn: Callable[..., Any]) -> Fingerprint:
     target = _unwrap(fn)
     owner = getattr(target, "__qualname__", None) or repr(target)
     tracer = _Tracer(owner)
@@ -376,10 +388,7 @@ def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
         ]
     parts = dict(sorted(tracer.parts.items()))
     total = _digest("\n".join(f"{k}={v}" for k, v in parts.items()).encode())
-    result = Fingerprint(total, parts, "; ".join(tracer.notes) or None)
-    with _cache_lock:
-        _cache[id(fn)] = (fn, result)  # keeps `fn` alive, so its id is never reused
-    return result
+    return Fingerprint(total, parts, "; ".join(tracer.notes) or None)
 
 
 def clear_cache() -> None:

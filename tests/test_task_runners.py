@@ -31,7 +31,9 @@ def test_flow_runs_reuse_the_same_threads() -> None:
     alive = SHARED_THREADS.threads()
     every = set().union(*seen)
     print(f"30 flow runs x 16 tasks: {len(every)} distinct threads, {alive} alive now")
-    assert all(len(s) <= 4 for s in seen)
+    # A run may see more than 4 thread ids (a thread that just finished a job is not yet idle
+    # when the next job starts, so a parked one takes it); its bound on concurrency is
+    # `test_each_run_keeps_its_own_bound`. Here: threads are reused across runs.
     assert len(every) <= SHARED_THREADS.keep_idle + 4  # not 4 new threads per run
     assert alive <= SHARED_THREADS.keep_idle + 4
 

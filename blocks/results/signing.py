@@ -218,6 +218,7 @@ def forget() -> None:
 
 def _find() -> ResultsKeys:
     from blocks.encryption import KeyManager, parse_keys
+    from blocks.errors import KeyManagementError
 
     raw = settings.results_key()
     if raw:
@@ -225,7 +226,16 @@ def _find() -> ResultsKeys:
     from_block = _from_secret_block()
     if from_block is not None:
         return ResultsKeys.of(list(parse_keys(from_block, origin="secret/results-key")), "block")
-    master = KeyManager.for_registry(settings.registry_url()).keyset()
+    manager = KeyManager.for_registry(settings.registry_url())
+    try:
+        master = manager.keyset()
+    except KeyManagementError:
+        # No key in any source (a fresh home): the registry decides, as for its first block
+        # save - it makes the master key once under its key lock (racing processes all end up
+        # with one key), or says which key it records and where that key is missing.
+        from blocks.registry import Registry
+
+        master = manager.sealing_keyset(Registry.default())
     return ResultsKeys.of([derive_results_key(k) for k in master.keys], "master key")
 
 
