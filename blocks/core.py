@@ -289,6 +289,12 @@ class Block(BaseModel):
     # -- polymorphic parsing by block_type_slug (Prefect's dispatch) --------------------------
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        if args:  # pydantic's own message ("takes 1 positional argument") names no field
+            fields = ", ".join(f"{name}=..." for name in list(cls.model_fields)[:3])
+            raise TypeError(
+                f"{cls.__name__} takes its fields by name, e.g. {cls.__name__}({fields}), "
+                f"not {len(args)} positional argument(s)."
+            )
         # ``Base(block_type_slug="child", ...)`` builds a Child; its __init__ then runs.
         slug = kwargs.get(SLUG_KEY)
         if slug is not None and (cls._block_is_abstract or slug != cls.get_block_type_slug()):

@@ -244,3 +244,8 @@ def test_folders_that_do_not_look_like_typos_are_quiet(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resolve_storage(spec)
+
+
+def test_a_block_given_positional_arguments_says_to_name_the_fields() -> None:
+    with pytest.raises(TypeError, match=r"takes its fields by name, e\.g\. RemoteFileSystem\("):
+        RemoteFileSystem("ftp://host/results")  # type: ignore[misc]
