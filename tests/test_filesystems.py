@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from blocks.core import Block
@@ -459,6 +459,8 @@ def test_property_remote_keys_stay_under_the_base_path(key: str) -> None:
 
 
 @given(key=keys)
+@example(key="./s3://b/k")
+@example(key="./C:x")
 def test_property_validate_key_is_idempotent_and_safe(key: str) -> None:
     try:
         clean = validate_key(key)

@@ -145,7 +145,35 @@ def validate_key(key: KeyLike, *, allow_empty: bool = False) -> str:
         raise refuse(f"names starting with {TEMP_PREFIX!r} are reserved for temporary files")
     if not parts and not allow_empty:
         raise refuse("it is empty")
-    return "/".join(parts)
+    normal = "/".join(parts)
+    # "./s3://b/k" normalises to "s3:/b/k", "./C:x" to "C:x": refused as their plain forms.
+    if _DRIVE.match(normal):
+        raise refuse("it starts with a drive letter")
+    if _SCHEME.match(normal):
+        raise refuse("it is a URL (or starts like one) that is not inside the base path")
+    return normal
+
+
+_checked: dict[str, str] = {}
+
+
+def checked_key(key: KeyLike) -> str:
+    """`validate_key` remembered per str key: hot paths (a cache hit) check the same keys
+    again and again. Only keys that pass are remembered; a refused one raises every time.
+
+    Example:
+        >>> checked_key("a//./b.bin")
+        'a/b.bin'
+    """
+    if type(key) is not str:
+        return validate_key(key)
+    found = _checked.get(key)
+    if found is None:
+        found = validate_key(key)
+        if len(_checked) >= 4096:
+            _checked.clear()
+        _checked[key] = found
+    return found
 
 
 def key_text(key: Any) -> str:
