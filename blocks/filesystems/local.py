@@ -30,6 +30,7 @@ from blocks.filesystems.base import (
     TempFile,
     WritableFileSystem,
     check_range,
+    checked_key,
     key_in_base,
     key_text,
     temp_name_prefix,
@@ -129,7 +130,8 @@ class LocalFileSystem(WritableFileSystem):
         """`path` as a key: a ``file://`` URL or absolute path inside the base folder is made
         relative to it (what `write_path` returns reads back); outside, `UnsafePath`."""
         if isinstance(path, str) and not path.startswith("/") and "://" not in path:
-            return validate_key(path, allow_empty=allow_empty)  # a plain key (the hot path)
+            # A plain key (the hot path): no URL or absolute path to make relative.
+            return validate_key(path, allow_empty=True) if allow_empty else checked_key(path)
         root = self._root_text()
         path = key_text(path)
         if path.startswith("/"):

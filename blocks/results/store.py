@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ from blocks.errors import (
     StorageError,
     UnsafePath,
 )
-from blocks.filesystems.base import TempFile, validate_key
+from blocks.filesystems.base import TempFile, checked_key, validate_key
 from blocks.results import streams
 from blocks.results.record import (
     FIRST_READ,
@@ -61,6 +62,7 @@ from blocks.results.record import (
     RecordHeader,
     checksum_string,
     decode_header,
+    decode_header_once,
     encode_prefix,
     header_length,
 )
@@ -78,6 +80,10 @@ logger = logging.getLogger("blocks.results")
 _SERIALIZERS: dict[str, Serializer] = {}
 
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+#: The first read of a record asks for this much: prefix, header and, for most cached
+#: results, the whole payload in one ``read()``; a larger record streams from there.
+HEAD_READ = 64 * 1024
 
 #: How old a temp file must be before `prune` removes it (unless its writer, on this host,
 #: is gone): longer than any write takes.
@@ -233,20 +239,28 @@ class ResultStore:
 
         Corrupt or truncated records also warn (`CorruptRecordWarning`) and log.
         """
-        key = validate_key(key)
+        key = checked_key(key)
         keys = self.keys
         try:
             with self.storage.open_read(key) as stream:
-                prefix = stream.read(PREFIX_SIZE)
-                length = header_length(prefix, key=key)
-                header = decode_header(
-                    prefix + streams.read_exactly(stream, length, key), key=key, keys=keys
-                )
+                # One read brings prefix, header and (for a small record) the whole payload.
+                first = streams.read_head(stream, HEAD_READ)
+                length = header_length(first, key=key)
+                end = PREFIX_SIZE + length
+                data = first
+                if len(data) < end:
+                    data += streams.read_exactly(stream, end - len(data), key)
+                header = decode_header_once(data[:end], key=key, keys=keys)
                 if header.is_expired():
                     return None
                 serializer = self._serializer_for(header)
                 limit = _decode_limit(header)
-                value = self._load_verified(stream, header, serializer, keys, limit)
+                if len(first) < HEAD_READ and len(data) == len(first):
+                    # The read stopped short of HEAD_READ: the end of the record is in hand.
+                    value = self._load_small(data, end, stream, header, serializer, keys, limit)
+                else:
+                    stream.seek(end)
+                    value = self._load_verified(stream, header, serializer, keys, limit)
         except _ABSENT:
             return None
         except CorruptRecord as exc:
@@ -482,6 +496,28 @@ class ResultStore:
             spool.seek(0)
             with codec_context(max_bytes=limit, sealer=signer):
                 return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
+
+    def _load_small(
+        self,
+        data: bytes,
+        end: int,
+        stream: BinaryIO,
+        header: RecordHeader,
+        serializer: Serializer,
+        keys: ResultsKeys,
+        limit: int,
+    ) -> Any:
+        # The payload is already in memory: verify it there, then decode from it.
+        payload = data[end:]
+        if len(payload) < header.payload_size:
+            # A short read, or a truncated record: read on (one byte past, to see padding).
+            payload += stream.read(header.payload_size + 1 - len(payload))
+        signer = keys.by_id[header.signer]
+        hasher = signer.payload_hasher(header.checksum)
+        hasher.update(payload)
+        streams.verify((len(payload), checksum_string(hasher)), header)
+        with codec_context(max_bytes=limit, sealer=signer):
+            return streams.deserialize(serializer, io.BytesIO(payload), header)
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
