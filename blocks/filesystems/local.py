@@ -109,8 +109,11 @@ class LocalFileSystem(WritableFileSystem):
         # the settings and on HOME (``~``); a relative basepath also on the working
         # directory, so that one is not cached.
         base = self.basepath
-        env = os.environ
-        ident = (base, env.get("BLOCKS_HOME") if base is None else None, env.get("HOME"))
+        if base is not None and base.startswith("/"):
+            ident: tuple[str | None, str | None, str | None] = (base, None, None)
+        else:
+            env = os.environ
+            ident = (base, env.get("BLOCKS_HOME") if base is None else None, env.get("HOME"))
         found = _roots.get(ident)
         if found is not None:
             return found
@@ -278,7 +281,18 @@ class LocalFileSystem(WritableFileSystem):
         """A read descriptor of the regular file under `key` (see `_reach`);
         `FileNotFoundError` if there is none (absent, a folder, a FIFO...)."""
         try:
-            fd = self._reach(key, mode="read")[0]
+            if "/" in key:
+                fd = self._reach(key, mode="read")[0]
+            else:
+                # A key right below the base (a cache key): the only name below the base is
+                # the last one, which O_NOFOLLOW guards, so one open by path is as safe as
+                # the walk (the base path's own symlinks are followed either way).
+                try:
+                    fd = os.open(f"{self._root_text()}/{key}", _FILE_FLAGS)
+                except OSError as exc:
+                    if exc.errno not in _NOT_FOLLOWED:
+                        raise
+                    fd = self._reach(key, mode="read")[0]  # a symlink: decide as the walk does
         except (IsADirectoryError, NotADirectoryError):
             fd = -1
         if fd >= 0:

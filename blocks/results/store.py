@@ -130,6 +130,7 @@ class ResultStore:
         self._own_spec = self.serializer.to_spec()
         self._reads_pickle = _uses_pickle(self._own_spec)
         self._keys = keys
+        self._compatible_versions: dict[int, dict[str, str]] = {}
 
     @property
     def keys(self) -> ResultsKeys:
@@ -446,7 +447,16 @@ class ResultStore:
         spec = header.serializer
         if spec == self._own_spec:
             # Our own serializer: it may hold options a spec cannot carry (JSON `types`).
-            return _compatible(self.serializer, header)
+            # Headers of repeat hits are shared objects (`decode_header_once`): their versions
+            # dict, once found compatible, is remembered (kept alive, so its id stays its own).
+            versions = header.versions
+            if self._compatible_versions.get(id(versions)) is versions:
+                return self.serializer
+            own = _compatible(self.serializer, header)
+            if len(self._compatible_versions) >= 256:
+                self._compatible_versions.clear()
+            self._compatible_versions[id(versions)] = versions
+            return own
         if _uses_pickle(spec) and not self._reads_pickle:
             raise CorruptRecord(
                 f"result record {header.key!r} is pickled, but this store's serializer "
