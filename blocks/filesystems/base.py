@@ -312,6 +312,25 @@ class WritableFileSystem(Block):
     def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         """A seekable binary reader over the object; `FileNotFoundError` if absent."""
 
+    def open_head(self, path: KeyLike, size: int) -> tuple[bytes, BinaryIO | None]:
+        """Up to `size` first bytes of the object and, when it may hold more, a reader
+        positioned after them (the caller closes it); ``None`` when the bytes are all of it.
+
+        For small objects read whole in one call (a cached result). By default over
+        `open_read`; local storage does one ``open`` and one ``read()``.
+        """
+        stream = self.open_read(path).__enter__()
+        try:
+            read1 = getattr(stream, "read1", None)
+            head = bytes(read1(size) if read1 is not None else stream.read(size))
+        except BaseException:
+            stream.close()
+            raise
+        if len(head) < size:
+            stream.close()
+            return head, None
+        return head, stream
+
     @abstractmethod
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the object (fewer if it is shorter)."""

@@ -112,8 +112,10 @@ class LocalFileSystem(WritableFileSystem):
         if base is not None and base.startswith("/"):
             ident: tuple[str | None, str | None, str | None] = (base, None, None)
         else:
-            env = os.environ
-            ident = (base, env.get("BLOCKS_HOME") if base is None else None, env.get("HOME"))
+            home = os.environ.get("BLOCKS_HOME") if base is None else None
+            # HOME matters only where a "~" (or the default ~/.blocks) is expanded.
+            tilde = home is None or home.startswith("~") if base is None else "~" in base
+            ident = (base, home, os.environ.get("HOME") if tilde else None)
         found = _roots.get(ident)
         if found is not None:
             return found
@@ -395,6 +397,21 @@ class LocalFileSystem(WritableFileSystem):
 
     def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         return open(self._open_file(self._key(path)), "rb")
+
+    def open_head(self, path: KeyLike, size: int) -> tuple[bytes, BinaryIO | None]:
+        # One open and one read() syscall for a small object; no file object unless needed.
+        if type(self).open_read is not LocalFileSystem.open_read:
+            return super().open_head(path, size)  # a subclass reads its own way: keep it
+        fd = self._open_file(self._key(path))
+        try:
+            head = os.read(fd, size)
+            if len(head) == size:
+                return head, open(fd, "rb")  # positioned after `head`; the caller closes it
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return head, None  # a regular file reads short only at its end
 
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         check_range(start, end)

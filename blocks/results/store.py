@@ -243,25 +243,26 @@ class ResultStore:
         key = checked_key(key)
         keys = self.keys
         try:
-            with self.storage.open_read(key) as stream:
-                # One read brings prefix, header and (for a small record) the whole payload.
-                first = streams.read_head(stream, HEAD_READ)
-                length = header_length(first, key=key)
-                end = PREFIX_SIZE + length
-                data = first
-                if len(data) < end:
+            # One read brings prefix, header and (for a small record) the whole payload;
+            # `stream` is None when that was all of it.
+            data, stream = self.storage.open_head(key, HEAD_READ)
+            try:
+                end = PREFIX_SIZE + header_length(data, key=key)
+                if len(data) < end and stream is not None:
                     data += streams.read_exactly(stream, end - len(data), key)
                 header = decode_header_once(data[:end], key=key, keys=keys)
                 if header.is_expired():
                     return None
                 serializer = self._serializer_for(header)
                 limit = _decode_limit(header)
-                if len(first) < HEAD_READ and len(data) == len(first):
-                    # The read stopped short of HEAD_READ: the end of the record is in hand.
-                    value = self._load_small(data, end, stream, header, serializer, keys, limit)
+                if stream is None:
+                    value = self._load_small(data[end:], header, serializer, keys, limit)
                 else:
                     stream.seek(end)
                     value = self._load_verified(stream, header, serializer, keys, limit)
+            finally:
+                if stream is not None:
+                    stream.close()
         except _ABSENT:
             return None
         except CorruptRecord as exc:
@@ -509,19 +510,14 @@ class ResultStore:
 
     def _load_small(
         self,
-        data: bytes,
-        end: int,
-        stream: BinaryIO,
+        payload: bytes,
         header: RecordHeader,
         serializer: Serializer,
         keys: ResultsKeys,
         limit: int,
     ) -> Any:
-        # The payload is already in memory: verify it there, then decode from it.
-        payload = data[end:]
-        if len(payload) < header.payload_size:
-            # A short read, or a truncated record: read on (one byte past, to see padding).
-            payload += stream.read(header.payload_size + 1 - len(payload))
+        # The whole payload is in memory (the storage said so): verify it there, then decode
+        # from it. Truncated or padded shows as a size mismatch.
         signer = keys.by_id[header.signer]
         hasher = signer.payload_hasher(header.checksum)
         hasher.update(payload)

@@ -61,14 +61,6 @@ def is_stable(stream: BinaryIO) -> bool:
     return True
 
 
-def read_head(stream: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes from the start of `stream` in one read call where the stream allows
-    it (``read1``: a local file's one ``read()`` syscall): for a small record, all of it."""
-    read1 = getattr(stream, "read1", None)
-    data = read1(size) if read1 is not None else stream.read(size)
-    return bytes(data)
-
-
 def read_exactly(stream: BinaryIO, size: int, key: str) -> bytes:
     data = stream.read(size)
     if len(data) < size:
