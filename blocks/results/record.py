@@ -282,9 +282,10 @@ def decode_header_once(signed: bytes, *, key: str, keys: ResultsKeys) -> RecordH
     if found is not None and found[0] is keys:
         return found[1]
     header = decode_header(signed, key=key, keys=keys)
-    if len(_verified) >= 1024:
-        _verified.clear()
-    _verified[signed] = (keys, header)
+    if len(signed) <= FIRST_READ:  # at most 1024 x 4 KiB held; larger headers are rare
+        if len(_verified) >= 1024:
+            _verified.clear()
+        _verified[signed] = (keys, header)
     return header
 
 
