@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import posixpath
+import stat
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from blocks.core import Block
@@ -306,26 +307,28 @@ def test_local_atomic_write_uses_temp_file_fsync_and_replace(
 ) -> None:
     fs = LocalFileSystem(basepath=str(tmp_path))
     calls: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_rename = os.fsync, os.rename
 
     def fsync(fd: int) -> None:
-        calls.append("fsync")
+        calls.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
         real_fsync(fd)
 
-    def replace(src: str, dst: str) -> None:
-        calls.append(f"replace {Path(src).parent == Path(dst).parent}")
-        assert Path(src).name.startswith(TEMP_PREFIX)
-        real_replace(src, dst)
+    def rename(src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
+        # Renamed inside the folder held open (no path looked up again), from a temp name.
+        calls.append(f"rename in one folder {src_dir_fd == dst_dir_fd}")
+        assert src.startswith(TEMP_PREFIX) and dst == "k.bin"
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "rename", rename)
     with fs.open_atomic_write("deep/k.bin") as f:
         f.write(b"abc")
         f.seek(0)  # a real, seekable file
         f.write(b"A")
         (pending,) = (tmp_path / "deep").iterdir()
         assert pending.name.startswith(TEMP_PREFIX)
-    assert calls[:2] == ["fsync", "replace True"]
+    # The new folder "deep" made durable in the base, the file, the rename, then its folder.
+    assert calls == ["fsync folder", "fsync file", "rename in one folder True", "fsync folder"]
     assert (tmp_path / "deep" / "k.bin").read_bytes() == b"Abc"
 
 
@@ -456,6 +459,8 @@ def test_property_remote_keys_stay_under_the_base_path(key: str) -> None:
 
 
 @given(key=keys)
+@example(key="./s3://b/k")
+@example(key="./C:x")
 def test_property_validate_key_is_idempotent_and_safe(key: str) -> None:
     try:
         clean = validate_key(key)

@@ -150,7 +150,35 @@ def validate_key(key: KeyLike, *, allow_empty: bool = False) -> str:
         raise refuse(f"names starting with {TEMP_PREFIX!r} are reserved for temporary files")
     if not parts and not allow_empty:
         raise refuse("it is empty")
-    return "/".join(parts)
+    normal = "/".join(parts)
+    # "./s3://b/k" normalises to "s3:/b/k", "./C:x" to "C:x": refused as their plain forms.
+    if _DRIVE.match(normal):
+        raise refuse("it starts with a drive letter")
+    if _SCHEME.match(normal):
+        raise refuse("it is a URL (or starts like one) that is not inside the base path")
+    return normal
+
+
+_checked: dict[str, str] = {}
+
+
+def checked_key(key: KeyLike) -> str:
+    """`validate_key` remembered per str key: hot paths (a cache hit) check the same keys
+    again and again. Only keys that pass are remembered; a refused one raises every time.
+
+    Example:
+        >>> checked_key("a//./b.bin")
+        'a/b.bin'
+    """
+    if type(key) is not str:
+        return validate_key(key)
+    found = _checked.get(key)
+    if found is None:
+        found = validate_key(key)
+        if len(_checked) >= 4096:
+            _checked.clear()
+        _checked[key] = found
+    return found
 
 
 def key_text(key: Any) -> str:
@@ -288,6 +316,25 @@ class WritableFileSystem(Block):
     @abstractmethod
     def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         """A seekable binary reader over the object; `FileNotFoundError` if absent."""
+
+    def open_head(self, path: KeyLike, size: int) -> tuple[bytes, BinaryIO | None]:
+        """Up to `size` first bytes of the object and, when it may hold more, a reader
+        positioned after them (the caller closes it); ``None`` when the bytes are all of it.
+
+        For small objects read whole in one call (a cached result). By default over
+        `open_read`; local storage does one ``open`` and one ``read()``.
+        """
+        stream = self.open_read(path).__enter__()
+        try:
+            read1 = getattr(stream, "read1", None)
+            head = bytes(read1(size) if read1 is not None else stream.read(size))
+        except BaseException:
+            stream.close()
+            raise
+        if len(head) < size:
+            stream.close()
+            return head, None
+        return head, stream
 
     @abstractmethod
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:

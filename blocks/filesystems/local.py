@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
+import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import timedelta
@@ -29,13 +30,31 @@ from blocks.filesystems.base import (
     TempFile,
     WritableFileSystem,
     check_range,
+    checked_key,
     key_in_base,
     key_text,
     temp_name_prefix,
     validate_key,
 )
 
+# Every folder below the base is opened one name at a time relative to its parent's descriptor
+# and never through a symlink, so a folder swapped for a symlink between a check and the
+# operation cannot redirect it (the kernel refuses with ELOOP; we decide what a link means).
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# The base folder itself is configuration: a symlink in its own path is followed.
+_BASE_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO planted under a key must not hang the reader (no effect on files).
+_FILE_FLAGS = (
+    os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# open(O_NOFOLLOW) of a symlink: ELOOP on Linux and macOS, EMLINK on FreeBSD; ENOTDIR when a
+# file stands where a folder is expected (O_DIRECTORY).
+_NOT_FOLLOWED = frozenset({errno.ELOOP, errno.EMLINK, errno.ENOTDIR})
+#: Symlinks followed for one key before giving up (the kernel's own limit is 40).
+MAX_SYMLINKS = 40
+
+_roots: dict[tuple[str | None, str | None, str | None], str] = {}
 
 
 class LocalFileSystem(WritableFileSystem):
@@ -45,9 +64,13 @@ class LocalFileSystem(WritableFileSystem):
     ``fsync=False``), then renamed over the target: a reader sees the old file or the new one,
     never a part.
     Keys that resolve outside `basepath` (``..``, absolute paths, symlinks leading out)
-    are refused with `UnsafePath`. Deletes never follow a symlink: they walk from the base
-    folder with directory descriptors (``O_NOFOLLOW``) and ``unlink(dir_fd=...)``, so a folder
-    swapped for a symlink between a check and the delete cannot redirect it outside the base.
+    are refused with `UnsafePath`. Reads, writes and deletes never let the kernel follow a
+    symlink below the base: they walk from the base folder with directory descriptors
+    (``O_NOFOLLOW``), create the temp file and rename it inside the folder held open
+    (``dir_fd``), so a folder swapped for a symlink between a check and the operation cannot
+    redirect it outside the base. A symlink inside the base is read (``readlink``) and followed
+    by reads and writes only when its target stays inside the base; deletes never follow one.
+    The base path itself may be (or pass through) a symlink: it is configuration.
     Temp files are named after the host and pid that write them (`TempFile`).
 
     Example:
@@ -79,21 +102,46 @@ class LocalFileSystem(WritableFileSystem):
     # -- paths -----------------------------------------------------------------------------
     def root(self) -> Path:
         """The base folder as an absolute path (not created until the first write)."""
+        return Path(self._root_text())
+
+    def _root_text(self) -> str:
+        # Cached: the hot path (a cache hit) asks for it on every read. The answer depends on
+        # the settings and on HOME (``~``); a relative basepath also on the working
+        # directory, so that one is not cached.
         base = self.basepath
+        if base is not None and base.startswith("/"):
+            ident: tuple[str | None, str | None, str | None] = (base, None, None)
+        else:
+            home = os.environ.get("BLOCKS_HOME") if base is None else None
+            # HOME matters only where a "~" (or the default ~/.blocks) is expanded.
+            tilde = home is None or home.startswith("~") if base is None else "~" in base
+            ident = (base, home, os.environ.get("HOME") if tilde else None)
+        found = _roots.get(ident)
+        if found is not None:
+            return found
         if base is None:
-            return (settings.blocks_home() / "storage").absolute()
-        if base.startswith("file://"):
-            base = base[len("file://") :]
-        return Path(base).expanduser().absolute()
+            path = settings.blocks_home() / "storage"
+        else:
+            path = Path(base[len("file://") :] if base.startswith("file://") else base)
+            path = path.expanduser()
+        text = str(path.absolute())
+        if path.is_absolute():
+            if len(_roots) > 64:
+                _roots.clear()
+            _roots[ident] = text
+        return text
 
     def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
         """`path` as a key: a ``file://`` URL or absolute path inside the base folder is made
         relative to it (what `write_path` returns reads back); outside, `UnsafePath`."""
-        root = self.root()
+        if isinstance(path, str) and not path.startswith("/") and "://" not in path:
+            # A plain key (the hot path): no URL or absolute path to make relative.
+            return validate_key(path, allow_empty=True) if allow_empty else checked_key(path)
+        root = self._root_text()
         path = key_text(path)
         if path.startswith("/"):
-            base = str(root).rstrip("/") + "/"
-            if path == str(root):
+            base = root.rstrip("/") + "/"
+            if path == root:
                 path = ""
             elif path.startswith(base):
                 path = path[len(base) :].lstrip("/")
@@ -101,7 +149,10 @@ class LocalFileSystem(WritableFileSystem):
         return validate_key(path, allow_empty=allow_empty)
 
     def _resolve(self, key: KeyLike, *, allow_empty: bool = False) -> Path:
-        """The file for `key`, after checking that its real path stays under the root."""
+        """The file for `key`, after checking that its real path stays under the root.
+
+        A check by path, for listings only: reads, writes and deletes never go through a
+        path, they walk from the base folder with descriptors (`_reach`)."""
         key = self._key(key, allow_empty=allow_empty)
         root = self.root()
         path = root / key if key else root
@@ -114,19 +165,149 @@ class LocalFileSystem(WritableFileSystem):
             )
         return path
 
+    def _open_base(self, *, create: bool = False) -> int:
+        root = self._root_text()
+        try:
+            return os.open(root, _BASE_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                raise
+        os.makedirs(root, exist_ok=True)
+        return os.open(root, _BASE_FLAGS)
+
+    def _reach(self, key: str, *, mode: str) -> tuple[int, str, str]:
+        """Walk to `key` from the base folder, one name at a time, never letting the kernel
+        follow a symlink; return (descriptor, last name, key after links).
+
+        `mode` ``"read"`` opens the file itself (the descriptor is the file's); ``"write"``
+        creates missing folders and returns the folder's descriptor; ``"folder"`` only
+        returns the folder's descriptor. A symlink met on the way is read with
+        ``readlink(dir_fd=)`` and followed only if its target, taken relative to the real
+        folders walked so far, stays inside the base; then the walk restarts from the base.
+        A link that leads out, or more than `MAX_SYMLINKS` of them, is `UnsafePath`.
+        Whatever a racing process swaps in, every open is relative to a folder we hold open,
+        so nothing outside the base is ever opened, created or renamed over.
+        """
+        create = mode == "write"
+        for _ in range(MAX_SYMLINKS + 1):
+            parts = key.split("/")
+            last = len(parts) - 1
+            fd = self._open_base(create=create)
+            link: str | None = None
+            try:
+                for i, part in enumerate(parts):
+                    try:
+                        if i == last:
+                            if mode == "read":
+                                file_fd = os.open(part, _FILE_FLAGS, dir_fd=fd)
+                                os.close(fd)
+                                return file_fd, part, key
+                            if mode == "write":
+                                # A symlink under the name: write where it leads (a racing
+                                # swap after this check only replaces the link: rename never
+                                # follows its target name).
+                                link = _readlink(fd, part)
+                                if link is not None:
+                                    key = self._follow(key, parts[: i + 1], link, ())
+                                    break
+                            return fd, part, key
+                        child = _open_folder_at(fd, part, create=create, durable=self.fsync)
+                    except OSError as exc:
+                        if exc.errno not in _NOT_FOLLOWED:
+                            raise
+                        link = _readlink(fd, part)
+                        if link is None:
+                            raise  # a file where a folder should be: absent
+                        key = self._follow(key, parts[: i + 1], link, parts[i + 1 :])
+                        break
+                    os.close(fd)
+                    fd = child
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise UnsafePath(
+            f"Refused key {key!r}: more than {MAX_SYMLINKS} symlinks on the way (a loop?); "
+            "keys must name files below the base path."
+        )
+
+    def _follow(self, key: str, where: list[str], link: str, rest: Any) -> str:
+        """The key that the symlink at `where` (names from the base; its target `link`)
+        leads to, with the `rest` of the key below it; `UnsafePath` if it leads outside.
+
+        The folders above the link were opened without following links, so they are real
+        folders and a ``..`` in the target is resolved lexically against them, exactly."""
+        folders = where[:-1]
+        if link.startswith("/"):
+            target = posixpath.normpath(link)
+            for root in (os.path.realpath(self._root_text()), self._root_text()):
+                root = root.rstrip("/")
+                if target == root or target.startswith(root + "/"):
+                    inside = target[len(root) :].strip("/")
+                    break
+            else:
+                inside = None
+        else:
+            target = posixpath.normpath("/".join([*folders, link]))
+            inside = None if target == ".." or target.startswith("../") else target
+        if inside is None:
+            raise UnsafePath(
+                f"Refused key {key!r}: {'/'.join(where)!r} is a symlink to {link!r}, outside "
+                f"the base path {self.describe()}. Keys must stay below the base path."
+            )
+        joined = "/".join(p for p in (inside if inside != "." else "", *rest) if p)
+        if not joined:
+            raise IsADirectoryError(errno.EISDIR, f"key {key!r} leads to the base folder")
+        return validate_key(joined)
+
     # -- the protocol -------------------------------------------------------------------
     def read_path(self, path: KeyLike) -> bytes:
         with self.open_read(path) as f:
             return f.read()
 
     def write_path(self, path: KeyLike, content: bytes) -> str:
-        target = self._resolve(path)
-        with self._atomic_write(target) as f:
+        key = self._key(path)
+        with self._atomic_write(key) as f:
             f.write(content)
-        return str(target)
+        return os.path.join(self._root_text(), *key.split("/"))
 
     def exists(self, path: KeyLike) -> bool:
-        return self._resolve(path).is_file()
+        try:
+            fd = self._open_file(self._key(path))
+        except FileNotFoundError:
+            return False
+        os.close(fd)
+        return True
+
+    def _open_file(self, key: str) -> int:
+        """A read descriptor of the regular file under `key` (see `_reach`);
+        `FileNotFoundError` if there is none (absent, a folder, a FIFO...)."""
+        try:
+            if "/" in key:
+                fd = self._reach(key, mode="read")[0]
+            else:
+                # A key right below the base (a cache key): the only name below the base is
+                # the last one, which O_NOFOLLOW guards, so one open by path is as safe as
+                # the walk (the base path's own symlinks are followed either way).
+                try:
+                    fd = os.open(f"{self._root_text()}/{key}", _FILE_FLAGS)
+                except OSError as exc:
+                    if exc.errno not in _NOT_FOLLOWED:
+                        raise
+                    fd = self._reach(key, mode="read")[0]  # a symlink: decide as the walk does
+        except (IsADirectoryError, NotADirectoryError):
+            fd = -1
+        if fd >= 0:
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise FileNotFoundError(
+            errno.ENOENT, f"No object under key {key!r} in {self.describe()} (not a file)"
+        )
 
     def delete(self, path: KeyLike) -> None:  # type: ignore[override]
         key = self._key(path)
@@ -150,13 +331,13 @@ class LocalFileSystem(WritableFileSystem):
     def _open_folder(self, folders: str) -> int:
         """A descriptor of the folder `folders` (a key prefix), opened one name at a time from
         the base without following any symlink; `UnsafePath` if one is in the way."""
-        fd = os.open(os.path.realpath(self.root()), _DIR_FLAGS)
+        fd = self._open_base()
         try:
             for part in folders.split("/") if folders else ():
                 try:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    if exc.errno in _NOT_FOLLOWED:
                         raise UnsafePath(
                             f"Refused to delete below {folders!r}: {part!r} is not a folder "
                             "(a symlink?); deletes never follow symlinks."
@@ -215,49 +396,63 @@ class LocalFileSystem(WritableFileSystem):
         return sorted(self.walk_keys(path))
 
     def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
-        target = self._resolve(path)
+        return open(self._open_file(self._key(path)), "rb")
+
+    def open_head(self, path: KeyLike, size: int) -> tuple[bytes, BinaryIO | None]:
+        # One open and one read() syscall for a small object; no file object unless needed.
+        if type(self).open_read is not LocalFileSystem.open_read:
+            return super().open_head(path, size)  # a subclass reads its own way: keep it
+        fd = self._open_file(self._key(path))
         try:
-            return open(target, "rb")
-        except IsADirectoryError:
-            raise FileNotFoundError(
-                f"No object under key {path!r} in {self.describe()} (it is a folder)."
-            ) from None
+            head = os.read(fd, size)
+            if len(head) == size:
+                return head, open(fd, "rb")  # positioned after `head`; the caller closes it
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return head, None  # a regular file reads short only at its end
 
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         check_range(start, end)
-        with self.open_read(path) as f:
-            f.seek(start)
-            return f.read(end - start)
+        fd = self._open_file(self._key(path))
+        try:
+            return _pread(fd, end - start, start)
+        finally:
+            os.close(fd)
 
     def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
-        return self._atomic_write(self._resolve(path))
+        return self._atomic_write(self._key(path))
 
     @contextmanager
-    def _atomic_write(self, target: Path) -> Iterator[BinaryIO]:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(), dir=target.parent)
+    def _atomic_write(self, key: str) -> Iterator[BinaryIO]:
+        # The temp file is created and renamed inside the folder we hold open: no path is
+        # looked up again between the check and the rename (see `_reach`).
+        dir_fd, name, _ = self._reach(key, mode="write")
         try:
-            with os.fdopen(fd, "wb") as f:
-                yield f
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        if self.fsync:
-            _fsync_dir(target.parent)
+            tmp, fd = _create_temp(dir_fd)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    yield f
+                    if self.fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            if self.fsync:
+                _fsync_fd(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def size(self, path: KeyLike) -> int:
-        target = self._resolve(path)
-        info = target.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise FileNotFoundError(
-                f"No object under key {path!r} in {self.describe()} (it is a folder)."
-            )
-        return info.st_size
+        fd = self._open_file(self._key(path))
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def walk_keys(self, prefix: KeyLike = "") -> Iterator[str]:
         start = self._resolve(prefix, allow_empty=True)
@@ -269,7 +464,7 @@ class LocalFileSystem(WritableFileSystem):
         yield from _walk(start, key, real_root)
 
     def describe(self) -> str:
-        return f"file://{self.root()}"
+        return f"file://{self._root_text()}"
 
 
 def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
@@ -293,18 +488,60 @@ def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
             yield child
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; not every OS or filesystem allows fsync on a folder."""
+def _open_folder_at(fd: int, name: str, *, create: bool, durable: bool) -> int:
+    """The subfolder `name` of the folder `fd`, never through a symlink; made if `create`."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
     try:
+        os.mkdir(name, dir_fd=fd)
+    except FileExistsError:
+        pass  # made by another writer meanwhile (or swapped in: the open below refuses it)
+    else:
+        if durable:
+            _fsync_fd(fd)  # the new folder's entry in its parent survives a power cut
+    return os.open(name, _DIR_FLAGS, dir_fd=fd)
+
+
+def _readlink(fd: int, name: str) -> str | None:
+    """The target of the symlink `name` in folder `fd`, or None if it is not a symlink."""
+    try:
+        return os.readlink(name, dir_fd=fd)
+    except (OSError, ValueError):
+        return None  # EINVAL: not a symlink; ENOENT: nothing there
+
+
+def _create_temp(dir_fd: int) -> tuple[str, int]:
+    """A new temp file in folder `dir_fd`: (name, write descriptor), mode 0600 as mkstemp."""
+    prefix = temp_name_prefix()
+    for _ in range(100):
+        name = prefix + secrets.token_hex(6)
+        try:
+            return name, os.open(name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name")
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _fsync_fd(fd: int) -> None:
+    """Make a rename (or a new entry) durable; not every OS or filesystem allows fsync on a
+    folder."""
+    with suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["LocalFileSystem"]

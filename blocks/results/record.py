@@ -285,6 +285,27 @@ def decode_header(prefix_and_header: bytes, *, key: str, keys: ResultsKeys) -> R
     return header
 
 
+_verified: dict[bytes, tuple[ResultsKeys, RecordHeader]] = {}
+
+
+def decode_header_once(signed: bytes, *, key: str, keys: ResultsKeys) -> RecordHeader:
+    """`decode_header` of exactly ``prefix + header`` bytes, remembered: the same bytes
+    verified under the same results keys give the same header, so a record read again (a
+    cache hit) skips the header MAC and the JSON parse. The bytes include the tag and the
+    key; changed keys (a rotation, another ``BLOCKS_RESULTS_KEY``) are another `ResultsKeys`
+    object and verify again. The header returned is shared: treat it as read-only.
+    """
+    found = _verified.get(signed)
+    if found is not None and found[0] is keys:
+        return found[1]
+    header = decode_header(signed, key=key, keys=keys)
+    if len(signed) <= FIRST_READ:  # at most 1024 x 4 KiB held; larger headers are rare
+        if len(_verified) >= 1024:
+            _verified.clear()
+        _verified[signed] = (keys, header)
+    return header
+
+
 def _bad_signature(key: str, body: bytes, keys: ResultsKeys) -> str:
     # The header is not trusted here; its signer id is only read to word the message.
     try:

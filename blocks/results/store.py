@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ from blocks.errors import (
     StorageError,
     UnsafePath,
 )
-from blocks.filesystems.base import TempFile, validate_key
+from blocks.filesystems.base import TempFile, checked_key, validate_key
 from blocks.results import streams
 from blocks.results.record import (
     FIRST_READ,
@@ -61,6 +62,7 @@ from blocks.results.record import (
     RecordHeader,
     checksum_string,
     decode_header,
+    decode_header_once,
     encode_prefix,
     header_length,
 )
@@ -78,6 +80,10 @@ logger = logging.getLogger("blocks.results")
 _SERIALIZERS: dict[str, Serializer] = {}
 
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+#: The first read of a record asks for this much: prefix, header and, for most cached
+#: results, the whole payload in one ``read()``; a larger record streams from there.
+HEAD_READ = 64 * 1024
 
 #: How old a temp file must be before `prune` removes it (unless its writer, on this host,
 #: is gone): longer than any write takes.
@@ -124,6 +130,7 @@ class ResultStore:
         self._own_spec = self.serializer.to_spec()
         self._reads_pickle = _uses_pickle(self._own_spec)
         self._keys = keys
+        self._compatible_versions: dict[int, dict[str, str]] = {}
 
     @property
     def keys(self) -> ResultsKeys:
@@ -239,20 +246,29 @@ class ResultStore:
 
         Corrupt or truncated records also warn (`CorruptRecordWarning`) and log.
         """
-        key = validate_key(key)
+        key = checked_key(key)
         keys = self.keys
         try:
-            with self.storage.open_read(key) as stream:
-                prefix = stream.read(PREFIX_SIZE)
-                length = header_length(prefix, key=key)
-                header = decode_header(
-                    prefix + streams.read_exactly(stream, length, key), key=key, keys=keys
-                )
+            # One read brings prefix, header and (for a small record) the whole payload;
+            # `stream` is None when that was all of it.
+            data, stream = self.storage.open_head(key, HEAD_READ)
+            try:
+                end = PREFIX_SIZE + header_length(data, key=key)
+                if len(data) < end and stream is not None:
+                    data += streams.read_exactly(stream, end - len(data), key)
+                header = decode_header_once(data[:end], key=key, keys=keys)
                 if header.is_expired():
                     return None
                 serializer = self._serializer_for(header)
                 limit = _decode_limit(header)
-                value = self._load_verified(stream, header, serializer, keys, limit)
+                if stream is None:
+                    value = self._load_small(data[end:], header, serializer, keys, limit)
+                else:
+                    stream.seek(end)
+                    value = self._load_verified(stream, header, serializer, keys, limit)
+            finally:
+                if stream is not None:
+                    stream.close()
         except _ABSENT:
             return None
         except CorruptRecord as exc:
@@ -438,7 +454,16 @@ class ResultStore:
         spec = header.serializer
         if spec == self._own_spec:
             # Our own serializer: it may hold options a spec cannot carry (JSON `types`).
-            return _compatible(self.serializer, header)
+            # Headers of repeat hits are shared objects (`decode_header_once`): their versions
+            # dict, once found compatible, is remembered (kept alive, so its id stays its own).
+            versions = header.versions
+            if self._compatible_versions.get(id(versions)) is versions:
+                return self.serializer
+            own = _compatible(self.serializer, header)
+            if len(self._compatible_versions) >= 256:
+                self._compatible_versions.clear()
+            self._compatible_versions[id(versions)] = versions
+            return own
         if _uses_pickle(spec) and not self._reads_pickle:
             raise CorruptRecord(
                 f"result record {header.key!r} is pickled, but this store's serializer "
@@ -488,6 +513,23 @@ class ResultStore:
             spool.seek(0)
             with codec_context(max_bytes=limit, sealer=signer):
                 return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
+
+    def _load_small(
+        self,
+        payload: bytes,
+        header: RecordHeader,
+        serializer: Serializer,
+        keys: ResultsKeys,
+        limit: int,
+    ) -> Any:
+        # The whole payload is in memory (the storage said so): verify it there, then decode
+        # from it. Truncated or padded shows as a size mismatch.
+        signer = keys.by_id[header.signer]
+        hasher = signer.payload_hasher(header.checksum)
+        hasher.update(payload)
+        streams.verify((len(payload), checksum_string(hasher)), header)
+        with codec_context(max_bytes=limit, sealer=signer):
+            return streams.deserialize(serializer, io.BytesIO(payload), header)
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"

@@ -1,0 +1,174 @@
+"""Local writes and reads never leave the base folder, even when a subfolder is swapped for a
+symlink to an outside folder between a check and the operation (a real second process swaps
+it in a loop). ``BLOCKS_SOAK=1`` runs the race for 30 s instead of a few seconds.
+
+Also the symlink rules a single process sees: a symlink inside the base is followed only when
+its target (read by us, never by the kernel) stays inside the base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from blocks.errors import UnsafePath
+from blocks.filesystems import LocalFileSystem
+from blocks.results import ResultStore
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs symlinks and dir fds")
+
+SOAK = os.environ.get("BLOCKS_SOAK") == "1"
+
+SWAPPER = r"""
+import os, sys, time
+base, outside, until = sys.argv[1], sys.argv[2], float(sys.argv[3])
+sub = os.path.join(base, "sub")
+swaps = attempt = 0
+while time.time() < until:
+    attempt += 1
+    real = f"{sub}.real{attempt}"
+    try:
+        os.rename(sub, real)          # the folder goes away...
+    except OSError:
+        time.sleep(0.0001)
+        continue
+    try:
+        os.symlink(outside, sub)      # ...and a symlink to the outside takes its name
+    except OSError:                   # a writer re-created "sub" first
+        try:
+            os.rename(real, sub)      # put ours back if it is empty, else keep theirs
+        except OSError:
+            pass
+        continue
+    swaps += 1
+    time.sleep(0.0005)
+    try:
+        os.unlink(sub)
+        os.rename(real, sub)
+    except OSError:
+        pass
+print(swaps)
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_symlink_swap_race_never_writes_or_reads_outside_the_base(tmp_path: Path) -> None:
+    seconds = 30.0 if SOAK else 3.0
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    (base / "sub").mkdir(parents=True)
+    outside.mkdir()
+    names = [f"k{i}" for i in range(8)]
+    for name in names:
+        (outside / name).write_bytes(b"OUTSIDE")
+    before = _snapshot(outside)
+    fs = LocalFileSystem(basepath=str(base), fsync=False)
+    store = ResultStore(fs, "pickle")
+    until = time.time() + seconds
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(base), str(outside), str(until)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    writes = reads = refused = read_escapes = rounds = 0
+    try:
+        while time.time() < until:
+            rounds += 1
+            for name in names:
+                key = f"sub/{name}"
+                # A refusal (UnsafePath) or a vanished folder is the race showing; only an
+                # outside file read or touched would be an escape.
+                with contextlib.suppress(UnsafePath, OSError):
+                    fs.write_path(key, b"inside")
+                    writes += 1
+                with contextlib.suppress(UnsafePath, OSError):
+                    if fs.read_path(key) == b"OUTSIDE":
+                        read_escapes += 1
+                    reads += 1
+                with contextlib.suppress(UnsafePath, OSError):
+                    store.write(f"sub/r-{name}", name)
+                    writes += 1
+                try:
+                    hit = store.read(f"sub/r-{name}")
+                    reads += 1
+                except UnsafePath:
+                    refused += 1
+                    continue
+                if hit is not None and hit.value != name:
+                    read_escapes += 1
+    finally:
+        out, err = swapper.communicate(timeout=60)
+    assert swapper.returncode == 0, err
+    after = _snapshot(outside)
+    changed = sorted(n for n in before if after.get(n) != before[n])
+    created = sorted(set(after) - set(before))
+    print(
+        f"{seconds:.0f} s race: {out.strip()} symlink swaps, {rounds} rounds, {writes} writes, "
+        f"{reads} reads ({refused} store reads refused); outside the base: {len(changed)} "
+        f"changed, {len(created)} created, {read_escapes} reads of outside data"
+    )
+    assert int(out.strip()) > 0, "the swapper never swapped: the race did not run"
+    assert changed == [] and created == [] and read_escapes == 0
+
+
+def test_symlinked_folder_inside_the_base_is_followed_for_reads_and_writes(
+    tmp_path: Path,
+) -> None:
+    fs = LocalFileSystem(basepath=str(tmp_path))
+    fs.write_path("real/a.bin", b"1")
+    (tmp_path / "alias").symlink_to("real", target_is_directory=True)
+    (tmp_path / "absolute").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "up").symlink_to("../real/a.bin")
+    assert fs.read_path("alias/a.bin") == b"1"
+    assert fs.read_path("absolute/a.bin") == b"1"
+    assert fs.read_path("real/up") == b"1"
+    fs.write_path("alias/b.bin", b"2")
+    assert (tmp_path / "real" / "b.bin").read_bytes() == b"2"
+    assert fs.exists("alias/b.bin") and fs.size("alias/b.bin") == 1
+
+
+def test_write_through_a_symlinked_file_inside_the_base_writes_its_target(
+    tmp_path: Path,
+) -> None:
+    fs = LocalFileSystem(basepath=str(tmp_path))
+    fs.write_path("real/a.bin", b"1")
+    (tmp_path / "alias").symlink_to(tmp_path / "real" / "a.bin")
+    fs.write_path("alias", b"2")
+    assert (tmp_path / "alias").is_symlink()
+    assert fs.read_path("real/a.bin") == b"2"
+
+
+def test_symlinks_that_climb_out_or_loop_are_refused(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (tmp_path / "secret").write_bytes(b"outside")
+    (base / "up").symlink_to("../secret")
+    (base / "loop").symlink_to("loop")
+    fs = LocalFileSystem(basepath=str(base))
+    with pytest.raises(UnsafePath, match="outside the base path"):
+        fs.read_path("up")
+    with pytest.raises(UnsafePath, match="outside the base path"):
+        fs.write_path("up", b"pwned")
+    with pytest.raises(UnsafePath, match="symlinks"):
+        fs.read_path("loop")
+    assert (tmp_path / "secret").read_bytes() == b"outside"
+
+
+def test_fifo_or_folder_under_a_key_reads_as_absent_without_blocking(tmp_path: Path) -> None:
+    fs = LocalFileSystem(basepath=str(tmp_path))
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    for key in ("pipe", "folder"):
+        with pytest.raises(FileNotFoundError):
+            fs.read_path(key)
+        assert not fs.exists(key)
+    assert ResultStore(fs, "pickle").read("pipe") is None

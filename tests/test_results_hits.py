@@ -1,0 +1,107 @@
+"""The cache-hit read path keeps every guarantee on a *repeat* hit: headers verified once are
+remembered by their exact signed bytes, the payload is verified in memory on every read, and
+expiry, truncation, padding and another results key are still seen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from blocks.filesystems import LocalFileSystem
+from blocks.results import ResultStore
+from blocks.results.signing import ResultsKeys
+from blocks.results.store import HEAD_READ, CorruptRecordWarning
+
+
+def _store(tmp_path: Path, keys: ResultsKeys | None = None) -> ResultStore:
+    return ResultStore(LocalFileSystem(basepath=str(tmp_path)), "pickle", keys=keys)
+
+
+def _warned_miss(store: ResultStore, key: str, match: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert store.read(key) is None
+    messages = [str(w.message) for w in caught if issubclass(w.category, CorruptRecordWarning)]
+    assert messages and match in messages[0], messages
+
+
+def test_payload_altered_after_a_remembered_hit_is_a_miss(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("k", {"v": "original"})
+    assert store.read("k").value == {"v": "original"}  # type: ignore[union-attr]
+    path = tmp_path / "k"
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b"original")
+    data[at : at + 8] = b"ORIGINAL"  # same length: only the payload tag can tell
+    path.write_bytes(bytes(data))
+    _warned_miss(store, "k", "payload signature")
+
+
+def test_header_altered_after_a_remembered_hit_is_a_miss(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("k", 1, task="extract")
+    assert store.read("k") is not None
+    path = tmp_path / "k"
+    path.write_bytes(path.read_bytes().replace(b'"extract"', b'"EXTRACT"'))
+    _warned_miss(store, "k", "signature")
+
+
+def test_truncated_or_padded_after_a_remembered_hit_is_a_miss(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("k", list(range(100)))
+    assert store.read("k") is not None
+    whole = (tmp_path / "k").read_bytes()
+    (tmp_path / "k").write_bytes(whole[:-1])
+    _warned_miss(store, "k", "truncated")
+    (tmp_path / "k").write_bytes(whole + b"\0")
+    _warned_miss(store, "k", "padded")
+    (tmp_path / "k").write_bytes(whole)
+    assert store.read("k").value == list(range(100))  # type: ignore[union-attr]
+
+
+def test_a_remembered_header_is_not_trusted_under_other_keys(tmp_path: Path) -> None:
+    ours = _store(tmp_path)
+    ours.write("k", "v")
+    assert ours.read("k") is not None
+    theirs = _store(tmp_path, keys=ResultsKeys.of([os.urandom(32)], "test"))
+    _warned_miss(theirs, "k", "results key")
+    assert ours.read("k") is not None
+
+
+def test_a_remembered_header_still_expires(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("k", "v", expires=datetime.now(UTC) + timedelta(seconds=0.5))
+    assert store.read("k") is not None
+    time.sleep(0.6)
+    assert store.read("k") is None
+
+
+@pytest.mark.parametrize("size", [HEAD_READ - 200, HEAD_READ, HEAD_READ + 1, 3 * HEAD_READ])
+def test_records_around_the_first_read_size_round_trip_and_tampering_is_seen(
+    tmp_path: Path, size: int
+) -> None:
+    store = _store(tmp_path)
+    value = os.urandom(size)
+    store.write("k", value)
+    for _ in range(2):
+        assert store.read("k").value == value  # type: ignore[union-attr]
+    data = bytearray((tmp_path / "k").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "k").write_bytes(bytes(data))
+    _warned_miss(store, "k", "payload signature")
+
+
+def test_keys_below_folders_and_flat_keys_both_hit(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("a/b/c", 1)
+    store.write("flat", 2)
+    assert store.read("a/b/c").value == 1  # type: ignore[union-attr]
+    assert store.read("flat").value == 2  # type: ignore[union-attr]
+    (tmp_path / "alias").symlink_to("flat")
+    assert store.storage.read_path("alias") == store.storage.read_path("flat")
