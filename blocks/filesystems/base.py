@@ -139,11 +139,6 @@ def validate_key(key: KeyLike, *, allow_empty: bool = False) -> str:
         # Else "s3://b/k" would be stored under a folder named "s3:".
         raise refuse("it is a URL (or starts like one) that is not inside the base path")
     parts = [part for part in key.split("/") if part not in ("", ".")]
-    # The same checks on the key as it will be stored ('./s3://x' is stored as 's3:/x').
-    if parts and _DRIVE.match(parts[0]):
-        raise refuse("it starts with a drive letter once its '.' segments are dropped")
-    if parts and _SCHEME.match(parts[0] + "/"):
-        raise refuse("it starts like a URL once its '.' segments are dropped")
     if ".." in parts:
         raise refuse("it contains a '..' segment")
     if any(part.startswith(TEMP_PREFIX) for part in parts):
