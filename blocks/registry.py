@@ -288,8 +288,11 @@ _GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
 
 # The save path's statements, built once too (a save runs 4-6 of them in one transaction).
 # Values travel as parameters: the insert/update take their SET columns from the keys given.
-_KEY_RECORD = sa.select(registry_meta.c.key, registry_meta.c.value).where(
-    registry_meta.c.key.in_((META_KEY_ID, META_KEY_FINGERPRINT, META_KEY_SOURCE, META_SEALED))
+# Fixed parameters, not `in_()`: an IN list is re-expanded into SQL on every execution.
+_KEY_RECORD = sa.text(
+    "SELECT key, value FROM registry_meta WHERE key IN (:key_id, :fingerprint, :source, :sealed)"
+).bindparams(
+    key_id=META_KEY_ID, fingerprint=META_KEY_FINGERPRINT, source=META_KEY_SOURCE, sealed=META_SEALED
 )
 _CURRENT_DOCUMENT = sa.select(
     block_documents.c.id, block_documents.c.version, block_documents.c.refs
@@ -485,7 +488,7 @@ class Registry:
             conn.execute(sa.text(f"SELECT {which}(:k)"), {"k": KEY_LOCK})
 
     def _read_key_record(self, conn: Connection) -> KeyRecord | None:
-        rows = dict(conn.execute(_KEY_RECORD).all())
+        rows: dict[str, str] = {key: value for key, value in conn.execute(_KEY_RECORD)}
         if rows.get(META_SEALED) == "1":
             self._sealed = True
         if META_KEY_ID not in rows:
