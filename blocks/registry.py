@@ -3,7 +3,9 @@
 One set of SQLAlchemy Core tables serves both dialects. The embedded default is a SQLite file
 under ``$BLOCKS_HOME`` (created with mode 0600), in WAL mode with a busy timeout, so many
 processes may save and load at once; writes take the lock up front (``BEGIN IMMEDIATE``) so a
-reader turning writer never fails with "database is locked".
+reader turning writer never fails with "database is locked". Loads from a SQLite file skip
+the engine: they run on kept per-thread `sqlite3` connections (`blocks._sqlite_reads`, which
+says why); every write still goes through SQLAlchemy.
 
 SQLite settings (applied to every connection):
 
