@@ -30,6 +30,7 @@ import typing
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any, ClassVar, Self
 
 import pydantic
@@ -117,6 +118,7 @@ def validate_name(name: str, *, what: str = "block name") -> str:
     return name
 
 
+@lru_cache(maxsize=1024)  # on every load (via the type slug): two regex passes each time
 def kebab_case(name: str) -> str:
     """``AwsCredentials`` -> ``aws-credentials``, ``S3`` -> ``s3``, ``GCS`` -> ``gcs``."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name)

@@ -3,7 +3,9 @@
 One set of SQLAlchemy Core tables serves both dialects. The embedded default is a SQLite file
 under ``$BLOCKS_HOME`` (created with mode 0600), in WAL mode with a busy timeout, so many
 processes may save and load at once; writes take the lock up front (``BEGIN IMMEDIATE``) so a
-reader turning writer never fails with "database is locked".
+reader turning writer never fails with "database is locked". Loads from a SQLite file skip
+the engine: they run on kept per-thread `sqlite3` connections (`blocks._sqlite_reads`, which
+says why); every write still goes through SQLAlchemy.
 
 SQLite settings (applied to every connection):
 
@@ -47,6 +49,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from blocks import _sqlite_reads as sqlite_reads
 from blocks import settings
 from blocks.errors import (
     BlockAlreadyExists,
@@ -285,9 +288,36 @@ _GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
 )
 
 
+# The save path's statements, built once too (a save runs 4-6 of them in one transaction).
+# Values travel as parameters: the insert/update take their SET columns from the keys given.
+# Fixed parameters, not `in_()`: an IN list is re-expanded into SQL on every execution.
+_KEY_RECORD = sa.text(
+    "SELECT key, value FROM registry_meta WHERE key IN (:key_id, :fingerprint, :source, :sealed)"
+).bindparams(
+    key_id=META_KEY_ID, fingerprint=META_KEY_FINGERPRINT, source=META_KEY_SOURCE, sealed=META_SEALED
+)
+_CURRENT_DOCUMENT = sa.select(
+    block_documents.c.id, block_documents.c.version, block_documents.c.refs
+).where(
+    block_documents.c.type_slug == sa.bindparam("type_slug"),
+    block_documents.c.name == sa.bindparam("name"),
+)
+_INSERT_DOCUMENT = block_documents.insert()
+_UPDATE_DOCUMENT = block_documents.update().where(
+    block_documents.c.id == sa.bindparam("document_id")
+)
+_DELETE_REFERENCES = block_references.delete().where(
+    block_references.c.parent_id == sa.bindparam("document_id")
+)
+_INSERT_REFERENCES = block_references.insert()
+
+
 def _document(row: Any) -> DocumentRow:
     try:
-        data, secrets, refs = json.loads(row[4]), json.loads(row[5]), json.loads(row[6])
+        # "{}" (no secrets, no references) is the common case: skip its parse.
+        data = json.loads(row[4])
+        secrets = {} if row[5] == "{}" else json.loads(row[5])
+        refs = {} if row[6] == "{}" else json.loads(row[6])
         if not (isinstance(data, dict) and isinstance(secrets, dict) and isinstance(refs, dict)):
             raise ValueError("not an object")
     except ValueError:
@@ -303,8 +333,8 @@ def _document(row: Any) -> DocumentRow:
         data=data,
         secrets=secrets,
         refs=refs,
-        created=_utc(row[7]),
-        updated=_utc(row[8]),
+        created=_timestamp(row[7]),  # raw SQLite reads give ISO text
+        updated=_timestamp(row[8]),
         version=row[9],
         seal=row[10],
         message=document_message(row[1], row[2], row[0], row[9], row[3], row[4], row[5], row[6]),
@@ -332,6 +362,7 @@ class Registry:
         self._registered_schemas: set[str] = set()
         self._sealed = False
         self._rotation_thread_lock = threading.Lock()
+        self._reads = _sqlite_reads(self.engine) if self.is_sqlite else None
         self._ensure_schema()
 
     # -- construction -----------------------------------------------------------------------
@@ -356,6 +387,8 @@ class Registry:
         """Close every pooled connection (tests, forks)."""
         with cls._instances_lock:
             for registry in cls._instances.values():
+                if registry._reads is not None:
+                    registry._reads.close()
                 registry.engine.dispose()
             cls._instances.clear()
 
@@ -457,15 +490,7 @@ class Registry:
             conn.execute(sa.text(f"SELECT {which}(:k)"), {"k": KEY_LOCK})
 
     def _read_key_record(self, conn: Connection) -> KeyRecord | None:
-        rows = dict(
-            conn.execute(
-                sa.select(registry_meta.c.key, registry_meta.c.value).where(
-                    registry_meta.c.key.in_(
-                        (META_KEY_ID, META_KEY_FINGERPRINT, META_KEY_SOURCE, META_SEALED)
-                    )
-                )
-            ).all()
-        )
+        rows: dict[str, str] = {key: value for key, value in conn.execute(_KEY_RECORD)}
         if rows.get(META_SEALED) == "1":
             self._sealed = True
         if META_KEY_ID not in rows:
@@ -643,13 +668,19 @@ class Registry:
     # -- documents --------------------------------------------------------------------------
 
     def get_document(self, type_slug: str, name: str) -> DocumentRow | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_GET_DOCUMENT, {"type_slug": type_slug, "name": name}).first()
+        if self._reads is not None:  # SQLite file: the sqlite3 module directly (see there)
+            row = self._reads.one(sqlite_reads.GET_DOCUMENT, (type_slug, name))
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(_GET_DOCUMENT, {"type_slug": type_slug, "name": name}).first()
         return None if row is None else _document(row)
 
     def get_document_by_id(self, document_id: str) -> DocumentRow | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_GET_DOCUMENT_BY_ID, {"document_id": document_id}).first()
+        if self._reads is not None:
+            row = self._reads.one(sqlite_reads.GET_DOCUMENT_BY_ID, (document_id,))
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(_GET_DOCUMENT_BY_ID, {"document_id": document_id}).first()
         return None if row is None else _document(row)
 
     def list_documents(self, type_slug: str | None = None) -> list[DocumentRow]:
@@ -776,9 +807,7 @@ class Registry:
                     if record is None or record.active_key_id != key_id:
                         raise StaleKey(key_id)
                 current = conn.execute(
-                    sa.select(block_documents.c.id, block_documents.c.version).where(
-                        block_documents.c.type_slug == type_slug, block_documents.c.name == name
-                    )
+                    _CURRENT_DOCUMENT, {"type_slug": type_slug, "name": name}
                 ).first()
                 existing = None if current is None else current[0]
                 if existing is not None and not overwrite:
@@ -796,20 +825,17 @@ class Registry:
                 )
                 if existing is None:
                     conn.execute(
-                        block_documents.insert().values(
-                            id=document_id, type_slug=type_slug, name=name, created=now, **values
-                        )
+                        _INSERT_DOCUMENT,
+                        {"id": document_id, "type_slug": type_slug, "name": name, "created": now}
+                        | values,
                     )
                 else:
                     self._refuse_cycle(conn, type_slug, name, document_id, refs)
-                    conn.execute(
-                        block_documents.update()
-                        .where(block_documents.c.id == document_id)
-                        .values(**values)
-                    )
-                    conn.execute(
-                        block_references.delete().where(block_references.c.parent_id == document_id)
-                    )
+                    conn.execute(_UPDATE_DOCUMENT, {"document_id": document_id} | values)
+                    # Its reference rows are written with its refs column, in one transaction:
+                    # a document stored with no references has none to delete.
+                    if current is not None and current[2] != "{}":
+                        conn.execute(_DELETE_REFERENCES, {"document_id": document_id})
                 if refs:
                     missing = set(refs.values()) - set(
                         conn.execute(
@@ -824,7 +850,7 @@ class Registry:
                             "Save the nested block again first."
                         )
                     conn.execute(
-                        block_references.insert(),
+                        _INSERT_REFERENCES,
                         [
                             {"parent_id": document_id, "field": field, "child_id": child}
                             for field, child in refs.items()
@@ -1001,6 +1027,24 @@ def _sqlite_engine(url: sa.engine.URL) -> Engine:
             raise problem from None
 
     return engine
+
+
+def _sqlite_reads(engine: Engine) -> sqlite_reads.SqliteReads | None:
+    """The raw read path for a SQLite file registry (None for an in-memory one, where each
+    connection would see its own empty database)."""
+    url = engine.url
+    database = url.database
+    if not database or database == ":memory:" or "mode=memory" in database:
+        return None
+    uri = url.query.get("uri") == "true"
+    path = database.removeprefix("file:").split("?", 1)[0] if uri else database
+    return sqlite_reads.SqliteReads(
+        path,
+        database,
+        uri=uri,
+        busy_timeout_ms=int(SQLITE_PRAGMAS["busy_timeout"]),
+        problem=lambda exc: _sqlite_problem(exc, str(path)),
+    )
 
 
 def _prepare_sqlite_file(path: Path) -> bool:

@@ -126,3 +126,64 @@ def test_document_counts_per_type() -> None:
     Secret(value="b").save("b")
     String(value="c").save("c")
     assert Registry.default().document_counts() == {"secret": 2, "string": 1}
+
+
+def test_kept_read_connection_sees_a_registry_file_replaced_underneath(blocks_home: Path) -> None:
+    import shutil
+    import sqlite3
+
+    db = blocks_home / "registry.db"
+    Secret(value="before-restore").save("restored")
+    Registry.dispose_all()  # checkpoint: the file alone holds the document
+    shutil.copy2(db, blocks_home / "backup.db")
+    Secret(value="after-backup").save("restored", overwrite=True)
+    assert Secret.load("restored").get() == "after-backup"  # the read connection is now open
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    os.replace(blocks_home / "backup.db", db)  # a restore from backup, as `mv` does it
+    assert Secret.load("restored").get() == "before-restore"
+
+
+def test_threads_load_on_their_own_kept_connections_while_another_saves() -> None:
+    import threading
+
+    Secret(value="v0").save("threaded")
+    errors: list[str] = []
+    seen: set[str] = set()
+    loads_per_thread, threads, saves = 150, 6, 60
+
+    def load_many() -> None:
+        for _ in range(loads_per_thread):
+            try:
+                seen.add(Secret.load("threaded").get())
+            except Exception as exc:  # any error is a failure, reported below
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    workers = [threading.Thread(target=load_many) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for i in range(1, saves + 1):
+        Secret(value=f"v{i}").save("threaded", overwrite=True)
+    for worker in workers:
+        worker.join()
+    print(f"{threads} threads x {loads_per_thread} loads, {saves} saves: {len(errors)} errors")
+    assert errors == []
+    assert seen <= {f"v{i}" for i in range(saves + 1)}
+    assert Secret.load("threaded").get() == f"v{saves}"
+
+
+def test_a_forked_child_loads_without_its_parents_read_connection() -> None:
+    Secret(value="from-parent").save("forked")
+    assert Secret.load("forked").get() == "from-parent"  # the parent's connection is open
+    pid = os.fork()
+    if pid == 0:  # the child: a connection must not cross a fork, so it opens its own
+        try:
+            ok = Secret.load("forked").get() == "from-parent"
+            Secret(value="from-child").save("forked", overwrite=True)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert Secret.load("forked").get() == "from-child"

@@ -1,0 +1,93 @@
+"""The SQLite registry's read hot path on the `sqlite3` module directly.
+
+A `Block.load` through SQLAlchemy spent ~70% of its time in the engine (pool checkout and
+return, events, statement compilation cache, result wrapping), ~10x the SELECT itself. Reads
+here use one `sqlite3` connection per thread (``check_same_thread`` on), kept open, and
+constant SQL strings (sqlite3 caches their prepared statements per connection).
+
+What is kept from the engine path:
+
+* autocommit: each read is one SELECT, atomic on its own; WAL means it never waits for a
+  writer, and the busy timeout covers a checkpoint in progress;
+* the same file and open flags (``mode=ro`` / ``immutable=1`` for a read-only registry);
+* the typed errors for a damaged or unreadable file (`_sqlite_problem` in `blocks.registry`).
+
+Writes stay on SQLAlchemy (``BEGIN IMMEDIATE``, the key lock, one transaction per save): a
+write is ~100x rarer on the hot path and carries the invariants, so one code path serves both
+dialects there. A kept connection would go on reading a file that was replaced (restored from
+a backup, moved aside), so each read compares the path's inode with the one opened (one
+``stat``) and reopens on a change, or after a fork (a connection must not cross one).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+# Column order is `blocks.registry._DOC_COLUMNS`'s: `_document` reads rows by position.
+_COLUMNS = (
+    "id, type_slug, name, schema_checksum, data, secrets, refs, created, updated, version, mac"
+)
+GET_DOCUMENT = f"SELECT {_COLUMNS} FROM block_documents WHERE type_slug = ? AND name = ?"
+GET_DOCUMENT_BY_ID = f"SELECT {_COLUMNS} FROM block_documents WHERE id = ?"
+
+
+class SqliteReads:
+    """Per-thread kept connections to one SQLite registry file, for the load path."""
+
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        *,
+        uri: bool,
+        busy_timeout_ms: int,
+        problem: Callable[[BaseException], Exception | None],
+    ) -> None:
+        self.path = path  # what is stat'ed for replacement
+        self._target = target  # what sqlite3 opens (a path, or a file: URI with flags)
+        self._uri = uri
+        self._timeout = busy_timeout_ms / 1000
+        self._problem = problem
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        try:
+            st = os.stat(self.path)
+            ident: tuple[int, int, int] = (st.st_dev, st.st_ino, os.getpid())
+        except OSError:
+            ident = (-1, -1, os.getpid())  # gone: sqlite3 below says what is wrong
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.ident == ident:
+            return conn
+        if conn is not None and local.ident[2] == ident[2]:
+            conn.close()  # the file was replaced; after a fork the child just drops it
+        local.conn = None
+        conn = sqlite3.connect(
+            self._target, uri=self._uri, timeout=self._timeout, isolation_level=None
+        )
+        local.conn, local.ident = conn, ident
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection; other threads' close as their locals are dropped."""
+        conn = getattr(self._local, "conn", None)
+        self._local = threading.local()
+        if conn is not None:
+            conn.close()
+
+    def one(self, sql: str, params: tuple[str, ...]) -> tuple[Any, ...] | None:
+        """The first row of a constant SELECT, or None."""
+        try:
+            row: tuple[Any, ...] | None = self._connection().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            self._local.conn = None  # do not keep a connection that just failed
+            problem = self._problem(exc)
+            if problem is not None:
+                raise problem from None
+            raise
+        return row
