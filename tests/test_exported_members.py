@@ -148,7 +148,7 @@ def test_bad_options_are_configuration_errors_and_keep_their_builtin_type() -> N
     with pytest.raises(ValueError, match="timeout_seconds must be positive"):
         flow(timeout_seconds=0)(lambda: None)
     with pytest.raises(OptionTypeError, match="list of hooks") as info:
-        task(on_failure=print)(lambda: None)  # type: ignore[arg-type]
+        task(on_failure=print)(lambda: None)  # type: ignore[call-overload]
     assert isinstance(info.value, TypeError)
     assert isinstance(info.value, blocks.BlocksError)
 
