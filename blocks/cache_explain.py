@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from blocks.errors import CorruptRecord
+from blocks.errors import ConfigurationError, CorruptRecord
 
 if TYPE_CHECKING:
     from blocks.context import TaskRun
@@ -189,7 +189,7 @@ def why(store: ResultStore, *, key: str | None = None, task: str | None = None) 
         key, header = history[-1]
         name = task
     else:
-        raise ValueError("give a key or a task")
+        raise ConfigurationError("give a key or a task")
     earlier = [
         (k, h) for k, h in history if k != key and h.created <= header.created and h.components
     ]

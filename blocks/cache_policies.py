@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from blocks.errors import OptionTypeError
 from blocks.hashing import CacheKeyWarning, Unhashable, digest
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ def key_for(task: Task[Any, Any], components: Components) -> str:
     """The storage key of a call: the task's prefix and a digest of its components."""
     text = "\n".join(f"{name}={value}" for name, value in sorted(components.items()))
     return f"{task.cache_key_prefix}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+_SUBTRACT_ONLY_NAMES = "Only parameter names (str) can be subtracted from a cache policy."
 
 
 class CachePolicy:
@@ -102,7 +106,7 @@ class CachePolicy:
 
     def __sub__(self, other: str) -> CachePolicy:
         if not isinstance(other, str):
-            raise TypeError("Only parameter names (str) can be subtracted from a cache policy.")
+            raise OptionTypeError(_SUBTRACT_ONLY_NAMES)
         return CompoundCachePolicy([self, Inputs(exclude=[other])])
 
 
@@ -128,7 +132,7 @@ class CompoundCachePolicy(CachePolicy):
 
     def __sub__(self, other: str) -> CachePolicy:
         if not isinstance(other, str):
-            raise TypeError("Only parameter names (str) can be subtracted from a cache policy.")
+            raise OptionTypeError(_SUBTRACT_ONLY_NAMES)
         if any(isinstance(p, Inputs) for p in self.policies):
             return CompoundCachePolicy([p - other if isinstance(p, Inputs) else p
                                         for p in self.policies])
@@ -161,7 +165,7 @@ class Inputs(CachePolicy):
 
     def __sub__(self, other: str) -> CachePolicy:
         if not isinstance(other, str):
-            raise TypeError("Only parameter names (str) can be subtracted from a cache policy.")
+            raise OptionTypeError(_SUBTRACT_ONLY_NAMES)
         return Inputs(exclude=[*self.exclude, other])
 
 

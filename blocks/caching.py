@@ -25,10 +25,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from blocks import settings
-from blocks.errors import BlocksError, StorageError
+from blocks.errors import BlocksError, SerializationError, StorageError
 
 if TYPE_CHECKING:
     from blocks.context import TaskRun
@@ -180,17 +180,25 @@ def persist(
     expires = None if expiration is None else datetime.now(UTC) + expiration
     try:
         store.write(key, value, expires=expires, task=task, components=components, flow=flow)
-    except BlocksError:
-        raise  # ours already say where and never carry secrets
+    except BlocksError as exc:
+        if not isinstance(exc, SerializationError):
+            raise  # ours already say where and never carry secrets
+        # A SerializationError names neither the task nor the storage: wrapped as before it
+        # joined the BlocksError tree.
+        _persist_failed(store, task, exc)
     except Exception as exc:
-        from blocks.filesystems.base import scrub
+        _persist_failed(store, task, exc)
 
-        raise StorageError(
-            f"Could not persist the result of task {task!r} to {store.storage.describe()}: "
-            f"{type(exc).__name__}: {scrub(str(exc), store.storage.secret_values())[:500]}. "
-            "Check that the storage "
-            "is reachable and writable."
-        ) from exc
+
+def _persist_failed(store: ResultStore, task: str, exc: Exception) -> NoReturn:
+    from blocks.filesystems.base import scrub
+
+    raise StorageError(
+        f"Could not persist the result of task {task!r} to {store.storage.describe()}: "
+        f"{type(exc).__name__}: {scrub(str(exc), store.storage.secret_values())[:500]}. "
+        "Check that the storage "
+        "is reachable and writable."
+    ) from exc
 
 
 # -- compute once --------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
+from blocks.errors import ConfigurationError, OptionTypeError
+
 if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
@@ -328,28 +330,30 @@ def check_run_name(spec: RunName | None, signature: inspect.Signature, option: s
     Example:
         >>> check_run_name("extract-{sorce}", inspect.signature(extract), "task_run_name", "x")
         Traceback (most recent call last):
-        ValueError: x: task_run_name 'extract-{sorce}' uses {sorce}, which is not a parameter ...
+        ConfigurationError: x: task_run_name 'extract-{sorce}' uses {sorce}, but 'sorce' is not ...
     """
     if spec is None or callable(spec):
         return
     if not isinstance(spec, str):
-        raise TypeError(f"{owner}: {option} must be a string template or a callable, "
-                        f"not {type(spec).__name__}.")
+        raise OptionTypeError(f"{owner}: {option} must be a string template or a callable, "
+                              f"not {type(spec).__name__}.")
     names = list(signature.parameters)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None]
     except ValueError as exc:
-        raise ValueError(f"{owner}: {option} {spec!r} is not a valid template: {exc}.") from None
+        raise ConfigurationError(
+            f"{owner}: {option} {spec!r} is not a valid template: {exc}."
+        ) from None
     for field in fields:
         root = _ROOT.match(field)
         name = root.group(0) if root else field
         if not name or name.isdigit():
-            raise ValueError(
+            raise ConfigurationError(
                 f"{owner}: {option} {spec!r} has a positional field {{{field}}}; name a "
                 f"parameter instead, one of: {', '.join(names) or '(none)'}."
             )
         if name not in signature.parameters:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{owner}: {option} {spec!r} uses {{{field}}}, but {name!r} is not a parameter "
                 f"of the function (parameters: {', '.join(names) or '(none)'})."
             )
@@ -364,12 +368,12 @@ def render_run_name(spec: RunName, parameters: dict[str, Any], option: str, owne
         try:
             name = spec.format(**parameters)
         except (KeyError, AttributeError, IndexError, ValueError, TypeError) as exc:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{owner}: {option} {spec!r} could not be formatted with the call's parameters: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
     if not isinstance(name, str) or not name:
-        raise TypeError(
+        raise OptionTypeError(
             f"{owner}: {option} must give a non-empty string, not {type(name).__name__}."
         )
     return name

@@ -46,7 +46,7 @@ import cloudpickle
 from blocks.annotations import BaseAnnotation, quote
 from blocks.context import FlowRun, TaskRun
 from blocks.dask_worker import Outcome, Upstream, run_on_worker
-from blocks.errors import MissingDependency, RemoteTaskError
+from blocks.errors import ConfigurationError, MissingDependency, RemoteTaskError
 from blocks.futures import TaskFuture, TaskFutureList
 from blocks.logging import log_failure, run_logger
 from blocks.states import Crashed, Failed, State
@@ -93,7 +93,7 @@ class DaskTaskRunner(TaskRunner):
         adapt_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if address is not None and (cluster_class or cluster_kwargs or adapt_kwargs):
-            raise ValueError(
+            raise ConfigurationError(
                 "DaskTaskRunner: give either address= (an existing cluster) or "
                 "cluster_class/cluster_kwargs/adapt_kwargs (a temporary one), not both."
             )

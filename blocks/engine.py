@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocks import caching
-from blocks.errors import TaskTimeout
+from blocks.errors import ConfigurationError, OptionTypeError, TaskTimeout
 from blocks.futures import aresolve_futures, resolve_futures
 from blocks.logging import run_logger
 from blocks.states import State
@@ -72,7 +72,7 @@ def retry_delays(spec: RetryDelay | None, retries: int) -> list[float]:
         return [float(spec)]
     delays = [float(d) for d in spec]
     if any(d < 0 for d in delays):
-        raise ValueError("retry delays must be 0 or more seconds")
+        raise ConfigurationError("retry delays must be 0 or more seconds")
     return delays or [0.0]
 
 
@@ -295,24 +295,24 @@ def run_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any,
 
 
 def check_hooks(hooks: Any, option: str, owner: str) -> list[Callable[..., Any]]:
-    """The hooks given for `option` as a list; `TypeError` unless a list of callables.
+    """The hooks given for `option` as a list; `OptionTypeError` unless a list of callables.
 
     Example:
         >>> check_hooks(print, "on_failure", "Task 'x'")
         Traceback (most recent call last):
-        TypeError: Task 'x': on_failure takes a list of hooks, not a function: ...
+        OptionTypeError: Task 'x': on_failure takes a list of hooks, not a function: ...
     """
     if hooks is None:
         return []
     if callable(hooks) or isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
-        raise TypeError(
+        raise OptionTypeError(
             f"{owner}: {option} takes a list of hooks, not a {type(hooks).__name__}: "
             f"pass {option}=[hook]."
         )
     checked: list[Callable[..., Any]] = list(hooks)
     for hook in checked:
         if not callable(hook):
-            raise TypeError(
+            raise OptionTypeError(
                 f"{owner}: every {option} hook must be callable as hook(owner, run, state); "
                 f"got a {type(hook).__name__}: {hook!r}."
             )

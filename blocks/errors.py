@@ -1,6 +1,37 @@
 """Every error `blocks` raises on purpose: one short, typed hierarchy.
 
 Each message says what happened and what to do next, and never carries a secret value.
+Most are also a builtin (`ValueError`, `LookupError`, `OSError`, ...), so code written for
+Prefect or for the standard library still catches them.
+
+    BlocksError                  root (defined in `serializers.errors`, re-exported here)
+    ├── SerializationError       ValueError; `serializers` raises it, imports nothing of ours
+    ├── ConfigurationError       ValueError; a setting, variable or option we cannot use
+    │   └── OptionTypeError      TypeError too; an option of the wrong kind
+    ├── InvalidName              ValueError
+    ├── BlockNotFound            LookupError, ValueError
+    ├── BlockAlreadyExists       ValueError
+    ├── BlockInUse
+    ├── UnknownBlockType         LookupError
+    ├── IncompatibleSchema
+    ├── InvalidBlockData         ValueError
+    ├── DecryptionFailed
+    │   └── TamperedDocument
+    ├── KeyManagementError
+    │   └── KeyMismatch
+    ├── UnsafePath               ValueError
+    ├── StorageError             OSError
+    ├── MissingDependency        ImportError
+    ├── CorruptRecord
+    ├── TaskTimeout              TimeoutError
+    ├── UpstreamFailed
+    ├── ParameterTypeError       TypeError
+    ├── RemoteTaskError
+    ├── MissingResult
+    ├── RegistryCorrupt
+    └── RegistryReadOnly         PermissionError
+
+`tests/test_exported_members.py` checks that this drawing names every class of the module.
 
 Example:
     >>> from blocks.errors import BlockNotFound
@@ -12,15 +43,19 @@ Example:
 
 from __future__ import annotations
 
-# `serializers` must not import `blocks`, so its error lives there and is re-exported here.
-
-
-class BlocksError(Exception):
-    """Root of every error raised by `blocks` on purpose."""
+# `serializers` must not import `blocks`: the root and its error live there (same objects).
+from serializers.errors import BlocksError, SerializationError
 
 
 class ConfigurationError(BlocksError, ValueError):
     """A setting, environment variable or option has a value we cannot use."""
+
+
+class OptionTypeError(ConfigurationError, TypeError):
+    """An option is of the wrong kind (a function where a list of hooks goes, ...).
+
+    Also a `TypeError`, which is what this raised before the error tree had it.
+    """
 
 
 class InvalidName(BlocksError, ValueError):
@@ -118,3 +153,33 @@ class KeyMismatch(KeyManagementError):
 
 class TamperedDocument(DecryptionFailed):
     """A saved document's seal does not match: it was changed outside blocks."""
+
+
+__all__ = [
+    "BlockAlreadyExists",
+    "BlockInUse",
+    "BlockNotFound",
+    "BlocksError",
+    "ConfigurationError",
+    "CorruptRecord",
+    "DecryptionFailed",
+    "IncompatibleSchema",
+    "InvalidBlockData",
+    "InvalidName",
+    "KeyManagementError",
+    "KeyMismatch",
+    "MissingDependency",
+    "MissingResult",
+    "OptionTypeError",
+    "ParameterTypeError",
+    "RegistryCorrupt",
+    "RegistryReadOnly",
+    "RemoteTaskError",
+    "SerializationError",
+    "StorageError",
+    "TamperedDocument",
+    "TaskTimeout",
+    "UnknownBlockType",
+    "UnsafePath",
+    "UpstreamFailed",
+]

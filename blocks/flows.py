@@ -60,7 +60,13 @@ from blocks.engine import (
     retry_delays,
     run_hooks,
 )
-from blocks.errors import ParameterTypeError, TaskTimeout, UpstreamFailed
+from blocks.errors import (
+    ConfigurationError,
+    OptionTypeError,
+    ParameterTypeError,
+    TaskTimeout,
+    UpstreamFailed,
+)
 from blocks.futures import futures_in, futures_to_states, has_futures
 from blocks.logging import install_print_capture, log_failure, run_logger
 from blocks.parameters import ParameterValidator, defining_namespace, parameter_hints
@@ -142,11 +148,11 @@ class Flow(Generic[P, R]):
         cache_result_in_memory: bool = True,
     ) -> None:
         if not callable(fn):
-            raise TypeError("@flow decorates a function")
+            raise OptionTypeError("@flow decorates a function")
         if retries < 0:
-            raise ValueError("retries must be 0 or more")
+            raise ConfigurationError("retries must be 0 or more")
         if timeout_seconds is not None and timeout_seconds <= 0:
-            raise ValueError("timeout_seconds must be positive")
+            raise ConfigurationError("timeout_seconds must be positive")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
         self.description = description or inspect.getdoc(fn)
@@ -207,7 +213,7 @@ class Flow(Generic[P, R]):
         }
         unknown = options.keys() - self._options.keys() - hooks.keys()
         if unknown:
-            raise TypeError(f"Flow.with_options() got unknown option(s): {sorted(unknown)}")
+            raise OptionTypeError(f"Flow.with_options() got unknown option(s): {sorted(unknown)}")
         return Flow(self.fn, **{**self._options, **hooks, **options})
 
     # -- hooks as decorators (Prefect's ``@my_flow.on_completion``) ----------------------------

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from blocks.annotations import BaseAnnotation, allow_failure, opaque, quote
-from blocks.errors import UpstreamFailed
+from blocks.errors import ConfigurationError, UpstreamFailed
 from blocks.states import Pending, Running, State
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class TaskFutureList(list[TaskFuture[R]]):
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
         """Every run's value, in order; raises the first failure met (or `TimeoutError`)."""
         if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be 0 or more seconds, not {timeout}")
+            raise ConfigurationError(f"timeout must be 0 or more seconds, not {timeout}")
         done = wait(self, timeout)
         if done.not_done:
             raise TimeoutError(

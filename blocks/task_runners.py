@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from blocks.errors import TaskTimeout
+from blocks.errors import ConfigurationError, TaskTimeout
 from blocks.states import State
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class ConcurrentTaskRunner(TaskRunner):
 
     def __init__(self, max_workers: int | None = None) -> None:
         if max_workers is not None and max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
+            raise ConfigurationError("max_workers must be at least 1")
         self.max_workers = max_workers
         self._pool: _Lane | None = None
         self._lock = threading.Lock()

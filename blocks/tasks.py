@@ -60,6 +60,7 @@ from blocks.engine import (
     run_coroutine,
 )
 from blocks.engine import retry_delay as retry_delay  # re-exported: tests import it from here
+from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.futures import LoopJob, TaskFuture, TaskFutureList, has_futures
 from blocks.logging import log_failure, run_logger
 from blocks.states import (
@@ -163,11 +164,11 @@ class Task(Generic[P, R]):
         cache_policy: CachePolicy | None = NotSet,
     ) -> None:
         if not callable(fn):
-            raise TypeError("@task decorates a function")
+            raise OptionTypeError("@task decorates a function")
         if retries < 0:
-            raise ValueError("retries must be 0 or more")
+            raise ConfigurationError("retries must be 0 or more")
         if timeout_seconds is not None and timeout_seconds <= 0:
-            raise ValueError("timeout_seconds must be positive")
+            raise ConfigurationError("timeout_seconds must be positive")
         self.fn = fn
         self.name: str = name or getattr(fn, "__name__", None) or type(fn).__name__
         self.description = description or inspect.getdoc(fn)
@@ -478,9 +479,9 @@ class Task(Generic[P, R]):
         kwargs_l = {k: _mappable(v) for k, v in kwargs.items()}
         lengths = {len(v) for v in (*args_l, *kwargs_l.values()) if isinstance(v, _Mapped)}
         if not lengths:
-            raise ValueError(f"{self.name}.map() needs at least one iterable argument.")
+            raise ConfigurationError(f"{self.name}.map() needs at least one iterable argument.")
         if len(lengths) > 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{self.name}.map() got iterables of different lengths {sorted(lengths)}."
             )
         n = lengths.pop()
