@@ -23,25 +23,10 @@ import hashlib
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
 
-
-def best_per_call(fn: Callable[[], Any], ops: int, rounds: int = 5) -> float:
-    """Seconds per call: the best of `rounds` rounds of `ops` calls."""
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(ops):
-            fn()
-        samples.append((time.perf_counter() - start) / ops)
-    return min(samples)
-
-
-def work(x: int, scale: float = 1.5) -> dict[str, Any]:
-    return {"x": x, "records": [x * scale, x * 2 * scale]}
+# The timing loop, the cached function and the peers' hits are bench_runtime's (same folder):
+# one definition of "a hit", measured the same way in both scripts.
+from bench_runtime import best_per_call, cached_hit, diskcache_hit, installed, joblib_hit, work
 
 
 def key_small(ops: int) -> float:
@@ -89,38 +74,6 @@ def frame_time() -> float | None:
     return best_per_call(lambda: digest(frame), 1, rounds=3)
 
 
-def blocks_hit(ops: int) -> float:
-    from blocks import task
-    from blocks.tasks import task_input_hash
-
-    t = task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1),
-             name="bench-hit")(work)
-    t(3)
-    assert t(3, return_state=True).is_cached()
-    return best_per_call(lambda: t(3), ops)
-
-
-def diskcache_hit(ops: int, folder: str) -> float | None:
-    try:
-        import diskcache
-    except ImportError:
-        return None
-    cache = diskcache.Cache(folder)
-    cached = cache.memoize()(work)
-    cached(3)
-    return best_per_call(lambda: cached(3), ops)
-
-
-def joblib_hit(ops: int, folder: str) -> float | None:
-    try:
-        import joblib
-    except ImportError:
-        return None
-    cached = joblib.Memory(folder, verbose=0).cache(work)
-    cached(3)
-    return best_per_call(lambda: cached(3), ops)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", type=int, default=5000, help="calls per round (keys, hits)")
@@ -134,9 +87,17 @@ def main() -> int:
         key = key_small(args.ops)
         rates = array_rate(args.mb)
         frame = frame_time()
-        ours = blocks_hit(args.ops)
-        disk = diskcache_hit(args.ops, os.path.join(home, "diskcache"))
-        job = joblib_hit(max(200, args.ops // 5), os.path.join(home, "joblib"))
+        ours = cached_hit(args.ops, "pickle")
+        disk = (
+            diskcache_hit(args.ops, os.path.join(home, "diskcache"))
+            if installed("diskcache")
+            else None
+        )
+        job = (
+            joblib_hit(max(200, args.ops // 5), os.path.join(home, "joblib"))
+            if installed("joblib")
+            else None
+        )
 
     us = 1e6
     missing = "not installed"
