@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import xxhash
 from pydantic import SecretStr
+from test_results import UNPICKLED, Tripwire  # proof of whether a payload was unpickled
 
 from blocks.filesystems import LocalFileSystem
 from blocks.results import CorruptRecordWarning, RecordHeader, ResultStore
@@ -33,21 +34,6 @@ from blocks.results.signing import ResultsKeys, results_keys
 from blocks.system import Secret
 from serializers import JSONSerializer
 from serializers.errors import SerializationError
-
-UNPICKLED: list[str] = []
-
-
-def _tripped(label: str) -> str:
-    UNPICKLED.append(label)
-    return label
-
-
-class Tripwire:
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_tripped, (self.label,))
 
 
 @pytest.fixture(autouse=True)
