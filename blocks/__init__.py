@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "Block": "blocks.core",
-    "SecretDict": "blocks.core",
+    "Block": "blocks.core._block",
+    "SecretDict": "blocks.core._block",
     "flow": "blocks.flows",
     "Flow": "blocks.flows",
     "task": "blocks.tasks",
@@ -58,7 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from blocks.annotations import allow_failure, opaque, quote, unmapped
-    from blocks.core import Block, SecretDict
+    from blocks.core._block import Block, SecretDict
     from blocks.errors import BlocksError, ParameterTypeError
     from blocks.flows import Flow, flow
     from blocks.logging import get_run_logger

@@ -11,9 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 from blocks import flow, settings, task
+from blocks.core._registry import Registry
 from blocks.filesystems import LocalFileSystem
 from blocks.logging import get_run_logger
-from blocks.registry import Registry
 from blocks.states import State
 from blocks.system import Secret
 from blocks.task_runners import ConcurrentTaskRunner

@@ -56,7 +56,7 @@ class ParameterValidator:
             model = self.model.model_validate(given)
         except ValidationError as exc:
             # Only where and what: pydantic's own message would echo the input value.
-            from blocks.documents import safe_message
+            from blocks.core._documents import safe_message
 
             problems = [
                 # safe_message: a discriminated union's error quotes the input's tag

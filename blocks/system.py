@@ -18,7 +18,7 @@ from typing import Any
 import pydantic
 from pydantic import SecretStr
 
-from blocks.core import Block, SecretDict
+from blocks.core._block import Block, SecretDict
 
 SecretList = pydantic.Secret[list[Any]]
 """A list whose whole value is secret: masked in repr, encrypted at rest."""

@@ -16,7 +16,7 @@ import pytest
 if (Path(__file__).parent / "servers.py").exists():  # until the server fixtures land
     from servers import *  # noqa: F403
 
-from blocks.registry import Registry
+from blocks.core._registry import Registry
 
 
 @pytest.fixture(autouse=True)

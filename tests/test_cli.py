@@ -99,7 +99,7 @@ def run_in_terminal(args: list[str], answers: list[tuple[str, str]]) -> tuple[in
 USER_BLOCKS = '''
 from pydantic import Field, SecretStr
 
-from blocks.core import Block
+from blocks.core._block import Block
 
 
 class ApiCredentials(Block):

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from servers import GCSEndpoint, S3Endpoint
 
-from blocks.core import Block
+from blocks.core._block import Block
 from blocks.errors import ConfigurationError, StorageError
 from blocks.filesystems import GCS, S3, AwsCredentials, AwsSecret, GcpCredentials
 
@@ -100,7 +100,7 @@ def test_s3_block_loads_by_slug_in_a_fresh_process(s3: S3) -> None:
     s3.write_path("from-parent", b"hello")
     s3.save("fresh")
     code = (
-        "from blocks.core import Block\n"
+        "from blocks.core._block import Block\n"
         "store = Block.load('s3/fresh')\n"
         "print(type(store).__name__, store.read_path('from-parent').decode())\n"
     )

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from pydantic import Field, SecretBytes, SecretStr
 
-from blocks.core import Block, SecretDict, block_class_for, kebab_case
+from blocks.core._block import Block, SecretDict, block_class_for, kebab_case
+from blocks.core._registry import SCHEMA_VERSION, Registry
 from blocks.errors import (
     BlockAlreadyExists,
     BlockInUse,
@@ -22,7 +23,6 @@ from blocks.errors import (
     InvalidName,
     UnknownBlockType,
 )
-from blocks.registry import SCHEMA_VERSION, Registry
 from blocks.system import JSON, DateTime, Secret, String
 
 

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from blocks import encryption
-from blocks.encryption import KeyManager, Keyset, format_keys, generate_key, key_id, parse_keys
+from blocks.core import _encryption as encryption
+from blocks.core._encryption import (
+    KeyManager,
+    Keyset,
+    format_keys,
+    generate_key,
+    key_id,
+    parse_keys,
+)
+from blocks.core._registry import Registry
+from blocks.core._rotation import rotate_master_key
 from blocks.errors import ConfigurationError, DecryptionFailed
-from blocks.registry import Registry
-from blocks.rotation import rotate_master_key
 from blocks.system import Secret
 
 
@@ -181,8 +188,8 @@ def test_rotation_killed_mid_flight_loses_nothing(file_keys: None, blocks_home: 
     for i in range(50):
         Secret(value=f"v{i}").save(f"s{i}")
     script = (
-        "from blocks.rotation import rotate_master_key\n"
-        "from blocks.encryption import KeyManager\n"
+        "from blocks.core._rotation import rotate_master_key\n"
+        "from blocks.core._encryption import KeyManager\n"
         "print('ready', flush=True)\n"
         "while True:\n"
         "    KeyManager._instances.clear()\n"
@@ -221,7 +228,9 @@ def test_key_ids_do_not_reveal_the_key() -> None:
 def test_a_long_lived_process_follows_a_rotation_done_elsewhere(file_keys: None) -> None:
     Secret(value="before").save("a")
     assert Secret.load("a").get() == "before"  # this process now holds the old keyset
-    rotate = "from blocks.rotation import rotate_master_key; print(rotate_master_key().retired)"
+    rotate = (
+        "from blocks.core._rotation import rotate_master_key; print(rotate_master_key().retired)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", rotate], env=os.environ.copy(), capture_output=True, text=True
     )

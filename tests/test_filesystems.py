@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from blocks.core import Block
+from blocks.core._block import Block
 from blocks.errors import ConfigurationError, MissingDependency, UnsafePath
 from blocks.filesystems import (
     GCS,

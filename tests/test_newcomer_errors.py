@@ -17,7 +17,7 @@ import pytest
 
 from blocks.errors import ConfigurationError
 from blocks.filesystems import RemoteFileSystem
-from blocks.results.storage import TypoWarning
+from blocks.results._storage import TypoWarning
 
 BLOCK = str(Path(sys.executable).with_name("block"))
 
@@ -185,9 +185,9 @@ def test_a_read_only_registry_lists_and_loads(blocks_home: Path) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_typo_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a new process would: no spec checked yet."""
-    import blocks.results.storage
+    import blocks.results._storage
 
-    monkeypatch.setattr(blocks.results.storage, "_TYPO_CHECKED", set())
+    monkeypatch.setattr(blocks.results._storage, "_TYPO_CHECKED", set())
 
 
 def test_a_typod_slug_in_result_storage_warns_once_and_uses_the_folder(

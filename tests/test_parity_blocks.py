@@ -29,8 +29,8 @@ from pydantic_extra_types.semantic_version import SemanticVersion
 from test_filesystems import BACKENDS, _make_storage
 
 import serializers.json
-from blocks import core
-from blocks.core import Block, SecretDict
+from blocks.core import _block as core
+from blocks.core._block import Block, SecretDict
 from blocks.errors import (
     BlockAlreadyExists,
     BlockNotFound,
@@ -78,7 +78,7 @@ def test_secret_holds_a_list_encrypted_and_masked(blocks_home: object) -> None:
     loaded = Secret.load("tokens")
     assert loaded.get() == tokens
     assert "tok-" not in repr(loaded) and "tok-" not in loaded.model_dump_json()
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     row = Registry.default().get_document("secret", "tokens")
     assert row is not None and "tok-" not in repr(row.data)
@@ -269,7 +269,7 @@ def test_a_field_typed_with_a_base_class_keeps_the_inline_subclass(tmp_path: Pat
     assert loaded.storage.settings.get_secret_value() == {"key": "k-inline-123"}
     assert type(loaded.spare) is RemoteFileSystem
     assert type(Shelf.model_validate(loaded.model_dump()).storage) is RemoteFileSystem
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     row = Registry.default().get_document("shelf", "shelf")
     assert row is not None and row.data["storage"]["block_type_slug"] == "remote-file-system"
@@ -293,7 +293,7 @@ def test_a_list_of_base_typed_blocks_keeps_each_subclass_and_its_secrets(
             RemoteFileSystem(basepath="memory://rack", settings={"token": "tok-in-list-1"}),
         ]
     ).save("rack")
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     row = Registry.default().get_document("rack", "rack")
     assert row is not None and "tok-in-list-1" not in repr(row.data)

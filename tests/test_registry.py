@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from blocks.core._registry import SCHEMA_VERSION, Registry, normalize_url
 from blocks.errors import ConfigurationError
-from blocks.registry import SCHEMA_VERSION, Registry, normalize_url
 from blocks.system import Secret
 
 WORKER = r"""

@@ -43,8 +43,8 @@ from blocks.results import (
     render_storage_key,
     resolve_storage,
 )
-from blocks.results.record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
-from blocks.results.signing import ResultsKeys, results_keys
+from blocks.results._record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
+from blocks.results._signing import ResultsKeys, results_keys
 from blocks.system import Secret
 from serializers.errors import SerializationError
 

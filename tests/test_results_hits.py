@@ -15,8 +15,8 @@ import pytest
 
 from blocks.filesystems import LocalFileSystem
 from blocks.results import ResultStore
-from blocks.results.signing import ResultsKeys
-from blocks.results.store import HEAD_READ, CorruptRecordWarning
+from blocks.results._signing import ResultsKeys
+from blocks.results._store import HEAD_READ, CorruptRecordWarning
 
 
 def _store(tmp_path: Path, keys: ResultsKeys | None = None) -> ResultStore:

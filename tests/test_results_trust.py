@@ -29,8 +29,8 @@ from test_results import UNPICKLED, Tripwire  # proof of whether a payload was u
 
 from blocks.filesystems import LocalFileSystem
 from blocks.results import CorruptRecordWarning, RecordHeader, ResultStore
-from blocks.results.record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
-from blocks.results.signing import ResultsKeys, results_keys
+from blocks.results._record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
+from blocks.results._signing import ResultsKeys, results_keys
 from blocks.system import Secret
 from serializers import JSONSerializer
 from serializers.errors import SerializationError
@@ -203,7 +203,7 @@ def test_results_key_setting_lets_workers_share_storage_only(
 
 
 def test_results_key_secret_block(store: ResultStore) -> None:
-    from blocks.results import signing
+    from blocks.results import _signing as signing
 
     store.write("k", 1)  # registry now exists; signed with the master-derived key
     Secret(value=base64.urlsafe_b64encode(os.urandom(32)).decode()).save("results-key")

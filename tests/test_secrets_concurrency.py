@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.encryption import KeyManager
+from blocks.core._encryption import KeyManager
+from blocks.core._registry import Registry
 from blocks.errors import KeyManagementError, KeyMismatch
-from blocks.registry import Registry
 from blocks.system import Secret
 
 SOAK = os.environ.get("BLOCKS_SOAK") == "1"
@@ -149,8 +149,8 @@ def test_sixteen_processes_racing_first_use_share_one_key(
 
 ROTATOR = """
 import sys
-from blocks.encryption import KeyManager
-from blocks.rotation import rotate_master_key
+from blocks.core._encryption import KeyManager
+from blocks.core._rotation import rotate_master_key
 verified = 0
 for _ in range(int(sys.argv[1])):
     KeyManager._instances.clear()
@@ -284,8 +284,8 @@ def test_rotation_sigkilled_at_random_moments_loses_nothing(
     for name in names:
         Secret(value="value-of-" + name).save(name)
     script = (
-        "from blocks.rotation import rotate_master_key\n"
-        "from blocks.encryption import KeyManager\n"
+        "from blocks.core._rotation import rotate_master_key\n"
+        "from blocks.core._encryption import KeyManager\n"
         "print('ready', flush=True)\n"
         "while True:\n"
         "    KeyManager._instances.clear()\n"
@@ -317,7 +317,7 @@ def test_a_process_with_another_key_is_refused_naming_both_sources(
     Secret(value="v").save("a")
     other = tmp_path / "other-home"
     other_key = subprocess.run(
-        [sys.executable, "-c", "from blocks.encryption import *; "
+        [sys.executable, "-c", "from blocks.core._encryption import *; "
          "print(format_keys([generate_key()]))"], capture_output=True, text=True, check=True
     ).stdout.strip()
     monkeypatch.setenv("BLOCKS_KEY_SOURCE", "env")

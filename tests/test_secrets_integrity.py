@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 from pydantic import Field, SecretBytes, SecretStr
 
-from blocks.core import Block
-from blocks.documents import secret_value
-from blocks.encryption import KeyManager, Keyset, generate_key
+from blocks.core._block import Block
+from blocks.core._documents import secret_value
+from blocks.core._encryption import KeyManager, Keyset, generate_key
+from blocks.core._registry import META_SEALED, Registry, block_documents, registry_meta
+from blocks.core._rotation import rotate_master_key
 from blocks.errors import DecryptionFailed, InvalidBlockData, TamperedDocument
-from blocks.registry import META_SEALED, Registry, block_documents, registry_meta
-from blocks.rotation import rotate_master_key
 from blocks.system import JSON, Secret
 
 
@@ -139,7 +139,7 @@ def test_a_changed_plain_field_or_missing_seal_is_refused(backend: str) -> None:
 
 
 def test_tampered_documents_are_never_revealed_by_the_cli(backend: str) -> None:
-    from blocks.text_fields import inspect_block
+    from blocks.cli._text_fields import inspect_block
 
     Login(user="etl", password="pw").save("prod")
     tamper("login", "prod", data=json.dumps({"user": "x", "endpoint": "y"}))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, SecretStr
 from ui_server import UIServer, serve_ui
 
 from blocks import flow, task
-from blocks.core import Block, SecretDict
+from blocks.core._block import Block, SecretDict
 from blocks.filesystems import S3, AwsCredentials
 from blocks.system import Secret, String
 
@@ -453,7 +453,7 @@ def test_create_app_names_the_extra_when_a_package_is_missing() -> None:
 def test_page_documents_pages_and_escapes_the_search_on_both_registries(
     backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     if backend == "postgres":
         monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))

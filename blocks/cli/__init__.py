@@ -145,7 +145,7 @@ def _describe(exc: Exception) -> str:
         return str(exc)
     if _is_validation_error(exc):
         # pydantic's own text repeats the input, which may be a secret: never print it.
-        from blocks.documents import field_problems
+        from blocks.core._documents import field_problems
 
         return "invalid values: " + "; ".join(field_problems(exc))  # type: ignore[arg-type]
     return (

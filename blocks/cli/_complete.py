@@ -14,7 +14,7 @@ from click.shell_completion import CompletionItem
 
 def saved_blocks(_ctx: Any, _param: Any, incomplete: str) -> list[CompletionItem]:
     """``TYPE/NAME`` of saved blocks starting with `incomplete`."""
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     try:
         rows = Registry.default().list_documents()
@@ -25,8 +25,8 @@ def saved_blocks(_ctx: Any, _param: Any, incomplete: str) -> list[CompletionItem
 
 def block_types(_ctx: Any, _param: Any, incomplete: str) -> list[CompletionItem]:
     """Type slugs shipped with blocks or registered, starting with `incomplete`."""
-    from blocks.core import BUILTIN_BLOCK_MODULES
-    from blocks.registry import Registry
+    from blocks.core._block import BUILTIN_BLOCK_MODULES
+    from blocks.core._registry import Registry
 
     slugs = set(BUILTIN_BLOCK_MODULES)
     with contextlib.suppress(Exception):  # as above: the built-in types still complete

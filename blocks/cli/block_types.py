@@ -13,7 +13,7 @@ from blocks.cli._complete import block_types
 from blocks.cli._output import echo_json, iso, local_time, print_pairs, print_table
 
 if TYPE_CHECKING:
-    from blocks.registry import TypeRow
+    from blocks.core._registry import TypeRow
 
 
 @click.group("type")
@@ -25,7 +25,7 @@ def type_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def type_ls(as_json: bool) -> None:
     """List registered block types and how many blocks each has."""
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     registry = Registry.default()
     counts = registry.document_counts()
@@ -47,9 +47,9 @@ def type_ls(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def type_inspect(slug: str, as_json: bool) -> None:
     """Show a block type: description, fields and their types, secret fields, schemas."""
-    from blocks.core import validate_name
+    from blocks.core._block import validate_name
+    from blocks.core._registry import Registry
     from blocks.errors import UnknownBlockType
-    from blocks.registry import Registry
 
     validate_name(slug, what="block type slug")
     registry = Registry.default()

@@ -19,7 +19,7 @@ from blocks.cli._output import (
 )
 
 if TYPE_CHECKING:
-    from blocks.registry import DocumentRow, DocumentSummary
+    from blocks.core._registry import DocumentRow, DocumentSummary
 
 
 @click.command()
@@ -36,7 +36,7 @@ def register(module: str | None, path: str | None) -> None:
     block register -m my_project.blocks
     block register -f ./blocks_def.py
     """
-    from blocks.discovery import register_blocks_from
+    from blocks.core._discovery import register_blocks_from
 
     if (module is None) == (path is None):
         raise click.UsageError("Pass either -m MODULE or -f FILE.")
@@ -62,10 +62,10 @@ def ls(type_slug: str | None, as_json: bool) -> None:
 
     Piped, the table is tab-separated (a line of column names, then a line per block).
     """
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     if type_slug is not None:
-        from blocks.core import validate_name
+        from blocks.core._block import validate_name
 
         validate_name(type_slug, what="block type slug")
     rows = Registry.default().list_document_summaries(type_slug)
@@ -103,7 +103,7 @@ def inspect(slug: str, show_secrets: bool, as_json: bool) -> None:
     \b
     block inspect secret/my-api-key
     """
-    from blocks.text_fields import inspect_block
+    from blocks.cli._text_fields import inspect_block
 
     row, values = inspect_block(slug, reveal_secrets=show_secrets)
     if as_json:
@@ -156,10 +156,10 @@ def create(
     block create s3 results --set bucket_path=my-bucket/results \\
         --set credentials=aws-credentials/prod
     """
-    from blocks.core import block_class_for, validate_name
+    from blocks.cli._text_fields import block_from_text, missing_fields
+    from blocks.core._block import block_class_for, validate_name
+    from blocks.core._registry import Registry
     from blocks.errors import BlockAlreadyExists
-    from blocks.registry import Registry
-    from blocks.text_fields import block_from_text, missing_fields
 
     validate_name(type_slug, what="block type slug")
     validate_name(name)
@@ -211,9 +211,9 @@ def _read_stdin() -> str:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete(slug: str, yes: bool) -> None:
     """Delete a saved block (refused while another block references it)."""
-    from blocks.core import Block, split_slug
+    from blocks.core._block import Block, split_slug
+    from blocks.core._registry import Registry
     from blocks.errors import BlockNotFound
-    from blocks.registry import Registry
 
     type_slug, name = split_slug(slug)
     if not yes:

@@ -21,9 +21,9 @@ def key() -> None:
 def info(as_json: bool) -> None:
     """Where the master key is kept and the id of the active key."""
     from blocks import settings
-    from blocks.encryption import KeyManager
+    from blocks.core._encryption import KeyManager
+    from blocks.core._registry import normalize_url
     from blocks.errors import KeyManagementError
-    from blocks.registry import normalize_url
 
     url = normalize_url(settings.registry_url())
     manager = KeyManager.for_registry(url)
@@ -59,7 +59,7 @@ def init() -> None:
     registry already records a key that this shell's key source does not hold, this fails
     (KeyMismatch) and says how to fix it.
     """
-    from blocks.rotation import init_master_key
+    from blocks.core._rotation import init_master_key
 
     done = init_master_key()
     if done.created:
@@ -75,8 +75,8 @@ def rotate() -> None:
     With BLOCKS_MASTER_KEY, first set it to NEW,OLD (NEW from `block key generate`).
     """
     from blocks.cli._progress import progress
-    from blocks.encryption import EnvKeySource
-    from blocks.rotation import rotate_master_key
+    from blocks.core._encryption import EnvKeySource
+    from blocks.core._rotation import rotate_master_key
 
     with progress("Re-encrypting secrets") as bar:
         report = rotate_master_key(progress=bar.update)
@@ -113,6 +113,6 @@ def generate() -> None:
     export BLOCKS_MASTER_KEY="$(block key generate),$BLOCKS_MASTER_KEY"
     block key rotate
     """
-    from blocks.encryption import format_keys, generate_key
+    from blocks.core._encryption import format_keys, generate_key
 
     click.echo(format_keys([generate_key()]))

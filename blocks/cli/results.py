@@ -36,7 +36,7 @@ from blocks.cli._progress import progress
 from blocks.errors import BlocksError
 from blocks.filesystems.base import TempFile
 from blocks.results import RecordHeader, ResultStore
-from blocks.results.store import TEMP_GRACE
+from blocks.results._store import TEMP_GRACE
 from serializers.errors import SerializationError
 
 _F = TypeVar("_F", bound=Callable[..., Any])

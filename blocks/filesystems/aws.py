@@ -19,8 +19,8 @@ from typing import Any, cast
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 
-from blocks.core import Block
-from blocks.documents import mask_userinfo, userinfo_strings
+from blocks.core._block import Block
+from blocks.core._documents import mask_userinfo, userinfo_strings
 from blocks.errors import ConfigurationError, MissingDependency, StorageError
 from blocks.filesystems.base import scrub, secret_strings
 from blocks.filesystems.remote import FsspecFileSystem, _without_private

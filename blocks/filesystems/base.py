@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
-from blocks.core import Block
-from blocks.documents import SECRET_TYPES
+from blocks.core._block import Block
+from blocks.core._documents import SECRET_TYPES
 from blocks.errors import MissingDependency, UnsafePath
 
 TEMP_PREFIX = ".blocks-tmp-"

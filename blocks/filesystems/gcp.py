@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr, field_validator
 
-from blocks.core import Block, SecretDict
+from blocks.core._block import Block, SecretDict
 from blocks.errors import MissingDependency
 from blocks.filesystems.base import secret_strings
 from blocks.filesystems.remote import FsspecFileSystem

@@ -28,8 +28,8 @@ from typing import Any, BinaryIO, NoReturn, cast
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from blocks.core import SecretDict
-from blocks.documents import mask_userinfo, userinfo_strings
+from blocks.core._block import SecretDict
+from blocks.core._documents import mask_userinfo, userinfo_strings
 from blocks.errors import BlocksError, ConfigurationError, MissingDependency, StorageError
 from blocks.filesystems.base import (
     TEMP_PREFIX,

@@ -7,7 +7,7 @@ The public API, used by the task runtime and the ``block results`` CLI:
 - `resolve_storage`: a block, saved block slug, URL or path -> a filesystem block;
 - `render_storage_key`: fill a ``result_storage_key`` template, validated as a key.
 
-The record format is described in `blocks.results.record`.
+The record format is described in `blocks.results._record`.
 
 Example:
     >>> from blocks.results import ResultStore
@@ -21,9 +21,9 @@ Example:
 from __future__ import annotations
 
 from blocks.filesystems.base import validate_key
-from blocks.results.record import FORMAT_VERSION, RecordHeader
-from blocks.results.storage import is_block_slug, render_storage_key, resolve_storage
-from blocks.results.store import CorruptRecordWarning, Hit, ResultStore
+from blocks.results._record import FORMAT_VERSION, RecordHeader
+from blocks.results._storage import is_block_slug, render_storage_key, resolve_storage
+from blocks.results._store import CorruptRecordWarning, Hit, ResultStore
 
 __all__ = [
     "FORMAT_VERSION",

@@ -17,8 +17,8 @@ run, on this machine:
 The baseline is the same operation at the smallest size, in the same run: per-op costs that
 stay flat (ratio ~1) scale; listings also show their cost per extra row over the smallest
 size (the process start-up is in every run, not in the per-row figure). ``python -c pass`` and
-``block --version`` and ``import blocks.registry`` (SQLAlchemy) are measured too, for the fixed
-cost of a process, of the CLI and of the registry. Commands run with stdout a pipe also report
+``block --version`` and ``import blocks.core._registry`` (SQLAlchemy) are measured too, for the
+fixed cost of a process, of the CLI and of the registry. Commands run with stdout a pipe also report
 their CPU time (user + system), which a busy machine inflates less than wall time.
 """
 
@@ -130,7 +130,7 @@ def main() -> None:
     os.environ.setdefault("BLOCKS_KEY_SOURCE", "file")
     os.environ["BLOCKS_LOG_LEVEL"] = "WARNING"
 
-    from blocks.core import Block
+    from blocks.core._block import Block
     from blocks.filesystems import LocalFileSystem
     from blocks.results import ResultStore
     from blocks.system import Secret, String
@@ -148,7 +148,8 @@ def main() -> None:
 
     fixed = {"python -c pass": piped([sys.executable, "-c", "pass"])}
     fixed["block --version"] = piped([BLOCK, "--version"])
-    fixed["import blocks.registry"] = piped([sys.executable, "-c", "import blocks.registry"])
+    registry_import = "import blocks.core._registry"
+    fixed[registry_import] = piped([sys.executable, "-c", registry_import])
     for n in sizes:
         fill_start = time.perf_counter()
         while saved < n:  # untimed filling (timed in total only, for information)

@@ -58,8 +58,8 @@ def floor_load(ops: int, home: Path) -> float:
     import json
     import sqlite3
 
-    from blocks.encryption import KeyManager
-    from blocks.registry import Registry
+    from blocks.core._encryption import KeyManager
+    from blocks.core._registry import Registry
 
     keys = KeyManager.for_registry(Registry.default().url).keyset()
     conn = sqlite3.connect(home / "registry.db")

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python tests/benchmarks/bench_signing.py [--mb 256] [--rounds 7
 
 The only change signing makes to the write path is the hash that runs over the payload as it
 streams to the file: format 1 hashed it with ``xxh3_128`` (not keyed: anyone could recompute it),
-format 2 with the payload MAC (`blocks.results.signing.PayloadTag`: AES-256-GMAC for large
+format 2 with the payload MAC (`blocks.results._signing.PayloadTag`: AES-256-GMAC for large
 payloads). Both run here through the store's own `HashingWriter` into a file that is then
 fsynced, interleaved round by round in one process, so machine load hits both alike; the best
 and the median of ``--rounds`` are reported as ratios. Alternatives that were measured and
@@ -26,8 +26,8 @@ from typing import Any
 
 import xxhash
 
-from blocks.results import streams
-from blocks.results.signing import ResultsKey
+from blocks.results import _streams as streams
+from blocks.results._signing import ResultsKey
 
 
 class _Hasher:

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from blocks.cli._text_fields import inspect_block
 from blocks.cli.ui._app import pages
 from blocks.cli.ui._forms import (
     MASK,
@@ -18,11 +19,16 @@ from blocks.cli.ui._forms import (
     parse_form,
     validate,
 )
-from blocks.core import BUILTIN_BLOCK_MODULES, Block, block_class_for, split_slug, validate_name
-from blocks.documents import set_path
+from blocks.core._block import (
+    BUILTIN_BLOCK_MODULES,
+    Block,
+    block_class_for,
+    split_slug,
+    validate_name,
+)
+from blocks.core._documents import set_path
+from blocks.core._registry import DocumentRow, Registry
 from blocks.errors import BlockAlreadyExists, BlockInUse, InvalidName
-from blocks.registry import DocumentRow, Registry
-from blocks.text_fields import inspect_block
 
 #: Documents per page of the list.
 PAGE_SIZE = 50

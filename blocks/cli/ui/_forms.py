@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from blocks.core import Block
-from blocks.documents import join_path
+from blocks.core._block import Block
+from blocks.core._documents import join_path
 from blocks.errors import BlockNotFound, InvalidName, UnknownBlockType
 
 #: The ``<select>`` value that keeps a nested block stored inline (not a saved reference).

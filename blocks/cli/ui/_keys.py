@@ -37,14 +37,14 @@ class RotationProgress:
 
 
 def _registry() -> Any:
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     return Registry.default()
 
 
 def key_usage() -> Counter[str]:
     """How many secret fields each key id seals."""
-    from blocks.encryption import token_parts
+    from blocks.core._encryption import token_parts
 
     used: Counter[str] = Counter()
     for document in _registry().list_documents():
@@ -54,7 +54,7 @@ def key_usage() -> Counter[str]:
 
 
 def keys_page(request: Request) -> Response:
-    from blocks.encryption import KeyManager
+    from blocks.core._encryption import KeyManager
     from blocks.errors import KeyManagementError
 
     registry = _registry()
@@ -86,7 +86,7 @@ def keys_page(request: Request) -> Response:
 
 
 def _rotate(progress: RotationProgress) -> None:
-    from blocks.rotation import rotate_master_key
+    from blocks.core._rotation import rotate_master_key
 
     def step(done: int, total: int) -> None:
         progress.done, progress.total = done, max(progress.total, total)

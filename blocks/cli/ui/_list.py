@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from blocks.cli.ui._app import pages
-from blocks.registry import Registry
+from blocks.core._registry import Registry
 
 #: Documents per page of the list.
 PAGE_SIZE = 50

@@ -74,9 +74,9 @@ def _row(key: str, header: RecordHeader | None) -> dict[str, Any]:
 def filesystem_blocks() -> list[str]:
     """``type/name`` of every saved block that can hold results."""
     import blocks.filesystems  # noqa: F401  (registers the built-in storage classes)
-    from blocks.core import block_classes
+    from blocks.core._block import block_classes
+    from blocks.core._registry import Registry
     from blocks.filesystems.base import WritableFileSystem
-    from blocks.registry import Registry
 
     registry = Registry.default()
     return [

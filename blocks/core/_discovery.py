@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-from blocks.core import Block
+from blocks.core._block import Block
 from blocks.errors import ConfigurationError
 
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blocks.documents import secret_aad
-from blocks.encryption import EnvKeySource, KeyManager, Keyset, host_name, key_fingerprint
+from blocks.core._documents import secret_aad
+from blocks.core._encryption import EnvKeySource, KeyManager, Keyset, host_name, key_fingerprint
+from blocks.core._registry import DocumentRow, KeyRecord, Registry
 from blocks.errors import KeyManagementError, TamperedDocument
-from blocks.registry import DocumentRow, KeyRecord, Registry
 
 #: ``progress(done, total)``, called as documents are re-encrypted.
 Progress = Callable[[int, int], None]
@@ -124,7 +124,7 @@ def rotate_master_key(
             new_keys = manager.keyset()
             writable = False
         else:
-            from blocks.encryption import generate_key
+            from blocks.core._encryption import generate_key
 
             new = generate_key()
             manager.store([*current.keys, new])  # 1

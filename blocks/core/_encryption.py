@@ -57,7 +57,7 @@ from blocks.errors import (
 )
 
 if TYPE_CHECKING:
-    from blocks.registry import KeyRecord, Registry
+    from blocks.core._registry import KeyRecord, Registry
 
 TOKEN_PREFIX = "bk1"
 SEAL_PREFIX = "bm1"
@@ -631,7 +631,7 @@ class KeyManager:
 
     def _create_or_adopt(self) -> KeyRecord:
         """Under the registry's key lock: the key a source already has, or a new one."""
-        from blocks.registry import KeyRecord
+        from blocks.core._registry import KeyRecord
 
         self.forget()
         keyset = self._find()

@@ -15,7 +15,7 @@ The header names the serializer only by its spec (rebuilt through the allow-list
 payload's tag (``hmac-sha256:TAG`` or ``aes256-gmac:NONCE:TAG``). The header tag covers the
 prefix and the header, hence the payload tag too: prefix, header and payload are signed
 together, and nothing reaches a deserializer before both tags verify (see
-`blocks.results.signing` for the key). ``signer`` names the results key (its public id);
+`blocks.results._signing` for the key). ``signer`` names the results key (its public id);
 ``decoded_size`` the uncompressed size of a compressed payload (the ceiling for decoding it);
 ``versions`` what the payload bytes depend on (Python, cloudpickle). Size and checksum are
 written *before* the payload, so a writer that can seek reserves them with placeholders of
@@ -46,10 +46,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import CorruptRecord
-from blocks.results.signing import GMAC_ALGORITHM, HMAC_ALGORITHM, tags_equal
+from blocks.results._signing import GMAC_ALGORITHM, HMAC_ALGORITHM, tags_equal
 
 if TYPE_CHECKING:
-    from blocks.results.signing import ResultsKey, ResultsKeys
+    from blocks.results._signing import ResultsKey, ResultsKeys
 
 MAGIC = b"BLKR"
 FORMAT_VERSION = 2

@@ -49,7 +49,7 @@ from pydantic import (
     model_validator,
 )
 
-from blocks.documents import (
+from blocks.core._documents import (
     SECRET_TYPES,
     field_problems,
     join_path,
@@ -72,8 +72,8 @@ from blocks.errors import (
 )
 
 if typing.TYPE_CHECKING:
-    from blocks.encryption import Keyset
-    from blocks.registry import DocumentRow, Registry
+    from blocks.core._encryption import Keyset
+    from blocks.core._registry import DocumentRow, Registry
 
 SecretDict = pydantic.Secret[dict[str, Any]]
 """A dict whose whole value is secret: masked in repr, encrypted at rest."""
@@ -139,12 +139,12 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
         cls = _BLOCK_CLASSES.get(slug)
     if cls is None:
         hint = ""
-        from blocks.registry import Registry
+        from blocks.core._registry import Registry
 
         row = Registry.default().get_type(slug)
         if row is not None and row.module:
             if import_registered and _importable(row.module):
-                from blocks.discovery import load_block_module
+                from blocks.core._discovery import load_block_module
 
                 try:
                     load_block_module(row.module)
@@ -202,7 +202,7 @@ def _importable(module: str) -> bool:
         return False
     if _MODULE.match(module):
         return True
-    from blocks.discovery import registered_files
+    from blocks.core._discovery import registered_files
 
     return module in registered_files()
 
@@ -708,7 +708,7 @@ def _secret_as(adapter: pydantic.TypeAdapter[Any], value: Any) -> Any:
 
 
 def _registry() -> Registry:
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     return Registry.default()
 
@@ -716,7 +716,7 @@ def _registry() -> Registry:
 def _keyset(registry: Registry, tokens: Iterable[str] = (), seal: str = "") -> Keyset:
     """The registry's keyset, read again from its source when a token or the seal names a key
     the cached keyset lacks (another process rotated the key meanwhile)."""
-    from blocks.encryption import KeyManager, token_parts
+    from blocks.core._encryption import KeyManager, token_parts
 
     needed = {token_parts(t, what="a secret")[1] for t in tokens}
     parts = seal.split(":", 2)
@@ -800,9 +800,9 @@ def _seal_and_save(
     overwrite: bool,
 ) -> str:
     """Encrypt secrets and save under the registry's active key, retrying after a rotation."""
-    from blocks.encryption import KeyManager
+    from blocks.core._encryption import KeyManager
+    from blocks.core._registry import StaleKey
     from blocks.errors import KeyManagementError
-    from blocks.registry import StaleKey
 
     manager = KeyManager.for_registry(registry.url)
     for _ in range(_SAVE_ATTEMPTS):

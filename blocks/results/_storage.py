@@ -78,7 +78,7 @@ def resolve_storage(
 
         return RemoteFileSystem(basepath=spec)
     if is_block_slug(spec):
-        from blocks.core import Block
+        from blocks.core._block import Block
 
         block = Block.load(spec)
         if not isinstance(block, WritableFileSystem):
@@ -97,11 +97,11 @@ def is_block_slug(spec: str) -> bool:
     type_slug, sep, name = spec.partition("/")
     if not sep or "/" in name or not _NAME.match(type_slug) or not _NAME.match(name):
         return False
-    from blocks.core import BUILTIN_BLOCK_MODULES, block_classes
+    from blocks.core._block import BUILTIN_BLOCK_MODULES, block_classes
 
     if type_slug in BUILTIN_BLOCK_MODULES or type_slug in block_classes():
         return True
-    from blocks.registry import Registry
+    from blocks.core._registry import Registry
 
     return Registry.default().get_type(type_slug) is not None
 
@@ -119,8 +119,8 @@ def _warn_if_typo(spec: str, local: WritableFileSystem) -> None:
     type_slug, sep, name = spec.partition("/")
     if not sep or "/" in name or not _NAME.match(type_slug) or not _NAME.match(name):
         return
-    from blocks.core import BUILTIN_BLOCK_MODULES, block_classes
-    from blocks.registry import Registry
+    from blocks.core._block import BUILTIN_BLOCK_MODULES, block_classes
+    from blocks.core._registry import Registry
 
     known = {*BUILTIN_BLOCK_MODULES, *block_classes()}
     known.update(row.slug for row in Registry.default().list_types())

@@ -5,7 +5,7 @@ Guarantees:
 - **Atomic**: a record becomes visible whole or not at all (the storage's
   ``open_atomic_write``: temp file + fsync + rename locally, one PUT on object stores).
 - **Signed, verified before decoded**: every record is signed with the results key
-  (`blocks.results.signing`); ``read`` checks magic, version, the header signature, the payload
+  (`blocks.results._signing`); ``read`` checks magic, version, the header signature, the payload
   size and its signature before one byte reaches a deserializer. A forged record, or one
   signed with another key, is a miss whose warning says "signature".
 - **Bounded**: a payload or decoded size over ``BLOCKS_RESULTS_MAX_BYTES`` is a miss;
@@ -54,8 +54,8 @@ from blocks.errors import (
     UnsafePath,
 )
 from blocks.filesystems.base import TempFile, checked_key, validate_key
-from blocks.results import streams
-from blocks.results.record import (
+from blocks.results import _streams as streams
+from blocks.results._record import (
     FIRST_READ,
     MAX_HEADER_SIZE,
     PREFIX_SIZE,
@@ -66,8 +66,8 @@ from blocks.results.record import (
     encode_prefix,
     header_length,
 )
-from blocks.results.signing import ResultsKey, ResultsKeys, results_keys
-from blocks.results.storage import resolve_storage
+from blocks.results._signing import ResultsKey, ResultsKeys, results_keys
+from blocks.results._storage import resolve_storage
 from serializers.context import codec_context
 from serializers.errors import SerializationError
 
@@ -135,7 +135,7 @@ class ResultStore:
     @property
     def keys(self) -> ResultsKeys:
         """The results keys: given to the constructor, else from the settings (see
-        `blocks.results.signing`), looked up on each use so a changed setting takes effect."""
+        `blocks.results._signing`), looked up on each use so a changed setting takes effect."""
         return self._keys if self._keys is not None else results_keys()
 
     @classmethod

@@ -11,7 +11,7 @@ import io
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from blocks.errors import CorruptRecord
-from blocks.results.record import RecordHeader, checksum_string
+from blocks.results._record import RecordHeader, checksum_string
 from serializers.errors import SerializationError
 
 if TYPE_CHECKING:

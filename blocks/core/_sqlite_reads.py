@@ -10,7 +10,7 @@ What is kept from the engine path:
 * autocommit: each read is one SELECT, atomic on its own; WAL means it never waits for a
   writer, and the busy timeout covers a checkpoint in progress;
 * the same file and open flags (``mode=ro`` / ``immutable=1`` for a read-only registry);
-* the typed errors for a damaged or unreadable file (`_sqlite_problem` in `blocks.registry`).
+* the typed errors for a damaged or unreadable file (`_sqlite_problem` in `blocks.core._registry`).
 
 Writes stay on SQLAlchemy (``BEGIN IMMEDIATE``, the key lock, one transaction per save): a
 write is ~100x rarer on the hot path and carries the invariants, so one code path serves both
@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-# Column order is `blocks.registry._DOC_COLUMNS`'s: `_document` reads rows by position.
+# Column order is `blocks.core._registry._DOC_COLUMNS`'s: `_document` reads rows by position.
 _COLUMNS = (
     "id, type_slug, name, schema_checksum, data, secrets, refs, created, updated, version, mac"
 )

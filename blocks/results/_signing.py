@@ -217,7 +217,7 @@ def forget() -> None:
 
 
 def _find() -> ResultsKeys:
-    from blocks.encryption import KeyManager, parse_keys
+    from blocks.core._encryption import KeyManager, parse_keys
     from blocks.errors import KeyManagementError
 
     raw = settings.results_key()
@@ -233,7 +233,7 @@ def _find() -> ResultsKeys:
         # No key in any source (a fresh home): the registry decides, as for its first block
         # save - it makes the master key once under its key lock (racing processes all end up
         # with one key), or says which key it records and where that key is missing.
-        from blocks.registry import Registry
+        from blocks.core._registry import Registry
 
         master = manager.sealing_keyset(Registry.default())
     return ResultsKeys.of([derive_results_key(k) for k in master.keys], "master key")

@@ -17,12 +17,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from blocks.core import SECRET_MASK, Block, _registry, block_class_for, open_secrets, split_slug
-from blocks.documents import field_problems, set_path
+from blocks.core._block import (
+    SECRET_MASK,
+    Block,
+    _registry,
+    block_class_for,
+    open_secrets,
+    split_slug,
+)
+from blocks.core._documents import field_problems, set_path
 from blocks.errors import BlockNotFound, InvalidBlockData
 
 if TYPE_CHECKING:
-    from blocks.registry import DocumentRow
+    from blocks.core._registry import DocumentRow
 
 B = TypeVar("B", bound=Block)
 

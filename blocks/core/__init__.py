@@ -1,0 +1,33 @@
+"""The block model and the registry it is saved to (layer 1: imports only settings and errors).
+
+Public names: ``Block``, ``SecretDict`` and ``Registry``; everything else here is internal
+(``_block`` the model, ``_documents`` how a block becomes a stored document, ``_registry`` the
+SQL store, ``_encryption`` and ``_rotation`` the master key, ``_discovery`` user block modules).
+
+Example:
+    >>> from blocks.core import Block
+    >>> class Warehouse(Block):
+    ...     dsn: str
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blocks.core._block import Block, SecretDict
+    from blocks.core._registry import Registry
+
+__all__ = ["Block", "Registry", "SecretDict"]
+
+# Imported on first use: `block ls` reads the registry without loading pydantic, and loading a
+# block does not need the SQL layer on SQLite.
+_EXPORTS = {"Block": "_block", "SecretDict": "_block", "Registry": "_registry"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blocks.core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"blocks.core.{module}"), name)

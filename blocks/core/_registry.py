@@ -1,0 +1,1103 @@
+"""Storage of block types, schemas and documents: SQLite by default, PostgreSQL for teams.
+
+One set of SQLAlchemy Core tables serves both dialects. The embedded default is a SQLite file
+under ``$BLOCKS_HOME`` (created with mode 0600), in WAL mode with a busy timeout, so many
+processes may save and load at once; writes take the lock up front (``BEGIN IMMEDIATE``) so a
+reader turning writer never fails with "database is locked". Loads from a SQLite file skip
+the engine: they run on kept per-thread `sqlite3` connections (`blocks.core._sqlite_reads`, which
+says why); every write still goes through SQLAlchemy.
+
+SQLite settings (applied to every connection):
+
+============  =======  ==========================================================
+pragma        value    why
+============  =======  ==========================================================
+journal_mode  WAL      readers never block the writer, nor the writer readers
+synchronous   NORMAL   durable across process crashes; WAL keeps the file sound
+busy_timeout  30000    wait up to 30 s for another process's write to finish
+foreign_keys  ON       a referenced block cannot vanish under its parent
+============  =======  ==========================================================
+
+Every document is stored with a *version* (1 on first save, +1 on each overwrite) and a *seal*
+(a keyed MAC, see `blocks.core._encryption`) over its type, name, id, version and every stored
+column, computed inside the write transaction. Saves and key changes coordinate through the
+registry: a save checks, in its own transaction, that it sealed under the registry's recorded
+active key (`StaleKey` otherwise: it re-seals and retries); `block key rotate` re-seals every
+document and switches the recorded key in ONE transaction that holds the key lock exclusively
+(on SQLite the write lock; on PostgreSQL an advisory lock that saves take shared).
+
+Example:
+    >>> registry = Registry.default()
+    >>> registry.list_documents("secret")
+    [DocumentRow(type_slug='secret', name='my-api-key', ...)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from blocks import settings
+from blocks.core import _sqlite_reads as sqlite_reads
+from blocks.errors import (
+    BlockAlreadyExists,
+    BlockInUse,
+    BlockNotFound,
+    BlocksError,
+    ConfigurationError,
+    InvalidBlockData,
+    MissingDependency,
+    RegistryCorrupt,
+    RegistryReadOnly,
+    TamperedDocument,
+)
+
+SCHEMA_VERSION = 2
+"""2: documents carry a version and a seal; the registry records its key id and fingerprint."""
+
+# PostgreSQL advisory lock ids (arbitrary constants): saves take KEY_LOCK shared, key creation
+# and rotation exclusive; ROTATION_LOCK (session-level) keeps a whole rotation alone.
+KEY_LOCK = 0x626C6B6B
+ROTATION_LOCK = 0x626C6B72
+
+META_KEY_ID = "key.active_id"
+META_KEY_FINGERPRINT = "key.fingerprint"
+META_KEY_SOURCE = "key.source"
+META_SEALED = "documents_sealed"
+
+SQLITE_PRAGMAS: dict[str, str] = {
+    "journal_mode": "WAL",
+    "synchronous": "NORMAL",
+    "busy_timeout": "30000",
+    "foreign_keys": "ON",
+}
+
+#: Database backends the registry runs on (SQLAlchemy backend names).
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+metadata = sa.MetaData()
+
+registry_meta = sa.Table(
+    "registry_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+block_types = sa.Table(
+    "block_types",
+    metadata,
+    sa.Column("slug", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("module", sa.String(512), nullable=False, default=""),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+)
+
+block_schemas = sa.Table(
+    "block_schemas",
+    metadata,
+    sa.Column("checksum", sa.String(80), primary_key=True),
+    sa.Column("type_slug", sa.String(128), sa.ForeignKey("block_types.slug"), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+)
+
+block_documents = sa.Table(
+    "block_documents",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("type_slug", sa.String(128), sa.ForeignKey("block_types.slug"), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("schema_checksum", sa.String(80), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("secrets", sa.Text, nullable=False),
+    sa.Column("refs", sa.Text, nullable=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("mac", sa.Text, nullable=False, server_default=""),
+    sa.UniqueConstraint("type_slug", "name", name="uq_block_documents_type_name"),
+)
+
+block_references = sa.Table(
+    "block_references",
+    metadata,
+    sa.Column(
+        "parent_id",
+        sa.String(32),
+        sa.ForeignKey("block_documents.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("field", sa.String(256), primary_key=True),
+    sa.Column(
+        "child_id",
+        sa.String(32),
+        sa.ForeignKey("block_documents.id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRow:
+    slug: str
+    name: str
+    description: str
+    module: str
+    created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRow:
+    checksum: str
+    type_slug: str
+    version: str
+    fields: dict[str, Any]
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRow:
+    """One saved block: plain field values, encrypted secrets (by dotted path), references."""
+
+    id: str
+    type_slug: str
+    name: str
+    schema_checksum: str
+    data: dict[str, Any]
+    secrets: dict[str, str]
+    refs: dict[str, str]
+    created: datetime
+    updated: datetime
+    version: int = 0
+    seal: str = ""
+    message: bytes = b""
+    """The canonical bytes the seal covers (built from the stored columns as read)."""
+
+    @property
+    def slug(self) -> str:
+        return f"{self.type_slug}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSummary:
+    """One saved block as listed: where its secrets are, not its values."""
+
+    id: str
+    type_slug: str
+    name: str
+    secret_fields: tuple[str, ...]
+    created: datetime
+    updated: datetime
+
+    @property
+    def slug(self) -> str:
+        return f"{self.type_slug}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the registry records about its master key: public ids only, never the key."""
+
+    active_key_id: str
+    fingerprint: str
+    source: str
+
+
+class StaleKey(Exception):
+    """Internal: a save sealed under a key that is no longer the registry's active key."""
+
+
+def document_message(
+    type_slug: str,
+    name: str,
+    document_id: str,
+    version: int,
+    schema_checksum: str,
+    data: str,
+    secrets: str,
+    refs: str,
+) -> bytes:
+    """The canonical bytes a document's seal covers: every stored column, length-prefixed.
+
+    The secret tokens are in it, so a token swapped in from another block, replayed from an
+    earlier version, or dropped (and a plaintext put in `data`) breaks the seal.
+    """
+    parts = (
+        "bd1", type_slug, name, document_id, str(version), schema_checksum, data, secrets, refs
+    )
+    return "".join(f"{len(part)}:{part};" for part in parts).encode()
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _timestamp(value: datetime | str) -> datetime:
+    return _utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    # Key order kept: documents and schemas list fields in the order the class declares them.
+    return json.dumps(value, separators=(",", ":"))
+
+
+_DOC_COLUMNS = (
+    block_documents.c.id,
+    block_documents.c.type_slug,
+    block_documents.c.name,
+    block_documents.c.schema_checksum,
+    block_documents.c.data,
+    block_documents.c.secrets,
+    block_documents.c.refs,
+    block_documents.c.created,
+    block_documents.c.updated,
+    block_documents.c.version,
+    block_documents.c.mac,
+)
+
+
+# Built once: constructing a select costs more than running it on the hot path.
+_GET_DOCUMENT = sa.select(*_DOC_COLUMNS).where(
+    block_documents.c.type_slug == sa.bindparam("type_slug"),
+    block_documents.c.name == sa.bindparam("name"),
+)
+_GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
+    block_documents.c.id == sa.bindparam("document_id")
+)
+
+
+# The save path's statements, built once too (a save runs 4-6 of them in one transaction).
+# Values travel as parameters: the insert/update take their SET columns from the keys given.
+# Fixed parameters, not `in_()`: an IN list is re-expanded into SQL on every execution.
+_KEY_RECORD = sa.text(
+    "SELECT key, value FROM registry_meta WHERE key IN (:key_id, :fingerprint, :source, :sealed)"
+).bindparams(
+    key_id=META_KEY_ID, fingerprint=META_KEY_FINGERPRINT, source=META_KEY_SOURCE, sealed=META_SEALED
+)
+_CURRENT_DOCUMENT = sa.select(
+    block_documents.c.id, block_documents.c.version, block_documents.c.refs
+).where(
+    block_documents.c.type_slug == sa.bindparam("type_slug"),
+    block_documents.c.name == sa.bindparam("name"),
+)
+_INSERT_DOCUMENT = block_documents.insert()
+_UPDATE_DOCUMENT = block_documents.update().where(
+    block_documents.c.id == sa.bindparam("document_id")
+)
+_DELETE_REFERENCES = block_references.delete().where(
+    block_references.c.parent_id == sa.bindparam("document_id")
+)
+_INSERT_REFERENCES = block_references.insert()
+
+
+def _document(row: Any) -> DocumentRow:
+    try:
+        # "{}" (no secrets, no references) is the common case: skip its parse.
+        data = json.loads(row[4])
+        secrets = {} if row[5] == "{}" else json.loads(row[5])
+        refs = {} if row[6] == "{}" else json.loads(row[6])
+        if not (isinstance(data, dict) and isinstance(secrets, dict) and isinstance(refs, dict)):
+            raise ValueError("not an object")
+    except ValueError:
+        raise TamperedDocument(
+            f"{row[1]}/{row[2]} in the registry is not a valid document (altered outside "
+            "blocks). Delete and re-create it."
+        ) from None
+    return DocumentRow(
+        id=row[0],
+        type_slug=row[1],
+        name=row[2],
+        schema_checksum=row[3],
+        data=data,
+        secrets=secrets,
+        refs=refs,
+        created=_timestamp(row[7]),  # raw SQLite reads give ISO text
+        updated=_timestamp(row[8]),
+        version=row[9],
+        seal=row[10],
+        message=document_message(row[1], row[2], row[0], row[9], row[3], row[4], row[5], row[6]),
+    )
+
+
+def normalize_url(url: str) -> str:
+    """Pick the psycopg 3 driver for bare ``postgresql://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Registry:
+    """The block registry behind one database URL; `Registry.default()` is the configured one."""
+
+    _instances: ClassVar[dict[str, Registry]] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = self._create_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._registered_schemas: set[str] = set()
+        self._sealed = False
+        self._rotation_thread_lock = threading.Lock()
+        self._reads = _sqlite_reads(self.engine) if self.is_sqlite else None
+        self._ensure_schema()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> Registry:
+        """The registry named by ``BLOCKS_REGISTRY_URL`` (or the SQLite file under BLOCKS_HOME)."""
+        return cls.for_url(settings.registry_url())
+
+    @classmethod
+    def for_url(cls, url: str) -> Registry:
+        registry = cls._instances.get(url)
+        if registry is None:
+            with cls._instances_lock:
+                registry = cls._instances.get(url)
+                if registry is None:
+                    registry = cls._instances[url] = cls(url)
+        return registry
+
+    @classmethod
+    def dispose_all(cls) -> None:
+        """Close every pooled connection (tests, forks)."""
+        with cls._instances_lock:
+            for registry in cls._instances.values():
+                if registry._reads is not None:
+                    registry._reads.close()
+                registry.engine.dispose()
+            cls._instances.clear()
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise ConfigurationError(
+                f"BLOCKS_REGISTRY_URL is not a database URL: {url!r}. "
+                "Use sqlite:///path/registry.db or postgresql://user@host/db."
+            ) from None
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed)
+        if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+            raise ConfigurationError(
+                f"BLOCKS_REGISTRY_URL uses {parsed.get_backend_name()}://, which blocks does not "
+                "support: use sqlite:///path/registry.db (the default, one machine) or "
+                "postgresql://user@host/db (a team; pip install 'blocks[postgres]')."
+            )
+        try:
+            return sa.create_engine(url, pool_pre_ping=True, future=True)
+        except ModuleNotFoundError as exc:
+            raise MissingDependency(
+                f"The registry URL needs the {exc.name!r} package: pip install 'blocks[postgres]'"
+            ) from None
+
+    def _ensure_schema(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    sa.select(registry_meta.c.value).where(registry_meta.c.key == "schema_version")
+                ).scalar()
+        except sa.exc.OperationalError as exc:
+            if not _is_missing_table(exc):
+                raise
+            found = None
+        except sa.exc.ProgrammingError:
+            found = None
+        if found is None:
+            with self.write() as conn:
+                for table in metadata.sorted_tables:
+                    conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                exists = conn.execute(
+                    sa.select(registry_meta.c.value).where(registry_meta.c.key == "schema_version")
+                ).scalar()
+                if exists is None:
+                    conn.execute(
+                        registry_meta.insert(),
+                        [
+                            {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                            # A new registry seals every document from the start.
+                            {"key": META_SEALED, "value": "1"},
+                        ],
+                    )
+            return
+        if int(found) > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"The registry at {self.describe()} has schema version {found}, newer than this "
+                f"blocks release understands ({SCHEMA_VERSION}). Upgrade blocks."
+            )
+        if int(found) < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Version 1 -> 2: add each document's version and seal (sealed on next write/rotate)."""
+        with self.write() as conn:
+            self._key_lock(conn, exclusive=True)
+            found = conn.execute(
+                sa.select(registry_meta.c.value).where(registry_meta.c.key == "schema_version")
+            ).scalar()
+            if found is None or int(found) >= 2:
+                return  # another process migrated it meanwhile
+            conn.exec_driver_sql(
+                "ALTER TABLE block_documents ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+            )
+            conn.exec_driver_sql(
+                "ALTER TABLE block_documents ADD COLUMN mac TEXT NOT NULL DEFAULT ''"
+            )
+            conn.execute(
+                registry_meta.update()
+                .where(registry_meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
+            if not conn.execute(sa.select(block_documents.c.id).limit(1)).first():
+                conn.execute(registry_meta.insert().values(key=META_SEALED, value="1"))
+
+    # -- the master key's record and locks --------------------------------------------------
+
+    def _key_lock(self, conn: Connection, *, exclusive: bool) -> None:
+        """Saves take the key lock shared, key creation and rotation exclusively.
+
+        SQLite needs nothing more: every write transaction already holds the one write lock.
+        """
+        if not self.is_sqlite:
+            which = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            conn.execute(sa.text(f"SELECT {which}(:k)"), {"k": KEY_LOCK})
+
+    def _read_key_record(self, conn: Connection) -> KeyRecord | None:
+        rows: dict[str, str] = {key: value for key, value in conn.execute(_KEY_RECORD)}
+        if rows.get(META_SEALED) == "1":
+            self._sealed = True
+        if META_KEY_ID not in rows:
+            return None
+        return KeyRecord(
+            rows[META_KEY_ID], rows.get(META_KEY_FINGERPRINT, ""), rows.get(META_KEY_SOURCE, "")
+        )
+
+    def key_record(self) -> KeyRecord | None:
+        """The recorded active key id, fingerprint and source, or None for a new registry."""
+        with self.read() as conn:
+            return self._read_key_record(conn)
+
+    def _write_key_record(self, conn: Connection, record: KeyRecord) -> None:
+        values = {
+            META_KEY_ID: record.active_key_id,
+            META_KEY_FINGERPRINT: record.fingerprint,
+            META_KEY_SOURCE: record.source,
+        }
+        conn.execute(registry_meta.delete().where(registry_meta.c.key.in_(list(values))))
+        conn.execute(registry_meta.insert(), [{"key": k, "value": v} for k, v in values.items()])
+
+    def record_key_once(self, create: Callable[[], KeyRecord]) -> KeyRecord:
+        """The recorded key; if none, `create()` (under the exclusive key lock) and record it.
+
+        Racing first saves all run this; exactly one calls `create`, the others find its record.
+        """
+        with self.write() as conn:
+            self._key_lock(conn, exclusive=True)
+            record = self._read_key_record(conn)
+            if record is None:
+                record = create()
+                self._write_key_record(conn, record)
+        return record
+
+    def documents_sealed(self) -> bool:
+        """Whether every document must carry a seal (new registries; old ones after rotate)."""
+        if not self._sealed:
+            self.key_record()
+        return self._sealed
+
+    @contextmanager
+    def rotation_lock(self) -> Iterator[None]:
+        """Held for a whole key rotation, so two rotations never interleave.
+
+        SQLite: an `flock` on a file beside the database (released by the kernel if the
+        process dies). PostgreSQL: a session advisory lock on a dedicated connection.
+        """
+        with self._rotation_thread_lock:
+            if self.is_sqlite:
+                database = sa.engine.make_url(self.url).database
+                if not database or database == ":memory:":
+                    yield
+                    return
+                import fcntl
+
+                fd = os.open(f"{database}.keylock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    yield
+                finally:
+                    os.close(fd)
+                return
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": ROTATION_LOCK})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ROTATION_LOCK})
+                    conn.commit()
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(blocks_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def describe(self) -> str:
+        """The URL without any password."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    # -- types and schemas ------------------------------------------------------------------
+
+    def register_type(
+        self,
+        *,
+        slug: str,
+        name: str,
+        description: str,
+        module: str,
+        checksum: str,
+        version: str,
+        fields: dict[str, Any],
+    ) -> None:
+        """Record a block type and one of its schemas (idempotent)."""
+        if checksum in self._registered_schemas:
+            return
+        described = {"name": name, "description": description, "module": module}
+        schema = {"checksum": checksum, "type_slug": slug, "version": version, "fields": fields}
+        for attempt in range(2):
+            try:
+                self._write_type(slug, described, schema)
+                break
+            except sa.exc.IntegrityError:
+                # Another process registered the same type or schema first (PostgreSQL takes
+                # no write lock up front as SQLite does): it exists now; check once more.
+                if attempt:
+                    raise
+        self._registered_schemas.add(checksum)
+
+    def _write_type(self, slug: str, described: dict[str, str], schema: dict[str, Any]) -> None:
+        """Insert or update the type row, and insert the schema row if it is new."""
+        now = _now()
+        with self.write() as conn:
+            current = conn.execute(
+                sa.select(
+                    block_types.c.name, block_types.c.description, block_types.c.module
+                ).where(block_types.c.slug == slug)
+            ).first()
+            if current is None:
+                conn.execute(
+                    block_types.insert().values(slug=slug, created=now, updated=now, **described)
+                )
+            elif tuple(current) != tuple(described.values()):
+                conn.execute(
+                    block_types.update()
+                    .where(block_types.c.slug == slug)
+                    .values(updated=now, **described)
+                )
+            has_schema = conn.execute(
+                sa.select(block_schemas.c.checksum).where(
+                    block_schemas.c.checksum == schema["checksum"]
+                )
+            ).first()
+            if has_schema is None:
+                conn.execute(
+                    block_schemas.insert().values(
+                        created=now, **{**schema, "fields": _dumps(schema["fields"])}
+                    )
+                )
+
+    def get_type(self, slug: str) -> TypeRow | None:
+        with self.read() as conn:
+            row = conn.execute(sa.select(block_types).where(block_types.c.slug == slug)).first()
+        return None if row is None else _type_row(row)
+
+    def list_types(self) -> list[TypeRow]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(block_types).order_by(block_types.c.slug)).all()
+        return [_type_row(row) for row in rows]
+
+    def list_schemas(self, slug: str) -> list[SchemaRow]:
+        """Every schema recorded for a type, newest first."""
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(block_schemas)
+                .where(block_schemas.c.type_slug == slug)
+                .order_by(block_schemas.c.created.desc())
+            ).all()
+        return [
+            SchemaRow(r.checksum, r.type_slug, r.version, json.loads(r.fields), _utc(r.created))
+            for r in rows
+        ]
+
+    # -- documents --------------------------------------------------------------------------
+
+    def get_document(self, type_slug: str, name: str) -> DocumentRow | None:
+        if self._reads is not None:  # SQLite file: the sqlite3 module directly (see there)
+            row = self._reads.one(sqlite_reads.GET_DOCUMENT, (type_slug, name))
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(_GET_DOCUMENT, {"type_slug": type_slug, "name": name}).first()
+        return None if row is None else _document(row)
+
+    def get_document_by_id(self, document_id: str) -> DocumentRow | None:
+        if self._reads is not None:
+            row = self._reads.one(sqlite_reads.GET_DOCUMENT_BY_ID, (document_id,))
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(_GET_DOCUMENT_BY_ID, {"document_id": document_id}).first()
+        return None if row is None else _document(row)
+
+    def list_documents(self, type_slug: str | None = None) -> list[DocumentRow]:
+        query = sa.select(*_DOC_COLUMNS).order_by(
+            block_documents.c.type_slug, block_documents.c.name
+        )
+        if type_slug is not None:
+            query = query.where(block_documents.c.type_slug == type_slug)
+        with self.read() as conn:
+            return [_document(row) for row in conn.execute(query)]
+
+    def document_names(self, type_slug: str) -> list[str]:
+        with self.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(block_documents.c.name)
+                    .where(block_documents.c.type_slug == type_slug)
+                    .order_by(block_documents.c.name)
+                ).scalars()
+            )
+
+    def document_counts(self) -> dict[str, int]:
+        """How many documents each type has (types with none are absent)."""
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(block_documents.c.type_slug, sa.func.count()).group_by(
+                    block_documents.c.type_slug
+                )
+            ).all()
+        return {slug: count for slug, count in rows}
+
+    def list_document_summaries(self, type_slug: str | None = None) -> list[DocumentSummary]:
+        """Every saved block (or those of one type) without decoding its fields: what
+        ``block ls`` shows. Sorted by type, then name; the filter runs in SQL."""
+        # Timestamps come back as the driver gives them (SQLite: ISO text, parsed below by
+        # datetime.fromisoformat, ~4x faster than SQLAlchemy's per-row processor).
+        query = sa.select(
+            block_documents.c.id,
+            block_documents.c.type_slug,
+            block_documents.c.name,
+            block_documents.c.secrets,
+            sa.type_coerce(block_documents.c.created, sa.String),
+            sa.type_coerce(block_documents.c.updated, sa.String),
+        ).order_by(block_documents.c.type_slug, block_documents.c.name)
+        if type_slug is not None:
+            query = query.where(block_documents.c.type_slug == type_slug)
+        with self.read() as conn:
+            rows = conn.execute(query).all()
+        # Only the secrets' paths are read (their tokens are never decrypted); "{}" is the
+        # common case and skips the JSON parse.
+        return [
+            DocumentSummary(
+                id=id,
+                type_slug=slug,
+                name=name,
+                secret_fields=() if secrets == "{}" else tuple(sorted(json.loads(secrets))),
+                created=_timestamp(created),
+                updated=_timestamp(updated),
+            )
+            for id, slug, name, secrets, created, updated in rows
+        ]
+
+    def page_documents(
+        self,
+        type_slug: str | None = None,
+        *,
+        search: str = "",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[DocumentRow], int]:
+        """One page of documents (by type, then name) whose name contains `search`, and how
+        many match in all: a list of 10,000 blocks shows 50 without decoding the rest."""
+        where = []
+        if type_slug is not None:
+            where.append(block_documents.c.type_slug == type_slug)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(block_documents.c.name.like(f"%{escaped}%", escape="\\"))
+        query = (
+            sa.select(*_DOC_COLUMNS)
+            .where(*where)
+            .order_by(block_documents.c.type_slug, block_documents.c.name)
+            .limit(limit)
+            .offset(offset)
+        )
+        count = sa.select(sa.func.count()).select_from(block_documents).where(*where)
+        with self.read() as conn:
+            total = conn.execute(count).scalar_one()
+            return [_document(row) for row in conn.execute(query)], total
+
+    def save_document(
+        self,
+        *,
+        type_slug: str,
+        name: str,
+        schema_checksum: str,
+        data: dict[str, Any],
+        secrets: dict[str, str],
+        refs: dict[str, str],
+        overwrite: bool,
+        key_id: str | None,
+        seal: Callable[[bytes], str],
+    ) -> str:
+        """Insert or (with `overwrite`) replace a document; return its id.
+
+        `key_id` is the key `secrets` were sealed under: if it is not the registry's active key
+        (a rotation committed meanwhile), `StaleKey` and nothing is written. `seal` makes the
+        document's seal from its canonical bytes, once its id and version are known.
+        """
+        now = _now()
+        texts = (_dumps(data), _dumps(secrets), _dumps(refs))
+        values: dict[str, Any] = {
+            "schema_checksum": schema_checksum,
+            "data": texts[0],
+            "secrets": texts[1],
+            "refs": texts[2],
+            "updated": now,
+        }
+        try:
+            with self.write() as conn:
+                self._key_lock(conn, exclusive=False)
+                if key_id is not None:
+                    record = self._read_key_record(conn)
+                    if record is None or record.active_key_id != key_id:
+                        raise StaleKey(key_id)
+                current = conn.execute(
+                    _CURRENT_DOCUMENT, {"type_slug": type_slug, "name": name}
+                ).first()
+                existing = None if current is None else current[0]
+                if existing is not None and not overwrite:
+                    raise BlockAlreadyExists(
+                        f"A {type_slug} block named '{name}' already exists. "
+                        "Pass overwrite=True (CLI: --overwrite) to replace it."
+                    )
+                document_id = uuid.uuid4().hex if existing is None else existing
+                version = 1 if current is None else int(current[1]) + 1
+                values["version"] = version
+                values["mac"] = seal(
+                    document_message(
+                        type_slug, name, document_id, version, schema_checksum, *texts
+                    )
+                )
+                if existing is None:
+                    conn.execute(
+                        _INSERT_DOCUMENT,
+                        {"id": document_id, "type_slug": type_slug, "name": name, "created": now}
+                        | values,
+                    )
+                else:
+                    self._refuse_cycle(conn, type_slug, name, document_id, refs)
+                    conn.execute(_UPDATE_DOCUMENT, {"document_id": document_id} | values)
+                    # Its reference rows are written with its refs column, in one transaction:
+                    # a document stored with no references has none to delete.
+                    if current is not None and current[2] != "{}":
+                        conn.execute(_DELETE_REFERENCES, {"document_id": document_id})
+                if refs:
+                    missing = set(refs.values()) - set(
+                        conn.execute(
+                            sa.select(block_documents.c.id).where(
+                                block_documents.c.id.in_(set(refs.values()))
+                            )
+                        ).scalars()
+                    )
+                    if missing:
+                        raise BlockNotFound(
+                            f"Cannot save {type_slug}/{name}: a block it references was deleted. "
+                            "Save the nested block again first."
+                        )
+                    conn.execute(
+                        _INSERT_REFERENCES,
+                        [
+                            {"parent_id": document_id, "field": field, "child_id": child}
+                            for field, child in refs.items()
+                        ],
+                    )
+        except sa.exc.IntegrityError:
+            # Another process inserted the same name between our check and our insert.
+            if not overwrite:
+                raise BlockAlreadyExists(
+                    f"A {type_slug} block named '{name}' already exists. "
+                    "Pass overwrite=True (CLI: --overwrite) to replace it."
+                ) from None
+            return self.save_document(
+                type_slug=type_slug,
+                name=name,
+                schema_checksum=schema_checksum,
+                data=data,
+                secrets=secrets,
+                refs=refs,
+                overwrite=True,
+                key_id=key_id,
+                seal=seal,
+            )
+        return document_id
+
+    def _refuse_cycle(
+        self, conn: Connection, type_slug: str, name: str, document_id: str, refs: dict[str, str]
+    ) -> None:
+        """`InvalidBlockData` if a referenced block leads back to this one (a -> b -> a)."""
+        frontier, seen = set(refs.values()), set()
+        while frontier:
+            if document_id in frontier:
+                raise InvalidBlockData(
+                    f"Cannot save {type_slug}/{name}: a block it references refers back to it "
+                    "(a reference cycle). Nest a copy instead of the saved block, or break the "
+                    "cycle."
+                )
+            seen |= frontier
+            frontier = set(
+                conn.execute(
+                    sa.select(block_references.c.child_id).where(
+                        block_references.c.parent_id.in_(frontier)
+                    )
+                ).scalars()
+            ) - seen
+
+    def delete_document(self, type_slug: str, name: str) -> None:
+        """Delete a document; `BlockInUse` if another block references it."""
+        with self.write() as conn:
+            document_id = conn.execute(
+                sa.select(block_documents.c.id).where(
+                    block_documents.c.type_slug == type_slug, block_documents.c.name == name
+                )
+            ).scalar()
+            if document_id is None:
+                raise BlockNotFound(f"No {type_slug} block named '{name}' to delete.")
+            parents = conn.execute(
+                sa.select(block_documents.c.type_slug, block_documents.c.name)
+                .join(block_references, block_references.c.parent_id == block_documents.c.id)
+                .where(block_references.c.child_id == document_id)
+                .order_by(block_documents.c.type_slug, block_documents.c.name)
+            ).all()
+            if parents:
+                users = ", ".join(f"{slug}/{parent}" for slug, parent in parents)
+                raise BlockInUse(
+                    f"Cannot delete {type_slug}/{name}: it is referenced by {users}. "
+                    "Delete or re-save those blocks first."
+                )
+            conn.execute(block_documents.delete().where(block_documents.c.id == document_id))
+
+    def reseal_all(
+        self,
+        rewrite: Callable[[DocumentRow], dict[str, str]],
+        seal: Callable[[bytes], str],
+        record: KeyRecord,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Re-seal every document and record `record` as the active key, in ONE transaction.
+
+        Holds the key lock exclusively, so no save interleaves: a save that sealed under the old
+        key before this commits is re-sealed here; one that commits after finds the new key
+        recorded and re-seals itself (`StaleKey`). `rewrite` gets each document (it verifies
+        the old seal) and returns its new secret tokens. If it raises, nothing changes.
+        Returns how many documents had secrets. `progress(done, total)` is called after each
+        document.
+        """
+        changed = 0
+        with self.write() as conn:
+            self._key_lock(conn, exclusive=True)
+            rows = conn.execute(sa.select(*_DOC_COLUMNS)).all()
+            for done, row in enumerate(rows, 1):
+                document = _document(row)
+                secrets_text = _dumps(rewrite(document))
+                mac = seal(
+                    document_message(
+                        document.type_slug,
+                        document.name,
+                        document.id,
+                        document.version,
+                        document.schema_checksum,
+                        row[4],
+                        secrets_text,
+                        row[6],
+                    )
+                )
+                conn.execute(
+                    block_documents.update()
+                    .where(block_documents.c.id == document.id)
+                    .values(secrets=secrets_text, mac=mac)
+                )
+                changed += bool(document.secrets)
+                if progress is not None:
+                    progress(done, len(rows))
+            self._write_key_record(conn, record)
+            conn.execute(registry_meta.delete().where(registry_meta.c.key == META_SEALED))
+            conn.execute(registry_meta.insert().values(key=META_SEALED, value="1"))
+        self._sealed = True
+        return changed
+
+
+def _type_row(row: sa.Row[Any]) -> TypeRow:
+    return TypeRow(
+        slug=row.slug,
+        name=row.name,
+        description=row.description,
+        module=row.module,
+        created=_utc(row.created),
+        updated=_utc(row.updated),
+    )
+
+
+def _is_missing_table(exc: sa.exc.OperationalError) -> bool:
+    return "no such table" in str(exc.orig)
+
+
+def _sqlite_engine(url: sa.engine.URL) -> Engine:
+    database = url.database
+    read_only = False
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).expanduser()
+        read_only = _prepare_sqlite_file(path)
+        if read_only:
+            # Listing and loading still work; writes fail with RegistryReadOnly (below).
+            # `immutable` when even the WAL index (-shm) cannot be made beside the file.
+            flags = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+            url = url.set(database=f"file:{path}?{flags}", query={"uri": "true"})
+        else:
+            url = url.set(database=str(path))
+    engine = sa.create_engine(url, future=True, connect_args={"check_same_thread": False})
+    where = str(database)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for name, value in SQLITE_PRAGMAS.items():
+            if read_only and name in ("journal_mode", "synchronous"):
+                continue  # both would write to the file
+            cursor.execute(f"PRAGMA {name}={value}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writes take the lock up front; reads run in autocommit (one SELECT is atomic).
+        if conn.get_execution_options().get("blocks_write", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        # sqlite3's own words ("file is not a database") do not say what to do.
+        problem = _sqlite_problem(context.original_exception, where)
+        if problem is not None:
+            raise problem from None
+
+    return engine
+
+
+def _sqlite_reads(engine: Engine) -> sqlite_reads.SqliteReads | None:
+    """The raw read path for a SQLite file registry (None for an in-memory one, where each
+    connection would see its own empty database)."""
+    url = engine.url
+    database = url.database
+    if not database or database == ":memory:" or "mode=memory" in database:
+        return None
+    uri = url.query.get("uri") == "true"
+    path = database.removeprefix("file:").split("?", 1)[0] if uri else database
+    return sqlite_reads.SqliteReads(
+        path,
+        database,
+        uri=uri,
+        busy_timeout_ms=int(SQLITE_PRAGMAS["busy_timeout"]),
+        problem=lambda exc: _sqlite_problem(exc, str(path)),
+    )
+
+
+def _prepare_sqlite_file(path: Path) -> bool:
+    """Create the registry file (private) and its folder if missing; True if it is read-only."""
+    if path.is_dir():
+        raise ConfigurationError(
+            f"The registry path {path} is a folder: BLOCKS_REGISTRY_URL must name a file, "
+            f"e.g. sqlite:///{path / 'registry.db'}."
+        )
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigurationError(
+                    f"Cannot keep the registry under {path.parent}: {folder} is a file, not a "
+                    "folder. Point BLOCKS_HOME (or BLOCKS_REGISTRY_URL) at a folder."
+                )
+            break
+    if path.exists():
+        return not os.access(path, os.W_OK) or not _can_create_in(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file ourselves so it is private from the first byte.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot create the registry {path}: {exc.strerror or exc}. Point BLOCKS_HOME "
+            "(or BLOCKS_REGISTRY_URL) at a folder you can write."
+        ) from None
+    return False
+
+
+def _can_create_in(folder: Path) -> bool:
+    # SQLite in WAL mode writes its -wal and -shm files beside the database.
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _sqlite_problem(exc: BaseException, where: str) -> BlocksError | None:
+    """The typed error for a SQLite failure a user can fix, or None for the rest."""
+    import sqlite3
+
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    ):
+        return RegistryCorrupt(
+            f"The registry {where} is not a SQLite database or is damaged ({exc}). "
+            f"Move it aside (mv {where} {where}.broken) to start an empty registry, or "
+            "restore it from a backup."
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in text.replace("-", ""):
+        return RegistryReadOnly(
+            f"The registry {where} is read-only: listing and loading work, saving does not. "
+            "Make the file and its folder writable, or point BLOCKS_HOME at a writable folder."
+        )
+    return None
