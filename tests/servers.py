@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import s3fs
     import sqlalchemy as sa
 
-    from blocks.filesystems import GCS, S3
+    from blocks.filesystems import GCS, S3, WritableFileSystem
 
 __all__ = [
     "GCSBucket",
@@ -578,3 +578,25 @@ def postgres_db_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+# -- one storage block per backend ----------------------------------------------------------
+
+BACKENDS = ["local", "memory", "file", "s3", "gcs"]
+
+
+def make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
+    """A fresh, empty storage block of `kind` (one of `BACKENDS`)."""
+    from blocks.filesystems import LocalFileSystem, RemoteFileSystem
+
+    unique = uuid.uuid4().hex[:12]
+    if kind == "local":
+        return LocalFileSystem(basepath=str(tmp_path / "store"))
+    if kind == "memory":
+        return RemoteFileSystem(basepath=f"memory://suite-{unique}/base")
+    if kind == "file":
+        return RemoteFileSystem(basepath=f"file://{tmp_path}/remote-store")
+    if kind in ("s3", "gcs"):
+        bucket: S3Bucket | GCSBucket = request.getfixturevalue(f"{kind}_bucket")
+        return bucket.block(f"suite-{unique}")
+    raise AssertionError(kind)

@@ -33,7 +33,7 @@ from blocks.hashing import CacheKeyWarning
 from blocks.results import ResultStore
 from blocks.tasks import task_input_hash
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def records(storage: Path) -> list[str]:

@@ -26,7 +26,7 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_extra_types.semantic_version import SemanticVersion
-from test_filesystems import BACKENDS, _make_storage
+from servers import BACKENDS, make_storage
 
 import serializers.json
 from blocks.core import _block as core
@@ -339,7 +339,7 @@ def test_asave_and_aload_are_the_sync_calls_for_async_code() -> None:
 
 @pytest.fixture(params=BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
-    return _make_storage(request.param, request, tmp_path)
+    return make_storage(request.param, request, tmp_path)
 
 
 def test_write_path_returns_where_it_wrote_and_read_path_takes_it_back(

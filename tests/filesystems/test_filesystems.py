@@ -14,13 +14,13 @@ import stat
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from servers import BACKENDS, make_storage
 
 from blocks.core._block import Block
 from blocks.errors import ConfigurationError, MissingDependency, UnsafePath
@@ -35,26 +35,11 @@ from blocks.filesystems import (
 from blocks.filesystems import remote as remote_module
 from blocks.filesystems.base import TEMP_PREFIX
 
-BACKENDS = ["local", "memory", "file", "s3", "gcs"]
-
-
-def _make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
-    unique = uuid.uuid4().hex[:12]
-    if kind == "local":
-        return LocalFileSystem(basepath=str(tmp_path / "store"))
-    if kind == "memory":
-        return RemoteFileSystem(basepath=f"memory://suite-{unique}/base")
-    if kind == "file":
-        return RemoteFileSystem(basepath=f"file://{tmp_path}/remote-store")
-    if kind in ("s3", "gcs"):
-        return request.getfixturevalue(f"{kind}_bucket").block(f"suite-{unique}")
-    raise AssertionError(kind)
-
 
 @pytest.fixture(params=BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
     """A fresh, empty storage block of each kind."""
-    return _make_storage(request.param, request, tmp_path)
+    return make_storage(request.param, request, tmp_path)
 
 
 # -- the protocol -----------------------------------------------------------------------------
@@ -386,7 +371,7 @@ def test_local_basepath_that_is_a_symlink_works(tmp_path: Path) -> None:
 def test_concurrent_readers_see_whole_objects_only(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    fs = _make_storage(kind, request, tmp_path)
+    fs = make_storage(kind, request, tmp_path)
     size = 256 * 1024
     fs.write_path("hot", b"a" * size)
     stop = threading.Event()

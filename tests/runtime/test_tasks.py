@@ -24,7 +24,7 @@ from blocks.states import State
 from blocks.task_runners import SequentialTaskRunner
 from blocks.tasks import Task, exponential_backoff, retry_delay, task_input_hash, unmapped
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # -- definition and plain calls ------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "ui"
 SECRET = "ui-browser-s3cr3t-Vb9R"
 SECRET_2 = "ui-browser-s3cr3t-Hn2T"
 

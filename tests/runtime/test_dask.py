@@ -29,7 +29,7 @@ from blocks.futures import TaskFuture, as_completed
 from blocks.states import State
 from blocks.tasks import task_input_hash
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL = {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"}
 
 

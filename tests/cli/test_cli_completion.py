@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 BLOCK = str(Path(sys.executable).with_name("block"))
-README = (Path(__file__).parent.parent / "README.md").read_text()
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def complete(*words: str) -> list[str]:

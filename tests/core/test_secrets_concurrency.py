@@ -23,7 +23,7 @@ from blocks.errors import KeyManagementError, KeyMismatch
 from blocks.system import Secret
 
 SOAK = os.environ.get("BLOCKS_SOAK") == "1"
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 
 # A worker: wait for the start signal, save its secrets, print each name it saved, then exit.
 SAVER = """

@@ -24,7 +24,7 @@ from pydantic import BaseModel, SecretStr
 
 from blocks.hashing import Unhashable, _encode, digest, register_hasher
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Colour(enum.Enum):
@@ -88,7 +88,7 @@ for value in pickle.load(sys.stdin.buffer):
 def digests_in_a_new_process(batch: list[Any], seed: str) -> list[str]:
     env = {**os.environ, "PYTHONHASHSEED": seed}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ROOT / "tests")],
+        [sys.executable, "-c", CHILD, str(Path(__file__).parent)],
         input=pickle.dumps(batch), capture_output=True, check=True, env=env, timeout=120,
     ).stdout
     return out.decode().split()

@@ -14,7 +14,7 @@ import pytest
 
 from blocks.fingerprints import fingerprint
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PRICING = '''\
 import math
