@@ -47,7 +47,10 @@ def _make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
     if kind == "file":
         return RemoteFileSystem(basepath=f"file://{tmp_path}/remote-store")
     if kind in ("s3", "gcs"):
-        return request.getfixturevalue(f"{kind}_bucket").block(f"suite-{unique}")
+        bucket_storage: WritableFileSystem = request.getfixturevalue(f"{kind}_bucket").block(
+            f"suite-{unique}"
+        )
+        return bucket_storage
     raise AssertionError(kind)
 
 
