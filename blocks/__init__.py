@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject reads it ([tool.hatch.version])
 
 _EXPORTS: dict[str, str] = {
     "Block": "blocks.core._block",

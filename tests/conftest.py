@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-if (Path(__file__).parent / "servers.py").exists():  # until the server fixtures land
-    from servers import *  # noqa: F403
-
 from blocks.core._registry import Registry
+
+# The server fixtures are a plugin module (tests/ is on sys.path as the rootdir of this conftest),
+# so each fixture is registered under its own name rather than star-imported into this namespace.
+pytest_plugins = ["servers"]
 
 
 @pytest.fixture(autouse=True)

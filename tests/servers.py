@@ -1,6 +1,6 @@
 """Real servers for the test suite: LocalStack S3, the GCS emulator, a throwaway PostgreSQL.
 
-`tests/conftest.py` imports every fixture here (``from servers import *``). Fixtures:
+`tests/conftest.py` loads this module as a plugin (``pytest_plugins = ["servers"]``). Fixtures:
 
 - ``s3_endpoint`` (session): an `S3Endpoint` - a ``str`` equal to the endpoint URL (so it drops
   into ``endpoint_url=``) with ``.key``, ``.secret``, ``.region``, ``.storage_options()``,

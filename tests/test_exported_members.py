@@ -168,3 +168,16 @@ def test_no_module_is_left_out_of_the_layers_contract() -> None:
     modules = {m.name for m in pkgutil.iter_modules(blocks.__path__)}
     assert modules - listed == set(), "add these modules to a layer in pyproject.toml"
     assert listed - optional - modules == set(), "these layers name no module"
+
+
+def test_the_version_is_written_once() -> None:
+    # pyproject.toml reads `blocks.__version__` ([tool.hatch.version]) rather than repeating it,
+    # so the installed metadata and the module always agree.
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project
+    assert "version" in project["dynamic"]
+    assert importlib.metadata.version("blocks") == blocks.__version__

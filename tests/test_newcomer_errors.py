@@ -248,4 +248,4 @@ def test_folders_that_do_not_look_like_typos_are_quiet(
 
 def test_a_block_given_positional_arguments_says_to_name_the_fields() -> None:
     with pytest.raises(TypeError, match=r"takes its fields by name, e\.g\. RemoteFileSystem\("):
-        RemoteFileSystem("ftp://host/results")  # type: ignore[misc]
+        RemoteFileSystem("ftp://host/results")  # type: ignore[call-arg, misc, unused-ignore]

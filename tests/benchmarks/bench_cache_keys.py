@@ -39,7 +39,8 @@ def key_small(ops: int) -> float:
     policy = INPUTS + TASK_SOURCE
     params = {"x": 3, "scale": 1.5}
     policy.resolve(run, params, {})
-    return best_per_call(lambda: policy.resolve(run, params, {}), ops)
+    seconds: float = best_per_call(lambda: policy.resolve(run, params, {}), ops)
+    return seconds
 
 
 def array_rate(mb: int) -> tuple[float, float] | None:
@@ -71,7 +72,8 @@ def frame_time() -> float | None:
         "value": rng.random(rows),
         "label": pd.Series(rng.integers(0, 1000, rows)).map(lambda i: f"item-{i}"),
     })
-    return best_per_call(lambda: digest(frame), 1, rounds=3)
+    seconds: float = best_per_call(lambda: digest(frame), 1, rounds=3)
+    return seconds
 
 
 def main() -> int:

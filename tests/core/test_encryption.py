@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def file_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def keyring_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def keyring_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """keyrings.alt's file-based PlaintextKeyring: a real backend, kept under tmp_path."""
     import keyring
     from keyrings.alt.file import PlaintextKeyring

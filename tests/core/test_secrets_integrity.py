@@ -285,7 +285,7 @@ def test_validation_errors_never_carry_the_secret_input() -> None:
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError) as info:
-        Login(user="u", password=918273645)  # type: ignore[arg-type]
+        Login(user="u", password=918273645)
     forms = [str(info.value), info.value.json(), repr(info.value.errors())]
     login = Login(user="u", password="ok")
     with pytest.raises(ValidationError) as assigned:

@@ -39,7 +39,8 @@ from blocks.filesystems.base import TEMP_PREFIX
 @pytest.fixture(params=BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
     """A fresh, empty storage block of each kind."""
-    return make_storage(request.param, request, tmp_path)
+    made: WritableFileSystem = make_storage(request.param, request, tmp_path)
+    return made
 
 
 # -- the protocol -----------------------------------------------------------------------------

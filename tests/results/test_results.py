@@ -53,11 +53,13 @@ StorageFactory = Callable[[pytest.FixtureRequest, Path], WritableFileSystem]
 
 def _s3(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
     # Fixtures only: BLOCKS_TEST_S3_ENDPOINT (and its key/secret/region) points this anywhere.
-    return request.getfixturevalue("s3_bucket").block("results")
+    storage: WritableFileSystem = request.getfixturevalue("s3_bucket").block("results")
+    return storage
 
 
 def _gcs(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
-    return request.getfixturevalue("gcs_bucket").block("results")
+    storage: WritableFileSystem = request.getfixturevalue("gcs_bucket").block("results")
+    return storage
 
 
 STORAGES: dict[str, StorageFactory] = {
@@ -225,7 +227,7 @@ class _UnseekableLocal(LocalFileSystem):
 
     _block_is_abstract = True  # a test helper, not a block type
 
-    def open_atomic_write(self, path: str) -> Any:
+    def open_atomic_write(self, path: str | os.PathLike[str]) -> Any:
         @contextmanager
         def writer() -> Iterator[BinaryIO]:
             with LocalFileSystem.open_atomic_write(self, path) as f:
@@ -280,7 +282,7 @@ def test_exists_reads_only_a_small_header_range(
     def counting_range(self: WritableFileSystem, path: str, start: int, end: int) -> bytes:
         in_range[0] = True  # a backend may implement a range read as open + seek
         try:
-            data = real_range(self, path, start, end)  # type: ignore[arg-type]
+            data = real_range(self, path, start, end)
         finally:
             in_range[0] = False
         fetched.append(len(data))
@@ -288,7 +290,7 @@ def test_exists_reads_only_a_small_header_range(
 
     def open_only_for_ranges(self: WritableFileSystem, path: str) -> Any:
         assert in_range[0], "exists() must not stream the object"
-        return real_open(self, path)  # type: ignore[arg-type]
+        return real_open(self, path)
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("exists() must not read the whole object")

@@ -196,10 +196,10 @@ def test_results_key_setting_lets_workers_share_storage_only(
     assert out.stdout.strip() == "{'from': 'worker 1'}", out.stderr
     assert not (tmp_path / "other-home" / "registry.db").exists()  # no registry touched
     env.pop("BLOCKS_RESULTS_KEY")
-    out = subprocess.run(
+    raw = subprocess.run(
         [sys.executable, "-W", "error", "-c", code, str(base)], env=env, capture_output=True
     )
-    assert b"signature by results key" in out.stderr  # without the key: a miss
+    assert b"signature by results key" in raw.stderr  # without the key: a miss
 
 
 def test_results_key_secret_block(store: ResultStore) -> None:
@@ -386,11 +386,12 @@ BOMB_SIZE = 128 * MIB  # what each bomb expands to: twice the memory bound
 
 @functools.cache
 def _compress_zeros(lib: str, prefix: bytes, size: int, suffix: bytes) -> bytes:
-    compressor: Any = {
+    compressors: dict[str, Callable[[], Any]] = {
         "zlib": lambda: zlib.compressobj(9),
         "bz2": lambda: bz2.BZ2Compressor(9),
         "lzma": lambda: lzma.LZMACompressor(preset=0),
-    }[lib]()
+    }
+    compressor = compressors[lib]()
     out = [compressor.compress(prefix)]
     block = b"a" * MIB
     for _ in range(size // MIB):

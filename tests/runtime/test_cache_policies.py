@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -454,8 +455,9 @@ def test_changes_name_every_kind_of_component() -> None:
 def test_a_function_without_source_is_cached_by_bytecode(tmp_path: Path) -> None:
     namespace: dict[str, Any] = {}
     exec("def typed_in_a_repl(x):\n    return x * 2\n", namespace)
+    typed_in_a_repl: Callable[[int], int] = namespace["typed_in_a_repl"]
     t = task(cache_policy=INPUTS + TASK_SOURCE, result_storage=str(tmp_path / "r"),
-             name="repl")(namespace["typed_in_a_repl"])
+             name="repl")(typed_in_a_repl)
     assert (t(2), t(2)) == (4, 4)
     [(_, header)] = list(ResultStore.resolve(str(tmp_path / "r")).records())
     assert header is not None and header.components is not None

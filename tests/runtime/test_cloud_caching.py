@@ -23,7 +23,8 @@ from blocks.tasks import task_input_hash
 def bucket_storage(request: pytest.FixtureRequest) -> FsspecFileSystem:
     prefix = f"cache-{uuid.uuid4().hex[:8]}"
     bucket = request.getfixturevalue(f"{request.param}_bucket")
-    return bucket.block(prefix)
+    storage: FsspecFileSystem = bucket.block(prefix)
+    return storage
 
 
 def test_cached_task_hits_the_bucket_then_recomputes_after_expiry(

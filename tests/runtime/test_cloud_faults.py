@@ -418,7 +418,7 @@ def test_frozen_server_fails_small_and_large_writes_in_bounded_time(
         with storage.open_atomic_write("big-spooled") as out:
             out.write(big)
 
-    writes: dict[str, Callable[[], None]] = {
+    writes: dict[str, Callable[[], object]] = {
         "small": lambda: storage.write_path("small", b"tiny"),  # one PutObject (pipe_file)
         "big": lambda: storage.write_path("big", big),  # one 10 MiB PutObject (pipe_file)
         "big-spooled": write_spooled,  # put_file from the spool file

@@ -148,7 +148,7 @@ def test_a_global_without_a_deterministic_digest_counts_by_type_with_a_warning(
     )
     sys.path.insert(0, str(tmp_path))
     try:
-        import locked  # type: ignore[import-not-found]
+        import locked
 
         with pytest.warns(UserWarning, match="global 'LOCK'") as caught:
             print_ = fingerprint(locked.f)

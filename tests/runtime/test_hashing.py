@@ -132,7 +132,7 @@ def test_scalars_collide_only_when_equal_and_of_one_type(a: Any, b: Any) -> None
         if isinstance(x, float):
             return x.hex() == y.hex() or (math.isnan(x) and math.isnan(y))
         if isinstance(x, dt.datetime):
-            return x.isoformat() == y.isoformat() and x.tzinfo == y.tzinfo
+            return bool(x.isoformat() == y.isoformat() and x.tzinfo == y.tzinfo)
         if isinstance(x, decimal.Decimal):
             return str(x) == str(y)
         return bool(x == y)

@@ -666,7 +666,7 @@ class FlakyFileSystem(LocalFileSystem):
     _block_type_slug = "flaky-file-system-for-tests"
     failures_left: int = 2
 
-    def open_read(self, path: str) -> Any:
+    def open_read(self, path: str | os.PathLike[str]) -> Any:
         if self.failures_left > 0:
             self.failures_left -= 1
             raise StorageError(f"Could not read {path!r}: {self.describe()} is unreachable")
