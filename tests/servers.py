@@ -28,7 +28,9 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -60,6 +62,7 @@ __all__ = [
     "postgres_url",
     "s3_bucket",
     "s3_endpoint",
+    "secret_service",
 ]
 
 # gcsfs reads this when it is first imported; its experimental client does not talk to emulators.
@@ -600,3 +603,123 @@ def make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> W
         bucket: S3Bucket | GCSBucket = request.getfixturevalue(f"{kind}_bucket")
         return bucket.block(f"suite-{unique}")
     raise AssertionError(kind)
+
+
+# -- a real Secret Service: gnome-keyring on a private D-Bus session bus ---------------------
+
+# No service directories: a stopped keyring daemon stays stopped (the system bus config would
+# D-Bus-activate a fresh, locked one), so a test decides when the keyring comes and goes.
+_SESSION_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+@dataclass
+class SecretService:
+    """gnome-keyring-daemon serving org.freedesktop.secrets on a bus of its own.
+
+    The login keyring lives on disk under `root`, so `stop()` then `start()` is the same keyring
+    coming back (unlocked with the same password), as after a desktop session restart.
+    """
+
+    root: Path
+    _bus: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _daemon: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach this keyring through `keyring`'s SecretService backend."""
+        return {
+            "DBUS_SESSION_BUS_ADDRESS": f"unix:path={self.root / 'bus'}",
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.SecretService.Keyring",
+        }
+
+    def _daemon_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "HOME": str(self.root / "home"),
+            "XDG_DATA_HOME": str(self.root / "data"),
+            "XDG_RUNTIME_DIR": str(self.root / "run"),
+        }
+
+    def start_bus(self) -> None:
+        for sub in ("home", "data", "run"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        config = self.root / "bus.conf"
+        config.write_text(_SESSION_BUS_CONFIG.format(socket=self.root / "bus"))
+        self._bus = subprocess.Popen(
+            ["dbus-daemon", "--nofork", f"--config-file={config}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for(lambda: (self.root / "bus").exists(), "the D-Bus session bus")
+
+    def start(self) -> None:
+        """Start (or restart) the keyring daemon, unlocking the login keyring."""
+        self._daemon = subprocess.Popen(
+            ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self._daemon_env(),
+        )
+        assert self._daemon.stdin is not None
+        self._daemon.stdin.write(b"test-login-password")
+        self._daemon.stdin.close()
+        _wait_for(self.answers, "gnome-keyring's Secret Service")
+
+    def stop(self) -> None:
+        """SIGKILL the keyring daemon: the Secret Service is gone until `start()`."""
+        if self._daemon is not None:
+            self._daemon.kill()
+            self._daemon.wait()
+            self._daemon = None
+
+    def answers(self) -> bool:
+        """True when a fresh process can store and read an item."""
+        probe = (
+            "import keyring; keyring.set_password('blocks-probe', 'p', 'ok'); "
+            "assert keyring.get_password('blocks-probe', 'p') == 'ok'"
+        )
+        done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **self.env},
+                              capture_output=True, timeout=60)
+        return done.returncode == 0
+
+    def close(self) -> None:
+        self.stop()
+        if self._bus is not None:
+            self._bus.kill()
+            self._bus.wait()
+
+
+def _wait_for(ready: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up in {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def secret_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecretService]:
+    """A real Secret Service (gnome-keyring) on a private session bus, for one test."""
+    if not (shutil.which("dbus-daemon") and shutil.which("gnome-keyring-daemon")):
+        unavailable("gnome-keyring and dbus are not installed (apt-get install gnome-keyring dbus)")
+    # A short path: the bus socket's path must fit in sun_path (108 bytes).
+    service = SecretService(Path(tempfile.mkdtemp(prefix="blocks-ss-")))
+    try:
+        service.start_bus()
+        service.start()
+        yield service
+    finally:
+        service.close()
+        shutil.rmtree(service.root, ignore_errors=True)
