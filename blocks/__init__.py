@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"  # the one version source: pyproject reads it ([tool.hatch.version])
 
 _EXPORTS: dict[str, str] = {
-    "Block": "blocks.core._block",
-    "SecretDict": "blocks.core._block",
-    "flow": "blocks.flows",
-    "Flow": "blocks.flows",
-    "task": "blocks.tasks",
-    "Task": "blocks.tasks",
-    "task_input_hash": "blocks.tasks",
-    "exponential_backoff": "blocks.tasks",
-    "get_run_logger": "blocks.logging",
-    "State": "blocks.states",
+    "Block": "blocks.core",
+    "SecretDict": "blocks.core",
+    "flow": "blocks.runtime",
+    "Flow": "blocks.runtime",
+    "task": "blocks.runtime",
+    "Task": "blocks.runtime",
+    "task_input_hash": "blocks.runtime",
+    "exponential_backoff": "blocks.runtime",
+    "get_run_logger": "blocks.runtime",
+    "State": "blocks.runtime",
     "BlocksError": "blocks.errors",
     "ParameterTypeError": "blocks.errors",
-    "allow_failure": "blocks.annotations",
-    "opaque": "blocks.annotations",
-    "quote": "blocks.annotations",
-    "unmapped": "blocks.annotations",
+    "allow_failure": "blocks.runtime",
+    "opaque": "blocks.runtime",
+    "quote": "blocks.runtime",
+    "unmapped": "blocks.runtime",
 }
 
 __all__ = [
@@ -57,14 +57,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from blocks.annotations import allow_failure, opaque, quote, unmapped
-    from blocks.core._block import Block, SecretDict
+    from blocks.core import Block, SecretDict
     from blocks.errors import BlocksError, ParameterTypeError
-    from blocks.flows import Flow, flow
-    from blocks.logging import get_run_logger
-    from blocks.states import State
-    from blocks.tasks import Task, exponential_backoff, task, task_input_hash
-
+    from blocks.runtime import (
+        Flow,
+        State,
+        Task,
+        allow_failure,
+        exponential_backoff,
+        flow,
+        get_run_logger,
+        opaque,
+        quote,
+        task,
+        task_input_hash,
+        unmapped,
+    )
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

@@ -31,8 +31,8 @@ from blocks import settings
 from blocks.errors import BlocksError, SerializationError, StorageError
 
 if TYPE_CHECKING:
-    from blocks.context import TaskRun
     from blocks.results import ResultStore
+    from blocks.runtime._context import TaskRun
 
 __all__ = [
     "KeyLock",
@@ -87,7 +87,7 @@ def task_input_hash(context: TaskRun, parameters: dict[str, Any]) -> str | None:
         ... def double(x: int) -> int:
         ...     return 2 * x
     """
-    from blocks.cache_policies import DEFAULT_INPUT_HASH
+    from blocks.runtime.keys._policies import DEFAULT_INPUT_HASH
 
     return DEFAULT_INPUT_HASH.resolve(context, parameters, {})[0]
 

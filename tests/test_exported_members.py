@@ -153,19 +153,30 @@ def test_bad_options_are_configuration_errors_and_keep_their_builtin_type() -> N
     assert isinstance(info.value, blocks.BlocksError)
 
 
-def test_no_module_is_left_out_of_the_layers_contract() -> None:
-    # Every top-level module of `blocks` sits in one layer of the import-linter contract, so a
-    # new module cannot slip past the arrows check unnoticed.
-    import pkgutil
+def _layered_modules(container: str) -> tuple[set[str], set[str]]:
+    """(modules listed, modules marked optional) in the layers contract of `container`."""
     import tomllib
     from pathlib import Path
 
     config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     contracts = config["tool"]["importlinter"]["contracts"]
-    layers = next(c["layers"] for c in contracts if c["type"] == "layers")
+    layers = next(c["layers"] for c in contracts
+                  if c["type"] == "layers" and c["containers"] == [container])
     listed = {m for layer in layers for m in re.split(r"[\s:|()]+", layer) if m}
     optional = {m for layer in layers for m in re.findall(r"\((\w+)\)", layer)}
-    modules = {m.name for m in pkgutil.iter_modules(blocks.__path__)}
+    return listed, optional
+
+
+@pytest.mark.parametrize("container", ["blocks", "blocks.runtime"])
+def test_no_module_is_left_out_of_the_layers_contract(container: str) -> None:
+    # Every module of `blocks` and of `blocks.runtime` sits in one layer of an import-linter
+    # contract, so a new module cannot slip past the arrows check unnoticed.
+    import importlib
+    import pkgutil
+
+    listed, optional = _layered_modules(container)
+    package = importlib.import_module(container)
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
     assert modules - listed == set(), "add these modules to a layer in pyproject.toml"
     assert listed - optional - modules == set(), "these layers name no module"
 
@@ -181,3 +192,48 @@ def test_the_version_is_written_once() -> None:
     assert "version" not in project
     assert "version" in project["dynamic"]
     assert importlib.metadata.version("blocks") == blocks.__version__
+
+
+# -- old import paths ---------------------------------------------------------------------------
+
+COMPAT_PATHS = {
+    "blocks.tasks": "blocks.runtime._tasks",
+    "blocks.flows": "blocks.runtime._flows",
+    "blocks.states": "blocks.runtime._states",
+    "blocks.futures": "blocks.runtime._futures",
+    "blocks.context": "blocks.runtime._context",
+    "blocks.logging": "blocks.runtime._logging",
+    "blocks.annotations": "blocks.runtime._annotations",
+    "blocks.utilities.annotations": "blocks.runtime._annotations",
+    "blocks.task_runners": "blocks.runtime.runners._base",
+    "blocks.cache_policies": "blocks.runtime.keys._policies",
+    "blocks.hashing": "blocks.runtime.keys._hashing",
+    "blocks.dask": "blocks.runtime.runners._dask",
+    "blocks.registry": "blocks.core._registry",
+}
+
+
+@pytest.mark.parametrize("old", sorted(COMPAT_PATHS))
+def test_old_module_paths_give_the_runtime_objects(old: str) -> None:
+    # Code written against the flat layout (and Prefect's module names) keeps importing the same
+    # objects the runtime uses, not copies.
+    import importlib
+
+    shim = importlib.import_module(old)
+    assert shim.__all__, old
+    for name in shim.__all__:
+        value = getattr(shim, name)
+        home = importlib.import_module(COMPAT_PATHS[old])
+        if name == "DaskTaskRunner" and old == "blocks.task_runners":
+            home = importlib.import_module("blocks.runtime.runners._dask")
+        assert value is getattr(home, name), f"{old}.{name}"
+
+
+def test_the_runtime_facade_exports_what_the_old_paths_did() -> None:
+    import blocks.runtime
+
+    for name in blocks.runtime.__all__:
+        assert getattr(blocks.runtime, name) is not None, name
+    for name in ("task", "flow", "State", "TaskFuture", "ConcurrentTaskRunner", "allow_failure"):
+        assert name in blocks.runtime.__all__
+    assert blocks.task is blocks.runtime.task

@@ -364,7 +364,7 @@ def why(key: str | None, task_name: str | None, storage: str | None, as_json: bo
     Names the parts that differ (code and which helper or global, each parameter, the
     version, the flow run); never a parameter's value.
     """
-    from blocks.cache_explain import why as explain
+    from blocks.runtime.keys import why as explain
 
     if (key is None) == (task_name is None):
         raise click.UsageError("Give a KEY or --task NAME (one of them).")
@@ -398,7 +398,7 @@ def why(key: str | None, task_name: str | None, storage: str | None, as_json: bo
 def rm(task_name: str, flow_name: str | None, storage: str | None, dry_run: bool,
        yes: bool) -> None:
     """Delete a task's cached results (the next call recomputes)."""
-    from blocks.cache_explain import task_records
+    from blocks.runtime.keys import task_records
 
     with _errors():
         store = _store(storage)

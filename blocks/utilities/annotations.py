@@ -1,5 +1,7 @@
-"""``from blocks.utilities.annotations import allow_failure``: Prefect's import path."""
+"""Compatibility path (Prefect's ``prefect.utilities.annotations``): ``from
+blocks.utilities.annotations import allow_failure`` keeps working; `blocks.runtime` is the public
+facade."""
 
-from blocks.annotations import BaseAnnotation, allow_failure, opaque, quote, unmapped
+from blocks.runtime._annotations import BaseAnnotation, allow_failure, opaque, quote, unmapped
 
 __all__ = ["BaseAnnotation", "allow_failure", "opaque", "quote", "unmapped"]

@@ -305,7 +305,7 @@ def test_a_discriminated_union_tag_is_not_echoed_by_parameter_errors() -> None:
     from pydantic import BaseModel
 
     from blocks.errors import ParameterTypeError
-    from blocks.parameters import ParameterValidator
+    from blocks.runtime._parameters import ParameterValidator
 
     class Basic(BaseModel):
         kind: Literal["basic"]

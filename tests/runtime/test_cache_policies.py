@@ -434,7 +434,7 @@ def test_refresh_cache_recomputes_and_resets_the_expiration(tmp_path: Path) -> N
 
 
 def test_changes_name_every_kind_of_component() -> None:
-    from blocks.cache_explain import changes
+    from blocks.runtime.keys import changes
 
     old = {"code": "a", "code:function 'f'": "1", "code:global 'RATE'": "2",
            "param:x": "p", "param:gone": "q", "version": "v1", "run_id": "r1"}

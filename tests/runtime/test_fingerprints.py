@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.fingerprints import fingerprint
+from blocks.runtime.keys import fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ PRINT_FINGERPRINT = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, sys.argv[1])
-    from blocks.fingerprints import fingerprint
+    from blocks.runtime.keys import fingerprint
     from blocks.hashing import digest
     import pricing
     f = fingerprint(pricing.price)

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
-from blocks.hashing import Unhashable, _encode, digest, register_hasher
+from blocks.runtime.keys._hashing import Unhashable, _encode, digest, register_hasher
 
 ROOT = Path(__file__).resolve().parents[2]
 

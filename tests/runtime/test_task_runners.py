@@ -11,7 +11,7 @@ import threading
 import time
 
 from blocks import flow, task
-from blocks.task_runners import SHARED_THREADS, ConcurrentTaskRunner, SharedThreads
+from blocks.runtime.runners._base import SHARED_THREADS, ConcurrentTaskRunner, SharedThreads
 
 
 def test_flow_runs_reuse_the_same_threads() -> None:
@@ -176,7 +176,7 @@ def test_interpreter_exits_without_waiting_for_parked_threads() -> None:
     script = textwrap.dedent(
         """
         from blocks import flow, task
-        from blocks.task_runners import SHARED_THREADS
+        from blocks.runtime.runners._base import SHARED_THREADS
 
         SHARED_THREADS.idle_seconds = 3600  # parked threads must not hold the exit
 

@@ -20,9 +20,10 @@ from blocks import flow, get_run_logger, task
 from blocks.errors import StorageError, TaskTimeout, UnsafePath, UpstreamFailed
 from blocks.filesystems import LocalFileSystem
 from blocks.results import ResultStore
+from blocks.runtime.engine._steps import retry_delay
 from blocks.states import State
 from blocks.task_runners import SequentialTaskRunner
-from blocks.tasks import Task, exponential_backoff, retry_delay, task_input_hash, unmapped
+from blocks.tasks import Task, exponential_backoff, task_input_hash, unmapped
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -38,10 +38,10 @@ from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
-from blocks.annotations import unmapped
-from blocks.cache_policies import DEFAULT, NO_CACHE, CacheKeyFnPolicy, CachePolicy
 from blocks.caching import CacheKeyFn, task_input_hash
-from blocks.context import (
+from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.runtime._annotations import unmapped
+from blocks.runtime._context import (
     FlowRun,
     RunName,
     TaskRun,
@@ -50,7 +50,16 @@ from blocks.context import (
     reset_current,
     set_current,
 )
-from blocks.engine import (
+from blocks.runtime._futures import LoopJob, TaskFuture, TaskFutureList, has_futures
+from blocks.runtime._logging import log_failure, run_logger
+from blocks.runtime._states import (
+    Completed,
+    Failed,
+    State,
+    is_state_iterable,
+    return_value_to_state,
+)
+from blocks.runtime.engine._steps import (
     RetryDelay,
     adrive,
     check_hooks,
@@ -59,19 +68,12 @@ from blocks.engine import (
     retry_delays,
     run_coroutine,
 )
-from blocks.engine import retry_delay as retry_delay  # re-exported: tests import it from here
-from blocks.errors import ConfigurationError, OptionTypeError
-from blocks.futures import LoopJob, TaskFuture, TaskFutureList, has_futures
-from blocks.logging import log_failure, run_logger
-from blocks.states import (
-    Completed,
-    Failed,
-    State,
-    is_state_iterable,
-    return_value_to_state,
+from blocks.runtime.engine._steps import (
+    retry_delay as retry_delay,  # re-exported: tests import it from here
 )
-from blocks.task_engine import task_steps
-from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
+from blocks.runtime.engine._task_run import task_steps
+from blocks.runtime.keys._policies import DEFAULT, NO_CACHE, CacheKeyFnPolicy, CachePolicy
+from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 

@@ -22,10 +22,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from blocks import context, settings
+from blocks import settings
+from blocks.runtime import _context as context
 
 if TYPE_CHECKING:
-    from blocks.states import State
+    from blocks.runtime._states import State
 
 __all__ = ["get_run_logger", "install_print_capture", "log_failure", "run_logger"]
 

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     import concurrent.futures
     import logging
 
-    from blocks.flows import Flow
-    from blocks.states import State
-    from blocks.task_runners import TaskRunner
-    from blocks.tasks import Task
+    from blocks.runtime._flows import Flow
+    from blocks.runtime._states import State
+    from blocks.runtime._tasks import Task
+    from blocks.runtime.runners._base import TaskRunner
 
 __all__ = [
     "FlowRun",

@@ -20,7 +20,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from blocks.hashing import Encoder, _buffer, _encode, _reduce
+from blocks.runtime.keys._hashing import Encoder, _buffer, _encode, _reduce
 
 __all__ = ["encoder_for"]
 

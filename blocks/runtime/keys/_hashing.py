@@ -294,7 +294,7 @@ def _pydantic(value: Any, out: list[bytes], active: dict[int, int]) -> None:
 
 
 def _function(value: Any, out: list[bytes], active: dict[int, int]) -> None:
-    from blocks.fingerprints import fingerprint, is_library_module
+    from blocks.runtime.keys._fingerprints import fingerprint, is_library_module
 
     if is_library_module(getattr(value, "__module__", None) or "builtins"):
         _buffer(b"g", _name_of(value), out)
@@ -385,7 +385,7 @@ def _choose(kind: type) -> Encoder:
     top = (kind.__module__ or "").partition(".")[0]
     if top in _LIBRARIES:
         # Only reached with a value of that library in hand: it is imported already.
-        from blocks.hashing_frames import encoder_for
+        from blocks.runtime.keys._hashing_frames import encoder_for
 
         found = encoder_for(top, kind)
         if found is not None:

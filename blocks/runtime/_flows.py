@@ -35,7 +35,14 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
-from blocks.context import (
+from blocks.errors import (
+    ConfigurationError,
+    OptionTypeError,
+    ParameterTypeError,
+    TaskTimeout,
+    UpstreamFailed,
+)
+from blocks.runtime._context import (
     FlowRun,
     RunName,
     check_run_name,
@@ -44,7 +51,21 @@ from blocks.context import (
     reset_current,
     set_current,
 )
-from blocks.engine import (
+from blocks.runtime._futures import futures_in, futures_to_states, has_futures
+from blocks.runtime._logging import install_print_capture, log_failure, run_logger
+from blocks.runtime._parameters import ParameterValidator, defining_namespace, parameter_hints
+from blocks.runtime._states import (
+    Cached,
+    Crashed,
+    Failed,
+    NotReady,
+    Running,
+    State,
+    TimedOut,
+    is_state_iterable,
+    return_value_to_state,
+)
+from blocks.runtime.engine._steps import (
     Blocking,
     Call,
     Engine,
@@ -60,28 +81,7 @@ from blocks.engine import (
     retry_delays,
     run_hooks,
 )
-from blocks.errors import (
-    ConfigurationError,
-    OptionTypeError,
-    ParameterTypeError,
-    TaskTimeout,
-    UpstreamFailed,
-)
-from blocks.futures import futures_in, futures_to_states, has_futures
-from blocks.logging import install_print_capture, log_failure, run_logger
-from blocks.parameters import ParameterValidator, defining_namespace, parameter_hints
-from blocks.states import (
-    Cached,
-    Crashed,
-    Failed,
-    NotReady,
-    Running,
-    State,
-    TimedOut,
-    is_state_iterable,
-    return_value_to_state,
-)
-from blocks.task_runners import ConcurrentTaskRunner, TaskRunner
+from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
 __all__ = ["Flow", "ParameterTypeError", "flow"]
 

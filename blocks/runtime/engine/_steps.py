@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocks import caching
 from blocks.errors import ConfigurationError, OptionTypeError, TaskTimeout
-from blocks.futures import aresolve_futures, resolve_futures
-from blocks.logging import run_logger
-from blocks.states import State
-from blocks.task_runners import call_with_timeout
+from blocks.runtime._futures import aresolve_futures, resolve_futures
+from blocks.runtime._logging import run_logger
+from blocks.runtime._states import State
+from blocks.runtime.runners._base import call_with_timeout
 
 if TYPE_CHECKING:
     from blocks.results import ResultStore

@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from blocks.annotations import BaseAnnotation, quote
-from blocks.context import FlowRun, TaskRun
-from blocks.dask_worker import Outcome, Upstream, run_on_worker
 from blocks.errors import ConfigurationError, MissingDependency, RemoteTaskError
-from blocks.futures import TaskFuture, TaskFutureList
-from blocks.logging import log_failure, run_logger
-from blocks.states import Crashed, Failed, State
-from blocks.task_runners import TaskRunner
-from blocks.tasks import Task
+from blocks.runtime._annotations import BaseAnnotation, quote
+from blocks.runtime._context import FlowRun, TaskRun
+from blocks.runtime._futures import TaskFuture, TaskFutureList
+from blocks.runtime._logging import log_failure, run_logger
+from blocks.runtime._states import Crashed, Failed, State
+from blocks.runtime._tasks import Task
+from blocks.runtime.runners._base import TaskRunner
+from blocks.runtime.runners._dask_worker import Outcome, Upstream, run_on_worker
 
 if TYPE_CHECKING:
     import distributed

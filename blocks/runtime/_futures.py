@@ -26,12 +26,12 @@ import threading
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from blocks.annotations import BaseAnnotation, allow_failure, opaque, quote
 from blocks.errors import ConfigurationError, UpstreamFailed
-from blocks.states import Pending, Running, State
+from blocks.runtime._annotations import BaseAnnotation, allow_failure, opaque, quote
+from blocks.runtime._states import Pending, Running, State
 
 if TYPE_CHECKING:
-    from blocks.context import TaskRun
+    from blocks.runtime._context import TaskRun
 
 __all__ = [
     "DoneAndNotDoneFutures",

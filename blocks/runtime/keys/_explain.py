@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from blocks.errors import ConfigurationError, CorruptRecord
 
 if TYPE_CHECKING:
-    from blocks.context import TaskRun
     from blocks.results import RecordHeader, ResultStore
+    from blocks.runtime._context import TaskRun
 
 __all__ = ["Explanation", "changes", "explain_miss", "log_miss", "task_records", "why"]
 
@@ -128,7 +128,7 @@ def explain_miss(
 
 def log_miss(run: TaskRun, store: ResultStore, key: str, components: dict[str, str]) -> None:
     """Log why `run` missed (INFO, on the run's logger); never fails the run."""
-    from blocks.logging import run_logger
+    from blocks.runtime._logging import run_logger
 
     if not run_logger(run).isEnabledFor(logging.INFO):
         return  # nobody would read it: skip the listing and header reads

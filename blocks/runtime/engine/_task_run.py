@@ -17,23 +17,11 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from blocks import caching
-from blocks.cache_explain import log_miss
-from blocks.context import TaskRun, render_run_name, reset_current, set_current
-from blocks.engine import (
-    Blocking,
-    Call,
-    Engine,
-    Lock,
-    Resolve,
-    Sleep,
-    Step,
-    retry_delay,
-    run_hooks,
-)
 from blocks.errors import TaskTimeout, UpstreamFailed
-from blocks.futures import has_futures
-from blocks.logging import install_print_capture, log_failure, run_logger
-from blocks.states import (
+from blocks.runtime._context import TaskRun, render_run_name, reset_current, set_current
+from blocks.runtime._futures import has_futures
+from blocks.runtime._logging import install_print_capture, log_failure, run_logger
+from blocks.runtime._states import (
     Cached,
     Completed,
     Crashed,
@@ -45,10 +33,22 @@ from blocks.states import (
     is_state_iterable,
     return_value_to_state,
 )
+from blocks.runtime.engine._steps import (
+    Blocking,
+    Call,
+    Engine,
+    Lock,
+    Resolve,
+    Sleep,
+    Step,
+    retry_delay,
+    run_hooks,
+)
+from blocks.runtime.keys._explain import log_miss
 
 if TYPE_CHECKING:
     from blocks.results import ResultStore
-    from blocks.tasks import Task
+    from blocks.runtime._tasks import Task
 
 __all__ = ["task_steps"]
 

@@ -26,13 +26,13 @@ from typing import Any
 
 import cloudpickle
 
-from blocks.annotations import BaseAnnotation
-from blocks.context import FlowRun, TaskRun
 from blocks.errors import RemoteTaskError
-from blocks.futures import enable_argument_resolution
-from blocks.logging import FLOW_LOGGER, OUTSIDE_LOGGER, TASK_LOGGER
-from blocks.states import Crashed, Failed, State
-from blocks.task_runners import SequentialTaskRunner
+from blocks.runtime._annotations import BaseAnnotation
+from blocks.runtime._context import FlowRun, TaskRun
+from blocks.runtime._futures import enable_argument_resolution
+from blocks.runtime._logging import FLOW_LOGGER, OUTSIDE_LOGGER, TASK_LOGGER
+from blocks.runtime._states import Crashed, Failed, State
+from blocks.runtime.runners._base import SequentialTaskRunner
 
 __all__ = ["Outcome", "Upstream", "run_on_worker"]
 

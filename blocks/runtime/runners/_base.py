@@ -27,13 +27,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError, TaskTimeout
-from blocks.states import State
+from blocks.runtime._states import State
 
 if TYPE_CHECKING:
-    from blocks.context import TaskRun
-    from blocks.dask import DaskTaskRunner
-    from blocks.futures import TaskFuture
-    from blocks.tasks import Task
+    from blocks.runtime._context import TaskRun
+    from blocks.runtime._futures import TaskFuture
+    from blocks.runtime._tasks import Task
+    from blocks.runtime.runners._dask import DaskTaskRunner
 
 __all__ = [
     "ConcurrentTaskRunner",
@@ -328,7 +328,7 @@ ThreadPoolTaskRunner = ConcurrentTaskRunner
 def __getattr__(name: str) -> Any:
     # `from blocks.task_runners import DaskTaskRunner` without importing Dask for everyone else.
     if name == "DaskTaskRunner":
-        from blocks.dask import DaskTaskRunner
+        from blocks.runtime.runners._dask import DaskTaskRunner
 
         return DaskTaskRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

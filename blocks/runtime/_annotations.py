@@ -34,7 +34,9 @@ class BaseAnnotation(tuple[T], Generic[T]):
     __slots__ = ()
 
     def __new__(cls, value: T) -> BaseAnnotation[T]:
-        from blocks.futures import enable_argument_resolution  # futures imports this module
+        from blocks.runtime._futures import (
+            enable_argument_resolution,  # futures imports this module
+        )
 
         enable_argument_resolution()  # arguments may now hold annotations to unwrap
         return super().__new__(cls, (value,))

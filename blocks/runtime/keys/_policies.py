@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import OptionTypeError
-from blocks.hashing import CacheKeyWarning, Unhashable, digest
+from blocks.runtime.keys._hashing import CacheKeyWarning, Unhashable, digest
 
 if TYPE_CHECKING:
-    from blocks.context import TaskRun
-    from blocks.tasks import Task
+    from blocks.runtime._context import TaskRun
+    from blocks.runtime._tasks import Task
 
 __all__ = [
     "DEFAULT",
@@ -208,7 +208,7 @@ def code_components(task: Task[Any, Any]) -> Components:
     entry = _code_cache.get(cache_key)
     if entry is not None and entry[0] is task.fn:
         return entry[1]
-    from blocks.fingerprints import fingerprint
+    from blocks.runtime.keys._fingerprints import fingerprint
 
     print_ = fingerprint(task.fn)
     components: Components = {"code": print_.digest}

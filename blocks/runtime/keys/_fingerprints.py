@@ -310,7 +310,7 @@ class _Tracer:
         if id(value) in self.seen:
             return
         self.seen.add(id(value))
-        from blocks.hashing import Unhashable, digest
+        from blocks.runtime.keys._hashing import Unhashable, digest
 
         try:
             self.parts[f"{kind} '{name}'"] = digest(value)
@@ -318,7 +318,7 @@ class _Tracer:
             self.parts[f"{kind} '{name}'"] = _digest(
                 f"type:{type(value).__module__}.{type(value).__qualname__}".encode()
             )
-            from blocks.hashing import CacheKeyWarning
+            from blocks.runtime.keys._hashing import CacheKeyWarning
 
             warnings.warn(
                 f"The cache key of {self.owner!r} counts {kind} {name!r} by its type only: "

@@ -1,0 +1,33 @@
+"""Compatibility path: ``from blocks.futures import ...`` keeps working.
+
+As Prefect's ``prefect.futures``. The code lives in `blocks.runtime._futures`; `blocks.runtime` is
+the public facade.
+"""
+
+from blocks.runtime._futures import (
+    DoneAndNotDoneFutures,
+    LoopJob,
+    PrefectFutureList,
+    TaskFuture,
+    TaskFutureList,
+    aresolve_futures,
+    as_completed,
+    enable_argument_resolution,
+    futures_to_states,
+    resolve_futures,
+    wait,
+)
+
+__all__ = [
+    "DoneAndNotDoneFutures",
+    "LoopJob",
+    "PrefectFutureList",
+    "TaskFuture",
+    "TaskFutureList",
+    "aresolve_futures",
+    "as_completed",
+    "enable_argument_resolution",
+    "futures_to_states",
+    "resolve_futures",
+    "wait",
+]
