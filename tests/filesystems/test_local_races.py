@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import symlink_swapper
 
 from blocks.errors import UnsafePath
 from blocks.filesystems import LocalFileSystem
@@ -25,36 +26,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs symlinks 
 
 SOAK = os.environ.get("BLOCKS_SOAK") == "1"
 
-SWAPPER = r"""
-import os, sys, time
-base, outside, until = sys.argv[1], sys.argv[2], float(sys.argv[3])
-sub = os.path.join(base, "sub")
-swaps = attempt = 0
-while time.time() < until:
-    attempt += 1
-    real = f"{sub}.real{attempt}"
-    try:
-        os.rename(sub, real)          # the folder goes away...
-    except OSError:
-        time.sleep(0.0001)
-        continue
-    try:
-        os.symlink(outside, sub)      # ...and a symlink to the outside takes its name
-    except OSError:                   # a writer re-created "sub" first
-        try:
-            os.rename(real, sub)      # put ours back if it is empty, else keep theirs
-        except OSError:
-            pass
-        continue
-    swaps += 1
-    time.sleep(0.0005)
-    try:
-        os.unlink(sub)
-        os.rename(real, sub)
-    except OSError:
-        pass
-print(swaps)
-"""
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -73,8 +44,9 @@ def test_symlink_swap_race_never_writes_or_reads_outside_the_base(tmp_path: Path
     fs = LocalFileSystem(basepath=str(base), fsync=False)
     store = ResultStore(fs, "pickle")
     until = time.time() + seconds
+    swap = [sys.executable, symlink_swapper.__file__, str(base), str(outside), str(until)]
     swapper = subprocess.Popen(
-        [sys.executable, "-c", SWAPPER, str(base), str(outside), str(until)],
+        [*swap, "--restore"],  # put "sub" back when a writer re-created it first
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

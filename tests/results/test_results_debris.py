@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import symlink_swapper
 from click.testing import CliRunner
 
 from blocks.cli.results import results
@@ -142,32 +143,6 @@ def test_delete_refuses_to_follow_a_symlinked_folder(tmp_path: Path) -> None:
     assert (outside / "victim").read_bytes() == b"keep me"
 
 
-RACER = r"""
-import os, sys, time
-base, outside, until = sys.argv[1], sys.argv[2], float(sys.argv[3])
-sub = os.path.join(base, "sub")
-swaps = attempt = 0
-while time.time() < until:
-    attempt += 1
-    real = f"{sub}.real{attempt}"
-    try:
-        os.rename(sub, real)          # the folder goes away...
-    except OSError:
-        time.sleep(0.0002)
-        continue
-    try:
-        os.symlink(outside, sub)      # ...and a symlink to the outside takes its name
-    except OSError:
-        continue                      # prune's writer re-created it first: try again
-    swaps += 1
-    time.sleep(0.001)
-    try:
-        os.unlink(sub)
-        os.rename(real, sub)
-    except OSError:
-        pass
-print(swaps)
-"""
 
 
 def test_symlink_swap_race_against_prune_never_deletes_outside_the_base(tmp_path: Path) -> None:
@@ -183,8 +158,9 @@ def test_symlink_swap_race_against_prune_never_deletes_outside_the_base(tmp_path
     for name in names:
         store.write(f"sub/{name}", name, expires=gone)
     until = time.time() + seconds
+    swap = [sys.executable, symlink_swapper.__file__, str(base), str(outside), str(until)]
     racer = subprocess.Popen(
-        [sys.executable, "-c", RACER, str(base), str(outside), str(until)],
+        [*swap, "--hold", "0.001"],  # prune re-creates "sub" itself: no --restore
         stdout=subprocess.PIPE,
         text=True,
     )
