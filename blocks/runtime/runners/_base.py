@@ -10,8 +10,8 @@ Example:
     ... def parallel(items: list[str]) -> list[str]:
     ...     return [f.result() for f in process_item.map(items)]
 
-`DaskTaskRunner` (``pip install 'blocks[dask]'``) lives in `blocks.dask`; importing it from here
-works too, and loads Dask only then.
+`DaskTaskRunner` (``pip install 'blocks[dask]'``) lives in `_dask`; `blocks.runtime` and
+`blocks.task_runners` import it (and Dask) only when asked for it.
 """
 
 from __future__ import annotations
@@ -26,22 +26,20 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from blocks.errors import ConfigurationError, TaskTimeout
+from blocks.errors import ConfigurationError
 from blocks.runtime._states import State
+from blocks.runtime.engine._task_run import run_task
 
 if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
     from blocks.runtime._futures import TaskFuture
-    from blocks.runtime._tasks import Task
-    from blocks.runtime.runners._dask import DaskTaskRunner
+    from blocks.runtime._options import TaskLike
 
 __all__ = [
     "ConcurrentTaskRunner",
-    "DaskTaskRunner",
     "SequentialTaskRunner",
     "TaskRunner",
     "ThreadPoolTaskRunner",
-    "call_with_timeout",
 ]
 
 
@@ -57,7 +55,7 @@ class TaskRunner:
 
     def submit_task(
         self,
-        task: Task[Any, Any],
+        task: TaskLike,
         run: TaskRun,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -73,7 +71,7 @@ class TaskRunner:
         def job() -> State:
             for future in waits:
                 future.wait()
-            return task._run(run, args, kwargs)
+            return run_task(task, run, args, kwargs)
 
         return self.submit(job)
 
@@ -323,48 +321,3 @@ if hasattr(os, "register_at_fork"):
 
 ThreadPoolTaskRunner = ConcurrentTaskRunner
 """Prefect 3's name for the thread-pool runner."""
-
-
-def __getattr__(name: str) -> Any:
-    # `from blocks.task_runners import DaskTaskRunner` without importing Dask for everyone else.
-    if name == "DaskTaskRunner":
-        from blocks.runtime.runners._dask import DaskTaskRunner
-
-        return DaskTaskRunner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def call_with_timeout(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float,
-    what: str,
-) -> Any:
-    """Call ``fn(*args, **kwargs)`` in a daemon thread; `TaskTimeout` if not done in `timeout` s.
-
-    Python cannot stop a thread from outside: after a timeout the call goes on running in the
-    background (a daemon thread, so it never blocks interpreter exit) and its result is dropped.
-    """
-    ctx = contextvars.copy_context()
-    outcome: list[tuple[bool, Any]] = []
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome.append((True, ctx.run(fn, *args, **kwargs)))
-        except BaseException as exc:
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="blocks-timeout", daemon=True).start()
-    if not done.wait(timeout):
-        raise TaskTimeout(
-            f"{what} exceeded its timeout of {timeout:g} second(s). It was abandoned, not "
-            "killed: Python cannot stop a thread, so its body may still be running."
-        )
-    ok, value = outcome[0]
-    if ok:
-        return value
-    raise value
