@@ -62,6 +62,7 @@ class FlowRun:
         "_id",
         "_logger",
         "flow",
+        "flow_run",
         "log_prints",
         "loop",
         "name",
@@ -87,6 +88,7 @@ class FlowRun:
         task_runner: TaskRunnerLike,
     ) -> None:
         self.flow = flow
+        self.flow_run = self  # as `TaskRun.flow_run`: the flow run a run belongs to
         self.parameters = parameters
         self.parent = parent
         self.task_runner = task_runner
@@ -113,10 +115,6 @@ class FlowRun:
                 self.persist_result = outer.persist_result
             if options.log_prints is None:
                 self.log_prints = outer.log_prints
-
-    @property
-    def flow_run(self) -> FlowRun:
-        return self
 
     # -- reusing what completed in an earlier attempt (flow retries) ---------------------------
 
@@ -185,6 +183,7 @@ class FlowRun:
         """
         run = cls.__new__(cls)  # no Flow object here: not __init__
         run.flow = _FlowInfo(snapshot["flow_name"], snapshot["flow_version"])
+        run.flow_run = run
         run.name = snapshot["name"]
         run._id = snapshot["id"]
         run.parameters = snapshot["parameters"]

@@ -310,7 +310,18 @@ def has_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     (cheap when none was ever made)."""
     if not SCAN[0]:
         return False
-    return any(_holds_future(a) for a in args) or any(_holds_future(v) for v in kwargs.values())
+    for value in args:
+        if type(value) not in _SCALARS and _holds_future(value):
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _SCALARS and _holds_future(value):
+                return True
+    return False
+
+
+#: Argument types that never hold a future (skipped without a call).
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _holds_future(value: Any, depth: int = 0) -> bool:

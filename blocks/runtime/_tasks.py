@@ -40,7 +40,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 from blocks import caching
 from blocks.caching import task_input_hash
 from blocks.errors import ConfigurationError, OptionTypeError
-from blocks.runtime._annotations import unmapped
+from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
     FlowRun,
     TaskRun,
@@ -162,6 +162,9 @@ class Task(Generic[P, R]):
         self.__name__ = options.name
         #: No option needs work around a call: the hot path of `__call__` may run it.
         self._simple = options.plain and not self.isasync
+        #: The flow run's persist_result / log_prints apply (the task leaves them unset).
+        self._inherits_persist = options.persist is None
+        self._inherits_prints = options.log_prints is None
 
     # -- options as attributes -------------------------------------------------------------------
 
@@ -283,11 +286,11 @@ class Task(Generic[P, R]):
             and (
                 flow_run is None
                 or not (
-                    (flow_run.persist_result and self.options.persist is None)
-                    or (flow_run.log_prints and self.options.log_prints is None)
+                    (flow_run.persist_result and self._inherits_persist)
+                    or (flow_run.log_prints and self._inherits_prints)
                 )
             )
-            and not has_futures(args, kwargs)
+            and not (SCAN[0] and has_futures(args, kwargs))
         ):
             # The hot path: no option needs any work around the call.
             run = TaskRun(self, flow_run, parent, False)
@@ -361,18 +364,18 @@ class Task(Generic[P, R]):
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
-        waits = list(wait_for or ())
+        waits = [] if wait_for is None else list(wait_for)
         if waits:
             run.wait_for = waits
         if flow_run is not None and flow_run.reuses and parent is flow_run:
             run.reuse_key = flow_run.call_key(self.name)
-        loop = None if flow_run is None else flow_run.loop
-        if self.isasync and loop is not None and not loop.is_closed():
+        loop = None if flow_run is None or not self.isasync else flow_run.loop
+        if loop is not None and not loop.is_closed():
             assert flow_run is not None
             future = self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
         else:
             runner = flow_run.task_runner if flow_run is not None else _default_runner()
-            waiting = [w for w in waits if isinstance(w, TaskFuture)]
+            waiting = [w for w in waits if isinstance(w, TaskFuture)] if waits else ()
             future = TaskFuture(run, runner.submit_task(self, run, args, kwargs, waiting))
         if return_state:
             future.wait()

@@ -20,6 +20,7 @@ import atexit
 import collections
 import concurrent.futures
 import contextvars
+import functools
 import os
 import queue
 import threading
@@ -41,6 +42,86 @@ __all__ = [
     "TaskRunner",
     "ThreadPoolTaskRunner",
 ]
+
+
+class RunFuture(concurrent.futures.Future[State]):
+    """A `concurrent.futures.Future` that makes its condition only when something waits on it.
+
+    The base class builds a `threading.Condition` per future and takes it for every state
+    change, which is about half of what ``.submit()`` of a small task costs. Here the states
+    a run's future goes through when nobody blocks on it (pending, running, finished) are
+    set under one module lock instead; the condition is made at the first ``wait``,
+    ``add_done_callback``, ``cancel``, `concurrent.futures.wait` or ``as_completed``, and from
+    then on the base class's own code runs. A setter that finds no condition knows no thread
+    is waiting, since waiting needs the condition, and both are decided under `_made`.
+    """
+
+    def __init__(self) -> None:  # not the base __init__: it makes the condition
+        self._cond: threading.Condition | None = None
+        self._state = _PENDING
+        self._result: State | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+
+    @classmethod
+    def finished(cls, result: State) -> RunFuture:
+        """A future already done with `result` (nobody can be waiting on a new one)."""
+        future = cls()
+        future._result = result
+        future._state = _FINISHED
+        return future
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with _made:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with _made:
+            fast = self._cond is None and self._state == _PENDING
+            if fast:
+                self._state = _RUNNING
+        return True if fast else super().set_running_or_notify_cancel()
+
+    def set_result(self, result: State) -> None:
+        with _made:
+            fast = self._cond is None and self._state in (_PENDING, _RUNNING)
+            if fast:
+                self._result = result
+                self._state = _FINISHED
+        if not fast:
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with _made:
+            fast = self._cond is None and self._state in (_PENDING, _RUNNING)
+            if fast:
+                self._exception = exception
+                self._state = _FINISHED
+        if not fast:
+            super().set_exception(exception)
+
+    def result(self, timeout: float | None = None) -> State:
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout)
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+
+_made = threading.Lock()
+_PENDING, _RUNNING, _FINISHED = "PENDING", "RUNNING", "FINISHED"
+_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
 
 
 class TaskRunner:
@@ -66,6 +147,8 @@ class TaskRunner:
         Runners that run tasks in another process override this: they need the task and its
         arguments, not a closure over the flow run. The default runs the closure via `submit`.
         """
+        if not wait_for:
+            return self.submit(functools.partial(run_task, task, run, args, kwargs))
         waits = list(wait_for)
 
         def job() -> State:
@@ -92,7 +175,7 @@ class SequentialTaskRunner(TaskRunner):
     """Runs each submitted task immediately, in the calling thread, one after another."""
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        future: concurrent.futures.Future[State] = concurrent.futures.Future()
+        future = RunFuture()
         future.set_running_or_notify_cancel()
         try:
             future.set_result(fn())
@@ -168,7 +251,7 @@ class _Lane:
     def submit(
         self, ctx: contextvars.Context, fn: Callable[[], State]
     ) -> concurrent.futures.Future[State]:
-        future: concurrent.futures.Future[State] = concurrent.futures.Future()
+        future = RunFuture()
         job = (future, ctx, fn)
         with self._lock:
             self._futures.add(future)
