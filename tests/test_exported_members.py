@@ -213,6 +213,12 @@ COMPAT_PATHS = {
 }
 
 
+MOVED_RUNNER_NAMES = {
+    "DaskTaskRunner": "blocks.runtime.runners._dask",
+    "call_with_timeout": "blocks.runtime.engine._steps",
+}
+
+
 @pytest.mark.parametrize("old", sorted(COMPAT_PATHS))
 def test_old_module_paths_give_the_runtime_objects(old: str) -> None:
     # Code written against the flat layout (and Prefect's module names) keeps importing the same
@@ -224,8 +230,8 @@ def test_old_module_paths_give_the_runtime_objects(old: str) -> None:
     for name in shim.__all__:
         value = getattr(shim, name)
         home = importlib.import_module(COMPAT_PATHS[old])
-        if name == "DaskTaskRunner" and old == "blocks.task_runners":
-            home = importlib.import_module("blocks.runtime.runners._dask")
+        if old == "blocks.task_runners" and name in MOVED_RUNNER_NAMES:
+            home = importlib.import_module(MOVED_RUNNER_NAMES[name])
         assert value is getattr(home, name), f"{old}.{name}"
 
 

@@ -53,7 +53,8 @@ def test_3_2_my_task_options_cache_on_the_static_key(caplog: pytest.LogCaptureFi
     assert (my_task.name, my_task.description, my_task.tags) == (
         "My Task", "Task 설명", {"etl", "production"},
     )
-    assert (my_task.retries, my_task._delays, my_task.timeout_seconds) == (3, [60.0], 3600)
+    assert my_task.retries == 3 and my_task.timeout_seconds == 3600
+    assert my_task.options.retry_delays == (60.0,)
     with caplog.at_level(logging.INFO):
         assert my_task("first") == "Result: first"
         # cache_key_fn=lambda: "static_key": every call shares one cache entry for an hour.
@@ -67,7 +68,8 @@ def test_3_2_flaky_task_retries_with_exponential_backoff(monkeypatch: pytest.Mon
     ns = run_example("ex_3_2_task_options")
     flaky = ns["flaky_task"]
     assert flaky.retries == 5
-    assert flaky._delays == [10, 20, 40, 80, 160]  # backoff_factor=10, as in the tutorial
+    # backoff_factor=10, as in the tutorial
+    assert flaky.options.retry_delays == (10, 20, 40, 80, 160)
 
     draws = iter([0.1, 0.5, 0.69, 0.95])  # three failures (< 0.7), then a success
     calls: list[float] = []

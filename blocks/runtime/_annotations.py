@@ -27,6 +27,11 @@ __all__ = ["BaseAnnotation", "allow_failure", "opaque", "quote", "unmapped"]
 
 T = TypeVar("T")
 
+#: ``SCAN[0]``: task arguments may hold futures, states or annotations to resolve. Off until
+#: one of those is made in this process, so plain calls skip the scan; set here by the first
+#: annotation and by `blocks.runtime._futures` (which reads it) for the first future.
+SCAN = [False]
+
 
 class BaseAnnotation(tuple[T], Generic[T]):
     """One wrapped value; a 1-tuple so it unpacks as Prefect's annotations do."""
@@ -34,11 +39,7 @@ class BaseAnnotation(tuple[T], Generic[T]):
     __slots__ = ()
 
     def __new__(cls, value: T) -> BaseAnnotation[T]:
-        from blocks.runtime._futures import (
-            enable_argument_resolution,  # futures imports this module
-        )
-
-        enable_argument_resolution()  # arguments may now hold annotations to unwrap
+        SCAN[0] = True  # arguments may now hold annotations to unwrap
         return super().__new__(cls, (value,))
 
     @property

@@ -20,19 +20,18 @@ import string
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.runtime._options import RunName
 
 if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
     import logging
 
-    from blocks.runtime._flows import Flow
+    from blocks.runtime._options import FlowLike, FlowOptions, TaskLike, TaskRunnerLike
     from blocks.runtime._states import State
-    from blocks.runtime._tasks import Task
-    from blocks.runtime.runners._base import TaskRunner
 
 __all__ = [
     "FlowRun",
@@ -44,10 +43,6 @@ __all__ = [
     "current_task_run",
     "render_run_name",
 ]
-
-RunName = str | Callable[[], str] | Callable[[dict[str, Any]], str]
-"""A ``task_run_name`` / ``flow_run_name``: a template such as ``"extract-{source}"`` formatted
-with the call's parameters, or a callable taking nothing or the parameters dict."""
 
 # Cheap, process-unique run numbers: a uuid is made only when someone asks for `.id`.
 _run_numbers = itertools.count(1)
@@ -67,6 +62,7 @@ class FlowRun:
         "_id",
         "_logger",
         "flow",
+        "flow_run",
         "log_prints",
         "loop",
         "name",
@@ -85,12 +81,14 @@ class FlowRun:
 
     def __init__(
         self,
-        flow: Flow[Any, Any],
+        flow: FlowLike,
+        options: FlowOptions,
         parameters: dict[str, Any],
         parent: FlowRun | TaskRun | None,
-        task_runner: TaskRunner,
+        task_runner: TaskRunnerLike,
     ) -> None:
         self.flow = flow
+        self.flow_run = self  # as `TaskRun.flow_run`: the flow run a run belongs to
         self.parameters = parameters
         self.parent = parent
         self.task_runner = task_runner
@@ -101,13 +99,13 @@ class FlowRun:
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: set[concurrent.futures.Future[State]] = set()
-        self._init_reuse(bool(flow.retries))
+        self._init_reuse(bool(options.retries))
         outer = parent.flow_run if isinstance(parent, TaskRun) else parent
         # A flow's result settings are the defaults for its tasks; a subflow inherits its parent's.
-        self.result_storage: Any = flow.result_storage
-        self.result_serializer: Any = flow.result_serializer
-        self.persist_result: bool | None = flow.persist_result
-        self.log_prints: bool = bool(flow.log_prints)
+        self.result_storage: Any = options.result_storage
+        self.result_serializer: Any = options.result_serializer
+        self.persist_result: bool | None = options.persist_result
+        self.log_prints: bool = bool(options.log_prints)
         if outer is not None:
             if self.result_storage is None:
                 self.result_storage = outer.result_storage
@@ -115,12 +113,8 @@ class FlowRun:
                 self.result_serializer = outer.result_serializer
             if self.persist_result is None:
                 self.persist_result = outer.persist_result
-            if flow.log_prints is None:
+            if options.log_prints is None:
                 self.log_prints = outer.log_prints
-
-    @property
-    def flow_run(self) -> FlowRun:
-        return self
 
     # -- reusing what completed in an earlier attempt (flow retries) ---------------------------
 
@@ -181,14 +175,15 @@ class FlowRun:
         }
 
     @classmethod
-    def from_snapshot(cls, snapshot: dict[str, Any], task_runner: TaskRunner) -> FlowRun:
+    def from_snapshot(cls, snapshot: dict[str, Any], task_runner: TaskRunnerLike) -> FlowRun:
         """The flow run as a task in another process sees it, rebuilt from its `snapshot`.
 
         Its `flow` is only a name and version (the `Flow` stays home), it has no parent or
         state, and the tasks it submits go to `task_runner`.
         """
         run = cls.__new__(cls)  # no Flow object here: not __init__
-        run.flow = cast(Any, _FlowInfo(snapshot["flow_name"], snapshot["flow_version"]))
+        run.flow = _FlowInfo(snapshot["flow_name"], snapshot["flow_version"])
+        run.flow_run = run
         run.name = snapshot["name"]
         run._id = snapshot["id"]
         run.parameters = snapshot["parameters"]
@@ -247,7 +242,7 @@ class TaskRun:
 
     def __init__(
         self,
-        task: Task[Any, Any],
+        task: TaskLike,
         flow_run: FlowRun | None,
         parent: FlowRun | TaskRun | None,
         log_prints: bool,

@@ -27,60 +27,24 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import inspect
-import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from blocks import caching
-from blocks.errors import (
-    ConfigurationError,
-    OptionTypeError,
-    ParameterTypeError,
-    TaskTimeout,
-    UpstreamFailed,
-)
-from blocks.runtime._context import (
-    FlowRun,
-    RunName,
-    check_run_name,
-    get_current,
-    render_run_name,
-    reset_current,
-    set_current,
-)
-from blocks.runtime._futures import futures_in, futures_to_states, has_futures
-from blocks.runtime._logging import install_print_capture, log_failure, run_logger
-from blocks.runtime._parameters import ParameterValidator, defining_namespace, parameter_hints
-from blocks.runtime._states import (
-    Cached,
-    Crashed,
-    Failed,
-    NotReady,
-    Running,
-    State,
-    TimedOut,
-    is_state_iterable,
-    return_value_to_state,
-)
-from blocks.runtime.engine._steps import (
-    Blocking,
-    Call,
-    Engine,
-    Resolve,
+from blocks.errors import OptionTypeError, ParameterTypeError
+from blocks.runtime._context import FlowRun, check_run_name, get_current
+from blocks.runtime._options import (
+    FlowOptions,
     RetryDelay,
-    Sleep,
-    Step,
-    adrive,
+    RunName,
     check_hooks,
-    drive,
-    key_prefix,
-    retry_delay,
-    retry_delays,
-    run_hooks,
+    option_names,
+    replace_options,
 )
+from blocks.runtime._parameters import ParameterValidator, defining_namespace, parameter_hints
+from blocks.runtime._states import State
+from blocks.runtime.engine._flow_run import flow_steps
+from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
 __all__ = ["Flow", "ParameterTypeError", "flow"]
@@ -90,6 +54,8 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 FlowHook = Callable[["Flow[Any, Any]", FlowRun, State], Any]
+
+_OPTION_NAMES = option_names(FlowOptions)
 
 
 class Flow(Generic[P, R]):
@@ -123,125 +89,103 @@ class Flow(Generic[P, R]):
     body is cancelled, and the async tasks it submitted with it.
     """
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        version: str | None = None,
-        flow_run_name: RunName | None = None,
-        retries: int = 0,
-        retry_delay_seconds: RetryDelay | None = None,
-        timeout_seconds: float | None = None,
-        task_runner: TaskRunner | None = None,
-        log_prints: bool | None = None,
-        persist_result: bool | None = None,
-        result_storage: Any = None,
-        result_serializer: Any = None,
-        on_failure: Iterable[FlowHook] | None = None,
-        on_completion: Iterable[FlowHook] | None = None,
-        on_crashed: Iterable[FlowHook] | None = None,
-        validate_parameters: bool = True,
-        on_running: Iterable[FlowHook] | None = None,
-        on_cancellation: Iterable[FlowHook] | None = None,
-        cache_result_in_memory: bool = True,
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], options: FlowOptions | None = None,
+                 **given: Any) -> None:
         if not callable(fn):
             raise OptionTypeError("@flow decorates a function")
-        if retries < 0:
-            raise ConfigurationError("retries must be 0 or more")
-        if timeout_seconds is not None and timeout_seconds <= 0:
-            raise ConfigurationError("timeout_seconds must be positive")
+        if options is None:
+            unknown = given.keys() - _OPTION_NAMES
+            if unknown:
+                raise OptionTypeError(f"@flow got unknown option(s): {sorted(unknown)}")
+            given["name"] = given.get("name") or getattr(fn, "__name__", "flow").replace("_", "-")
+            given["description"] = given.get("description") or inspect.getdoc(fn)
+            options = FlowOptions(**given)
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
-        self.description = description or inspect.getdoc(fn)
-        self.version = version
-        self.flow_run_name = flow_run_name
-        self.validate_parameters = validate_parameters
-        self.retries = retries
-        self.retry_delay_seconds = retry_delay_seconds
-        self.timeout_seconds = timeout_seconds
-        self.task_runner = task_runner
-        self.log_prints = log_prints
-        if persist_result is None and (result_storage is not None or result_serializer is not None):
-            persist_result = True
-        self.persist_result = persist_result
-        self.result_storage = result_storage
-        self.result_serializer = result_serializer
-        self.cache_result_in_memory = cache_result_in_memory
-        owner = f"Flow {self.name!r}"
-        self.on_failure_hooks = check_hooks(on_failure, "on_failure", owner)
-        self.on_completion_hooks = check_hooks(on_completion, "on_completion", owner)
-        self.on_crashed_hooks = check_hooks(on_crashed, "on_crashed", owner)
-        self.on_running_hooks = check_hooks(on_running, "on_running", owner)
-        self.on_cancellation_hooks = check_hooks(on_cancellation, "on_cancellation", owner)
-        self._options: dict[str, Any] = {
-            "name": name, "description": description, "version": version,
-            "flow_run_name": flow_run_name, "retries": retries,
-            "retry_delay_seconds": retry_delay_seconds, "timeout_seconds": timeout_seconds,
-            "task_runner": task_runner, "log_prints": log_prints,
-            "persist_result": persist_result, "result_storage": result_storage,
-            "result_serializer": result_serializer, "validate_parameters": validate_parameters,
-            "cache_result_in_memory": cache_result_in_memory,
-        }
-        self._delays = retry_delays(retry_delay_seconds, retries)
+        self.options = options
+        self.name = options.name
         self.isasync = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
-        check_run_name(flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}")
+        check_run_name(options.flow_run_name, self._signature, "flow_run_name",
+                       f"Flow {self.name!r}")
         self._validator: ParameterValidator | Literal[False] | None = False  # False: not built
-        self._localns = defining_namespace(__name__) if validate_parameters else None
+        self._localns = defining_namespace(__name__) if options.validate_parameters else None
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__wrapped__ = fn
+
+    def __getattr__(self, name: str) -> Any:
+        # `my_flow.retries`, `my_flow.task_runner`...: the options, read-only.
+        options = self.__dict__.get("options")  # absent while unpickling
+        if options is not None and name in _OPTION_NAMES:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def version(self) -> str | None:
+        return self.options.version
+
+    @property
+    def on_failure_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_failure
+
+    @property
+    def on_completion_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_completion
+
+    @property
+    def on_crashed_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_crashed
+
+    @property
+    def on_running_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_running
+
+    @property
+    def on_cancellation_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_cancellation
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
 
     def with_options(self, **options: Any) -> Flow[P, R]:
-        """A copy of this flow with some options changed (hooks carry over unless given).
+        """A copy of this flow with some options changed (`dataclasses.replace`, validated
+        again; hooks carry over unless given).
 
         Example:
             >>> nightly = etl.with_options(name="nightly-etl", retries=3)
         """
-        hooks = {
-            "on_failure": list(self.on_failure_hooks),
-            "on_completion": list(self.on_completion_hooks),
-            "on_crashed": list(self.on_crashed_hooks),
-            "on_running": list(self.on_running_hooks),
-            "on_cancellation": list(self.on_cancellation_hooks),
-        }
-        unknown = options.keys() - self._options.keys() - hooks.keys()
-        if unknown:
-            raise OptionTypeError(f"Flow.with_options() got unknown option(s): {sorted(unknown)}")
-        return Flow(self.fn, **{**self._options, **hooks, **options})
+        return Flow(self.fn, replace_options(self.options, "Flow", options))
 
     # -- hooks as decorators (Prefect's ``@my_flow.on_completion``) ----------------------------
 
     def on_completion(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run completes: ``@my_flow.on_completion``."""
-        self.on_completion_hooks.extend(check_hooks([fn], "on_completion", repr(self)))
-        return fn
+        return self._add_hook("on_completion", fn)
 
     def on_failure(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run fails (after its retries): ``@my_flow.on_failure``."""
-        self.on_failure_hooks.extend(check_hooks([fn], "on_failure", repr(self)))
-        return fn
+        return self._add_hook("on_failure", fn)
 
     def on_crashed(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run crashes (KeyboardInterrupt...): ``@my_flow.on_crashed``."""
-        self.on_crashed_hooks.extend(check_hooks([fn], "on_crashed", repr(self)))
-        return fn
+        return self._add_hook("on_crashed", fn)
 
     def on_running(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run starts: ``@my_flow.on_running``."""
-        self.on_running_hooks.extend(check_hooks([fn], "on_running", repr(self)))
-        return fn
+        return self._add_hook("on_running", fn)
 
     def on_cancellation(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run ends cancelled: ``@my_flow.on_cancellation``."""
-        self.on_cancellation_hooks.extend(check_hooks([fn], "on_cancellation", repr(self)))
+        return self._add_hook("on_cancellation", fn)
+
+    def _add_hook(self, option: str, fn: FlowHook) -> FlowHook:
+        hooks = (*getattr(self.options, option), *check_hooks([fn], option, repr(self)))
+        self.options = replace_options(self.options, repr(self), {option: hooks})
         return fn
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The given arguments of type-hinted parameters, validated and coerced."""
+        return self._validate(arguments)
 
     def _validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The given arguments of type-hinted parameters, validated and coerced."""
@@ -286,237 +230,23 @@ class Flow(Generic[P, R]):
         waits = None if wait_for is None else list(wait_for)
         if self.isasync:
             return self._acall(bound, return_state, waits)
-        state = drive(self._steps(self._new_run(bound), bound, waits))
+        state = drive(flow_steps(self, self._new_run(bound), bound, waits))
         return state if return_state else state.result()
 
     async def _acall(self, bound: inspect.BoundArguments, return_state: bool,
                      waits: list[Any] | None) -> Any:
         run = self._new_run(bound)
         run.loop = asyncio.get_running_loop()
-        state = await adrive(self._steps(run, bound, waits))
+        state = await adrive(flow_steps(self, run, bound, waits))
         return state if return_state else state.result()
 
     def _new_run(self, bound: inspect.BoundArguments) -> FlowRun:
-        runner = (self.task_runner or ConcurrentTaskRunner()).duplicate()
+        runner = (self.options.task_runner or ConcurrentTaskRunner()).duplicate()
         parent = get_current()
-        run = FlowRun(self, dict(bound.arguments), parent, runner)
+        run = FlowRun(self, self.options, dict(bound.arguments), parent, runner)
         if isinstance(parent, FlowRun) and parent.reuses:
             run.reuse_key = parent.call_key(f"flow:{self.name}")
         return run
-
-    def _start(self, run: FlowRun, bound: inspect.BoundArguments) -> State | None:
-        """Validate the arguments and name the run; a Failed state if the flow must not start."""
-        try:
-            if self.validate_parameters:
-                bound.arguments.update(self._validate(bound.arguments))
-            bound.apply_defaults()
-            run.parameters = dict(bound.arguments)
-            if self.flow_run_name is not None:
-                run.name = render_run_name(
-                    self.flow_run_name, run.parameters, "flow_run_name", f"Flow {self.name!r}"
-                )
-        except (ParameterTypeError, ValueError, TypeError) as exc:
-            return Failed(exc)
-        return None
-
-    def _inputs(self, bound: inspect.BoundArguments, waits: list[Any] | None) -> Engine:
-        """Wait for `waits` and resolve futures in the arguments; NotReady if one failed."""
-        try:
-            if waits:
-                yield Resolve(waits)
-            if has_futures((), bound.arguments):
-                (arguments,) = yield Resolve(bound.arguments)
-                bound.arguments.update(arguments)
-        except UpstreamFailed as exc:
-            failed = UpstreamFailed(f"Flow {self.name!r} did not run: {exc}")
-            failed.__cause__ = exc
-            return NotReady(failed)
-        return Running()
-
-    def _steps(self, run: FlowRun, bound: inspect.BoundArguments,
-               waits: list[Any] | None = None) -> Engine:
-        """The state machine of one flow run, sync or async (see `blocks.engine.Step`)."""
-        if run.log_prints:
-            install_print_capture()
-        token = set_current(run)
-        try:
-            ready = yield from self._inputs(bound, waits)
-            if not ready.is_running():  # an upstream did not complete: NotReady, no hooks
-                run.state, ready.run = ready, run
-                run_logger(run).error("Finished in state NotReady: %s", ready.message)
-                return ready
-            failed = self._start(run, bound)
-            logger = run_logger(run)  # after _start: its records carry the run's final name
-            if failed is not None:
-                run.state, failed.run = failed, run
-                log_failure(logger, failed, self.retries, run.run_count)
-                yield from run_hooks(self.on_failure_hooks, self, run, failed)
-                return failed
-            earlier = _earlier_attempt(run)
-            if earlier is not None:
-                run.state, earlier.run = earlier, run
-                logger.info("Reusing the result of an earlier attempt of its parent flow run")
-                return earlier
-            logger.info("Beginning flow run %r for flow %r", run.name, self.name)
-            run.state = ready
-            yield from run_hooks(self.on_running_hooks, self, run, ready)
-            try:
-                state = yield from self._attempts(run, bound.args, bound.kwargs)
-            except BaseException as exc:
-                _abandon(run)
-                run.state = state = Crashed(exc)
-                state.run = run
-                logger.error("Crashed: %s", state.message)
-                yield from run_hooks(self.on_crashed_hooks, self, run, state)
-                raise
-            run.state, state.run = state, run
-            _keep_result(run, state)
-            if state.is_failed():
-                log_failure(logger, state, self.retries, run.run_count)
-                yield from run_hooks(self.on_failure_hooks, self, run, state)
-            elif state.is_cancelled():
-                logger.info("Finished in state %s", state.name)
-                yield from run_hooks(self.on_cancellation_hooks, self, run, state)
-            elif state.is_crashed():
-                logger.error("Finished in state %s", state.name)
-                yield from run_hooks(self.on_crashed_hooks, self, run, state)
-            else:
-                logger.info("Finished in state %s", state.name)
-                yield from run_hooks(self.on_completion_hooks, self, run, state)
-            return state
-        finally:
-            reset_current(token)
-
-    def _attempts(self, run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
-        call = Call(self.fn, args, kwargs, self.timeout_seconds, lambda: f"Flow run {run.name!r}")
-        while True:
-            run.run_count += 1
-            run.begin_attempt()
-            timed_out = False
-            try:
-                value = yield call
-                (value,) = yield _ToStates(value)
-                yield _Settle(run, wait=True)
-                state = return_value_to_state(value)
-                if state.is_failed():
-                    raise _ReturnedFailure(state)
-                if run.persist_result and not (isinstance(value, State)
-                                               or is_state_iterable(value)):
-                    store = yield Blocking(
-                        caching.result_store, run.result_storage, run.result_serializer
-                    )
-                    key = f"{key_prefix(self.name)}-{uuid.uuid4().hex}"
-                    yield Blocking(functools.partial(store.write, task=f"flow:{self.name}"),
-                                   key, value)
-                    state.ref = (store, key)
-                return state
-            except TaskTimeout as exc:
-                timed_out = True
-                state = TimedOut(exc)
-            except _ReturnedFailure as failure:
-                state = failure.state
-            except Exception as exc:
-                state = Failed(exc)
-            # Abandon what a timed-out body left behind; otherwise let submitted tasks finish.
-            yield _Settle(run, wait=not timed_out)
-            if run.run_count > self.retries:
-                return state
-            delay = retry_delay(self._delays, run.run_count, None)
-            run_logger(run).info(
-                "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
-                run.run_count, state.message, run.run_count, self.retries, delay,
-            )
-            if delay > 0:
-                yield Sleep(delay)
-
-
-def _earlier_attempt(run: FlowRun) -> State | None:
-    """A subflow's state from an earlier attempt of its retried parent, if its result
-    persists and its parameters are equal (see `blocks.task_engine._earlier_attempt`)."""
-    parent = run.parent
-    if run.reuse_key is None or not isinstance(parent, FlowRun) or not run.persist_result:
-        return None
-    earlier = parent.earlier_state(run.reuse_key, run.parameters)
-    if earlier is None:
-        return None
-    state = Cached(earlier.data, message="Completed in an earlier attempt of the parent flow run")
-    state.ref = earlier.ref
-    return state
-
-
-def _keep_result(run: FlowRun, state: State) -> None:
-    """Drop a persisted result from memory if asked to; remember it for a retried parent."""
-    if state.ref is not None and state.is_completed() and not run.flow.cache_result_in_memory:
-        state.data = None  # `state.result()` reads it back from the store
-    else:
-        state.ref = None
-    parent = run.parent
-    if run.reuse_key is not None and isinstance(parent, FlowRun) and state.is_completed():
-        parent.remember_state(run.reuse_key, run.parameters, state)
-
-
-class _ReturnedFailure(Exception):
-    """The body returned a failed state (or failed runs' states): the attempt failed."""
-
-    def __init__(self, state: State) -> None:
-        super().__init__(state.message)
-        self.state = state
-
-
-class _ToStates(Step):
-    """Replace the futures in a returned value by their final states, waiting for them."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def run(self) -> tuple[Any]:
-        return (futures_to_states(self.value),)
-
-    async def arun(self) -> tuple[Any]:
-        for future in futures_in(self.value):
-            await future.wait_async()
-        return (futures_to_states(self.value),)
-
-
-class _Settle(Step):
-    """End an attempt's submitted work: let it finish (`wait`), or cancel what has not run.
-
-    Async: the flow's loop keeps running the async tasks it waits for, and the task runner's
-    blocking shutdown happens in a worker thread.
-    """
-
-    __slots__ = ("run_", "wait")
-
-    def __init__(self, run: FlowRun, wait: bool) -> None:
-        self.run_, self.wait = run, wait
-
-    def run(self) -> None:
-        if self.wait:
-            concurrent.futures.wait(list(self.run_.pending))
-        else:
-            _cancel_pending(self.run_)
-        self.run_.task_runner.shutdown(wait=self.wait)
-
-    async def arun(self) -> None:
-        pending = self.run_.pending
-        if not self.wait:
-            _cancel_pending(self.run_)
-        while self.wait and pending:
-            await asyncio.wait([asyncio.wrap_future(f) for f in list(pending)])
-        await asyncio.to_thread(self.run_.task_runner.shutdown, self.wait)
-
-
-def _cancel_pending(run: FlowRun) -> None:
-    for future in list(run.pending):
-        future.cancel()
-
-
-def _abandon(run: FlowRun) -> None:
-    """A crashing run stops waiting for anything it submitted."""
-    _cancel_pending(run)
-    run.task_runner.shutdown(wait=False)
 
 
 @overload

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from blocks.errors import ConfigurationError, UpstreamFailed
-from blocks.runtime._annotations import BaseAnnotation, allow_failure, opaque, quote
+from blocks.runtime._annotations import SCAN, BaseAnnotation, allow_failure, opaque, quote
 from blocks.runtime._states import Pending, Running, State
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ __all__ = [
 R = TypeVar("R")
 
 # Set once the first future exists: until then, argument scanning is skipped entirely.
-_futures_exist = False
 
 
 class TaskFuture(Generic[R]):
@@ -71,8 +70,7 @@ class TaskFuture(Generic[R]):
         future: concurrent.futures.Future[State],
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        global _futures_exist
-        _futures_exist = True
+        SCAN[0] = True
         self.task_run = task_run
         self._future = future
         self.loop = loop
@@ -295,8 +293,7 @@ def enable_argument_resolution() -> None:
     For a process that receives states it did not make (a Dask worker): until a `TaskFuture`
     is created, `has_futures` skips the scan entirely.
     """
-    global _futures_exist
-    _futures_exist = True
+    SCAN[0] = True
 
 
 _SEQUENCES = (list, tuple, set, frozenset, TaskFutureList)
@@ -311,9 +308,20 @@ def _kind(value: Any) -> type:
 def has_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether any argument is, or directly holds, a future, a `State` or an annotation
     (cheap when none was ever made)."""
-    if not _futures_exist:
+    if not SCAN[0]:
         return False
-    return any(_holds_future(a) for a in args) or any(_holds_future(v) for v in kwargs.values())
+    for value in args:
+        if type(value) not in _SCALARS and _holds_future(value):
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _SCALARS and _holds_future(value):
+                return True
+    return False
+
+
+#: Argument types that never hold a future (skipped without a call).
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _holds_future(value: Any, depth: int = 0) -> bool:
@@ -392,7 +400,7 @@ def futures_in(value: Any, depth: int = 0) -> list[TaskFuture[Any]]:
 
 async def aresolve_futures(value: Any) -> Any:
     """`resolve_futures` for async code: awaits the futures, then resolves without blocking."""
-    if _futures_exist:
+    if SCAN[0]:
         for future in futures_in(value):
             await future.wait_async()
     return resolve_futures(value)

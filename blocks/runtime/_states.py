@@ -56,6 +56,9 @@ _FINAL = frozenset(
 )
 
 
+_NAMES = {kind: kind.value.title() for kind in StateType}
+
+
 class State:
     """The state of a run: its type, name, message and result (a value or an exception).
 
@@ -75,7 +78,7 @@ class State:
         exception: BaseException | None = None,
     ) -> None:
         self.type = type
-        self.name = name or type.value.title()
+        self.name = name or _NAMES[type]
         self.message = message
         self.data = data
         self.exception = exception

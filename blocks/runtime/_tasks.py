@@ -13,9 +13,9 @@ cancels the body, result-store I/O runs in a worker thread so the loop keeps goi
 value); from a sync flow, or outside any flow, the task runner runs it to the end on a private
 loop in its worker thread (``asyncio.run``).
 
-Sync and async runs share one engine: `blocks.task_engine.task_steps` is the state machine of
+Sync and async runs share one engine: `engine._task_run.task_steps` is the state machine of
 a run (inputs, name, cache, attempts, retries, persistence, hooks) written as a generator of
-`blocks.engine` steps — call the function, sleep, read or write the store, take a key's lock.
+`engine._steps` — call the function, sleep, read or write the store, take a key's lock.
 `drive` performs them blocking, `adrive` awaits them; no decision is made twice.
 
 Example:
@@ -38,12 +38,11 @@ from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from blocks import caching
-from blocks.caching import CacheKeyFn, task_input_hash
+from blocks.caching import task_input_hash
 from blocks.errors import ConfigurationError, OptionTypeError
-from blocks.runtime._annotations import unmapped
+from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
     FlowRun,
-    RunName,
     TaskRun,
     check_run_name,
     get_current,
@@ -52,6 +51,16 @@ from blocks.runtime._context import (
 )
 from blocks.runtime._futures import LoopJob, TaskFuture, TaskFutureList, has_futures
 from blocks.runtime._logging import log_failure, run_logger
+from blocks.runtime._options import (
+    CacheKeyFn,
+    NotSet,
+    RetryDelay,
+    RunName,
+    TaskOptions,
+    check_hooks,
+    option_names,
+    replace_options,
+)
 from blocks.runtime._states import (
     Completed,
     Failed,
@@ -59,20 +68,9 @@ from blocks.runtime._states import (
     is_state_iterable,
     return_value_to_state,
 )
-from blocks.runtime.engine._steps import (
-    RetryDelay,
-    adrive,
-    check_hooks,
-    drive,
-    key_prefix,
-    retry_delays,
-    run_coroutine,
-)
-from blocks.runtime.engine._steps import (
-    retry_delay as retry_delay,  # re-exported: tests import it from here
-)
+from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
-from blocks.runtime.keys._policies import DEFAULT, NO_CACHE, CacheKeyFnPolicy, CachePolicy
+from blocks.runtime.keys._policies import CachePolicy
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
@@ -83,15 +81,7 @@ T = TypeVar("T")
 
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
 
-
-class _NotSet:
-    """The default of ``cache_policy``: Prefect 3's defaults apply (see `Task`)."""
-
-    def __repr__(self) -> str:
-        return "NotSet"
-
-
-NotSet: Any = _NotSet()
+_OPTION_NAMES = option_names(TaskOptions)
 
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
@@ -111,12 +101,12 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
 class Task(Generic[P, R]):
     """A function plus run options; made by `@task`. Call it, ``.submit()`` it or ``.map()`` it.
 
-    Options (all keyword): name, description, tags, version, task_run_name (a template like
+    Options (all keyword; held in `options`, a frozen `TaskOptions`, and readable as attributes
+    of the task): name, description, tags, version, task_run_name (a template like
     ``"extract-{source}"`` formatted with the call's parameters, or a callable taking nothing
     or the parameters dict: the run's name in logs and ``TaskRun.name``), retries,
-    retry_delay_seconds
-    (seconds, a list per retry, or ``exponential_backoff(...)``), retry_jitter_factor,
-    timeout_seconds, cache_policy (`blocks.cache_policies`), cache_key_fn
+    retry_delay_seconds (seconds, a list per retry, or ``exponential_backoff(...)``),
+    retry_jitter_factor, timeout_seconds, cache_policy (`blocks.cache_policies`), cache_key_fn
     (``fn(context, parameters)`` or ``fn()``), cache_expiration, refresh_cache (recompute and
     overwrite, with a fresh expiration), persist_result, result_storage, result_serializer,
     result_storage_key, log_prints, cache_result_in_memory (False: a persisted result is read
@@ -124,11 +114,10 @@ class Task(Generic[P, R]):
     on_completion hooks ``hook(task, task_run, state)`` (lists of callables; or add one with
     the decorator ``@my_task.on_completion``).
 
-    Caching follows Prefect 3: a task that persists its result (``persist_result=True``, or a
-    flow that persists) is cached with ``DEFAULT`` (inputs + code + flow run: identical calls
-    within one flow run hit, a new run recomputes); setting ``cache_policy`` or
-    ``cache_key_fn`` turns persistence on; ``persist_result=False`` means no cache; a task with
-    none of these does not cache.
+    Caching follows Prefect 3 (see `TaskOptions`): a task that persists its result is cached
+    with ``DEFAULT`` (inputs + code + flow run: identical calls within one flow run hit, a new
+    run recomputes); setting ``cache_policy`` or ``cache_key_fn`` turns persistence on;
+    ``persist_result=False`` means no cache; a task with none of these does not cache.
 
     ``timeout_seconds`` runs a sync body in a worker thread and stops waiting when time is up:
     the run fails with `TaskTimeout`, but Python cannot kill a thread, so the body keeps
@@ -138,105 +127,23 @@ class Task(Generic[P, R]):
     options behave the same. With ``return_state=True`` the awaitable gives the `State`.
     """
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        tags: Iterable[str] | None = None,
-        version: str | None = None,
-        task_run_name: RunName | None = None,
-        retries: int = 0,
-        retry_delay_seconds: RetryDelay | None = None,
-        retry_jitter_factor: float | None = None,
-        timeout_seconds: float | None = None,
-        cache_key_fn: CacheKeyFn | None = None,
-        cache_expiration: timedelta | None = None,
-        refresh_cache: bool | None = None,
-        persist_result: bool | None = None,
-        result_storage: Any = None,
-        result_serializer: Any = None,
-        result_storage_key: str | None = None,
-        log_prints: bool | None = None,
-        on_failure: Iterable[TaskHook] | None = None,
-        on_completion: Iterable[TaskHook] | None = None,
-        on_running: Iterable[TaskHook] | None = None,
-        cache_result_in_memory: bool = True,
-        cache_policy: CachePolicy | None = NotSet,
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], options: TaskOptions | None = None,
+                 **given: Any) -> None:
         if not callable(fn):
             raise OptionTypeError("@task decorates a function")
-        if retries < 0:
-            raise ConfigurationError("retries must be 0 or more")
-        if timeout_seconds is not None and timeout_seconds <= 0:
-            raise ConfigurationError("timeout_seconds must be positive")
+        if options is None:
+            unknown = given.keys() - _OPTION_NAMES
+            if unknown:
+                raise OptionTypeError(f"@task got unknown option(s): {sorted(unknown)}")
+            given["name"] = given.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
+            given["description"] = given.get("description") or inspect.getdoc(fn)
+            options = TaskOptions(**given)
         self.fn = fn
-        self.name: str = name or getattr(fn, "__name__", None) or type(fn).__name__
-        self.description = description or inspect.getdoc(fn)
-        self.tags = set(tags or ())
-        self.version = version
-        self.task_run_name = task_run_name
-        self.retries = retries
-        self.retry_delay_seconds = retry_delay_seconds
-        self.retry_jitter_factor = retry_jitter_factor
-        self.timeout_seconds = timeout_seconds
-        self.cache_key_fn = cache_key_fn
-        self.cache_expiration = cache_expiration
-        self.refresh_cache = bool(refresh_cache)
-        self.result_storage = result_storage
-        self.result_serializer = result_serializer
-        self.result_storage_key = result_storage_key
-        self.log_prints = log_prints
-        self.cache_result_in_memory = cache_result_in_memory
-        owner = f"Task {self.name!r}"
-        self.on_failure_hooks = check_hooks(on_failure, "on_failure", owner)
-        self.on_completion_hooks = check_hooks(on_completion, "on_completion", owner)
-        self.on_running_hooks = check_hooks(on_running, "on_running", owner)
-        self._options: dict[str, Any] = {
-            k: v for k, v in locals().items() if k not in ("self", "fn", "__class__", "owner")
-        }
-        policy_given = cache_policy is not NotSet
-        if policy_given and cache_key_fn is not None:
-            warnings.warn(
-                f"Task {self.name!r}: both cache_policy and cache_key_fn are set; "
-                "cache_key_fn is used.",
-                stacklevel=3,
-            )
-        if cache_key_fn is not None:
-            cache_policy, policy_given = CacheKeyFnPolicy(cache_key_fn), True
-        if persist_result is None and (
-            (policy_given and cache_policy is not None and cache_policy != NO_CACHE)
-            or result_storage_key is not None
-            or result_storage is not None
-            or result_serializer is not None
-        ):
-            persist_result = True  # as Prefect 3: asking where or how to store means store
-        if persist_result is False and (
-            cache_key_fn is not None
-            or (policy_given and cache_policy is not None and cache_policy != NO_CACHE)
-        ):
-            warnings.warn(
-                f"Task {self.name!r}: persist_result=False disables its "
-                f"{'cache_key_fn' if cache_key_fn is not None else 'cache_policy'} "
-                "(cached values live in result storage).",
-                stacklevel=3,
-            )
-        #: The policy that keys this task's persisted results; None: never looked up.
-        self.cache_policy: CachePolicy | None
-        if persist_result is False or result_storage_key is not None:
-            self.cache_policy = None
-        elif not policy_given:
-            self.cache_policy = DEFAULT
-        else:
-            self.cache_policy = cache_policy
-        self.persist_result = persist_result
-        self._delays = retry_delays(retry_delay_seconds, retries)
-        self._key_arity = caching.key_fn_arity(cache_key_fn) if cache_key_fn else 0
-        self.cache_key_prefix = key_prefix(self.name)
-        self._identity: bytes | None = None
         self._signature = inspect.signature(fn)
-        check_run_name(task_run_name, self._signature, "task_run_name", f"Task {self.name!r}")
+        check_run_name(options.task_run_name, self._signature, "task_run_name",
+                       f"Task {options.name!r}")
+        for caveat in options.caveats():
+            warnings.warn(caveat, stacklevel=3)
         parameters = self._signature.parameters.values()
         self._plain_names: tuple[str, ...] | None = tuple(p.name for p in parameters)
         if any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in parameters):
@@ -244,20 +151,59 @@ class Task(Generic[P, R]):
         self._name_set = frozenset(self._plain_names or ())
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
         self.isasync = inspect.iscoroutinefunction(fn)
-        self._simple = not (
-            self.isasync
-            or retries
-            or task_run_name is not None
-            or timeout_seconds
-            or persist_result
-            or log_prints
-            or self.on_failure_hooks
-            or self.on_completion_hooks
-            or self.on_running_hooks
-        )
+        self._identity: bytes | None = None
+        self._set_options(options)
         self.__doc__ = getattr(fn, "__doc__", None)
-        self.__name__ = self.name
         self.__wrapped__ = fn
+
+    def _set_options(self, options: TaskOptions) -> None:
+        self.options = options
+        self.name: str = options.name
+        self.__name__ = options.name
+        #: No option needs work around a call: the hot path of `__call__` may run it.
+        self._simple = options.plain and not self.isasync
+        #: The flow run's persist_result / log_prints apply (the task leaves them unset).
+        self._inherits_persist = options.persist is None
+        self._inherits_prints = options.log_prints is None
+
+    # -- options as attributes -------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # `my_task.retries`, `my_task.timeout_seconds`...: the options, read-only.
+        options = self.__dict__.get("options")  # absent while unpickling
+        if options is not None and name in _OPTION_NAMES:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def version(self) -> str | None:
+        return self.options.version
+
+    @property
+    def persist_result(self) -> bool | None:
+        """Whether results persist: True, False or None (as the flow run says)."""
+        return self.options.persist
+
+    @property
+    def cache_policy(self) -> CachePolicy | None:
+        """The policy that keys this task's persisted results; None: never looked up."""
+        return self.options.policy
+
+    @property
+    def cache_key_prefix(self) -> str:
+        return self.options.cache_key_prefix
+
+    @property
+    def on_failure_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_failure
+
+    @property
+    def on_completion_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_completion
+
+    @property
+    def on_running_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_running
 
     @property
     def identity(self) -> bytes:
@@ -267,18 +213,13 @@ class Task(Generic[P, R]):
         return self._identity
 
     def with_options(self, **options: Any) -> Task[P, R]:
-        """A copy of this task with some options changed.
+        """A copy of this task with some options changed (`dataclasses.replace`, validated
+        again; hooks added with the decorators carry over).
 
         Example:
             >>> fresh = extract.with_options(refresh_cache=True)
         """
-        hooks = {  # hooks added with the decorators since carry over too
-            "on_failure": list(self.on_failure_hooks),
-            "on_completion": list(self.on_completion_hooks),
-            "on_running": list(self.on_running_hooks),
-        }
-        merged = {**self._options, **hooks, **options}
-        return Task(self.fn, **merged)
+        return Task(self.fn, replace_options(self.options, f"Task {self.name!r}", options))
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
@@ -287,20 +228,19 @@ class Task(Generic[P, R]):
 
     def on_completion(self, fn: TaskHook) -> TaskHook:
         """Add a hook called when a run completes: ``@my_task.on_completion``."""
-        self.on_completion_hooks.extend(check_hooks([fn], "on_completion", repr(self)))
-        self._simple = False
-        return fn
+        return self._add_hook("on_completion", fn)
 
     def on_failure(self, fn: TaskHook) -> TaskHook:
         """Add a hook called when a run fails (after its retries): ``@my_task.on_failure``."""
-        self.on_failure_hooks.extend(check_hooks([fn], "on_failure", repr(self)))
-        self._simple = False
-        return fn
+        return self._add_hook("on_failure", fn)
 
     def on_running(self, fn: TaskHook) -> TaskHook:
         """Add a hook called when a run starts running: ``@my_task.on_running``."""
-        self.on_running_hooks.extend(check_hooks([fn], "on_running", repr(self)))
-        self._simple = False
+        return self._add_hook("on_running", fn)
+
+    def _add_hook(self, option: str, fn: TaskHook) -> TaskHook:
+        hooks = (*getattr(self.options, option), *check_hooks([fn], option, repr(self)))
+        self._set_options(replace_options(self.options, repr(self), {option: hooks}))
         return fn
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -336,7 +276,7 @@ class Task(Generic[P, R]):
         """Run the task now and return its value (or its `State` with ``return_state=True``).
 
         `wait_for` names futures (or states) that must complete first; if one did not, the
-        task does not run and its state is ``NotReady`` (see `blocks.annotations`).
+        task does not run and its state is ``NotReady`` (see `allow_failure`).
         """
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
@@ -346,11 +286,11 @@ class Task(Generic[P, R]):
             and (
                 flow_run is None
                 or not (
-                    (flow_run.persist_result and self.persist_result is None)
-                    or (flow_run.log_prints and self.log_prints is None)
+                    (flow_run.persist_result and self._inherits_persist)
+                    or (flow_run.log_prints and self._inherits_prints)
                 )
             )
-            and not has_futures(args, kwargs)
+            and not (SCAN[0] and has_futures(args, kwargs))
         ):
             # The hot path: no option needs any work around the call.
             run = TaskRun(self, flow_run, parent, False)
@@ -360,7 +300,7 @@ class Task(Generic[P, R]):
             except Exception as exc:
                 run.state = state = Failed(exc)
                 state.run = run
-                log_failure(run_logger(run), state, self.retries, run.run_count)
+                log_failure(run_logger(run), state, self.options.retries, run.run_count)
                 if return_state:
                     return state
                 raise
@@ -388,7 +328,7 @@ class Task(Generic[P, R]):
         run.state = state = return_value_to_state(value)
         state.run = run
         if state.is_failed():
-            log_failure(run_logger(run), state, self.retries, run.run_count)
+            log_failure(run_logger(run), state, self.options.retries, run.run_count)
         return state if return_state else state.result()
 
     async def _acall(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -424,18 +364,18 @@ class Task(Generic[P, R]):
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
-        waits = list(wait_for or ())
+        waits = [] if wait_for is None else list(wait_for)
         if waits:
             run.wait_for = waits
         if flow_run is not None and flow_run.reuses and parent is flow_run:
             run.reuse_key = flow_run.call_key(self.name)
-        loop = None if flow_run is None else flow_run.loop
-        if self.isasync and loop is not None and not loop.is_closed():
+        loop = None if flow_run is None or not self.isasync else flow_run.loop
+        if loop is not None and not loop.is_closed():
             assert flow_run is not None
             future = self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
         else:
             runner = flow_run.task_runner if flow_run is not None else _default_runner()
-            waiting = [w for w in waits if isinstance(w, TaskFuture)]
+            waiting = [w for w in waits if isinstance(w, TaskFuture)] if waits else ()
             future = TaskFuture(run, runner.submit_task(self, run, args, kwargs, waiting))
         if return_state:
             future.wait()
@@ -499,8 +439,9 @@ class Task(Generic[P, R]):
     # -- running -----------------------------------------------------------------------------------
 
     def _log_prints(self, flow_run: FlowRun | None) -> bool:
-        if self.log_prints is not None:
-            return self.log_prints
+        log_prints = self.options.log_prints
+        if log_prints is not None:
+            return log_prints
         return flow_run.log_prints if flow_run is not None else False
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -525,12 +466,6 @@ class Task(Generic[P, R]):
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
-
-    def _run(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
-        """Run to a final state in this thread (an async task: on a private event loop)."""
-        if self.isasync:
-            return run_coroutine(adrive(task_steps(self, run, args, kwargs)))
-        return drive(task_steps(self, run, args, kwargs))
 
 
 class _Mapped(list[Any]):

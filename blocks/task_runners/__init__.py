@@ -4,12 +4,12 @@ public facade."""
 
 from typing import TYPE_CHECKING, Any
 
+from blocks.runtime.engine._steps import call_with_timeout
 from blocks.runtime.runners._base import (
     ConcurrentTaskRunner,
     SequentialTaskRunner,
     TaskRunner,
     ThreadPoolTaskRunner,
-    call_with_timeout,
 )
 
 if TYPE_CHECKING:

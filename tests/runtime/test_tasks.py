@@ -20,7 +20,7 @@ from blocks import flow, get_run_logger, task
 from blocks.errors import StorageError, TaskTimeout, UnsafePath, UpstreamFailed
 from blocks.filesystems import LocalFileSystem
 from blocks.results import ResultStore
-from blocks.runtime.engine._steps import retry_delay
+from blocks.runtime.engine._attempts import retry_delay
 from blocks.states import State
 from blocks.task_runners import SequentialTaskRunner
 from blocks.tasks import Task, exponential_backoff, task_input_hash, unmapped
@@ -151,7 +151,7 @@ def test_exponential_backoff_doubles_from_the_factor() -> None:
         stamps.append(time.monotonic())
         raise RuntimeError
 
-    assert fails._delays == [0.03, 0.06]
+    assert fails.options.retry_delays == (0.03, 0.06)
     fails(return_state=True)
     assert stamps[1] - stamps[0] >= 0.03 and stamps[2] - stamps[1] >= 0.06
 

@@ -1,6 +1,6 @@
 """The run engine shared by tasks and flows, sync and async: steps and the drivers that run them.
 
-A run's state machine (`blocks.task_engine.task_steps`, `Flow._steps`) is a generator of
+A run's state machine (`_task_run.task_steps`, `_flow_run.flow_steps`) is a generator of
 `Step` effects — call the function, sleep, read or write the store, take a key's lock, call a
 hook. `drive` performs them blocking in this thread, `adrive` awaits them on the running event
 loop; the generator makes every decision once, for both.
@@ -19,18 +19,16 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
-import random
-import re
+import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocks import caching
-from blocks.errors import ConfigurationError, OptionTypeError, TaskTimeout
+from blocks.errors import TaskTimeout
 from blocks.runtime._futures import aresolve_futures, resolve_futures
 from blocks.runtime._logging import run_logger
 from blocks.runtime._states import State
-from blocks.runtime.runners._base import call_with_timeout
 
 if TYPE_CHECKING:
     from blocks.results import ResultStore
@@ -42,49 +40,19 @@ __all__ = [
     "Hook",
     "Lock",
     "Resolve",
-    "RetryDelay",
     "Sleep",
     "Step",
     "adrive",
-    "check_hooks",
+    "call_with_timeout",
     "drive",
-    "key_prefix",
-    "retry_delay",
-    "retry_delays",
     "run_coroutine",
     "run_hooks",
 ]
 
 T = TypeVar("T")
 
-RetryDelay = float | Sequence[float] | Callable[[int], Sequence[float]]
 Engine = Generator["Step", Any, State]
 """A run's engine (or part of one): yields `Step`s for a driver, returns the final state."""
-
-
-def retry_delays(spec: RetryDelay | None, retries: int) -> list[float]:
-    """The delay before each retry, from a number, a list, or a callable of `retries`."""
-    if spec is None:
-        return [0.0]
-    if callable(spec):
-        spec = spec(retries)
-    if isinstance(spec, int | float):
-        return [float(spec)]
-    delays = [float(d) for d in spec]
-    if any(d < 0 for d in delays):
-        raise ConfigurationError("retry delays must be 0 or more seconds")
-    return delays or [0.0]
-
-
-def retry_delay(delays: list[float], attempt: int, jitter: float | None) -> float:
-    """Seconds to wait after failed `attempt` (1-based); lists shorter than retries repeat the last.
-
-    A jitter factor ``j`` spreads the delay uniformly over ``[d*(1-j), d*(1+j)]``.
-    """
-    delay = delays[min(attempt - 1, len(delays) - 1)]
-    if jitter:
-        delay = random.uniform(max(0.0, delay * (1 - jitter)), delay * (1 + jitter))
-    return delay
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -293,32 +261,37 @@ def run_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any,
             run_logger(run).exception("State hook %s failed; the run's state stands.", name)
 
 
+def call_with_timeout(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float,
+    what: str,
+) -> Any:
+    """Call ``fn(*args, **kwargs)`` in a daemon thread; `TaskTimeout` if not done in `timeout` s.
 
-def check_hooks(hooks: Any, option: str, owner: str) -> list[Callable[..., Any]]:
-    """The hooks given for `option` as a list; `OptionTypeError` unless a list of callables.
-
-    Example:
-        >>> check_hooks(print, "on_failure", "Task 'x'")
-        Traceback (most recent call last):
-        OptionTypeError: Task 'x': on_failure takes a list of hooks, not a function: ...
+    Python cannot stop a thread from outside: after a timeout the call goes on running in the
+    background (a daemon thread, so it never blocks interpreter exit) and its result is dropped.
     """
-    if hooks is None:
-        return []
-    if callable(hooks) or isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
-        raise OptionTypeError(
-            f"{owner}: {option} takes a list of hooks, not a {type(hooks).__name__}: "
-            f"pass {option}=[hook]."
+    ctx = contextvars.copy_context()
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append((True, ctx.run(fn, *args, **kwargs)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="blocks-timeout", daemon=True).start()
+    if not done.wait(timeout):
+        raise TaskTimeout(
+            f"{what} exceeded its timeout of {timeout:g} second(s). It was abandoned, not "
+            "killed: Python cannot stop a thread, so its body may still be running."
         )
-    checked: list[Callable[..., Any]] = list(hooks)
-    for hook in checked:
-        if not callable(hook):
-            raise OptionTypeError(
-                f"{owner}: every {option} hook must be callable as hook(owner, run, state); "
-                f"got a {type(hook).__name__}: {hook!r}."
-            )
-    return checked
-
-
-def key_prefix(name: str) -> str:
-    """A task or flow name made safe as the start of a result-store key."""
-    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-") or "task"
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value

@@ -1,8 +1,8 @@
 """The state machine of one task run, sync or async: `task_steps`.
 
 Resolve the inputs, name the run, look up the cache, attempt and retry, persist the result,
-call the hooks — yielding `blocks.engine` steps for `drive` (blocking) or `adrive` (awaiting)
-to perform. `Task` runs it; the options it reads are the task's.
+call the hooks — yielding `_steps` for `drive` (blocking) or `adrive` (awaiting) to perform.
+`Task` and the task runners run it (`run_task`); it reads the task's `TaskOptions`.
 
 Example:
     >>> run = TaskRun(extract, None, None, False)
@@ -12,12 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from blocks import caching
-from blocks.errors import TaskTimeout, UpstreamFailed
+from blocks.errors import UpstreamFailed
 from blocks.runtime._context import TaskRun, render_run_name, reset_current, set_current
 from blocks.runtime._futures import has_futures
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
@@ -29,46 +30,98 @@ from blocks.runtime._states import (
     NotReady,
     Running,
     State,
-    TimedOut,
     is_state_iterable,
     return_value_to_state,
 )
+from blocks.runtime.engine._attempts import ReturnedFailure, attempts
 from blocks.runtime.engine._steps import (
     Blocking,
     Call,
     Engine,
     Lock,
     Resolve,
-    Sleep,
     Step,
-    retry_delay,
+    adrive,
+    drive,
+    run_coroutine,
     run_hooks,
 )
-from blocks.runtime.keys._explain import log_miss
+from blocks.runtime.keys._explain import explain_miss
 
 if TYPE_CHECKING:
     from blocks.results import ResultStore
-    from blocks.runtime._tasks import Task
+    from blocks.runtime._options import TaskLike
 
-__all__ = ["task_steps"]
+__all__ = ["is_plain", "run_plain", "run_task", "task_steps"]
+
+_caching_logger = logging.getLogger("blocks.caching")
+
+
+def run_task(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+    """Run to a final state in this thread (an async task: on a private event loop)."""
+    if task.isasync:
+        return run_coroutine(adrive(task_steps(task, run, args, kwargs)))
+    if is_plain(task, run, args, kwargs):
+        return run_plain(task, run, args, kwargs)
+    return drive(task_steps(task, run, args, kwargs))
+
+
+def is_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether nothing is needed around this sync run but the call: no option of the task,
+    no default of its flow run, no upstream to wait for, no future among the arguments."""
+    options = task.options
+    if not options.plain or run.wait_for or run.reuse_key is not None or run.log_prints:
+        return False
+    flow_run = run.flow_run
+    if flow_run is not None and flow_run.persist_result and options.persist is None:
+        return False
+    return not has_futures(args, kwargs)
+
+
+def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+    """`task_steps` for a run `is_plain` accepts, without the engine: the same final state
+    (one attempt: no retries, timeout, cache, persistence, hooks), a few microseconds less."""
+    run.run_count = 1
+    token = set_current(run)
+    try:
+        value = task.fn(*args, **kwargs)
+    except Exception as exc:
+        state = Failed(exc)
+    except BaseException as exc:
+        run.state = Crashed(exc)
+        run.state.run = run
+        raise
+    else:
+        if isinstance(value, State) or is_state_iterable(value):
+            state = return_value_to_state(value)
+        else:
+            state = Completed(value)
+    finally:
+        reset_current(token)
+    run.state = state
+    state.run = run
+    if state.is_failed():
+        log_failure(run_logger(run), state, 0, 1)
+    return state
 
 
 def _name_run(
-    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     """Give `run` the name its ``task_run_name`` makes of the call's parameters."""
-    assert task.task_run_name is not None
+    assert task.options.task_run_name is not None
     run.parameters = task.bind(args, kwargs)
     run.name = render_run_name(
-        task.task_run_name, run.parameters, "task_run_name", f"Task {task.name!r}"
+        task.options.task_run_name, run.parameters, "task_run_name", f"Task {task.name!r}"
     )
 
 
 def task_steps(
-    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Engine:
     """The state machine of one run, sync or async: resolve inputs, name the run, look up
     the cache, attempt and retry, persist, call hooks. Yields the effects it needs."""
+    options = task.options
     if run.log_prints:
         install_print_capture()
     token = set_current(run)
@@ -80,10 +133,10 @@ def task_steps(
                 run_logger(run).error("Finished in state NotReady: %s", ready.message)
                 return ready
             args, kwargs = ready
-            if task.task_run_name is not None:
+            if options.task_run_name is not None:
                 _name_run(task, run, args, kwargs)
-            if task.on_running_hooks:
-                yield from run_hooks(task.on_running_hooks, task, run, Running())
+            if options.on_running:
+                yield from run_hooks(options.on_running, task, run, Running())
             earlier = _earlier_attempt(task, run, args, kwargs)
             if earlier is not None:
                 state = earlier
@@ -99,17 +152,17 @@ def task_steps(
         run.state = state
         state.run = run
         if state.is_failed():
-            log_failure(run_logger(run), state, task.retries, run.run_count)
-            yield from run_hooks(task.on_failure_hooks, task, run, state)
-        elif task.on_completion_hooks and state.is_completed():
-            yield from run_hooks(task.on_completion_hooks, task, run, state)
+            log_failure(run_logger(run), state, options.retries, run.run_count)
+            yield from run_hooks(options.on_failure, task, run, state)
+        elif options.on_completion and state.is_completed():
+            yield from run_hooks(options.on_completion, task, run, state)
         return state
     finally:
         reset_current(token)
 
 
 def _inputs(
-    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Generator[Step, Any, tuple[tuple[Any, ...], dict[str, Any]] | State]:
     """The arguments with futures, states and annotations resolved, after `run.wait_for` is
     done; or a ``NotReady`` state if an upstream did not complete (as in Prefect 3)."""
@@ -124,7 +177,7 @@ def _inputs(
 
 
 def _earlier_attempt(
-    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> State | None:
     """The state of this call in an earlier attempt of a retried flow run, to reuse.
 
@@ -135,7 +188,7 @@ def _earlier_attempt(
     flow_run = run.flow_run
     if run.reuse_key is None or flow_run is None:
         return None
-    persist = task.persist_result
+    persist = task.options.persist
     if persist is None:
         persist = bool(flow_run.persist_result)
     if not persist:
@@ -153,9 +206,9 @@ def _earlier_attempt(
     return state
 
 
-def _keep_result(task: Task[Any, Any], run: TaskRun, state: State) -> None:
+def _keep_result(task: TaskLike, run: TaskRun, state: State) -> None:
     """Drop a persisted result from memory if asked to; remember it for flow retries."""
-    if state.ref is not None and state.is_completed() and not task.cache_result_in_memory:
+    if state.ref is not None and state.is_completed() and not task.options.cache_result_in_memory:
         state.data = None  # `state.result()` reads it back from the store
     else:
         state.ref = None  # kept in memory: never read back
@@ -164,67 +217,60 @@ def _keep_result(task: Task[Any, Any], run: TaskRun, state: State) -> None:
 
 
 def _execute(
-    task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Engine:
     flow_run = run.flow_run
-    call = Call(task.fn, args, kwargs, task.timeout_seconds, lambda: f"Task run {run.name!r}")
-    persist = task.persist_result
+    options = task.options
+    call = Call(task.fn, args, kwargs, options.timeout_seconds, lambda: f"Task run {run.name!r}")
+    persist = options.persist
     if persist is None:
         persist = bool(flow_run is not None and flow_run.persist_result)
     if not persist:
-        return (yield from _attempts(task, run, lambda: _plain(call)))
-    storage, serializer = task.result_storage, task.result_serializer
+        return (yield from attempts(run, lambda: _plain(call), options))
+    storage, serializer = options.result_storage, options.result_serializer
     if flow_run is not None:
         storage = storage if storage is not None else flow_run.result_storage
         serializer = serializer if serializer is not None else flow_run.result_serializer
     key = None
     components: dict[str, str] = {}
-    if task.result_storage_key is not None:
+    if options.result_storage_key is not None:
         from blocks.results import render_storage_key
 
         run.parameters = params = task.bind(args, kwargs)
         key = render_storage_key(
-            task.result_storage_key,
+            options.result_storage_key,
             parameters=params,
             task_run=run,
             flow_run=flow_run,
             task=task,
         )
-    elif task.cache_policy is not None:
+    elif options.policy is not None:
         run.parameters = params = task.bind(args, kwargs)
         flow_parameters = flow_run.parameters if flow_run is not None else {}
-        key, components = task.cache_policy.resolve(run, params, flow_parameters or {})
+        key, components = options.policy.resolve(run, params, flow_parameters or {})
     store: ResultStore = yield Blocking(caching.result_store, storage, serializer)
     flow = flow_run.flow.name if flow_run is not None else None
     if key is None:
         key = f"{task.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
         new_key = key
         return (
-            yield from _attempts(
-                task, run, lambda: _persisted(task, call, store, new_key, None, flow)
+            yield from attempts(
+                run, lambda: _persisted(task, call, store, new_key, None, flow), options
             )
         )
     cache_key = key
     return (
-        yield from _attempts(
-            task, run, lambda: _cached(task, run, call, store, cache_key, components, flow)
+        yield from attempts(
+            run, lambda: _cached(task, run, call, store, cache_key, components, flow), options
         )
     )
-
-
-class _ReturnedFailure(Exception):
-    """The function returned a failed state: the attempt failed (and may be retried)."""
-
-    def __init__(self, state: State) -> None:
-        super().__init__(state.message)
-        self.state = state
 
 
 def _returned(value: Any) -> State:
     """The state a returned value gives (see `return_value_to_state`); raises if it failed."""
     state = return_value_to_state(value)
     if state.is_failed():
-        raise _ReturnedFailure(state)
+        raise ReturnedFailure(state)
     return state
 
 
@@ -242,7 +288,7 @@ def _plain(call: Call) -> Engine:
 
 
 def _persisted(
-    task: Task[Any, Any],
+    task: TaskLike,
     call: Call,
     store: ResultStore,
     key: str,
@@ -253,13 +299,14 @@ def _persisted(
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
     yield Blocking(
-        caching.persist, store, key, value, task.cache_expiration, task.name, components, flow
+        caching.persist, store, key, value, task.options.cache_expiration, task.name, components,
+        flow,
     )
     return _stored(Completed(value), store, key)
 
 
 def _cached(
-    task: Task[Any, Any],
+    task: TaskLike,
     run: TaskRun,
     call: Call,
     store: ResultStore,
@@ -268,15 +315,16 @@ def _cached(
     flow: str | None,
 ) -> Engine:
     """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
-    if not task.refresh_cache:
+    refresh = task.options.refresh_cache
+    if not refresh:
         hit = yield Blocking(store.read, key)
         if hit is not None:
             return _stored(Cached(hit.value), store, key)
         if components and run.run_count == 1:
-            yield Blocking(log_miss, run, store, key, components)
+            yield Blocking(_log_miss, run, store, key, components)
     lock: caching.KeyLock = yield Lock(store, key)
     try:
-        if not task.refresh_cache:
+        if not refresh:
             hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
             if hit is not None:
                 return _stored(Cached(hit.value), store, key)
@@ -285,30 +333,21 @@ def _cached(
         lock.release()
 
 
-def _attempts(task: Task[Any, Any], run: TaskRun, attempt: Callable[[], Engine]) -> Engine:
-    """Run `attempt` until it succeeds or the retries are spent; storage errors count too."""
-    while True:
-        run.run_count += 1
-        try:
-            return (yield from attempt())
-        except TaskTimeout as exc:
-            state = TimedOut(exc)
-        except _ReturnedFailure as failure:
-            state = failure.state
-        except Exception as exc:
-            state = Failed(exc)
-        if run.run_count > task.retries:
-            return state
-        delay = retry_delay(task._delays, run.run_count, task.retry_jitter_factor)
-        run_logger(run).info(
-            "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
-            run.run_count, state.message, run.run_count, task.retries, delay,
-        )
-        if delay > 0:
-            yield Sleep(delay)
+def _log_miss(run: TaskRun, store: ResultStore, key: str, components: dict[str, str]) -> None:
+    """Log why `run` missed (INFO, on the run's logger); never fails the run."""
+    logger = run_logger(run)
+    if not logger.isEnabledFor(logging.INFO):
+        return  # nobody would read it: skip the listing and header reads
+    try:
+        line = explain_miss(store, key, run.task.name, run.task.cache_key_prefix, components)
+    except Exception:
+        _caching_logger.debug("could not explain a cache miss of %r", key, exc_info=True)
+        return
+    if line is not None:
+        logger.info(line)
 
 
-def _upstream_failed(task: Task[Any, Any], exc: Exception) -> UpstreamFailed:
+def _upstream_failed(task: TaskLike, exc: Exception) -> UpstreamFailed:
     failed = UpstreamFailed(f"Task {task.name!r} did not run: {exc}")
     failed.__cause__ = exc
     return failed

@@ -27,9 +27,8 @@ from blocks.errors import ConfigurationError, CorruptRecord
 
 if TYPE_CHECKING:
     from blocks.results import RecordHeader, ResultStore
-    from blocks.runtime._context import TaskRun
 
-__all__ = ["Explanation", "changes", "explain_miss", "log_miss", "task_records", "why"]
+__all__ = ["Explanation", "changes", "explain_miss", "task_records", "why"]
 
 logger = logging.getLogger("blocks.caching")
 
@@ -124,21 +123,6 @@ def explain_miss(
     assert earlier[1].components is not None
     reasons = changes(earlier[1].components, components)
     return f"{head}: {'; '.join(reasons) or 'no earlier record has the same key'}"
-
-
-def log_miss(run: TaskRun, store: ResultStore, key: str, components: dict[str, str]) -> None:
-    """Log why `run` missed (INFO, on the run's logger); never fails the run."""
-    from blocks.runtime._logging import run_logger
-
-    if not run_logger(run).isEnabledFor(logging.INFO):
-        return  # nobody would read it: skip the listing and header reads
-    try:
-        line = explain_miss(store, key, run.task.name, run.task.cache_key_prefix, components)
-    except Exception:
-        logger.debug("could not explain a cache miss of %r", key, exc_info=True)
-        return
-    if line is not None:
-        run_logger(run).info(line)
 
 
 # -- ``block results why`` ---------------------------------------------------------------------

@@ -26,14 +26,10 @@ import hashlib
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from blocks.errors import OptionTypeError
 from blocks.runtime.keys._hashing import CacheKeyWarning, Unhashable, digest
-
-if TYPE_CHECKING:
-    from blocks.runtime._context import TaskRun
-    from blocks.runtime._tasks import Task
 
 __all__ = [
     "DEFAULT",
@@ -53,12 +49,32 @@ __all__ = [
 
 Components = dict[str, str]
 
+TaskContext = Any
+"""The `blocks.runtime.TaskRun` a policy keys (``.task``, ``.flow_run``, ``.task_run``): typed
+loosely because cache keys sit below the run context and know no runs."""
+
+
+class KeyedTask(Protocol):
+    """What a policy reads of a task: its name, function, version and key prefix."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def cache_key_prefix(self) -> str: ...
+
 
 class Uncacheable(Exception):
     """This call cannot be keyed deterministically: run it uncached (the message says why)."""
 
 
-def key_for(task: Task[Any, Any], components: Components) -> str:
+def key_for(task: KeyedTask, components: Components) -> str:
     """The storage key of a call: the task's prefix and a digest of its components."""
     text = "\n".join(f"{name}={value}" for name, value in sorted(components.items()))
     return f"{task.cache_key_prefix}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
@@ -71,13 +87,13 @@ class CachePolicy:
     """Base of every policy: `components` of one call, or None for "do not cache"."""
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         """The digests this policy contributes for one call (None: do not cache)."""
         raise NotImplementedError
 
     def resolve(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
         """The key of one call and its components; ``(None, {})`` runs it uncached."""
         try:
@@ -91,7 +107,7 @@ class CachePolicy:
 
     def compute_key(
         self,
-        task_ctx: TaskRun,
+        task_ctx: TaskContext,
         inputs: dict[str, Any],
         flow_parameters: dict[str, Any],
         **kwargs: Any,
@@ -121,7 +137,7 @@ class CompoundCachePolicy(CachePolicy):
     policies: list[CachePolicy] = field(default_factory=list)
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         merged: Components | None = None
         for policy in self.policies:
@@ -144,7 +160,7 @@ class _None(CachePolicy):
     """Never cache."""
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         return None
 
@@ -159,7 +175,7 @@ class Inputs(CachePolicy):
     exclude: list[str] = field(default_factory=list)
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         return input_components(task_ctx.task.name, inputs, self.exclude)
 
@@ -194,7 +210,7 @@ class TaskSource(CachePolicy):
     """The task's code fingerprint (its function and the user code it reaches) and version."""
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         return code_components(task_ctx.task)
 
@@ -202,7 +218,7 @@ class TaskSource(CachePolicy):
 _code_cache: dict[tuple[int, str | None], tuple[Any, Components]] = {}
 
 
-def code_components(task: Task[Any, Any]) -> Components:
+def code_components(task: KeyedTask) -> Components:
     """``code`` (the whole fingerprint), ``code:<part>`` per part, and ``version`` if set."""
     cache_key = (id(task.fn), task.version)
     entry = _code_cache.get(cache_key)
@@ -226,7 +242,7 @@ class FlowParameters(CachePolicy):
     """The parameters of the flow run (nothing outside a flow)."""
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         out: Components = {}
         for name, value in (flow_parameters or {}).items():
@@ -245,7 +261,7 @@ class RunId(CachePolicy):
     """The flow run's id (the task run's id outside a flow): reuse only within one run."""
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         flow_run = getattr(task_ctx, "flow_run", None)
         run_id = flow_run.id if flow_run is not None else task_ctx.task_run.id
@@ -266,19 +282,19 @@ class CacheKeyFnPolicy(CachePolicy):
             object.__setattr__(self, "_arity", key_fn_arity(self.cache_key_fn))
 
     def components(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> Components | None:
         key = self._call(task_ctx, inputs)
         return None if key is None else {"key_fn": key}
 
-    def _call(self, task_ctx: TaskRun, inputs: dict[str, Any]) -> str | None:
+    def _call(self, task_ctx: TaskContext, inputs: dict[str, Any]) -> str | None:
         from blocks.caching import call_cache_key_fn
 
         assert self.cache_key_fn is not None
         return call_cache_key_fn(self.cache_key_fn, self._arity, task_ctx, inputs)
 
     def resolve(
-        self, task_ctx: TaskRun, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
         from blocks.caching import task_input_hash
 

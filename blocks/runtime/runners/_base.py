@@ -10,8 +10,8 @@ Example:
     ... def parallel(items: list[str]) -> list[str]:
     ...     return [f.result() for f in process_item.map(items)]
 
-`DaskTaskRunner` (``pip install 'blocks[dask]'``) lives in `blocks.dask`; importing it from here
-works too, and loads Dask only then.
+`DaskTaskRunner` (``pip install 'blocks[dask]'``) lives in `_dask`; `blocks.runtime` and
+`blocks.task_runners` import it (and Dask) only when asked for it.
 """
 
 from __future__ import annotations
@@ -20,29 +20,108 @@ import atexit
 import collections
 import concurrent.futures
 import contextvars
+import functools
 import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from blocks.errors import ConfigurationError, TaskTimeout
+from blocks.errors import ConfigurationError
 from blocks.runtime._states import State
+from blocks.runtime.engine._task_run import run_task
 
 if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
     from blocks.runtime._futures import TaskFuture
-    from blocks.runtime._tasks import Task
-    from blocks.runtime.runners._dask import DaskTaskRunner
+    from blocks.runtime._options import TaskLike
 
 __all__ = [
     "ConcurrentTaskRunner",
-    "DaskTaskRunner",
     "SequentialTaskRunner",
     "TaskRunner",
     "ThreadPoolTaskRunner",
-    "call_with_timeout",
 ]
+
+
+class RunFuture(concurrent.futures.Future[State]):
+    """A `concurrent.futures.Future` that makes its condition only when something waits on it.
+
+    The base class builds a `threading.Condition` per future and takes it for every state
+    change, which is about half of what ``.submit()`` of a small task costs. Here the states
+    a run's future goes through when nobody blocks on it (pending, running, finished) are
+    set under one module lock instead; the condition is made at the first ``wait``,
+    ``add_done_callback``, ``cancel``, `concurrent.futures.wait` or ``as_completed``, and from
+    then on the base class's own code runs. A setter that finds no condition knows no thread
+    is waiting, since waiting needs the condition, and both are decided under `_made`.
+    """
+
+    def __init__(self) -> None:  # not the base __init__: it makes the condition
+        self._cond: threading.Condition | None = None
+        self._state = _PENDING
+        self._result: State | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+
+    @classmethod
+    def finished(cls, result: State) -> RunFuture:
+        """A future already done with `result` (nobody can be waiting on a new one)."""
+        future = cls()
+        future._result = result
+        future._state = _FINISHED
+        return future
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with _made:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with _made:
+            fast = self._cond is None and self._state == _PENDING
+            if fast:
+                self._state = _RUNNING
+        return True if fast else super().set_running_or_notify_cancel()
+
+    def set_result(self, result: State) -> None:
+        with _made:
+            fast = self._cond is None and self._state in (_PENDING, _RUNNING)
+            if fast:
+                self._result = result
+                self._state = _FINISHED
+        if not fast:
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with _made:
+            fast = self._cond is None and self._state in (_PENDING, _RUNNING)
+            if fast:
+                self._exception = exception
+                self._state = _FINISHED
+        if not fast:
+            super().set_exception(exception)
+
+    def result(self, timeout: float | None = None) -> State:
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout)
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+
+_made = threading.Lock()
+_PENDING, _RUNNING, _FINISHED = "PENDING", "RUNNING", "FINISHED"
+_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
 
 
 class TaskRunner:
@@ -57,7 +136,7 @@ class TaskRunner:
 
     def submit_task(
         self,
-        task: Task[Any, Any],
+        task: TaskLike,
         run: TaskRun,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -68,12 +147,14 @@ class TaskRunner:
         Runners that run tasks in another process override this: they need the task and its
         arguments, not a closure over the flow run. The default runs the closure via `submit`.
         """
+        if not wait_for:
+            return self.submit(functools.partial(run_task, task, run, args, kwargs))
         waits = list(wait_for)
 
         def job() -> State:
             for future in waits:
                 future.wait()
-            return task._run(run, args, kwargs)
+            return run_task(task, run, args, kwargs)
 
         return self.submit(job)
 
@@ -94,7 +175,7 @@ class SequentialTaskRunner(TaskRunner):
     """Runs each submitted task immediately, in the calling thread, one after another."""
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        future: concurrent.futures.Future[State] = concurrent.futures.Future()
+        future = RunFuture()
         future.set_running_or_notify_cancel()
         try:
             future.set_result(fn())
@@ -170,7 +251,7 @@ class _Lane:
     def submit(
         self, ctx: contextvars.Context, fn: Callable[[], State]
     ) -> concurrent.futures.Future[State]:
-        future: concurrent.futures.Future[State] = concurrent.futures.Future()
+        future = RunFuture()
         job = (future, ctx, fn)
         with self._lock:
             self._futures.add(future)
@@ -323,48 +404,3 @@ if hasattr(os, "register_at_fork"):
 
 ThreadPoolTaskRunner = ConcurrentTaskRunner
 """Prefect 3's name for the thread-pool runner."""
-
-
-def __getattr__(name: str) -> Any:
-    # `from blocks.task_runners import DaskTaskRunner` without importing Dask for everyone else.
-    if name == "DaskTaskRunner":
-        from blocks.runtime.runners._dask import DaskTaskRunner
-
-        return DaskTaskRunner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def call_with_timeout(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float,
-    what: str,
-) -> Any:
-    """Call ``fn(*args, **kwargs)`` in a daemon thread; `TaskTimeout` if not done in `timeout` s.
-
-    Python cannot stop a thread from outside: after a timeout the call goes on running in the
-    background (a daemon thread, so it never blocks interpreter exit) and its result is dropped.
-    """
-    ctx = contextvars.copy_context()
-    outcome: list[tuple[bool, Any]] = []
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome.append((True, ctx.run(fn, *args, **kwargs)))
-        except BaseException as exc:
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="blocks-timeout", daemon=True).start()
-    if not done.wait(timeout):
-        raise TaskTimeout(
-            f"{what} exceeded its timeout of {timeout:g} second(s). It was abandoned, not "
-            "killed: Python cannot stop a thread, so its body may still be running."
-        )
-    ok, value = outcome[0]
-    if ok:
-        return value
-    raise value

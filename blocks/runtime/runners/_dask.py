@@ -48,8 +48,8 @@ from blocks.runtime._annotations import BaseAnnotation, quote
 from blocks.runtime._context import FlowRun, TaskRun
 from blocks.runtime._futures import TaskFuture, TaskFutureList
 from blocks.runtime._logging import log_failure, run_logger
+from blocks.runtime._options import TaskLike
 from blocks.runtime._states import Crashed, Failed, State
-from blocks.runtime._tasks import Task
 from blocks.runtime.runners._base import TaskRunner
 from blocks.runtime.runners._dask_worker import Outcome, Upstream, run_on_worker
 
@@ -227,7 +227,7 @@ class DaskTaskRunner(TaskRunner):
 
     def submit_task(
         self,
-        task: Task[Any, Any],
+        task: TaskLike,
         run: TaskRun,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -251,7 +251,7 @@ class DaskTaskRunner(TaskRunner):
         except _Unpicklable as exc:
             state = Failed(exc.error)
             run.state = state
-            log_failure(run_logger(run), state, task.retries, 1)
+            log_failure(run_logger(run), state, task.options.retries, 1)
             bridge.set_result(state)
             return bridge
         key = f"{task.name}-{uuid.uuid4().hex}"
@@ -269,7 +269,7 @@ class DaskTaskRunner(TaskRunner):
         return bridge
 
     def _spec(
-        self, task: Task[Any, Any], run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bytes:
         """The pickled run for the worker: task, arguments, run names and the flow run's picture."""
         picture = self._picture(run.flow_run)
@@ -327,10 +327,10 @@ class DaskTaskRunner(TaskRunner):
                 f"back: {exc}. Return a picklable value."
             )
             state = Failed(error)
-            log_failure(run_logger(run), state, run.task.retries, max(run.run_count, 1))
+            log_failure(run_logger(run), state, run.task.options.retries, max(run.run_count, 1))
         except Exception as exc:  # a lost worker (KilledWorker), a cancelled key
             state = Crashed(exc)
-            log_failure(run_logger(run), state, run.task.retries, max(run.run_count, 1))
+            log_failure(run_logger(run), state, run.task.options.retries, max(run.run_count, 1))
         run.state = state
         bridge.settle(state)
         with self._lock:

@@ -32,6 +32,7 @@ from blocks.runtime._context import FlowRun, TaskRun
 from blocks.runtime._futures import enable_argument_resolution
 from blocks.runtime._logging import FLOW_LOGGER, OUTSIDE_LOGGER, TASK_LOGGER
 from blocks.runtime._states import Crashed, Failed, State
+from blocks.runtime.engine._task_run import run_task
 from blocks.runtime.runners._base import SequentialTaskRunner
 
 __all__ = ["Outcome", "Upstream", "run_on_worker"]
@@ -125,7 +126,7 @@ def run_on_worker(spec: bytes, *upstream: Outcome) -> Outcome:
         run = TaskRun(task, flow_run, flow_run, log_prints)
         run.name, run.id = name, run_id
         try:
-            state = task._run(run, args, kwargs)
+            state = run_task(task, run, args, kwargs)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: the engine re-raises
             state = Crashed(exc)
         if state.exception is not None and (socket.gethostname(), os.getpid()) != tuple(where):
