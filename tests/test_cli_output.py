@@ -4,23 +4,18 @@ arrays streamed. Run for real: the installed command in subprocesses and on a ps
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from terminal import on_terminal
 
 from blocks.cli._output import echo_json_array, print_pairs, print_table
 from blocks.results import ResultStore
@@ -37,34 +32,11 @@ def block(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def on_terminal(args: list[str], rows: int, columns: int = 120) -> str:
-    """Run ``block ARGS`` on a pseudo-terminal of `rows` x `columns`; return what it showed."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: set the window size, then become `block`
-        try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-            env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-            os.execve(BLOCK, [BLOCK, *args], env)
-        finally:
-            os._exit(127)
-    transcript = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                transcript += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, transcript
-    return transcript.decode(errors="replace").replace("\r\n", "\n")
+def shown_on_terminal(*args: str, rows: int) -> str:
+    """What ``block ARGS`` shows on a terminal of `rows` x 120; it must succeed."""
+    code, text = on_terminal(*args, rows=rows)
+    assert code == 0, text
+    return text
 
 
 def save_many(count: int) -> list[str]:
@@ -112,7 +84,7 @@ def test_ls_json_is_one_array_with_an_element_per_line() -> None:
 
 def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen() -> None:
     names = save_many(40)
-    screen = on_terminal(["ls"], rows=12)
+    screen = shown_on_terminal("ls", rows=12)
     lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
     shown = [line.split()[1] for line in lines if line.startswith(("secret ", "string "))]
     assert sorted(shown) == sorted(names) and len(shown) == len(set(shown)) == 40
@@ -127,7 +99,7 @@ def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen
 
 def test_terminal_shows_a_short_listing_as_a_rich_table() -> None:
     save_many(3)
-    screen = on_terminal(["ls"], rows=40)
+    screen = shown_on_terminal("ls", rows=40)
     assert "┏" in screen and "b-002" in screen and screen.count("b-00") == 3
 
 
@@ -175,7 +147,7 @@ def test_results_ls_piped_lines_and_count_on_stderr(results_dir: Path) -> None:
     assert "31 result record(s)" in done.stderr
     listed = json.loads(block("results", "ls", "--storage", str(results_dir), "--json").stdout)
     assert len(listed) == 31 and sum(row["readable"] for row in listed) == 30
-    screen = on_terminal(["results", "ls", "--storage", str(results_dir)], rows=10)
+    screen = shown_on_terminal("results", "ls", "--storage", str(results_dir), rows=10)
     assert sum(f"etl/k-{i:02d}" in screen for i in range(30)) == 30
     assert "31 result record(s)" in screen
 
