@@ -9,7 +9,8 @@ import os
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from terminal import on_terminal
 
-from blocks.cli._output import echo_json_array, print_pairs, print_table
+from blocks.cli._output import echo_json_array, local_time, print_pairs, print_table
 from blocks.results import ResultStore
 from blocks.system import Secret, String
 
@@ -95,6 +96,46 @@ def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen
     rows = [line for line in lines if line.startswith(("secret ", "string "))]
     assert {row.index("b-") for row in rows} == {column}
     print(f"terminal ls: {len(rows)} rows on a 12-line screen, names at column {column}")
+
+
+def test_terminal_long_listing_has_a_bold_heading_and_a_rule_unless_the_terminal_is_dumb() -> (
+    None
+):
+    save_many(30)
+    screen = shown_on_terminal("ls", rows=10)
+    lines = screen.splitlines()
+    assert lines[0].startswith("\x1b[1mtype") and "\x1b[1mname" in lines[0]
+    assert set(lines[1]) == {"\u2500"} and len(lines[1]) == len(_strip_ansi(lines[0]))
+    code, dumb = on_terminal("ls", rows=10, env={"TERM": "dumb"})
+    assert code == 0 and "\x1b[" not in dumb and dumb.splitlines()[0].startswith("type ")
+    assert _strip_ansi(screen) == dumb  # the same text, only without the bold
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1, 1, 2, tzinfo=UTC),
+    ],
+)
+def test_local_time_is_astimezone_to_the_second(moment: datetime) -> None:
+    assert local_time(moment) == moment.astimezone().replace(tzinfo=None).isoformat(" ", "seconds")
+
+
+def test_local_time_past_year_9999_shows_the_stored_time_and_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # where 9999-12-31 23:00 UTC is year 10000
+    time.tzset()
+    try:
+        last = datetime(9999, 12, 31, 23, tzinfo=UTC)
+        assert local_time(last) == "9999-12-31 23:00:00+00:00"
+        assert local_time(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01 09:00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_terminal_shows_a_short_listing_as_a_rich_table() -> None:
