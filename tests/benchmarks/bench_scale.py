@@ -46,7 +46,47 @@ import terminal
 # install, any first run otherwise); without it each start compiles SQLAlchemy from source.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 BLOCK = terminal.BLOCK
+PYTHON = sys.executable
 SCREEN_ROWS, SCREEN_COLUMNS = 40, 120
+# Floors: the least a fresh Python process printing the same listing must do, with no library.
+FLOOR_LS = """
+import json, sqlite3, sys
+from datetime import UTC, datetime
+
+def local(text):
+    moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return datetime.fromtimestamp(moment.timestamp()).isoformat(" ", "seconds")
+
+rows = sqlite3.connect(sys.argv[1]).execute(
+    "SELECT type_slug, name, secrets, created, updated FROM block_documents"
+    " ORDER BY type_slug, name"
+)
+out = ["type\\tname\\tsecrets\\tcreated\\tupdated\\n"]
+for slug, name, secrets, created, updated in rows:
+    out.append(f"{slug}\\t{name}\\t{len(json.loads(secrets))}\\t{local(created)}\\t{local(updated)}\\n")
+sys.stdout.write("".join(out))
+"""
+# Walk the store and read each file's first 4 KiB (where a record's header is); with an
+# argument "prune", also unlink the even-numbered half (the expired ones, known in advance).
+FLOOR_RECORDS = """
+import os, sys
+root, out = sys.argv[1], []
+for folder, dirs, files in os.walk(root):
+    dirs.sort()
+    for name in sorted(files):
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        out.append(f"{os.path.relpath(path, root)}\\t{len(head)}\\n")
+        if sys.argv[2:] == ["prune"] and int(name.rsplit("-", 1)[1]) % 2 == 0:
+            os.unlink(path)
+sys.stdout.write("".join(out))
+"""
+FLOORS = {
+    "block ls (piped)": "floor of block ls (sqlite3 + print)",
+    "block results ls (piped)": "floor of results ls (walk + read)",
+    "block results prune (half expired)": "floor of prune (walk + read + unlink half)",
+}
 #: The issue's targets for the largest size, in seconds of wall time.
 TARGETS = {
     "block ls (piped)": 0.5,
@@ -62,11 +102,12 @@ def env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
 
 
-def piped(args: list[str], runs: int = 3) -> tuple[float, float]:
+def piped(args: list[str], runs: int = 3, *, warm: bool = True) -> tuple[float, float]:
     """Median wall and CPU (user + system) seconds of ``ARGS`` with stdout a pipe, after one
-    warm-up run. CPU time is what the command costs; wall time also counts waiting for a CPU
-    on a busy machine."""
-    subprocess.run(args, check=True, capture_output=True, env=env())
+    warm-up run (unless not `warm`). CPU time is what the command costs; wall time also
+    counts waiting for a CPU on a busy machine."""
+    if warm:
+        subprocess.run(args, check=True, capture_output=True, env=env())
     walls, cpus = [], []
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -188,6 +229,14 @@ def main() -> None:
             wall, cpu = piped(command)
             record(name, n, wall)
             record(f"  CPU time of {name.split(' (')[0]}", n, cpu)
+        registry_file = str(Path(os.environ["BLOCKS_HOME"]) / "registry.db")
+        for name, command in (
+            ("floor of block ls (sqlite3 + print)", [PYTHON, "-c", FLOOR_LS, registry_file]),
+            ("floor of results ls (walk + read)", [PYTHON, "-c", FLOOR_RECORDS, str(records)]),
+        ):
+            wall, cpu = piped(command)
+            record(name, n, wall)
+            record(f"  CPU time of {name.split(' (')[0]}", n, cpu)
         first, total = on_terminal(["ls"])
         record("block ls: terminal, first screen", n, first)
         record("block ls: terminal, last row", n, total)
@@ -212,6 +261,12 @@ def main() -> None:
             shutil.rmtree(copy)
         record("block results prune (half expired)", n, statistics.median(walls))
         record("  CPU time of block results prune", n, statistics.median(cpus))
+        copy = tmp / f"prune-{n}-floor"
+        shutil.copytree(records, copy)
+        floor = piped([PYTHON, "-c", FLOOR_RECORDS, str(copy), "prune"], runs=1, warm=False)
+        record("floor of prune (walk + read + unlink half)", n, floor[0])
+        record("  CPU time of floor of prune", n, floor[1])
+        shutil.rmtree(copy)
         print(f"  size {n}: filled in {fill:.1f} s", file=sys.stderr)
 
     shutil.rmtree(tmp, ignore_errors=True)
@@ -245,6 +300,14 @@ def main() -> None:
         also = f" ({cpu:.3f} s CPU)" if cpu is not None else ""
         verdict = "ok" if value <= target else "OVER"
         print(f"  {name:<42} {value:6.3f} s{also}; target <= {target} s: {verdict}")
+    print(f"against the floors (fresh processes doing only the work), at {largest:,} rows:")
+    for name, floor in FLOORS.items():
+        ours, least = table[name][largest], table[floor][largest]
+        cpu = table[f"  CPU time of {name.split(' (')[0]}"][largest]
+        least_cpu = table[f"  CPU time of {floor.split(' (')[0]}"][largest]
+        print(
+            f"  {name:<42} {ours / least:5.1f}x wall, {cpu / least_cpu:5.1f}x CPU of {floor}"
+        )
 
 
 if __name__ == "__main__":
