@@ -18,7 +18,14 @@ import pytest
 from click.testing import CliRunner
 from terminal import on_terminal
 
-from blocks.cli._output import echo_json_array, local_time, print_pairs, print_table
+from blocks.cli._output import (
+    _lines,
+    cell,
+    echo_json_array,
+    local_time,
+    print_pairs,
+    print_table,
+)
 from blocks.results import ResultStore
 from blocks.system import Secret, String
 
@@ -166,6 +173,20 @@ def test_printer_streams_and_counts() -> None:
     assert rest.startswith("[]\n[\n")
     assert json.loads(rest[3 : rest.index("]\n", 3) + 1]) == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert lines[-3:] == ["t", "id    1", "name  x"]
+
+
+def test_rows_are_escaped_only_where_they_need_it_piped_and_on_a_terminal() -> None:
+    rows = [("a", "b"), ("x\ty", "z"), ("back\\slash", "cr\r"), ("n\nl", ""), ("c", 7)]
+    runner = CliRunner()
+    out = runner.invoke(click.command()(lambda: print_table(("one", "two"), rows)), []).output
+    assert out.split("\n")[1:-1] == [
+        "a\tb", "x\\ty\tz", "back\\\\slash\tcr\\r", "n\\nl\t", "c\t7"
+    ]
+    # Past the first screen on a terminal: the same escapes, in columns.
+    texts = [[cell(value) for value in row] for row in rows]
+    assert _lines(texts, [4, 2]).splitlines() == [
+        "a      b", "x\\ty   z", "back\\\\slash   cr\\r", "n\\nl", "c      7"
+    ]
 
 
 @pytest.fixture

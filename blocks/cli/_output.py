@@ -160,15 +160,24 @@ def _tsv(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     out.write("\t".join(columns) + "\n")
     count = 0
     for chunk in _chunks(rows):
-        out.write(
-            "".join(
-                "\t".join([cell(value).translate(_ESCAPES) for value in row]) + "\n"
-                for row in chunk
-            )
-        )
+        out.write("".join([_tsv_line([cell(value) for value in row]) for row in chunk]))
         count += len(chunk)
     out.flush()
     return count
+
+
+def _tsv_line(texts: list[str]) -> str:
+    line = "\t".join(texts)
+    # Almost no row holds a character to escape: one join and four scans in C cost ~8x less
+    # than a translate() per cell, so cells are translated only when the line needs it.
+    if line.count("\t") != len(texts) - 1 or _needs_escape(line):
+        line = "\t".join([text.translate(_ESCAPES) for text in texts])
+    return line + "\n"
+
+
+def _needs_escape(text: str) -> bool:
+    """Whether `text` holds a character `_ESCAPES` rewrites, other than a tab."""
+    return "\n" in text or "\r" in text or "\\" in text
 
 
 def _console() -> Any:
@@ -221,12 +230,13 @@ def _terminal_table(
 
 def _lines(rows: Iterable[list[str]], widths: list[int]) -> str:
     """Rows of cell texts as lines in columns of `widths` (a wider cell pushes the rest)."""
-    return "".join(
-        _GAP.join([t.translate(_ESCAPES).ljust(w) for t, w in zip(texts, widths, strict=False)])
-        .rstrip()
-        + "\n"
-        for texts in rows
-    )
+    lines = []
+    for texts in rows:
+        if _needs_escape(joined := "".join(texts)) or "\t" in joined:
+            texts = [text.translate(_ESCAPES) for text in texts]
+        padded = [text.ljust(width) for text, width in zip(texts, widths, strict=False)]
+        lines.append(_GAP.join(padded).rstrip() + "\n")
+    return "".join(lines)
 
 
 def _styled() -> bool:
