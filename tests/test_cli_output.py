@@ -116,6 +116,8 @@ def test_terminal_long_listing_has_a_bold_heading_and_a_rule_unless_the_terminal
     code, dumb = on_terminal("ls", rows=10, env={"TERM": "dumb"})
     assert code == 0 and "\x1b[" not in dumb and dumb.splitlines()[0].startswith("type ")
     assert _strip_ansi(screen) == dumb  # the same text, only without the bold
+    code, latin = on_terminal("ls", rows=10, env={"PYTHONIOENCODING": "latin-1"})
+    assert code == 0 and set(latin.splitlines()[1]) == {"-"}  # no "─" in Latin-1
 
 
 @pytest.mark.parametrize(

@@ -216,7 +216,10 @@ def _terminal_table(
     lines.append(
         _GAP.join(bold + h.ljust(w) + plain for h, w in zip(columns, widths, strict=True))
     )
-    lines.append("\u2500" * (sum(widths) + len(_GAP) * (len(widths) - 1)))
+    # rich's rule is "─"; a terminal whose encoding lacks it (a Latin-1 locale) gets "-".
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    rule = "\u2500" if encoding.startswith("utf") else "-"
+    lines.append(rule * (sum(widths) + len(_GAP) * (len(widths) - 1)))
     out = sys.stdout
     out.write("".join(line + "\n" for line in lines) + _lines(screen, widths))
     out.flush()  # the first screen shows now, not when a buffer fills
