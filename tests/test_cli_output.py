@@ -27,6 +27,7 @@ from blocks.cli._output import (
     print_table,
 )
 from blocks.results import ResultStore
+from blocks.results.record import PREFIX_SIZE, header_length
 from blocks.system import Secret, String
 
 BLOCK = str(Path(sys.executable).with_name("block"))
@@ -214,6 +215,25 @@ def test_results_ls_piped_lines_and_count_on_stderr(results_dir: Path) -> None:
     screen = shown_on_terminal("results", "ls", "--storage", str(results_dir), rows=10)
     assert sum(f"etl/k-{i:02d}" in screen for i in range(30)) == 30
     assert "31 result record(s)" in screen
+
+
+def test_results_ls_reads_headers_only_never_a_payload(tmp_path: Path) -> None:
+    base = tmp_path / "results"
+    store = ResultStore.resolve(str(base), "pickle")
+    store.write("big", b"x" * 5_000_000)
+    path = base / "big"
+    data = path.read_bytes()
+    # Cut the payload off after the header: a listing that read (or verified) the payload
+    # would call the record unreadable; `inspect --show-value` does read it, and must.
+    head = PREFIX_SIZE + header_length(data, key="big")
+    path.write_bytes(data[: head + 10])
+    rows = block("results", "ls", "--storage", str(base)).stdout.splitlines()[1:]
+    assert [row.split("\t")[:2] for row in rows] == [["big", "5.0 MB"]]
+    listed = json.loads(block("results", "ls", "--storage", str(base), "--json").stdout)
+    assert listed[0]["readable"] and listed[0]["size"] == len(data) - head  # as the header says
+    shown = block("results", "inspect", "big", "--storage", str(base), "--show-value").stdout
+    assert "not available" in shown
+    print(f"listed a {len(data):,}-byte record from its first {path.stat().st_size} bytes")
 
 
 def _strip_ansi(text: str) -> str:
