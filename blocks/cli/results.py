@@ -344,7 +344,8 @@ def prune(
             return
         if not yes:
             click.confirm(f"Delete {summary}?", abort=True, err=True)
-        store.prune_temp(temp_grace)
+        if temps:  # a second walk only when the first found stale temp files
+            store.prune_temp(temp_grace)
         with progress("Deleting", total=len(selected), threshold=PROGRESS_THRESHOLD) as bar:
             for key, _ in selected:
                 store.delete(key)

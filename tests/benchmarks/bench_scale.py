@@ -12,7 +12,8 @@ run, on this machine:
   process, stdout a pipe (not a terminal), median of 3 after one warm-up run;
 * the same two listings **on a terminal** (a pseudo-terminal of 40 x 120): time until the first
   screen is shown, and until the last row is;
-* **block results prune --yes**: on a copy of the store, deleting the expired half.
+* **block results prune --yes**: on a copy of the store, deleting the expired half (median of
+  3, each on a fresh copy).
 
 The baseline is the same operation at the smallest size, in the same run: per-op costs that
 stay flat (ratio ~1) scale; listings also show their cost per extra row over the smallest
@@ -26,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import pty
 import random
 import resource
-import select
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,21 +39,75 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-BLOCK = str(Path(sys.executable).with_name("block"))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for the terminal runner
+import terminal
+
+# As an installed package runs, every command here reads cached bytecode (pip writes it at
+# install, any first run otherwise); without it each start compiles SQLAlchemy from source.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+BLOCK = terminal.BLOCK
+PYTHON = sys.executable
 SCREEN_ROWS, SCREEN_COLUMNS = 40, 120
+# Floors: the least a fresh Python process printing the same listing must do, with no library.
+FLOOR_LS = """
+import json, sqlite3, sys
+from datetime import UTC, datetime
+
+def local(text):
+    moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return datetime.fromtimestamp(moment.timestamp()).isoformat(" ", "seconds")
+
+rows = sqlite3.connect(sys.argv[1]).execute(
+    "SELECT type_slug, name, secrets, created, updated FROM block_documents"
+    " ORDER BY type_slug, name"
+)
+out = ["type\\tname\\tsecrets\\tcreated\\tupdated\\n"]
+for slug, name, secrets, created, updated in rows:
+    out.append(f"{slug}\\t{name}\\t{len(json.loads(secrets))}\\t{local(created)}\\t{local(updated)}\\n")
+sys.stdout.write("".join(out))
+"""
+# Walk the store and read each file's first 4 KiB (where a record's header is); with an
+# argument "prune", also unlink the even-numbered half (the expired ones, known in advance).
+FLOOR_RECORDS = """
+import os, sys
+root, out = sys.argv[1], []
+for folder, dirs, files in os.walk(root):
+    dirs.sort()
+    for name in sorted(files):
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        out.append(f"{os.path.relpath(path, root)}\\t{len(head)}\\n")
+        if sys.argv[2:] == ["prune"] and int(name.rsplit("-", 1)[1]) % 2 == 0:
+            os.unlink(path)
+sys.stdout.write("".join(out))
+"""
+FLOORS = {
+    "block ls (piped)": "floor of block ls (sqlite3 + print)",
+    "block results ls (piped)": "floor of results ls (walk + read)",
+    "block results prune (half expired)": "floor of prune (walk + read + unlink half)",
+}
+#: The issue's targets for the largest size, in seconds of wall time.
+TARGETS = {
+    "block ls (piped)": 0.5,
+    "block results ls (piped)": 0.5,
+    "block ls: terminal, first screen": 0.3,
+    "block results ls: terminal, first screen": 0.3,
+    "block results prune (half expired)": 0.3,
+}
 
 
 def env() -> dict[str, str]:
     # As an installed package runs: bytecode cached, no forced terminal size.
-    drop = {"PYTHONDONTWRITEBYTECODE", "COLUMNS", "LINES"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
+    return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
 
 
-def piped(args: list[str], runs: int = 3) -> tuple[float, float]:
+def piped(args: list[str], runs: int = 3, *, warm: bool = True) -> tuple[float, float]:
     """Median wall and CPU (user + system) seconds of ``ARGS`` with stdout a pipe, after one
-    warm-up run. CPU time is what the command costs; wall time also counts waiting for a CPU
-    on a busy machine."""
-    subprocess.run(args, check=True, capture_output=True, env=env())
+    warm-up run (unless not `warm`). CPU time is what the command costs; wall time also
+    counts waiting for a CPU on a busy machine."""
+    if warm:
+        subprocess.run(args, check=True, capture_output=True, env=env())
     walls, cpus = [], []
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -67,45 +119,33 @@ def piped(args: list[str], runs: int = 3) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def on_terminal(args: list[str], runs: int = 3) -> tuple[float, float]:
-    """Median (first screen shown, last row shown) of ``ARGS`` on a 40 x 120 pseudo-terminal."""
-    import fcntl
-    import termios
+class ScreenClock:
+    """Fed a terminal's output as it arrives: when the first `lines` lines had come."""
 
+    def __init__(self, lines: int) -> None:
+        self.wanted, self.lines = lines, 0
+        self.start = time.perf_counter()
+        self.first: float | None = None
+
+    def __call__(self, chunk: bytes) -> None:
+        self.lines += chunk.count(b"\n")
+        if self.first is None and self.lines >= self.wanted:
+            self.first = time.perf_counter() - self.start
+
+
+def on_terminal(args: list[str], runs: int = 3) -> tuple[float, float]:
+    """Median (first screen shown, last row shown) of ``block ARGS`` on a 40 x 120
+    pseudo-terminal (`tests/terminal.py`), after one warm-up run."""
     firsts, totals = [], []
-    screen_lines = SCREEN_ROWS - 2  # rows shown with the heading and its rule
     for _ in range(runs + 1):
-        start = time.perf_counter()
-        pid, fd = pty.fork()
-        if pid == 0:
-            try:
-                size = struct.pack("HHHH", SCREEN_ROWS, SCREEN_COLUMNS, 0, 0)
-                fcntl.ioctl(0, termios.TIOCSWINSZ, size)
-                os.execve(args[0], args, env())
-            finally:
-                os._exit(127)
-        lines, first = 0, None
-        try:
-            while True:
-                ready, _, _ = select.select([fd], [], [], 60)
-                if not ready:
-                    raise TimeoutError(f"{args} showed nothing for 60 s")
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                lines += chunk.count(b"\n")
-                if first is None and lines >= screen_lines:
-                    first = time.perf_counter() - start
-        finally:
-            _, status = os.waitpid(pid, 0)
-            os.close(fd)
-        total = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{args} failed on a terminal")
-        firsts.append(first if first is not None else total)
+        clock = ScreenClock(SCREEN_ROWS - 2)  # rows shown with the heading and its rule
+        code, text = terminal.on_terminal(
+            *args, rows=SCREEN_ROWS, columns=SCREEN_COLUMNS, on_output=clock
+        )
+        total = time.perf_counter() - clock.start
+        if code != 0:
+            raise RuntimeError(f"block {args} failed on a terminal: {text[-2000:]}")
+        firsts.append(clock.first if clock.first is not None else total)
         totals.append(total)
     return statistics.median(firsts[1:]), statistics.median(totals[1:])
 
@@ -197,22 +237,43 @@ def main() -> None:
             wall, cpu = piped(command)
             record(name, n, wall)
             record(f"  CPU time of {name.split(' (')[0]}", n, cpu)
-        first, total = on_terminal([BLOCK, "ls"])
+        registry_file = str(Path(os.environ["BLOCKS_HOME"]) / "registry.db")
+        for name, command in (
+            ("floor of block ls (sqlite3 + print)", [PYTHON, "-c", FLOOR_LS, registry_file]),
+            ("floor of results ls (walk + read)", [PYTHON, "-c", FLOOR_RECORDS, str(records)]),
+        ):
+            wall, cpu = piped(command)
+            record(name, n, wall)
+            record(f"  CPU time of {name.split(' (')[0]}", n, cpu)
+        first, total = on_terminal(["ls"])
         record("block ls: terminal, first screen", n, first)
         record("block ls: terminal, last row", n, total)
-        first, total = on_terminal([BLOCK, "results", "ls", "-s", str(records)])
+        first, total = on_terminal(["results", "ls", "-s", str(records)])
         record("block results ls: terminal, first screen", n, first)
         record("block results ls: terminal, last row", n, total)
-        copy = tmp / f"prune-{n}"
+        walls, cpus = [], []
+        for attempt in range(3):  # each on a fresh copy of the store
+            copy = tmp / f"prune-{n}-{attempt}"
+            shutil.copytree(records, copy)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run(
+                [BLOCK, "results", "prune", "--yes", "-s", str(copy)],
+                check=True,
+                capture_output=True,
+                env=env(),
+            )
+            walls.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            shutil.rmtree(copy)
+        record("block results prune (half expired)", n, statistics.median(walls))
+        record("  CPU time of block results prune", n, statistics.median(cpus))
+        copy = tmp / f"prune-{n}-floor"
         shutil.copytree(records, copy)
-        start = time.perf_counter()
-        subprocess.run(
-            [BLOCK, "results", "prune", "--yes", "-s", str(copy)],
-            check=True,
-            capture_output=True,
-            env=env(),
-        )
-        record("block results prune (half expired)", n, time.perf_counter() - start)
+        floor = piped([PYTHON, "-c", FLOOR_RECORDS, str(copy), "prune"], runs=1, warm=False)
+        record("floor of prune (walk + read + unlink half)", n, floor[0])
+        record("  CPU time of floor of prune", n, floor[1])
         shutil.rmtree(copy)
         print(f"  size {n}: filled in {fill:.1f} s", file=sys.stderr)
 
@@ -239,6 +300,23 @@ def main() -> None:
             )
         ratio = by_size[sizes[-1]] / by_size[small]
         print(f"{name:<42}" + "".join(f"{c:>24}" for c in cells) + f"   {ratio:6.2f}x")
+    largest = sizes[-1]
+    print(f"targets (issue #12) at {largest:,} rows, wall time on this machine now:")
+    for name, target in TARGETS.items():
+        value = table[name][largest]
+        target_cpu = table.get(f"  CPU time of {name.split(' (')[0]}", {}).get(largest)
+        also = f" ({target_cpu:.3f} s CPU)" if target_cpu is not None else ""
+        verdict = "ok" if value <= target else "OVER"
+        print(f"  {name:<42} {value:6.3f} s{also}; target <= {target} s: {verdict}")
+    print(f"against the floors (fresh processes doing only the work), at {largest:,} rows:")
+    for name, floor_name in FLOORS.items():
+        ours, least = table[name][largest], table[floor_name][largest]
+        ours_cpu = table[f"  CPU time of {name.split(' (')[0]}"][largest]
+        least_cpu = table[f"  CPU time of {floor_name.split(' (')[0]}"][largest]
+        print(
+            f"  {name:<42} {ours / least:5.1f}x wall, {ours_cpu / least_cpu:5.1f}x CPU of "
+            f"{floor_name}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from terminal import on_terminal
 
 BLOCK = str(Path(sys.executable).with_name("block"))
 SECRET = "s3cr3t-Zq8X"  # distinctive, so that finding it anywhere in output is meaningful
@@ -63,37 +61,6 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int = 1)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
     return lines[0]
-
-
-def run_in_terminal(args: list[str], answers: list[tuple[str, str]]) -> tuple[int, str]:
-    """Run ``block ARGS`` on a pseudo-terminal, typing each answer after its prompt appears."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the pty is its controlling terminal, as in a real shell
-        try:
-            os.execve(BLOCK, [BLOCK, *args], dict(os.environ))
-        finally:
-            os._exit(127)  # never go on running pytest in the child
-    transcript = b""
-    pending = list(answers)
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            if pending and pending[0][0].encode() in transcript:
-                os.write(fd, pending.pop(0)[1].encode() + b"\n")
-                transcript += b"<answered>"
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                transcript += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), transcript.decode(errors="replace")
 
 
 USER_BLOCKS = '''
@@ -158,9 +125,11 @@ def test_create_with_set_then_load_in_python() -> None:
 
 
 def test_create_prompts_for_a_hidden_secret_on_a_terminal() -> None:
-    code, transcript = run_in_terminal(
-        ["create", "secret", "my-api-key"],
-        [("value (secret)", SECRET), ("Repeat for confirmation", SECRET)],
+    code, transcript = on_terminal(
+        "create",
+        "secret",
+        "my-api-key",
+        answers=[("value (secret)", SECRET), ("Repeat for confirmation", SECRET)],
     )
     assert code == 0, transcript
     assert "Saved secret/my-api-key" in transcript
@@ -168,7 +137,7 @@ def test_create_prompts_for_a_hidden_secret_on_a_terminal() -> None:
     load = 'from blocks.system import Secret; print(Secret.load("my-api-key").get())'
     assert python(load).strip() == SECRET
 
-    code, transcript = run_in_terminal(["delete", "secret/my-api-key"], [("Delete", "y")])
+    code, transcript = on_terminal("delete", "secret/my-api-key", answers=[("Delete", "y")])
     assert code == 0 and "Deleted secret/my-api-key" in transcript, transcript
 
 

@@ -4,26 +4,30 @@ arrays streamed. Run for real: the installed command in subprocesses and on a ps
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from terminal import on_terminal
 
-from blocks.cli._output import echo_json_array, print_pairs, print_table
+from blocks.cli._output import (
+    _lines,
+    cell,
+    echo_json_array,
+    local_time,
+    print_pairs,
+    print_table,
+)
 from blocks.results import ResultStore
+from blocks.results._record import PREFIX_SIZE, header_length
 from blocks.system import Secret, String
 
 BLOCK = str(Path(sys.executable).with_name("block"))
@@ -37,34 +41,11 @@ def block(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def on_terminal(args: list[str], rows: int, columns: int = 120) -> str:
-    """Run ``block ARGS`` on a pseudo-terminal of `rows` x `columns`; return what it showed."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: set the window size, then become `block`
-        try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-            env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-            os.execve(BLOCK, [BLOCK, *args], env)
-        finally:
-            os._exit(127)
-    transcript = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                transcript += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, transcript
-    return transcript.decode(errors="replace").replace("\r\n", "\n")
+def shown_on_terminal(*args: str, rows: int) -> str:
+    """What ``block ARGS`` shows on a terminal of `rows` x 120; it must succeed."""
+    code, text = on_terminal(*args, rows=rows)
+    assert code == 0, text
+    return str(text)
 
 
 def save_many(count: int) -> list[str]:
@@ -112,7 +93,7 @@ def test_ls_json_is_one_array_with_an_element_per_line() -> None:
 
 def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen() -> None:
     names = save_many(40)
-    screen = on_terminal(["ls"], rows=12)
+    screen = shown_on_terminal("ls", rows=12)
     lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
     shown = [line.split()[1] for line in lines if line.startswith(("secret ", "string "))]
     assert sorted(shown) == sorted(names) and len(shown) == len(set(shown)) == 40
@@ -125,9 +106,51 @@ def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen
     print(f"terminal ls: {len(rows)} rows on a 12-line screen, names at column {column}")
 
 
+def test_terminal_long_listing_has_a_bold_heading_and_a_rule_unless_the_terminal_is_dumb() -> (
+    None
+):
+    save_many(30)
+    screen = shown_on_terminal("ls", rows=10)
+    lines = screen.splitlines()
+    assert lines[0].startswith("\x1b[1mtype") and "\x1b[1mname" in lines[0]
+    assert set(lines[1]) == {"\u2500"} and len(lines[1]) == len(_strip_ansi(lines[0]))
+    code, dumb = on_terminal("ls", rows=10, env={"TERM": "dumb"})
+    assert code == 0 and "\x1b[" not in dumb and dumb.splitlines()[0].startswith("type ")
+    assert _strip_ansi(screen) == dumb  # the same text, only without the bold
+    code, latin = on_terminal("ls", rows=10, env={"PYTHONIOENCODING": "latin-1"})
+    assert code == 0 and set(latin.splitlines()[1]) == {"-"}  # no "─" in Latin-1
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1, 1, 2, tzinfo=UTC),
+    ],
+)
+def test_local_time_is_astimezone_to_the_second(moment: datetime) -> None:
+    assert local_time(moment) == moment.astimezone().replace(tzinfo=None).isoformat(" ", "seconds")
+
+
+def test_local_time_past_year_9999_shows_the_stored_time_and_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # where 9999-12-31 23:00 UTC is year 10000
+    time.tzset()
+    try:
+        last = datetime(9999, 12, 31, 23, tzinfo=UTC)
+        assert local_time(last) == "9999-12-31 23:00:00+00:00"
+        assert local_time(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01 09:00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_terminal_shows_a_short_listing_as_a_rich_table() -> None:
     save_many(3)
-    screen = on_terminal(["ls"], rows=40)
+    screen = shown_on_terminal("ls", rows=40)
     assert "┏" in screen and "b-002" in screen and screen.count("b-00") == 3
 
 
@@ -155,6 +178,20 @@ def test_printer_streams_and_counts() -> None:
     assert lines[-3:] == ["t", "id    1", "name  x"]
 
 
+def test_rows_are_escaped_only_where_they_need_it_piped_and_on_a_terminal() -> None:
+    rows = [("a", "b"), ("x\ty", "z"), ("back\\slash", "cr\r"), ("n\nl", ""), ("c", 7)]
+    runner = CliRunner()
+    out = runner.invoke(click.command()(lambda: print_table(("one", "two"), rows)), []).output
+    assert out.split("\n")[1:-1] == [
+        "a\tb", "x\\ty\tz", "back\\\\slash\tcr\\r", "n\\nl\t", "c\t7"
+    ]
+    # Past the first screen on a terminal: the same escapes, in columns.
+    texts = [[cell(value) for value in row] for row in rows]
+    assert _lines(texts, [4, 2]).splitlines() == [
+        "a      b", "x\\ty   z", "back\\\\slash   cr\\r", "n\\nl", "c      7"
+    ]
+
+
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     store = ResultStore.resolve(str(tmp_path / "results"), "pickle")
@@ -175,9 +212,28 @@ def test_results_ls_piped_lines_and_count_on_stderr(results_dir: Path) -> None:
     assert "31 result record(s)" in done.stderr
     listed = json.loads(block("results", "ls", "--storage", str(results_dir), "--json").stdout)
     assert len(listed) == 31 and sum(row["readable"] for row in listed) == 30
-    screen = on_terminal(["results", "ls", "--storage", str(results_dir)], rows=10)
+    screen = shown_on_terminal("results", "ls", "--storage", str(results_dir), rows=10)
     assert sum(f"etl/k-{i:02d}" in screen for i in range(30)) == 30
     assert "31 result record(s)" in screen
+
+
+def test_results_ls_reads_headers_only_never_a_payload(tmp_path: Path) -> None:
+    base = tmp_path / "results"
+    store = ResultStore.resolve(str(base), "pickle")
+    store.write("big", b"x" * 5_000_000)
+    path = base / "big"
+    data = path.read_bytes()
+    # Cut the payload off after the header: a listing that read (or verified) the payload
+    # would call the record unreadable; `inspect --show-value` does read it, and must.
+    head = PREFIX_SIZE + header_length(data, key="big")
+    path.write_bytes(data[: head + 10])
+    rows = block("results", "ls", "--storage", str(base)).stdout.splitlines()[1:]
+    assert [row.split("\t")[:2] for row in rows] == [["big", "5.0 MB"]]
+    listed = json.loads(block("results", "ls", "--storage", str(base), "--json").stdout)
+    assert listed[0]["readable"] and listed[0]["size"] == len(data) - head  # as the header says
+    shown = block("results", "inspect", "big", "--storage", str(base), "--show-value").stdout
+    assert "not available" in shown
+    print(f"listed a {len(data):,}-byte record from its first {path.stat().st_size} bytes")
 
 
 def _strip_ansi(text: str) -> str:

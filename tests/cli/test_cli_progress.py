@@ -14,35 +14,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from terminal import on_terminal
 
 from blocks.results import ResultStore
 
 BLOCK = str(Path(sys.executable).with_name("block"))
 MANY = 40  # over the threshold (20) at which a bar is worth drawing
-
-
-def on_terminal(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``block ARGS`` with stdout and stderr on a pseudo-terminal; the transcript."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [BLOCK, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})},
-    )
-    os.close(slave)
-    transcript = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        transcript += chunk
-    os.close(master)
-    return proc.wait(timeout=60), transcript.decode(errors="replace")
 
 
 def piped(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

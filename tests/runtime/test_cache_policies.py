@@ -173,10 +173,10 @@ def test_compute_key_is_prefect_compatible() -> None:
     class Ctx:
         task = t
 
-    key = INPUTS.compute_key(Ctx, {"x": 1}, {})  # type: ignore[arg-type]
-    assert key == INPUTS.compute_key(Ctx, {"x": 1}, {})  # type: ignore[arg-type]
-    assert key != INPUTS.compute_key(Ctx, {"x": 2}, {})  # type: ignore[arg-type]
-    assert NO_CACHE.compute_key(Ctx, {"x": 1}, {}) is None  # type: ignore[arg-type]
+    key = INPUTS.compute_key(Ctx, {"x": 1}, {})
+    assert key == INPUTS.compute_key(Ctx, {"x": 1}, {})
+    assert key != INPUTS.compute_key(Ctx, {"x": 2}, {})
+    assert NO_CACHE.compute_key(Ctx, {"x": 1}, {}) is None
 
 
 # -- issue 10, bug 3: one call, one key --------------------------------------------------------
