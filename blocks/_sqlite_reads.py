@@ -33,6 +33,21 @@ _COLUMNS = (
 )
 GET_DOCUMENT = f"SELECT {_COLUMNS} FROM block_documents WHERE type_slug = ? AND name = ?"
 GET_DOCUMENT_BY_ID = f"SELECT {_COLUMNS} FROM block_documents WHERE id = ?"
+GET_META = "SELECT key, value FROM registry_meta WHERE key IN (?, ?, ?, ?)"
+SCHEMA_VERSION = "SELECT value FROM registry_meta WHERE key = 'schema_version'"
+
+# Bumped in a forked child, so connections inherited from the parent are dropped without a
+# getpid() system call per read.
+_generation = 0
+
+
+def _after_fork() -> None:
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class SqliteReads:
@@ -58,9 +73,9 @@ class SqliteReads:
         local = self._local
         try:
             st = os.stat(self.path)
-            ident: tuple[int, int, int] = (st.st_dev, st.st_ino, os.getpid())
+            ident: tuple[int, int, int] = (st.st_dev, st.st_ino, _generation)
         except OSError:
-            ident = (-1, -1, os.getpid())  # gone: sqlite3 below says what is wrong
+            ident = (-1, -1, _generation)  # gone: sqlite3 below says what is wrong
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None and local.ident == ident:
             return conn
@@ -80,7 +95,7 @@ class SqliteReads:
         if conn is not None:
             conn.close()
 
-    def one(self, sql: str, params: tuple[str, ...]) -> tuple[Any, ...] | None:
+    def one(self, sql: str, params: tuple[str, ...] = ()) -> tuple[Any, ...] | None:
         """The first row of a constant SELECT, or None."""
         try:
             row: tuple[Any, ...] | None = self._connection().execute(sql, params).fetchone()
@@ -91,3 +106,14 @@ class SqliteReads:
                 raise problem from None
             raise
         return row
+
+    def all(self, sql: str, params: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a constant SELECT."""
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            problem = self._problem(exc)
+            if problem is not None:
+                raise problem from None
+            raise
