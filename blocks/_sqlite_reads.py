@@ -21,10 +21,12 @@ a backup, moved aside), so each read compares the path's inode with the one open
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Column order is `blocks.registry._DOC_COLUMNS`'s: `_document` reads rows by position.
@@ -61,8 +63,10 @@ class SqliteReads:
         uri: bool,
         busy_timeout_ms: int,
         problem: Callable[[BaseException], Exception | None],
+        pragmas: tuple[str, ...] = (),
     ) -> None:
         self.path = path  # what is stat'ed for replacement
+        self._pragmas = pragmas  # run on each new connection (the engine's settings)
         self._target = target  # what sqlite3 opens (a path, or a file: URI with flags)
         self._uri = uri
         self._timeout = busy_timeout_ms / 1000
@@ -85,6 +89,8 @@ class SqliteReads:
         conn = sqlite3.connect(
             self._target, uri=self._uri, timeout=self._timeout, isolation_level=None
         )
+        for pragma in self._pragmas:
+            conn.execute(pragma)
         local.conn, local.ident = conn, ident
         return conn
 
@@ -106,6 +112,30 @@ class SqliteReads:
                 raise problem from None
             raise
         return row
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection: BEGIN IMMEDIATE (the write lock up
+        front, as the engine's writes), COMMIT on success, ROLLBACK on any error."""
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            raise self._typed(exc) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._typed(exc) from None
+            raise
+
+    def _typed(self, exc: sqlite3.Error) -> Exception:
+        problem = self._problem(exc)
+        return exc if problem is None else problem
 
     def all(self, sql: str, params: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
         """Every row of a constant SELECT."""

@@ -470,14 +470,14 @@ class Block(BaseModel):
                     "e.g. .save('my-block'), or with .save(is_anonymous=True)."
                 )
         validate_name(name)
-        registry = _registry()
+        registry, manager = _context()
         cls.register_type_and_schema(registry)
         slug = cls.get_block_type_slug()
         data, secrets, refs = self._to_document(registry)
-        document_id = _seal_and_save(registry, cls, slug, name, data, secrets, refs, overwrite)
-        self._block_document_id = document_id
-        self._block_document_name = name
-        self._is_anonymous = is_anonymous_name(name)
+        document_id = _seal_and_save(
+            registry, cls, slug, name, data, secrets, refs, overwrite, manager
+        )
+        _set_document(self, document_id, name)
         return document_id
 
     async def asave(
@@ -636,7 +636,7 @@ class Block(BaseModel):
             problems = "; ".join(field_problems(exc))
             if not validate:
                 block = _partial_block(target, data, exc, row.slug)
-                _set_document(block, row)
+                _set_document(block, row.id, row.name)
                 return block
             if row.schema_checksum != target.get_schema_checksum():
                 raise IncompatibleSchema(
@@ -645,7 +645,7 @@ class Block(BaseModel):
                     "(save(..., overwrite=True)) or give the new field a default."
                 ) from None
             raise InvalidBlockData(f"{row.slug} does not validate: {problems}") from None
-        _set_document(block, row)
+        _set_document(block, row.id, row.name)
         return block
 
     @classmethod
@@ -937,17 +937,18 @@ def _open(keyset: Keyset, row: DocumentRow, what: str) -> dict[str, Any]:
     return opened
 
 
-def _set_document(block: Block, row: DocumentRow) -> None:
-    """Record where a loaded block came from (its private attributes, set in one step)."""
+def _set_document(block: Block, document_id: str, name: str) -> None:
+    """Record the document a block was loaded from or saved as (its private attributes, set
+    in one step rather than through pydantic's __setattr__ three times)."""
     private = block.__pydantic_private__
     if private is None:  # pragma: no cover - Block declares private attributes
-        block._block_document_id = row.id
-        block._block_document_name = row.name
-        block._is_anonymous = is_anonymous_name(row.name)
+        block._block_document_id = document_id
+        block._block_document_name = name
+        block._is_anonymous = is_anonymous_name(name)
         return
-    private["_block_document_id"] = row.id
-    private["_block_document_name"] = row.name
-    private["_is_anonymous"] = is_anonymous_name(row.name)
+    private["_block_document_id"] = document_id
+    private["_block_document_name"] = name
+    private["_is_anonymous"] = is_anonymous_name(name)
 
 
 def _set_field(row: DocumentRow, data: dict[str, Any], path: str, value: Any) -> None:
@@ -977,13 +978,15 @@ def _seal_and_save(
     secrets: dict[str, bytes],
     refs: dict[str, str],
     overwrite: bool,
+    manager: KeyManager | None = None,
 ) -> str:
     """Encrypt secrets and save under the registry's active key, retrying after a rotation."""
     from blocks.encryption import KeyManager
     from blocks.errors import KeyManagementError
     from blocks.registry import StaleKey
 
-    manager = KeyManager.for_registry(registry.url)
+    if manager is None:
+        manager = KeyManager.for_registry(registry.url)
     for _ in range(_SAVE_ATTEMPTS):
         keyset = manager.sealing_keyset(registry)
         sealed = {

@@ -204,19 +204,6 @@ class Keyset:
     def has_key(self, kid: str) -> bool:
         return kid in self._by_id
 
-    def holds(self, seal: str, tokens: Collection[str]) -> bool:
-        """Whether this keyset has every key that `seal` and `tokens` name (the load path's
-        check before asking the sources again); a malformed one is left to verify/decrypt."""
-        by_id = self._by_id
-        parts = seal.split(":", 2)
-        if len(parts) == 3 and parts[1] not in by_id:
-            return False
-        for token in tokens:
-            parts = token.split(":", 2) if isinstance(token, str) else []
-            if len(parts) == 3 and parts[1] not in by_id:
-                return False
-        return True
-
     def verify(self, message: bytes, seal: str, *, what: str) -> None:
         """Check a document's seal; `TamperedDocument` when it does not match."""
         parts = seal.split(":", 2) if isinstance(seal, str) else []

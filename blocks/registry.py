@@ -104,6 +104,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
     from blocks import _registry_tables as tables
+    from blocks._registry_writes import DocumentWrites
 else:
     sa = _Lazy("sqlalchemy", "sa")
     tables = _Lazy("blocks._registry_tables", "tables")
@@ -215,6 +216,36 @@ class StaleKey(Exception):
     """Internal: a save sealed under a key that is no longer the registry's active key."""
 
 
+@dataclass(frozen=True, slots=True)
+class _NewDocument:
+    """What a save writes, its JSON columns encoded once (a retry reuses them)."""
+
+    type_slug: str
+    name: str
+    schema_checksum: str
+    data: str
+    secrets: str
+    refs_text: str
+    refs: dict[str, str]
+
+
+# A save retried after losing a first-insert race (PostgreSQL) finds the winner's row: two
+# attempts suffice; three leave room for a reference deleted concurrently.
+_SAVE_ATTEMPTS = 3
+
+
+def _already_exists(type_slug: str, name: str) -> BlockAlreadyExists:
+    return BlockAlreadyExists(
+        f"A {type_slug} block named '{name}' already exists. "
+        "Pass overwrite=True (CLI: --overwrite) to replace it."
+    )
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    """What a unique or foreign key violation raises: through the engine, or raw sqlite3."""
+    return (sa.exc.IntegrityError, sqlite3.IntegrityError)
+
+
 def document_message(
     type_slug: str,
     name: str,
@@ -254,6 +285,8 @@ def _now() -> datetime:
 
 def _dumps(value: Any) -> str:
     # Key order kept: documents and schemas list fields in the order the class declares them.
+    if not value and type(value) is dict:
+        return "{}"  # no secrets, no references: most saves, and json.dumps costs ~2 µs
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -803,94 +836,136 @@ class Registry:
         (a rotation committed meanwhile), `StaleKey` and nothing is written. `seal` makes the
         document's seal from its canonical bytes, once its id and version are known.
         """
-        now = _now()
-        texts = (_dumps(data), _dumps(secrets), _dumps(refs))
-        values: dict[str, Any] = {
-            "schema_checksum": schema_checksum,
-            "data": texts[0],
-            "secrets": texts[1],
-            "refs": texts[2],
-            "updated": now,
-        }
-        try:
-            with self.write() as conn:
-                self._key_lock(conn, exclusive=False)
-                if key_id is not None:
-                    record = self._read_key_record(conn)
-                    if record is None or record.active_key_id != key_id:
-                        raise StaleKey(key_id)
-                current = conn.execute(
-                    tables._CURRENT_DOCUMENT, {"type_slug": type_slug, "name": name}
-                ).first()
-                existing = None if current is None else current[0]
-                if existing is not None and not overwrite:
-                    raise BlockAlreadyExists(
-                        f"A {type_slug} block named '{name}' already exists. "
-                        "Pass overwrite=True (CLI: --overwrite) to replace it."
-                    )
-                document_id = uuid.uuid4().hex if existing is None else existing
-                version = 1 if current is None else int(current[1]) + 1
-                values["version"] = version
-                values["mac"] = seal(
-                    document_message(
-                        type_slug, name, document_id, version, schema_checksum, *texts
-                    )
+        document = _NewDocument(
+            type_slug, name, schema_checksum, _dumps(data), _dumps(secrets), _dumps(refs), refs
+        )
+        # The write order, all in ONE transaction (SQLite: BEGIN IMMEDIATE, the write lock
+        # from the start; PostgreSQL: the key lock taken shared, so no rotation interleaves):
+        #   1. the key check: `key_id` must still be the recorded active key, else StaleKey
+        #      and nothing is written (a rotation committed after we sealed the secrets);
+        #   2. read the name's current row (id, version, refs): an overwrite keeps the id, so
+        #      references to the block stay valid, and bumps the version; the seal covers
+        #      both, so it can only be computed here, inside the transaction;
+        #   3. the row: INSERT a new one, or UPDATE it in place (never delete + insert, which
+        #      the foreign keys of blocks referencing it would refuse);
+        #   4. its reference rows, after the row they hang from: the old ones deleted (only if
+        #      the stored refs had any), the new ones checked to exist, then inserted.
+        # Rejected: INSERT ... ON CONFLICT DO UPDATE in one statement. The seal needs the id
+        # and version before the write, which an upsert only gives after it.
+        # On PostgreSQL (no write lock up front) two first saves of one name can both find no
+        # row in step 2; the loser's INSERT fails on the unique name. It then runs again:
+        # it finds the winner's row and overwrites it, or (no overwrite) says it exists.
+        for attempt in range(_SAVE_ATTEMPTS):
+            try:
+                with self._document_writes() as writes:
+                    if key_id is not None:
+                        record = self._key_record_from(writes.key_rows())
+                        if record is None or record.active_key_id != key_id:
+                            raise StaleKey(key_id)
+                    document_id = self._upsert_row(writes, document, overwrite, seal)
+                    self._write_references(writes, document, document_id)
+                return document_id
+            except _integrity_errors():
+                if not overwrite:
+                    raise _already_exists(type_slug, name) from None
+                if attempt == _SAVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _document_writes(self) -> Iterator[DocumentWrites]:
+        """A write transaction holding the key lock shared, and the save's statements on it."""
+        from blocks import _registry_writes as writes
+
+        reads = self._reads
+        if reads is not None:  # a SQLite file: its kept sqlite3 connection (see SqliteWrites)
+            with reads.transaction() as raw:
+                yield writes.SqliteWrites(
+                    raw, _META_KEYS, lambda exc: _sqlite_problem(exc, reads.path)
                 )
-                if existing is None:
-                    conn.execute(
-                        tables._INSERT_DOCUMENT,
-                        {"id": document_id, "type_slug": type_slug, "name": name, "created": now}
-                        | values,
-                    )
-                else:
-                    self._refuse_cycle(conn, type_slug, name, document_id, refs)
-                    conn.execute(tables._UPDATE_DOCUMENT, {"document_id": document_id} | values)
-                    # Its reference rows are written with its refs column, in one transaction:
-                    # a document stored with no references has none to delete.
-                    if current is not None and current[2] != "{}":
-                        conn.execute(tables._DELETE_REFERENCES, {"document_id": document_id})
-                if refs:
-                    missing = set(refs.values()) - set(
-                        conn.execute(
-                            sa.select(tables.block_documents.c.id).where(
-                                tables.block_documents.c.id.in_(set(refs.values()))
-                            )
-                        ).scalars()
-                    )
-                    if missing:
-                        raise BlockNotFound(
-                            f"Cannot save {type_slug}/{name}: a block it references was deleted. "
-                            "Save the nested block again first."
-                        )
-                    conn.execute(
-                        tables._INSERT_REFERENCES,
-                        [
-                            {"parent_id": document_id, "field": field, "child_id": child}
-                            for field, child in refs.items()
-                        ],
-                    )
-        except sa.exc.IntegrityError:
-            # Another process inserted the same name between our check and our insert.
-            if not overwrite:
-                raise BlockAlreadyExists(
-                    f"A {type_slug} block named '{name}' already exists. "
-                    "Pass overwrite=True (CLI: --overwrite) to replace it."
-                ) from None
-            return self.save_document(
-                type_slug=type_slug,
-                name=name,
-                schema_checksum=schema_checksum,
-                data=data,
-                secrets=secrets,
-                refs=refs,
-                overwrite=True,
-                key_id=key_id,
-                seal=seal,
+            return
+        with self.write() as conn:
+            self._key_lock(conn, exclusive=False)
+            yield writes.SqlAlchemyWrites(conn)
+
+    def _upsert_row(
+        self,
+        writes: DocumentWrites,
+        document: _NewDocument,
+        overwrite: bool,
+        seal: Callable[[bytes], str],
+    ) -> str:
+        """Steps 2 and 3 of `save_document`: read the current row, write the new one."""
+        current = writes.current(document.type_slug, document.name)
+        if current is not None and not overwrite:
+            raise _already_exists(document.type_slug, document.name)
+        document_id = uuid.uuid4().hex if current is None else current[0]
+        version = 1 if current is None else current[1] + 1
+        now = _now()
+        values: dict[str, Any] = {
+            "schema_checksum": document.schema_checksum,
+            "data": document.data,
+            "secrets": document.secrets,
+            "refs": document.refs_text,
+            "updated": now,
+            "version": version,
+            "mac": seal(
+                document_message(
+                    document.type_slug,
+                    document.name,
+                    document_id,
+                    version,
+                    document.schema_checksum,
+                    document.data,
+                    document.secrets,
+                    document.refs_text,
+                )
+            ),
+        }
+        if current is None:
+            writes.insert(
+                values
+                | {
+                    "id": document_id,
+                    "type_slug": document.type_slug,
+                    "name": document.name,
+                    "created": now,
+                }
             )
+            return document_id
+        self._refuse_cycle(writes, document.type_slug, document.name, document_id, document.refs)
+        writes.update(document_id, values)
+        if current[2] != "{}":  # a document stored with no references has none to delete
+            writes.delete_references(document_id)
         return document_id
 
+    @staticmethod
+    def _write_references(
+        writes: DocumentWrites, document: _NewDocument, document_id: str
+    ) -> None:
+        """Step 4 of `save_document`: the reference rows of the row just written."""
+        if not document.refs:
+            return
+        wanted = set(document.refs.values())
+        if wanted - writes.existing(wanted):
+            raise BlockNotFound(
+                f"Cannot save {document.type_slug}/{document.name}: a block it references was "
+                "deleted. Save the nested block again first."
+            )
+        writes.insert_references(
+            [
+                {"parent_id": document_id, "field": field, "child_id": child}
+                for field, child in document.refs.items()
+            ]
+        )
+
     def _refuse_cycle(
-        self, conn: Connection, type_slug: str, name: str, document_id: str, refs: dict[str, str]
+        self,
+        writes: DocumentWrites,
+        type_slug: str,
+        name: str,
+        document_id: str,
+        refs: dict[str, str],
     ) -> None:
         """`InvalidBlockData` if a referenced block leads back to this one (a -> b -> a)."""
         frontier, seen = set(refs.values()), set()
@@ -902,13 +977,7 @@ class Registry:
                     "cycle."
                 )
             seen |= frontier
-            frontier = set(
-                conn.execute(
-                    sa.select(tables.block_references.c.child_id).where(
-                        tables.block_references.c.parent_id.in_(frontier)
-                    )
-                ).scalars()
-            ) - seen
+            frontier = writes.children(frontier) - seen
 
     def delete_document(self, type_slug: str, name: str) -> None:
         """Delete a document; `BlockInUse` if another block references it."""
@@ -1071,6 +1140,16 @@ def _plain_sqlite_reads(url: str) -> sqlite_reads.SqliteReads | None:
         uri=uri,
         busy_timeout_ms=int(SQLITE_PRAGMAS["busy_timeout"]),
         problem=lambda exc: _sqlite_problem(exc, str(path)),
+        pragmas=_pragmas(read_only),
+    )
+
+
+def _pragmas(read_only: bool) -> tuple[str, ...]:
+    """The SQLITE_PRAGMAS statements for a new connection (as the engine's connect hook)."""
+    return tuple(
+        f"PRAGMA {name}={value}"
+        for name, value in SQLITE_PRAGMAS.items()
+        if not (read_only and name in ("journal_mode", "synchronous"))
     )
 
 
@@ -1089,6 +1168,7 @@ def _sqlite_reads(engine: Engine) -> sqlite_reads.SqliteReads | None:
         uri=uri,
         busy_timeout_ms=int(SQLITE_PRAGMAS["busy_timeout"]),
         problem=lambda exc: _sqlite_problem(exc, str(path)),
+        pragmas=_pragmas(uri and ("mode=ro" in database or "immutable=1" in database)),
     )
 
 
