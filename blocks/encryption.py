@@ -179,7 +179,7 @@ class Keyset:
                 "BLOCKS_MASTER_KEY to the key that saved it, or re-create the secret."
             )
         try:
-            raw = base64.urlsafe_b64decode(body.encode("ascii"))
+            raw = _b64decode(body.encode("ascii"))
             if len(raw) < NONCE_BYTES + 16:
                 raise ValueError("short token")
             return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)
@@ -218,12 +218,26 @@ class Keyset:
                 f"master key from {self.source} (keys: {', '.join(self.ids)}). Set "
                 "BLOCKS_MASTER_KEY to the key that saved it."
             )
-        expected = base64.urlsafe_b64encode(self._mac(parts[1], message))
+        expected = _b64encode(self._mac(parts[1], message))
         if not hmac.compare_digest(expected, parts[2].encode()):
             raise TamperedDocument(
                 f"{what} was altered in the registry (a value changed, swapped, replayed, "
                 "added or removed outside blocks): refusing to load it. Re-create it."
             )
+
+
+# base64.urlsafe_b64encode/decode, as the two C calls they make (their Python wrappers were
+# ~10% of a load). Decoding, like b64decode's default, discards characters outside the alphabet.
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64encode(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)
+
+
+def _b64decode(data: bytes) -> bytes:
+    return binascii.a2b_base64(data.translate(_FROM_URLSAFE))
 
 
 def token_parts(token: object, *, what: str) -> tuple[str, str, str]:
