@@ -1,4 +1,4 @@
-"""The SQLite registry's read hot path on the `sqlite3` module directly.
+"""The SQLite registry's hot paths (loads, document saves) on the `sqlite3` module directly.
 
 A `Block.load` through SQLAlchemy spent ~70% of its time in the engine (pool checkout and
 return, events, statement compilation cache, result wrapping), ~10x the SELECT itself. Reads
@@ -12,11 +12,13 @@ What is kept from the engine path:
 * the same file and open flags (``mode=ro`` / ``immutable=1`` for a read-only registry);
 * the typed errors for a damaged or unreadable file (`_sqlite_problem` in `blocks.registry`).
 
-Writes stay on SQLAlchemy (``BEGIN IMMEDIATE``, the key lock, one transaction per save): a
-write is ~100x rarer on the hot path and carries the invariants, so one code path serves both
-dialects there. A kept connection would go on reading a file that was replaced (restored from
-a backup, moved aside), so each read compares the path's inode with the one opened (one
-``stat``) and reopens on a change, or after a fork (a connection must not cross one).
+A document save runs on the same connection (`transaction`: BEGIN IMMEDIATE, COMMIT or
+ROLLBACK; the statements are `blocks._registry_writes`'), which is why each new connection
+gets the engine's pragmas (``foreign_keys``, ``synchronous`` ...). Other writes (types,
+deletes, migrations, rotation) stay on SQLAlchemy. A kept connection would go on reading a
+file that was replaced (restored from a backup, moved aside), so each use compares the path's
+inode with the one opened (one ``stat``) and reopens on a change, or after a fork (a
+connection must not cross one).
 """
 
 from __future__ import annotations

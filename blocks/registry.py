@@ -3,9 +3,11 @@
 One set of SQLAlchemy Core tables serves both dialects. The embedded default is a SQLite file
 under ``$BLOCKS_HOME`` (created with mode 0600), in WAL mode with a busy timeout, so many
 processes may save and load at once; writes take the lock up front (``BEGIN IMMEDIATE``) so a
-reader turning writer never fails with "database is locked". Loads from a SQLite file skip
-the engine: they run on kept per-thread `sqlite3` connections (`blocks._sqlite_reads`, which
-says why); every write still goes through SQLAlchemy.
+reader turning writer never fails with "database is locked". Loads and document saves on a
+SQLite file skip the engine: they run on kept per-thread `sqlite3` connections
+(`blocks._sqlite_reads`, `blocks._registry_writes`, which say why), so a load never imports
+SQLAlchemy (`blocks._registry_tables` holds the tables); type registration, deletes, listings,
+migrations and rotation go through SQLAlchemy, as everything does on PostgreSQL.
 
 SQLite settings (applied to every connection):
 
