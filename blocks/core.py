@@ -906,10 +906,10 @@ def open_secrets(
     """
     if not row.seal and not row.secrets and not registry.documents_sealed():
         return {}  # a document saved before seals existed, with nothing to decrypt
-    what = f"{row.slug} (version {row.version})"
     if not row.seal and registry.documents_sealed():
         raise TamperedDocument(
-            f"{what} has no seal: it was written outside blocks. Delete and re-create it."
+            f"{row.slug} (version {row.version}) has no seal: it was written outside blocks. "
+            "Delete and re-create it."
         )
     if manager is None:
         from blocks.encryption import KeyManager
@@ -918,18 +918,30 @@ def open_secrets(
     keyset = manager.cached_keyset()
     if keyset is not None:
         try:
-            return _open(keyset, row, what)
+            return _open(keyset, row)
         except DecryptionFailed:
             pass  # a key the cached keyset lacks (rotated elsewhere?): ask the sources below
-    return _open(_keyset(manager, row.secrets.values(), row.seal), row, what)
+    return _open(_keyset(manager, row.secrets.values(), row.seal), row)
 
 
-def _open(keyset: Keyset, row: DocumentRow, what: str) -> dict[str, Any]:
+def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
+    """Verify the seal and decrypt; the error names the document and field. The names are
+    built only on failure (by running the failed steps again with them): on a load they cost
+    more than the seal check."""
+    try:
+        return _open_named(keyset, row, named=False)
+    except (TamperedDocument, DecryptionFailed):
+        return _open_named(keyset, row, named=True)  # fails again, the same way, with names
+
+
+def _open_named(keyset: Keyset, row: DocumentRow, *, named: bool) -> dict[str, Any]:
     if row.seal:
-        keyset.verify(row.message, row.seal, what=what)
+        keyset.verify(
+            row.message, row.seal, what=f"{row.slug} (version {row.version})" if named else ""
+        )
     opened: dict[str, Any] = {}
     for path, token in row.secrets.items():
-        field = f"field '{path}' of {row.slug}"
+        field = f"field '{path}' of {row.slug}" if named else ""
         plain = keyset.decrypt(
             token, aad=secret_aad(row.type_slug, row.name, path), what=field
         )
