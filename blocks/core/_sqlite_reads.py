@@ -1,4 +1,4 @@
-"""The SQLite registry's read hot path on the `sqlite3` module directly.
+"""The SQLite registry's hot paths (loads, document saves) on the `sqlite3` module directly.
 
 A `Block.load` through SQLAlchemy spent ~70% of its time in the engine (pool checkout and
 return, events, statement compilation cache, result wrapping), ~10x the SELECT itself. Reads
@@ -12,19 +12,23 @@ What is kept from the engine path:
 * the same file and open flags (``mode=ro`` / ``immutable=1`` for a read-only registry);
 * the typed errors for a damaged or unreadable file (`_sqlite_problem` in `blocks.core._registry`).
 
-Writes stay on SQLAlchemy (``BEGIN IMMEDIATE``, the key lock, one transaction per save): a
-write is ~100x rarer on the hot path and carries the invariants, so one code path serves both
-dialects there. A kept connection would go on reading a file that was replaced (restored from
-a backup, moved aside), so each read compares the path's inode with the one opened (one
-``stat``) and reopens on a change, or after a fork (a connection must not cross one).
+A document save runs on the same connection (`transaction`: BEGIN IMMEDIATE, COMMIT or
+ROLLBACK; the statements are `blocks.core._registry_writes`'), which is why each new connection
+gets the engine's pragmas (``foreign_keys``, ``synchronous`` ...). Other writes (types,
+deletes, migrations, rotation) stay on SQLAlchemy. A kept connection would go on reading a
+file that was replaced (restored from a backup, moved aside), so each use compares the path's
+inode with the one opened (one ``stat``) and reopens on a change, or after a fork (a
+connection must not cross one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Column order is `blocks.core._registry._DOC_COLUMNS`'s: `_document` reads rows by position.
@@ -33,6 +37,21 @@ _COLUMNS = (
 )
 GET_DOCUMENT = f"SELECT {_COLUMNS} FROM block_documents WHERE type_slug = ? AND name = ?"
 GET_DOCUMENT_BY_ID = f"SELECT {_COLUMNS} FROM block_documents WHERE id = ?"
+GET_META = "SELECT key, value FROM registry_meta WHERE key IN (?, ?, ?, ?)"
+SCHEMA_VERSION = "SELECT value FROM registry_meta WHERE key = 'schema_version'"
+
+# Bumped in a forked child, so connections inherited from the parent are dropped without a
+# getpid() system call per read.
+_generation = 0
+
+
+def _after_fork() -> None:
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class SqliteReads:
@@ -46,8 +65,10 @@ class SqliteReads:
         uri: bool,
         busy_timeout_ms: int,
         problem: Callable[[BaseException], Exception | None],
+        pragmas: tuple[str, ...] = (),
     ) -> None:
         self.path = path  # what is stat'ed for replacement
+        self._pragmas = pragmas  # run on each new connection (the engine's settings)
         self._target = target  # what sqlite3 opens (a path, or a file: URI with flags)
         self._uri = uri
         self._timeout = busy_timeout_ms / 1000
@@ -58,9 +79,9 @@ class SqliteReads:
         local = self._local
         try:
             st = os.stat(self.path)
-            ident: tuple[int, int, int] = (st.st_dev, st.st_ino, os.getpid())
+            ident: tuple[int, int, int] = (st.st_dev, st.st_ino, _generation)
         except OSError:
-            ident = (-1, -1, os.getpid())  # gone: sqlite3 below says what is wrong
+            ident = (-1, -1, _generation)  # gone: sqlite3 below says what is wrong
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None and local.ident == ident:
             return conn
@@ -70,6 +91,8 @@ class SqliteReads:
         conn = sqlite3.connect(
             self._target, uri=self._uri, timeout=self._timeout, isolation_level=None
         )
+        for pragma in self._pragmas:
+            conn.execute(pragma)
         local.conn, local.ident = conn, ident
         return conn
 
@@ -80,7 +103,7 @@ class SqliteReads:
         if conn is not None:
             conn.close()
 
-    def one(self, sql: str, params: tuple[str, ...]) -> tuple[Any, ...] | None:
+    def one(self, sql: str, params: tuple[str, ...] = ()) -> tuple[Any, ...] | None:
         """The first row of a constant SELECT, or None."""
         try:
             row: tuple[Any, ...] | None = self._connection().execute(sql, params).fetchone()
@@ -91,3 +114,38 @@ class SqliteReads:
                 raise problem from None
             raise
         return row
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection: BEGIN IMMEDIATE (the write lock up
+        front, as the engine's writes), COMMIT on success, ROLLBACK on any error."""
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            raise self._typed(exc) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._typed(exc) from None
+            raise
+
+    def _typed(self, exc: sqlite3.Error) -> Exception:
+        problem = self._problem(exc)
+        return exc if problem is None else problem
+
+    def all(self, sql: str, params: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a constant SELECT."""
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            problem = self._problem(exc)
+            if problem is not None:
+                raise problem from None
+            raise

@@ -8,8 +8,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pydantic
 import pytest
 from pydantic import Field, SecretBytes, SecretStr
 
@@ -308,3 +309,82 @@ def test_validation_errors_never_repeat_the_input() -> None:
     with pytest.raises(ValidationError) as info:
         Credentials(user="u", password="pw", token=["tok-98765"])
     assert "tok-98765" not in str(info.value)
+
+
+class Counted(Block):
+    """A block with a validator of its own: always loaded through model_validate."""
+
+    label: str
+    runs: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _count(self) -> Counted:
+        Counted.validations += 1
+        return self
+
+    validations: ClassVar[int] = 0
+
+
+class Plain(Block):
+    """Only fields whose stored values validate unchanged: loaded without re-validation."""
+
+    name_: str = Field(alias="name_")
+    port: int
+    ratio: float
+    enabled: bool
+    token: SecretStr
+    raw: SecretBytes | None
+    extra: Any
+    note: str | None = None
+
+
+def test_loads_built_without_revalidation_equal_validated_blocks() -> None:
+    from blocks.core import _block as core
+
+    plain = Plain(
+        name_="db", port=5432, ratio=0.5, enabled=True, token=SecretStr("t"),
+        raw=SecretBytes(b"r"), extra={"a": [1, 2]}, note=None,
+    )
+    plain.save("plain")
+    Secret(value="s").save("s")
+    String(value="x").save("x")
+    JSON(value={"k": [1, "two"]}).save("j")
+    Secret(value={"user": "u"}).save("d")
+    DateTime(value=datetime(2026, 1, 2, 3, 4, 5)).save("t")
+    assert core._construct_plan(Secret) and core._construct_plan(Plain)
+    assert core._construct_plan(DateTime) is None and core._construct_plan(Counted) is None
+    cases: list[tuple[type[Block], str]] = [
+        (Plain, "plain"), (Secret, "s"), (String, "x"), (JSON, "j"), (Secret, "d"),
+        (DateTime, "t"),
+    ]
+    for cls, name in cases:
+        loaded = cls.load(name)
+        fields = {f: getattr(loaded, f) for f in cls.model_fields}
+        validated = cls.model_validate(fields)
+        assert loaded.__dict__ == validated.__dict__ and type(loaded) is cls, name
+        assert [type(getattr(loaded, f)) for f in cls.model_fields] == [
+            type(getattr(validated, f)) for f in cls.model_fields
+        ]
+        assert loaded.model_fields_set == validated.model_fields_set
+        assert loaded.block_document_name == name and not loaded._is_anonymous
+        assert repr(loaded) == repr(validated)
+    assert Plain.load("plain").token.get_secret_value() == "t"
+    assert type(Secret.load("d").value) is type(Secret(value={"user": "u"}).value)
+    Counted(label="c").save("c")
+    before = Counted.validations
+    assert Counted.load("c").label == "c" and Counted.validations == before + 1
+
+
+def test_a_stored_value_of_another_type_still_gets_validation_and_its_error() -> None:
+    class Port(Block):
+        _block_type_slug = "port-for-test"
+        value: str
+
+    Port(value="not-a-number").save("p")
+
+    class PortNow(Block):
+        _block_type_slug = "port-for-test"
+        value: int
+
+    with pytest.raises(IncompatibleSchema, match="value"):
+        PortNow.load("p")

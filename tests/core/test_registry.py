@@ -187,3 +187,70 @@ def test_a_forked_child_loads_without_its_parents_read_connection() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert Secret.load("forked").get() == "from-child"
+
+
+def test_a_cold_load_from_sqlite_never_imports_sqlalchemy() -> None:
+    Secret(value="cold").save("cold")
+    check = (
+        "import sys\n"
+        "from blocks.system import Secret\n"
+        "assert Secret.load('cold').get() == 'cold'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'asyncio')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=os.environ.copy(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_rows_saved_on_the_raw_connection_read_the_same_through_sqlalchemy() -> None:
+    from blocks.system import String
+
+    String(value="child").save("child")
+    Secret(value="s").save("raw")
+    Secret(value="t").save("raw", overwrite=True)
+    registry = Registry.default()
+    raw = registry.get_document("secret", "raw")  # sqlite3 directly
+    engine_rows = {row.slug: row for row in registry.list_documents()}  # SQLAlchemy
+    assert raw is not None and raw.version == 2
+    through = engine_rows["secret/raw"]
+    assert (through.id, through.seal, through.message) == (raw.id, raw.seal, raw.message)
+    assert through.created == raw.created and through.updated == raw.updated
+    assert raw.created.tzinfo is not None and raw.updated > raw.created
+    with sa.create_engine(f"sqlite:///{registry._reads.path}").connect() as conn:  # type: ignore[union-attr]
+        stamps = conn.exec_driver_sql("SELECT created, updated FROM block_documents").all()
+    assert all(len(value) == 26 for row in stamps for value in row)  # SQLAlchemy's own format
+
+
+def test_a_warm_process_follows_its_environment_and_a_disposed_registry(
+    blocks_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Secret(value="in-first").save("where")
+    assert Secret.load("where").get() == "in-first"  # the first home is now cached
+    monkeypatch.setenv("BLOCKS_HOME", str(blocks_home / "second"))
+    Secret(value="in-second").save("where")
+    assert Secret.load("where").get() == "in-second"
+    monkeypatch.setenv("BLOCKS_HOME", str(blocks_home))
+    assert Secret.load("where").get() == "in-first"
+    Registry.dispose_all()
+    for path in blocks_home.glob("registry.db*"):
+        path.unlink()  # a new empty registry at the same path: the cache must not outlive it
+    Secret(value="recreated").save("where")
+    assert Secret.load("where").get() == "recreated"
+
+
+def test_a_key_swapped_under_a_warm_process_is_still_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import base64
+
+    from blocks.errors import DecryptionFailed, KeyMismatch
+
+    Secret(value="sealed").save("swap")
+    assert Secret.load("swap").get() == "sealed"  # keyset and registry are now cached
+    monkeypatch.setenv("BLOCKS_MASTER_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    with pytest.raises(DecryptionFailed):
+        Secret.load("swap")
+    with pytest.raises(KeyMismatch):
+        Secret(value="forked").save("other")
