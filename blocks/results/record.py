@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from blocks.errors import CorruptRecord
+from blocks.errors import ConfigurationError, CorruptRecord, SerializationError
 from blocks.results.signing import GMAC_ALGORITHM, HMAC_ALGORITHM, tags_equal
 
 if TYPE_CHECKING:
@@ -139,7 +139,10 @@ class RecordHeader:
         self, payload_size: int, checksum: str, decoded_size: int | None = None
     ) -> RecordHeader:
         if not 0 <= payload_size <= MAX_PAYLOAD_SIZE:
-            raise ValueError(f"payload of {payload_size} bytes is too large for one record")
+            raise SerializationError(
+                f"The result of {self.key[:80]!r} serialized to {payload_size} bytes; one record "
+                f"holds 0 to {MAX_PAYLOAD_SIZE}: split the result into smaller ones."
+            )
         return replace(
             self, payload_size=payload_size, checksum=checksum, decoded_size=decoded_size
         )
@@ -203,7 +206,10 @@ def encode_prefix(header: RecordHeader, *, width: int, signer: ResultsKey) -> by
     if len(body) > width:
         raise ValueError("finished header is wider than its reserved space")
     if width > MAX_HEADER_SIZE:
-        raise ValueError(f"record header of {width} bytes exceeds {MAX_HEADER_SIZE}")
+        raise ConfigurationError(
+            f"The header of result {header.key[:80]!r} would take {width} bytes (limit "
+            f"{MAX_HEADER_SIZE}): shorten the key or the task name."
+        )
     body += b" " * (width - len(body))
     start = struct.pack(">4sBI", MAGIC, FORMAT_VERSION, width)
     return start + signer.header_tag(start + body) + body

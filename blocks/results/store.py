@@ -505,14 +505,12 @@ class ResultStore:
             start = stream.tell()
             streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
             stream.seek(start)
-            with codec_context(max_bytes=limit, sealer=signer):
-                return streams.deserialize(serializer, stream, header)
+            return _decode(serializer, stream, header, signer, limit)
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
             streams.verify(measured, header)
             spool.seek(0)
-            with codec_context(max_bytes=limit, sealer=signer):
-                return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
+            return _decode(serializer, spool, header, signer, limit)  # type: ignore[arg-type]
 
     def _load_small(
         self,
@@ -528,8 +526,7 @@ class ResultStore:
         hasher = signer.payload_hasher(header.checksum)
         hasher.update(payload)
         streams.verify((len(payload), checksum_string(hasher)), header)
-        with codec_context(max_bytes=limit, sealer=signer):
-            return streams.deserialize(serializer, io.BytesIO(payload), header)
+        return _decode(serializer, io.BytesIO(payload), header, signer, limit)
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
@@ -552,6 +549,15 @@ def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:
         spec if spec is not None else settings.results_serializer()
     )
     return resolved
+
+
+def _decode(
+    serializer: Serializer, stream: BinaryIO, header: RecordHeader, signer: ResultsKey, limit: int
+) -> Any:
+    """Deserialize a verified payload from `stream`: decoded size bounded by `limit`, sealed
+    secrets opened with `signer` (the key the record verified under)."""
+    with codec_context(max_bytes=limit, sealer=signer):
+        return streams.deserialize(serializer, stream, header)
 
 
 def _compatible(serializer: Serializer, header: RecordHeader) -> Serializer:
