@@ -154,6 +154,9 @@ class RecordHeader:
         return (_utc(now) if now is not None else datetime.now(UTC)) >= self.expires
 
     def to_json(self) -> bytes:
+        return _dumps(self._fields())
+
+    def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "format_version": self.format_version,
             "key": self.key,
@@ -172,26 +175,26 @@ class RecordHeader:
             fields["components"] = self.components
         if self.flow is not None:
             fields["flow"] = self.flow
-        return json.dumps(
-            fields,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+        return fields
 
     def width(self) -> int:
         """Bytes this header occupies with placeholders: an upper bound for any finished copy."""
-        widest = replace(
-            self,
+        widest = self._fields()
+        widest.update(
             payload_size=_SIZE_PLACEHOLDER,
             checksum=_CHECKSUM_PLACEHOLDER,
             decoded_size=_SIZE_PLACEHOLDER,
         )
-        return len(widest.to_json())
+        return len(_dumps(widest))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able fields, for ``--json`` output."""
         data: dict[str, Any] = json.loads(self.to_json())
         return data
+
+
+def _dumps(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _utc(moment: datetime) -> datetime:

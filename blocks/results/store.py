@@ -215,9 +215,10 @@ class ResultStore:
     def _write_in_place(
         self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
     ) -> RecordHeader:
-        # Reserve the header, stream the payload, then seek back to fill size and signature.
+        # Reserve the header, stream the payload, then seek back to fill it in. The reserved
+        # bytes are never read: the file is renamed into place only once it is whole.
         start = out.tell()
-        out.write(encode_prefix(draft, width=width, signer=signer))
+        out.write(bytes(PREFIX_SIZE + width))
         sink = streams.HashingWriter(out, signer.payload_hasher())
         decoded = self._dump(value, sink, signer)
         header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
