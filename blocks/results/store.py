@@ -342,7 +342,11 @@ class ResultStore:
         too, and never produce a warning here.
         """
         prefix = validate_key(prefix, allow_empty=True)
+        heads = self._scan_heads() if not prefix else None
         try:
+            if heads is not None:
+                yield from self._records_from(heads)
+                return
             for key in self.storage.walk_keys(prefix):
                 try:
                     yield key, self._fetch_header(validate_key(key))[0]
@@ -352,6 +356,36 @@ class ResultStore:
             raise
         except OSError as exc:
             self._storage_failed("list", prefix or "(all)", exc)
+
+    def _scan_heads(self) -> Iterator[tuple[str, bytes | None]] | None:
+        """The first bytes of every object in one scan, where the storage offers it (local
+        folders, unless a subclass reads its own way); None to read key by key."""
+        from blocks.filesystems.local import LocalFileSystem
+
+        storage = self.storage
+        if not isinstance(storage, LocalFileSystem) or any(
+            getattr(type(storage), name) is not getattr(LocalFileSystem, name)
+            for name in ("walk_keys", "read_range", "open_read")
+        ):
+            return None
+        return storage.read_heads(FIRST_READ)
+
+    def _records_from(
+        self, heads: Iterator[tuple[str, bytes | None]]
+    ) -> Iterator[tuple[str, RecordHeader | None]]:
+        keys = self.keys
+        for key, head in heads:
+            try:
+                key = validate_key(key)
+                if head is None or (
+                    len(head) == FIRST_READ
+                    and PREFIX_SIZE + header_length(head, key=key) > FIRST_READ
+                ):
+                    yield key, self._fetch_header(key)[0]  # a symlink, or a header past the head
+                else:
+                    yield key, decode_header(head, key=key, keys=keys)
+            except (BlocksError, OSError):  # CorruptRecord, UnsafePath, absent, ...
+                yield key, None
 
     # -- deleting -------------------------------------------------------------------------
 
