@@ -23,6 +23,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from blocks.filesystems.base import checked_key
+
 # The persistence half of the old module, for the runtime (`blocks.task_engine`, `engine`,
 # `flows`) and anyone who imported it from here.
 from blocks.results.persistence import (
@@ -116,6 +118,4 @@ def call_cache_key_fn(
     key = fn() if arity == 0 else fn(run, parameters)
     if key is None:
         return None
-    from blocks.results import validate_key
-
-    return validate_key(key)
+    return checked_key(key)  # validated once per distinct key (a static key: once)
