@@ -1,4 +1,4 @@
-"""Cache keys, the result-store cache, and the "compute once" locks of cached tasks.
+"""Cache keys: `task_input_hash`, and how a task's ``cache_key_fn`` is called.
 
 `task_input_hash` is the usual ``cache_key_fn``: a stable hash of the task's code fingerprint
 (`blocks.fingerprints`) and of each bound parameter's deterministic digest (`blocks.hashing`);
@@ -6,9 +6,9 @@ it is the `blocks.cache_policies` ``INPUTS + TASK_SOURCE`` policy. Equal code an
 the same key in every process, on every machine and Python version; an input that cannot be
 hashed makes the call run uncached, with a warning.
 
-Concurrent calls with one key compute once: threads of one process queue on an in-process lock,
-processes on a `filelock.FileLock` under ``$BLOCKS_HOME/locks/``; whoever gets the lock second
-finds the record the first one wrote.
+Persisting results (resolved stores, `persist`, the "compute once" `KeyLock`) lives in the
+results layer, `blocks.results._persistence`; its names are re-exported here for the runtime
+modules and old imports.
 
 Example:
     >>> @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
@@ -20,23 +20,28 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from blocks import settings
-from blocks.errors import BlocksError, SerializationError, StorageError
+from blocks.filesystems.base import checked_key
+
+# The persistence half of the old module, for the runtime (`blocks.task_engine`, `engine`,
+# `flows`) and anyone who imported it from here.
+from blocks.results._persistence import (
+    KeyLock,
+    clear_store_cache,
+    key_lock,
+    persist,
+    result_store,
+)
 
 if TYPE_CHECKING:
-    from blocks.results import ResultStore
     from blocks.runtime._context import TaskRun
 
 __all__ = [
     "KeyLock",
     "call_cache_key_fn",
+    "clear_store_cache",
     "key_lock",
     "persist",
     "result_store",
@@ -113,173 +118,4 @@ def call_cache_key_fn(
     key = fn() if arity == 0 else fn(run, parameters)
     if key is None:
         return None
-    from blocks.results import validate_key
-
-    return validate_key(key)
-
-
-# -- resolved result stores, one per (storage, serializer, settings) ---------------------------
-
-_stores: dict[tuple[Any, ...], tuple[Any, Any, ResultStore]] = {}
-_stores_lock = threading.Lock()
-
-
-def _spec_key(spec: Any) -> Any:
-    if spec is None or isinstance(spec, str):
-        return spec
-    if isinstance(spec, os.PathLike):
-        return os.fspath(spec)
-    return ("id", id(spec))  # a Block or Serializer instance: kept alive in the cache entry
-
-
-def result_store(storage: Any, serializer: Any) -> ResultStore:
-    """`ResultStore.resolve(storage, serializer)`, built once per distinct pair and settings.
-
-    The settings that change what None or a slug means (``BLOCKS_HOME``, the registry URL,
-    the default storage and serializer) are part of the cache key.
-    """
-    env = os.environ
-    key = (
-        _spec_key(storage),
-        _spec_key(serializer),
-        env.get("BLOCKS_HOME"),
-        env.get("BLOCKS_REGISTRY_URL"),
-        env.get("BLOCKS_RESULTS_STORAGE"),
-        env.get("BLOCKS_RESULTS_SERIALIZER"),
-    )
-    entry = _stores.get(key)
-    if entry is None:
-        from blocks.results import ResultStore
-
-        store = ResultStore.resolve(storage, serializer)
-        with _stores_lock:
-            entry = _stores.setdefault(key, (storage, serializer, store))
-    return entry[2]
-
-
-def clear_store_cache() -> None:
-    """Forget resolved stores (after a saved storage block was changed, say)."""
-    with _stores_lock:
-        _stores.clear()
-
-
-def persist(
-    store: ResultStore,
-    key: str,
-    value: Any,
-    expiration: timedelta | None,
-    task: str,
-    components: dict[str, str] | None = None,
-    flow: str | None = None,
-) -> None:
-    """Write `value` under `key`, expiring after `expiration`; failures become `StorageError`.
-
-    The message names the storage (bucket, endpoint) and never a credential: secret fields
-    of the storage block are masked in whatever the backend said.
-    """
-    expires = None if expiration is None else datetime.now(UTC) + expiration
-    try:
-        store.write(key, value, expires=expires, task=task, components=components, flow=flow)
-    except BlocksError as exc:
-        if not isinstance(exc, SerializationError):
-            raise  # ours already say where and never carry secrets
-        # A SerializationError names neither the task nor the storage: wrapped as before it
-        # joined the BlocksError tree.
-        _persist_failed(store, task, exc)
-    except Exception as exc:
-        _persist_failed(store, task, exc)
-
-
-def _persist_failed(store: ResultStore, task: str, exc: Exception) -> NoReturn:
-    from blocks.filesystems.base import scrub
-
-    raise StorageError(
-        f"Could not persist the result of task {task!r} to {store.storage.describe()}: "
-        f"{type(exc).__name__}: {scrub(str(exc), store.storage.secret_values())[:500]}. "
-        "Check that the storage "
-        "is reachable and writable."
-    ) from exc
-
-
-# -- compute once --------------------------------------------------------------------------------
-
-_key_locks: dict[str, list[Any]] = {}  # lock name -> [threading.Lock, users]
-_key_locks_guard = threading.Lock()
-
-
-class KeyLock:
-    """The lock of one key in one store: one thread per process, one process per machine.
-
-    ``acquire(blocking=False)`` never waits, so an event loop can poll it between sleeps
-    instead of parking a worker thread on it; ``release()`` may run in any thread.
-    """
-
-    __slots__ = ("_file", "name")
-
-    def __init__(self, store: ResultStore, key: str) -> None:
-        self.name = hashlib.blake2b(
-            f"{store.storage.describe()}\x00{key}".encode(), digest_size=16
-        ).hexdigest()
-        self._file: Any = None
-
-    def acquire(self, blocking: bool = True) -> bool:
-        """Take the lock (waiting for it, unless not `blocking`); whether it was taken."""
-        from filelock import FileLock, Timeout
-
-        with _key_locks_guard:
-            entry = _key_locks.get(self.name)
-            if entry is None:
-                entry = _key_locks[self.name] = [threading.Lock(), 0]
-            entry[1] += 1
-        taken = False
-        try:
-            if not entry[0].acquire(blocking):
-                return False
-            try:
-                locks = settings.blocks_home() / "locks"
-                locks.mkdir(parents=True, exist_ok=True)
-                file_lock = FileLock(str(locks / f"{self.name}.lock"), thread_local=False)
-                try:
-                    file_lock.acquire(blocking=blocking)
-                except Timeout:
-                    return False
-                self._file = file_lock
-                taken = True
-                return True
-            finally:
-                if not taken:
-                    entry[0].release()
-        finally:
-            if not taken:
-                self._leave()
-
-    def release(self) -> None:
-        """Let the next thread or process in."""
-        file_lock, self._file = self._file, None
-        if file_lock is None:
-            return
-        try:
-            file_lock.release()
-        finally:
-            with _key_locks_guard:
-                entry = _key_locks[self.name]
-            entry[0].release()
-            self._leave()
-
-    def _leave(self) -> None:
-        with _key_locks_guard:
-            entry = _key_locks[self.name]
-            entry[1] -= 1
-            if entry[1] == 0:
-                del _key_locks[self.name]
-
-
-@contextmanager
-def key_lock(store: ResultStore, key: str) -> Iterator[None]:
-    """Hold the lock of `key` in `store` for the ``with`` block (see `KeyLock`)."""
-    lock = KeyLock(store, key)
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+    return checked_key(key)  # validated once per distinct key (a static key: once)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, Protocol
 
 
@@ -126,3 +126,14 @@ def refuse_secret(value: Any, kind: type) -> Exception:
         "through a ResultStore (which seals secrets under the results key), or take the "
         "secret out of the value"
     )
+
+
+def enter(context: CodecContext) -> Token[CodecContext | None]:
+    """Make `context` the current one until ``leave(token)``: `codec_context` without the
+    generator, for hot paths (a cache hit decodes one small payload)."""
+    return _CONTEXT.set(context)
+
+
+def leave(token: Token[CodecContext | None]) -> None:
+    """Restore the context that was current before `enter` gave `token`."""
+    _CONTEXT.reset(token)

@@ -463,8 +463,73 @@ class LocalFileSystem(WritableFileSystem):
         real_root = os.path.realpath(self.root())
         yield from _walk(start, key, real_root)
 
+    def read_heads(self, size: int) -> Iterator[tuple[str, bytes | None]]:
+        """Every key (as ``walk_keys("")`` gives them, in the same order) with up to `size`
+        first bytes of its file; None for a key to read by name (a symlink inside the base).
+
+        For scans of the whole store (``block results ls`` / ``prune``): each folder is
+        listed and each file opened relative to its folder's descriptor, never through a
+        symlink, so a scan costs one ``openat`` + ``pread`` per file instead of a walk from
+        the base per key.
+        """
+        try:
+            fd = os.open(self._root_text(), _BASE_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            yield from _scan_heads(fd, "", size, os.path.realpath(self._root_text()))
+        finally:
+            os.close(fd)
+
     def describe(self) -> str:
         return f"file://{self._root_text()}"
+
+
+def _scan_heads(
+    fd: int, prefix: str, size: int, real_root: str
+) -> Iterator[tuple[str, bytes | None]]:
+    """`LocalFileSystem.read_heads` below the folder `fd` (keys start with `prefix`)."""
+    with os.scandir(fd) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
+        name = entry.name
+        if name.startswith(TEMP_PREFIX):
+            continue
+        key = prefix + name
+        if entry.is_dir(follow_symlinks=False):
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # gone, or swapped for a symlink since it was listed: not followed
+            try:
+                yield from _scan_heads(child, key + "/", size, real_root)
+            finally:
+                os.close(child)
+        elif entry.is_symlink():
+            # Listed as `walk_keys` lists it: a file that stays inside the base, read by key.
+            real = os.path.realpath(os.path.join(real_root, key))
+            if real.startswith(real_root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
+                yield key, None
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                file_fd = os.open(name, _FILE_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+            except OSError as exc:
+                if exc.errno not in _NOT_FOLLOWED:
+                    raise
+                yield key, None  # swapped for a symlink: decide by key, as reads do
+                continue
+            try:
+                info = os.fstat(file_fd)
+                # Sized from fstat: one pread for a file shorter than `size`, not a second at EOF.
+                head = None
+                if stat.S_ISREG(info.st_mode):
+                    head = _pread(file_fd, min(size, info.st_size), 0)
+            finally:
+                os.close(file_fd)
+            if head is not None:
+                yield key, head
 
 
 def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:

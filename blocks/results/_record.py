@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from blocks.errors import CorruptRecord
+from blocks.errors import ConfigurationError, CorruptRecord, SerializationError
 from blocks.results._signing import GMAC_ALGORITHM, HMAC_ALGORITHM, tags_equal
 
 if TYPE_CHECKING:
@@ -139,7 +139,10 @@ class RecordHeader:
         self, payload_size: int, checksum: str, decoded_size: int | None = None
     ) -> RecordHeader:
         if not 0 <= payload_size <= MAX_PAYLOAD_SIZE:
-            raise ValueError(f"payload of {payload_size} bytes is too large for one record")
+            raise SerializationError(
+                f"The result of {self.key[:80]!r} serialized to {payload_size} bytes; one record "
+                f"holds 0 to {MAX_PAYLOAD_SIZE}: split the result into smaller ones."
+            )
         return replace(
             self, payload_size=payload_size, checksum=checksum, decoded_size=decoded_size
         )
@@ -151,6 +154,9 @@ class RecordHeader:
         return (_utc(now) if now is not None else datetime.now(UTC)) >= self.expires
 
     def to_json(self) -> bytes:
+        return _dumps(self._fields())
+
+    def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "format_version": self.format_version,
             "key": self.key,
@@ -169,26 +175,26 @@ class RecordHeader:
             fields["components"] = self.components
         if self.flow is not None:
             fields["flow"] = self.flow
-        return json.dumps(
-            fields,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+        return fields
 
     def width(self) -> int:
         """Bytes this header occupies with placeholders: an upper bound for any finished copy."""
-        widest = replace(
-            self,
+        widest = self._fields()
+        widest.update(
             payload_size=_SIZE_PLACEHOLDER,
             checksum=_CHECKSUM_PLACEHOLDER,
             decoded_size=_SIZE_PLACEHOLDER,
         )
-        return len(widest.to_json())
+        return len(_dumps(widest))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able fields, for ``--json`` output."""
         data: dict[str, Any] = json.loads(self.to_json())
         return data
+
+
+def _dumps(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _utc(moment: datetime) -> datetime:
@@ -203,7 +209,10 @@ def encode_prefix(header: RecordHeader, *, width: int, signer: ResultsKey) -> by
     if len(body) > width:
         raise ValueError("finished header is wider than its reserved space")
     if width > MAX_HEADER_SIZE:
-        raise ValueError(f"record header of {width} bytes exceeds {MAX_HEADER_SIZE}")
+        raise ConfigurationError(
+            f"The header of result {header.key[:80]!r} would take {width} bytes (limit "
+            f"{MAX_HEADER_SIZE}): shorten the key or the task name."
+        )
     body += b" " * (width - len(body))
     start = struct.pack(">4sBI", MAGIC, FORMAT_VERSION, width)
     return start + signer.header_tag(start + body) + body

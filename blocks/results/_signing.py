@@ -184,20 +184,13 @@ class ResultsKeys:
         return cls(made[0], {k.key_id: k for k in made})
 
 
-_cache: dict[tuple[str | None, ...], ResultsKeys] = {}
+_cache: dict[tuple[object, ...], ResultsKeys] = {}
 _lock = threading.Lock()
 
 
 def results_keys() -> ResultsKeys:
     """The results keys under the current settings (cached per process and settings)."""
-    env = os.environ
-    ident = (
-        env.get("BLOCKS_RESULTS_KEY"),
-        env.get("BLOCKS_MASTER_KEY"),
-        env.get("BLOCKS_KEY_SOURCE"),
-        env.get("BLOCKS_HOME"),
-        env.get("BLOCKS_REGISTRY_URL"),
-    )
+    ident = settings.results_keys_stamp()
     found = _cache.get(ident)
     if found is None:
         with _lock:

@@ -68,6 +68,7 @@ from blocks.results._record import (
 )
 from blocks.results._signing import ResultsKey, ResultsKeys, results_keys
 from blocks.results._storage import resolve_storage
+from serializers import context as codec
 from serializers.context import codec_context
 from serializers.errors import SerializationError
 
@@ -214,9 +215,10 @@ class ResultStore:
     def _write_in_place(
         self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
     ) -> RecordHeader:
-        # Reserve the header, stream the payload, then seek back to fill size and signature.
+        # Reserve the header, stream the payload, then seek back to fill it in. The reserved
+        # bytes are never read: the file is renamed into place only once it is whole.
         start = out.tell()
-        out.write(encode_prefix(draft, width=width, signer=signer))
+        out.write(bytes(PREFIX_SIZE + width))
         sink = streams.HashingWriter(out, signer.payload_hasher())
         decoded = self._dump(value, sink, signer)
         header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
@@ -340,7 +342,11 @@ class ResultStore:
         too, and never produce a warning here.
         """
         prefix = validate_key(prefix, allow_empty=True)
+        heads = self._scan_heads() if not prefix else None
         try:
+            if heads is not None:
+                yield from self._records_from(heads)
+                return
             for key in self.storage.walk_keys(prefix):
                 try:
                     yield key, self._fetch_header(validate_key(key))[0]
@@ -350,6 +356,36 @@ class ResultStore:
             raise
         except OSError as exc:
             self._storage_failed("list", prefix or "(all)", exc)
+
+    def _scan_heads(self) -> Iterator[tuple[str, bytes | None]] | None:
+        """The first bytes of every object in one scan, where the storage offers it (local
+        folders, unless a subclass reads its own way); None to read key by key."""
+        from blocks.filesystems.local import LocalFileSystem
+
+        storage = self.storage
+        if not isinstance(storage, LocalFileSystem) or any(
+            getattr(type(storage), name) is not getattr(LocalFileSystem, name)
+            for name in ("walk_keys", "read_range", "open_read")
+        ):
+            return None
+        return storage.read_heads(FIRST_READ)
+
+    def _records_from(
+        self, heads: Iterator[tuple[str, bytes | None]]
+    ) -> Iterator[tuple[str, RecordHeader | None]]:
+        keys = self.keys
+        for key, head in heads:
+            try:
+                key = validate_key(key)
+                if head is None or (
+                    len(head) == FIRST_READ
+                    and PREFIX_SIZE + header_length(head, key=key) > FIRST_READ
+                ):
+                    yield key, self._fetch_header(key)[0]  # a symlink, or a header past the head
+                else:
+                    yield key, decode_header(head, key=key, keys=keys)
+            except (BlocksError, OSError):  # CorruptRecord, UnsafePath, absent, ...
+                yield key, None
 
     # -- deleting -------------------------------------------------------------------------
 
@@ -505,14 +541,12 @@ class ResultStore:
             start = stream.tell()
             streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
             stream.seek(start)
-            with codec_context(max_bytes=limit, sealer=signer):
-                return streams.deserialize(serializer, stream, header)
+            return _decode(serializer, stream, header, signer, limit)
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
             streams.verify(measured, header)
             spool.seek(0)
-            with codec_context(max_bytes=limit, sealer=signer):
-                return streams.deserialize(serializer, spool, header)  # type: ignore[arg-type]
+            return _decode(serializer, spool, header, signer, limit)  # type: ignore[arg-type]
 
     def _load_small(
         self,
@@ -525,11 +559,18 @@ class ResultStore:
         # The whole payload is in memory (the storage said so): verify it there, then decode
         # from it. Truncated or padded shows as a size mismatch.
         signer = keys.by_id[header.signer]
-        hasher = signer.payload_hasher(header.checksum)
-        hasher.update(payload)
-        streams.verify((len(payload), checksum_string(hasher)), header)
-        with codec_context(max_bytes=limit, sealer=signer):
-            return streams.deserialize(serializer, io.BytesIO(payload), header)
+        seen = _verified_payloads.get(header.checksum)
+        if (
+            seen is None
+            or seen[0] is not signer
+            or seen[1] != payload
+            or len(payload) != header.payload_size
+        ):
+            hasher = signer.payload_hasher(header.checksum)
+            hasher.update(payload)
+            streams.verify((len(payload), checksum_string(hasher)), header)
+            _remember_payload(header.checksum, signer, payload)
+        return _decode(serializer, io.BytesIO(payload), header, signer, limit)
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
@@ -552,6 +593,32 @@ def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:
         spec if spec is not None else settings.results_serializer()
     )
     return resolved
+
+
+#: Small payloads whose tag verified, by tag: the same bytes under the same key give the same
+#: tag, so a repeat hit compares bytes instead of computing the MAC again. At most
+#: 1024 x 4 KiB.
+_verified_payloads: dict[str, tuple[ResultsKey, bytes]] = {}
+_REMEMBERED_PAYLOAD = 4096
+
+
+def _remember_payload(checksum: str, signer: ResultsKey, payload: bytes) -> None:
+    if len(payload) <= _REMEMBERED_PAYLOAD:
+        if len(_verified_payloads) >= 1024:
+            _verified_payloads.clear()
+        _verified_payloads[checksum] = (signer, payload)
+
+
+def _decode(
+    serializer: Serializer, stream: BinaryIO, header: RecordHeader, signer: ResultsKey, limit: int
+) -> Any:
+    """Deserialize a verified payload from `stream`: decoded size bounded by `limit`, sealed
+    secrets opened with `signer` (the key the record verified under)."""
+    token = codec.enter(codec.CodecContext(max_bytes=limit, sealer=signer))
+    try:
+        return streams.deserialize(serializer, stream, header)
+    finally:
+        codec.leave(token)
 
 
 def _compatible(serializer: Serializer, header: RecordHeader) -> Serializer:

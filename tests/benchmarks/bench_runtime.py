@@ -3,7 +3,8 @@
 
 Run: ``.venv/bin/python tests/benchmarks/bench_runtime.py [--ops 20000]``
 
-Measured side by side in one run, on the same machine, best of 5 rounds each:
+Measured side by side in one run, on the same machine, best of 5 rounds each; the cache figures
+(ours and the peers', back to back) are the median of ``--repeats`` such runs:
 
 * **plain task call**: a ``@task`` called inside a ``@flow``, minus the same function called
   bare in the same loop (target: <= 1 µs of overhead);
@@ -23,7 +24,9 @@ A peer that is not installed is reported as such, with no ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -126,8 +129,37 @@ def miss(ops: int, folder: str | None = None) -> float:
     storage = LocalFileSystem(basepath=folder, fsync=False) if folder else None
     name = "work-miss-nofsync" if folder else "work-miss"
     t = task(cache_key_fn=task_input_hash, name=name, result_storage=storage)(work)
-    counter = iter(range(10**9))
-    return best_per_call(lambda: t(next(counter)), ops, rounds=3)
+    return best_per_call(lambda: t(next(_NEW_ARGUMENTS)), ops, rounds=3)
+
+
+#: Arguments never seen before in this process, so every call of `miss` misses, round after round.
+_NEW_ARGUMENTS = itertools.count()
+
+
+def cache_figures(ops: int, repeats: int, home: str) -> dict[str, float]:
+    """Cached hits and misses, ours and the installed peers', measured back to back in each of
+    `repeats` rounds; the median of the rounds for each figure (a shared machine's load moves
+    between rounds, not within one). Ratios printed from these are ratios of medians."""
+    miss_ops = max(200, ops // 10)
+    rounds: dict[str, list[float]] = {}
+    for round_ in range(repeats):
+        figures = {
+            "hit": cached_hit(ops, "pickle"),
+            "hit json": cached_hit(ops, "json"),
+            "miss": miss(miss_ops),
+            "miss nofsync": miss(miss_ops, os.path.join(home, f"nofsync-{round_}")),
+        }
+        for peer, hit, missed in (
+            ("diskcache", diskcache_hit, diskcache_miss),
+            ("joblib", joblib_hit, joblib_miss),
+        ):
+            if installed(peer):
+                folder = os.path.join(home, f"{peer}-{round_}")
+                figures[f"{peer} hit"] = hit(ops, folder)
+                figures[f"{peer} miss"] = missed(miss_ops, folder + "-miss")
+        for name, value in figures.items():
+            rounds.setdefault(name, []).append(value)
+    return {name: statistics.median(values) for name, values in rounds.items()}
 
 
 def submitted(tasks: int = 300, rounds: int = 30) -> tuple[float, float, float]:
@@ -160,6 +192,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", type=int, default=20000, help="calls per round (plain calls)")
     parser.add_argument("--cached-ops", type=int, default=3000, help="calls per round (cache)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="cache figures: median of this many runs"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as home:
@@ -170,21 +205,13 @@ def main() -> int:
 
         bare, in_flow = plain_overhead(args.ops)
         overhead = in_flow - bare
-        blocks_hit = cached_hit(args.cached_ops, "pickle")
-        blocks_hit_json = cached_hit(args.cached_ops, "json")
-        miss_ops = max(200, args.cached_ops // 10)
-        first = miss(miss_ops)
-        first_nofsync = miss(miss_ops, os.path.join(home, "nofsync"))
-        peers: dict[str, tuple[float, float] | None] = {}
-        for peer, hit, missed in (
-            ("diskcache", diskcache_hit, diskcache_miss),
-            ("joblib", joblib_hit, joblib_miss),
-        ):
-            if installed(peer):
-                folder = os.path.join(home, peer)
-                peers[peer] = (hit(args.cached_ops, folder), missed(miss_ops, folder + "-miss"))
-            else:
-                peers[peer] = None
+        cache = cache_figures(args.cached_ops, args.repeats, home)
+        blocks_hit, blocks_hit_json = cache["hit"], cache["hit json"]
+        first, first_nofsync = cache["miss"], cache["miss nofsync"]
+        peers: dict[str, tuple[float, float] | None] = {
+            peer: (cache[f"{peer} hit"], cache[f"{peer} miss"]) if f"{peer} hit" in cache else None
+            for peer in ("diskcache", "joblib")
+        }
         called, in_order, on_threads = submitted()
 
     us = 1e6
@@ -242,7 +269,8 @@ def main() -> int:
     width = max(len(r[0]) for r in rows)
     print(
         f"bench_runtime: Python {sys.version.split()[0]}, best of 5 rounds (3 for misses, 30 for "
-        f"flows); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"flows); cache figures: median of {args.repeats} such runs; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'measure':<{width}}  {'value':>12}  note")
     print("-" * (width + 40))

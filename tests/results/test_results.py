@@ -780,3 +780,15 @@ def test_forged_payload_with_recomputed_checksum_is_a_miss(storage: WritableFile
     storage.write_path("k", forged)
     with pytest.warns(CorruptRecordWarning, match="signature"):
         assert store.read("k") is None
+
+
+def test_impossible_sizes_are_typed_errors() -> None:
+    from blocks.results._record import MAX_HEADER_SIZE, MAX_PAYLOAD_SIZE
+
+    draft = RecordHeader.new("k", {"type": "json"}, expires=None, task="t")
+    for size in (MAX_PAYLOAD_SIZE + 1, -1):
+        with pytest.raises(SerializationError, match="split the result"):
+            draft.finish(size, "hmac-sha256:" + "0" * 64)
+    wide = RecordHeader.new("k" * (MAX_HEADER_SIZE + 1), {"type": "json"}, expires=None, task="t")
+    with pytest.raises(ConfigurationError, match="shorten the key"):
+        encode_prefix(wide, width=wide.width(), signer=results_keys().active)

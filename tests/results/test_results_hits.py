@@ -1,6 +1,7 @@
 """The cache-hit read path keeps every guarantee on a *repeat* hit: headers verified once are
-remembered by their exact signed bytes, the payload is verified in memory on every read, and
-expiry, truncation, padding and another results key are still seen.
+remembered by their exact signed bytes, the payload is read on every hit and either equals
+bytes that verified under the same tag and key or is verified again, and expiry, truncation,
+padding and another results key are still seen.
 """
 
 from __future__ import annotations
