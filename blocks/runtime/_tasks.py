@@ -37,8 +37,6 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from blocks import caching
-from blocks.caching import task_input_hash
 from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
@@ -70,6 +68,7 @@ from blocks.runtime._states import (
 )
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
+from blocks.runtime.keys._key_fns import task_input_hash
 from blocks.runtime.keys._policies import CachePolicy
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
@@ -151,7 +150,6 @@ class Task(Generic[P, R]):
         self._name_set = frozenset(self._plain_names or ())
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
         self.isasync = inspect.iscoroutinefunction(fn)
-        self._identity: bytes | None = None
         self._set_options(options)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
@@ -204,13 +202,6 @@ class Task(Generic[P, R]):
     @property
     def on_running_hooks(self) -> tuple[Callable[..., Any], ...]:
         return self.options.on_running
-
-    @property
-    def identity(self) -> bytes:
-        """Bytes identifying the function's code, for `task_input_hash`."""
-        if self._identity is None:
-            self._identity = caching.function_identity(self.fn)
-        return self._identity
 
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy of this task with some options changed (`dataclasses.replace`, validated

@@ -487,12 +487,12 @@ def test_task_input_hash_depends_on_function_and_inputs_and_is_stable(tmp_path: 
         def __init__(self, t: Task[Any, Any]) -> None:
             self.task = t
 
-    ka = task_input_hash(Ctx(a), {"x": 1})  # type: ignore[arg-type]
-    assert ka == task_input_hash(Ctx(a), {"x": 1})  # type: ignore[arg-type]
-    assert ka != task_input_hash(Ctx(a), {"x": 2})  # type: ignore[arg-type]
-    assert ka != task_input_hash(Ctx(b), {"x": 1})  # type: ignore[arg-type]
+    ka = task_input_hash(Ctx(a), {"x": 1})
+    assert ka == task_input_hash(Ctx(a), {"x": 1})
+    assert ka != task_input_hash(Ctx(a), {"x": 2})
+    assert ka != task_input_hash(Ctx(b), {"x": 1})
     # Values JSON cannot encode fall back to cloudpickle.
-    assert task_input_hash(Ctx(a), {"x": {1, 2}}) == task_input_hash(Ctx(a), {"x": {1, 2}})  # type: ignore[arg-type]
+    assert task_input_hash(Ctx(a), {"x": {1, 2}}) == task_input_hash(Ctx(a), {"x": {1, 2}})
 
     script = tmp_path / "keymod.py"
     script.write_text(

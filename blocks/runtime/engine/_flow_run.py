@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Generator
 from typing import Any, Protocol
 
-from blocks import caching
 from blocks.errors import ParameterTypeError, UpstreamFailed
+from blocks.results import _persistence as persistence
 from blocks.runtime._context import FlowRun, render_run_name, reset_current, set_current
 from blocks.runtime._futures import futures_in, futures_to_states, has_futures
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
@@ -162,7 +162,7 @@ def _attempt(flow: FlowSpec, run: FlowRun, call: Call) -> Engine:
     if state.is_failed():
         raise ReturnedFailure(state)
     if run.persist_result and not (isinstance(value, State) or is_state_iterable(value)):
-        store = yield Blocking(caching.result_store, run.result_storage, run.result_serializer)
+        store = yield Blocking(persistence.result_store, run.result_storage, run.result_serializer)
         key = f"{key_prefix(flow.name)}-{uuid.uuid4().hex}"
         yield Blocking(functools.partial(store.write, task=f"flow:{flow.name}"), key, value)
         state.ref = (store, key)

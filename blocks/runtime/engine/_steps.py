@@ -24,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from blocks import caching
 from blocks.errors import TaskTimeout
+from blocks.results import _persistence as persistence
 from blocks.runtime._futures import aresolve_futures, resolve_futures
 from blocks.runtime._logging import run_logger
 from blocks.runtime._states import State
@@ -137,7 +137,7 @@ class Sleep(Step):
 
 
 class Lock(Step):
-    """Take the "compute once" lock of a cache key; gives the held `caching.KeyLock`.
+    """Take the "compute once" lock of a cache key; gives the held `persistence.KeyLock`.
 
     Sync: waits for it. Async: polls it between short ``asyncio.sleep``s — never parks a worker
     thread on it, so many runs waiting for one key cannot starve the thread pool that the
@@ -149,13 +149,13 @@ class Lock(Step):
     def __init__(self, store: ResultStore, key: str) -> None:
         self.store, self.key = store, key
 
-    def run(self) -> caching.KeyLock:
-        lock = caching.KeyLock(self.store, self.key)
+    def run(self) -> persistence.KeyLock:
+        lock = persistence.KeyLock(self.store, self.key)
         lock.acquire()
         return lock
 
-    async def arun(self) -> caching.KeyLock:
-        lock = caching.KeyLock(self.store, self.key)
+    async def arun(self) -> persistence.KeyLock:
+        lock = persistence.KeyLock(self.store, self.key)
         pause = 0.001
         while not lock.acquire(blocking=False):
             await asyncio.sleep(pause)

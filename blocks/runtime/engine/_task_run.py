@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from blocks import caching
 from blocks.errors import UpstreamFailed
+from blocks.results import _persistence as persistence
 from blocks.runtime._context import TaskRun, render_run_name, reset_current, set_current
 from blocks.runtime._futures import has_futures
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
@@ -248,7 +248,7 @@ def _execute(
         run.parameters = params = task.bind(args, kwargs)
         flow_parameters = flow_run.parameters if flow_run is not None else {}
         key, components = options.policy.resolve(run, params, flow_parameters or {})
-    store: ResultStore = yield Blocking(caching.result_store, storage, serializer)
+    store: ResultStore = yield Blocking(persistence.result_store, storage, serializer)
     flow = flow_run.flow.name if flow_run is not None else None
     if key is None:
         key = f"{task.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
@@ -299,8 +299,8 @@ def _persisted(
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
     yield Blocking(
-        caching.persist, store, key, value, task.options.cache_expiration, task.name, components,
-        flow,
+        persistence.persist, store, key, value, task.options.cache_expiration, task.name,
+        components, flow,
     )
     return _stored(Completed(value), store, key)
 
@@ -322,7 +322,7 @@ def _cached(
             return _stored(Cached(hit.value), store, key)
         if components and run.run_count == 1:
             yield Blocking(_log_miss, run, store, key, components)
-    lock: caching.KeyLock = yield Lock(store, key)
+    lock: persistence.KeyLock = yield Lock(store, key)
     try:
         if not refresh:
             hit = yield Blocking(store.read, key)  # computed by whoever held the lock before

@@ -276,7 +276,7 @@ class CacheKeyFnPolicy(CachePolicy):
     _arity: int = field(default=2, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        from blocks.caching import key_fn_arity
+        from blocks.runtime.keys._key_fns import key_fn_arity
 
         if self.cache_key_fn is not None:
             object.__setattr__(self, "_arity", key_fn_arity(self.cache_key_fn))
@@ -288,7 +288,7 @@ class CacheKeyFnPolicy(CachePolicy):
         return None if key is None else {"key_fn": key}
 
     def _call(self, task_ctx: TaskContext, inputs: dict[str, Any]) -> str | None:
-        from blocks.caching import call_cache_key_fn
+        from blocks.runtime.keys._key_fns import call_cache_key_fn
 
         assert self.cache_key_fn is not None
         return call_cache_key_fn(self.cache_key_fn, self._arity, task_ctx, inputs)
@@ -296,7 +296,7 @@ class CacheKeyFnPolicy(CachePolicy):
     def resolve(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
-        from blocks.caching import task_input_hash
+        from blocks.runtime.keys._key_fns import task_input_hash
 
         if self.cache_key_fn is task_input_hash:
             # The built-in key function: its components are known, so misses can explain.
