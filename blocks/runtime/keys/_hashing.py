@@ -11,7 +11,7 @@ or memory addresses:
 - numpy arrays (dtype, shape, bytes), pandas / polars DataFrames and Series, pyarrow tables
   (schema + data), recognised by their type's module: those libraries are never imported
   unless the value is one of their types;
-- functions by their code fingerprint (`blocks.fingerprints`), classes and modules by name;
+- functions by their code fingerprint (`keys._fingerprints`), classes and modules by name;
 - other objects by what ``pickle`` would save of them (``__reduce_ex__``), hashed with the same
   rules. Objects that cannot be pickled (locks, generators, open files, connections) raise
   `Unhashable`; `register_hasher` teaches the hasher a type of your own.
@@ -369,7 +369,7 @@ _EXACT: dict[type, Encoder] = {
     type(Ellipsis): lambda v, out, active: out.append(b"..."),
 }
 
-#: Top-level modules whose values `blocks.hashing_frames` encodes.
+#: Top-level modules whose values `keys._hashing_frames` encodes.
 _LIBRARIES = frozenset({"numpy", "pandas", "polars", "pyarrow"})
 
 

@@ -7,7 +7,7 @@ record keeps the components, so a later miss can say what changed.
 - `INPUTS`: each parameter's deterministic digest (`blocks.hashing`); ``INPUTS - "param"`` or
   ``Inputs(exclude=[...])`` leaves parameters out. A parameter that cannot be hashed makes the
   call run uncached, with one warning naming the task and the parameter.
-- `TASK_SOURCE`: the code fingerprint (`blocks.fingerprints`: the normalised source of the
+- `TASK_SOURCE`: the code fingerprint (`keys._fingerprints`: the normalised source of the
   function and of the user code it reaches) and the task's ``version=``.
 - `FLOW_PARAMETERS`: the parameters of the flow run the task runs in.
 - `RUN_ID`: the flow run's id (the task run's own id outside a flow): no reuse across runs.
