@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         unmapped,
     )
 
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:

@@ -661,7 +661,8 @@ class SecretService:
         config.write_text(_SESSION_BUS_CONFIG.format(socket=self.root / "bus"))
         self._bus = subprocess.Popen(
             ["dbus-daemon", "--nofork", f"--config-file={config}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_for(lambda: (self.root / "bus").exists(), "the D-Bus session bus")
 
@@ -669,7 +670,9 @@ class SecretService:
         """Start (or restart) the keyring daemon, unlocking the login keyring."""
         self._daemon = subprocess.Popen(
             ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env=self._daemon_env(),
         )
         assert self._daemon.stdin is not None
@@ -690,8 +693,12 @@ class SecretService:
             "import keyring; keyring.set_password('blocks-probe', 'p', 'ok'); "
             "assert keyring.get_password('blocks-probe', 'p') == 'ok'"
         )
-        done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **self.env},
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            timeout=60,
+        )
         return done.returncode == 0
 
     def close(self) -> None:

@@ -56,14 +56,14 @@ def test_serializers_all_is_locked() -> None:
     assert serializers.__all__ == SERIALIZERS_ALL
 
 
-@pytest.mark.parametrize(("package", "names"), [("blocks", BLOCKS_ALL),
-                                                ("serializers", SERIALIZERS_ALL)])
+@pytest.mark.parametrize(
+    ("package", "names"), [("blocks", BLOCKS_ALL), ("serializers", SERIALIZERS_ALL)]
+)
 def test_every_exported_name_imports_in_a_fresh_interpreter(package: str, names: list[str]) -> None:
     # A fresh process: blocks' names are imported lazily, and this suite has imported most
     # modules already, which would hide a broken lazy path.
     code = f"from {package} import {', '.join(names)}; print('ok')"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
@@ -133,8 +133,11 @@ def test_the_error_tree_drawing_shows_each_class_under_its_real_parent() -> None
             assert cls is blocks.errors.BlocksError
         stack.append((column, name))
         # The builtins named beside a class are exactly its builtin bases.
-        named = {w for w in re.findall(r"\b[A-Z]\w*Error\b", rest)
-                 if isinstance(getattr(builtins, w, None), type)}
+        named = {
+            w
+            for w in re.findall(r"\b[A-Z]\w*Error\b", rest)
+            if isinstance(getattr(builtins, w, None), type)
+        }
         builtin_bases = {b.__name__ for b in cls.__bases__ if b.__module__ == "builtins"}
         assert named == builtin_bases - {"Exception"}, name
 
@@ -160,8 +163,9 @@ def _layered_modules(container: str) -> tuple[set[str], set[str]]:
 
     config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     contracts = config["tool"]["importlinter"]["contracts"]
-    layers = next(c["layers"] for c in contracts
-                  if c["type"] == "layers" and c["containers"] == [container])
+    layers = next(
+        c["layers"] for c in contracts if c["type"] == "layers" and c["containers"] == [container]
+    )
     listed = {m for layer in layers for m in re.split(r"[\s:|()]+", layer) if m}
     optional = {m for layer in layers for m in re.findall(r"\((\w+)\)", layer)}
     return listed, optional

@@ -51,7 +51,9 @@ def test_3_2_my_task_options_cache_on_the_static_key(caplog: pytest.LogCaptureFi
     ns = run_example("ex_3_2_task_options")
     my_task = ns["my_task"]
     assert (my_task.name, my_task.description, my_task.tags) == (
-        "My Task", "Task 설명", {"etl", "production"},
+        "My Task",
+        "Task 설명",
+        {"etl", "production"},
     )
     assert my_task.retries == 3 and my_task.timeout_seconds == 3600
     assert my_task.options.retry_delays == (60.0,)
@@ -171,7 +173,11 @@ def test_7_2_s3_result_storage_as_json(ambient_s3: str, s3_bucket: Any, tmp_path
     # And as a script, as a user runs it: ambient settings only, a second record.
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "ex_7_2_s3_storage.py")],
-        capture_output=True, text=True, env=dict(os.environ), timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "{'large': 'data'}" in proc.stdout
@@ -208,7 +214,11 @@ def test_examples_run_as_scripts(name: str, tmp_path: Path) -> None:
     env = {**os.environ, "EXAMPLE_RESULTS_PATH": str(tmp_path / "prefect")}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py")],
-        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == code, proc.stderr
     for line in expected:

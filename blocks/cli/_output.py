@@ -213,9 +213,7 @@ def _terminal_table(
     ]
     bold, plain = (_BOLD, _PLAIN) if _styled() else ("", "")
     lines = [title] if title else []
-    lines.append(
-        _GAP.join(bold + h.ljust(w) + plain for h, w in zip(columns, widths, strict=True))
-    )
+    lines.append(_GAP.join(bold + h.ljust(w) + plain for h, w in zip(columns, widths, strict=True)))
     # rich's rule is "─"; a terminal whose encoding lacks it (a Latin-1 locale) gets "-".
     encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
     rule = "\u2500" if encoding.startswith("utf") else "-"

@@ -263,9 +263,12 @@ def inspect(key: str, storage: str | None, show_value: bool, as_json: bool) -> N
         pairs.append(("flow", header.flow))
     if header.components:
         # Digests only: a parameter's value is never in the header.
-        pairs.append(("key components", "\n".join(
-            f"{name} = {value}" for name, value in sorted(header.components.items())
-        )))
+        pairs.append(
+            (
+                "key components",
+                "\n".join(f"{name} = {value}" for name, value in sorted(header.components.items())),
+            )
+        )
     if show_value:
         pairs.append(("value", preview))
     print_pairs(pairs, title=f"{key}  ({store.storage.describe()})")
@@ -355,8 +358,13 @@ def prune(
 
 @results.command("why")
 @click.argument("key", required=False)
-@click.option("--task", "task_name", default=None, metavar="NAME",
-              help="Explain the task's newest record instead of KEY.")
+@click.option(
+    "--task",
+    "task_name",
+    default=None,
+    metavar="NAME",
+    help="Explain the task's newest record instead of KEY.",
+)
 @_storage_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def why(key: str | None, task_name: str | None, storage: str | None, as_json: bool) -> None:
@@ -380,24 +388,35 @@ def why(key: str | None, task_name: str | None, storage: str | None, as_json: bo
                 "List them with `block results ls`."
             ) from None
     if as_json:
-        echo_json({
-            "key": explanation.key, "task": explanation.task,
-            "compared_with": explanation.against, "changes": explanation.reasons,
-        })
+        echo_json(
+            {
+                "key": explanation.key,
+                "task": explanation.task,
+                "compared_with": explanation.against,
+                "changes": explanation.reasons,
+            }
+        )
         return
     click.echo(explanation.line())
 
 
 @results.command("rm")
-@click.option("--task", "task_name", required=True, metavar="NAME",
-              help="Delete the records of this task.")
-@click.option("--flow", "flow_name", default=None, metavar="NAME",
-              help="Only those written in runs of this flow.")
+@click.option(
+    "--task", "task_name", required=True, metavar="NAME", help="Delete the records of this task."
+)
+@click.option(
+    "--flow",
+    "flow_name",
+    default=None,
+    metavar="NAME",
+    help="Only those written in runs of this flow.",
+)
 @_storage_option
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def rm(task_name: str, flow_name: str | None, storage: str | None, dry_run: bool,
-       yes: bool) -> None:
+def rm(
+    task_name: str, flow_name: str | None, storage: str | None, dry_run: bool, yes: bool
+) -> None:
     """Delete a task's cached results (the next call recomputes)."""
     from blocks.runtime.keys import task_records
 

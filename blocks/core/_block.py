@@ -861,9 +861,7 @@ def _registry() -> Registry:
     return _context()[0]
 
 
-def _keyset(
-    manager: KeyManager, tokens: Iterable[str] = (), seal: str = ""
-) -> Keyset:
+def _keyset(manager: KeyManager, tokens: Iterable[str] = (), seal: str = "") -> Keyset:
     """The registry's keyset, read again from its source when a token or the seal names a key
     the cached keyset lacks (another process rotated the key meanwhile)."""
     from blocks.core._encryption import token_parts
@@ -942,9 +940,7 @@ def _open_named(keyset: Keyset, row: DocumentRow, *, named: bool) -> dict[str, A
     opened: dict[str, Any] = {}
     for path, token in row.secrets.items():
         field = f"field '{path}' of {row.slug}" if named else ""
-        plain = keyset.decrypt(
-            token, aad=secret_aad(row.type_slug, row.name, path), what=field
-        )
+        plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what=field)
         opened[path] = secret_value(plain, what=field)
     return opened
 

@@ -187,8 +187,11 @@ def userinfo_strings(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [s for item in value for s in userinfo_strings(item)]
     if isinstance(value, pydantic.BaseModel):
-        return [s for name in type(value).model_fields
-                for s in userinfo_strings(getattr(value, name, None))]
+        return [
+            s
+            for name in type(value).model_fields
+            for s in userinfo_strings(getattr(value, name, None))
+        ]
     return []
 
 

@@ -87,8 +87,14 @@ class _Lazy:
 
 
 _TABLE_NAMES = frozenset(
-    {"metadata", "registry_meta", "block_types", "block_schemas", "block_documents",
-     "block_references"}
+    {
+        "metadata",
+        "registry_meta",
+        "block_types",
+        "block_schemas",
+        "block_documents",
+        "block_references",
+    }
 )
 
 
@@ -292,7 +298,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-
 _DECODER = json.JSONDecoder()
 
 
@@ -449,9 +454,7 @@ class Registry:
             return None if row is None else str(row[0])
         try:
             with self.engine.connect() as conn:
-                found = conn.execute(
-                    tables._SCHEMA_VERSION
-                ).scalar()
+                found = conn.execute(tables._SCHEMA_VERSION).scalar()
         except sa.exc.OperationalError as exc:
             if not _is_missing_table(exc):
                 raise
@@ -468,9 +471,7 @@ class Registry:
                     conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                     for index in table.indexes:
                         conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-                exists = conn.execute(
-                    tables._SCHEMA_VERSION
-                ).scalar()
+                exists = conn.execute(tables._SCHEMA_VERSION).scalar()
                 if exists is None:
                     conn.execute(
                         tables.registry_meta.insert(),
@@ -493,9 +494,7 @@ class Registry:
         """Version 1 -> 2: add each document's version and seal (sealed on next write/rotate)."""
         with self.write() as conn:
             self._key_lock(conn, exclusive=True)
-            found = conn.execute(
-                tables._SCHEMA_VERSION
-            ).scalar()
+            found = conn.execute(tables._SCHEMA_VERSION).scalar()
             if found is None or int(found) >= 2:
                 return  # another process migrated it meanwhile
             conn.exec_driver_sql(
@@ -549,7 +548,9 @@ class Registry:
             META_KEY_FINGERPRINT: record.fingerprint,
             META_KEY_SOURCE: record.source,
         }
-        conn.execute(tables.registry_meta.delete().where(tables.registry_meta.c.key.in_(list(values))))
+        conn.execute(
+            tables.registry_meta.delete().where(tables.registry_meta.c.key.in_(list(values)))
+        )
         conn.execute(
             tables.registry_meta.insert(), [{"key": k, "value": v} for k, v in values.items()]
         )
@@ -942,9 +943,7 @@ class Registry:
         return document_id
 
     @staticmethod
-    def _write_references(
-        writes: DocumentWrites, document: _NewDocument, document_id: str
-    ) -> None:
+    def _write_references(writes: DocumentWrites, document: _NewDocument, document_id: str) -> None:
         """Step 4 of `save_document`: the reference rows of the row just written."""
         if not document.refs:
             return

@@ -65,8 +65,17 @@ class SqlAlchemyWrites:
 
 
 _COLUMNS = (
-    "id", "type_slug", "name", "schema_checksum", "data", "secrets", "refs", "created",
-    "updated", "version", "mac",
+    "id",
+    "type_slug",
+    "name",
+    "schema_checksum",
+    "data",
+    "secrets",
+    "refs",
+    "created",
+    "updated",
+    "version",
+    "mac",
 )
 _UPDATED = ("schema_checksum", "data", "secrets", "refs", "updated", "version", "mac")
 _INSERT = (

@@ -286,8 +286,13 @@ class AwsSecret(Block):
         creds = self.credentials or AwsCredentials()
         region = self.region_name or creds.region_name
         endpoint = self.endpoint_url or creds.endpoint_url
-        fingerprint = (creds.model_dump_json(), _plain(creds.aws_secret_access_key),
-                       _plain(creds.aws_session_token), region, endpoint)
+        fingerprint = (
+            creds.model_dump_json(),
+            _plain(creds.aws_secret_access_key),
+            _plain(creds.aws_session_token),
+            region,
+            endpoint,
+        )
         cached = self._client_cache
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
@@ -312,8 +317,9 @@ class AwsSecret(Block):
 
     def _error(self, action: str, exc: BaseException) -> StorageError:
         creds = self.credentials or AwsCredentials()
-        secrets = secret_strings([creds.aws_access_key_id, creds.aws_secret_access_key,
-                               creds.aws_session_token])
+        secrets = secret_strings(
+            [creds.aws_access_key_id, creds.aws_secret_access_key, creds.aws_session_token]
+        )
         code = _error_code(exc)
         if code == "ResourceNotFoundException":
             why = "no such secret in AWS Secrets Manager"
@@ -321,8 +327,9 @@ class AwsSecret(Block):
             why = "access denied (check the credentials)"
         else:
             why = f"{type(exc).__name__}: {exc}"
-        return StorageError(scrub(f"Could not {action} AWS secret {self._describe()}: {why}",
-                                   secrets))
+        return StorageError(
+            scrub(f"Could not {action} AWS secret {self._describe()}: {why}", secrets)
+        )
 
     def get(self) -> str:
         """The secret's value (a binary secret is decoded as UTF-8)."""

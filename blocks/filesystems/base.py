@@ -425,9 +425,12 @@ class WritableFileSystem(Block):
                 relative = file.relative_to(source).as_posix()
                 if name.startswith(TEMP_PREFIX) or ignored(relative):
                     continue
-                with open(file, "rb") as data, self.open_atomic_write(
-                    join_key(prefix, relative) if prefix else relative
-                ) as out:
+                with (
+                    open(file, "rb") as data,
+                    self.open_atomic_write(
+                        join_key(prefix, relative) if prefix else relative
+                    ) as out,
+                ):
                     shutil.copyfileobj(data, out, 1024 * 1024)
                 copied += 1
         return copied

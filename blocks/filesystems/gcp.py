@@ -107,9 +107,11 @@ class GCS(FsspecFileSystem):
             raise MissingDependency(f"gcsfs is needed for GCS blocks: {GCS_EXTRA}") from None
         # The plain client: gcsfs's experimental zonal/HNS class needs real Google APIs,
         # which neither the emulator nor a custom endpoint offers.
-        cls = core.GCSFileSystem if self.endpoint_url else importlib.import_module(
-            "gcsfs"
-        ).GCSFileSystem
+        cls = (
+            core.GCSFileSystem
+            if self.endpoint_url
+            else importlib.import_module("gcsfs").GCSFileSystem
+        )
         return cls(**options)
 
     def secret_values(self) -> list[str]:

@@ -318,8 +318,9 @@ def current_task_run() -> TaskRun | None:
 _ROOT = re.compile(r"[^.\[]*")
 
 
-def check_run_name(spec: RunName | None, signature: inspect.Signature, option: str,
-                   owner: str) -> None:
+def check_run_name(
+    spec: RunName | None, signature: inspect.Signature, option: str, owner: str
+) -> None:
     """Reject a run-name template whose fields are not parameters of the function, at decoration.
 
     Example:
@@ -330,8 +331,9 @@ def check_run_name(spec: RunName | None, signature: inspect.Signature, option: s
     if spec is None or callable(spec):
         return
     if not isinstance(spec, str):
-        raise OptionTypeError(f"{owner}: {option} must be a string template or a callable, "
-                              f"not {type(spec).__name__}.")
+        raise OptionTypeError(
+            f"{owner}: {option} must be a string template or a callable, not {type(spec).__name__}."
+        )
     names = list(signature.parameters)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None]

@@ -89,8 +89,9 @@ class Flow(Generic[P, R]):
     body is cancelled, and the async tasks it submitted with it.
     """
 
-    def __init__(self, fn: Callable[P, R], options: FlowOptions | None = None,
-                 **given: Any) -> None:
+    def __init__(
+        self, fn: Callable[P, R], options: FlowOptions | None = None, **given: Any
+    ) -> None:
         if not callable(fn):
             raise OptionTypeError("@flow decorates a function")
         if options is None:
@@ -105,8 +106,9 @@ class Flow(Generic[P, R]):
         self.name = options.name
         self.isasync = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
-        check_run_name(options.flow_run_name, self._signature, "flow_run_name",
-                       f"Flow {self.name!r}")
+        check_run_name(
+            options.flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}"
+        )
         self._validator: ParameterValidator | Literal[False] | None = False  # False: not built
         self._localns = defining_namespace(__name__) if options.validate_parameters else None
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -192,32 +194,42 @@ class Flow(Generic[P, R]):
         validator = self._validator
         if validator is False:  # built on first call: hints may name classes defined later
             fields = parameter_hints(self.fn, self._signature, self.name, self._localns)
-            validator = self._validator = (
-                ParameterValidator(self.name, fields) if fields else None
-            )
+            validator = self._validator = ParameterValidator(self.name, fields) if fields else None
         return {} if validator is None else validator(arguments)
 
     @overload
     def __call__(  # type: ignore[valid-type]
-        self, *args: P.args, return_state: Literal[False] = False,
-        wait_for: Iterable[Any] | None = None, **kwargs: P.kwargs
+        self,
+        *args: P.args,
+        return_state: Literal[False] = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: P.kwargs,
     ) -> R: ...
 
     @overload
     def __call__(  # type: ignore[valid-type]
-        self: Flow[P, Coroutine[Any, Any, T]], *args: P.args, return_state: Literal[True],
-        wait_for: Iterable[Any] | None = None, **kwargs: P.kwargs,
+        self: Flow[P, Coroutine[Any, Any, T]],
+        *args: P.args,
+        return_state: Literal[True],
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: P.kwargs,
     ) -> Coroutine[Any, Any, State]: ...
 
     @overload
     def __call__(  # type: ignore[valid-type]
-        self, *args: P.args, return_state: Literal[True],
-        wait_for: Iterable[Any] | None = None, **kwargs: P.kwargs
+        self,
+        *args: P.args,
+        return_state: Literal[True],
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: P.kwargs,
     ) -> State: ...
 
     def __call__(  # type: ignore[valid-type]
-        self, *args: P.args, return_state: bool = False,
-        wait_for: Iterable[Any] | None = None, **kwargs: P.kwargs
+        self,
+        *args: P.args,
+        return_state: bool = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: P.kwargs,
     ) -> Any:
         """Run the flow and return its value (or its `State` with ``return_state=True``).
 
@@ -233,8 +245,9 @@ class Flow(Generic[P, R]):
         state = drive(flow_steps(self, self._new_run(bound), bound, waits))
         return state if return_state else state.result()
 
-    async def _acall(self, bound: inspect.BoundArguments, return_state: bool,
-                     waits: list[Any] | None) -> Any:
+    async def _acall(
+        self, bound: inspect.BoundArguments, return_state: bool, waits: list[Any] | None
+    ) -> Any:
         run = self._new_run(bound)
         run.loop = asyncio.get_running_loop()
         state = await adrive(flow_steps(self, run, bound, waits))

@@ -227,8 +227,9 @@ class LoopJob(concurrent.futures.Future[State]):
     already started on the loop.
     """
 
-    def __init__(self, make: Callable[[], Coroutine[Any, Any, State]],
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, make: Callable[[], Coroutine[Any, Any, State]], loop: asyncio.AbstractEventLoop
+    ) -> None:
         super().__init__()
         self._make = make
         self.loop = loop
@@ -344,7 +345,8 @@ def _state_value(state: State, allow: bool, what: str) -> Any:
         return None
     detail = state.message or (type(state.exception).__name__ if state.exception else "")
     raise UpstreamFailed(
-        f"{what} ended in state {state.name}" + (f": {detail}" if detail else "")
+        f"{what} ended in state {state.name}"
+        + (f": {detail}" if detail else "")
         + "; wrap it in allow_failure(...) to run anyway."
     )
 

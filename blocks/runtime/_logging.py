@@ -120,8 +120,9 @@ def get_run_logger() -> logging.LoggerAdapter[logging.Logger]:
     return run_logger(run)
 
 
-def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, retries: int,
-                attempts: int) -> None:
+def log_failure(
+    logger: logging.LoggerAdapter[logging.Logger], state: State, retries: int, attempts: int
+) -> None:
     """One ERROR record, with the traceback, for a run that ended failed."""
     tried = f" after {attempts} attempt(s)" if attempts > 1 else ""
     exc = state.exception
@@ -131,7 +132,10 @@ def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, ret
         with contextlib.suppress(AttributeError):  # exceptions with __slots__
             exc.__blocks_logged__ = True  # type: ignore[union-attr]
     logger.error(
-        "Finished in state %s%s: %s", state.name, tried, state.message,
+        "Finished in state %s%s: %s",
+        state.name,
+        tried,
+        state.message,
         exc_info=(type(exc), exc, exc.__traceback__) if show and exc is not None else None,
     )
 
@@ -139,8 +143,9 @@ def log_failure(logger: logging.LoggerAdapter[logging.Logger], state: State, ret
 # -- log_prints --------------------------------------------------------------------------------
 
 
-def _print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
-           flush: bool = False) -> None:
+def _print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
     run = context.get_current()
     if run is not None and run.log_prints and (file is None or file is sys.stdout):
         text = (" " if sep is None else sep).join(str(arg) for arg in args)

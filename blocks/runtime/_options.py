@@ -290,10 +290,7 @@ class FlowOptions:
             self,
             persist_result=persist,
             retry_delays=retry_delays(self.retry_delay_seconds, self.retries),
-            **{
-                hook: check_hooks(getattr(self, hook), hook, owner)
-                for hook in _FLOW_HOOKS
-            },
+            **{hook: check_hooks(getattr(self, hook), hook, owner) for hook in _FLOW_HOOKS},
         )
 
 

@@ -68,11 +68,7 @@ class ParameterValidator:
             raise ParameterTypeError(
                 f"Flow {self.flow_name!r} did not start: invalid parameters - {lines}."
             )
-        return {
-            name: getattr(model, f"p{i}")
-            for i, name in enumerate(self.names)
-            if name in given
-        }
+        return {name: getattr(model, f"p{i}") for i, name in enumerate(self.names) if name in given}
 
 
 def defining_namespace(caller_module: str) -> dict[str, Any] | None:
@@ -89,8 +85,12 @@ def defining_namespace(caller_module: str) -> dict[str, Any] | None:
     return dict(frame.f_locals)
 
 
-def parameter_hints(fn: Callable[..., Any], signature: inspect.Signature, flow_name: str,
-                     localns: dict[str, Any] | None) -> dict[str, Any]:
+def parameter_hints(
+    fn: Callable[..., Any],
+    signature: inspect.Signature,
+    flow_name: str,
+    localns: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The type hints of `fn`'s parameters, resolved; one that cannot be is left unvalidated."""
     try:
         hints = typing.get_type_hints(fn, localns=localns, include_extras=True)
@@ -100,9 +100,7 @@ def parameter_hints(fn: Callable[..., Any], signature: inspect.Signature, flow_n
         for name, annotation in getattr(fn, "__annotations__", {}).items():
             holder = types.SimpleNamespace(__annotations__={name: annotation})
             try:
-                hints.update(
-                    typing.get_type_hints(holder, globalns, localns, include_extras=True)
-                )
+                hints.update(typing.get_type_hints(holder, globalns, localns, include_extras=True))
             except Exception as exc:
                 if name != "return":
                     warnings.warn(

@@ -51,9 +51,7 @@ class StateType(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-_FINAL = frozenset(
-    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
-)
+_FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
 _NAMES = {kind: kind.value.title() for kind in StateType}
@@ -194,18 +192,14 @@ def Failed(
     return State(StateType.FAILED, message=message, data=data, exception=exception)
 
 
-def TimedOut(
-    exception: BaseException | None = None, message: str | None = None
-) -> State:
+def TimedOut(exception: BaseException | None = None, message: str | None = None) -> State:
     """A run that exceeded its ``timeout_seconds`` (a FAILED state)."""
     if message is None and exception is not None:
         message = _describe(exception)
     return State(StateType.FAILED, "TimedOut", message, exception=exception)
 
 
-def Crashed(
-    exception: BaseException | None = None, message: str | None = None
-) -> State:
+def Crashed(exception: BaseException | None = None, message: str | None = None) -> State:
     """A run stopped by something other than an ordinary exception (KeyboardInterrupt, ...)."""
     if message is None and exception is not None:
         message = _describe(exception)
@@ -254,8 +248,12 @@ def return_value_to_state(value: Any) -> State:
             + (f": {first.message}" if first.message else ".")
         )
         if cancelled:
-            return State(StateType.CANCELLED, message=f"{cancelled}/{total} states cancelled.",
-                         data=value, exception=exception)
+            return State(
+                StateType.CANCELLED,
+                message=f"{cancelled}/{total} states cancelled.",
+                data=value,
+                exception=exception,
+            )
         unfinished = [s for s in failed if not s.is_final()]
         if len(unfinished) == len(failed):
             message = f"{len(unfinished)}/{total} states are not final."

@@ -126,8 +126,9 @@ class Task(Generic[P, R]):
     options behave the same. With ``return_state=True`` the awaitable gives the `State`.
     """
 
-    def __init__(self, fn: Callable[P, R], options: TaskOptions | None = None,
-                 **given: Any) -> None:
+    def __init__(
+        self, fn: Callable[P, R], options: TaskOptions | None = None, **given: Any
+    ) -> None:
         if not callable(fn):
             raise OptionTypeError("@task decorates a function")
         if options is None:
@@ -139,8 +140,9 @@ class Task(Generic[P, R]):
             options = TaskOptions(**given)
         self.fn = fn
         self._signature = inspect.signature(fn)
-        check_run_name(options.task_run_name, self._signature, "task_run_name",
-                       f"Task {options.name!r}")
+        check_run_name(
+            options.task_run_name, self._signature, "task_run_name", f"Task {options.name!r}"
+        )
         for caveat in options.caveats():
             warnings.warn(caveat, stacklevel=3)
         parameters = self._signature.parameters.values()
@@ -251,7 +253,9 @@ class Task(Generic[P, R]):
 
     @overload
     def __call__(  # type: ignore[valid-type]
-        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, return_state: Literal[True],
+        self: Task[P, Coroutine[Any, Any, T]],
+        *args: P.args,
+        return_state: Literal[True],
         **kwargs: P.kwargs,
     ) -> Coroutine[Any, Any, State]: ...
 
@@ -261,8 +265,11 @@ class Task(Generic[P, R]):
     ) -> State: ...
 
     def __call__(  # type: ignore[valid-type]
-        self, *args: P.args, return_state: bool = False,
-        wait_for: Iterable[Any] | None = None, **kwargs: P.kwargs
+        self,
+        *args: P.args,
+        return_state: bool = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: P.kwargs,
     ) -> Any:
         """Run the task now and return its value (or its `State` with ``return_state=True``).
 
@@ -322,27 +329,46 @@ class Task(Generic[P, R]):
             log_failure(run_logger(run), state, self.options.retries, run.run_count)
         return state if return_state else state.result()
 
-    async def _acall(self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     return_state: bool) -> Any:
+    async def _acall(
+        self, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+    ) -> Any:
         state = await adrive(task_steps(self, run, args, kwargs))
         return state if return_state else state.result()
 
     @overload
     def submit(
-        self: Task[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[False] = False,
-        wait_for: Iterable[Any] | None = None, **kwargs: Any,
+        self: Task[P, Coroutine[Any, Any, T]],
+        *args: Any,
+        return_state: Literal[False] = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: Any,
     ) -> TaskFuture[T]: ...
 
     @overload
-    def submit(self, *args: Any, return_state: Literal[False] = False,
-               wait_for: Iterable[Any] | None = None, **kwargs: Any) -> TaskFuture[R]: ...
+    def submit(
+        self,
+        *args: Any,
+        return_state: Literal[False] = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: Any,
+    ) -> TaskFuture[R]: ...
 
     @overload
-    def submit(self, *args: Any, return_state: Literal[True],
-               wait_for: Iterable[Any] | None = None, **kwargs: Any) -> State: ...
+    def submit(
+        self,
+        *args: Any,
+        return_state: Literal[True],
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: Any,
+    ) -> State: ...
 
-    def submit(self, *args: Any, return_state: bool = False,
-               wait_for: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+    def submit(
+        self,
+        *args: Any,
+        return_state: bool = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run the task on the flow's task runner; return a `TaskFuture` at once.
 
         Futures among the arguments are waited for and replaced by their results;
@@ -374,8 +400,13 @@ class Task(Generic[P, R]):
         return future
 
     def _submit_to_loop(
-        self, loop: asyncio.AbstractEventLoop, flow_run: FlowRun, run: TaskRun,
-        args: tuple[Any, ...], kwargs: dict[str, Any], waits: list[TaskFuture[Any]],
+        self,
+        loop: asyncio.AbstractEventLoop,
+        flow_run: FlowRun,
+        run: TaskRun,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        waits: list[TaskFuture[Any]],
     ) -> TaskFuture[Any]:
         """Schedule the run on the async flow's loop; the flow run waits for it as it ends."""
 

@@ -67,11 +67,13 @@ def frame_time() -> float | None:
 
     rng = np.random.default_rng(0)
     rows = 1_000_000
-    frame = pd.DataFrame({
-        "id": np.arange(rows),
-        "value": rng.random(rows),
-        "label": pd.Series(rng.integers(0, 1000, rows)).map(lambda i: f"item-{i}"),
-    })
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "value": rng.random(rows),
+            "label": pd.Series(rng.integers(0, 1000, rows)).map(lambda i: f"item-{i}"),
+        }
+    )
     seconds: float = best_per_call(lambda: digest(frame), 1, rounds=3)
     return seconds
 
@@ -104,25 +106,45 @@ def main() -> int:
     us = 1e6
     missing = "not installed"
     rows: list[tuple[str, str, str]] = [
-        ("key, small call (warm)", f"{key * us:9.2f} µs",
-         "goal <= 20 µs: " + ("OK" if key * us <= 20 else "MISSED")),
+        (
+            "key, small call (warm)",
+            f"{key * us:9.2f} µs",
+            "goal <= 20 µs: " + ("OK" if key * us <= 20 else "MISSED"),
+        ),
     ]
     if rates is None:
         rows.append((f"digest of a {args.mb} MB numpy array", missing, ""))
     else:
-        rows.append((f"digest of a {args.mb} MB numpy array", f"{rates[0]:9.2f} GB/s",
-                     "goal >= 1 GB/s: " + ("OK" if rates[0] >= 1 else "MISSED")))
+        rows.append(
+            (
+                f"digest of a {args.mb} MB numpy array",
+                f"{rates[0]:9.2f} GB/s",
+                "goal >= 1 GB/s: " + ("OK" if rates[0] >= 1 else "MISSED"),
+            )
+        )
         rows.append(("  hashlib.sha256 over the same bytes", f"{rates[1]:9.2f} GB/s", ""))
-    rows.append(("digest of a 1M-row DataFrame",
-                 missing if frame is None else f"{frame * 1e3:9.1f} ms", "3 columns"))
+    rows.append(
+        (
+            "digest of a 1M-row DataFrame",
+            missing if frame is None else f"{frame * 1e3:9.1f} ms",
+            "3 columns",
+        )
+    )
     rows.append(("cached hit, blocks (code-aware key)", f"{ours * us:9.2f} µs", ""))
-    rows.append(("cached hit, diskcache.memoize",
-                 missing if disk is None else f"{disk * us:9.2f} µs", ""))
-    rows.append(("cached hit, joblib.Memory",
-                 missing if job is None else f"{job * us:9.2f} µs", ""))
+    rows.append(
+        ("cached hit, diskcache.memoize", missing if disk is None else f"{disk * us:9.2f} µs", "")
+    )
+    rows.append(
+        ("cached hit, joblib.Memory", missing if job is None else f"{job * us:9.2f} µs", "")
+    )
     if disk is not None:
-        rows.append(("  ratio blocks / diskcache", f"{ours / disk:9.2f} x",
-                     "goal <= 1.5x: " + ("OK" if ours <= 1.5 * disk else "MISSED")))
+        rows.append(
+            (
+                "  ratio blocks / diskcache",
+                f"{ours / disk:9.2f} x",
+                "goal <= 1.5x: " + ("OK" if ours <= 1.5 * disk else "MISSED"),
+            )
+        )
     if job is not None:
         rows.append(("  ratio blocks / joblib", f"{ours / job:9.2f} x", ""))
     width = max(len(r[0]) for r in rows)

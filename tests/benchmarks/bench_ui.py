@@ -58,8 +58,11 @@ def _env(home: Path) -> dict[str, str]:
 
 def _spawn(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen(
-        [BLOCK, "ui", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [BLOCK, "ui", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -157,8 +160,11 @@ def list_pages(env: dict[str, str], total: int, repeat: int) -> dict[str, tuple[
 def raw_page(home: Path, total: int, repeat: int) -> dict[str, float]:
     """The floor: the same page queries in raw sqlite3 (median ms)."""
     last = max(1, -(-total // 50))
-    offsets = {"first page": 0, "middle page": (max(1, last // 2) - 1) * 50,
-               "last page": (last - 1) * 50}
+    offsets = {
+        "first page": 0,
+        "middle page": (max(1, last // 2) - 1) * 50,
+        "last page": (last - 1) * 50,
+    }
     conn = sqlite3.connect(home / "registry.db")
     out = {}
     for label, offset in offsets.items():
@@ -207,15 +213,22 @@ def main() -> None:
             # Nothing cached, nothing written: every module compiled from source each time.
             uncached = cold_start(
                 {**small, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": empty},
-                args.runs, warm_up=False,
+                args.runs,
+                warm_up=False,
             )
-        for label, samples in (("python -c pass", python), ("block --version", version),
-                               ("block ls --json", listing), ("block ui -> first page", ui),
-                               ("  the same, no bytecode", uncached)):
+        for label, samples in (
+            ("python -c pass", python),
+            ("block --version", version),
+            ("block ls --json", listing),
+            ("block ui -> first page", ui),
+            ("  the same, no bytecode", uncached),
+        ):
             walls = [sample.wall for sample in samples]
             cpu = statistics.median(sample.cpu for sample in samples)
-            print(f"  {label:<24} {statistics.median(walls) * 1000:7.0f} ms"
-                  f"  / {min(walls) * 1000:5.0f} ms   CPU {cpu * 1000:5.0f} ms")
+            print(
+                f"  {label:<24} {statistics.median(walls) * 1000:7.0f} ms"
+                f"  / {min(walls) * 1000:5.0f} ms   CPU {cpu * 1000:5.0f} ms"
+            )
         median = statistics.median(sample.wall for sample in ui)
         ratio = median / statistics.median(sample.wall for sample in listing)
         verdict = "ok" if median <= 1.0 else "OVER the 1 s target"
@@ -229,11 +242,15 @@ def main() -> None:
             pages = list_pages(env, total + 10, args.repeat)
             floor = raw_page(home, total + 10, args.repeat)
             print(f"blocks list over {total + 10} blocks (median of {args.repeat}):")
-            print(f"  {'page':<12} {'server ms':>10} {'wall ms':>9} {'raw sqlite ms':>14} "
-                  f"{'server/raw':>11}")
+            print(
+                f"  {'page':<12} {'server ms':>10} {'wall ms':>9} {'raw sqlite ms':>14} "
+                f"{'server/raw':>11}"
+            )
             for label, (server, wall) in pages.items():
-                print(f"  {label:<12} {server:10.2f} {wall:9.2f} {floor[label]:14.2f} "
-                      f"{server / floor[label]:10.1f}x")
+                print(
+                    f"  {label:<12} {server:10.2f} {wall:9.2f} {floor[label]:14.2f} "
+                    f"{server / floor[label]:10.1f}x"
+                )
             worst = max(server for server, _ in pages.values())
             if total == args.blocks:
                 verdict = "ok" if worst <= 200 else "OVER the 200 ms target"

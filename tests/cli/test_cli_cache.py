@@ -18,8 +18,12 @@ BLOCK = str(Path(sys.executable).with_name("block"))
 
 def block(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BLOCK, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        env=dict(os.environ), timeout=60,
+        [BLOCK, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=60,
     )
 
 
@@ -85,17 +89,20 @@ def test_ls_and_rm_by_task_and_flow(tmp_path: Path) -> None:
     fill(storage)
     rows = json.loads(ok("results", "ls", "--task", "price", "-s", str(storage), "--json"))
     assert len(rows) == 2 and {r["task"] for r in rows} == {"price"}
-    dry = ok("results", "rm", "--task", "price", "--flow", "nightly", "--dry-run",
-             "-s", str(storage))
+    dry = ok(
+        "results", "rm", "--task", "price", "--flow", "nightly", "--dry-run", "-s", str(storage)
+    )
     assert "Would delete 1 record(s) of task 'price'" in dry
     assert len(list(ResultStore.resolve(str(storage)).records())) == 3
     ok("results", "rm", "--task", "price", "--flow", "nightly", "--yes", "-s", str(storage))
     left = {h.task: h.flow for _, h in ResultStore.resolve(str(storage)).records() if h}
     assert sorted(h.flow or "" for _, h in ResultStore.resolve(str(storage)).records() if h) == [
-        "hourly", "nightly"
+        "hourly",
+        "nightly",
     ]
     assert left["other"] == "nightly"
     ok("results", "rm", "--task", "price", "-y", "-s", str(storage))
     assert [h.task for _, h in ResultStore.resolve(str(storage)).records() if h] == ["other"]
-    assert "No records of task 'gone'" in ok("results", "rm", "--task", "gone", "-y",
-                                             "-s", str(storage))
+    assert "No records of task 'gone'" in ok(
+        "results", "rm", "--task", "gone", "-y", "-s", str(storage)
+    )

@@ -78,7 +78,11 @@ def test_ls_json_is_one_array_with_an_element_per_line() -> None:
     out = block("ls", "--json").stdout
     listed = json.loads(out)
     assert [row["slug"] for row in listed] == [
-        "secret/b-001", "secret/b-003", "string/b-000", "string/b-002", "string/b-004"
+        "secret/b-001",
+        "secret/b-003",
+        "string/b-000",
+        "string/b-002",
+        "string/b-004",
     ]
     assert listed[0]["secret_fields"] == ["value"] and listed[2]["secret_fields"] == []
     assert set(listed[0]) == {"slug", "type", "name", "id", "secret_fields", "created", "updated"}
@@ -106,9 +110,7 @@ def test_terminal_shows_every_row_once_in_the_same_columns_past_the_first_screen
     print(f"terminal ls: {len(rows)} rows on a 12-line screen, names at column {column}")
 
 
-def test_terminal_long_listing_has_a_bold_heading_and_a_rule_unless_the_terminal_is_dumb() -> (
-    None
-):
+def test_terminal_long_listing_has_a_bold_heading_and_a_rule_unless_the_terminal_is_dumb() -> None:
     save_many(30)
     screen = shown_on_terminal("ls", rows=10)
     lines = screen.splitlines()
@@ -182,13 +184,15 @@ def test_rows_are_escaped_only_where_they_need_it_piped_and_on_a_terminal() -> N
     rows = [("a", "b"), ("x\ty", "z"), ("back\\slash", "cr\r"), ("n\nl", ""), ("c", 7)]
     runner = CliRunner()
     out = runner.invoke(click.command()(lambda: print_table(("one", "two"), rows)), []).output
-    assert out.split("\n")[1:-1] == [
-        "a\tb", "x\\ty\tz", "back\\\\slash\tcr\\r", "n\\nl\t", "c\t7"
-    ]
+    assert out.split("\n")[1:-1] == ["a\tb", "x\\ty\tz", "back\\\\slash\tcr\\r", "n\\nl\t", "c\t7"]
     # Past the first screen on a terminal: the same escapes, in columns.
     texts = [[cell(value) for value in row] for row in rows]
     assert _lines(texts, [4, 2]).splitlines() == [
-        "a      b", "x\\ty   z", "back\\\\slash   cr\\r", "n\\nl", "c      7"
+        "a      b",
+        "x\\ty   z",
+        "back\\\\slash   cr\\r",
+        "n\\nl",
+        "c      7",
     ]
 
 

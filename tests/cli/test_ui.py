@@ -78,8 +78,16 @@ def field_errors(html: str) -> list[str]:
 
 def test_every_request_without_the_token_is_403(ui_server: UIServer) -> None:
     anonymous = ui_server.client(authed=False)
-    paths = ["/", "/blocks", "/blocks/new/secret", "/results", "/keys", "/keys/rotation",
-             "/static/ui.css", "/nowhere"]
+    paths = [
+        "/",
+        "/blocks",
+        "/blocks/new/secret",
+        "/results",
+        "/keys",
+        "/keys/rotation",
+        "/static/ui.css",
+        "/nowhere",
+    ]
     for path in paths:
         assert anonymous.get(path).status_code == 403, path
         wrong = anonymous.get(path, params={"token": "x" * 32})
@@ -144,15 +152,24 @@ def test_secret_and_s3_with_a_linked_credentials_block_through_the_forms(
     assert Secret.load("api").get() == SECRET
     client.post(
         "/blocks/new/aws-credentials",
-        data={"_csrf": ui_server.csrf, "_name": "prod", "aws_access_key_id": "AKIATEST",
-              "aws_secret_access_key": SECRET_2},
+        data={
+            "_csrf": ui_server.csrf,
+            "_name": "prod",
+            "aws_access_key_id": "AKIATEST",
+            "aws_secret_access_key": SECRET_2,
+        },
     )
     form = client.get("/blocks/new/s3").text
     assert '<option value="aws-credentials/prod"' in form  # references: a select of saved blocks
     made = client.post(
         "/blocks/new/s3",
-        data={"_csrf": ui_server.csrf, "_name": "lake", "bucket_path": "lake/raw",
-              "credentials": "aws-credentials/prod", "client_config": '{"connect_timeout": 2}'},
+        data={
+            "_csrf": ui_server.csrf,
+            "_name": "lake",
+            "bucket_path": "lake/raw",
+            "credentials": "aws-credentials/prod",
+            "client_config": '{"connect_timeout": 2}',
+        },
     )
     assert made.status_code == 303
     lake = S3.load("lake")
@@ -176,12 +193,22 @@ def test_secret_and_s3_with_a_linked_credentials_block_through_the_forms(
     assert Secret.load("api").get() == {"u": "x"}  # JSON object: a secret dict
     edited = client.post(
         "/blocks/s3/lake/edit",
-        data={"_csrf": ui_server.csrf, "bucket_path": "lake/curated",
-              "credentials": "aws-credentials/prod", "client_config": "{}"},
+        data={
+            "_csrf": ui_server.csrf,
+            "bucket_path": "lake/curated",
+            "credentials": "aws-credentials/prod",
+            "client_config": "{}",
+        },
     )
     assert edited.status_code == 303 and S3.load("lake").bucket_path == "lake/curated"
-    for path in ("/blocks", "/blocks/s3/lake", "/blocks/s3/lake/edit",
-                 "/blocks/aws-credentials/prod", "/blocks/aws-credentials/prod/edit", "/keys"):
+    for path in (
+        "/blocks",
+        "/blocks/s3/lake",
+        "/blocks/s3/lake/edit",
+        "/blocks/aws-credentials/prod",
+        "/blocks/aws-credentials/prod/edit",
+        "/keys",
+    ):
         assert client.get(path).status_code == 200
     checked = ui_server.assert_never_sent(SECRET, SECRET_2)
     print(f"{checked} response bodies checked: no secret value in any")
@@ -192,11 +219,17 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
     client = ui_server.client()
     form = client.get("/blocks/new/ui-kitchen-sink").text
     kinds = {
-        "title": 'type="text"', "replicas": 'type="number" step="1"',
-        "ratio": 'type="number" step="any"', "enabled": 'type="checkbox"',
-        "start": 'type="date"', "at": 'type="datetime-local"', "endpoint.host": 'type="text"',
-        "endpoint.password": 'type="password"', "token": 'type="password"',
-        "extra": 'type="password"', "api_keys": 'type="password"',
+        "title": 'type="text"',
+        "replicas": 'type="number" step="1"',
+        "ratio": 'type="number" step="any"',
+        "enabled": 'type="checkbox"',
+        "start": 'type="date"',
+        "at": 'type="datetime-local"',
+        "endpoint.host": 'type="text"',
+        "endpoint.password": 'type="password"',
+        "token": 'type="password"',
+        "extra": 'type="password"',
+        "api_keys": 'type="password"',
     }
     for name, kind in kinds.items():
         assert re.search(rf'<input {re.escape(kind)}[^>]*name="{re.escape(name)}"', form), name
@@ -204,17 +237,34 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
     assert '<option value="secret/db-login"' in form
     assert '<textarea id="f-tags" name="tags"' in form
     data = {
-        "_csrf": ui_server.csrf, "_name": "main", "title": "Main", "replicas": "3",
-        "ratio": "0.25", "enabled": "true", "tier": '"large"', "start": "2026-01-31",
-        "at": "2026-01-31T10:20:30", "endpoint.host": "db.local", "endpoint.port": "6543",
-        "endpoint.password": SECRET_2, "tags": '["a", "b"]', "labels": '{"team": "data"}',
-        "login": "secret/db-login", "token": SECRET, "extra": '{"k": "v"}',
+        "_csrf": ui_server.csrf,
+        "_name": "main",
+        "title": "Main",
+        "replicas": "3",
+        "ratio": "0.25",
+        "enabled": "true",
+        "tier": '"large"',
+        "start": "2026-01-31",
+        "at": "2026-01-31T10:20:30",
+        "endpoint.host": "db.local",
+        "endpoint.port": "6543",
+        "endpoint.password": SECRET_2,
+        "tags": '["a", "b"]',
+        "labels": '{"team": "data"}',
+        "login": "secret/db-login",
+        "token": SECRET,
+        "extra": '{"k": "v"}',
         "api_keys": '{"x": "' + SECRET_2 + '"}',
     }
     assert client.post("/blocks/new/ui-kitchen-sink", data=data).status_code == 303
     saved = UiKitchenSink.load("main")
     assert (saved.title, saved.replicas, saved.ratio, saved.enabled, saved.tier) == (
-        "Main", 3, 0.25, True, "large")
+        "Main",
+        3,
+        0.25,
+        True,
+        "large",
+    )
     assert saved.start == date(2026, 1, 31) and saved.at == datetime(2026, 1, 31, 10, 20, 30)
     assert saved.endpoint.host == "db.local" and saved.endpoint.port == 6543
     assert saved.backup is None  # an optional nested model left empty
@@ -230,8 +280,16 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
     assert '<option value="&#34;large&#34;" selected>' in edit
     # Unchanged form posted back: every secret kept, the checkbox cleared, "clear" honoured.
     again = {k: v for k, v in data.items() if k not in ("_name", "enabled")}
-    again.update({"token": "", "extra": "", "api_keys": "", "endpoint.password": "",
-                  "__clear__.extra": "1", "backup.host": "replica"})
+    again.update(
+        {
+            "token": "",
+            "extra": "",
+            "api_keys": "",
+            "endpoint.password": "",
+            "__clear__.extra": "1",
+            "backup.host": "replica",
+        }
+    )
     assert client.post("/blocks/ui-kitchen-sink/main/edit", data=again).status_code == 303
     saved = UiKitchenSink.load("main")
     assert saved.token.get_secret_value() == SECRET and saved.enabled is False
@@ -249,16 +307,28 @@ def test_validation_errors_sit_next_to_their_field_and_never_echo_a_secret(
     client = ui_server.client()
     bad = client.post(
         "/blocks/new/ui-kitchen-sink",
-        data={"_csrf": ui_server.csrf, "_name": "Not A Name", "replicas": "many",
-              "tags": "[1,", "token": SECRET, "extra": "{" + SECRET, "endpoint.port": "x"},
+        data={
+            "_csrf": ui_server.csrf,
+            "_name": "Not A Name",
+            "replicas": "many",
+            "tags": "[1,",
+            "token": SECRET,
+            "extra": "{" + SECRET,
+            "endpoint.port": "x",
+        },
     )
     assert bad.status_code == 400
     html = bad.text
     errors = field_errors(html)
     assert any("Invalid block name" in e for e in errors)
-    for name, expected in (("replicas", "whole number"), ("tags", "not valid JSON"),
-                           ("title", "required"), ("endpoint.host", "required"),
-                           ("extra", "JSON object"), ("endpoint.port", "whole number")):
+    for name, expected in (
+        ("replicas", "whole number"),
+        ("tags", "not valid JSON"),
+        ("title", "required"),
+        ("endpoint.host", "required"),
+        ("extra", "JSON object"),
+        ("endpoint.port", "whole number"),
+    ):
         chunk = html.split(f'data-field="{name}"', 1)[1].split('data-field="', 1)[0]
         assert expected in chunk, name
     assert 'value="many"' in html  # non-secret input is shown again to fix
@@ -313,8 +383,11 @@ def test_results_page_lists_a_flows_records_and_prunes_the_expired(
     def extract() -> dict[str, Any]:
         return {"records": list(range(100))}
 
-    @task(persist_result=True, cache_key_fn=lambda: "short-lived",
-          cache_expiration=timedelta(milliseconds=50))
+    @task(
+        persist_result=True,
+        cache_key_fn=lambda: "short-lived",
+        cache_expiration=timedelta(milliseconds=50),
+    )
     def scratch() -> str:
         return "x" * 1000
 
@@ -444,8 +517,13 @@ def test_create_app_names_the_extra_when_a_package_is_missing() -> None:
         "try:\n    create_app(token='x' * 20)\n"
         "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
     assert "MissingDependency" in done.stdout and "blocks[ui]" in done.stdout
 
 
@@ -463,8 +541,11 @@ def test_page_documents_pages_and_escapes_the_search_on_both_registries(
     registry = Registry.default()
     rows, total = registry.page_documents(limit=3, offset=3)
     # By type, then name: secret/item-x first.
-    assert total == 8 and [r.slug for r in rows] == ["string/item-2", "string/item-3",
-                                                      "string/item-4"]
+    assert total == 8 and [r.slug for r in rows] == [
+        "string/item-2",
+        "string/item-3",
+        "string/item-4",
+    ]
     rows, total = registry.page_documents("string", search="item-", limit=50)
     assert total == 7 and len(rows) == 7
     assert registry.page_documents(search="item_")[1] == 0  # _ and % are literal

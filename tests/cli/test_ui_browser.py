@@ -169,15 +169,16 @@ def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer
     print(f"{len(ui.bodies)} responses to the browser checked: no secret value in any")
 
 
-def test_results_page_lists_a_flows_records_and_prunes_the_expired(
-    page: Any, ui: UIServer
-) -> None:
+def test_results_page_lists_a_flows_records_and_prunes_the_expired(page: Any, ui: UIServer) -> None:
     @task(persist_result=True, cache_key_fn=lambda: "orders-extract")
     def extract() -> list[int]:
         return list(range(1000))
 
-    @task(persist_result=True, cache_key_fn=lambda: "orders-scratch",
-          cache_expiration=timedelta(milliseconds=50))
+    @task(
+        persist_result=True,
+        cache_key_fn=lambda: "orders-scratch",
+        cache_expiration=timedelta(milliseconds=50),
+    )
     def scratch() -> str:
         return "x" * 5000
 

@@ -342,8 +342,14 @@ def test_loads_built_without_revalidation_equal_validated_blocks() -> None:
     from blocks.core import _block as core
 
     plain = Plain(
-        name_="db", port=5432, ratio=0.5, enabled=True, token=SecretStr("t"),
-        raw=SecretBytes(b"r"), extra={"a": [1, 2]}, note=None,
+        name_="db",
+        port=5432,
+        ratio=0.5,
+        enabled=True,
+        token=SecretStr("t"),
+        raw=SecretBytes(b"r"),
+        extra={"a": [1, 2]},
+        note=None,
     )
     plain.save("plain")
     Secret(value="s").save("s")
@@ -354,7 +360,11 @@ def test_loads_built_without_revalidation_equal_validated_blocks() -> None:
     assert core._construct_plan(Secret) and core._construct_plan(Plain)
     assert core._construct_plan(DateTime) is None and core._construct_plan(Counted) is None
     cases: list[tuple[type[Block], str]] = [
-        (Plain, "plain"), (Secret, "s"), (String, "x"), (JSON, "j"), (Secret, "d"),
+        (Plain, "plain"),
+        (Secret, "s"),
+        (String, "x"),
+        (JSON, "j"),
+        (Secret, "d"),
         (DateTime, "t"),
     ]
     for cls, name in cases:

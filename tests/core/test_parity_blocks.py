@@ -444,9 +444,7 @@ def test_pathlib_keys_and_basepath_are_accepted_and_checked(
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
-    }
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_put_directory_then_get_directory_round_trips_a_tree(
@@ -597,8 +595,29 @@ def test_an_allow_listed_generic_model_covers_its_parametrisations() -> None:
 # -- URL-shaped keys as a property: resolved inside the base path, or refused ------------------
 
 URL_PARTS = st.sampled_from(
-    ["s3://", "s3a://", "gs://", "gcs://", "memory://", "file://", "bucket", "base", "prop",
-     "/", "//", "..", ".", "x", ":", "@", "u:p@", "based", "?", "#", "%2e"]
+    [
+        "s3://",
+        "s3a://",
+        "gs://",
+        "gcs://",
+        "memory://",
+        "file://",
+        "bucket",
+        "base",
+        "prop",
+        "/",
+        "//",
+        "..",
+        ".",
+        "x",
+        ":",
+        "@",
+        "u:p@",
+        "based",
+        "?",
+        "#",
+        "%2e",
+    ]
 )
 
 

@@ -63,8 +63,14 @@ def worker_env(service: SecretService, home: Path, source: str = "keyring") -> d
 
 
 def read_back(env: dict[str, str], names: list[str]) -> str:
-    done = subprocess.run([sys.executable, "-c", READER], input=" ".join(names), env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-c", READER],
+        input=" ".join(names),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -77,9 +83,13 @@ def key_items(service: SecretService) -> int:
         "items = secretstorage.search_items(bus, {'service': sys.argv[1]})\n"
         "print(sum(1 for _ in items))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, KEYRING_SERVICE],
-                          env={**os.environ, **service.env}, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, KEYRING_SERVICE],
+        env={**os.environ, **service.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return int(done.stdout)
 
@@ -88,9 +98,13 @@ def start_savers(
     env: dict[str, str], stop: Path, count: int, tag: str, most: int = 1_000_000
 ) -> list[subprocess.Popen[str]]:
     procs = [
-        subprocess.Popen([sys.executable, "-c", SAVER, f"{tag}-{n}", str(most)],
-                         env={**env, "STOP_FILE": str(stop)}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", SAVER, f"{tag}-{n}", str(most)],
+            env={**env, "STOP_FILE": str(stop)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(count)
     ]
     for proc in procs:
@@ -120,8 +134,10 @@ def test_processes_racing_first_use_share_one_key_in_the_secret_service(
     procs = start_savers(env, stop, processes, "first", most=5)
     saved, refused = collect(procs)
     result = read_back(env, saved)
-    print(f"\nreal Secret Service, {processes} processes racing first use: secrets saved "
-          f"{len(saved)}, refused {len(refused)}, {result}")
+    print(
+        f"\nreal Secret Service, {processes} processes racing first use: secrets saved "
+        f"{len(saved)}, refused {len(refused)}, {result}"
+    )
     assert refused == []
     assert len(saved) == processes * 5
     assert result == f"readable {len(saved)}"
@@ -157,9 +173,11 @@ def test_a_secret_service_killed_and_restarted_under_load_loses_nothing(
         all_refused += refused
     result = read_back(env, all_saved)
     kinds = sorted({r.split(" ", 1)[0] for r in all_refused})
-    print(f"\nreal Secret Service killed and restarted {rounds} times under 3 saving processes: "
-          f"secrets saved {len(all_saved)}, refused while down {len(all_refused)} {kinds}, "
-          f"{result}")
+    print(
+        f"\nreal Secret Service killed and restarted {rounds} times under 3 saving processes: "
+        f"secrets saved {len(all_saved)}, refused while down {len(all_refused)} {kinds}, "
+        f"{result}"
+    )
     assert all_saved, "nothing was saved"
     assert result == f"readable {len(all_saved)}", "a saved secret was lost"
     assert set(kinds) <= {"KeyManagementError", "KeyMismatch"}, all_refused[:3]

@@ -67,8 +67,13 @@ def key_env(source: str, tmp_path: Path, env: dict[str, str] | None = None) -> d
 
 def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Make this (the checking) process read keys as the workers did."""
-    for name in ("BLOCKS_MASTER_KEY", "BLOCKS_KEY_SOURCE", "XDG_DATA_HOME",
-                 "PYTHON_KEYRING_BACKEND", "BLOCKS_REGISTRY_URL"):
+    for name in (
+        "BLOCKS_MASTER_KEY",
+        "BLOCKS_KEY_SOURCE",
+        "XDG_DATA_HOME",
+        "PYTHON_KEYRING_BACKEND",
+        "BLOCKS_REGISTRY_URL",
+    ):
         if name in env:
             monkeypatch.setenv(name, env[name])
         else:
@@ -141,8 +146,10 @@ def test_sixteen_processes_racing_first_use_share_one_key(
         ], "one key, the recorded one"
         assert stray_key_files(home) == []
         assert (home / "master.key").exists() == (source == "file")
-    print(f"\n[{source}] {trials} trial(s) x 16 processes: secrets saved {total_saved} / "
-          f"readable {total_readable}")
+    print(
+        f"\n[{source}] {trials} trial(s) x 16 processes: secrets saved {total_saved} / "
+        f"readable {total_readable}"
+    )
     assert total_saved == trials * 160
     assert total_readable == total_saved
 
@@ -189,7 +196,10 @@ def test_saves_during_rotations_lose_nothing(
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", SAVER, f"w{n}", str(400 if SOAK else 60)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for n in range(2)
     ]
@@ -197,7 +207,10 @@ def test_saves_during_rotations_lose_nothing(
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     rotator = subprocess.Popen(
         [sys.executable, "-c", ROTATOR, str(rotations)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     go.touch()
     saved = ["first"]
@@ -212,8 +225,10 @@ def test_saves_during_rotations_lose_nothing(
     assert rotator.returncode == 0, err
     assert out.split()[:2] == ["rotated", str(rotations)]
     ok = readable(saved)
-    print(f"\n[{source}, {registry_url.split(':')[0]}] {rotations} rotations, 2 writers: "
-          f"secrets saved {len(saved)} / readable {ok}; tokens proven by rotate {out.split()[2]}")
+    print(
+        f"\n[{source}, {registry_url.split(':')[0]}] {rotations} rotations, 2 writers: "
+        f"secrets saved {len(saved)} / readable {ok}; tokens proven by rotate {out.split()[2]}"
+    )
     assert ok == len(saved)
     assert KeyManager.for_registry(Registry.default().url).keyset().ids == [
         Registry.default().key_record().active_key_id  # type: ignore[union-attr]
@@ -244,10 +259,18 @@ def test_a_keyring_that_comes_and_goes_never_forks_the_key(
         procs = []
         for n, flavour in enumerate(picks):
             env = {**flavours[flavour], "GO_FILE": str(go)}
-            procs.append((flavour, subprocess.Popen(
-                [sys.executable, "-c", SAVER, f"r{round_}-{n}-{flavour}", "5"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )))
+            procs.append(
+                (
+                    flavour,
+                    subprocess.Popen(
+                        [sys.executable, "-c", SAVER, f"r{round_}-{n}-{flavour}", "5"],
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    ),
+                )
+            )
         for _, proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         go.touch()
@@ -265,9 +288,11 @@ def test_a_keyring_that_comes_and_goes_never_forks_the_key(
                     refused[flavour] += 1
     use_env(monkeypatch, base)
     ok = readable(saved)
-    print(f"\nflapping keyring, {rounds} rounds x 4 processes: {attempts} saves tried, "
-          f"secrets saved {len(saved)} / readable {ok}; refused without a keyring "
-          f"{refused['none']}, refused with one {refused['keyring'] + refused['flaky']}")
+    print(
+        f"\nflapping keyring, {rounds} rounds x 4 processes: {attempts} saves tried, "
+        f"secrets saved {len(saved)} / readable {ok}; refused without a keyring "
+        f"{refused['none']}, refused with one {refused['keyring'] + refused['flaky']}"
+    )
     assert ok == len(saved) > 1
     assert refused["keyring"] == refused["flaky"] == 0
     assert refused["none"] > 0, "a process without the keyring must be refused, not fork"
@@ -294,8 +319,9 @@ def test_rotation_sigkilled_at_random_moments_loses_nothing(
     rng = random.Random(11)
     lost = 0
     for _ in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", script], env=env,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.6))
         proc.send_signal(signal.SIGKILL)
@@ -304,8 +330,10 @@ def test_rotation_sigkilled_at_random_moments_loses_nothing(
         assert stray_key_files(blocks_home) == []
         # and a save after the kill still works under the recorded key
         Secret(value="value-of-k0").save("k0", overwrite=True)
-    print(f"\nSIGKILL during rotation x{kills}: secrets {len(names)}, lost {lost}, "
-          f"stray key files {len(stray_key_files(blocks_home))}")
+    print(
+        f"\nSIGKILL during rotation x{kills}: secrets {len(names)}, lost {lost}, "
+        f"stray key files {len(stray_key_files(blocks_home))}"
+    )
     assert lost == 0
 
 
@@ -317,8 +345,14 @@ def test_a_process_with_another_key_is_refused_naming_both_sources(
     Secret(value="v").save("a")
     other = tmp_path / "other-home"
     other_key = subprocess.run(
-        [sys.executable, "-c", "from blocks.core._encryption import *; "
-         "print(format_keys([generate_key()]))"], capture_output=True, text=True, check=True
+        [
+            sys.executable,
+            "-c",
+            "from blocks.core._encryption import *; print(format_keys([generate_key()]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     monkeypatch.setenv("BLOCKS_KEY_SOURCE", "env")
     monkeypatch.setenv("BLOCKS_MASTER_KEY", other_key)

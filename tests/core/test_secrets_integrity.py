@@ -264,17 +264,28 @@ def test_block_create_never_runs_a_file_named_by_the_registry(
     evil = tmp_path / "evil_blocks.py"
     evil.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     Registry.default().register_type(
-        slug="evil", name="Evil", description="", module=str(evil),
-        checksum="sha256:evil", version="1", fields={"properties": {}},
+        slug="evil",
+        name="Evil",
+        description="",
+        module=str(evil),
+        checksum="sha256:evil",
+        version="1",
+        fields={"properties": {}},
     )
     done = subprocess.run(
         [sys.executable, "-m", "blocks.cli", "create", "evil", "x", "--set", "a=b"],
-        env=os.environ.copy(), capture_output=True, text=True, cwd=tmp_path,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     if "No module named blocks.cli.__main__" in done.stderr:
         done = subprocess.run(
             [str(Path(sys.executable).parent / "block"), "create", "evil", "x", "--set", "a=b"],
-            env=os.environ.copy(), capture_output=True, text=True, cwd=tmp_path,
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
         )
     assert done.returncode != 0
     assert not marker.exists(), "the registry chose code that ran"
@@ -330,8 +341,14 @@ def test_url_userinfo_is_masked_in_repr_describe_and_storage_errors() -> None:
         client_config={"connect_timeout": 1, "retries": {"max_attempts": 0}},
     )
     remote = RemoteFileSystem(basepath="http://webuser:FTPSECRETPW@127.0.0.1:9/base")
-    shown = [repr(s3), s3.describe(), str(dict(s3.masked_items())), repr(remote),
-             remote.describe(), str(dict(remote.masked_items()))]
+    shown = [
+        repr(s3),
+        s3.describe(),
+        str(dict(s3.masked_items())),
+        repr(remote),
+        remote.describe(),
+        str(dict(remote.masked_items())),
+    ]
     with pytest.raises(StorageError) as info:
         s3.write_path("k", b"v")
     shown.append(str(info.value))

@@ -13,7 +13,7 @@ from blocks.task_runners import ConcurrentTaskRunner, SequentialTaskRunner
     timeout_seconds=7200,
     task_runner=ConcurrentTaskRunner(),  # 병렬 실행
     log_prints=True,
-    persist_result=True,                 # 결과 저장
+    persist_result=True,  # 결과 저장
 )
 def my_flow():
     pass

@@ -31,4 +31,4 @@ def conditional_flow(data: dict):
 
 # 실행
 conditional_flow({"count": 150})  # process_large 실행
-conditional_flow({"count": 50})   # process_small 실행
+conditional_flow({"count": 50})  # process_small 실행

@@ -162,14 +162,24 @@ def test_s3_with_the_server_down_raises_storage_error_naming_bucket_and_endpoint
 
 
 def test_s3_client_config_is_applied_and_the_client_reused(s3: S3) -> None:
-    fast = s3.model_copy(update={"client_config": {
-        "connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 0}}})
+    fast = s3.model_copy(
+        update={
+            "client_config": {
+                "connect_timeout": 1,
+                "read_timeout": 2,
+                "retries": {"max_attempts": 0},
+            }
+        }
+    )
     fast.write_path("k", b"v")
     fs = fast.filesystem()
     assert fast.filesystem() is fs  # botocore's in-place rewrite of `retries` breaks no cache
     assert fs.retries == 1  # s3fs's own loop: one try, like botocore
     assert fast.client_config == {
-        "connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 0}}
+        "connect_timeout": 1,
+        "read_timeout": 2,
+        "retries": {"max_attempts": 0},
+    }
     assert fast.read_path("k") == b"v"
     assert s3.filesystem().retries == 5  # not given: s3fs's default
 
@@ -216,8 +226,11 @@ def test_s3_uses_a_profile_from_the_shared_credentials_file(
         f"[blocks-lab]\naws_access_key_id = {s3_endpoint.key}\n"
         f"aws_secret_access_key = {s3_endpoint.secret}\n"
     )
-    creds = AwsCredentials(profile_name="blocks-lab", region_name=s3_endpoint.region,
-                           endpoint_url=s3_endpoint.endpoint_url)
+    creds = AwsCredentials(
+        profile_name="blocks-lab",
+        region_name=s3_endpoint.region,
+        endpoint_url=s3_endpoint.endpoint_url,
+    )
     store = S3(bucket_path=f"{s3_bucket}/profile", credentials=creds)
     store.write_path("k", b"profile")
     assert store.read_path("k") == b"profile"

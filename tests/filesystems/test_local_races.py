@@ -27,7 +27,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs symlinks 
 SOAK = os.environ.get("BLOCKS_SOAK") == "1"
 
 
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 

@@ -143,8 +143,6 @@ def test_delete_refuses_to_follow_a_symlinked_folder(tmp_path: Path) -> None:
     assert (outside / "victim").read_bytes() == b"keep me"
 
 
-
-
 def test_symlink_swap_race_against_prune_never_deletes_outside_the_base(tmp_path: Path) -> None:
     seconds = 30.0 if SOAK else 3.0
     base, outside = tmp_path / "base", tmp_path / "outside"

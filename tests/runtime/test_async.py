@@ -399,8 +399,12 @@ def test_async_hooks_log_prints_and_run_names(caplog: pytest.LogCaptureFixture) 
     def sync_hook(_t: Any, run: TaskRun, state: State) -> None:
         seen.append(f"sync {run.name} {state.name}")
 
-    @task(task_run_name="load-{table}", log_prints=True,
-          on_completion=[sync_hook, async_hook], on_failure=[async_hook])
+    @task(
+        task_run_name="load-{table}",
+        log_prints=True,
+        on_completion=[sync_hook, async_hook],
+        on_failure=[async_hook],
+    )
     async def load(table: str) -> None:
         print(f"loading {table}")
         get_run_logger().info("logged")
@@ -415,7 +419,9 @@ def test_async_hooks_log_prints_and_run_names(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.INFO):
         asyncio.run(nightly("mon"))
     assert seen == [
-        "sync load-users Completed", "async load-users Completed", "async load-bad Failed",
+        "sync load-users Completed",
+        "async load-users Completed",
+        "async load-bad Failed",
     ]
     printed = next(r for r in caplog.records if r.getMessage() == "loading users")
     assert printed.task_run_name == "load-users"  # type: ignore[attr-defined]

@@ -247,15 +247,23 @@ print("VALUE", pricing.price(sys.argv[2]))
 def run_price(folder: Path, item: str = "apple", python: str = sys.executable) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "random"}
     return subprocess.run(
-        [python, "-c", RUN, str(folder), item], capture_output=True, text=True, check=True,
-        env=env, timeout=120,
+        [python, "-c", RUN, str(folder), item],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
     ).stdout
 
 
 EDITS = [
     ("a constant", "rate_for(item) * 2", "rate_for(item) * 3", "code changed (function 'price')"),
-    ("a called helper", "RATE * len(item)", "RATE * len(item) + 1",
-     "code changed (helper 'rate_for')"),
+    (
+        "a called helper",
+        "RATE * len(item)",
+        "RATE * len(item) + 1",
+        "code changed (helper 'rate_for')",
+    ),
     ("a read global", "RATE = 0.5", "RATE = 0.9", "code changed (global 'RATE')"),
     ("comments only", "def rate_for(item):", "# the rate\ndef rate_for(item):  # per item", None),
     ("the docstring only", '"""What an item costs."""', '"""Cost of one item."""', None),
@@ -333,8 +341,12 @@ def test_the_same_code_on_two_python_versions_shares_a_key(tmp_path: Path) -> No
     )
     keys = [
         subprocess.run(
-            [python, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+            [python, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
         ).stdout.strip()
         for python in (sys.executable, str(other))
     ]
@@ -380,8 +392,11 @@ def test_miss_explanations_for_expired_and_corrupt_records(
 ) -> None:
     calls: list[int] = []
 
-    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(milliseconds=200),
-          result_storage=str(tmp_path / "r"))
+    @task(
+        cache_key_fn=task_input_hash,
+        cache_expiration=timedelta(milliseconds=200),
+        result_storage=str(tmp_path / "r"),
+    )
     def t(x: int) -> int:
         calls.append(x)
         return x
@@ -419,8 +434,11 @@ def test_records_keep_components_and_no_values(tmp_path: Path) -> None:
 
 
 def test_refresh_cache_recomputes_and_resets_the_expiration(tmp_path: Path) -> None:
-    @task(cache_key_fn=lambda: "refresh-expiry", cache_expiration=timedelta(hours=1),
-          result_storage=str(tmp_path / "r"))
+    @task(
+        cache_key_fn=lambda: "refresh-expiry",
+        cache_expiration=timedelta(hours=1),
+        result_storage=str(tmp_path / "r"),
+    )
     def t() -> int:
         return 1
 
@@ -436,11 +454,25 @@ def test_refresh_cache_recomputes_and_resets_the_expiration(tmp_path: Path) -> N
 def test_changes_name_every_kind_of_component() -> None:
     from blocks.runtime.keys import changes
 
-    old = {"code": "a", "code:function 'f'": "1", "code:global 'RATE'": "2",
-           "param:x": "p", "param:gone": "q", "version": "v1", "run_id": "r1"}
-    new = {"code": "b", "code:function 'f'": "1", "code:global 'RATE'": "3",
-           "param:x": "P", "param:added": "z", "version": "v2", "run_id": "r2",
-           "code:note": "no source for 'f': identified by its bytecode"}
+    old = {
+        "code": "a",
+        "code:function 'f'": "1",
+        "code:global 'RATE'": "2",
+        "param:x": "p",
+        "param:gone": "q",
+        "version": "v1",
+        "run_id": "r1",
+    }
+    new = {
+        "code": "b",
+        "code:function 'f'": "1",
+        "code:global 'RATE'": "3",
+        "param:x": "P",
+        "param:added": "z",
+        "version": "v2",
+        "run_id": "r2",
+        "code:note": "no source for 'f': identified by its bytecode",
+    }
     assert changes(old, new) == [
         "code changed (global 'RATE') [no source for 'f': identified by its bytecode]",
         "version changed",
@@ -456,8 +488,9 @@ def test_a_function_without_source_is_cached_by_bytecode(tmp_path: Path) -> None
     namespace: dict[str, Any] = {}
     exec("def typed_in_a_repl(x):\n    return x * 2\n", namespace)
     typed_in_a_repl: Callable[[int], int] = namespace["typed_in_a_repl"]
-    t = task(cache_policy=INPUTS + TASK_SOURCE, result_storage=str(tmp_path / "r"),
-             name="repl")(typed_in_a_repl)
+    t = task(cache_policy=INPUTS + TASK_SOURCE, result_storage=str(tmp_path / "r"), name="repl")(
+        typed_in_a_repl
+    )
     assert (t(2), t(2)) == (4, 4)
     [(_, header)] = list(ResultStore.resolve(str(tmp_path / "r")).records())
     assert header is not None and header.components is not None

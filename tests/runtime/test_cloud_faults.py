@@ -79,8 +79,12 @@ class PrivateLocalStack:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(VENV_PYTHON), "-m", "localstack.runtime.main"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.root, start_new_session=True,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while not self.is_up():
@@ -125,8 +129,11 @@ class PrivateLocalStack:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=KEY_ID,
-            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
             config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2}),
         )
 
@@ -264,15 +271,24 @@ def _pipeline(
     record of ~`blob` bytes more."""
     calls = {"extract": 0, "transform": 0}
 
-    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1),
-          result_storage=storage, result_serializer="json")
+    @task(
+        cache_key_fn=task_input_hash,
+        cache_expiration=timedelta(hours=1),
+        result_storage=storage,
+        result_serializer="json",
+    )
     def extract(source: str) -> dict[str, Any]:
         calls["extract"] += 1
         return {"source": source, "records": list(range(100))}
 
-    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1),
-          result_storage=storage, result_serializer="json",
-          retries=2, retry_delay_seconds=0.01)
+    @task(
+        cache_key_fn=task_input_hash,
+        cache_expiration=timedelta(hours=1),
+        result_storage=storage,
+        result_serializer="json",
+        retries=2,
+        retry_delay_seconds=0.01,
+    )
     def transform(data: dict[str, Any]) -> dict[str, Any]:
         calls["transform"] += 1
         on_transform()

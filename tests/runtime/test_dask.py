@@ -257,8 +257,9 @@ def test_the_temporary_cluster_and_its_worker_processes_end_with_the_flow_run() 
     (runner,) = runners
     assert runner is not template and template.client is None  # the template never starts
     assert runner.client is None and runner.cluster is None
-    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
-                                 timeout=5)
+    _, alive = psutil.wait_procs(
+        [psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=5
+    )
     assert not alive
     children = psutil.Process().children(recursive=True)
     assert not {c.pid for c in children} & pids
@@ -308,8 +309,9 @@ def test_a_script_without_a_main_guard_gets_told_what_to_fix(tmp_path: Path) -> 
         "f()\n"  # no `if __name__ == "__main__":`
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode != 0
     assert 'a script must call its flow under `if __name__ == "__main__":`' in done.stderr
 
@@ -398,8 +400,9 @@ def test_submit_refuses_a_callable_that_is_not_a_task_run() -> None:
         local_runner().submit(lambda: State.__new__(State))
 
 
-def test_allow_failure_reaches_the_workers_and_a_plain_failed_input_leaves_the_run_not_ready(
-) -> None:
+def test_allow_failure_reaches_the_workers_and_a_plain_failed_input_leaves_the_run_not_ready() -> (
+    None
+):
     @flow(task_runner=local_runner())
     def f() -> tuple[str, State, list[int]]:
         failed = boom.submit()

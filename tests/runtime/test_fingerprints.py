@@ -39,8 +39,12 @@ EDITS = [
     ("a comment", "def price(x):\n", "def price(x):  # the price\n    # ...\n", False),
     ("the docstring", '"""The price of x."""', '"""How much x costs."""', False),
     ("blank lines and spacing", "def rate_for(x):\n", "\n\ndef rate_for( x ):\n", False),
-    ("an unrelated function", "def price(x):", "def other():\n    return 1\n\n\ndef price(x):",
-     False),
+    (
+        "an unrelated function",
+        "def price(x):",
+        "def other():\n    return 1\n\n\ndef price(x):",
+        False,
+    ),
 ]
 
 PRINT_FINGERPRINT = textwrap.dedent(
@@ -61,11 +65,19 @@ def run_fingerprint(
     folder: Path, python: str = sys.executable, seed: str = "0"
 ) -> dict[str, object]:
     """The fingerprint of ``pricing.price`` computed by a fresh interpreter."""
-    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT),
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": seed,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     out = subprocess.run(
         [python, "-c", PRINT_FINGERPRINT, str(folder)],
-        capture_output=True, text=True, check=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
     ).stdout
     result: dict[str, object] = json.loads(out)
     return result

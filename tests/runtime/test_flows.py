@@ -320,8 +320,10 @@ def test_a_keyboard_interrupt_crashes_the_run_and_propagates() -> None:
     def interrupted() -> None:
         raise KeyboardInterrupt
 
-    @flow(on_crashed=[lambda fl, run, state: crashed.append(state.name)],
-          on_failure=[lambda *_: crashed.append("on_failure should not run")])
+    @flow(
+        on_crashed=[lambda fl, run, state: crashed.append(state.name)],
+        on_failure=[lambda *_: crashed.append("on_failure should not run")],
+    )
     def f() -> None:
         interrupted()
 
@@ -356,6 +358,7 @@ def test_flow_run_name_callable_and_bad_template_field() -> None:
 
     assert a() == "constant"
     with pytest.raises(ValueError, match=r"flow_run_name 'x-\{nme\}' uses \{nme\}"):
+
         @flow(flow_run_name="x-{nme}")
         def b(name: str) -> None: ...
 
@@ -369,8 +372,13 @@ def test_flow_parameters_are_validated_and_coerced_from_type_hints() -> None:
     seen: list[Any] = []
 
     @flow
-    def report(n: int, window: Window, tags: list[str] | None = None, raw=None,  # type: ignore[no-untyped-def]
-               json: float = 0.0) -> None:
+    def report(  # type: ignore[no-untyped-def]  # `raw` is unannotated on purpose
+        n: int,
+        window: Window,
+        tags: list[str] | None = None,
+        raw=None,
+        json: float = 0.0,
+    ) -> None:
         seen.append((n, window, tags, raw, json))
 
     report("3", {"days": "7"}, raw="as is", json="1.5")

@@ -69,8 +69,11 @@ values = st.recursive(
         st.frozensets(hashable, max_size=5),
         st.sets(hashable, max_size=5),
         st.builds(Point, st.floats(allow_nan=False), st.frozensets(st.text(max_size=3))),
-        st.builds(Model, name=st.text(max_size=5),
-                  weights=st.dictionaries(st.text(max_size=3), st.floats())),
+        st.builds(
+            Model,
+            name=st.text(max_size=5),
+            weights=st.dictionaries(st.text(max_size=3), st.floats()),
+        ),
     ),
     max_leaves=12,
 )
@@ -89,7 +92,11 @@ def digests_in_a_new_process(batch: list[Any], seed: str) -> list[str]:
     env = {**os.environ, "PYTHONHASHSEED": seed}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(Path(__file__).parent)],
-        input=pickle.dumps(batch), capture_output=True, check=True, env=env, timeout=120,
+        input=pickle.dumps(batch),
+        capture_output=True,
+        check=True,
+        env=env,
+        timeout=120,
     ).stdout
     return out.decode().split()
 
@@ -232,8 +239,9 @@ def test_heavy_libraries_are_imported_only_for_their_own_values() -> None:
         "print(sorted(m for m in ('numpy', 'pandas', 'polars', 'pyarrow', 'pydantic')"
         " if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -54,8 +54,10 @@ def picky(x: int) -> int:
 def test_a_flow_returning_a_failed_state_fails_runs_its_hooks_and_raises() -> None:
     seen: list[str] = []
 
-    @flow(on_failure=[lambda f, r, s: seen.append(f"failure:{s.message}")],
-          on_completion=[lambda f, r, s: seen.append("completion")])
+    @flow(
+        on_failure=[lambda f, r, s: seen.append(f"failure:{s.message}")],
+        on_completion=[lambda f, r, s: seen.append("completion")],
+    )
     def judged(ok: bool) -> State:
         return Completed(message="fine") if ok else Failed(message="rows missing")
 
@@ -217,8 +219,12 @@ def test_a_failed_upstream_leaves_downstream_not_ready_and_allow_failure_runs_it
         chained = echo.submit(blocked)  # downstream of a NotReady run: NotReady too
         allowed = report(allow_failure(failed), return_state=True)
         allowed_not_ready = report(allow_failure(chained), return_state=True)
-        return {"blocked": blocked, "chained": chained.wait() or chained.state,
-                "allowed": allowed, "allowed_not_ready": allowed_not_ready}
+        return {
+            "blocked": blocked,
+            "chained": chained.wait() or chained.state,
+            "allowed": allowed,
+            "allowed_not_ready": allowed_not_ready,
+        }
 
     states = f(return_state=True)
     assert states.is_completed()  # a dict is not a state iterable: plain data
@@ -234,8 +240,10 @@ def test_a_failed_upstream_leaves_downstream_not_ready_and_allow_failure_runs_it
 def test_a_not_ready_task_runs_no_hooks() -> None:
     seen: list[str] = []
 
-    @task(on_failure=[lambda t, r, s: seen.append("failure")],
-          on_running=[lambda t, r, s: seen.append("running")])
+    @task(
+        on_failure=[lambda t, r, s: seen.append("failure")],
+        on_running=[lambda t, r, s: seen.append("running")],
+    )
     def downstream(x: int) -> int:
         return x
 
@@ -434,8 +442,14 @@ def test_on_running_hooks_and_decorator_forms_for_tasks_and_flows() -> None:
         seen.append(f"flow {state.name}")
 
     assert f() == 1
-    assert seen == ["flow Running", "flow body", "task Running", "task body",
-                    "task Completed", "flow Completed"]
+    assert seen == [
+        "flow Running",
+        "flow body",
+        "task Running",
+        "task body",
+        "task Completed",
+        "flow Completed",
+    ]
     assert task_running in t.on_running_hooks and flow_done in f.on_completion_hooks
 
 
@@ -548,8 +562,7 @@ def test_cache_result_in_memory_false_reads_the_persisted_result_back(tmp_path: 
     with pytest.raises(MissingResult, match="not kept in memory"):
         state.result()
 
-    @flow(persist_result=True, result_storage=str(tmp_path / "flows"),
-          cache_result_in_memory=False)
+    @flow(persist_result=True, result_storage=str(tmp_path / "flows"), cache_result_in_memory=False)
     def g() -> dict[str, int]:
         return {"rows": 3}
 

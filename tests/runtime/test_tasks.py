@@ -42,7 +42,10 @@ def test_task_keeps_its_options_and_defaults_to_the_function_name() -> None:
 
     assert isinstance(my_task, Task)
     assert (my_task.name, my_task.description, my_task.tags, my_task.version) == (
-        "My Task", "d", {"etl", "production"}, "1.2",
+        "My Task",
+        "d",
+        {"etl", "production"},
+        "1.2",
     )
     assert (plain.name, plain.description) == ("plain", "Doubles.")
 
@@ -514,7 +517,11 @@ def test_task_input_hash_depends_on_function_and_inputs_and_is_stable(tmp_path: 
     )
     keys = {
         subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=tmp_path,
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
             env={**os.environ, "PYTHONHASHSEED": seed},
         ).stdout.strip()
         for seed in ("1", "2")
@@ -746,12 +753,16 @@ def test_task_run_name_callable_takes_nothing_or_the_parameters() -> None:
 
 def test_task_run_name_with_an_unknown_field_is_rejected_at_decoration() -> None:
     with pytest.raises(ValueError, match=r"uses \{sorce\}, but 'sorce' is not a parameter") as info:
+
         @task(task_run_name="extract-{sorce}")
         def extract(source: str) -> None: ...
+
     assert "parameters: source" in str(info.value)
     with pytest.raises(ValueError, match="positional field"):
+
         @task(task_run_name="extract-{}")
         def positional(source: str) -> None: ...
+
     with pytest.raises(TypeError, match="string template or a callable"):
         task(task_run_name=3)(lambda: None)  # type: ignore[call-overload]
 

@@ -58,9 +58,7 @@ def create_app(
     except ModuleNotFoundError as exc:
         from blocks.errors import MissingDependency
 
-        raise MissingDependency(
-            f"`block ui` needs the {exc.name!r} package: {UI_EXTRA}"
-        ) from None
+        raise MissingDependency(f"`block ui` needs the {exc.name!r} package: {UI_EXTRA}") from None
     return build_app(token=token, port=port, storage=storage, allowed_hosts=allowed_hosts)
 
 

@@ -91,8 +91,10 @@ def new_chooser(request: Request) -> Response:
     registry = Registry.default()
     known = {t.slug: t for t in registry.list_types()}
     slugs = sorted(set(BUILTIN_BLOCK_MODULES) | set(known))
-    types = [(s, known[s].name if s in known else s, known[s].description if s in known else "")
-             for s in slugs]
+    types = [
+        (s, known[s].name if s in known else s, known[s].description if s in known else "")
+        for s in slugs
+    ]
     return pages(request).render(request, "new.html", title="New block", nav="new", types=types)
 
 
@@ -215,4 +217,3 @@ async def delete_block(request: Request) -> Response:
     except BlockInUse as exc:
         return _block_page(request, slug, error=str(exc), status=409)
     return RedirectResponse(f"/blocks?deleted={slug}", status_code=303)
-

@@ -114,9 +114,7 @@ class _Builder:
         return False
 
     def holds_secret(self, path: str) -> bool:
-        return path in self.secret_paths or any(
-            p.startswith(path + ".") for p in self.secret_paths
-        )
+        return path in self.secret_paths or any(p.startswith(path + ".") for p in self.secret_paths)
 
     def build(
         self, path: str, prop: dict[str, Any], required: bool, current: Any, *, secret: bool
@@ -349,9 +347,7 @@ def _value_at(block: Block | None, path: str) -> Any:
     return value
 
 
-def validate(
-    cls: type[Block], data: dict[str, Any], errors: dict[str, str]
-) -> Block | None:
+def validate(cls: type[Block], data: dict[str, Any], errors: dict[str, str]) -> Block | None:
     """The block, or None with `errors` filled by field (from pydantic, inputs left out)."""
     try:
         block = cls.model_validate(data)

@@ -138,4 +138,3 @@ def rotate(request: Request) -> Response:
 def rotation_status(request: Request) -> Response:
     progress = _progress(request)
     return JSONResponse(progress.public())
-

@@ -54,8 +54,16 @@ def size_text(n: int) -> str:
 
 def _row(key: str, header: RecordHeader | None) -> dict[str, Any]:
     if header is None:
-        return {"key": key, "readable": False, "task": "", "serializer": "", "size": -1,
-                "created": "", "expires": "", "expired": False}
+        return {
+            "key": key,
+            "readable": False,
+            "task": "",
+            "serializer": "",
+            "size": -1,
+            "created": "",
+            "expires": "",
+            "expired": False,
+        }
     return {
         "key": key,
         "readable": True,
@@ -116,9 +124,7 @@ def results_page(request: Request) -> Response:
         rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
         count=len(rows),
         expired=sum(1 for r in rows if r["expired"]),
-        tasks=sorted(
-            (task, n, size_text(size)) for task, (n, size) in by_task.items()
-        ),
+        tasks=sorted((task, n, size_text(size)) for task, (n, size) in by_task.items()),
         total_size=size_text(sum(n for _, n in by_task.values())),
         sort=sort,
         descending=descending,
@@ -183,4 +189,3 @@ async def prune(request: Request) -> Response:
         rows=selected,
         total=size_text(sum(r["size"] for r in selected)),
     )
-

@@ -49,9 +49,7 @@ _SECURITY_HEADERS = [
     ),
 ]
 
-FORBIDDEN = (
-    "Forbidden: open the URL that `block ui` printed (it carries the access token)."
-)
+FORBIDDEN = "Forbidden: open the URL that `block ui` printed (it carries the access token)."
 
 
 def csrf_token(token: str) -> str:

@@ -44,8 +44,9 @@ class ReturnedFailure(Exception):
         self.state = state
 
 
-def retry_delay(delays: tuple[float, ...] | list[float], attempt: int,
-                jitter: float | None) -> float:
+def retry_delay(
+    delays: tuple[float, ...] | list[float], attempt: int, jitter: float | None
+) -> float:
     """Seconds to wait after failed `attempt` (1-based); lists shorter than retries repeat the last.
 
     A jitter factor ``j`` spreads the delay uniformly over ``[d*(1-j), d*(1+j)]``.
@@ -87,7 +88,11 @@ def attempts(
         delay = retry_delay(options.retry_delays, run.run_count, options.retry_jitter_factor)
         run_logger(run).info(
             "Attempt %d failed with %s - retry %d/%d in %.3g second(s)",
-            run.run_count, state.message, run.run_count, options.retries, delay,
+            run.run_count,
+            state.message,
+            run.run_count,
+            options.retries,
+            delay,
         )
         if delay > 0:
             yield Sleep(delay)

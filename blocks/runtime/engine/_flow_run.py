@@ -58,8 +58,9 @@ class FlowSpec(Protocol):
         ...
 
 
-def flow_steps(flow: FlowSpec, run: FlowRun, bound: inspect.BoundArguments,
-               waits: list[Any] | None = None) -> Engine:
+def flow_steps(
+    flow: FlowSpec, run: FlowRun, bound: inspect.BoundArguments, waits: list[Any] | None = None
+) -> Engine:
     """The state machine of one flow run, sync or async (see `_steps.Step`)."""
     options = flow.options
     if run.log_prints:
@@ -86,11 +87,18 @@ def flow_steps(flow: FlowSpec, run: FlowRun, bound: inspect.BoundArguments,
         logger.info("Beginning flow run %r for flow %r", run.name, flow.name)
         run.state = ready
         yield from run_hooks(options.on_running, flow, run, ready)
-        call = Call(flow.fn, bound.args, bound.kwargs, options.timeout_seconds,
-                    lambda: f"Flow run {run.name!r}")
+        call = Call(
+            flow.fn,
+            bound.args,
+            bound.kwargs,
+            options.timeout_seconds,
+            lambda: f"Flow run {run.name!r}",
+        )
         try:
             state = yield from attempts(
-                run, lambda: _attempt(flow, run, call), options,
+                run,
+                lambda: _attempt(flow, run, call),
+                options,
                 # Abandon what a timed-out body left behind; else let submitted tasks finish.
                 lambda timed_out: _settled(run, wait=not timed_out),
             )

@@ -80,8 +80,14 @@ class Call(Step):
 
     __slots__ = ("args", "fn", "kwargs", "timeout", "what")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 timeout: float | None, what: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        what: Callable[[], str],
+    ) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.timeout, self.what = timeout, what
 
@@ -250,8 +256,9 @@ def run_coroutine(awaitable: Awaitable[T]) -> T:
         return pool.submit(ctx.run, asyncio.run, main()).result()
 
 
-def run_hooks(hooks: Iterable[Callable[..., Any]], owner: Any, run: Any,
-              state: State) -> Generator[Step, Any, None]:
+def run_hooks(
+    hooks: Iterable[Callable[..., Any]], owner: Any, run: Any, state: State
+) -> Generator[Step, Any, None]:
     """Call each ``hook(owner, run, state)``; a failing hook is logged, never fatal."""
     for hook in hooks:
         try:

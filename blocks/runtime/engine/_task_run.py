@@ -105,9 +105,7 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
     return state
 
 
-def _name_run(
-    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+def _name_run(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Give `run` the name its ``task_run_name`` makes of the call's parameters."""
     assert task.options.task_run_name is not None
     run.parameters = task.bind(args, kwargs)
@@ -199,8 +197,7 @@ def _earlier_attempt(
     earlier = flow_run.earlier_state(run.reuse_key, run.parameters)
     if earlier is None:
         return None
-    run_logger(run).info("Reusing the result of an earlier attempt of flow run %r",
-                         flow_run.name)
+    run_logger(run).info("Reusing the result of an earlier attempt of flow run %r", flow_run.name)
     state = Cached(earlier.data, message="Completed in an earlier attempt of the flow run")
     state.ref = earlier.ref
     return state
@@ -216,9 +213,7 @@ def _keep_result(task: TaskLike, run: TaskRun, state: State) -> None:
         run.flow_run.remember_state(run.reuse_key, run.parameters, state)
 
 
-def _execute(
-    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Engine:
+def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
     flow_run = run.flow_run
     options = task.options
     call = Call(task.fn, args, kwargs, options.timeout_seconds, lambda: f"Task run {run.name!r}")
@@ -299,8 +294,14 @@ def _persisted(
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
     yield Blocking(
-        persistence.persist, store, key, value, task.options.cache_expiration, task.name,
-        components, flow,
+        persistence.persist,
+        store,
+        key,
+        value,
+        task.options.cache_expiration,
+        task.name,
+        components,
+        flow,
     )
     return _stored(Completed(value), store, key)
 

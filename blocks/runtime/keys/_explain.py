@@ -46,7 +46,8 @@ def changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
             parts = sorted(
                 name[5:]
                 for name in old.keys() | new.keys()
-                if name.startswith("code:") and name != "code:note"
+                if name.startswith("code:")
+                and name != "code:note"
                 and old.get(name) != new.get(name)
             )
             reasons.append(f"code changed ({', '.join(parts) or 'fingerprint'})")
@@ -58,7 +59,7 @@ def changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
         reasons.append("version changed")
     for prefix, word in (("param:", "parameter"), ("flow_parameter:", "flow parameter")):
         for name in sorted(k for k in old.keys() | new.keys() if k.startswith(prefix)):
-            label = name[len(prefix):]
+            label = name[len(prefix) :]
             if name not in old:
                 reasons.append(f"{word} {label!r} is new")
             elif name not in new:

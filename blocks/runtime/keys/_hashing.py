@@ -411,8 +411,13 @@ def _choose(kind: type) -> Encoder:
     if issubclass(kind, dict):
         return _dict_subclass
     for base, encoder in (
-        (bool, _bool), (int, _int), (float, _float), (str, _str), (bytes, _bytes),
-        (dt.datetime, _datetime), (dt.date, _iso(b"da")),
+        (bool, _bool),
+        (int, _int),
+        (float, _float),
+        (str, _str),
+        (bytes, _bytes),
+        (dt.datetime, _datetime),
+        (dt.date, _iso(b"da")),
     ):
         if issubclass(kind, base):
             return _with_type(encoder)

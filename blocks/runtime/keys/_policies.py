@@ -150,8 +150,9 @@ class CompoundCachePolicy(CachePolicy):
         if not isinstance(other, str):
             raise OptionTypeError(_SUBTRACT_ONLY_NAMES)
         if any(isinstance(p, Inputs) for p in self.policies):
-            return CompoundCachePolicy([p - other if isinstance(p, Inputs) else p
-                                        for p in self.policies])
+            return CompoundCachePolicy(
+                [p - other if isinstance(p, Inputs) else p for p in self.policies]
+            )
         return CompoundCachePolicy([*self.policies, Inputs(exclude=[other])])
 
 

@@ -61,7 +61,7 @@ __all__ = ["DaskTaskRunner", "RemoteTaskError"]
 DASK_EXTRA = "pip install 'blocks[dask]'"
 _MAIN_GUARD = (
     "Dask's worker processes import your main module: a script must call its flow under "
-    "`if __name__ == \"__main__\":`."
+    '`if __name__ == "__main__":`.'
 )
 
 
@@ -122,8 +122,13 @@ class DaskTaskRunner(TaskRunner):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A Flow or Task holding this runner may be pickled: send the settings, never a client.
-        settings = (self.address, self.cluster_class, self.cluster_kwargs, self.client_kwargs,
-                    self.adapt_kwargs)
+        settings = (
+            self.address,
+            self.cluster_class,
+            self.cluster_kwargs,
+            self.client_kwargs,
+            self.adapt_kwargs,
+        )
         return (type(self), settings)
 
     @property
@@ -203,9 +208,9 @@ class DaskTaskRunner(TaskRunner):
                 concurrent.futures.wait(pending)
             else:
                 for bridge in pending:  # settled first, so the cancellation is not reported
-                    bridge.settle(Crashed(
-                        message="Cancelled: the flow run ended before this task finished."
-                    ))
+                    bridge.settle(
+                        Crashed(message="Cancelled: the flow run ended before this task finished.")
+                    )
                 client.cancel(  # type: ignore[no-untyped-call]
                     [bridge.dask_future for bridge in pending]
                 )
@@ -275,26 +280,30 @@ class DaskTaskRunner(TaskRunner):
         picture = self._picture(run.flow_run)
         where = (socket.gethostname(), os.getpid())
         try:
-            spec: bytes = cloudpickle.dumps((task, args, kwargs, run.name, run.id,
-                                             run.log_prints, picture, where))
+            spec: bytes = cloudpickle.dumps(
+                (task, args, kwargs, run.name, run.id, run.log_prints, picture, where)
+            )
             return spec
         except Exception as exc:
             if picture is not None and picture["parameters"]:
                 with contextlib.suppress(Exception):  # the flow's parameters stay home
                     picture = {**picture, "parameters": {}}
-                    spec = cloudpickle.dumps((task, args, kwargs, run.name, run.id,
-                                              run.log_prints, picture, where))
+                    spec = cloudpickle.dumps(
+                        (task, args, kwargs, run.name, run.id, run.log_prints, picture, where)
+                    )
                     return spec
             what = "its arguments"
             try:
                 cloudpickle.dumps(task)
             except Exception:
                 what = "the task (its function, options or hooks)"
-            raise _Unpicklable(TypeError(
-                f"Task {task.name!r} cannot be sent to the Dask workers: {what} cannot be "
-                f"pickled ({type(exc).__name__}: {exc}). Pass picklable values, or run it with "
-                "ConcurrentTaskRunner."
-            )) from exc
+            raise _Unpicklable(
+                TypeError(
+                    f"Task {task.name!r} cannot be sent to the Dask workers: {what} cannot be "
+                    f"pickled ({type(exc).__name__}: {exc}). Pass picklable values, or run it with "
+                    "ConcurrentTaskRunner."
+                )
+            ) from exc
 
     def _picture(self, flow_run: FlowRun | None) -> dict[str, Any] | None:
         """What a task on a worker may ask of its flow run; made once per flow run attempt."""
@@ -369,8 +378,11 @@ def _swap_futures(value: Any, upstream: list[distributed.Future[Any]], depth: in
         value.wait()
         return value.state
     if isinstance(value, BaseAnnotation):  # allow_failure(future) etc.: swap inside, keep it
-        return value if isinstance(value, quote) else value.rewrap(
-            _swap_futures(value[0], upstream, depth))
+        return (
+            value
+            if isinstance(value, quote)
+            else value.rewrap(_swap_futures(value[0], upstream, depth))
+        )
     if depth >= 3:
         return value
     kind = list if isinstance(value, TaskFutureList) else type(value)  # .map()'s list

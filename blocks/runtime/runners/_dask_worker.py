@@ -52,13 +52,13 @@ class Outcome:
 
     __slots__ = ("name", "records", "run_count", "state")
 
-    def __init__(self, state: State, records: list[logging.LogRecord], run_count: int,
-                 name: str | None) -> None:
+    def __init__(
+        self, state: State, records: list[logging.LogRecord], run_count: int, name: str | None
+    ) -> None:
         self.state = state
         self.records = records
         self.run_count = run_count
         self.name = name
-
 
 
 _capture: contextvars.ContextVar[list[logging.LogRecord] | None] = contextvars.ContextVar(
@@ -95,9 +95,7 @@ def _portable_record(record: logging.LogRecord) -> logging.LogRecord:
     fields["msg"] = record.getMessage()
     fields["args"] = None
     if record.exc_info:
-        fields["exc_text"] = record.exc_text or logging.Formatter().formatException(
-            record.exc_info
-        )
+        fields["exc_text"] = record.exc_text or logging.Formatter().formatException(record.exc_info)
     fields["exc_info"] = None
     for name, value in fields.items():
         if name not in _STANDARD_RECORD_FIELDS and not isinstance(
