@@ -68,8 +68,7 @@ from blocks.runtime._states import (
 )
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
-from blocks.runtime.keys._key_fns import task_input_hash
-from blocks.runtime.keys._policies import CachePolicy
+from blocks.runtime.keys._policies import CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]

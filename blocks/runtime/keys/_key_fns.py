@@ -1,9 +1,8 @@
-"""User cache-key functions: Prefect's ``task_input_hash`` and calling a ``cache_key_fn``.
+"""Calling a user's ``cache_key_fn``: with ``(context, parameters)`` or with no arguments.
 
 Example:
-    >>> @task(cache_key_fn=task_input_hash)
-    ... def double(x: int) -> int:
-    ...     return 2 * x
+    >>> key_fn_arity(lambda: "static")
+    0
 """
 
 from __future__ import annotations
@@ -13,20 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from blocks.filesystems.base import checked_key
-from blocks.runtime.keys._policies import DEFAULT_INPUT_HASH, TaskContext
 
-__all__ = ["CacheKeyFn", "call_cache_key_fn", "key_fn_arity", "task_input_hash"]
+__all__ = ["CacheKeyFn", "call_cache_key_fn", "key_fn_arity"]
 
 CacheKeyFn = Callable[..., str | None]
-
-
-def task_input_hash(context: TaskContext, parameters: dict[str, Any]) -> str | None:
-    """Cache key from the task's code and its inputs: same code + same inputs = hit.
-
-    None (run uncached, with a `blocks.hashing.CacheKeyWarning`) when an input has no
-    deterministic digest.
-    """
-    return DEFAULT_INPUT_HASH.resolve(context, parameters, {})[0]
 
 
 def key_fn_arity(fn: CacheKeyFn) -> int:
@@ -44,7 +33,7 @@ def key_fn_arity(fn: CacheKeyFn) -> int:
 
 
 def call_cache_key_fn(
-    fn: CacheKeyFn, arity: int, run: TaskContext, parameters: dict[str, Any]
+    fn: CacheKeyFn, arity: int, run: Any, parameters: dict[str, Any]
 ) -> str | None:
     """The key `fn` returns for this run (None: do not cache), validated as a storage key."""
     key = fn() if arity == 0 else fn(run, parameters)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from blocks.errors import OptionTypeError
 from blocks.runtime.keys._hashing import CacheKeyWarning, Unhashable, digest
+from blocks.runtime.keys._key_fns import call_cache_key_fn, key_fn_arity
 
 __all__ = [
     "DEFAULT",
@@ -45,6 +46,7 @@ __all__ = [
     "Inputs",
     "RunId",
     "TaskSource",
+    "task_input_hash",
 ]
 
 Components = dict[str, str]
@@ -277,8 +279,6 @@ class CacheKeyFnPolicy(CachePolicy):
     _arity: int = field(default=2, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        from blocks.runtime.keys._key_fns import key_fn_arity
-
         if self.cache_key_fn is not None:
             object.__setattr__(self, "_arity", key_fn_arity(self.cache_key_fn))
 
@@ -289,16 +289,12 @@ class CacheKeyFnPolicy(CachePolicy):
         return None if key is None else {"key_fn": key}
 
     def _call(self, task_ctx: TaskContext, inputs: dict[str, Any]) -> str | None:
-        from blocks.runtime.keys._key_fns import call_cache_key_fn
-
         assert self.cache_key_fn is not None
         return call_cache_key_fn(self.cache_key_fn, self._arity, task_ctx, inputs)
 
     def resolve(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
-        from blocks.runtime.keys._key_fns import task_input_hash
-
         if self.cache_key_fn is task_input_hash:
             # The built-in key function: its components are known, so misses can explain.
             return DEFAULT_INPUT_HASH.resolve(task_ctx, inputs, flow_parameters)
@@ -313,3 +309,17 @@ RUN_ID = RunId()
 DEFAULT: CachePolicy = INPUTS + TASK_SOURCE + RUN_ID
 #: What `task_input_hash` keys on: the code and the inputs, across runs.
 DEFAULT_INPUT_HASH: CachePolicy = INPUTS + TASK_SOURCE
+
+
+def task_input_hash(context: TaskContext, parameters: dict[str, Any]) -> str | None:
+    """Cache key from the task's code and its inputs: same code + same inputs = hit.
+
+    None (run uncached, with a `blocks.hashing.CacheKeyWarning`) when an input has no
+    deterministic digest.
+
+    Example:
+        >>> @task(cache_key_fn=task_input_hash)
+        ... def double(x: int) -> int:
+        ...     return 2 * x
+    """
+    return DEFAULT_INPUT_HASH.resolve(context, parameters, {})[0]
