@@ -11,8 +11,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from blocks.filesystems.base import checked_key
-
 __all__ = ["CacheKeyFn", "call_cache_key_fn", "key_fn_arity"]
 
 CacheKeyFn = Callable[..., str | None]
@@ -36,6 +34,9 @@ def call_cache_key_fn(
     fn: CacheKeyFn, arity: int, run: Any, parameters: dict[str, Any]
 ) -> str | None:
     """The key `fn` returns for this run (None: do not cache), validated as a storage key."""
+    # Imported here: cache keys stay importable without the storage layer (and pydantic).
+    from blocks.filesystems.base import checked_key
+
     key = fn() if arity == 0 else fn(run, parameters)
     if key is None:
         return None
