@@ -43,7 +43,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -764,20 +764,27 @@ class Registry:
     def list_document_summaries(self, type_slug: str | None = None) -> list[DocumentSummary]:
         """Every saved block (or those of one type) without decoding its fields: what
         ``block ls`` shows. Sorted by type, then name; the filter runs in SQL."""
-        # Timestamps come back as the driver gives them (SQLite: ISO text, parsed below by
-        # datetime.fromisoformat, ~4x faster than SQLAlchemy's per-row processor).
-        query = sa.select(
-            tables.block_documents.c.id,
-            tables.block_documents.c.type_slug,
-            tables.block_documents.c.name,
-            tables.block_documents.c.secrets,
-            sa.type_coerce(tables.block_documents.c.created, sa.String),
-            sa.type_coerce(tables.block_documents.c.updated, sa.String),
-        ).order_by(tables.block_documents.c.type_slug, tables.block_documents.c.name)
-        if type_slug is not None:
-            query = query.where(tables.block_documents.c.type_slug == type_slug)
-        with self.read() as conn:
-            rows = conn.execute(query).all()
+        rows: Iterable[tuple[Any, ...]]
+        if self._reads is not None:  # SQLite file: `block ls` never imports SQLAlchemy
+            if type_slug is None:
+                rows = self._reads.all(sqlite_reads.LIST_SUMMARIES)
+            else:
+                rows = self._reads.all(sqlite_reads.LIST_SUMMARIES_OF_TYPE, (type_slug,))
+        else:
+            # Timestamps come back as the driver gives them (SQLite: ISO text, parsed below by
+            # datetime.fromisoformat, ~4x faster than SQLAlchemy's per-row processor).
+            query = sa.select(
+                tables.block_documents.c.id,
+                tables.block_documents.c.type_slug,
+                tables.block_documents.c.name,
+                tables.block_documents.c.secrets,
+                sa.type_coerce(tables.block_documents.c.created, sa.String),
+                sa.type_coerce(tables.block_documents.c.updated, sa.String),
+            ).order_by(tables.block_documents.c.type_slug, tables.block_documents.c.name)
+            if type_slug is not None:
+                query = query.where(tables.block_documents.c.type_slug == type_slug)
+            with self.read() as conn:
+                rows = conn.execute(query).all()
         # Only the secrets' paths are read (their tokens are never decrypted); "{}" is the
         # common case and skips the JSON parse.
         return [

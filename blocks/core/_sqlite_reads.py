@@ -39,6 +39,9 @@ GET_DOCUMENT = f"SELECT {_COLUMNS} FROM block_documents WHERE type_slug = ? AND 
 GET_DOCUMENT_BY_ID = f"SELECT {_COLUMNS} FROM block_documents WHERE id = ?"
 GET_META = "SELECT key, value FROM registry_meta WHERE key IN (?, ?, ?, ?)"
 SCHEMA_VERSION = "SELECT value FROM registry_meta WHERE key = 'schema_version'"
+_SUMMARY = "SELECT id, type_slug, name, secrets, created, updated FROM block_documents"
+LIST_SUMMARIES = f"{_SUMMARY} ORDER BY type_slug, name"
+LIST_SUMMARIES_OF_TYPE = f"{_SUMMARY} WHERE type_slug = ? ORDER BY type_slug, name"
 
 # Bumped in a forked child, so connections inherited from the parent are dropped without a
 # getpid() system call per read.

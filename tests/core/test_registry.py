@@ -223,6 +223,33 @@ def test_rows_saved_on_the_raw_connection_read_the_same_through_sqlalchemy() -> 
     assert all(len(value) == 26 for row in stamps for value in row)  # SQLAlchemy's own format
 
 
+def test_listing_summaries_on_sqlite3_equals_the_sqlalchemy_listing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `block ls` on a SQLite file reads with sqlite3 (no SQLAlchemy import); PostgreSQL and
+    # other URLs take the SQLAlchemy query. Both must list the same rows, filter included.
+    from blocks.system import JSON, String
+
+    Secret(value={"user": "u", "password": "p"}).save("b-dict")
+    Secret(value="s").save("a-plain")
+    String(value="x").save("c")
+    JSON(value={"k": 1}).save("d")
+    registry = Registry.default()
+    raw_all = registry.list_document_summaries()
+    raw_secrets = registry.list_document_summaries("secret")
+    monkeypatch.setattr(registry, "_reads", None)  # the engine path
+    assert registry.list_document_summaries() == raw_all
+    assert registry.list_document_summaries("secret") == raw_secrets
+    assert [(s.type_slug, s.name) for s in raw_all] == [
+        ("json", "d"),
+        ("secret", "a-plain"),
+        ("secret", "b-dict"),
+        ("string", "c"),
+    ]
+    assert [s.name for s in raw_secrets] == ["a-plain", "b-dict"]
+    assert all(s.created.tzinfo is not None for s in raw_all)
+
+
 def test_a_warm_process_follows_its_environment_and_a_disposed_registry(
     blocks_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
