@@ -742,6 +742,10 @@ class Registry:
             return [_document(row) for row in conn.execute(query)]
 
     def document_names(self, type_slug: str) -> list[str]:
+        """The names saved under one type, sorted: what a "not found" error suggests (a missed
+        load, such as the results-key lookup of every `block results` command, reads it)."""
+        if self._reads is not None:
+            return [name for (name,) in self._reads.all(sqlite_reads.LIST_NAMES, (type_slug,))]
         with self.read() as conn:
             return list(
                 conn.execute(

@@ -41,6 +41,7 @@ GET_META = "SELECT key, value FROM registry_meta WHERE key IN (?, ?, ?, ?)"
 SCHEMA_VERSION = "SELECT value FROM registry_meta WHERE key = 'schema_version'"
 _SUMMARY = "SELECT id, type_slug, name, secrets, created, updated FROM block_documents"
 LIST_SUMMARIES = f"{_SUMMARY} ORDER BY type_slug, name"
+LIST_NAMES = "SELECT name FROM block_documents WHERE type_slug = ? ORDER BY name"
 LIST_SUMMARIES_OF_TYPE = f"{_SUMMARY} WHERE type_slug = ? ORDER BY type_slug, name"
 
 # Bumped in a forked child, so connections inherited from the parent are dropped without a

@@ -367,3 +367,22 @@ def test_ls_stays_light() -> None:
     )
     out = python(code)
     assert "light" in out and "HEAVY []" in out
+
+
+def test_results_ls_reads_the_registry_without_sqlalchemy(tmp_path: Path) -> None:
+    # Every `block results` command looks for a saved results-key block first; a miss must not
+    # build the SQL engine just to say which secrets exist (it cost ~0.25 s per command).
+    from blocks.results import ResultStore
+    from blocks.system import Secret
+
+    Secret(value="other").save("unrelated")  # a registry exists, without a results key
+    ResultStore.resolve(str(tmp_path / "store"), serializer="pickle").write("k", 1)
+    code = (
+        "import sys\n"
+        f"sys.argv = ['block', 'results', 'ls', '-s', {str(tmp_path / 'store')!r}]\n"
+        "from blocks.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)\n"
+    )
+    out = python(code)
+    assert "k\t" in out and "SQLALCHEMY False" in out

@@ -223,7 +223,7 @@ def test_rows_saved_on_the_raw_connection_read_the_same_through_sqlalchemy() -> 
     assert all(len(value) == 26 for row in stamps for value in row)  # SQLAlchemy's own format
 
 
-def test_listing_summaries_on_sqlite3_equals_the_sqlalchemy_listing(
+def test_listings_on_sqlite3_equal_the_sqlalchemy_listings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # `block ls` on a SQLite file reads with sqlite3 (no SQLAlchemy import); PostgreSQL and
@@ -237,9 +237,12 @@ def test_listing_summaries_on_sqlite3_equals_the_sqlalchemy_listing(
     registry = Registry.default()
     raw_all = registry.list_document_summaries()
     raw_secrets = registry.list_document_summaries("secret")
+    raw_names = registry.document_names("secret")
     monkeypatch.setattr(registry, "_reads", None)  # the engine path
     assert registry.list_document_summaries() == raw_all
     assert registry.list_document_summaries("secret") == raw_secrets
+    assert registry.document_names("secret") == raw_names == ["a-plain", "b-dict"]
+    assert registry.document_names("nothing-saved") == []
     assert [(s.type_slug, s.name) for s in raw_all] == [
         ("json", "d"),
         ("secret", "a-plain"),
