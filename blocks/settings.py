@@ -154,31 +154,6 @@ def _parse_max_bytes() -> int:
     return value
 
 
-# The variables that choose the registry and its master key. `registry_snapshot()` runs on
-# every `Block.load`: `os.environ.get` costs ~0.3 µs for a set variable and ~1 µs for an unset
-# one (Mapping.get raises and catches KeyError), so it reads the environment's own dict.
-_REGISTRY_VARIABLES = (
-    "BLOCKS_REGISTRY_URL",
-    "BLOCKS_HOME",
-    "BLOCKS_MASTER_KEY",
-    "BLOCKS_KEY_SOURCE",
-)
-_ENVIRON_DATA: dict[object, object] | None = getattr(os.environ, "_data", None)
-_ENCODED_VARIABLES: tuple[object, ...] | None = None
-if _ENVIRON_DATA is not None and hasattr(os.environ, "encodekey"):
-    _ENCODED_VARIABLES = tuple(os.environ.encodekey(n) for n in _REGISTRY_VARIABLES)
-
-
-def registry_snapshot() -> tuple[object, ...]:
-    """The raw values of the variables that choose the registry and its key: equal snapshots
-    mean the same registry, key source and key (a cache key, not values to use)."""
-    if _ENCODED_VARIABLES is not None and _ENVIRON_DATA is not None:
-        get = _ENVIRON_DATA.get
-        url, home, key, source = _ENCODED_VARIABLES
-        return get(url), get(home), get(key), get(source)
-    return tuple([os.environ.get(name) for name in _REGISTRY_VARIABLES])
-
-
 class EnvStamp:
     """The raw values of a few environment variables, read cheaply enough for a hot path.
 
@@ -223,6 +198,15 @@ class EnvStamp:
 
 
 _MAX_BYTES_STAMP = EnvStamp("BLOCKS_RESULTS_MAX_BYTES")
+
+#: What chooses the registry and its master key: every `Block.load` keys its cached registry
+#: and key manager on it (equal stamps: the same registry, key source and key).
+registry_stamp = EnvStamp(
+    "BLOCKS_REGISTRY_URL",
+    "BLOCKS_HOME",
+    "BLOCKS_MASTER_KEY",
+    "BLOCKS_KEY_SOURCE",
+)
 
 #: What the results keys depend on: their own setting, the master key's sources and the
 #: registry (a saved results-key block, the key file under the home); HOME for ``~``.

@@ -834,7 +834,7 @@ def _secret_as(adapter: pydantic.TypeAdapter[Any], value: Any) -> Any:
 
 
 # The configured registry and its key manager by the environment that chose them
-# (`settings.registry_snapshot`): a load finds both with four dict reads, not by parsing
+# (`settings.registry_stamp`): a load finds both with four dict reads, not by parsing
 # five environment variables. Entries are re-checked against the registry's and the key
 # manager's own caches, so `Registry.dispose_all()` or a cleared manager cache is honoured.
 _CONTEXTS: dict[tuple[object, ...], tuple[Registry, KeyManager]] = {}
@@ -842,7 +842,7 @@ _CONTEXTS: dict[tuple[object, ...], tuple[Registry, KeyManager]] = {}
 
 def _context() -> tuple[Registry, KeyManager]:
     """The configured registry and the key manager for it."""
-    snapshot = settings.registry_snapshot()
+    snapshot = settings.registry_stamp()
     found = _CONTEXTS.get(snapshot)
     if found is not None and found[0].is_shared() and found[1].is_shared():
         return found
