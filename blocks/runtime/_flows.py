@@ -35,9 +35,9 @@ from blocks.errors import OptionTypeError, ParameterTypeError
 from blocks.runtime._context import FlowRun, check_run_name, get_current
 from blocks.runtime._options import (
     FlowOptions,
+    HookDecorators,
     RetryDelay,
     RunName,
-    check_hooks,
     option_names,
     replace_options,
 )
@@ -58,7 +58,7 @@ FlowHook = Callable[["Flow[Any, Any]", FlowRun, State], Any]
 _OPTION_NAMES = option_names(FlowOptions)
 
 
-class Flow(Generic[P, R]):
+class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
     """A function plus run options; made by `@flow`.
 
     Options (all keyword): name (default: the function name with dashes), description,
@@ -158,32 +158,19 @@ class Flow(Generic[P, R]):
         """
         return Flow(self.fn, replace_options(self.options, "Flow", options))
 
-    # -- hooks as decorators (Prefect's ``@my_flow.on_completion``) ----------------------------
-
-    def on_completion(self, fn: FlowHook) -> FlowHook:
-        """Add a hook called when a run completes: ``@my_flow.on_completion``."""
-        return self._add_hook("on_completion", fn)
-
-    def on_failure(self, fn: FlowHook) -> FlowHook:
-        """Add a hook called when a run fails (after its retries): ``@my_flow.on_failure``."""
-        return self._add_hook("on_failure", fn)
+    # -- hooks as decorators (Prefect's ``@my_flow.on_completion``; the shared three come
+    # from `HookDecorators`) ---------------------------------------------------------------------
 
     def on_crashed(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run crashes (KeyboardInterrupt...): ``@my_flow.on_crashed``."""
         return self._add_hook("on_crashed", fn)
 
-    def on_running(self, fn: FlowHook) -> FlowHook:
-        """Add a hook called when a run starts: ``@my_flow.on_running``."""
-        return self._add_hook("on_running", fn)
-
     def on_cancellation(self, fn: FlowHook) -> FlowHook:
         """Add a hook called when a run ends cancelled: ``@my_flow.on_cancellation``."""
         return self._add_hook("on_cancellation", fn)
 
-    def _add_hook(self, option: str, fn: FlowHook) -> FlowHook:
-        hooks = (*getattr(self.options, option), *check_hooks([fn], option, repr(self)))
-        self.options = replace_options(self.options, repr(self), {option: hooks})
-        return fn
+    def _set_options(self, options: FlowOptions) -> None:
+        self.options = options
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The given arguments of type-hinted parameters, validated and coerced."""

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.runtime.keys._policies import DEFAULT, NO_CACHE, CacheKeyFnPolicy, CachePolicy
@@ -363,3 +363,34 @@ class TaskRunnerLike(Protocol):
     ) -> concurrent.futures.Future[State]: ...
 
     def shutdown(self, wait: bool = True) -> None: ...
+
+
+HookT = TypeVar("HookT", bound=Callable[..., Any])
+OptionsT = TypeVar("OptionsT")
+
+
+class HookDecorators(Generic[HookT, OptionsT]):
+    """Prefect's hook decorators, shared by `Task` and `Flow`: ``@my_task.on_failure`` adds a
+    hook to the (frozen) options, validated like hooks given as options."""
+
+    options: OptionsT
+
+    def _set_options(self, options: OptionsT) -> None:
+        raise NotImplementedError
+
+    def on_completion(self, fn: HookT) -> HookT:
+        """Add a hook called when a run completes: ``@my_task.on_completion``."""
+        return self._add_hook("on_completion", fn)
+
+    def on_failure(self, fn: HookT) -> HookT:
+        """Add a hook called when a run fails (after its retries): ``@my_task.on_failure``."""
+        return self._add_hook("on_failure", fn)
+
+    def on_running(self, fn: HookT) -> HookT:
+        """Add a hook called when a run starts running: ``@my_task.on_running``."""
+        return self._add_hook("on_running", fn)
+
+    def _add_hook(self, option: str, fn: HookT) -> HookT:
+        hooks = (*getattr(self.options, option), *check_hooks([fn], option, repr(self)))
+        self._set_options(replace_options(self.options, repr(self), {option: hooks}))
+        return fn

@@ -51,11 +51,11 @@ from blocks.runtime._futures import LoopJob, TaskFuture, TaskFutureList, has_fut
 from blocks.runtime._logging import log_failure, run_logger
 from blocks.runtime._options import (
     CacheKeyFn,
+    HookDecorators,
     NotSet,
     RetryDelay,
     RunName,
     TaskOptions,
-    check_hooks,
     option_names,
     replace_options,
 )
@@ -96,7 +96,7 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     return retry_backoff_callable
 
 
-class Task(Generic[P, R]):
+class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     """A function plus run options; made by `@task`. Call it, ``.submit()`` it or ``.map()`` it.
 
     Options (all keyword; held in `options`, a frozen `TaskOptions`, and readable as attributes
@@ -215,25 +215,6 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
-
-    # -- hooks as decorators (Prefect's ``@my_task.on_completion``) ----------------------------
-
-    def on_completion(self, fn: TaskHook) -> TaskHook:
-        """Add a hook called when a run completes: ``@my_task.on_completion``."""
-        return self._add_hook("on_completion", fn)
-
-    def on_failure(self, fn: TaskHook) -> TaskHook:
-        """Add a hook called when a run fails (after its retries): ``@my_task.on_failure``."""
-        return self._add_hook("on_failure", fn)
-
-    def on_running(self, fn: TaskHook) -> TaskHook:
-        """Add a hook called when a run starts running: ``@my_task.on_running``."""
-        return self._add_hook("on_running", fn)
-
-    def _add_hook(self, option: str, fn: TaskHook) -> TaskHook:
-        hooks = (*getattr(self.options, option), *check_hooks([fn], option, repr(self)))
-        self._set_options(replace_options(self.options, repr(self), {option: hooks}))
-        return fn
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         # Decorated methods: bind like a function would.
