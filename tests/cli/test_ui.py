@@ -367,6 +367,9 @@ def test_list_shows_types_with_counts_pages_and_search(ui_server: UIServer) -> N
     assert re.search(r'>string</a> <span class="count">120</span>', first)
     last = client.get("/blocks", params={"type": "string", "page": 3}).text
     assert "Page 3 of 3" in last and last.count('href="/blocks/string/item-') == 20
+    assert '<a href="?type=string&amp;q=&amp;page=2">← Previous</a>' in last
+    assert "Next →" not in last
+    assert '<a href="?q=&amp;page=2">Next →</a>' in first and "← Previous" not in first
     found = client.get("/blocks", params={"q": "item-04"}).text
     assert "10 blocks" in found
     assert "0 blocks" in client.get("/blocks", params={"q": "item_%"}).text  # LIKE escaped
@@ -434,6 +437,25 @@ def test_results_storage_may_be_a_saved_filesystem_block(
     assert '<option value="local-file-system/archive">' in client.get("/results").text
     page = client.get("/results", params={"storage": "local-file-system/archive"}).text
     assert "1 record(s)" in page and ">a/b</a>" in page
+
+
+def test_results_page_pages_through_many_records_in_the_chosen_order(
+    ui_server: UIServer, tmp_path: Path
+) -> None:
+    from blocks.results import ResultStore
+
+    storage = str(tmp_path / "many")
+    store = ResultStore.resolve(storage, "json")
+    for i in range(150):
+        store.write(f"k{i:03d}", i, task="load")
+    client = ui_server.client()
+    first = client.get("/results", params={"storage": storage, "sort": "key", "desc": "1"}).text
+    assert "Page 1 of 2" in first and ">k149</a>" in first and ">k049</a>" not in first
+    found = re.search(r'<a href="(/results\?[^"]+)">Next →</a>', first)
+    assert found and "← Previous" not in first
+    second = client.get(found.group(1).replace("&amp;", "&")).text
+    assert "Page 2 of 2" in second and ">k049</a>" in second and ">k149</a>" not in second
+    assert "Next →" not in second and "← Previous" in second
 
 
 # -- keys -------------------------------------------------------------------------------------
