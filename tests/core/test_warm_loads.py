@@ -33,7 +33,7 @@ TESTS = Path(__file__).parents[1]
 WARM = 3
 
 
-class Login(Block):
+class WarmLogin(Block):
     user: str
     endpoint: str = "https://api.example.com"
     password: SecretStr
@@ -79,12 +79,12 @@ def child_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_a_document_changed_after_warm_loads_is_checked_again(backend: str) -> None:
-    Login(user="etl", password="pw").save("prod")
+    WarmLogin(user="etl", password="pw").save("prod")
     Secret(value="other").save("other")
     for _ in range(WARM):
-        assert Login.load("prod").password.get_secret_value() == "pw"
+        assert WarmLogin.load("prod").password.get_secret_value() == "pw"
     assert kept() == 1
-    original = columns("login", "prod")
+    original = columns("warm-login", "prod")
     attacks = {
         "endpoint changed": {"data": original["data"].replace("api.example.com", "evil.test")},
         "token swapped in": {"secrets": columns("secret", "other")["secrets"]},
@@ -93,12 +93,12 @@ def test_a_document_changed_after_warm_loads_is_checked_again(backend: str) -> N
     }
     refused = 0
     for what, values in attacks.items():
-        tamper("login", "prod", **values)
+        tamper("warm-login", "prod", **values)
         with pytest.raises(TamperedDocument):
-            Login.load("prod")
+            WarmLogin.load("prod")
         refused += 1
-        tamper("login", "prod", **{k: original[k] for k in values})  # restored: loads again
-        assert Login.load("prod").password.get_secret_value() == "pw", what
+        tamper("warm-login", "prod", **{k: original[k] for k in values})  # restored: loads again
+        assert WarmLogin.load("prod").password.get_secret_value() == "pw", what
     print(f"\n[{backend}] {WARM} warm loads, then {len(attacks)} tamperings: refused {refused}")
     assert refused == len(attacks)
 
@@ -232,3 +232,17 @@ def test_a_tampered_json_column_is_refused_after_warm_loads() -> None:
     tamper("secret", "api", secrets=json.dumps(secrets, separators=(",", ":")))
     with pytest.raises(TamperedDocument):
         Secret.load("api")
+
+
+def test_a_large_document_is_verified_in_full_on_every_load() -> None:
+    from blocks.system import JSON
+
+    big = {"rows": ["x" * 100] * 100, "token": SecretStr("inside-a-big-one")}
+    JSON(value=big).save("big")
+    for _ in range(WARM):
+        assert JSON.load("big").value["token"].get_secret_value() == "inside-a-big-one"
+    assert kept() == 0, "a document past the size bound is not kept"
+    data = columns("json", "big")["data"]
+    tamper("json", "big", data=data.replace('"x', '"y', 1))
+    with pytest.raises(TamperedDocument):
+        JSON.load("big")
