@@ -957,7 +957,7 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
         }
     try:
         plains = _open_named(keyset, row, named=False)
-        opened = {path: secret_value(plain) for path, plain in plains.items()}
+        opened = {path: secret_value(plain) for path, plain in plains.items()} if plains else {}
     except (TamperedDocument, DecryptionFailed):
         plains = _open_named(keyset, row, named=True)  # fails again, the same way, with names
         opened = {
@@ -971,8 +971,10 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
     memo[row.message] = (
         row.seal,
         tuple(
-            (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plains[path])
-            for path, secret in opened.items()
+            [
+                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plains[path])
+                for path, secret in opened.items()
+            ]
         ),
     )
     return opened
