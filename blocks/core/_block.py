@@ -955,47 +955,39 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
             path: secret if plain is None else secret_value(plain)
             for path, secret, plain in seen[1]
         }
+    opened: dict[str, Any] = {}
+    entry: list[tuple[str, Any, bytes | None]] = []
     try:
-        plains = _open_named(keyset, row, named=False)
-        opened = {path: secret_value(plain) for path, plain in plains.items()} if plains else {}
+        if row.seal:
+            keyset.verify(row.message, row.seal, what="")
+        for path, token in row.secrets.items():
+            plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what="")
+            opened[path] = secret = secret_value(plain)
+            entry.append(
+                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plain)
+            )
     except (TamperedDocument, DecryptionFailed):
-        plains = _open_named(keyset, row, named=True)  # fails again, the same way, with names
-        opened = {
-            path: secret_value(plain, what=f"field '{path}' of {row.slug}")
-            for path, plain in plains.items()
-        }
-    if not kept:
-        return opened
-    if len(memo) >= _OPENED_MAX:
-        memo.clear()
-    memo[row.message] = (
-        row.seal,
-        tuple(
-            [
-                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plains[path])
-                for path, secret in opened.items()
-            ]
-        ),
-    )
+        return _open_named(keyset, row)  # fails again, the same way, with names
+    if kept:
+        if len(memo) >= _OPENED_MAX:
+            memo.clear()
+        memo[row.message] = (row.seal, tuple(entry))
+    return opened
+
+
+def _open_named(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
+    """`_open`'s checks again, naming the document and field in any error."""
+    if row.seal:
+        keyset.verify(row.message, row.seal, what=f"{row.slug} (version {row.version})")
+    opened: dict[str, Any] = {}
+    for path, token in row.secrets.items():
+        field = f"field '{path}' of {row.slug}"
+        plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what=field)
+        opened[path] = secret_value(plain, what=field)
     return opened
 
 
 _SHAREABLE = (SecretStr, SecretBytes)
-
-
-def _open_named(keyset: Keyset, row: DocumentRow, *, named: bool) -> dict[str, bytes]:
-    """The seal checked, then each secret's plaintext by path."""
-    if row.seal:
-        keyset.verify(
-            row.message, row.seal, what=f"{row.slug} (version {row.version})" if named else ""
-        )
-    opened: dict[str, bytes] = {}
-    for path, token in row.secrets.items():
-        field = f"field '{path}' of {row.slug}" if named else ""
-        opened[path] = keyset.decrypt(
-            token, aad=secret_aad(row.type_slug, row.name, path), what=field
-        )
-    return opened
 
 
 def _set_document(block: Block, document_id: str, name: str) -> None:
