@@ -423,6 +423,8 @@ class Block(BaseModel):
         if cls._block_is_abstract:
             raise UnknownBlockType(f"{cls.__name__} is abstract and cannot be registered.")
         registry = registry or _registry()
+        if registry.knows_schema(cls.get_schema_checksum()):
+            return  # every save calls this: skip building the description (inspect.cleandoc)
         registry.register_type(
             slug=cls.get_block_type_slug(),
             name=cls.get_block_type_name(),
@@ -521,7 +523,11 @@ class Block(BaseModel):
         # mask them, losing the value): pull them out. Fields without secrets are dumped in
         # JSON mode, so a custom type's own serializer (e.g. a SemanticVersion) is used.
         special.add(SLUG_KEY)
-        raw = self.model_dump(mode="python", exclude=special, round_trip=True)
+        raw = (
+            {}  # every field is a secret or a block (a Secret): nothing left to dump
+            if special.issuperset(fields) and not type(self).model_computed_fields
+            else self.model_dump(mode="python", exclude=special, round_trip=True)
+        )
         with_secrets: dict[str, Any] = {}
         for key, value in raw.items():
             before = len(secrets)
@@ -922,27 +928,66 @@ def open_secrets(
     return _open(_keyset(manager, row.secrets.values(), row.seal), row)
 
 
+# Documents a keyset has verified and opened, kept on that keyset (`Keyset.opened`) by the
+# exact bytes its seal covers: a load that reads the same bytes and seal again gets the same
+# answer without the HMAC and AES-GCM (both are deterministic on the same bytes and key), a
+# third of a warm load. Any change to any column (another process's save, a rotation,
+# tampering) makes other bytes, so a miss, which verifies and decrypts in full. A keyset
+# replaced (rotation, `forget`) takes its entries with it. The plaintexts held here are no more
+# exposed than the keys beside them, which open every secret anyway. Immutable secret objects
+# (`SecretStr`, `SecretBytes`) are shared between loads; a JSON secret (a dict or list the
+# caller may mutate) is rebuilt from its plaintext each time.
+# Bounds: entries, and the size of one document's bytes (a larger one is verified in full each
+# time, where hashing it would cost about what the HMAC does): at most ~4 MiB per keyset.
+_OPENED_MAX = 1024
+_OPENED_MAX_BYTES = 4096
+
+
 def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
     """Verify the seal and decrypt; the error names the document and field. The names are
     built only on failure (by running the failed steps again with them): on a load they cost
     more than the seal check."""
+    memo = keyset.opened
+    kept = len(row.message) <= _OPENED_MAX_BYTES
+    seen = memo.get(row.message) if kept else None
+    if seen is not None and seen[0] == row.seal:
+        return {
+            path: secret if plain is None else secret_value(plain)
+            for path, secret, plain in seen[1]
+        }
+    opened: dict[str, Any] = {}
+    entry: list[tuple[str, Any, bytes | None]] = []
     try:
-        return _open_named(keyset, row, named=False)
+        if row.seal:
+            keyset.verify(row.message, row.seal, what="")
+        for path, token in row.secrets.items():
+            plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what="")
+            opened[path] = secret = secret_value(plain)
+            entry.append(
+                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plain)
+            )
     except (TamperedDocument, DecryptionFailed):
-        return _open_named(keyset, row, named=True)  # fails again, the same way, with names
+        return _open_named(keyset, row)  # fails again, the same way, with names
+    if kept:
+        if len(memo) >= _OPENED_MAX:
+            memo.clear()
+        memo[row.message] = (row.seal, tuple(entry))
+    return opened
 
 
-def _open_named(keyset: Keyset, row: DocumentRow, *, named: bool) -> dict[str, Any]:
+def _open_named(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
+    """`_open`'s checks again, naming the document and field in any error."""
     if row.seal:
-        keyset.verify(
-            row.message, row.seal, what=f"{row.slug} (version {row.version})" if named else ""
-        )
+        keyset.verify(row.message, row.seal, what=f"{row.slug} (version {row.version})")
     opened: dict[str, Any] = {}
     for path, token in row.secrets.items():
-        field = f"field '{path}' of {row.slug}" if named else ""
+        field = f"field '{path}' of {row.slug}"
         plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what=field)
         opened[path] = secret_value(plain, what=field)
     return opened
+
+
+_SHAREABLE = (SecretStr, SecretBytes)
 
 
 def _set_document(block: Block, document_id: str, name: str) -> None:

@@ -45,7 +45,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from blocks import settings
 from blocks.errors import (
@@ -134,6 +134,9 @@ class Keyset:
         }
         self._by_id = {key_id(k): k for k in self.keys}
         self.active_id = key_id(self.keys[0])
+        # Documents verified and opened with these keys, by the bytes their seal covers: kept
+        # (and trusted) by `blocks.core._block._open` for exactly these keys, so it lives here.
+        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, bytes | None], ...]]] = {}
 
     def _mac(self, kid: str, message: bytes) -> bytes:
         mac = self._mac_bases[kid].copy()
@@ -320,9 +323,12 @@ class KeyringKeySource(KeySource):
             return False
         try:
             backend = keyring.get_keyring()
+            # SecretService's priority asks D-Bus for the daemon: it raises (RuntimeError)
+            # while the daemon is down, which must read as "not available", not escape a save.
+            priority = float(getattr(backend, "priority", 0))
         except Exception:
             return False
-        return not isinstance(backend, fail.Keyring) and float(getattr(backend, "priority", 0)) > 0
+        return not isinstance(backend, fail.Keyring) and priority > 0
 
     def _retry(self, action: Callable[[], str | None], what: str) -> str | None:
         delay = 0.05

@@ -112,10 +112,12 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
     from blocks.core import _registry_tables as tables
+    from blocks.core import _registry_writes as statements
     from blocks.core._registry_writes import DocumentWrites
 else:
     sa = _Lazy("sqlalchemy", "sa")
     tables = _Lazy("blocks.core._registry_tables", "tables")
+    statements = _Lazy("blocks.core._registry_writes", "statements")
 
 SCHEMA_VERSION = 2
 """2: documents carry a version and a seal; the registry records its key id and fingerprint."""
@@ -224,7 +226,9 @@ class StaleKey(Exception):
     """Internal: a save sealed under a key that is no longer the registry's active key."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as DocumentRow: a frozen dataclass's per-field object.__setattr__ was ~2 µs of
+# every save. Treat it as read-only.
+@dataclass(slots=True)
 class _NewDocument:
     """What a save writes, its JSON columns encoded once (a retry reuses them)."""
 
@@ -291,11 +295,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# json.dumps with `separators` builds a new encoder per call (~1/2 of a small dump): one, kept.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
     # Key order kept: documents and schemas list fields in the order the class declares them.
     if not value and type(value) is dict:
         return "{}"  # no secrets, no references: most saves, and json.dumps costs ~2 µs
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 _DECODER = json.JSONDecoder()
@@ -626,6 +634,11 @@ class Registry:
 
     # -- types and schemas ------------------------------------------------------------------
 
+    def knows_schema(self, checksum: str) -> bool:
+        """Whether this registry object recorded the schema already (`register_type` would
+        return at once)."""
+        return checksum in self._registered_schemas
+
     def register_type(
         self,
         *,
@@ -889,18 +902,16 @@ class Registry:
     @contextmanager
     def _document_writes(self) -> Iterator[DocumentWrites]:
         """A write transaction holding the key lock shared, and the save's statements on it."""
-        from blocks.core import _registry_writes as writes
-
         reads = self._reads
         if reads is not None:  # a SQLite file: its kept sqlite3 connection (see SqliteWrites)
             with reads.transaction() as raw:
-                yield writes.SqliteWrites(
+                yield statements.SqliteWrites(
                     raw, _META_KEYS, lambda exc: _sqlite_problem(exc, reads.path)
                 )
             return
         with self.write() as conn:
             self._key_lock(conn, exclusive=False)
-            yield writes.SqlAlchemyWrites(conn)
+            yield statements.SqlAlchemyWrites(conn)
 
     def _upsert_row(
         self,

@@ -1,0 +1,248 @@
+"""Warm loads reuse what a keyset already verified and opened (`blocks.core._block._open`):
+every change to a document is still seen and checked on the next load.
+
+Each test first loads a block several times (so its verified bytes are kept), then changes the
+registry the way the promise must survive: raw SQL tampering, another process's save, a key
+rotation in another process, a caller mutating what it loaded, many threads at once. SQLite and
+PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from blocks.core import _block
+from blocks.core._block import Block
+from blocks.core._encryption import KeyManager
+from blocks.core._registry import Registry, block_documents
+from blocks.errors import TamperedDocument
+from blocks.system import Secret
+
+TESTS = Path(__file__).parents[1]
+WARM = 3
+
+
+class WarmLogin(Block):
+    user: str
+    endpoint: str = "https://api.example.com"
+    password: SecretStr
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "postgres":
+        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
+    KeyManager._instances.clear()
+    yield str(request.param)
+
+
+def columns(type_slug: str, name: str) -> dict[str, Any]:
+    with Registry.default().engine.connect() as conn:
+        row = conn.execute(
+            sa.select(block_documents).where(
+                block_documents.c.type_slug == type_slug, block_documents.c.name == name
+            )
+        ).one()
+    return dict(row._mapping)
+
+
+def tamper(type_slug: str, name: str, **values: Any) -> None:
+    with Registry.default().engine.begin() as conn:
+        conn.execute(
+            block_documents.update()
+            .where(block_documents.c.type_slug == type_slug, block_documents.c.name == name)
+            .values(**values)
+        )
+
+
+def kept() -> int:
+    """How many verified documents the current keyset keeps."""
+    keyset = KeyManager.for_registry(Registry.default().url).cached_keyset()
+    return 0 if keyset is None else len(keyset.opened)
+
+
+def child_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_a_document_changed_after_warm_loads_is_checked_again(backend: str) -> None:
+    WarmLogin(user="etl", password="pw").save("prod")
+    Secret(value="other").save("other")
+    for _ in range(WARM):
+        assert WarmLogin.load("prod").password.get_secret_value() == "pw"
+    assert kept() == 1
+    original = columns("warm-login", "prod")
+    attacks = {
+        "endpoint changed": {"data": original["data"].replace("api.example.com", "evil.test")},
+        "token swapped in": {"secrets": columns("secret", "other")["secrets"]},
+        "seal dropped": {"mac": ""},
+        "version bumped": {"version": original["version"] + 1},
+    }
+    refused = 0
+    for what, values in attacks.items():
+        tamper("warm-login", "prod", **values)
+        with pytest.raises(TamperedDocument):
+            WarmLogin.load("prod")
+        refused += 1
+        tamper("warm-login", "prod", **{k: original[k] for k in values})  # restored: loads again
+        assert WarmLogin.load("prod").password.get_secret_value() == "pw", what
+    print(f"\n[{backend}] {WARM} warm loads, then {len(attacks)} tamperings: refused {refused}")
+    assert refused == len(attacks)
+
+
+def test_another_process_save_is_seen_on_the_next_load(backend: str, tmp_path: Path) -> None:
+    Secret(value="before").save("api")
+    for _ in range(WARM):
+        assert Secret.load("api").get() == "before"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from blocks.system import Secret; Secret(value='after').save('api', overwrite=True)",
+        ],
+        env=child_env(tmp_path),
+        check=True,
+        timeout=120,
+    )
+    assert Secret.load("api").get() == "after"
+    assert Secret.load("api").get() == "after"
+
+
+def test_a_rotation_in_another_process_is_seen_after_warm_loads(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BLOCKS_MASTER_KEY")
+    monkeypatch.setenv("BLOCKS_KEY_SOURCE", "file")
+    KeyManager._instances.clear()
+    Secret(value="kept-across-rotation").save("api")
+    for _ in range(WARM):
+        assert Secret.load("api").get() == "kept-across-rotation"
+    before = KeyManager.for_registry(Registry.default().url).cached_keyset()
+    assert before is not None and len(before.opened) == 1
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from blocks.core._rotation import rotate_master_key; rotate_master_key()",
+        ],
+        env=child_env(tmp_path),
+        check=True,
+        timeout=120,
+    )
+    assert Secret.load("api").get() == "kept-across-rotation"
+    after = KeyManager.for_registry(Registry.default().url).cached_keyset()
+    assert after is not None and after is not before
+    assert after.ids != before.ids  # the new key was read from the file, the old one retired
+
+
+@pytest.mark.parametrize("value", [{"user": "etl", "password": "pw"}, ["token-a", "token-b"]])
+def test_a_json_secret_mutated_by_its_loader_does_not_change_the_next_load(
+    value: Any,
+) -> None:
+    Secret(value=value).save("login")
+    for _ in range(WARM):
+        loaded = Secret.load("login").get()
+        assert loaded == value
+        if isinstance(loaded, dict):
+            loaded["password"] = "changed-in-memory"
+        else:
+            loaded.append("token-c")
+    assert Secret.load("login").get() == value
+
+
+def test_string_secrets_are_shared_only_as_immutable_objects() -> None:
+    Secret(value="s3cr3t").save("api")
+    first, second = Secret.load("api"), Secret.load("api")
+    assert first is not second
+    second.value = SecretStr("replaced")  # an assignment replaces, never mutates, the secret
+    assert first.get() == "s3cr3t"
+    assert Secret.load("api").get() == "s3cr3t"
+
+
+def test_kept_documents_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_block, "_OPENED_MAX", 8)
+    for i in range(30):
+        Secret(value=f"v{i}").save(f"s{i}")
+        assert Secret.load(f"s{i}").get() == f"v{i}"
+        assert kept() <= 8
+    assert all(Secret.load(f"s{i}").get() == f"v{i}" for i in range(30))
+
+
+def test_threads_loading_while_another_saves_see_only_saved_values(backend: str) -> None:
+    values = [f"value-{i}" for i in range(4)]
+    Secret(value=values[0]).save("hot")
+    loads_per_thread = 300
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loader() -> None:
+        try:
+            for _ in range(loads_per_thread):
+                seen.append(Secret.load("hot").get())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def saver() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                i += 1
+                Secret(value=values[i % len(values)]).save("hot", overwrite=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=saver)
+    readers = [threading.Thread(target=loader) for _ in range(4)]
+    writer.start()
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join()
+    stop.set()
+    writer.join()
+    print(
+        f"\n[{backend}] 4 threads x {loads_per_thread} loads while saving: "
+        f"loads {len(seen)}, distinct values {len(set(seen))}, errors {len(errors)}"
+    )
+    assert errors == []
+    assert len(seen) == 4 * loads_per_thread
+    assert set(seen) <= set(values)
+
+
+def test_a_tampered_json_column_is_refused_after_warm_loads() -> None:
+    Secret(value="pw").save("api")
+    for _ in range(WARM):
+        Secret.load("api")
+    secrets = json.loads(columns("secret", "api")["secrets"])
+    secrets["extra"] = secrets["value"]
+    tamper("secret", "api", secrets=json.dumps(secrets, separators=(",", ":")))
+    with pytest.raises(TamperedDocument):
+        Secret.load("api")
+
+
+def test_a_large_document_is_verified_in_full_on_every_load() -> None:
+    from blocks.system import JSON
+
+    big = {"rows": ["x" * 100] * 100, "token": SecretStr("inside-a-big-one")}
+    JSON(value=big).save("big")
+    for _ in range(WARM):
+        assert JSON.load("big").value["token"].get_secret_value() == "inside-a-big-one"
+    assert kept() == 0, "a document past the size bound is not kept"
+    data = columns("json", "big")["data"]
+    tamper("json", "big", data=data.replace('"x', '"y', 1))
+    with pytest.raises(TamperedDocument):
+        JSON.load("big")
