@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -51,6 +52,7 @@ NONCE_BYTES = 16
 SMALL_PAYLOAD = 32 * 1024
 #: The name a `Secret` block holding the results key is saved under.
 SECRET_BLOCK_NAME = "results-key"
+_SECRET_SLUG = "secret"  # `blocks.system.Secret`'s type slug
 _NONCE = 12
 
 
@@ -178,6 +180,13 @@ class ResultsKeys:
     active: ResultsKey
     by_id: dict[str, ResultsKey]
 
+    def header_verifies(self, signed: bytes, tag: bytes) -> bool:
+        """Whether `tag` is the header tag of `signed` under one of these keys."""
+        if len(self.by_id) == 1:  # the usual case: no generator per record
+            (only,) = self.by_id.values()
+            return hmac.compare_digest(only.header_tag(signed), tag)
+        return any(hmac.compare_digest(k.header_tag(signed), tag) for k in self.by_id.values())
+
     @classmethod
     def of(cls, keys: list[bytes], source: str) -> ResultsKeys:
         made = [ResultsKey(k, source) for k in keys]
@@ -236,6 +245,16 @@ def _from_secret_block() -> str | None:
     url = settings.registry_url()
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
         return None  # no registry here (a storage-only worker): never create one for this
+    import sqlite3
+
+    from blocks.core._registry import Registry
+
+    # A read of the registry's SQL only (sqlite3 on a SQLite file): most registries hold no
+    # such block, and `Secret.load` would import the Block machinery (pydantic) to say so.
+    # A problem here is left to `Secret.load` below, which words it.
+    with contextlib.suppress(BlocksError, OSError, sqlite3.Error):
+        if Registry.default().get_document(_SECRET_SLUG, SECRET_BLOCK_NAME) is None:
+            return None
     from blocks.errors import BlockNotFound
     from blocks.system import Secret
 

@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
@@ -51,9 +51,8 @@ from blocks.errors import (
     ConfigurationError,
     CorruptRecord,
     StorageError,
-    UnsafePath,
 )
-from blocks.filesystems.base import TempFile, checked_key, validate_key
+from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
 from blocks.results._record import (
     FIRST_READ,
@@ -73,6 +72,7 @@ from serializers.context import codec_context
 from serializers.errors import SerializationError
 
 if TYPE_CHECKING:
+    from blocks.filesystems._protocol import Storage
     from blocks.filesystems.base import WritableFileSystem
     from serializers.base import Serializer
 
@@ -121,7 +121,7 @@ class ResultStore:
 
     def __init__(
         self,
-        storage: WritableFileSystem,
+        storage: Storage,
         serializer: Serializer | str | dict[str, Any] | None = None,
         *,
         keys: ResultsKeys | None = None,
@@ -144,13 +144,16 @@ class ResultStore:
         cls,
         storage: WritableFileSystem | str | os.PathLike[str] | None = None,
         serializer: Serializer | str | dict[str, Any] | None = None,
+        *,
+        plain_local: bool = False,
     ) -> ResultStore:
-        """A store over any storage spec (see `resolve_storage`) and serializer spec.
+        """A store over any storage spec (see `resolve_storage`) and serializer spec;
+        `plain_local` as there (a local path as a `LocalFolder`, no Block).
 
         Example:
             >>> ResultStore.resolve("s3/prod", "compressed/json")
         """
-        return cls(resolve_storage(storage), serializer)
+        return cls(resolve_storage(storage, plain_local=plain_local), serializer)
 
     def __repr__(self) -> str:
         return f"ResultStore({self.storage.describe()!r}, {self.serializer!r})"
@@ -342,7 +345,7 @@ class ResultStore:
         too, and never produce a warning here.
         """
         prefix = validate_key(prefix, allow_empty=True)
-        heads = self._scan_heads() if not prefix else None
+        heads = self.storage.read_heads(FIRST_READ) if not prefix else None
         try:
             if heads is not None:
                 yield from self._records_from(heads)
@@ -356,19 +359,6 @@ class ResultStore:
             raise
         except OSError as exc:
             self._storage_failed("list", prefix or "(all)", exc)
-
-    def _scan_heads(self) -> Iterator[tuple[str, bytes | None]] | None:
-        """The first bytes of every object in one scan, where the storage offers it (local
-        folders, unless a subclass reads its own way); None to read key by key."""
-        from blocks.filesystems.local import LocalFileSystem
-
-        storage = self.storage
-        if not isinstance(storage, LocalFileSystem) or any(
-            getattr(type(storage), name) is not getattr(LocalFileSystem, name)
-            for name in ("walk_keys", "read_range", "open_read")
-        ):
-            return None
-        return storage.read_heads(FIRST_READ)
 
     def _records_from(
         self, heads: Iterator[tuple[str, bytes | None]]
@@ -400,6 +390,30 @@ class ResultStore:
             raise
         except OSError as exc:
             self._storage_failed("delete", key, exc)
+
+    def delete_keys(self, keys: Iterable[str]) -> Iterator[str]:
+        """Delete the records under `keys`, yielding each key once it is gone (or was already);
+        a key behind a symlink is skipped with a logged warning, never followed.
+
+        Lazy: nothing is deleted until iterated. Local storage deletes a folder's keys through
+        one descriptor of that folder (`LocalFolder.delete_keys`).
+
+        Example:
+            >>> list(store.delete_keys(["etl/a", "etl/b"]))
+            ['etl/a', 'etl/b']
+        """
+        try:
+            for key, refused in self.storage.delete_keys(validate_key(k) for k in keys):
+                if refused is not None:
+                    logger.warning("prune skipped %r: %s", key, refused)
+                    continue
+                yield key
+        except BlocksError:
+            raise
+        except OSError as exc:
+            raise StorageError(
+                f"Could not delete results in {self.storage.describe()}: {exc}"
+            ) from exc
 
     def prunable(
         self,
@@ -445,18 +459,22 @@ class ResultStore:
             >>> store.prune(older_than=timedelta(days=7), dry_run=True)
             ['etl/extract-3f2a']
         """
-        selected = list(self.prunable(expired=expired, older_than=older_than))
-        done = []
-        for key, header in selected:
-            if not dry_run:
-                try:
-                    self.delete(key)
-                except UnsafePath as exc:
-                    logger.warning("prune skipped %r: %s", key, exc)
-                    continue
+        chosen: dict[str, RecordHeader] = {}
+
+        def pick() -> Iterator[str]:
+            for key, header in self.prunable(expired=expired, older_than=older_than):
+                chosen[key] = header
+                yield key
+
+        # Deleted as the scan finds them (the scan lists each folder before reading it, so
+        # unlinking behind it is safe): one pass, no list of 10,000 headers held first.
+        done = list(pick()) if dry_run else []
+        if not dry_run:
+            for key in self.delete_keys(pick()):
+                header = chosen.pop(key)
                 if on_delete is not None:
                     on_delete(key, header)
-            done.append(key)
+                done.append(key)
         if temp_grace is not None:
             done.extend(t.key for t in self.prune_temp(temp_grace, dry_run=dry_run))
         return done
