@@ -504,15 +504,15 @@ def _scan_heads(
                 yield key, None  # swapped for a symlink: decide by key, as reads do
                 continue
             try:
-                info = os.fstat(file_fd)
-                # Sized from fstat: one pread for a file shorter than `size`, not a second at EOF.
-                head = None
-                if stat.S_ISREG(info.st_mode):
-                    head = _pread(file_fd, min(size, info.st_size), 0)
+                # One read: a regular file (as listed) reads short only at its end. Something
+                # swapped in since the listing (a folder, a FIFO: opened without blocking)
+                # fails to read or reads empty, and is skipped or is no record.
+                head = os.read(file_fd, size)
+            except OSError:
+                continue
             finally:
                 os.close(file_fd)
-            if head is not None:
-                yield key, head
+            yield key, head
 
 
 def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
