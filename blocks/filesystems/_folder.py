@@ -16,9 +16,9 @@ Example:
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import posixpath
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -473,27 +473,13 @@ def _scan_heads(
 ) -> Iterator[tuple[str, bytes | None]]:
     """`LocalFileSystem.read_heads` below the folder `fd` (keys start with `prefix`)."""
     with os.scandir(fd) as listing:
-        entries = sorted(listing, key=lambda e: e.name)
+        entries = sorted(listing, key=_BY_NAME)
     for entry in entries:
         name = entry.name
         if name.startswith(TEMP_PREFIX):
             continue
         key = prefix + name
-        if entry.is_dir(follow_symlinks=False):
-            try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                continue  # gone, or swapped for a symlink since it was listed: not followed
-            try:
-                yield from _scan_heads(child, key + "/", size, real_root)
-            finally:
-                os.close(child)
-        elif entry.is_symlink():
-            # Listed as `walk_keys` lists it: a file that stays inside the base, read by key.
-            real = os.path.realpath(os.path.join(real_root, key))
-            if real.startswith(real_root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
-                yield key, None
-        elif entry.is_file(follow_symlinks=False):
+        if entry.is_file(follow_symlinks=False):  # the common case first (types exclude)
             try:
                 file_fd = os.open(name, _FILE_FLAGS, dir_fd=fd)
             except FileNotFoundError:
@@ -513,6 +499,23 @@ def _scan_heads(
             finally:
                 os.close(file_fd)
             yield key, head
+        elif entry.is_dir(follow_symlinks=False):
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # gone, or swapped for a symlink since it was listed: not followed
+            try:
+                yield from _scan_heads(child, key + "/", size, real_root)
+            finally:
+                os.close(child)
+        elif entry.is_symlink():
+            # Listed as `walk_keys` lists it: a file that stays inside the base, read by key.
+            real = os.path.realpath(os.path.join(real_root, key))
+            if real.startswith(real_root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
+                yield key, None
+
+
+_BY_NAME = operator.attrgetter("name")
 
 
 def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
@@ -579,7 +582,7 @@ def _create_temp(dir_fd: int) -> tuple[str, int]:
     """A new temp file in folder `dir_fd`: (name, write descriptor), mode 0600 as mkstemp."""
     prefix = temp_name_prefix()
     for _ in range(100):
-        name = prefix + secrets.token_hex(6)
+        name = prefix + os.urandom(6).hex()
         try:
             return name, os.open(name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
         except FileExistsError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
@@ -33,6 +32,8 @@ process left it (see `TempFile`)."""
 
 def temp_name_prefix() -> str:
     """The temp-file prefix for this process: `TEMP_PREFIX`, host and pid."""
+    import socket  # here: a listing or a prune that meets no temp file never needs it
+
     host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
     return f"{TEMP_PREFIX}{host}.{os.getpid()}."
 

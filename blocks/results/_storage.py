@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import string
@@ -149,6 +148,8 @@ def _warn_if_typo(spec: str, where: str) -> None:
 
     known = {*BUILTIN_BLOCK_MODULES, *block_classes()}
     known.update(row.slug for row in Registry.default().list_types())
+    import difflib  # here: only slug-shaped folder names get this far
+
     close = difflib.get_close_matches(type_slug, sorted(known), n=1, cutoff=0.8)
     if close:
         warnings.warn(

@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -75,11 +72,19 @@ from serializers.context import codec_context
 from serializers.errors import SerializationError
 
 if TYPE_CHECKING:
+    import logging
+
     from blocks.filesystems._protocol import Storage
     from blocks.filesystems.base import WritableFileSystem
     from serializers.base import Serializer
 
-logger = logging.getLogger("blocks.results")
+
+def _logger() -> logging.Logger:
+    # Imported on first use: logging (~5 ms) is not needed to list or prune a clean store.
+    import logging
+
+    return logging.getLogger("blocks.results")
+
 
 _SERIALIZERS: dict[str, Serializer] = {}
 
@@ -238,6 +243,9 @@ class ResultStore:
         self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
     ) -> RecordHeader:
         # The writer cannot seek (object stores): stage the payload, then header + payload.
+        import shutil
+        import tempfile
+
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             sink = streams.HashingWriter(spool, signer.payload_hasher())
             decoded = self._dump(value, sink, signer)
@@ -422,7 +430,7 @@ class ResultStore:
         try:
             for key, refused in self.storage.delete_keys(validate_key(k) for k in keys):
                 if refused is not None:
-                    logger.warning("prune skipped %r: %s", key, refused)
+                    _logger().warning("prune skipped %r: %s", key, refused)
                     continue
                 yield key
         except BlocksError:
@@ -585,6 +593,8 @@ class ResultStore:
             streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
             stream.seek(start)
             return _decode(serializer, stream, header, signer, limit)
+        import tempfile
+
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
             streams.verify(measured, header)
@@ -617,7 +627,7 @@ class ResultStore:
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
-        logger.warning(message)
+        _logger().warning(message)
         warnings.warn(message, CorruptRecordWarning, stacklevel=3)
 
     def _storage_failed(self, action: str, key: str, exc: OSError) -> NoReturn:
