@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -192,6 +191,8 @@ def _terminal_table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None
 ) -> int:
     iterator = iter(rows)
+    import shutil  # here: only a terminal needs its size
+
     fits = max(1, shutil.get_terminal_size().lines - _SCREEN_RESERVED)
     screen = [[cell(value) for value in row] for row in itertools.islice(iterator, fits)]
     following = next(iterator, None)

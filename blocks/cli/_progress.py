@@ -42,6 +42,7 @@ class Progress:
         self.total = total
         self.done = 0
         self.threshold = threshold
+        self._enabled = enabled()  # asked once: isatty is a system call, update runs per item
         self._rich: Any = None
         self._task: Any = None
 
@@ -60,7 +61,7 @@ class Progress:
     def _start(self) -> bool:
         # Small work (a known small total, or few items so far) finishes before a bar helps.
         count = self.total if self.total is not None else self.done
-        if not enabled() or count < self.threshold:
+        if not self._enabled or count < self.threshold:
             return False
         from rich.console import Console
         from rich.progress import (

@@ -34,7 +34,7 @@ from blocks.cli._output import (
 )
 from blocks.cli._progress import progress
 from blocks.errors import BlocksError
-from blocks.filesystems.base import TempFile
+from blocks.filesystems._keys import TempFile
 from blocks.results import RecordHeader, ResultStore
 from blocks.results._store import TEMP_GRACE
 from serializers.errors import SerializationError
@@ -107,7 +107,8 @@ def _storage_option(func: _F) -> _F:
 def _store(storage: str | None) -> ResultStore:
     # Reading never depends on the store's serializer except to allow pickle records; the
     # CLI only decodes values on --show-value, which asks for trust explicitly.
-    return ResultStore.resolve(storage, "pickle")
+    # A local path is a plain `LocalFolder`: no Block (pydantic) to import for it.
+    return ResultStore.resolve(storage, "pickle", plain_local=True)
 
 
 def _size(n: int) -> str:
@@ -328,15 +329,19 @@ def prune(
     with _errors():
         store = _store(storage)
         where = store.storage.describe()
+        if yes and not dry_run:
+            # Nothing to confirm: records are deleted as the scan verifies them (one pass).
+            summary = _prune_now(store, expired, older_than, stale_temp, temp_grace)
+            click.echo(f"Deleted {summary}." if summary else f"Nothing to prune in {where}.")
+            return
         with progress(f"Scanning {where}", threshold=0):
             selected = (
                 [] if stale_temp else list(store.prunable(expired=expired, older_than=older_than))
             )
             temps = store.prune_temp(temp_grace, dry_run=True)
-        total = sum(header.payload_size for _, header in selected)
-        summary = f"{len(selected)} record(s), {_size(total)}, from {where}"
-        if temps:
-            summary += f", and {len(temps)} stale temp file(s), {_size(sum(t.size for t in temps))}"
+        summary = _prune_summary(
+            where, len(selected), sum(header.payload_size for _, header in selected), temps
+        )
         if dry_run:
             for key in [key for key, _ in selected] + [t.key for t in temps]:
                 click.echo(key)
@@ -345,15 +350,48 @@ def prune(
         if not selected and not temps:
             click.echo(f"Nothing to prune in {where}.")
             return
-        if not yes:
-            click.confirm(f"Delete {summary}?", abort=True, err=True)
+        click.confirm(f"Delete {summary}?", abort=True, err=True)
         if temps:  # a second walk only when the first found stale temp files
             store.prune_temp(temp_grace)
         with progress("Deleting", total=len(selected), threshold=PROGRESS_THRESHOLD) as bar:
-            for key, _ in selected:
-                store.delete(key)
+            for _ in store.delete_keys(key for key, _ in selected):
                 bar.advance()
     click.echo(f"Deleted {summary}.")
+
+
+def _prune_now(
+    store: ResultStore,
+    expired: bool,
+    older_than: timedelta | None,
+    stale_temp: bool,
+    temp_grace: timedelta,
+) -> str | None:
+    """``prune --yes``: delete in one pass; the summary of what went, None if nothing did."""
+    where = store.storage.describe()
+    count = total = 0
+    # One spinner for scan and deletes (their count is unknown until the scan ends).
+    with progress("Deleting", threshold=0) as bar:
+
+        def deleted(_key: str, header: RecordHeader) -> None:
+            nonlocal count, total
+            count += 1
+            total += header.payload_size
+            bar.advance()
+
+        if not stale_temp:
+            store.prune(expired=expired, older_than=older_than, on_delete=deleted, temp_grace=None)
+        bar.update(count, total=count)
+        temps = store.prune_temp(temp_grace)
+    if not count and not temps:
+        return None
+    return _prune_summary(where, count, total, temps)
+
+
+def _prune_summary(where: str, count: int, total: int, temps: list[TempFile]) -> str:
+    summary = f"{count} record(s), {_size(total)}, from {where}"
+    if temps:
+        summary += f", and {len(temps)} stale temp file(s), {_size(sum(t.size for t in temps))}"
+    return summary
 
 
 @results.command("why")

@@ -97,13 +97,14 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "json": "blocks.system",
     "string": "blocks.system",
     "date-time": "blocks.system",
-    "local-file-system": "blocks.filesystems",
-    "remote-file-system": "blocks.filesystems",
-    "s3": "blocks.filesystems",
-    "gcs": "blocks.filesystems",
-    "aws-credentials": "blocks.filesystems",
-    "gcp-credentials": "blocks.filesystems",
-    "aws-secret": "blocks.filesystems",
+    # The defining modules: `blocks.filesystems` itself imports its names lazily.
+    "local-file-system": "blocks.filesystems.local",
+    "remote-file-system": "blocks.filesystems.remote",
+    "s3": "blocks.filesystems.aws",
+    "gcs": "blocks.filesystems.gcp",
+    "aws-credentials": "blocks.filesystems.aws",
+    "gcp-credentials": "blocks.filesystems.gcp",
+    "aws-secret": "blocks.filesystems.aws",
 }
 
 _BLOCK_CLASSES: dict[str, type[Block]] = {}

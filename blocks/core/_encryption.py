@@ -603,13 +603,29 @@ class KeyManager:
         return ", ".join(source.describe() for source in self.sources)
 
     def _find(self) -> Keyset | None:
+        found = self._read()
+        return None if found is None else Keyset(*found)
+
+    def _read(self) -> tuple[tuple[bytes, ...], str] | None:
+        """The keys in the first source that has some, and where they came from."""
         for source in self.sources:
             if source.name != "file" and not source.available():
                 continue
             text = source.read()
             if text:
-                return Keyset(parse_keys(text, origin=source.describe()), source.describe())
+                return parse_keys(text, origin=source.describe()), source.describe()
         return None
+
+    def master_keys(self) -> tuple[bytes, ...]:
+        """The keys `keyset()` holds, read without building its AES ciphers (importing
+        `cryptography`, ~13 ms) when no keyset was read yet: the results key of a ``block
+        results`` command is derived from the bytes alone. `KeyManagementError` if none."""
+        if self._keyset is not None:
+            return self._keyset.keys
+        found = self._read()
+        if found is None:
+            return self.keyset().keys  # raises, saying where it looked
+        return tuple(dict.fromkeys(found[0]))  # a key listed twice is one key, as in Keyset
 
     def sealing_keyset(self, registry: Registry) -> Keyset:
         """The keyset a save seals with: the registry's active key first.

@@ -1,8 +1,10 @@
 """Filesystem blocks: where results and files live (local disk, any fsspec URL, S3, GCS).
 
-Importing this package is cheap: fsspec, s3fs, gcsfs and boto3 are imported only when a
-block first touches its storage. Every block shares one protocol (`WritableFileSystem`) and
-one key rule (`validate_key`): no key escapes its base path.
+Importing this package is cheap: each name below is imported on first use (module
+``__getattr__``), so the plain key rule and `LocalFolder` (used by ``block results`` on a local
+path) come without pydantic, and fsspec, s3fs, gcsfs and boto3 are imported only when a block
+first touches its storage. Every block shares one protocol (`WritableFileSystem`) and one key
+rule (`validate_key`): no key escapes its base path.
 
 Example:
     >>> from blocks.filesystems import LocalFileSystem, S3
@@ -13,11 +15,55 @@ Example:
 
 from __future__ import annotations
 
-from blocks.filesystems.aws import S3, AwsCredentials, AwsSecret
-from blocks.filesystems.base import WritableFileSystem, validate_key
-from blocks.filesystems.gcp import GCS, GcpCredentials
-from blocks.filesystems.local import LocalFileSystem
-from blocks.filesystems.remote import RemoteFileSystem
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blocks.filesystems._folder import LocalFolder
+    from blocks.filesystems._keys import validate_key
+    from blocks.filesystems._protocol import Storage
+    from blocks.filesystems.aws import S3, AwsCredentials, AwsSecret
+    from blocks.filesystems.base import WritableFileSystem
+    from blocks.filesystems.gcp import GCS, GcpCredentials
+    from blocks.filesystems.local import LocalFileSystem
+    from blocks.filesystems.remote import RemoteFileSystem
+
+# name -> module that defines it, imported on first access.
+_EXPORTS: dict[str, str] = {
+    "GCS": "blocks.filesystems.gcp",
+    "S3": "blocks.filesystems.aws",
+    "AwsCredentials": "blocks.filesystems.aws",
+    "AwsSecret": "blocks.filesystems.aws",
+    "GcpCredentials": "blocks.filesystems.gcp",
+    "LocalFileSystem": "blocks.filesystems.local",
+    "LocalFolder": "blocks.filesystems._folder",
+    "RemoteFileSystem": "blocks.filesystems.remote",
+    "Storage": "blocks.filesystems._protocol",
+    "WritableFileSystem": "blocks.filesystems.base",
+    "validate_key": "blocks.filesystems._keys",
+}
+
+#: The modules defining the built-in filesystem blocks (importing one registers its types).
+BLOCK_MODULES = (
+    "blocks.filesystems.local",
+    "blocks.filesystems.remote",
+    "blocks.filesystems.aws",
+    "blocks.filesystems.gcp",
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "GCS",
@@ -26,7 +72,9 @@ __all__ = [
     "AwsSecret",
     "GcpCredentials",
     "LocalFileSystem",
+    "LocalFolder",
     "RemoteFileSystem",
+    "Storage",
     "WritableFileSystem",
     "validate_key",
 ]

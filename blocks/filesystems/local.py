@@ -1,5 +1,8 @@
 """`LocalFileSystem`: storage in a folder of the local disk, with atomic, durable writes.
 
+The block holds the configuration (`basepath`, `fsync`); the file operations are
+`blocks.filesystems._folder.LocalFolder`'s, which this class delegates to.
+
 Example:
     >>> fs = LocalFileSystem(basepath="/tmp/results")
     >>> fs.write_path("etl/extract.bin", b"payload")
@@ -9,13 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import os
-import posixpath
-import secrets
-import stat
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,37 +23,12 @@ from pydantic import field_validator
 
 from blocks import settings
 from blocks.errors import UnsafePath
-from blocks.filesystems.base import (
-    TEMP_PREFIX,
-    KeyLike,
-    TempFile,
-    WritableFileSystem,
-    check_range,
-    checked_key,
-    key_in_base,
-    key_text,
-    temp_name_prefix,
-    validate_key,
-)
-
-# Every folder below the base is opened one name at a time relative to its parent's descriptor
-# and never through a symlink, so a folder swapped for a symlink between a check and the
-# operation cannot redirect it (the kernel refuses with ELOOP; we decide what a link means).
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-# The base folder itself is configuration: a symlink in its own path is followed.
-_BASE_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-# O_NONBLOCK: a FIFO planted under a key must not hang the reader (no effect on files).
-_FILE_FLAGS = (
-    os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-)
-_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-# open(O_NOFOLLOW) of a symlink: ELOOP on Linux and macOS, EMLINK on FreeBSD; ENOTDIR when a
-# file stands where a folder is expected (O_DIRECTORY).
-_NOT_FOLLOWED = frozenset({errno.ELOOP, errno.EMLINK, errno.ENOTDIR})
-#: Symlinks followed for one key before giving up (the kernel's own limit is 40).
-MAX_SYMLINKS = 40
+from blocks.filesystems._folder import LocalFolder
+from blocks.filesystems._keys import KeyLike, TempFile
+from blocks.filesystems.base import WritableFileSystem
 
 _roots: dict[tuple[str | None, str | None, str | None], str] = {}
+_folders: dict[tuple[str, bool], LocalFolder] = {}
 
 
 class LocalFileSystem(WritableFileSystem):
@@ -131,482 +105,86 @@ class LocalFileSystem(WritableFileSystem):
             _roots[ident] = text
         return text
 
+    def folder(self) -> LocalFolder:
+        """The plain `LocalFolder` doing this block's file operations (at the base path the
+        settings give now)."""
+        ident = (self._root_text(), self.fsync)
+        found = _folders.get(ident)
+        if found is None:
+            found = LocalFolder(ident[0], fsync=ident[1])
+            if len(_folders) > 64:
+                _folders.clear()
+            _folders[ident] = found
+        return found
+
     def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
         """`path` as a key: a ``file://`` URL or absolute path inside the base folder is made
         relative to it (what `write_path` returns reads back); outside, `UnsafePath`."""
-        if isinstance(path, str) and not path.startswith("/") and "://" not in path:
-            # A plain key (the hot path): no URL or absolute path to make relative.
-            return validate_key(path, allow_empty=True) if allow_empty else checked_key(path)
-        root = self._root_text()
-        path = key_text(path)
-        if path.startswith("/"):
-            base = root.rstrip("/") + "/"
-            if path == root:
-                path = ""
-            elif path.startswith(base):
-                path = path[len(base) :].lstrip("/")
-        path = key_in_base(path, f"file://{root}", self.describe())
-        return validate_key(path, allow_empty=allow_empty)
+        return self.folder()._key(path, allow_empty=allow_empty)
 
     def _resolve(self, key: KeyLike, *, allow_empty: bool = False) -> Path:
-        """The file for `key`, after checking that its real path stays under the root.
+        """The file for `key`, after checking that its real path stays under the root (for
+        listings only; see `LocalFolder._resolve`)."""
+        return self.folder()._resolve(key, allow_empty=allow_empty)
 
-        A check by path, for listings only: reads, writes and deletes never go through a
-        path, they walk from the base folder with descriptors (`_reach`)."""
-        key = self._key(key, allow_empty=allow_empty)
-        root = self.root()
-        path = root / key if key else root
-        real_root = os.path.realpath(root)
-        real = os.path.realpath(path)
-        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
-            raise UnsafePath(
-                f"Refused key {key!r}: it resolves (through a symlink) to {real}, outside the "
-                f"base path {real_root}. Keys must stay below the base path."
-            )
-        return path
-
-    def _open_base(self, *, create: bool = False) -> int:
-        root = self._root_text()
-        try:
-            return os.open(root, _BASE_FLAGS)
-        except FileNotFoundError:
-            if not create:
-                raise
-        os.makedirs(root, exist_ok=True)
-        return os.open(root, _BASE_FLAGS)
-
-    def _reach(self, key: str, *, mode: str) -> tuple[int, str, str]:
-        """Walk to `key` from the base folder, one name at a time, never letting the kernel
-        follow a symlink; return (descriptor, last name, key after links).
-
-        `mode` ``"read"`` opens the file itself (the descriptor is the file's); ``"write"``
-        creates missing folders and returns the folder's descriptor; ``"folder"`` only
-        returns the folder's descriptor. A symlink met on the way is read with
-        ``readlink(dir_fd=)`` and followed only if its target, taken relative to the real
-        folders walked so far, stays inside the base; then the walk restarts from the base.
-        A link that leads out, or more than `MAX_SYMLINKS` of them, is `UnsafePath`.
-        Whatever a racing process swaps in, every open is relative to a folder we hold open,
-        so nothing outside the base is ever opened, created or renamed over.
-        """
-        create = mode == "write"
-        for _ in range(MAX_SYMLINKS + 1):
-            parts = key.split("/")
-            last = len(parts) - 1
-            fd = self._open_base(create=create)
-            link: str | None = None
-            try:
-                for i, part in enumerate(parts):
-                    try:
-                        if i == last:
-                            if mode == "read":
-                                file_fd = os.open(part, _FILE_FLAGS, dir_fd=fd)
-                                os.close(fd)
-                                return file_fd, part, key
-                            if mode == "write":
-                                # A symlink under the name: write where it leads (a racing
-                                # swap after this check only replaces the link: rename never
-                                # follows its target name).
-                                link = _readlink(fd, part)
-                                if link is not None:
-                                    key = self._follow(key, parts[: i + 1], link, ())
-                                    break
-                            return fd, part, key
-                        child = _open_folder_at(fd, part, create=create, durable=self.fsync)
-                    except OSError as exc:
-                        if exc.errno not in _NOT_FOLLOWED:
-                            raise
-                        link = _readlink(fd, part)
-                        if link is None:
-                            raise  # a file where a folder should be: absent
-                        key = self._follow(key, parts[: i + 1], link, parts[i + 1 :])
-                        break
-                    os.close(fd)
-                    fd = child
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-        raise UnsafePath(
-            f"Refused key {key!r}: more than {MAX_SYMLINKS} symlinks on the way (a loop?); "
-            "keys must name files below the base path."
-        )
-
-    def _follow(self, key: str, where: list[str], link: str, rest: Any) -> str:
-        """The key that the symlink at `where` (names from the base; its target `link`)
-        leads to, with the `rest` of the key below it; `UnsafePath` if it leads outside.
-
-        The folders above the link were opened without following links, so they are real
-        folders and a ``..`` in the target is resolved lexically against them, exactly."""
-        folders = where[:-1]
-        if link.startswith("/"):
-            target = posixpath.normpath(link)
-            for root in (os.path.realpath(self._root_text()), self._root_text()):
-                root = root.rstrip("/")
-                if target == root or target.startswith(root + "/"):
-                    inside = target[len(root) :].strip("/")
-                    break
-            else:
-                inside = None
-        else:
-            target = posixpath.normpath("/".join([*folders, link]))
-            inside = None if target == ".." or target.startswith("../") else target
-        if inside is None:
-            raise UnsafePath(
-                f"Refused key {key!r}: {'/'.join(where)!r} is a symlink to {link!r}, outside "
-                f"the base path {self.describe()}. Keys must stay below the base path."
-            )
-        joined = "/".join(p for p in (inside if inside != "." else "", *rest) if p)
-        if not joined:
-            raise IsADirectoryError(errno.EISDIR, f"key {key!r} leads to the base folder")
-        return validate_key(joined)
-
-    # -- the protocol -------------------------------------------------------------------
+    # -- the protocol, delegated ------------------------------------------------------------
     def read_path(self, path: KeyLike) -> bytes:
         with self.open_read(path) as f:
             return f.read()
 
     def write_path(self, path: KeyLike, content: bytes) -> str:
-        key = self._key(path)
-        with self._atomic_write(key) as f:
-            f.write(content)
-        return os.path.join(self._root_text(), *key.split("/"))
+        return self.folder().write_path(path, content)
 
     def exists(self, path: KeyLike) -> bool:
-        try:
-            fd = self._open_file(self._key(path))
-        except FileNotFoundError:
-            return False
-        os.close(fd)
-        return True
-
-    def _open_file(self, key: str) -> int:
-        """A read descriptor of the regular file under `key` (see `_reach`);
-        `FileNotFoundError` if there is none (absent, a folder, a FIFO...)."""
-        try:
-            if "/" in key:
-                fd = self._reach(key, mode="read")[0]
-            else:
-                # A key right below the base (a cache key): the only name below the base is
-                # the last one, which O_NOFOLLOW guards, so one open by path is as safe as
-                # the walk (the base path's own symlinks are followed either way).
-                try:
-                    fd = os.open(f"{self._root_text()}/{key}", _FILE_FLAGS)
-                except OSError as exc:
-                    if exc.errno not in _NOT_FOLLOWED:
-                        raise
-                    fd = self._reach(key, mode="read")[0]  # a symlink: decide as the walk does
-        except (IsADirectoryError, NotADirectoryError):
-            fd = -1
-        if fd >= 0:
-            try:
-                if stat.S_ISREG(os.fstat(fd).st_mode):
-                    return fd
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
-        raise FileNotFoundError(
-            errno.ENOENT, f"No object under key {key!r} in {self.describe()} (not a file)"
-        )
+        return self.folder().exists(path)
 
     def delete(self, path: KeyLike) -> None:  # type: ignore[override]
-        key = self._key(path)
-        folders, _, name = key.rpartition("/")
-        try:
-            dir_fd = self._open_folder(folders)
-        except FileNotFoundError:
-            return
-        try:
-            os.unlink(name, dir_fd=dir_fd)
-        except (FileNotFoundError, IsADirectoryError):
-            pass
-        except PermissionError:
-            # unlink() of a folder raises EPERM on some systems
-            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            if not stat.S_ISDIR(info.st_mode):
-                raise
-        finally:
-            os.close(dir_fd)
+        self.folder().delete(path)
 
-    def _open_folder(self, folders: str) -> int:
-        """A descriptor of the folder `folders` (a key prefix), opened one name at a time from
-        the base without following any symlink; `UnsafePath` if one is in the way."""
-        fd = self._open_base()
-        try:
-            for part in folders.split("/") if folders else ():
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in _NOT_FOLLOWED:
-                        raise UnsafePath(
-                            f"Refused to delete below {folders!r}: {part!r} is not a folder "
-                            "(a symlink?); deletes never follow symlinks."
-                        ) from None
-                    raise
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+    def delete_keys(self, keys: Iterable[str]) -> Iterator[tuple[str, UnsafePath | None]]:
+        if type(self).delete is not LocalFileSystem.delete:
+            return super().delete_keys(keys)  # a subclass deletes its own way: keep it
+        return self.folder().delete_keys(keys)
 
     def temp_files(self) -> Iterator[TempFile]:
-        for _, key, name, dir_fd in self._walk_temp():
-            try:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # finished (renamed) meanwhile
-            if stat.S_ISREG(info.st_mode):
-                yield TempFile.parse(key, info.st_size, info.st_mtime)
+        return self.folder().temp_files()
 
     def remove_temp_files(self, grace: timedelta, *, dry_run: bool = False) -> list[TempFile]:
-        removed = []
-        for _, key, name, dir_fd in self._walk_temp():
-            try:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            temp = TempFile.parse(key, info.st_size, info.st_mtime)
-            if not temp.is_stale(grace):
-                continue
-            if not dry_run:
-                try:
-                    os.unlink(name, dir_fd=dir_fd)  # this folder's fd: no path to swap
-                except FileNotFoundError:
-                    continue
-            removed.append(temp)
-        return removed
-
-    def _walk_temp(self) -> Iterator[tuple[str, str, str, int]]:
-        """(folder key, temp key, name, folder fd) of every temp-named entry; `os.fwalk`
-        checks each folder it enters is the one it listed, so symlinks are never followed."""
-        root = os.path.realpath(self.root())
-        if not os.path.isdir(root):
-            return
-        for folder, _, files, dir_fd in os.fwalk(root, follow_symlinks=False):
-            rel = os.path.relpath(folder, root)
-            prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            for name in files:
-                if name.startswith(TEMP_PREFIX):
-                    yield prefix, prefix + name, name, dir_fd
+        return self.folder().remove_temp_files(grace, dry_run=dry_run)
 
     def ls(self, path: KeyLike = "") -> list[str]:
         return sorted(self.walk_keys(path))
 
     def open_read(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
-        return open(self._open_file(self._key(path)), "rb")
+        return self.folder().open_read(path)
 
     def open_head(self, path: KeyLike, size: int) -> tuple[bytes, BinaryIO | None]:
-        # One open and one read() syscall for a small object; no file object unless needed.
         if type(self).open_read is not LocalFileSystem.open_read:
             return super().open_head(path, size)  # a subclass reads its own way: keep it
-        fd = self._open_file(self._key(path))
-        try:
-            head = os.read(fd, size)
-            if len(head) == size:
-                return head, open(fd, "rb")  # positioned after `head`; the caller closes it
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        return head, None  # a regular file reads short only at its end
+        return self.folder().open_head(path, size)
 
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
-        check_range(start, end)
-        fd = self._open_file(self._key(path))
-        try:
-            return _pread(fd, end - start, start)
-        finally:
-            os.close(fd)
+        return self.folder().read_range(path, start, end)
 
     def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
-        return self._atomic_write(self._key(path))
-
-    @contextmanager
-    def _atomic_write(self, key: str) -> Iterator[BinaryIO]:
-        # The temp file is created and renamed inside the folder we hold open: no path is
-        # looked up again between the check and the rename (see `_reach`).
-        dir_fd, name, _ = self._reach(key, mode="write")
-        try:
-            tmp, fd = _create_temp(dir_fd)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    yield f
-                    if self.fsync:
-                        f.flush()
-                        os.fsync(f.fileno())
-                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                raise
-            if self.fsync:
-                _fsync_fd(dir_fd)
-        finally:
-            os.close(dir_fd)
+        return self.folder().open_atomic_write(path)
 
     def size(self, path: KeyLike) -> int:
-        fd = self._open_file(self._key(path))
-        try:
-            return os.fstat(fd).st_size
-        finally:
-            os.close(fd)
+        return self.folder().size(path)
 
     def walk_keys(self, prefix: KeyLike = "") -> Iterator[str]:
-        start = self._resolve(prefix, allow_empty=True)
-        key = self._key(prefix, allow_empty=True)
-        if start.is_file():
-            yield key
-            return
-        real_root = os.path.realpath(self.root())
-        yield from _walk(start, key, real_root)
+        return self.folder().walk_keys(prefix)
 
-    def read_heads(self, size: int) -> Iterator[tuple[str, bytes | None]]:
-        """Every key (as ``walk_keys("")`` gives them, in the same order) with up to `size`
-        first bytes of its file; None for a key to read by name (a symlink inside the base).
-
-        For scans of the whole store (``block results ls`` / ``prune``): each folder is
-        listed and each file opened relative to its folder's descriptor, never through a
-        symlink, so a scan costs one ``openat`` + ``pread`` per file instead of a walk from
-        the base per key.
-        """
-        try:
-            fd = os.open(self._root_text(), _BASE_FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        try:
-            yield from _scan_heads(fd, "", size, os.path.realpath(self._root_text()))
-        finally:
-            os.close(fd)
+    def read_heads(self, size: int) -> Iterator[tuple[str, bytes | None]] | None:
+        if any(
+            getattr(type(self), name) is not getattr(LocalFileSystem, name)
+            for name in ("walk_keys", "read_range", "open_read")
+        ):
+            return None  # a subclass lists or reads its own way: key by key
+        return self.folder().read_heads(size)
 
     def describe(self) -> str:
         return f"file://{self._root_text()}"
-
-
-def _scan_heads(
-    fd: int, prefix: str, size: int, real_root: str
-) -> Iterator[tuple[str, bytes | None]]:
-    """`LocalFileSystem.read_heads` below the folder `fd` (keys start with `prefix`)."""
-    with os.scandir(fd) as listing:
-        entries = sorted(listing, key=lambda e: e.name)
-    for entry in entries:
-        name = entry.name
-        if name.startswith(TEMP_PREFIX):
-            continue
-        key = prefix + name
-        if entry.is_dir(follow_symlinks=False):
-            try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                continue  # gone, or swapped for a symlink since it was listed: not followed
-            try:
-                yield from _scan_heads(child, key + "/", size, real_root)
-            finally:
-                os.close(child)
-        elif entry.is_symlink():
-            # Listed as `walk_keys` lists it: a file that stays inside the base, read by key.
-            real = os.path.realpath(os.path.join(real_root, key))
-            if real.startswith(real_root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
-                yield key, None
-        elif entry.is_file(follow_symlinks=False):
-            try:
-                file_fd = os.open(name, _FILE_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                continue  # deleted since it was listed
-            except OSError as exc:
-                if exc.errno not in _NOT_FOLLOWED:
-                    raise
-                yield key, None  # swapped for a symlink: decide by key, as reads do
-                continue
-            try:
-                info = os.fstat(file_fd)
-                # Sized from fstat: one pread for a file shorter than `size`, not a second at EOF.
-                head = None
-                if stat.S_ISREG(info.st_mode):
-                    head = _pread(file_fd, min(size, info.st_size), 0)
-            finally:
-                os.close(file_fd)
-            if head is not None:
-                yield key, head
-
-
-def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
-    """Keys below `folder`, sorted per folder; symlinked folders are not followed."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
-        if entry.name.startswith(TEMP_PREFIX):
-            continue
-        child = f"{key}/{entry.name}" if key else entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path), child, real_root)
-        elif entry.is_symlink():
-            # Listed only if it is a file that stays inside the base path (else unreadable).
-            real = os.path.realpath(entry.path)
-            if real.startswith(real_root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
-                yield child
-        elif entry.is_file(follow_symlinks=False):
-            yield child
-
-
-def _open_folder_at(fd: int, name: str, *, create: bool, durable: bool) -> int:
-    """The subfolder `name` of the folder `fd`, never through a symlink; made if `create`."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-    try:
-        os.mkdir(name, dir_fd=fd)
-    except FileExistsError:
-        pass  # made by another writer meanwhile (or swapped in: the open below refuses it)
-    else:
-        if durable:
-            _fsync_fd(fd)  # the new folder's entry in its parent survives a power cut
-    return os.open(name, _DIR_FLAGS, dir_fd=fd)
-
-
-def _readlink(fd: int, name: str) -> str | None:
-    """The target of the symlink `name` in folder `fd`, or None if it is not a symlink."""
-    try:
-        return os.readlink(name, dir_fd=fd)
-    except (OSError, ValueError):
-        return None  # EINVAL: not a symlink; ENOENT: nothing there
-
-
-def _create_temp(dir_fd: int) -> tuple[str, int]:
-    """A new temp file in folder `dir_fd`: (name, write descriptor), mode 0600 as mkstemp."""
-    prefix = temp_name_prefix()
-    for _ in range(100):
-        name = prefix + secrets.token_hex(6)
-        try:
-            return name, os.open(name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temp file name")
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    chunks = []
-    while size > 0:
-        chunk = os.pread(fd, size, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def _fsync_fd(fd: int) -> None:
-    """Make a rename (or a new entry) durable; not every OS or filesystem allows fsync on a
-    folder."""
-    with suppress(OSError):
-        os.fsync(fd)
 
 
 __all__ = ["LocalFileSystem"]

@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from blocks.filesystems.base import validate_key
+from blocks.filesystems._keys import validate_key
 from blocks.results._record import FORMAT_VERSION, RecordHeader
 from blocks.results._storage import is_block_slug, render_storage_key, resolve_storage
 from blocks.results._store import CorruptRecordWarning, Hit, ResultStore

@@ -26,43 +26,66 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import string
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from blocks import settings
 from blocks.errors import ConfigurationError
-from blocks.filesystems.base import validate_key
+from blocks.filesystems._keys import validate_key
 
 if TYPE_CHECKING:
+    from blocks.filesystems._folder import LocalFolder
     from blocks.filesystems.base import WritableFileSystem
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
+@overload
 def resolve_storage(
     spec: WritableFileSystem | str | os.PathLike[str] | None = None,
-) -> WritableFileSystem:
+    *,
+    plain_local: Literal[False] = False,
+) -> WritableFileSystem: ...
+
+
+@overload
+def resolve_storage(
+    spec: WritableFileSystem | str | os.PathLike[str] | None = None,
+    *,
+    plain_local: bool,
+) -> WritableFileSystem | LocalFolder: ...
+
+
+def resolve_storage(
+    spec: WritableFileSystem | str | os.PathLike[str] | None = None,
+    *,
+    plain_local: bool = False,
+) -> WritableFileSystem | LocalFolder:
     """Turn a storage spec (block, slug, URL, path or None) into a filesystem block.
+
+    With `plain_local`, a local path (or ``file://`` URL) comes back as a plain `LocalFolder`
+    (same files, same guarantees, no Block): for commands that only read and delete records
+    (``block results``), which then start without importing pydantic.
 
     Example:
         >>> resolve_storage("/tmp/results").describe()
-        '/tmp/results'
+        'file:///tmp/results'
     """
-    from blocks.filesystems.base import WritableFileSystem
-
     if spec is None:
         spec = settings.results_storage()
-    if isinstance(spec, WritableFileSystem):
-        return spec
     if isinstance(spec, os.PathLike):
-        return _local(os.fspath(spec))
+        return _local(os.fspath(spec), plain_local)
+    if not isinstance(spec, str):
+        from blocks.filesystems.base import WritableFileSystem
+
+        if isinstance(spec, WritableFileSystem):
+            return spec
     if not isinstance(spec, str):
         raise ConfigurationError(
             f"Result storage must be a filesystem block, a block slug, a URL or a path; "
@@ -73,12 +96,13 @@ def resolve_storage(
     url = _URL.match(spec)
     if url:
         if url.group(1).lower() == "file":
-            return _local(spec[len("file://") :])
+            return _local(spec[len("file://") :], plain_local)
         from blocks.filesystems import RemoteFileSystem
 
         return RemoteFileSystem(basepath=spec)
     if is_block_slug(spec):
         from blocks.core._block import Block
+        from blocks.filesystems.base import WritableFileSystem
 
         block = Block.load(spec)
         if not isinstance(block, WritableFileSystem):
@@ -87,8 +111,8 @@ def resolve_storage(
                 "needs local-file-system, remote-file-system, s3 or gcs."
             )
         return block
-    local = _local(spec)
-    _warn_if_typo(spec, local)
+    local = _local(spec, plain_local)
+    _warn_if_typo(spec, local.describe())
     return local
 
 
@@ -111,7 +135,7 @@ def is_block_slug(spec: str) -> bool:
 _TYPO_CHECKED: set[str] = set()
 
 
-def _warn_if_typo(spec: str, local: WritableFileSystem) -> None:
+def _warn_if_typo(spec: str, where: str) -> None:
     """Warn when a spec taken as a folder reads like a saved block slug with a typo'd type."""
     if spec in _TYPO_CHECKED:
         return
@@ -124,11 +148,13 @@ def _warn_if_typo(spec: str, local: WritableFileSystem) -> None:
 
     known = {*BUILTIN_BLOCK_MODULES, *block_classes()}
     known.update(row.slug for row in Registry.default().list_types())
+    import difflib  # here: only slug-shaped folder names get this far
+
     close = difflib.get_close_matches(type_slug, sorted(known), n=1, cutoff=0.8)
     if close:
         warnings.warn(
             f"Result storage {spec!r}: did you mean '{close[0]}/{name}'? No block type "
-            f"{type_slug!r} exists, so using the local folder {local.describe()}; write "
+            f"{type_slug!r} exists, so using the local folder {where}; write "
             f"'./{spec}' to silence this.",
             TypoWarning,
             stacklevel=3,
@@ -139,11 +165,16 @@ class TypoWarning(UserWarning):
     """A storage spec looks like a mistyped block slug (it is used as a local folder)."""
 
 
-def _local(path: str) -> WritableFileSystem:
-    from blocks.filesystems import LocalFileSystem
-
+def _local(path: str, plain: bool = False) -> WritableFileSystem | LocalFolder:
     # Absolute now, so a later chdir does not move where results go.
-    return LocalFileSystem(basepath=str(Path(path).expanduser().absolute()))
+    base = str(Path(path).expanduser().absolute())
+    if plain:
+        from blocks.filesystems._folder import LocalFolder
+
+        return LocalFolder(base)
+    from blocks.filesystems.local import LocalFileSystem
+
+    return LocalFileSystem(basepath=base)
 
 
 class _KeyFormatter(string.Formatter):

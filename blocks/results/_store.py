@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
@@ -51,9 +48,8 @@ from blocks.errors import (
     ConfigurationError,
     CorruptRecord,
     StorageError,
-    UnsafePath,
 )
-from blocks.filesystems.base import TempFile, checked_key, validate_key
+from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
 from blocks.results._record import (
     FIRST_READ,
@@ -64,7 +60,10 @@ from blocks.results._record import (
     decode_header,
     decode_header_once,
     encode_prefix,
+    header_from,
     header_length,
+    parse_time,
+    verified_fields,
 )
 from blocks.results._signing import ResultsKey, ResultsKeys, results_keys
 from blocks.results._storage import resolve_storage
@@ -73,10 +72,19 @@ from serializers.context import codec_context
 from serializers.errors import SerializationError
 
 if TYPE_CHECKING:
+    import logging
+
+    from blocks.filesystems._protocol import Storage
     from blocks.filesystems.base import WritableFileSystem
     from serializers.base import Serializer
 
-logger = logging.getLogger("blocks.results")
+
+def _logger() -> logging.Logger:
+    # Imported on first use: logging (~5 ms) is not needed to list or prune a clean store.
+    import logging
+
+    return logging.getLogger("blocks.results")
+
 
 _SERIALIZERS: dict[str, Serializer] = {}
 
@@ -121,7 +129,7 @@ class ResultStore:
 
     def __init__(
         self,
-        storage: WritableFileSystem,
+        storage: Storage,
         serializer: Serializer | str | dict[str, Any] | None = None,
         *,
         keys: ResultsKeys | None = None,
@@ -144,13 +152,16 @@ class ResultStore:
         cls,
         storage: WritableFileSystem | str | os.PathLike[str] | None = None,
         serializer: Serializer | str | dict[str, Any] | None = None,
+        *,
+        plain_local: bool = False,
     ) -> ResultStore:
-        """A store over any storage spec (see `resolve_storage`) and serializer spec.
+        """A store over any storage spec (see `resolve_storage`) and serializer spec;
+        `plain_local` as there (a local path as a `LocalFolder`, no Block).
 
         Example:
             >>> ResultStore.resolve("s3/prod", "compressed/json")
         """
-        return cls(resolve_storage(storage), serializer)
+        return cls(resolve_storage(storage, plain_local=plain_local), serializer)
 
     def __repr__(self) -> str:
         return f"ResultStore({self.storage.describe()!r}, {self.serializer!r})"
@@ -232,6 +243,9 @@ class ResultStore:
         self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
     ) -> RecordHeader:
         # The writer cannot seek (object stores): stage the payload, then header + payload.
+        import shutil
+        import tempfile
+
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             sink = streams.HashingWriter(spool, signer.payload_hasher())
             decoded = self._dump(value, sink, signer)
@@ -341,11 +355,18 @@ class ResultStore:
         Objects that are not records (a stray temp file, a foreign file) come back as None
         too, and never produce a warning here.
         """
+        return self._records(prefix)
+
+    def _records(
+        self, prefix: str, wanted: Callable[[dict[str, Any]], bool] | None = None
+    ) -> Iterator[tuple[str, RecordHeader | None]]:
+        """`records`; where the storage scans, `wanted` may turn down verified headers before
+        they are built (see `_records_from`)."""
         prefix = validate_key(prefix, allow_empty=True)
-        heads = self._scan_heads() if not prefix else None
+        heads = self.storage.read_heads(FIRST_READ) if not prefix else None
         try:
             if heads is not None:
-                yield from self._records_from(heads)
+                yield from self._records_from(heads, wanted)
                 return
             for key in self.storage.walk_keys(prefix):
                 try:
@@ -357,22 +378,13 @@ class ResultStore:
         except OSError as exc:
             self._storage_failed("list", prefix or "(all)", exc)
 
-    def _scan_heads(self) -> Iterator[tuple[str, bytes | None]] | None:
-        """The first bytes of every object in one scan, where the storage offers it (local
-        folders, unless a subclass reads its own way); None to read key by key."""
-        from blocks.filesystems.local import LocalFileSystem
-
-        storage = self.storage
-        if not isinstance(storage, LocalFileSystem) or any(
-            getattr(type(storage), name) is not getattr(LocalFileSystem, name)
-            for name in ("walk_keys", "read_range", "open_read")
-        ):
-            return None
-        return storage.read_heads(FIRST_READ)
-
     def _records_from(
-        self, heads: Iterator[tuple[str, bytes | None]]
+        self,
+        heads: Iterator[tuple[str, bytes | None]],
+        wanted: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Iterator[tuple[str, RecordHeader | None]]:
+        """`records` from a scan's heads; with `wanted`, a verified header it turns down is
+        skipped before it is built (its key is not yielded at all)."""
         keys = self.keys
         for key, head in heads:
             try:
@@ -382,8 +394,11 @@ class ResultStore:
                     and PREFIX_SIZE + header_length(head, key=key) > FIRST_READ
                 ):
                     yield key, self._fetch_header(key)[0]  # a symlink, or a header past the head
-                else:
-                    yield key, decode_header(head, key=key, keys=keys)
+                    continue
+                raw = verified_fields(head, key=key, keys=keys)
+                if wanted is not None and not _asks_for(wanted, raw):
+                    continue
+                yield key, header_from(raw, key=key)
             except (BlocksError, OSError):  # CorruptRecord, UnsafePath, absent, ...
                 yield key, None
 
@@ -401,6 +416,30 @@ class ResultStore:
         except OSError as exc:
             self._storage_failed("delete", key, exc)
 
+    def delete_keys(self, keys: Iterable[str]) -> Iterator[str]:
+        """Delete the records under `keys`, yielding each key once it is gone (or was already);
+        a key behind a symlink is skipped with a logged warning, never followed.
+
+        Lazy: nothing is deleted until iterated. Local storage deletes a folder's keys through
+        one descriptor of that folder (`LocalFolder.delete_keys`).
+
+        Example:
+            >>> list(store.delete_keys(["etl/a", "etl/b"]))
+            ['etl/a', 'etl/b']
+        """
+        try:
+            for key, refused in self.storage.delete_keys(validate_key(k) for k in keys):
+                if refused is not None:
+                    _logger().warning("prune skipped %r: %s", key, refused)
+                    continue
+                yield key
+        except BlocksError:
+            raise
+        except OSError as exc:
+            raise StorageError(
+                f"Could not delete results in {self.storage.describe()}: {exc}"
+            ) from exc
+
     def prunable(
         self,
         *,
@@ -412,7 +451,15 @@ class ResultStore:
         moment = now.astimezone(UTC) if now is not None else datetime.now(UTC)
         cutoff = moment - older_than if older_than is not None else None
         everything = not expired and cutoff is None
-        for key, header in self.records():
+
+        def wanted(raw: dict[str, Any]) -> bool:
+            # The two times, from a verified header not yet built: most records of a scan
+            # are kept, and building their headers was a third of its time.
+            if expired and raw["expires"] is not None and moment >= parse_time(raw["expires"]):
+                return True
+            return cutoff is not None and parse_time(raw["created"]) < cutoff
+
+        for key, header in self._records("", None if everything else wanted):
             if header is None:
                 continue
             if (
@@ -445,18 +492,22 @@ class ResultStore:
             >>> store.prune(older_than=timedelta(days=7), dry_run=True)
             ['etl/extract-3f2a']
         """
-        selected = list(self.prunable(expired=expired, older_than=older_than))
-        done = []
-        for key, header in selected:
-            if not dry_run:
-                try:
-                    self.delete(key)
-                except UnsafePath as exc:
-                    logger.warning("prune skipped %r: %s", key, exc)
-                    continue
+        chosen: dict[str, RecordHeader] = {}
+
+        def pick() -> Iterator[str]:
+            for key, header in self.prunable(expired=expired, older_than=older_than):
+                chosen[key] = header
+                yield key
+
+        # Deleted as the scan finds them (the scan lists each folder before reading it, so
+        # unlinking behind it is safe): one pass, no list of 10,000 headers held first.
+        done = list(pick()) if dry_run else []
+        if not dry_run:
+            for key in self.delete_keys(pick()):
+                header = chosen.pop(key)
                 if on_delete is not None:
                     on_delete(key, header)
-            done.append(key)
+                done.append(key)
         if temp_grace is not None:
             done.extend(t.key for t in self.prune_temp(temp_grace, dry_run=dry_run))
         return done
@@ -542,6 +593,8 @@ class ResultStore:
             streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
             stream.seek(start)
             return _decode(serializer, stream, header, signer, limit)
+        import tempfile
+
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
             streams.verify(measured, header)
@@ -574,13 +627,22 @@ class ResultStore:
 
     def _warn(self, exc: CorruptRecord) -> None:
         message = f"{exc}; treated as a cache miss (storage {self.storage.describe()})"
-        logger.warning(message)
+        _logger().warning(message)
         warnings.warn(message, CorruptRecordWarning, stacklevel=3)
 
     def _storage_failed(self, action: str, key: str, exc: OSError) -> NoReturn:
         raise StorageError(
             f"Could not {action} result {key!r} in {self.storage.describe()}: {exc}"
         ) from exc
+
+
+def _asks_for(wanted: Callable[[dict[str, Any]], bool], raw: dict[str, Any]) -> bool:
+    """`wanted(raw)`; a header it cannot read is asked for, so that building it says why
+    (a verified header is our writer's: that does not happen)."""
+    try:
+        return wanted(raw)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return True
 
 
 def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:

@@ -33,6 +33,7 @@ from blocks.errors import (
 from blocks.filesystems import (
     LocalFileSystem,
     RemoteFileSystem,
+    Storage,
     WritableFileSystem,
 )
 from blocks.results import (
@@ -108,13 +109,13 @@ class Point:
     y: int
 
 
-def _flip(storage: WritableFileSystem, key: str, offset: int) -> None:
+def _flip(storage: Storage, key: str, offset: int) -> None:
     data = bytearray(storage.read_path(key))
     data[offset] ^= 0x01
     storage.write_path(key, bytes(data))
 
 
-def _payload_offset(storage: WritableFileSystem, key: str) -> int:
+def _payload_offset(storage: Storage, key: str) -> int:
     return PREFIX_SIZE + header_length(storage.read_range(key, 0, PREFIX_SIZE), key=key)
 
 
@@ -397,7 +398,7 @@ def test_record_copied_under_another_key_is_a_miss(store: ResultStore) -> None:
 
 
 def _forge(
-    storage: WritableFileSystem,
+    storage: Storage,
     key: str,
     spec: dict[str, Any],
     payload: bytes,

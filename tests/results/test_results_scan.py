@@ -13,7 +13,7 @@ from pathlib import Path
 from blocks.filesystems import LocalFileSystem
 from blocks.filesystems.base import KeyLike, temp_name_prefix
 from blocks.results import RecordHeader, ResultStore
-from blocks.results._record import FIRST_READ
+from blocks.results._record import FIRST_READ, PREFIX_SIZE
 
 
 class KeyByKey(LocalFileSystem):
@@ -79,3 +79,23 @@ def test_a_missing_base_scans_as_empty(tmp_path: Path) -> None:
     store = ResultStore(LocalFileSystem(basepath=str(tmp_path / "never-written")), "pickle")
     assert list(store.records()) == []
     assert store.prune() == []
+
+
+def test_the_fast_header_build_equals_the_field_by_field_one(tmp_path: Path) -> None:
+    # `_fast_header` fills the frozen dataclass without its __init__ (a scan builds 10,000):
+    # it must give exactly what the plain constructor gives, every field set.
+    import dataclasses
+    import json
+
+    from blocks.results._record import _fast_header, _typed_header, header_length
+
+    store = ResultStore(LocalFileSystem(basepath=str(tmp_path)), "json")
+    store.write("plain", 1)
+    store.write("full", [1], expires=datetime.now(UTC), task="t", flow="f", components={"a": "b"})
+    for key in ("plain", "full"):
+        data = (tmp_path / key).read_bytes()
+        raw = json.loads(data[PREFIX_SIZE : PREFIX_SIZE + header_length(data, key=key)])
+        fast, typed = _fast_header(raw), _typed_header(raw)
+        assert fast == typed and fast is not None
+        assert set(vars(fast)) == {f.name for f in dataclasses.fields(RecordHeader)}
+        assert fast == store.header(key)

@@ -81,7 +81,12 @@ def _row(key: str, header: RecordHeader | None) -> dict[str, Any]:
 
 def filesystem_blocks() -> list[str]:
     """``type/name`` of every saved block that can hold results."""
-    import blocks.filesystems  # noqa: F401  (registers the built-in storage classes)
+    import importlib
+
+    from blocks.filesystems import BLOCK_MODULES
+
+    for module in BLOCK_MODULES:  # registers the built-in storage classes
+        importlib.import_module(module)
     from blocks.core._block import block_classes
     from blocks.core._registry import Registry
     from blocks.filesystems.base import WritableFileSystem
