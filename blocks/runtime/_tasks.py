@@ -360,6 +360,25 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         """
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
+        if (
+            flow_run is not None
+            and self._simple
+            and wait_for is None
+            and not flow_run.reuses
+            and not (flow_run.persist_result and self._inherits_persist)
+            and not (flow_run.log_prints and self._inherits_prints)
+            and not has_futures(args, kwargs)
+        ):
+            # The hot path, as in `__call__`: nothing to wait for, resolve or persist, so the
+            # runner is handed the call itself (`run_plain`), not the engine.
+            run = TaskRun(self, flow_run, parent, False)
+            submitted: TaskFuture[Any] = TaskFuture(
+                run, flow_run.task_runner.submit_plain(self, run, args, kwargs)
+            )
+            if return_state:
+                submitted.wait()
+                return submitted.state
+            return submitted
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         waits = [] if wait_for is None else list(wait_for)
         if waits:

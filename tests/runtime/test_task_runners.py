@@ -3,6 +3,7 @@ bounded by its own max_workers, no deadlock with subflows, clean at fork and at 
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -11,7 +12,14 @@ import threading
 import time
 
 from blocks import flow, task
-from blocks.runtime.runners._base import SHARED_THREADS, ConcurrentTaskRunner, SharedThreads
+from blocks.runtime._context import current_task_run
+from blocks.runtime._states import State
+from blocks.runtime.runners._base import (
+    SHARED_THREADS,
+    ConcurrentTaskRunner,
+    SequentialTaskRunner,
+    SharedThreads,
+)
 
 
 def test_flow_runs_reuse_the_same_threads() -> None:
@@ -197,3 +205,45 @@ def test_interpreter_exits_without_waiting_for_parked_threads() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("parked ") and int(done.stdout.split()[1]) >= 1
+
+
+_seen_var: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+
+
+def test_plain_submits_run_on_pool_threads_in_the_flow_context_with_their_states() -> None:
+    # `.submit()` of a task with no options hands the call straight to the runner
+    # (`submit_plain`): it must still run on a pool thread, in a copy of the submitter's
+    # context, as its own current task run, and end in the same states as the engine's.
+    @task
+    def where(i: int) -> tuple[int, str, bool, int]:
+        run = current_task_run()
+        return threading.get_ident(), _seen_var.get(), run is not None and run.task is where, i
+
+    @task
+    def fails(i: int) -> int:
+        raise ValueError(f"bad {i}")
+
+    def body() -> tuple[int, list[tuple[int, str, bool, int]], State, State]:
+        _seen_var.set("flow")
+        futures = [where.submit(i) for i in range(50)]
+        failed = fails.submit(1)
+        assert failed.wait() is not None and failed.state.is_failed()
+        try:
+            failed.result()
+        except ValueError as exc:
+            assert str(exc) == "bad 1"
+        else:
+            raise AssertionError("a failed run's result() must raise")
+        state = where.submit(7, return_state=True)
+        return threading.get_ident(), [f.result() for f in futures], failed.state, state
+
+    threaded = flow(task_runner=ConcurrentTaskRunner(max_workers=4), name="threaded")(body)
+    sequential = flow(task_runner=SequentialTaskRunner(), name="sequential")(body)
+    for f, on_pool in ((threaded, True), (sequential, False)):
+        flow_thread, results, failed, state = f()
+        threads = {r[0] for r in results}
+        print(f"{f.name}: 50 plain submits ran on {len(threads)} thread(s)")
+        assert (flow_thread not in threads) is on_pool and (threads == {flow_thread}) is not on_pool
+        assert [r[1:] for r in results] == [("flow", True, i) for i in range(50)]
+        assert failed.is_failed() and isinstance(failed.exception, ValueError)
+        assert state.is_completed() and state.result()[1:] == ("flow", True, 7)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError
 from blocks.runtime._states import State
-from blocks.runtime.engine._task_run import run_task
+from blocks.runtime.engine._task_run import run_plain, run_task
 
 if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
@@ -54,15 +54,26 @@ class RunFuture(concurrent.futures.Future[State]):
     ``add_done_callback``, ``cancel``, `concurrent.futures.wait` or ``as_completed``, and from
     then on the base class's own code runs. A setter that finds no condition knows no thread
     is waiting, since waiting needs the condition, and both are decided under `_made`.
+
+    A new future sets nothing: the class holds the pending state's values, and the waiter
+    and callback lists are made when the base class first reaches for them.
     """
 
-    def __init__(self) -> None:  # not the base __init__: it makes the condition
-        self._cond: threading.Condition | None = None
-        self._state = _PENDING
-        self._result: State | None = None
-        self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+    _cond: threading.Condition | None = None
+    _state = "PENDING"
+    _result: State | None = None
+    _exception: BaseException | None = None
+
+    def __init__(self) -> None:  # not the base __init__: it makes the condition and lists
+        pass
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        return self.__dict__.setdefault("_waiter_list", [])  # type: ignore[no-any-return]
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        return self.__dict__.setdefault("_callback_list", [])  # type: ignore[no-any-return]
 
     @classmethod
     def finished(cls, result: State) -> RunFuture:
@@ -158,6 +169,14 @@ class TaskRunner:
 
         return self.submit(job)
 
+    def submit_plain(
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]:
+        """Submit a run that needs nothing around the call (`Task.submit` checked what
+        `engine._task_run.is_plain` checks): the runners here hand `run_plain` over directly.
+        Others get it as `submit_task`."""
+        return self.submit_task(task, run, args, kwargs)
+
     def shutdown(self, wait: bool = True) -> None:
         """Release resources; with `wait`, first let every submitted task finish."""
 
@@ -182,6 +201,16 @@ class SequentialTaskRunner(TaskRunner):
         except BaseException as exc:  # the engine returns states; this is a crash
             future.set_exception(exc)
         return future
+
+    def submit_plain(
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]:
+        try:
+            return RunFuture.finished(run_plain(task, run, args, kwargs))
+        except BaseException as exc:  # run_plain returns states; this is a crash
+            future = RunFuture()
+            future.set_exception(exc)
+            return future
 
 
 class ConcurrentTaskRunner(TaskRunner):
@@ -216,7 +245,13 @@ class ConcurrentTaskRunner(TaskRunner):
         return pool
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        return self._lane().submit(contextvars.copy_context(), fn)
+        return self._lane().submit(contextvars.copy_context(), fn, ())
+
+    def submit_plain(
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]:
+        lane = self._pool or self._lane()
+        return lane.submit(contextvars.copy_context(), run_plain, (task, run, args, kwargs))
 
     def shutdown(self, wait: bool = True) -> None:
         pool = self._pool
@@ -231,7 +266,10 @@ class ConcurrentTaskRunner(TaskRunner):
         return f"{type(self).__name__}(max_workers={self.max_workers})"
 
 
-_Job = tuple["concurrent.futures.Future[State]", contextvars.Context, Callable[[], State]]
+#: A lane's job: its future, the submitter's context, and ``fn(*args)`` to run in it.
+_Job = tuple[
+    "concurrent.futures.Future[State]", contextvars.Context, Callable[..., State], tuple[Any, ...]
+]
 
 
 class _Lane:
@@ -249,10 +287,10 @@ class _Lane:
         self._futures: set[concurrent.futures.Future[State]] = set()
 
     def submit(
-        self, ctx: contextvars.Context, fn: Callable[[], State]
+        self, ctx: contextvars.Context, fn: Callable[..., State], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[State]:
         future = RunFuture()
-        job = (future, ctx, fn)
+        job = (future, ctx, fn, args)
         with self._lock:
             self._futures.add(future)
             if self._running >= self.limit:
@@ -270,10 +308,10 @@ class _Lane:
 
     def _work(self, job: _Job) -> None:
         while True:
-            future, ctx, fn = job
+            future, ctx, fn, args = job
             if future.set_running_or_notify_cancel():
                 try:
-                    result = ctx.run(fn)
+                    result = ctx.run(fn, *args)
                 except BaseException as exc:  # the engine returns states; this is a crash
                     future.set_exception(exc)
                 else:
@@ -291,7 +329,7 @@ class _Lane:
         if not wait:
             with self._lock:
                 queued, self._queued = self._queued, collections.deque()
-            for future, _, _ in queued:
+            for future, _, _, _ in queued:
                 future.cancel()
                 with self._lock:
                     self._futures.discard(future)
