@@ -95,9 +95,9 @@ class TaskFuture(Generic[R]):
 
         Raises `TimeoutError` if it does not finish within `timeout` seconds.
         """
-        self._check_blocking()
-        state = self._future.result(timeout)
-        value: R = state.result(raise_on_failure=raise_on_failure)
+        if self.loop is not None:
+            self._check_blocking()
+        value: R = self._future.result(timeout).result(raise_on_failure)
         return value
 
     async def wait_async(self) -> State:

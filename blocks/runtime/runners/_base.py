@@ -118,6 +118,30 @@ class RunFuture(concurrent.futures.Future[State]):
         if not fast:
             super().set_exception(exception)
 
+    def run_in(
+        self, ctx: contextvars.Context, fn: Callable[..., State], args: tuple[Any, ...]
+    ) -> None:
+        """Do this future's work: ``fn(*args)`` in `ctx`, between the running and finished
+        transitions (one call for the three; nothing runs if it was cancelled first)."""
+        with _made:
+            fast = self._cond is None and self._state == _PENDING
+            if fast:
+                self._state = _RUNNING
+        if not fast and not super().set_running_or_notify_cancel():
+            return
+        try:
+            result = ctx.run(fn, *args)
+        except BaseException as exc:  # the engine returns states; this is a crash
+            self.set_exception(exc)
+            return
+        with _made:
+            fast = self._cond is None  # RUNNING: nothing but this can change the state now
+            if fast:
+                self._result = result
+                self._state = _FINISHED
+        if not fast:
+            super().set_result(result)
+
     def result(self, timeout: float | None = None) -> State:
         if self._state == _FINISHED and self._exception is None:
             return self._result  # type: ignore[return-value]
@@ -267,9 +291,7 @@ class ConcurrentTaskRunner(TaskRunner):
 
 
 #: A lane's job: its future, the submitter's context, and ``fn(*args)`` to run in it.
-_Job = tuple[
-    "concurrent.futures.Future[State]", contextvars.Context, Callable[..., State], tuple[Any, ...]
-]
+_Job = tuple[RunFuture, contextvars.Context, Callable[..., State], tuple[Any, ...]]
 
 
 class _Lane:
@@ -284,15 +306,19 @@ class _Lane:
         self._lock = threading.Lock()
         self._queued: collections.deque[_Job] = collections.deque()
         self._running = 0
-        self._futures: set[concurrent.futures.Future[State]] = set()
+        # Jobs submitted and not yet run or cancelled: a count, not a set of futures, so a
+        # job costs no hashing; `shutdown` waits on `_drained` for it to reach zero.
+        self._unfinished = 0
+        self._waiting = 0
+        self._drained = threading.Condition(self._lock)
 
     def submit(
         self, ctx: contextvars.Context, fn: Callable[..., State], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[State]:
         future = RunFuture()
-        job = (future, ctx, fn, args)
+        job: _Job = (future, ctx, fn, args)
         with self._lock:
-            self._futures.add(future)
+            self._unfinished += 1
             if self._running >= self.limit:
                 self._queued.append(job)
                 return future
@@ -302,26 +328,28 @@ class _Lane:
         except BaseException:
             with self._lock:
                 self._running -= 1
-                self._futures.discard(future)
+                self._finished(1)
             raise
         return future
 
     def _work(self, job: _Job) -> None:
         while True:
             future, ctx, fn, args = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = ctx.run(fn, *args)
-                except BaseException as exc:  # the engine returns states; this is a crash
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+            future.run_in(ctx, fn, args)
             with self._lock:
-                self._futures.discard(future)
+                self._unfinished -= 1
+                if not self._unfinished and self._waiting:
+                    self._drained.notify_all()
                 if not self._queued:
                     self._running -= 1
                     return
                 job = self._queued.popleft()
+
+    def _finished(self, jobs: int) -> None:
+        """Count `jobs` as done (called holding `_lock`)."""
+        self._unfinished -= jobs
+        if not self._unfinished and self._waiting:
+            self._drained.notify_all()
 
     def shutdown(self, wait: bool) -> None:
         """With `wait`, let every job finish (also those submitted meanwhile); else cancel the
@@ -329,17 +357,17 @@ class _Lane:
         if not wait:
             with self._lock:
                 queued, self._queued = self._queued, collections.deque()
+                self._finished(len(queued))
             for future, _, _, _ in queued:
                 future.cancel()
-                with self._lock:
-                    self._futures.discard(future)
             return
-        while True:
-            with self._lock:
-                pending = list(self._futures)
-            if not pending:
-                return
-            concurrent.futures.wait(pending)
+        with self._lock:
+            self._waiting += 1
+            try:
+                while self._unfinished:
+                    self._drained.wait()
+            finally:
+                self._waiting -= 1
 
 
 class SharedThreads:
