@@ -3,13 +3,16 @@ bounded by its own max_workers, no deadlock with subflows, clean at fork and at 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
+import functools
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from typing import Any
 
 from blocks import flow, task
 from blocks.runtime._context import current_task_run
@@ -247,3 +250,52 @@ def test_plain_submits_run_on_pool_threads_in_the_flow_context_with_their_states
         assert [r[1:] for r in results] == [("flow", True, i) for i in range(50)]
         assert failed.is_failed() and isinstance(failed.exception, ValueError)
         assert state.is_completed() and state.result()[1:] == ("flow", True, 7)
+
+
+def _pause_then(i: int) -> int:
+    time.sleep(0)
+    return i
+
+
+def test_waiters_racing_the_lane_never_miss_a_finish() -> None:
+    # A lane's worker finishes futures nobody waits on under its lock and without their
+    # condition; waiters make the condition at any moment. Race them (waiters start on each
+    # future as soon as it is submitted): every wait must return.
+    count = 20_000 if os.environ.get("BLOCKS_SOAK") == "1" else 2000
+    runner = ConcurrentTaskRunner(max_workers=3)
+    futures: list[concurrent.futures.Future[Any]] = []
+    called: list[int] = []
+    errors: list[BaseException] = []
+
+    def waiter(k: int) -> None:
+        try:
+            for i in range(k, count, 4):
+                while len(futures) <= i:
+                    time.sleep(0)
+                future = futures[i]
+                if k == 0:
+                    assert future.result(timeout=10) == i
+                elif k == 1:
+                    done, _ = concurrent.futures.wait([future], timeout=10)
+                    assert done == {future}
+                elif k == 2:
+                    future.add_done_callback(lambda f: called.append(f.result()))
+                else:
+                    assert future.exception(timeout=10) is None
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=waiter, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for i in range(count):
+        # The runner runs any callable; sleep(0) lets a waiter in while the job runs.
+        job: Any = functools.partial(_pause_then, i)
+        futures.append(runner.submit(job))
+    for thread in threads:
+        thread.join(60)
+    runner.shutdown(wait=True)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert all(f.done() for f in futures) and [f.result() for f in futures] == list(range(count))
+    assert sorted(called) == list(range(2, count, 4))
+    print(f"{count} jobs, 4 kinds of waiter racing 3 workers: every wait returned")

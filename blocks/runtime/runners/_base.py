@@ -43,6 +43,10 @@ __all__ = [
     "ThreadPoolTaskRunner",
 ]
 
+_made = threading.Lock()
+_PENDING, _RUNNING, _FINISHED = "PENDING", "RUNNING", "FINISHED"
+_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
+
 
 class RunFuture(concurrent.futures.Future[State]):
     """A `concurrent.futures.Future` that makes its condition only when something waits on it.
@@ -50,10 +54,12 @@ class RunFuture(concurrent.futures.Future[State]):
     The base class builds a `threading.Condition` per future and takes it for every state
     change, which is about half of what ``.submit()`` of a small task costs. Here the states
     a run's future goes through when nobody blocks on it (pending, running, finished) are
-    set under one module lock instead; the condition is made at the first ``wait``,
+    set under one lock instead (`_guard`); the condition is made at the first ``wait``,
     ``add_done_callback``, ``cancel``, `concurrent.futures.wait` or ``as_completed``, and from
     then on the base class's own code runs. A setter that finds no condition knows no thread
-    is waiting, since waiting needs the condition, and both are decided under `_made`.
+    is waiting, since waiting needs the condition, and both are decided under `_guard`: the
+    module's `_made`, or a lane's own lock for its jobs (its worker finishes one job and
+    starts the next under one acquisition).
 
     A new future sets nothing: the class holds the pending state's values, and the waiter
     and callback lists are made when the base class first reaches for them.
@@ -63,9 +69,12 @@ class RunFuture(concurrent.futures.Future[State]):
     _state = "PENDING"
     _result: State | None = None
     _exception: BaseException | None = None
+    _guard: threading.Lock = _made
 
-    def __init__(self) -> None:  # not the base __init__: it makes the condition and lists
-        pass
+    def __init__(self, guard: threading.Lock | None = None) -> None:
+        # Not the base __init__: it makes the condition and the lists.
+        if guard is not None:
+            self._guard = guard
 
     @property
     def _waiters(self) -> list[Any]:  # type: ignore[override]
@@ -87,21 +96,21 @@ class RunFuture(concurrent.futures.Future[State]):
     def _condition(self) -> threading.Condition:  # type: ignore[override]
         cond = self._cond
         if cond is None:
-            with _made:
+            with self._guard:
                 cond = self._cond
                 if cond is None:
                     cond = self._cond = threading.Condition()
         return cond
 
     def set_running_or_notify_cancel(self) -> bool:
-        with _made:
+        with self._guard:
             fast = self._cond is None and self._state == _PENDING
             if fast:
                 self._state = _RUNNING
         return True if fast else super().set_running_or_notify_cancel()
 
     def set_result(self, result: State) -> None:
-        with _made:
+        with self._guard:
             fast = self._cond is None and self._state in (_PENDING, _RUNNING)
             if fast:
                 self._result = result
@@ -110,7 +119,7 @@ class RunFuture(concurrent.futures.Future[State]):
             super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        with _made:
+        with self._guard:
             fast = self._cond is None and self._state in (_PENDING, _RUNNING)
             if fast:
                 self._exception = exception
@@ -118,29 +127,13 @@ class RunFuture(concurrent.futures.Future[State]):
         if not fast:
             super().set_exception(exception)
 
-    def run_in(
-        self, ctx: contextvars.Context, fn: Callable[..., State], args: tuple[Any, ...]
-    ) -> None:
-        """Do this future's work: ``fn(*args)`` in `ctx`, between the running and finished
-        transitions (one call for the three; nothing runs if it was cancelled first)."""
-        with _made:
-            fast = self._cond is None and self._state == _PENDING
-            if fast:
-                self._state = _RUNNING
-        if not fast and not super().set_running_or_notify_cancel():
-            return
-        try:
-            result = ctx.run(fn, *args)
-        except BaseException as exc:  # the engine returns states; this is a crash
-            self.set_exception(exc)
-            return
-        with _made:
-            fast = self._cond is None  # RUNNING: nothing but this can change the state now
-            if fast:
-                self._result = result
-                self._state = _FINISHED
-        if not fast:
-            super().set_result(result)
+    def _finish_waited(self, result: State | None, error: BaseException | None) -> None:
+        """Finish a running future that has a condition, as the base class does (called
+        without the guard: it notifies waiters and runs callbacks)."""
+        if error is None:
+            super().set_result(result)  # type: ignore[arg-type]  # a runner runs any callable
+        else:
+            super().set_exception(error)
 
     def result(self, timeout: float | None = None) -> State:
         if self._state == _FINISHED and self._exception is None:
@@ -152,11 +145,6 @@ class RunFuture(concurrent.futures.Future[State]):
 
     def running(self) -> bool:
         return self._state == _RUNNING
-
-
-_made = threading.Lock()
-_PENDING, _RUNNING, _FINISHED = "PENDING", "RUNNING", "FINISHED"
-_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
 
 
 class TaskRunner:
@@ -315,14 +303,17 @@ class _Lane:
     def submit(
         self, ctx: contextvars.Context, fn: Callable[..., State], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[State]:
-        future = RunFuture()
+        lock = self._lock
+        future = RunFuture(lock)
         job: _Job = (future, ctx, fn, args)
-        with self._lock:
-            self._unfinished += 1
-            if self._running >= self.limit:
-                self._queued.append(job)
-                return future
-            self._running += 1
+        lock.acquire()
+        self._unfinished += 1
+        if self._running >= self.limit:
+            self._queued.append(job)
+            lock.release()
+            return future
+        self._running += 1
+        lock.release()
         try:
             SHARED_THREADS.start(lambda: self._work(job))
         except BaseException:
@@ -333,10 +324,36 @@ class _Lane:
         return future
 
     def _work(self, job: _Job) -> None:
+        """Run `job`, then the lane's queued ones. Between two jobs the lock is taken once:
+        to finish one future, count it, take the next job and mark its future running (the
+        futures' guard is this lock); a future someone waits on goes the base class's way."""
+        lock = self._lock
+        with lock:
+            started = _start(job[0])
         while True:
             future, ctx, fn, args = job
-            future.run_in(ctx, fn, args)
-            with self._lock:
+            ran = started or future.set_running_or_notify_cancel()  # False: cancelled
+            result: State | None = None
+            error: BaseException | None = None
+            if ran:
+                try:
+                    result = ctx.run(fn, *args)
+                except BaseException as exc:  # the engine returns states; this is a crash
+                    error = exc
+            lock.acquire()
+            try:
+                if ran and future._cond is not None:
+                    lock.release()  # a waiter: its condition, waiters and callbacks, unlocked
+                    try:
+                        future._finish_waited(result, error)
+                    finally:
+                        lock.acquire()
+                elif ran:
+                    if error is None:
+                        future._result = result
+                    else:
+                        future._exception = error
+                    future._state = _FINISHED
                 self._unfinished -= 1
                 if not self._unfinished and self._waiting:
                     self._drained.notify_all()
@@ -344,6 +361,9 @@ class _Lane:
                     self._running -= 1
                     return
                 job = self._queued.popleft()
+                started = _start(job[0])
+            finally:
+                lock.release()
 
     def _finished(self, jobs: int) -> None:
         """Count `jobs` as done (called holding `_lock`)."""
@@ -368,6 +388,14 @@ class _Lane:
                     self._drained.wait()
             finally:
                 self._waiting -= 1
+
+
+def _start(future: RunFuture) -> bool:
+    """Mark a pending future nobody waits on running (its guard held); False: not done here."""
+    if future._cond is None and future._state == _PENDING:
+        future._state = _RUNNING
+        return True
+    return False
 
 
 class SharedThreads:
