@@ -361,7 +361,10 @@ class _Lane:
                     self._running -= 1
                     return
                 job = self._queued.popleft()
-                started = _start(job[0])
+                nxt = job[0]  # mark it running if nobody waits on it (as `_start`)
+                started = nxt._cond is None and nxt._state == _PENDING
+                if started:
+                    nxt._state = _RUNNING
             finally:
                 lock.release()
 
