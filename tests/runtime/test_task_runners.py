@@ -299,3 +299,33 @@ def test_waiters_racing_the_lane_never_miss_a_finish() -> None:
     assert all(f.done() for f in futures) and [f.result() for f in futures] == list(range(count))
     assert sorted(called) == list(range(2, count, 4))
     print(f"{count} jobs, 4 kinds of waiter racing 3 workers: every wait returned")
+
+
+def test_a_runner_subclass_overriding_submit_still_sees_plain_tasks() -> None:
+    # Plain tasks skip `submit_task`/`submit` on the built-in runners; a subclass that
+    # overrides one of them (to log, to count...) must still get every run through it.
+    seen: list[str] = []
+
+    class Counting(ConcurrentTaskRunner):
+        def submit(self, fn: Any) -> concurrent.futures.Future[State]:
+            seen.append("submit")
+            return super().submit(fn)
+
+    class CountingInline(SequentialTaskRunner):
+        def submit_task(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[State]:
+            seen.append("submit_task")
+            return super().submit_task(*args, **kwargs)
+
+    @task
+    def double(i: int) -> int:
+        return i * 2
+
+    for runner, kind in ((Counting(), "submit"), (CountingInline(), "submit_task")):
+        seen.clear()
+
+        @flow(task_runner=runner)
+        def f() -> list[int]:
+            return [fut.result() for fut in double.map(range(5))]
+
+        assert f() == [0, 2, 4, 6, 8] and seen == [kind] * 5
+    assert ConcurrentTaskRunner._direct_plain and SequentialTaskRunner._direct_plain

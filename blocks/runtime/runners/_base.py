@@ -150,6 +150,17 @@ class RunFuture(concurrent.futures.Future[State]):
 class TaskRunner:
     """Base class: runs a callable that returns a `State`, giving back a concurrent future."""
 
+    #: Whether this class's `submit_plain` is its own way to run a plain task. A subclass that
+    #: overrides `submit` or `submit_task` but not `submit_plain` gets every run through them.
+    _direct_plain = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "submit_plain" in cls.__dict__:
+            cls._direct_plain = True
+        elif "submit" in cls.__dict__ or "submit_task" in cls.__dict__:
+            cls._direct_plain = False
+
     def duplicate(self) -> TaskRunner:
         """A fresh runner with the same settings, for one flow run."""
         return type(self)()
@@ -217,6 +228,8 @@ class SequentialTaskRunner(TaskRunner):
     def submit_plain(
         self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> concurrent.futures.Future[State]:
+        if not self._direct_plain:
+            return self.submit_task(task, run, args, kwargs)
         try:
             return RunFuture.finished(run_plain(task, run, args, kwargs))
         except BaseException as exc:  # run_plain returns states; this is a crash
@@ -262,6 +275,8 @@ class ConcurrentTaskRunner(TaskRunner):
     def submit_plain(
         self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> concurrent.futures.Future[State]:
+        if not self._direct_plain:
+            return self.submit_task(task, run, args, kwargs)
         lane = self._pool or self._lane()
         return lane.submit(contextvars.copy_context(), run_plain, (task, run, args, kwargs))
 
