@@ -301,14 +301,19 @@ class _Lane:
     """One flow run's share of the process's threads: at most `limit` of its jobs run at once.
 
     A thread that finishes a job takes the lane's next one, so a burst of submissions is
-    served by `limit` threads looping, not by one hand-off per job.
+    served by `limit` threads looping, not by one hand-off per job. Threads are woken one at
+    a time: while one is on its way (`_waking`) new jobs queue for it, and each thread that
+    starts wakes the next if jobs are still queued. Jobs that block (I/O, sleep) so spread
+    over up to `limit` threads in turn, while a burst of tiny jobs, which one thread drains
+    before another could even take the GIL, does not wake `limit` threads for nothing.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
         self._queued: collections.deque[_Job] = collections.deque()
-        self._running = 0
+        self._running = 0  # threads working for this lane (or woken to)
+        self._waking = 0  # of which woken, not yet started
         # Jobs submitted and not yet run or cancelled: a count, not a set of futures, so a
         # job costs no hashing; `shutdown` waits on `_drained` for it to reach zero.
         self._unfinished = 0
@@ -323,28 +328,52 @@ class _Lane:
         job: _Job = (future, ctx, fn, args)
         lock.acquire()
         self._unfinished += 1
-        if self._running >= self.limit:
+        if self._running >= self.limit or self._waking:
             self._queued.append(job)
             lock.release()
             return future
         self._running += 1
+        self._waking += 1
         lock.release()
         try:
             SHARED_THREADS.start(lambda: self._work(job))
         except BaseException:
             with self._lock:
                 self._running -= 1
+                self._waking -= 1
                 self._finished(1)
             raise
         return future
 
-    def _work(self, job: _Job) -> None:
-        """Run `job`, then the lane's queued ones. Between two jobs the lock is taken once:
-        to finish one future, count it, take the next job and mark its future running (the
-        futures' guard is this lock); a future someone waits on goes the base class's way."""
+    def _wake(self) -> None:
+        """Start one more thread on the queued jobs (`_running` and `_waking` counted)."""
+        try:
+            SHARED_THREADS.start(lambda: self._work(None))
+        except BaseException:  # interpreter exit: the threads already here drain the queue
+            with self._lock:
+                self._running -= 1
+                self._waking -= 1
+
+    def _work(self, job: _Job | None) -> None:
+        """Run `job` (None: the first queued one), then the lane's queued ones. Between two
+        jobs the lock is taken once: to finish one future, count it, take the next job and
+        mark its future running (the futures' guard is this lock); a future someone waits on
+        goes the base class's way."""
         lock = self._lock
         with lock:
+            self._waking -= 1
+            if job is None:
+                if not self._queued:
+                    self._running -= 1
+                    return
+                job = self._queued.popleft()
             started = _start(job[0])
+            wake = bool(self._queued) and self._running < self.limit
+            if wake:
+                self._running += 1
+                self._waking += 1
+        if wake:
+            self._wake()
         while True:
             future, ctx, fn, args = job
             ran = started or future.set_running_or_notify_cancel()  # False: cancelled
