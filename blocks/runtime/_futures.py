@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from blocks.errors import ConfigurationError, UpstreamFailed
 from blocks.runtime._annotations import SCAN, BaseAnnotation, allow_failure, opaque, quote
-from blocks.runtime._states import Pending, Running, State
+from blocks.runtime._states import Pending, Running, State, StateType
 
 if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+_COMPLETED = StateType.COMPLETED
 
 # Set once the first future exists: until then, argument scanning is skipped entirely.
 
@@ -95,9 +96,12 @@ class TaskFuture(Generic[R]):
 
         Raises `TimeoutError` if it does not finish within `timeout` seconds.
         """
-        self._check_blocking()
+        if self.loop is not None:
+            self._check_blocking()
         state = self._future.result(timeout)
-        value: R = state.result(raise_on_failure=raise_on_failure)
+        if state.type is _COMPLETED and state.ref is None:
+            return state.data  # type: ignore[no-any-return]  # what state.result() gives
+        value: R = state.result(raise_on_failure)
         return value
 
     async def wait_async(self) -> State:

@@ -362,6 +362,10 @@ class TaskRunnerLike(Protocol):
         wait_for: Sequence[Any] = (),
     ) -> concurrent.futures.Future[State]: ...
 
+    def submit_plain(
+        self, task: TaskLike, run: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]: ...
+
     def shutdown(self, wait: bool = True) -> None: ...
 
 

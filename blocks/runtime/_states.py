@@ -51,10 +51,12 @@ class StateType(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+_COMPLETED = StateType.COMPLETED
 _FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
 _NAMES = {kind: kind.value.title() for kind in StateType}
+_now = time.time
 
 
 class State:
@@ -80,7 +82,7 @@ class State:
         self.message = message
         self.data = data
         self.exception = exception
-        self.timestamp = time.time()
+        self.timestamp = _now()
         self.run: Any = None
         # (result store, key) of the persisted result: read back when `data` was dropped
         # (``cache_result_in_memory=False``).
@@ -175,7 +177,7 @@ def Running(message: str | None = None) -> State:
 
 def Completed(data: Any = None, message: str | None = None) -> State:
     """A run that returned `data`."""
-    return State(StateType.COMPLETED, message=message, data=data)
+    return State(_COMPLETED, None, message, data)  # positional: every submitted run makes one
 
 
 def Cached(data: Any = None, message: str | None = None) -> State:

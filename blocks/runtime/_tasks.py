@@ -80,6 +80,8 @@ T = TypeVar("T")
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
 
 _OPTION_NAMES = option_names(TaskOptions)
+#: The containers `is_state_iterable` may accept (checked first: most values are none of them).
+_STATE_SEQUENCES: frozenset[Any] = frozenset({list, tuple, set, frozenset})
 
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
@@ -284,7 +286,9 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
                 raise
             finally:
                 reset_current(token)
-            if isinstance(value, State) or is_state_iterable(value):
+            if isinstance(value, State) or (
+                type(value) in _STATE_SEQUENCES and is_state_iterable(value)
+            ):
                 return self._returned_state(run, value, return_state)
             if return_state:
                 run.state = state = Completed(value)
@@ -360,6 +364,25 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         """
         parent = get_current()
         flow_run = None if parent is None else parent.flow_run
+        if (
+            flow_run is not None
+            and self._simple
+            and wait_for is None
+            and not flow_run.reuses
+            and not (flow_run.persist_result and self._inherits_persist)
+            and not (flow_run.log_prints and self._inherits_prints)
+            and not has_futures(args, kwargs)
+        ):
+            # The hot path, as in `__call__`: nothing to wait for, resolve or persist, so the
+            # runner is handed the call itself (`run_plain`), not the engine.
+            run = TaskRun(self, flow_run, parent, False)
+            submitted: TaskFuture[Any] = TaskFuture(
+                run, flow_run.task_runner.submit_plain(self, run, args, kwargs)
+            )
+            if return_state:
+                submitted.wait()
+                return submitted.state
+            return submitted
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         waits = [] if wait_for is None else list(wait_for)
         if waits:

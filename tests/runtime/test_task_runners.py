@@ -3,15 +3,26 @@ bounded by its own max_workers, no deadlock with subflows, clean at fork and at 
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
+import functools
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from typing import Any
 
 from blocks import flow, task
-from blocks.runtime.runners._base import SHARED_THREADS, ConcurrentTaskRunner, SharedThreads
+from blocks.runtime._context import current_task_run
+from blocks.runtime._states import State
+from blocks.runtime.runners._base import (
+    SHARED_THREADS,
+    ConcurrentTaskRunner,
+    SequentialTaskRunner,
+    SharedThreads,
+)
 
 
 def test_flow_runs_reuse_the_same_threads() -> None:
@@ -197,3 +208,124 @@ def test_interpreter_exits_without_waiting_for_parked_threads() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("parked ") and int(done.stdout.split()[1]) >= 1
+
+
+_seen_var: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+
+
+def test_plain_submits_run_on_pool_threads_in_the_flow_context_with_their_states() -> None:
+    # `.submit()` of a task with no options hands the call straight to the runner
+    # (`submit_plain`): it must still run on a pool thread, in a copy of the submitter's
+    # context, as its own current task run, and end in the same states as the engine's.
+    @task
+    def where(i: int) -> tuple[int, str, bool, int]:
+        run = current_task_run()
+        return threading.get_ident(), _seen_var.get(), run is not None and run.task is where, i
+
+    @task
+    def fails(i: int) -> int:
+        raise ValueError(f"bad {i}")
+
+    def body() -> tuple[int, list[tuple[int, str, bool, int]], State, State]:
+        _seen_var.set("flow")
+        futures = [where.submit(i) for i in range(50)]
+        failed = fails.submit(1)
+        assert failed.wait() is not None and failed.state.is_failed()
+        try:
+            failed.result()
+        except ValueError as exc:
+            assert str(exc) == "bad 1"
+        else:
+            raise AssertionError("a failed run's result() must raise")
+        state = where.submit(7, return_state=True)
+        return threading.get_ident(), [f.result() for f in futures], failed.state, state
+
+    threaded = flow(task_runner=ConcurrentTaskRunner(max_workers=4), name="threaded")(body)
+    sequential = flow(task_runner=SequentialTaskRunner(), name="sequential")(body)
+    for f, on_pool in ((threaded, True), (sequential, False)):
+        flow_thread, results, failed, state = f()
+        threads = {r[0] for r in results}
+        print(f"{f.name}: 50 plain submits ran on {len(threads)} thread(s)")
+        assert (flow_thread not in threads) is on_pool and (threads == {flow_thread}) is not on_pool
+        assert [r[1:] for r in results] == [("flow", True, i) for i in range(50)]
+        assert failed.is_failed() and isinstance(failed.exception, ValueError)
+        assert state.is_completed() and state.result()[1:] == ("flow", True, 7)
+
+
+def _pause_then(i: int) -> int:
+    time.sleep(0)
+    return i
+
+
+def test_waiters_racing_the_lane_never_miss_a_finish() -> None:
+    # A lane's worker finishes futures nobody waits on under its lock and without their
+    # condition; waiters make the condition at any moment. Race them (waiters start on each
+    # future as soon as it is submitted): every wait must return.
+    count = 20_000 if os.environ.get("BLOCKS_SOAK") == "1" else 2000
+    runner = ConcurrentTaskRunner(max_workers=3)
+    futures: list[concurrent.futures.Future[Any]] = []
+    called: list[int] = []
+    errors: list[BaseException] = []
+
+    def waiter(k: int) -> None:
+        try:
+            for i in range(k, count, 4):
+                while len(futures) <= i:
+                    time.sleep(0)
+                future = futures[i]
+                if k == 0:
+                    assert future.result(timeout=10) == i
+                elif k == 1:
+                    done, _ = concurrent.futures.wait([future], timeout=10)
+                    assert done == {future}
+                elif k == 2:
+                    future.add_done_callback(lambda f: called.append(f.result()))
+                else:
+                    assert future.exception(timeout=10) is None
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=waiter, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for i in range(count):
+        # The runner runs any callable; sleep(0) lets a waiter in while the job runs.
+        job: Any = functools.partial(_pause_then, i)
+        futures.append(runner.submit(job))
+    for thread in threads:
+        thread.join(60)
+    runner.shutdown(wait=True)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert all(f.done() for f in futures) and [f.result() for f in futures] == list(range(count))
+    assert sorted(called) == list(range(2, count, 4))
+    print(f"{count} jobs, 4 kinds of waiter racing 3 workers: every wait returned")
+
+
+def test_a_runner_subclass_overriding_submit_still_sees_plain_tasks() -> None:
+    # Plain tasks skip `submit_task`/`submit` on the built-in runners; a subclass that
+    # overrides one of them (to log, to count...) must still get every run through it.
+    seen: list[str] = []
+
+    class Counting(ConcurrentTaskRunner):
+        def submit(self, fn: Any) -> concurrent.futures.Future[State]:
+            seen.append("submit")
+            return super().submit(fn)
+
+    class CountingInline(SequentialTaskRunner):
+        def submit_task(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[State]:
+            seen.append("submit_task")
+            return super().submit_task(*args, **kwargs)
+
+    @task
+    def double(i: int) -> int:
+        return i * 2
+
+    for runner, kind in ((Counting(), "submit"), (CountingInline(), "submit_task")):
+        seen.clear()
+
+        @flow(task_runner=runner)
+        def f() -> list[int]:
+            return [fut.result() for fut in double.map(range(5))]
+
+        assert f() == [0, 2, 4, 6, 8] and seen == [kind] * 5
+    assert ConcurrentTaskRunner._direct_plain and SequentialTaskRunner._direct_plain

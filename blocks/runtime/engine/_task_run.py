@@ -30,6 +30,7 @@ from blocks.runtime._states import (
     NotReady,
     Running,
     State,
+    StateType,
     is_state_iterable,
     return_value_to_state,
 )
@@ -92,17 +93,24 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
         run.state.run = run
         raise
     else:
-        if isinstance(value, State) or is_state_iterable(value):
+        if isinstance(value, State) or (
+            type(value) in _STATE_SEQUENCES and is_state_iterable(value)
+        ):
             state = return_value_to_state(value)
         else:
-            state = Completed(value)
+            state = State(_COMPLETED, None, None, value)  # Completed(value), one call less
     finally:
         reset_current(token)
     run.state = state
     state.run = run
-    if state.is_failed():
+    if state.type is _FAILED:
         log_failure(run_logger(run), state, 0, 1)
     return state
+
+
+#: What `is_state_iterable` may accept; `_COMPLETED`, `_FAILED`: the types, read once.
+_STATE_SEQUENCES = frozenset({list, tuple, set, frozenset})
+_COMPLETED, _FAILED = StateType.COMPLETED, StateType.FAILED
 
 
 def _name_run(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError
 from blocks.runtime._states import State
-from blocks.runtime.engine._task_run import run_task
+from blocks.runtime.engine._task_run import run_plain, run_task
 
 if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
@@ -43,6 +43,10 @@ __all__ = [
     "ThreadPoolTaskRunner",
 ]
 
+_made = threading.Lock()
+_PENDING, _RUNNING, _FINISHED = "PENDING", "RUNNING", "FINISHED"
+_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
+
 
 class RunFuture(concurrent.futures.Future[State]):
     """A `concurrent.futures.Future` that makes its condition only when something waits on it.
@@ -50,19 +54,35 @@ class RunFuture(concurrent.futures.Future[State]):
     The base class builds a `threading.Condition` per future and takes it for every state
     change, which is about half of what ``.submit()`` of a small task costs. Here the states
     a run's future goes through when nobody blocks on it (pending, running, finished) are
-    set under one module lock instead; the condition is made at the first ``wait``,
+    set under one lock instead (`_guard`); the condition is made at the first ``wait``,
     ``add_done_callback``, ``cancel``, `concurrent.futures.wait` or ``as_completed``, and from
     then on the base class's own code runs. A setter that finds no condition knows no thread
-    is waiting, since waiting needs the condition, and both are decided under `_made`.
+    is waiting, since waiting needs the condition, and both are decided under `_guard`: the
+    module's `_made`, or a lane's own lock for its jobs (its worker finishes one job and
+    starts the next under one acquisition).
+
+    A new future sets nothing: the class holds the pending state's values, and the waiter
+    and callback lists are made when the base class first reaches for them.
     """
 
-    def __init__(self) -> None:  # not the base __init__: it makes the condition
-        self._cond: threading.Condition | None = None
-        self._state = _PENDING
-        self._result: State | None = None
-        self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+    _cond: threading.Condition | None = None
+    _state = "PENDING"
+    _result: State | None = None
+    _exception: BaseException | None = None
+    _guard: threading.Lock = _made
+
+    def __init__(self, guard: threading.Lock | None = None) -> None:
+        # Not the base __init__: it makes the condition and the lists.
+        if guard is not None:
+            self._guard = guard
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        return self.__dict__.setdefault("_waiter_list", [])  # type: ignore[no-any-return]
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        return self.__dict__.setdefault("_callback_list", [])  # type: ignore[no-any-return]
 
     @classmethod
     def finished(cls, result: State) -> RunFuture:
@@ -76,21 +96,21 @@ class RunFuture(concurrent.futures.Future[State]):
     def _condition(self) -> threading.Condition:  # type: ignore[override]
         cond = self._cond
         if cond is None:
-            with _made:
+            with self._guard:
                 cond = self._cond
                 if cond is None:
                     cond = self._cond = threading.Condition()
         return cond
 
     def set_running_or_notify_cancel(self) -> bool:
-        with _made:
+        with self._guard:
             fast = self._cond is None and self._state == _PENDING
             if fast:
                 self._state = _RUNNING
         return True if fast else super().set_running_or_notify_cancel()
 
     def set_result(self, result: State) -> None:
-        with _made:
+        with self._guard:
             fast = self._cond is None and self._state in (_PENDING, _RUNNING)
             if fast:
                 self._result = result
@@ -99,13 +119,21 @@ class RunFuture(concurrent.futures.Future[State]):
             super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        with _made:
+        with self._guard:
             fast = self._cond is None and self._state in (_PENDING, _RUNNING)
             if fast:
                 self._exception = exception
                 self._state = _FINISHED
         if not fast:
             super().set_exception(exception)
+
+    def _finish_waited(self, result: State | None, error: BaseException | None) -> None:
+        """Finish a running future that has a condition, as the base class does (called
+        without the guard: it notifies waiters and runs callbacks)."""
+        if error is None:
+            super().set_result(result)  # type: ignore[arg-type]  # a runner runs any callable
+        else:
+            super().set_exception(error)
 
     def result(self, timeout: float | None = None) -> State:
         if self._state == _FINISHED and self._exception is None:
@@ -119,13 +147,19 @@ class RunFuture(concurrent.futures.Future[State]):
         return self._state == _RUNNING
 
 
-_made = threading.Lock()
-_PENDING, _RUNNING, _FINISHED = "PENDING", "RUNNING", "FINISHED"
-_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
-
-
 class TaskRunner:
     """Base class: runs a callable that returns a `State`, giving back a concurrent future."""
+
+    #: Whether this class's `submit_plain` is its own way to run a plain task. A subclass that
+    #: overrides `submit` or `submit_task` but not `submit_plain` gets every run through them.
+    _direct_plain = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "submit_plain" in cls.__dict__:
+            cls._direct_plain = True
+        elif "submit" in cls.__dict__ or "submit_task" in cls.__dict__:
+            cls._direct_plain = False
 
     def duplicate(self) -> TaskRunner:
         """A fresh runner with the same settings, for one flow run."""
@@ -158,6 +192,14 @@ class TaskRunner:
 
         return self.submit(job)
 
+    def submit_plain(
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]:
+        """Submit a run that needs nothing around the call (`Task.submit` checked what
+        `engine._task_run.is_plain` checks): the runners here hand `run_plain` over directly.
+        Others get it as `submit_task`."""
+        return self.submit_task(task, run, args, kwargs)
+
     def shutdown(self, wait: bool = True) -> None:
         """Release resources; with `wait`, first let every submitted task finish."""
 
@@ -182,6 +224,18 @@ class SequentialTaskRunner(TaskRunner):
         except BaseException as exc:  # the engine returns states; this is a crash
             future.set_exception(exc)
         return future
+
+    def submit_plain(
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]:
+        if not self._direct_plain:
+            return self.submit_task(task, run, args, kwargs)
+        try:
+            return RunFuture.finished(run_plain(task, run, args, kwargs))
+        except BaseException as exc:  # run_plain returns states; this is a crash
+            future = RunFuture()
+            future.set_exception(exc)
+            return future
 
 
 class ConcurrentTaskRunner(TaskRunner):
@@ -216,7 +270,15 @@ class ConcurrentTaskRunner(TaskRunner):
         return pool
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        return self._lane().submit(contextvars.copy_context(), fn)
+        return self._lane().submit(contextvars.copy_context(), fn, ())
+
+    def submit_plain(
+        self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[State]:
+        if not self._direct_plain:
+            return self.submit_task(task, run, args, kwargs)
+        lane = self._pool or self._lane()
+        return lane.submit(contextvars.copy_context(), run_plain, (task, run, args, kwargs))
 
     def shutdown(self, wait: bool = True) -> None:
         pool = self._pool
@@ -231,59 +293,130 @@ class ConcurrentTaskRunner(TaskRunner):
         return f"{type(self).__name__}(max_workers={self.max_workers})"
 
 
-_Job = tuple["concurrent.futures.Future[State]", contextvars.Context, Callable[[], State]]
+#: A lane's job: its future, the submitter's context, and ``fn(*args)`` to run in it.
+_Job = tuple[RunFuture, contextvars.Context, Callable[..., State], tuple[Any, ...]]
 
 
 class _Lane:
     """One flow run's share of the process's threads: at most `limit` of its jobs run at once.
 
     A thread that finishes a job takes the lane's next one, so a burst of submissions is
-    served by `limit` threads looping, not by one hand-off per job.
+    served by `limit` threads looping, not by one hand-off per job. Threads are woken one at
+    a time: while one is on its way (`_waking`) new jobs queue for it, and each thread that
+    starts wakes the next if jobs are still queued. Jobs that block (I/O, sleep) so spread
+    over up to `limit` threads in turn, while a burst of tiny jobs, which one thread drains
+    before another could even take the GIL, does not wake `limit` threads for nothing.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
         self._queued: collections.deque[_Job] = collections.deque()
-        self._running = 0
-        self._futures: set[concurrent.futures.Future[State]] = set()
+        self._running = 0  # threads working for this lane (or woken to)
+        self._waking = 0  # of which woken, not yet started
+        # Jobs submitted and not yet run or cancelled: a count, not a set of futures, so a
+        # job costs no hashing; `shutdown` waits on `_drained` for it to reach zero.
+        self._unfinished = 0
+        self._waiting = 0
+        self._drained = threading.Condition(self._lock)
 
     def submit(
-        self, ctx: contextvars.Context, fn: Callable[[], State]
+        self, ctx: contextvars.Context, fn: Callable[..., State], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[State]:
-        future = RunFuture()
-        job = (future, ctx, fn)
-        with self._lock:
-            self._futures.add(future)
-            if self._running >= self.limit:
-                self._queued.append(job)
-                return future
-            self._running += 1
+        lock = self._lock
+        future = RunFuture(lock)
+        job: _Job = (future, ctx, fn, args)
+        lock.acquire()
+        self._unfinished += 1
+        if self._running >= self.limit or self._waking:
+            self._queued.append(job)
+            lock.release()
+            return future
+        self._running += 1
+        self._waking += 1
+        lock.release()
         try:
             SHARED_THREADS.start(lambda: self._work(job))
         except BaseException:
             with self._lock:
                 self._running -= 1
-                self._futures.discard(future)
+                self._waking -= 1
+                self._finished(1)
             raise
         return future
 
-    def _work(self, job: _Job) -> None:
-        while True:
-            future, ctx, fn = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = ctx.run(fn)
-                except BaseException as exc:  # the engine returns states; this is a crash
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+    def _wake(self) -> None:
+        """Start one more thread on the queued jobs (`_running` and `_waking` counted)."""
+        try:
+            SHARED_THREADS.start(lambda: self._work(None))
+        except BaseException:  # interpreter exit: the threads already here drain the queue
             with self._lock:
-                self._futures.discard(future)
+                self._running -= 1
+                self._waking -= 1
+
+    def _work(self, job: _Job | None) -> None:
+        """Run `job` (None: the first queued one), then the lane's queued ones. Between two
+        jobs the lock is taken once: to finish one future, count it, take the next job and
+        mark its future running (the futures' guard is this lock); a future someone waits on
+        goes the base class's way."""
+        lock = self._lock
+        with lock:
+            self._waking -= 1
+            if job is None:
                 if not self._queued:
                     self._running -= 1
                     return
                 job = self._queued.popleft()
+            started = _start(job[0])
+            wake = bool(self._queued) and self._running < self.limit
+            if wake:
+                self._running += 1
+                self._waking += 1
+        if wake:
+            self._wake()
+        while True:
+            future, ctx, fn, args = job
+            ran = started or future.set_running_or_notify_cancel()  # False: cancelled
+            result: State | None = None
+            error: BaseException | None = None
+            if ran:
+                try:
+                    result = ctx.run(fn, *args)
+                except BaseException as exc:  # the engine returns states; this is a crash
+                    error = exc
+            lock.acquire()
+            try:
+                if ran and future._cond is not None:
+                    lock.release()  # a waiter: its condition, waiters and callbacks, unlocked
+                    try:
+                        future._finish_waited(result, error)
+                    finally:
+                        lock.acquire()
+                elif ran:
+                    if error is None:
+                        future._result = result
+                    else:
+                        future._exception = error
+                    future._state = _FINISHED
+                self._unfinished -= 1
+                if not self._unfinished and self._waiting:
+                    self._drained.notify_all()
+                if not self._queued:
+                    self._running -= 1
+                    return
+                job = self._queued.popleft()
+                nxt = job[0]  # mark it running if nobody waits on it (as `_start`)
+                started = nxt._cond is None and nxt._state == _PENDING
+                if started:
+                    nxt._state = _RUNNING
+            finally:
+                lock.release()
+
+    def _finished(self, jobs: int) -> None:
+        """Count `jobs` as done (called holding `_lock`)."""
+        self._unfinished -= jobs
+        if not self._unfinished and self._waiting:
+            self._drained.notify_all()
 
     def shutdown(self, wait: bool) -> None:
         """With `wait`, let every job finish (also those submitted meanwhile); else cancel the
@@ -291,17 +424,25 @@ class _Lane:
         if not wait:
             with self._lock:
                 queued, self._queued = self._queued, collections.deque()
-            for future, _, _ in queued:
+                self._finished(len(queued))
+            for future, _, _, _ in queued:
                 future.cancel()
-                with self._lock:
-                    self._futures.discard(future)
             return
-        while True:
-            with self._lock:
-                pending = list(self._futures)
-            if not pending:
-                return
-            concurrent.futures.wait(pending)
+        with self._lock:
+            self._waiting += 1
+            try:
+                while self._unfinished:
+                    self._drained.wait()
+            finally:
+                self._waiting -= 1
+
+
+def _start(future: RunFuture) -> bool:
+    """Mark a pending future nobody waits on running (its guard held); False: not done here."""
+    if future._cond is None and future._state == _PENDING:
+        future._state = _RUNNING
+        return True
+    return False
 
 
 class SharedThreads:
