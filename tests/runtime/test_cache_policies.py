@@ -179,6 +179,45 @@ def test_compute_key_is_prefect_compatible() -> None:
     assert NO_CACHE.compute_key(Ctx, {"x": 1}, {}) is None
 
 
+def test_memoized_keys_of_plain_arguments_equal_the_computed_ones() -> None:
+    """Keys of scalar arguments are remembered (issue 12); values that Python finds equal
+    but that digest apart (1, 1.0, True; 0.0 and -0.0; NaN) must still key apart."""
+    from blocks.runtime.keys import _policies
+
+    @task
+    def t(x: Any) -> Any:
+        return x
+
+    class Ctx:
+        task = t
+
+    values: list[Any] = [1, 1.0, True, 0, 0.0, -0.0, False, None, float("nan"), "1", b"1"]
+    values += [2**70, 1.5, -1.5, "x" * 300, "é"]
+    for policy in (INPUTS, INPUTS + TASK_SOURCE, TASK_SOURCE + Inputs(exclude=["y"])):
+        computed = [policy._resolve(Ctx, {"x": v}, {}) for v in values]
+        for _ in range(2):  # the first round fills the memo, the second reads it
+            assert [policy.resolve(Ctx, {"x": v}, {}) for v in values] == computed
+        keys = [key for key, _ in computed]
+        assert len(set(keys[:9])) == 9  # 1, 1.0, True, 0, 0.0, -0.0, False, None, NaN
+    assert _policies._memo  # the memo was used
+    print(f"{len(values)} values x 3 policies: memoized keys equal the computed ones")
+
+
+def test_a_new_function_object_gets_its_own_memoized_key() -> None:
+    """Code changes change the key: a redefined function (a new object) is keyed anew."""
+    keys = set()
+    for body in ("x + 1", "x + 2"):
+        namespace: dict[str, Any] = {}
+        exec(f"def f(x):\n    return {body}\n", namespace)
+        t = task(namespace["f"], name="same-name")
+
+        class Ctx:
+            task = t
+
+        keys.add((INPUTS + TASK_SOURCE).resolve(Ctx, {"x": 3}, {})[0])
+    assert len(keys) == 2
+
+
 # -- issue 10, bug 3: one call, one key --------------------------------------------------------
 
 

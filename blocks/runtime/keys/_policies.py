@@ -94,10 +94,21 @@ class CachePolicy:
         """The digests this policy contributes for one call (None: do not cache)."""
         raise NotImplementedError
 
+    #: Whether `components` depends only on the task (its code, version, name) and the
+    #: inputs, never on the run or the flow: then keys of plain arguments are memoized.
+    pure = False
+
     def resolve(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
         """The key of one call and its components; ``(None, {})`` runs it uncached."""
+        if self.pure:
+            return _memoized(self, task_ctx, inputs, flow_parameters)
+        return self._resolve(task_ctx, inputs, flow_parameters)
+
+    def _resolve(
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> tuple[str | None, Components]:
         try:
             components = self.components(task_ctx, inputs, flow_parameters)
         except Uncacheable as exc:
@@ -128,6 +139,62 @@ class CachePolicy:
         return CompoundCachePolicy([self, Inputs(exclude=[other])])
 
 
+#: Keys of calls whose arguments are all plain scalars, per policy and task: a repeat call
+#: (a cache hit) skips hashing each argument and the components. Bounded; cleared when full.
+_memo: dict[tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components]] = {}
+_MEMO_SIZE = 4096
+#: Strings and bytes longer than this are hashed each time rather than held in the memo.
+_MEMO_TEXT = 256
+
+
+def _scalars(inputs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The inputs as a hashable tuple that is equal exactly when their digests are, or None
+    if one is not a plain scalar. Types are compared exactly (``1``, ``1.0`` and ``True``
+    are equal in Python but digest apart); ``0.0``/``-0.0`` and NaN are left out (equal or
+    unequal to themselves while their digests are not)."""
+    out: list[Any] = []
+    for name, value in inputs.items():
+        kind = type(value)
+        if kind is int or kind is bool or value is None:
+            pass
+        elif kind is str or kind is bytes:
+            if len(value) > _MEMO_TEXT:
+                return None
+        elif kind is float:
+            if value != value or value == 0.0:
+                return None
+        else:
+            return None
+        out += (name, kind, value)
+    return tuple(out)
+
+
+def _memoized(
+    policy: CachePolicy,
+    task_ctx: TaskContext,
+    inputs: dict[str, Any],
+    flow_parameters: dict[str, Any],
+) -> tuple[str | None, Components]:
+    """`policy._resolve`, remembered for plain arguments (see `CachePolicy.pure`).
+
+    The code fingerprint is itself remembered per function object and version
+    (`code_components`), so keying on the function object and version is exact."""
+    signature = _scalars(inputs)
+    if signature is None:
+        return policy._resolve(task_ctx, inputs, flow_parameters)
+    task = task_ctx.task
+    fn, version = task.fn, task.version
+    memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature)
+    entry = _memo.get(memo_key)
+    if entry is not None and entry[0] is policy and entry[1] is fn:
+        return entry[2], dict(entry[3])
+    key, components = policy._resolve(task_ctx, inputs, flow_parameters)
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+    _memo[memo_key] = (policy, fn, key, dict(components))
+    return key, components
+
+
 def _flat(policy: CachePolicy) -> list[CachePolicy]:
     return list(policy.policies) if isinstance(policy, CompoundCachePolicy) else [policy]
 
@@ -137,6 +204,10 @@ class CompoundCachePolicy(CachePolicy):
     """Several policies: the union of their components; None only if every part says None."""
 
     policies: list[CachePolicy] = field(default_factory=list)
+
+    @property
+    def pure(self) -> bool:  # type: ignore[override]
+        return all(p.pure for p in self.policies)
 
     def components(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
@@ -176,6 +247,7 @@ class Inputs(CachePolicy):
     """Each parameter's deterministic digest, except those named in `exclude`."""
 
     exclude: list[str] = field(default_factory=list)
+    pure = True
 
     def components(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
@@ -211,6 +283,8 @@ def input_components(
 @dataclass(frozen=True)
 class TaskSource(CachePolicy):
     """The task's code fingerprint (its function and the user code it reaches) and version."""
+
+    pure = True
 
     def components(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
