@@ -535,3 +535,35 @@ def test_a_function_without_source_is_cached_by_bytecode(tmp_path: Path) -> None
     assert header is not None and header.components is not None
     assert "bytecode" in header.components["code:note"]
     assert t(2, return_state=True).is_cached()
+
+
+def test_a_failing_first_read_fails_the_attempt_and_is_retried(tmp_path: Path) -> None:
+    """A read that raises (here a symlink under the key that leads out of the base) is not a
+    miss: the task's function never runs, each attempt reads again and the run fails; a
+    clean miss after it computes once, and the next call is a hit (issue 12: the first read
+    moved ahead of the attempts)."""
+    from blocks.filesystems import LocalFileSystem
+
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    base.mkdir()
+    outside.write_bytes(b"not ours")
+    (base / "fixed-key").symlink_to(outside)
+    calls: list[int] = []
+
+    @task(
+        cache_key_fn=lambda: "fixed-key",
+        retries=2,
+        result_storage=LocalFileSystem(basepath=str(base)),
+    )
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    state = compute(1, return_state=True)
+    assert state.is_failed() and "UnsafePath" in (state.message or "")
+    assert state.run.run_count == 3 and calls == []
+    (base / "fixed-key").unlink()
+    assert compute(2) == 4 and calls == [2]
+    hit = compute(2, return_state=True)
+    assert hit.is_cached() and hit.result() == 4 and calls == [2]
+    print(f"failing read: {state.run.run_count} attempts, 0 calls; then 1 miss, 1 hit")
