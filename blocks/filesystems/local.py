@@ -279,9 +279,10 @@ class LocalFileSystem(WritableFileSystem):
         os.close(fd)
         return True
 
-    def _open_file(self, key: str) -> int:
+    def _open_file(self, key: str, *, regular: bool = True) -> int:
         """A read descriptor of the regular file under `key` (see `_reach`);
-        `FileNotFoundError` if there is none (absent, a folder, a FIFO...)."""
+        `FileNotFoundError` if there is none (absent, a folder, a FIFO...). With
+        ``regular=False`` the caller checks the kind itself (`_regular_or_absent`)."""
         try:
             if "/" in key:
                 fd = self._reach(key, mode="read")[0]
@@ -297,6 +298,12 @@ class LocalFileSystem(WritableFileSystem):
                     fd = self._reach(key, mode="read")[0]  # a symlink: decide as the walk does
         except (IsADirectoryError, NotADirectoryError):
             fd = -1
+        if fd >= 0 and not regular:
+            return fd
+        return self._regular_or_absent(fd, key)
+
+    def _regular_or_absent(self, fd: int, key: str) -> int:
+        """`fd` if it is a regular file; else closed, and `FileNotFoundError`."""
         if fd >= 0:
             try:
                 if stat.S_ISREG(os.fstat(fd).st_mode):
@@ -402,14 +409,29 @@ class LocalFileSystem(WritableFileSystem):
         # One open and one read() syscall for a small object; no file object unless needed.
         if type(self).open_read is not LocalFileSystem.open_read:
             return super().open_head(path, size)  # a subclass reads its own way: keep it
-        fd = self._open_file(self._key(path))
+        key = self._key(path)
+        fd = self._open_file(key, regular=False)
         try:
             head = os.read(fd, size)
-            if len(head) == size:
-                return head, open(fd, "rb")  # positioned after `head`; the caller closes it
+        except OSError:
+            head = b""  # a folder (EISDIR), a FIFO with a writer (EAGAIN): see below
         except BaseException:
             os.close(fd)
             raise
+        if not 0 < len(head) < size:
+            # Empty or a full buffer: check that it is a regular file (a FIFO or a folder
+            # planted under the key is absent; this closes it). A short, non-empty read skips
+            # the fstat: whatever gave those bytes, they are checked as any record's are
+            # (signature, size) before a byte is decoded.
+            fd = self._regular_or_absent(fd, key)
+            try:
+                if not head:
+                    head = os.read(fd, size)  # an empty first read: read the file again
+                if len(head) == size:
+                    return head, open(fd, "rb")  # positioned after `head`; the caller closes it
+            except BaseException:
+                os.close(fd)
+                raise
         os.close(fd)
         return head, None  # a regular file reads short only at its end
 
