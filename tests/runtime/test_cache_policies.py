@@ -203,6 +203,36 @@ def test_memoized_keys_of_plain_arguments_equal_the_computed_ones() -> None:
     print(f"{len(values)} values x 3 policies: memoized keys equal the computed ones")
 
 
+def test_a_subclass_of_a_pure_policy_is_never_memoized() -> None:
+    """A user's subclass may read the run or the world: its components are asked each call."""
+    from dataclasses import dataclass
+
+    asked: list[int] = []
+
+    @dataclass(frozen=True)
+    class Counted(Inputs):
+        def components(
+            self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        ) -> dict[str, str] | None:
+            asked.append(1)
+            return {
+                **(super().components(task_ctx, inputs, flow_parameters) or {}),
+                "n": str(len(asked)),
+            }
+
+    @task
+    def t(x: int) -> int:
+        return x
+
+    class Ctx:
+        task = t
+
+    for policy in (Counted(), Counted() + TASK_SOURCE):
+        first = policy.resolve(Ctx, {"x": 1}, {})[0]
+        assert policy.resolve(Ctx, {"x": 1}, {})[0] != first
+    assert len(asked) == 4
+
+
 def test_a_new_function_object_gets_its_own_memoized_key() -> None:
     """Code changes change the key: a redefined function (a new object) is keyed anew."""
     keys = set()

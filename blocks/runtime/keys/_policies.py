@@ -94,15 +94,11 @@ class CachePolicy:
         """The digests this policy contributes for one call (None: do not cache)."""
         raise NotImplementedError
 
-    #: Whether `components` depends only on the task (its code, version, name) and the
-    #: inputs, never on the run or the flow: then keys of plain arguments are memoized.
-    pure = False
-
     def resolve(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
         """The key of one call and its components; ``(None, {})`` runs it uncached."""
-        if self.pure:
+        if _is_pure(self):
             return _memoized(self, task_ctx, inputs, flow_parameters)
         return self._resolve(task_ctx, inputs, flow_parameters)
 
@@ -147,6 +143,16 @@ _MEMO_SIZE = 4096
 _MEMO_TEXT = 256
 
 
+def _is_pure(policy: CachePolicy) -> bool:
+    """Whether `policy`'s components depend only on the task (its code, version, name) and
+    the inputs, never on the run or the flow: `Inputs`, `TaskSource` and sums of them. Exact
+    types: a subclass may read the run, so it is never memoized."""
+    kind = type(policy)
+    if kind is CompoundCachePolicy:
+        return all(_is_pure(p) for p in policy.policies)  # type: ignore[attr-defined]
+    return kind is Inputs or kind is TaskSource
+
+
 def _scalars(inputs: dict[str, Any]) -> tuple[Any, ...] | None:
     """The inputs as a hashable tuple that is equal exactly when their digests are, or None
     if one is not a plain scalar. Types are compared exactly (``1``, ``1.0`` and ``True``
@@ -175,7 +181,7 @@ def _memoized(
     inputs: dict[str, Any],
     flow_parameters: dict[str, Any],
 ) -> tuple[str | None, Components]:
-    """`policy._resolve`, remembered for plain arguments (see `CachePolicy.pure`).
+    """`policy._resolve`, remembered for plain arguments (see `_is_pure`).
 
     The code fingerprint is itself remembered per function object and version
     (`code_components`), so keying on the function object and version is exact."""
@@ -204,10 +210,6 @@ class CompoundCachePolicy(CachePolicy):
     """Several policies: the union of their components; None only if every part says None."""
 
     policies: list[CachePolicy] = field(default_factory=list)
-
-    @property
-    def pure(self) -> bool:  # type: ignore[override]
-        return all(p.pure for p in self.policies)
 
     def components(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
@@ -247,7 +249,6 @@ class Inputs(CachePolicy):
     """Each parameter's deterministic digest, except those named in `exclude`."""
 
     exclude: list[str] = field(default_factory=list)
-    pure = True
 
     def components(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
@@ -283,8 +284,6 @@ def input_components(
 @dataclass(frozen=True)
 class TaskSource(CachePolicy):
     """The task's code fingerprint (its function and the user code it reaches) and version."""
-
-    pure = True
 
     def components(
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
