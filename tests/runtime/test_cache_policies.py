@@ -239,7 +239,7 @@ def test_a_new_function_object_gets_its_own_memoized_key() -> None:
     for body in ("x + 1", "x + 2"):
         namespace: dict[str, Any] = {}
         exec(f"def f(x):\n    return {body}\n", namespace)
-        t = task(namespace["f"], name="same-name")
+        t = task(name="same-name")(namespace["f"])
 
         class Ctx:
             task = t
