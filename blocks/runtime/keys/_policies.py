@@ -148,9 +148,13 @@ def _is_pure(policy: CachePolicy) -> bool:
     the inputs, never on the run or the flow: `Inputs`, `TaskSource` and sums of them. Exact
     types: a subclass may read the run, so it is never memoized."""
     kind = type(policy)
-    if kind is CompoundCachePolicy:
-        return all(_is_pure(p) for p in policy.policies)  # type: ignore[attr-defined]
-    return kind is Inputs or kind is TaskSource
+    if kind is not CompoundCachePolicy:
+        return kind is Inputs or kind is TaskSource
+    for part in policy.policies:  # type: ignore[attr-defined]
+        kind = type(part)
+        if kind is not Inputs and kind is not TaskSource and not _is_pure(part):
+            return False
+    return True
 
 
 def _scalars(inputs: dict[str, Any]) -> tuple[Any, ...] | None:
