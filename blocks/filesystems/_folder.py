@@ -235,9 +235,10 @@ class LocalFolder:
         os.close(fd)
         return True
 
-    def _open_file(self, key: str) -> int:
+    def _open_file(self, key: str, *, regular: bool = True) -> int:
         """A read descriptor of the regular file under `key` (see `_reach`);
-        `FileNotFoundError` if there is none (absent, a folder, a FIFO...)."""
+        `FileNotFoundError` if there is none (absent, a folder, a FIFO...). With
+        ``regular=False`` the caller checks the kind itself (`_regular_or_absent`)."""
         try:
             if "/" in key:
                 fd = self._reach(key, mode="read")[0]
@@ -253,6 +254,12 @@ class LocalFolder:
                     fd = self._reach(key, mode="read")[0]  # a symlink: decide as the walk does
         except (IsADirectoryError, NotADirectoryError):
             fd = -1
+        if fd >= 0 and not regular:
+            return fd
+        return self._regular_or_absent(fd, key)
+
+    def _regular_or_absent(self, fd: int, key: str) -> int:
+        """`fd` if it is a regular file; else closed, and `FileNotFoundError`."""
         if fd >= 0:
             try:
                 if stat.S_ISREG(os.fstat(fd).st_mode):
@@ -385,14 +392,29 @@ class LocalFolder:
     def open_head(self, path: KeyLike, size: int) -> tuple[bytes, BinaryIO | None]:
         """Up to `size` first bytes and, when the file may hold more, a reader positioned
         after them (the caller closes it); one open and one ``read()`` for a small file."""
-        fd = self._open_file(self._key(path))
+        key = self._key(path)
+        fd = self._open_file(key, regular=False)
         try:
             head = os.read(fd, size)
-            if len(head) == size:
-                return head, open(fd, "rb")  # positioned after `head`; the caller closes it
+        except OSError:
+            head = b""  # a folder (EISDIR), a FIFO with a writer (EAGAIN): see below
         except BaseException:
             os.close(fd)
             raise
+        if not 0 < len(head) < size:
+            # Empty or a full buffer: check that it is a regular file (a FIFO or a folder
+            # planted under the key is absent; this closes it). A short, non-empty read skips
+            # the fstat: whatever gave those bytes, they are checked as any record's are
+            # (signature, size) before a byte is decoded.
+            fd = self._regular_or_absent(fd, key)
+            try:
+                if not head:
+                    head = os.read(fd, size)  # an empty first read: read the file again
+                if len(head) == size:
+                    return head, open(fd, "rb")  # positioned after `head`; the caller closes it
+            except BaseException:
+                os.close(fd)
+                raise
         os.close(fd)
         return head, None  # a regular file reads short only at its end
 

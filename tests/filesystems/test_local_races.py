@@ -20,7 +20,7 @@ import symlink_swapper
 
 from blocks.errors import UnsafePath
 from blocks.filesystems import LocalFileSystem
-from blocks.results import ResultStore
+from blocks.results import CorruptRecordWarning, ResultStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs symlinks and dir fds")
 
@@ -143,3 +143,33 @@ def test_fifo_or_folder_under_a_key_reads_as_absent_without_blocking(tmp_path: P
             fs.read_path(key)
         assert not fs.exists(key)
     assert ResultStore(fs, "pickle").read("pipe") is None
+
+
+def test_open_head_of_a_fifo_folder_or_empty_file(tmp_path: Path) -> None:
+    """`open_head` skips the fstat only for a short, non-empty read (issue 12): a FIFO with
+    no writer, one with a writer that wrote nothing yet, and a folder are absent; an empty
+    file is an empty head; a FIFO that holds bytes is read as a record's bytes and
+    refused by the record checks (a miss), never a hang and never a value."""
+    fs = LocalFileSystem(basepath=str(tmp_path))
+    store = ResultStore(fs, "pickle")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty").write_bytes(b"")
+    for key in ("pipe", "folder"):
+        with pytest.raises(FileNotFoundError):
+            fs.open_head(key, 4096)
+    assert fs.open_head("empty", 4096) == (b"", None)
+    writer = os.open(tmp_path / "pipe", os.O_RDWR | os.O_NONBLOCK)  # a writer, nothing written
+    try:
+        with pytest.raises(FileNotFoundError):
+            fs.open_head("pipe", 4096)
+        os.write(writer, b"BLKR" + bytes(40))
+        with pytest.warns(CorruptRecordWarning):
+            assert store.read("pipe") is None
+    finally:
+        os.close(writer)
+    store.write("real", {"a": 1})
+    head, stream = fs.open_head("real", 64 * 1024)
+    assert stream is None and head.startswith(b"BLK")
+    hit = store.read("real")
+    assert hit is not None and hit.value == {"a": 1}

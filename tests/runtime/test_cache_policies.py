@@ -179,6 +179,75 @@ def test_compute_key_is_prefect_compatible() -> None:
     assert NO_CACHE.compute_key(Ctx, {"x": 1}, {}) is None
 
 
+def test_memoized_keys_of_plain_arguments_equal_the_computed_ones() -> None:
+    """Keys of scalar arguments are remembered (issue 12); values that Python finds equal
+    but that digest apart (1, 1.0, True; 0.0 and -0.0; NaN) must still key apart."""
+    from blocks.runtime.keys import _policies
+
+    @task
+    def t(x: Any) -> Any:
+        return x
+
+    class Ctx:
+        task = t
+
+    values: list[Any] = [1, 1.0, True, 0, 0.0, -0.0, False, None, float("nan"), "1", b"1"]
+    values += [2**70, 1.5, -1.5, "x" * 300, "é"]
+    for policy in (INPUTS, INPUTS + TASK_SOURCE, TASK_SOURCE + Inputs(exclude=["y"])):
+        computed = [policy._resolve(Ctx, {"x": v}, {}) for v in values]
+        for _ in range(2):  # the first round fills the memo, the second reads it
+            assert [policy.resolve(Ctx, {"x": v}, {}) for v in values] == computed
+        keys = [key for key, _ in computed]
+        assert len(set(keys[:9])) == 9  # 1, 1.0, True, 0, 0.0, -0.0, False, None, NaN
+    assert _policies._memo  # the memo was used
+    print(f"{len(values)} values x 3 policies: memoized keys equal the computed ones")
+
+
+def test_a_subclass_of_a_pure_policy_is_never_memoized() -> None:
+    """A user's subclass may read the run or the world: its components are asked each call."""
+    from dataclasses import dataclass
+
+    asked: list[int] = []
+
+    @dataclass(frozen=True)
+    class Counted(Inputs):
+        def components(
+            self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+        ) -> dict[str, str] | None:
+            asked.append(1)
+            return {
+                **(super().components(task_ctx, inputs, flow_parameters) or {}),
+                "n": str(len(asked)),
+            }
+
+    @task
+    def t(x: int) -> int:
+        return x
+
+    class Ctx:
+        task = t
+
+    for policy in (Counted(), Counted() + TASK_SOURCE):
+        first = policy.resolve(Ctx, {"x": 1}, {})[0]
+        assert policy.resolve(Ctx, {"x": 1}, {})[0] != first
+    assert len(asked) == 4
+
+
+def test_a_new_function_object_gets_its_own_memoized_key() -> None:
+    """Code changes change the key: a redefined function (a new object) is keyed anew."""
+    keys = set()
+    for body in ("x + 1", "x + 2"):
+        namespace: dict[str, Any] = {}
+        exec(f"def f(x):\n    return {body}\n", namespace)
+        t = task(name="same-name")(namespace["f"])
+
+        class Ctx:
+            task = t
+
+        keys.add((INPUTS + TASK_SOURCE).resolve(Ctx, {"x": 3}, {})[0])
+    assert len(keys) == 2
+
+
 # -- issue 10, bug 3: one call, one key --------------------------------------------------------
 
 
@@ -496,3 +565,35 @@ def test_a_function_without_source_is_cached_by_bytecode(tmp_path: Path) -> None
     assert header is not None and header.components is not None
     assert "bytecode" in header.components["code:note"]
     assert t(2, return_state=True).is_cached()
+
+
+def test_a_failing_first_read_fails_the_attempt_and_is_retried(tmp_path: Path) -> None:
+    """A read that raises (here a symlink under the key that leads out of the base) is not a
+    miss: the task's function never runs, each attempt reads again and the run fails; a
+    clean miss after it computes once, and the next call is a hit (issue 12: the first read
+    moved ahead of the attempts)."""
+    from blocks.filesystems import LocalFileSystem
+
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    base.mkdir()
+    outside.write_bytes(b"not ours")
+    (base / "fixed-key").symlink_to(outside)
+    calls: list[int] = []
+
+    @task(
+        cache_key_fn=lambda: "fixed-key",
+        retries=2,
+        result_storage=LocalFileSystem(basepath=str(base)),
+    )
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    state = compute(1, return_state=True)
+    assert state.is_failed() and "UnsafePath" in (state.message or "")
+    assert state.run.run_count == 3 and calls == []
+    (base / "fixed-key").unlink()
+    assert compute(2) == 4 and calls == [2]
+    hit = compute(2, return_state=True)
+    assert hit.is_cached() and hit.result() == 4 and calls == [2]
+    print(f"failing read: {state.run.run_count} attempts, 0 calls; then 1 miss, 1 hit")

@@ -50,7 +50,7 @@ from blocks.runtime.engine._steps import (
 from blocks.runtime.keys._explain import explain_miss
 
 if TYPE_CHECKING:
-    from blocks.results import ResultStore
+    from blocks.results import Hit, ResultStore
     from blocks.runtime._options import TaskLike
 
 __all__ = ["is_plain", "run_plain", "run_task", "task_steps"]
@@ -133,7 +133,10 @@ def task_steps(
     token = set_current(run)
     try:
         try:
-            ready = yield from _inputs(task, run, args, kwargs)
+            if run.wait_for or has_futures(args, kwargs):
+                ready = yield from _inputs(task, run, args, kwargs)
+            else:
+                ready = args, kwargs
             if isinstance(ready, State):  # an upstream did not complete: NotReady, no hooks
                 run.state, ready.run = ready, run
                 run_logger(run).error("Finished in state NotReady: %s", ready.message)
@@ -251,8 +254,15 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
         run.parameters = params = task.bind(args, kwargs)
         flow_parameters = flow_run.parameters if flow_run is not None else {}
         key, components = options.policy.resolve(run, params, flow_parameters or {})
-    store: ResultStore = yield Blocking(persistence.result_store, storage, serializer)
     flow = flow_run.flow.name if flow_run is not None else None
+    if key is not None and not options.refresh_cache:
+        # The common case of a cached task, a hit: one blocking step, no attempt machinery.
+        store, hit, missed = yield Blocking(_probe, storage, serializer, key)
+        if hit is not None:
+            run.run_count += 1
+            return _stored(Cached(hit.value), store, key)
+    else:
+        store, missed = (yield Blocking(persistence.result_store, storage, serializer)), False
     if key is None:
         key = f"{task.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
         new_key = key
@@ -264,9 +274,25 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
     cache_key = key
     return (
         yield from attempts(
-            run, lambda: _cached(task, run, call, store, cache_key, components, flow), options
+            run,
+            lambda: _cached(task, run, call, store, cache_key, components, flow, missed),
+            options,
         )
     )
+
+
+def _probe(storage: Any, serializer: Any, key: str) -> tuple[ResultStore, Hit | None, bool]:
+    """The store, the record under `key` if any, and whether the read found none.
+
+    A read that fails (storage down) is neither: the first attempt reads again and fails or
+    retries as it always did; a failing store resolution fails the run here, as before.
+    """
+    store = persistence.result_store(storage, serializer)
+    try:
+        hit = store.read(key)
+    except Exception:
+        return store, None, False
+    return store, hit, hit is None
 
 
 def _returned(value: Any) -> State:
@@ -322,13 +348,18 @@ def _cached(
     key: str,
     components: dict[str, str],
     flow: str | None,
+    missed: bool = False,
 ) -> Engine:
-    """One attempt of a cached task: a hit, or compute once under the key's lock and store."""
+    """One attempt of a cached task: a hit, or compute once under the key's lock and store.
+
+    `missed`: `_probe` just read the key and found no record (the first attempt need not
+    read it again before taking the lock)."""
     refresh = task.options.refresh_cache
     if not refresh:
-        hit = yield Blocking(store.read, key)
-        if hit is not None:
-            return _stored(Cached(hit.value), store, key)
+        if not (missed and run.run_count == 1):
+            hit = yield Blocking(store.read, key)
+            if hit is not None:
+                return _stored(Cached(hit.value), store, key)
         if components and run.run_count == 1:
             yield Blocking(_log_miss, run, store, key, components)
     lock: persistence.KeyLock = yield Lock(store, key)

@@ -98,6 +98,13 @@ class CachePolicy:
         self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
     ) -> tuple[str | None, Components]:
         """The key of one call and its components; ``(None, {})`` runs it uncached."""
+        if _is_pure(self):
+            return _memoized(self, task_ctx, inputs, flow_parameters)
+        return self._resolve(task_ctx, inputs, flow_parameters)
+
+    def _resolve(
+        self, task_ctx: TaskContext, inputs: dict[str, Any], flow_parameters: dict[str, Any]
+    ) -> tuple[str | None, Components]:
         try:
             components = self.components(task_ctx, inputs, flow_parameters)
         except Uncacheable as exc:
@@ -126,6 +133,76 @@ class CachePolicy:
         if not isinstance(other, str):
             raise OptionTypeError(_SUBTRACT_ONLY_NAMES)
         return CompoundCachePolicy([self, Inputs(exclude=[other])])
+
+
+#: Keys of calls whose arguments are all plain scalars, per policy and task: a repeat call
+#: (a cache hit) skips hashing each argument and the components. Bounded; cleared when full.
+_memo: dict[tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components]] = {}
+_MEMO_SIZE = 4096
+#: Strings and bytes longer than this are hashed each time rather than held in the memo.
+_MEMO_TEXT = 256
+
+
+def _is_pure(policy: CachePolicy) -> bool:
+    """Whether `policy`'s components depend only on the task (its code, version, name) and
+    the inputs, never on the run or the flow: `Inputs`, `TaskSource` and sums of them. Exact
+    types: a subclass may read the run, so it is never memoized."""
+    kind = type(policy)
+    if kind is not CompoundCachePolicy:
+        return kind is Inputs or kind is TaskSource
+    for part in policy.policies:  # type: ignore[attr-defined]
+        kind = type(part)
+        if kind is not Inputs and kind is not TaskSource and not _is_pure(part):
+            return False
+    return True
+
+
+def _scalars(inputs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The inputs as a hashable tuple that is equal exactly when their digests are, or None
+    if one is not a plain scalar. Types are compared exactly (``1``, ``1.0`` and ``True``
+    are equal in Python but digest apart); ``0.0``/``-0.0`` and NaN are left out (equal or
+    unequal to themselves while their digests are not)."""
+    out: list[Any] = []
+    for name, value in inputs.items():
+        kind = type(value)
+        if kind is int or kind is bool or value is None:
+            pass
+        elif kind is str or kind is bytes:
+            if len(value) > _MEMO_TEXT:
+                return None
+        elif kind is float:
+            if value != value or value == 0.0:
+                return None
+        else:
+            return None
+        out += (name, kind, value)
+    return tuple(out)
+
+
+def _memoized(
+    policy: CachePolicy,
+    task_ctx: TaskContext,
+    inputs: dict[str, Any],
+    flow_parameters: dict[str, Any],
+) -> tuple[str | None, Components]:
+    """`policy._resolve`, remembered for plain arguments (see `_is_pure`).
+
+    The code fingerprint is itself remembered per function object and version
+    (`code_components`), so keying on the function object and version is exact."""
+    signature = _scalars(inputs)
+    if signature is None:
+        return policy._resolve(task_ctx, inputs, flow_parameters)
+    task = task_ctx.task
+    fn, version = task.fn, task.version
+    memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature)
+    entry = _memo.get(memo_key)
+    if entry is not None and entry[0] is policy and entry[1] is fn:
+        return entry[2], dict(entry[3])
+    key, components = policy._resolve(task_ctx, inputs, flow_parameters)
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+    _memo[memo_key] = (policy, fn, key, dict(components))
+    return key, components
 
 
 def _flat(policy: CachePolicy) -> list[CachePolicy]:
