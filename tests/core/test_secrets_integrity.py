@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from pydantic import Field, SecretBytes, SecretStr
+from stored_rows import row_columns, tamper
 
 from blocks.core._block import Block
 from blocks.core._documents import secret_value
@@ -43,33 +42,6 @@ class Node(Block):
 class Bag(Block):
     anything: Any = None
     mapping: dict[str, Any] = Field(default_factory=dict)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "postgres":
-        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
-    KeyManager._instances.clear()
-    yield str(request.param)
-
-
-def row_columns(type_slug: str, name: str) -> dict[str, Any]:
-    with Registry.default().engine.connect() as conn:
-        row = conn.execute(
-            sa.select(block_documents).where(
-                block_documents.c.type_slug == type_slug, block_documents.c.name == name
-            )
-        ).one()
-    return dict(row._mapping)
-
-
-def tamper(type_slug: str, name: str, **values: Any) -> None:
-    with Registry.default().engine.begin() as conn:
-        conn.execute(
-            block_documents.update()
-            .where(block_documents.c.type_slug == type_slug, block_documents.c.name == name)
-            .values(**values)
-        )
 
 
 def test_a_token_swapped_from_another_block_is_refused(backend: str) -> None:

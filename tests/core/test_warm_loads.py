@@ -14,18 +14,17 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from pydantic import SecretStr
+from stored_rows import row_columns, tamper
 
 from blocks.core import _block
 from blocks.core._block import Block
 from blocks.core._encryption import KeyManager
-from blocks.core._registry import Registry, block_documents
+from blocks.core._registry import Registry
 from blocks.errors import TamperedDocument
 from blocks.system import Secret
 
@@ -37,33 +36,6 @@ class WarmLogin(Block):
     user: str
     endpoint: str = "https://api.example.com"
     password: SecretStr
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "postgres":
-        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
-    KeyManager._instances.clear()
-    yield str(request.param)
-
-
-def columns(type_slug: str, name: str) -> dict[str, Any]:
-    with Registry.default().engine.connect() as conn:
-        row = conn.execute(
-            sa.select(block_documents).where(
-                block_documents.c.type_slug == type_slug, block_documents.c.name == name
-            )
-        ).one()
-    return dict(row._mapping)
-
-
-def tamper(type_slug: str, name: str, **values: Any) -> None:
-    with Registry.default().engine.begin() as conn:
-        conn.execute(
-            block_documents.update()
-            .where(block_documents.c.type_slug == type_slug, block_documents.c.name == name)
-            .values(**values)
-        )
 
 
 def kept() -> int:
@@ -84,10 +56,10 @@ def test_a_document_changed_after_warm_loads_is_checked_again(backend: str) -> N
     for _ in range(WARM):
         assert WarmLogin.load("prod").password.get_secret_value() == "pw"
     assert kept() == 1
-    original = columns("warm-login", "prod")
+    original = row_columns("warm-login", "prod")
     attacks = {
         "endpoint changed": {"data": original["data"].replace("api.example.com", "evil.test")},
-        "token swapped in": {"secrets": columns("secret", "other")["secrets"]},
+        "token swapped in": {"secrets": row_columns("secret", "other")["secrets"]},
         "seal dropped": {"mac": ""},
         "version bumped": {"version": original["version"] + 1},
     }
@@ -227,7 +199,7 @@ def test_a_tampered_json_column_is_refused_after_warm_loads() -> None:
     Secret(value="pw").save("api")
     for _ in range(WARM):
         Secret.load("api")
-    secrets = json.loads(columns("secret", "api")["secrets"])
+    secrets = json.loads(row_columns("secret", "api")["secrets"])
     secrets["extra"] = secrets["value"]
     tamper("secret", "api", secrets=json.dumps(secrets, separators=(",", ":")))
     with pytest.raises(TamperedDocument):
@@ -242,7 +214,7 @@ def test_a_large_document_is_verified_in_full_on_every_load() -> None:
     for _ in range(WARM):
         assert JSON.load("big").value["token"].get_secret_value() == "inside-a-big-one"
     assert kept() == 0, "a document past the size bound is not kept"
-    data = columns("json", "big")["data"]
+    data = row_columns("json", "big")["data"]
     tamper("json", "big", data=data.replace('"x', '"y', 1))
     with pytest.raises(TamperedDocument):
         JSON.load("big")
