@@ -44,10 +44,11 @@ def kept() -> int:
     return 0 if keyset is None else len(keyset.opened)
 
 
-def child_env(tmp_path: Path) -> dict[str, str]:
+def in_another_process(code: str, tmp_path: Path) -> None:
+    """Run `code` in a fresh Python on the same registry and key (and these tests' helpers)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    return env
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
 
 
 def test_a_document_changed_after_warm_loads_is_checked_again(backend: str) -> None:
@@ -79,15 +80,9 @@ def test_another_process_save_is_seen_on_the_next_load(backend: str, tmp_path: P
     Secret(value="before").save("api")
     for _ in range(WARM):
         assert Secret.load("api").get() == "before"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from blocks.system import Secret; Secret(value='after').save('api', overwrite=True)",
-        ],
-        env=child_env(tmp_path),
-        check=True,
-        timeout=120,
+    in_another_process(
+        "from blocks.system import Secret; Secret(value='after').save('api', overwrite=True)",
+        tmp_path,
     )
     assert Secret.load("api").get() == "after"
     assert Secret.load("api").get() == "after"
@@ -104,15 +99,8 @@ def test_a_rotation_in_another_process_is_seen_after_warm_loads(
         assert Secret.load("api").get() == "kept-across-rotation"
     before = KeyManager.for_registry(Registry.default().url).cached_keyset()
     assert before is not None and len(before.opened) == 1
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from blocks.core._rotation import rotate_master_key; rotate_master_key()",
-        ],
-        env=child_env(tmp_path),
-        check=True,
-        timeout=120,
+    in_another_process(
+        "from blocks.core._rotation import rotate_master_key; rotate_master_key()", tmp_path
     )
     assert Secret.load("api").get() == "kept-across-rotation"
     after = KeyManager.for_registry(Registry.default().url).cached_keyset()
