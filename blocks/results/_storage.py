@@ -86,7 +86,6 @@ def resolve_storage(
 
         if isinstance(spec, WritableFileSystem):
             return spec
-    if not isinstance(spec, str):
         raise ConfigurationError(
             f"Result storage must be a filesystem block, a block slug, a URL or a path; "
             f"got a {type(spec).__name__}."
