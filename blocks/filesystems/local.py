@@ -27,8 +27,9 @@ from blocks.filesystems._folder import LocalFolder
 from blocks.filesystems._keys import KeyLike, TempFile
 from blocks.filesystems.base import WritableFileSystem
 
-_roots: dict[tuple[str | None, str | None, str | None], str] = {}
-_folders: dict[tuple[str, bool], LocalFolder] = {}
+# basepath, BLOCKS_HOME and HOME where they matter, fsync -> the folder they give.
+_FolderIdent = tuple[str | None, str | None, str | None, bool]
+_folders: dict[_FolderIdent, LocalFolder] = {}
 
 
 class LocalFileSystem(WritableFileSystem):
@@ -79,18 +80,25 @@ class LocalFileSystem(WritableFileSystem):
         return Path(self._root_text())
 
     def _root_text(self) -> str:
-        # Cached: the hot path (a cache hit) asks for it on every read. The answer depends on
-        # the settings and on HOME (``~``); a relative basepath also on the working
-        # directory, so that one is not cached.
+        return self.folder()._root_text()
+
+    def folder(self) -> LocalFolder:
+        """The plain `LocalFolder` doing this block's file operations, at the base path the
+        settings give now.
+
+        Cached: the hot path (a cache hit) asks for it on every read. The base path depends
+        on the settings and on HOME (``~``); a relative basepath also on the working
+        directory, so that one is not cached.
+        """
         base = self.basepath
         if base is not None and base.startswith("/"):
-            ident: tuple[str | None, str | None, str | None] = (base, None, None)
+            ident: _FolderIdent = (base, None, None, self.fsync)
         else:
             home = os.environ.get("BLOCKS_HOME") if base is None else None
             # HOME matters only where a "~" (or the default ~/.blocks) is expanded.
             tilde = home is None or home.startswith("~") if base is None else "~" in base
-            ident = (base, home, os.environ.get("HOME") if tilde else None)
-        found = _roots.get(ident)
+            ident = (base, home, os.environ.get("HOME") if tilde else None, self.fsync)
+        found = _folders.get(ident)
         if found is not None:
             return found
         if base is None:
@@ -98,24 +106,12 @@ class LocalFileSystem(WritableFileSystem):
         else:
             path = Path(base[len("file://") :] if base.startswith("file://") else base)
             path = path.expanduser()
-        text = str(path.absolute())
+        folder = LocalFolder(str(path.absolute()), fsync=self.fsync)
         if path.is_absolute():
-            if len(_roots) > 64:
-                _roots.clear()
-            _roots[ident] = text
-        return text
-
-    def folder(self) -> LocalFolder:
-        """The plain `LocalFolder` doing this block's file operations (at the base path the
-        settings give now)."""
-        ident = (self._root_text(), self.fsync)
-        found = _folders.get(ident)
-        if found is None:
-            found = LocalFolder(ident[0], fsync=ident[1])
             if len(_folders) > 64:
                 _folders.clear()
-            _folders[ident] = found
-        return found
+            _folders[ident] = folder
+        return folder
 
     def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
         """`path` as a key: a ``file://`` URL or absolute path inside the base folder is made
