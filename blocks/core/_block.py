@@ -956,35 +956,35 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
             path: secret if plain is None else secret_value(plain)
             for path, secret, plain in seen[1]
         }
-    opened: dict[str, Any] = {}
-    entry: list[tuple[str, Any, bytes | None]] = []
     try:
-        if row.seal:
-            keyset.verify(row.message, row.seal, what="")
-        for path, token in row.secrets.items():
-            plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what="")
-            opened[path] = secret = secret_value(plain)
-            entry.append(
-                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plain)
-            )
+        opened = _open_named(keyset, row, named=False)
     except (TamperedDocument, DecryptionFailed):
-        return _open_named(keyset, row)  # fails again, the same way, with names
+        opened = _open_named(keyset, row, named=True)  # fails again, the same way, with names
     if kept:
         if len(memo) >= _OPENED_MAX:
             memo.clear()
-        memo[row.message] = (row.seal, tuple(entry))
-    return opened
+        memo[row.message] = (
+            row.seal,
+            tuple(
+                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plain)
+                for path, secret, plain in opened
+            ),
+        )
+    return {path: secret for path, secret, _ in opened}
 
 
-def _open_named(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
-    """`_open`'s checks again, naming the document and field in any error."""
+def _open_named(keyset: Keyset, row: DocumentRow, *, named: bool) -> list[tuple[str, Any, bytes]]:
+    """`_open`'s checks: each secret's path, value and plaintext. With `named`, any error
+    names the document and field."""
     if row.seal:
-        keyset.verify(row.message, row.seal, what=f"{row.slug} (version {row.version})")
-    opened: dict[str, Any] = {}
+        keyset.verify(
+            row.message, row.seal, what=f"{row.slug} (version {row.version})" if named else ""
+        )
+    opened = []
     for path, token in row.secrets.items():
-        field = f"field '{path}' of {row.slug}"
+        field = f"field '{path}' of {row.slug}" if named else ""
         plain = keyset.decrypt(token, aad=secret_aad(row.type_slug, row.name, path), what=field)
-        opened[path] = secret_value(plain, what=field)
+        opened.append((path, secret_value(plain, what=field), plain))
     return opened
 
 
