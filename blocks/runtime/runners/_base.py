@@ -217,25 +217,24 @@ class SequentialTaskRunner(TaskRunner):
     """Runs each submitted task immediately, in the calling thread, one after another."""
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
-        future = RunFuture()
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn())
-        except BaseException as exc:  # the engine returns states; this is a crash
-            future.set_exception(exc)
-        return future
+        return _run_now(fn)
 
     def submit_plain(
         self, task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> concurrent.futures.Future[State]:
         if not self._direct_plain:
             return self.submit_task(task, run, args, kwargs)
-        try:
-            return RunFuture.finished(run_plain(task, run, args, kwargs))
-        except BaseException as exc:  # run_plain returns states; this is a crash
-            future = RunFuture()
-            future.set_exception(exc)
-            return future
+        return _run_now(run_plain, task, run, args, kwargs)
+
+
+def _run_now(fn: Callable[..., State], *args: Any) -> RunFuture:
+    """A future already done with ``fn(*args)``, or with what it raised."""
+    try:
+        return RunFuture.finished(fn(*args))
+    except BaseException as exc:  # the engine returns states; this is a crash
+        future = RunFuture()
+        future.set_exception(exc)
+        return future
 
 
 class ConcurrentTaskRunner(TaskRunner):
