@@ -213,12 +213,15 @@ def Cancelled(message: str | None = None, exception: BaseException | None = None
     return State(StateType.CANCELLED, message=message, exception=exception)
 
 
+#: The containers `is_state_iterable` accepts; a hot path tests ``type(value) in`` it first
+#: (most values are none of them) and skips the call.
+STATE_SEQUENCES: frozenset[type] = frozenset({list, tuple, set, frozenset})
+
+
 def is_state_iterable(value: Any) -> bool:
     """Whether `value` is a non-empty list, tuple or set made only of states."""
     return (
-        type(value) in (list, tuple, set, frozenset)
-        and bool(value)
-        and all(isinstance(v, State) for v in value)
+        type(value) in STATE_SEQUENCES and bool(value) and all(isinstance(v, State) for v in value)
     )
 
 

@@ -60,6 +60,7 @@ from blocks.runtime._options import (
     replace_options,
 )
 from blocks.runtime._states import (
+    STATE_SEQUENCES,
     Completed,
     Failed,
     State,
@@ -80,8 +81,6 @@ T = TypeVar("T")
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
 
 _OPTION_NAMES = option_names(TaskOptions)
-#: The containers `is_state_iterable` may accept (checked first: most values are none of them).
-_STATE_SEQUENCES: frozenset[Any] = frozenset({list, tuple, set, frozenset})
 
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
@@ -287,7 +286,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             finally:
                 reset_current(token)
             if isinstance(value, State) or (
-                type(value) in _STATE_SEQUENCES and is_state_iterable(value)
+                type(value) in STATE_SEQUENCES and is_state_iterable(value)
             ):
                 return self._returned_state(run, value, return_state)
             if return_state:

@@ -23,6 +23,7 @@ from blocks.runtime._context import TaskRun, render_run_name, reset_current, set
 from blocks.runtime._futures import has_futures
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
 from blocks.runtime._states import (
+    STATE_SEQUENCES,
     Cached,
     Completed,
     Crashed,
@@ -94,7 +95,7 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
         raise
     else:
         if isinstance(value, State) or (
-            type(value) in _STATE_SEQUENCES and is_state_iterable(value)
+            type(value) in STATE_SEQUENCES and is_state_iterable(value)
         ):
             state = return_value_to_state(value)
         else:
@@ -108,8 +109,7 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
     return state
 
 
-#: What `is_state_iterable` may accept; `_COMPLETED`, `_FAILED`: the types, read once.
-_STATE_SEQUENCES = frozenset({list, tuple, set, frozenset})
+#: The types, read once.
 _COMPLETED, _FAILED = StateType.COMPLETED, StateType.FAILED
 
 
