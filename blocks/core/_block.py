@@ -909,13 +909,10 @@ def open_secrets(
     `TamperedDocument` if the seal does not match, or is missing where seals are required;
     `DecryptionFailed` for a token that does not open.
     """
-    if not row.seal and not row.secrets and not registry.documents_sealed():
-        return {}  # a document saved before seals existed, with nothing to decrypt
-    if not row.seal and registry.documents_sealed():
-        raise TamperedDocument(
-            f"{row.slug} (version {row.version}) has no seal: it was written outside blocks. "
-            "Delete and re-create it."
-        )
+    if not row.seal:
+        # Unconditional: whether seals are required is not read from the registry, where
+        # whoever can blank a seal can also delete any "documents are sealed" marker.
+        raise TamperedDocument(row.missing_seal())
     if manager is None:
         from blocks.core._encryption import KeyManager
 
