@@ -293,6 +293,75 @@ def test_register_module_without_blocks_and_failing_module(tmp_path: Path) -> No
     assert "RuntimeError" in line and "boom at import" in line
 
 
+SIDE_EFFECT_BLOCKS = """
+import pathlib
+
+pathlib.Path({marker!r}).write_text("imported")  # what `antigravity` does: run on import
+
+from blocks.core._block import Block
+
+
+class {cls}(Block):
+    a: str = ""
+"""
+
+
+def _module_with_a_side_effect(folder: Path, name: str, cls: str) -> Path:
+    marker = folder / f"{name}.imported"
+    (folder / f"{name}.py").write_text(SIDE_EFFECT_BLOCKS.format(marker=str(marker), cls=cls))
+    return marker
+
+
+def _register_row(slug: str, module: str) -> None:
+    """A type row naming `module`, written straight into the registry as anyone who can write
+    a shared registry could."""
+    from blocks.core._registry import Registry
+
+    Registry.default().register_type(
+        slug=slug,
+        name=slug,
+        description="",
+        module=module,
+        checksum=f"sha256:{slug}",
+        version="1",
+        fields={"properties": {}},
+    )
+
+
+def test_create_never_imports_a_module_named_only_by_the_registry(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    marker = _module_with_a_side_effect(code, "side_effect_blocks", "SideEffect")
+    _register_row("side-effect", "side_effect_blocks")
+    env = dict(os.environ, PYTHONPATH=str(code))  # importable: only the registry names it
+    line = assert_one_line_error(block("create", "side-effect", "x", env=env, cwd=code))
+    assert not marker.exists(), "a module name read from the registry was imported"
+    assert "block register -m side_effect_blocks" in line
+    print(f"\nrefused without importing: {line}")
+
+    # Registered by this user on this machine: from then on `create` imports it.
+    ok("register", "-m", "side_effect_blocks", env=env, cwd=code)
+    marker.unlink()
+    ok("create", "side-effect", "x", "--set", "a=1", env=env, cwd=tmp_path)
+    assert marker.exists()
+
+
+def test_create_imports_a_module_an_installed_plugin_names(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = _module_with_a_side_effect(site, "plugin_blocks", "PluginBlock")
+    info = site / "blocks_plugin_demo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: blocks-plugin-demo\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text("[blocks.types]\nplugin = plugin_blocks\n")
+    _register_row("plugin-block", "plugin_blocks")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    ok("create", "plugin-block", "x", "--set", "a=1", env=env, cwd=tmp_path)
+    assert marker.exists()
+
+
 def test_unexpected_error_is_one_line_with_a_debug_hint(tmp_path: Path) -> None:
     # Nothing listens on port 1: the driver's connection error is not one of ours.
     env = dict(os.environ, BLOCKS_REGISTRY_URL="postgresql://blocks@127.0.0.1:1/blocks")
