@@ -401,6 +401,24 @@ def test_key_rotate_in_key_file_then_load_still_works(blocks_home: Path) -> None
     assert python(code, env=env).strip() == SECRET
 
 
+def test_key_info_says_the_registry_has_a_key_no_source_here_provides() -> None:
+    ok("create", "secret", "my-api-key", "--set", f"value={SECRET}")
+    recorded = json.loads(ok("key", "info", "--json"))["active_key_id"]
+    material = os.environ["BLOCKS_MASTER_KEY"]
+    lacking = {k: v for k, v in os.environ.items() if k != "BLOCKS_MASTER_KEY"}
+    lacking["BLOCKS_KEY_SOURCE"] = "file"  # an empty key file: no source has a key
+    line = assert_one_line_error(block("key", "info", env=lacking))
+    assert "No master key yet" not in line
+    assert recorded in line and "fingerprint" in line and "no key source here provides it" in line
+    assert "BLOCKS_MASTER_KEY" in line and "master.key" in line and material not in line
+    other = ok("key", "generate").strip()
+    line = assert_one_line_error(
+        block("key", "info", "--json", env=dict(os.environ, BLOCKS_MASTER_KEY=other))
+    )
+    assert recorded in line and other not in line and material not in line
+    print(f"\nkey info without the recorded key: {line}")
+
+
 def test_key_rotate_with_env_key_re_encrypts_under_the_new_first_key() -> None:
     old = os.environ["BLOCKS_MASTER_KEY"]
     ok("create", "secret", "my-api-key", "--set", f"value={SECRET}")
