@@ -926,9 +926,11 @@ def open_secrets(
 # third of a warm load. Any change to any column (another process's save, a rotation,
 # tampering) makes other bytes, so a miss, which verifies and decrypts in full. A keyset
 # replaced (rotation, `forget`) takes its entries with it. The plaintexts held here are no more
-# exposed than the keys beside them, which open every secret anyway. Immutable secret objects
-# (`SecretStr`, `SecretBytes`) are shared between loads; a JSON secret (a dict or list the
-# caller may mutate) is rebuilt from its plaintext each time.
+# exposed than the keys beside them, which open every secret anyway. Every load gets its own
+# secret objects, never one another load holds (a caller may mutate one in place: pydantic
+# keeps the value in a plain attribute): a `SecretStr` / `SecretBytes` is built again around
+# the kept (immutable) str or bytes, which costs a fraction of decoding the plaintext; a JSON
+# secret (a dict or list) is decoded from its plaintext each time.
 # Bounds: entries, and the size of one document's bytes (a larger one is verified in full each
 # time, where hashing it would cost about what the HMAC does): at most ~4 MiB per keyset.
 _OPENED_MAX = 1024
@@ -944,8 +946,8 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
     seen = memo.get(row.message) if kept else None
     if seen is not None and seen[0] == row.seal:
         return {
-            path: secret if plain is None else secret_value(plain)
-            for path, secret, plain in seen[1]
+            path: secret_value(plain) if make is None else make(plain)
+            for path, make, plain in seen[1]
         }
     try:
         opened = _open_named(keyset, row, named=False)
@@ -957,7 +959,9 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
         memo[row.message] = (
             row.seal,
             tuple(
-                (path, secret, None) if type(secret) in _SHAREABLE else (path, None, plain)
+                (path, type(secret), secret.get_secret_value())
+                if type(secret) in _REBUILT
+                else (path, None, plain)
                 for path, secret, plain in opened
             ),
         )
@@ -979,7 +983,8 @@ def _open_named(keyset: Keyset, row: DocumentRow, *, named: bool) -> list[tuple[
     return opened
 
 
-_SHAREABLE = (SecretStr, SecretBytes)
+_REBUILT = (SecretStr, SecretBytes)
+"""Secret types a warm load builds again around their kept value (immutable str / bytes)."""
 
 
 def _set_document(block: Block, document_id: str, name: str) -> None:

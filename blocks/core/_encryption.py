@@ -136,7 +136,9 @@ class Keyset:
         self.active_id = key_id(self.keys[0])
         # Documents verified and opened with these keys, by the bytes their seal covers: kept
         # (and trusted) by `blocks.core._block._open` for exactly these keys, so it lives here.
-        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, bytes | None], ...]]] = {}
+        # Each entry: the seal, then per secret (path, the type to build it again or None,
+        # its kept value or plaintext).
+        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, Any], ...]]] = {}
 
     def _mac(self, kid: str, message: bytes) -> bytes:
         mac = self._mac_bases[kid].copy()
