@@ -371,6 +371,33 @@ def test_unexpected_error_is_one_line_with_a_debug_hint(tmp_path: Path) -> None:
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "traceback"),
+    [("0", False), ("false", False), ("OFF", False), ("no", False), ("yes", True), ("On", True)],
+)
+def test_blocks_debug_is_parsed_as_a_boolean(value: str, traceback: bool) -> None:
+    env = dict(
+        os.environ,
+        BLOCKS_REGISTRY_URL="postgresql://blocks@127.0.0.1:1/blocks",  # an unexpected error
+        BLOCKS_DEBUG=value,
+    )
+    done = block("ls", env=env)
+    if traceback:
+        assert done.returncode == 1 and "Traceback" in done.stderr
+    else:
+        assert "BLOCKS_DEBUG=1" in assert_one_line_error(done)
+
+
+def test_an_invalid_blocks_debug_is_a_warning_and_off() -> None:
+    env = dict(os.environ, BLOCKS_REGISTRY_URL="postgresql://blocks@127.0.0.1:1/blocks")
+    done = block("ls", env={**env, "BLOCKS_DEBUG": "maybe"})
+    assert done.returncode == 1 and "Traceback (most recent call last)" not in done.stderr
+    warning, error = done.stderr.strip().splitlines()
+    assert warning.startswith("Warning: BLOCKS_DEBUG='maybe' is not a boolean")
+    assert "0, false, no, off" in warning and error.startswith("Error: ")
+    print(f"\n{warning}")
+
+
 def test_delete_without_terminal_needs_yes() -> None:
     ok("create", "string", "region", "--set", "value=eu")
     assert "--yes" in assert_one_line_error(block("delete", "string/region"), code=2)
