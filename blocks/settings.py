@@ -59,6 +59,12 @@ SETTINGS: tuple[Setting, ...] = (
         "4294967296",
         "Ceiling on a result's payload and decoded size; past it a record is a miss.",
     ),
+    Setting(
+        "BLOCKS_DEBUG",
+        "0",
+        "1/true/yes/on: the block command prints the traceback of an unexpected error; "
+        "0/false/no/off (or unset): one error line only.",
+    ),
 )
 
 
@@ -116,6 +122,36 @@ def log_level() -> str:
 def results_key() -> str | None:
     """The raw value of BLOCKS_RESULTS_KEY, if set."""
     return _get("BLOCKS_RESULTS_KEY")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def flag(name: str) -> bool:
+    """A boolean setting: 1/true/yes/on or 0/false/no/off (any case; unset or empty: off).
+
+    `ConfigurationError` for any other value, naming the variable and the accepted words.
+    """
+    raw = _get(name)
+    if raw is None:
+        return False
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    from blocks.errors import ConfigurationError
+
+    shown = repr(raw) if len(raw) <= 40 else repr(raw[:40] + "...")
+    raise ConfigurationError(
+        f"{name}={shown} is not a boolean: use 1, true, yes or on (or 0, false, no, off)."
+    )
+
+
+def debug() -> bool:
+    """Whether the block command shows tracebacks of unexpected errors (BLOCKS_DEBUG)."""
+    return flag("BLOCKS_DEBUG")
 
 
 DEFAULT_RESULTS_MAX_BYTES = 4 * 1024**3

@@ -161,8 +161,21 @@ def _is_validation_error(exc: Exception) -> bool:
     )
 
 
+def _debug() -> bool:
+    """BLOCKS_DEBUG as a boolean (0/false/no/off are off); a value that is neither is said
+    on stderr and taken as off."""
+    from blocks import settings
+    from blocks.errors import ConfigurationError
+
+    try:
+        return settings.debug()
+    except ConfigurationError as exc:
+        click.echo(f"Warning: {exc} Tracebacks stay off.", err=True)
+        return False
+
+
 def _fail(message: str, code: int) -> None:
-    if os.environ.get(DEBUG_VARIABLE) and sys.exc_info()[0] is not None:
+    if sys.exc_info()[0] is not None and _debug():
         import traceback  # only here: every command start-up would pay for it
 
         traceback.print_exc()

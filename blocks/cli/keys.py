@@ -19,17 +19,22 @@ def key() -> None:
 @key.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def info(as_json: bool) -> None:
-    """Where the master key is kept and the id of the active key."""
-    from blocks import settings
+    """Where the master key is kept and the id of the active key.
+
+    Fails (KeyMismatch) when the registry records a key that no key source here provides.
+    """
     from blocks.core._encryption import KeyManager
-    from blocks.core._registry import normalize_url
+    from blocks.core._registry import Registry
     from blocks.errors import KeyManagementError
 
-    url = normalize_url(settings.registry_url())
-    manager = KeyManager.for_registry(url)
+    registry = Registry.default()
+    manager = KeyManager.for_registry(registry.url)
+    record = registry.key_record()
     try:
-        keyset = manager.keyset()
+        keyset = manager.keyset() if record is None else manager.recorded_keyset(record)
     except KeyManagementError:
+        if record is not None:
+            raise  # KeyMismatch: the registry has a key, and this shell cannot reach it
         where = manager.writable_source().describe()
         if as_json:
             echo_json({"source": None, "active_key_id": None, "key_ids": [], "created_in": where})

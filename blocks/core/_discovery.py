@@ -1,10 +1,11 @@
 """Finding Block classes in a module or a ``.py`` file, and registering them.
 
 What `block register -m MODULE | -f FILE` does, and how the CLI imports a type it has not
-seen in this process: by the dotted module name it was registered from, or from a file only if
-this user registered that file here (`$BLOCKS_HOME/registered-files`, private to the user). A
-file path read from the registry alone is never executed: whoever can write a shared registry
-must not choose the code another user's CLI runs.
+seen in this process: only from a module or file this user registered on this machine
+(`$BLOCKS_HOME/registered-files`, private to the user), or a module an installed plugin names
+(a ``blocks.types`` entry point). A module name or file path read from the registry alone is
+never imported: whoever can write a shared registry must not choose the code another user's CLI
+runs (importing a module runs it: ``antigravity`` opens a browser).
 
 Example:
     >>> [cls.get_block_type_slug() for cls in register_blocks_from("my_project.blocks")]
@@ -111,9 +112,7 @@ def register_blocks_from(
         cls.register_type_and_schema()
         if progress is not None:
             progress(done, len(found))
-    path = getattr(module, "__blocks_file__", None)
-    if path is not None:
-        remember_file(path)
+    remember_registered(getattr(module, "__blocks_file__", None) or module.__name__)
     return found
 
 
@@ -123,21 +122,23 @@ def _registered_files_path() -> Path:
     return settings.blocks_home() / "registered-files"
 
 
-def remember_file(path: str) -> None:
-    """Record that this user registered the Block file `path` (so the CLI may import it)."""
-    if path in registered_files():
+def remember_registered(registered: str) -> None:
+    """Record that this user registered the Block module or file `registered` on this machine (so
+    the CLI may import it again)."""
+    if registered in registered_here():
         return
     target = _registered_files_path()
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        os.write(fd, (path + "\n").encode())  # one small append: whole lines only
+        os.write(fd, (registered + "\n").encode())  # one small append: whole lines only
     finally:
         os.close(fd)
 
 
-def registered_files() -> set[str]:
-    """Files this user registered with `block register -f` (from a file only they may write)."""
+def registered_here() -> set[str]:
+    """Modules and files this user registered here with `block register -m | -f` (read from a
+    file only they may write)."""
     target = _registered_files_path()
     try:
         info = target.stat()
@@ -146,3 +147,25 @@ def registered_files() -> set[str]:
         return {line for line in target.read_text().splitlines() if line}
     except OSError:
         return set()
+
+
+PLUGIN_GROUP = "blocks.types"
+"""The entry point group through which installed packages add block types."""
+
+
+def plugin_modules() -> set[str]:
+    """Modules named by installed plugins' ``blocks.types`` entry points."""
+    from importlib.metadata import entry_points
+
+    return {entry.module for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+def may_import(module: str) -> bool:
+    """Whether the CLI may import `module` (a dotted name or a file path read from the
+    registry) to find a block type: only if this user registered it on this machine, or an
+    installed plugin names it (or a package it belongs to)."""
+    if module == "__main__":
+        return False
+    if module in registered_here():
+        return True
+    return any(module == found or module.startswith(found + ".") for found in plugin_modules())

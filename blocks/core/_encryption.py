@@ -136,7 +136,9 @@ class Keyset:
         self.active_id = key_id(self.keys[0])
         # Documents verified and opened with these keys, by the bytes their seal covers: kept
         # (and trusted) by `blocks.core._block._open` for exactly these keys, so it lives here.
-        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, bytes | None], ...]]] = {}
+        # Each entry: the seal, then per secret (path, the type to build it again or None,
+        # its kept value or plaintext).
+        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, Any], ...]]] = {}
 
     def _mac(self, kid: str, message: bytes) -> bytes:
         mac = self._mac_bases[kid].copy()
@@ -658,6 +660,11 @@ class KeyManager:
             delay = min(delay * 2, 0.5)
         raise AssertionError("unreachable")
 
+    def recorded_keyset(self, record: KeyRecord) -> Keyset:
+        """The keyset from the sources, if it holds the registry's recorded key; else
+        `KeyMismatch` saying which key the registry records and where to put it."""
+        return self._checked(record, None)
+
     def _checked(self, record: KeyRecord, keyset: Keyset | None) -> Keyset:
         """`keyset` if it holds the recorded key, else `KeyMismatch`."""
         try:
@@ -667,11 +674,12 @@ class KeyManager:
             raise
         except KeyManagementError:
             raise KeyMismatch(
-                f"This registry's secrets are sealed with key {record.active_key_id} "
-                f"(created in {record.source}), but no key source here has a key: looked "
-                f"in {self.looked_in()}. Make that key available here (e.g. export "
-                "BLOCKS_MASTER_KEY with it, or set BLOCKS_KEY_SOURCE to where it is); a "
-                "new key would fork the registry, so none is created."
+                f"This registry records master key {record.active_key_id} (fingerprint "
+                f"{record.fingerprint[:16]}, created in {record.source}), but no key source "
+                f"here provides it: looked in {self.looked_in()}. Make that key available "
+                "here (export BLOCKS_MASTER_KEY with it, or set BLOCKS_KEY_SOURCE to the "
+                "keyring or key file that has it); a new key would fork the registry, so "
+                "none is created."
             ) from None
         if keyset.fingerprint(record.active_key_id) != record.fingerprint:
             raise KeyMismatch(

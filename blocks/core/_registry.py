@@ -131,6 +131,8 @@ META_KEY_ID = "key.active_id"
 META_KEY_FINGERPRINT = "key.fingerprint"
 META_KEY_SOURCE = "key.source"
 META_SEALED = "documents_sealed"
+"""Written when every document is sealed, for people reading the database; never read to decide
+whether a seal is required (anyone who can blank a seal can delete this row): always required."""
 _META_KEYS = (META_KEY_ID, META_KEY_FINGERPRINT, META_KEY_SOURCE, META_SEALED)
 
 SQLITE_PRAGMAS: dict[str, str] = {
@@ -187,6 +189,13 @@ class DocumentRow:
     @property
     def slug(self) -> str:
         return f"{self.type_slug}/{self.name}"
+
+    def missing_seal(self) -> str:
+        """Why this unsealed document is refused, and what to do."""
+        return (
+            f"{self.slug} (version {self.version}) has no seal: it was written or altered outside "
+            "blocks (or by a development build from before seals). Delete and re-create it."
+        )
 
     @property
     def created(self) -> datetime:
@@ -366,7 +375,6 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self._registered_schemas: set[str] = set()
-        self._sealed = False
         self._rotation_thread_lock = threading.Lock()
         self._shared_as = ""
         self._engine: Engine | None = None
@@ -499,7 +507,8 @@ class Registry:
             self._migrate()
 
     def _migrate(self) -> None:
-        """Version 1 -> 2: add each document's version and seal (sealed on next write/rotate)."""
+        """Version 1 -> 2: add each document's version and seal. Its documents stay unsealed
+        (version 0) and are refused until re-created: nothing can tell them from a forgery."""
         with self.write() as conn:
             self._key_lock(conn, exclusive=True)
             found = conn.execute(tables._SCHEMA_VERSION).scalar()
@@ -535,8 +544,6 @@ class Registry:
         return self._key_record_from(rows)
 
     def _key_record_from(self, rows: dict[str, str]) -> KeyRecord | None:
-        if rows.get(META_SEALED) == "1":
-            self._sealed = True
         if META_KEY_ID not in rows:
             return None
         return KeyRecord(
@@ -575,12 +582,6 @@ class Registry:
                 record = create()
                 self._write_key_record(conn, record)
         return record
-
-    def documents_sealed(self) -> bool:
-        """Whether every document must carry a seal (new registries; old ones after rotate)."""
-        if not self._sealed:
-            self.key_record()
-        return self._sealed
 
     @contextmanager
     def rotation_lock(self) -> Iterator[None]:
@@ -1078,7 +1079,6 @@ class Registry:
             meta = tables.registry_meta
             conn.execute(meta.delete().where(meta.c.key == META_SEALED))
             conn.execute(tables.registry_meta.insert().values(key=META_SEALED, value="1"))
-        self._sealed = True
         return changed
 
 

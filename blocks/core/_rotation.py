@@ -3,6 +3,9 @@
 Rotation runs under the registry's rotation lock (one rotation at a time, released by the OS if
 the process dies) and orders its steps so that an interruption at any point loses nothing:
 
+0. check every document under the current keys: one that does not verify (a blanked seal,
+   an edited field, a replayed token) stops the rotation, named, before anything is written;
+   rotating would otherwise re-seal a forgery as genuine;
 1. store ``[old..., new]`` in the key source: every old key still opens, `new` is not used yet;
 2. in ONE registry transaction holding the key lock exclusively, re-seal every document under
    `new` (its old seal verified first) and record `new` as the registry's active key. Saves
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from blocks.core._documents import secret_aad
 from blocks.core._encryption import EnvKeySource, KeyManager, Keyset, host_name, key_fingerprint
 from blocks.core._registry import DocumentRow, KeyRecord, Registry
-from blocks.errors import KeyManagementError, TamperedDocument
+from blocks.errors import DecryptionFailed, KeyManagementError, TamperedDocument
 
 #: ``progress(done, total)``, called as documents are re-encrypted.
 Progress = Callable[[int, int], None]
@@ -69,16 +72,56 @@ def init_master_key(registry: Registry | None = None) -> KeyInit:
     return KeyInit(keyset.active_id, keyset.source, created=before is None)
 
 
-def _reseal(document: DocumentRow, keys: Keyset, registry: Registry) -> dict[str, str]:
-    """The document's tokens re-encrypted under `keys`' active key, after checking its seal."""
-    what = f"{document.slug} (version {document.version})"
-    if document.seal:
-        keys.verify(document.message, document.seal, what=what)
-    elif registry.documents_sealed():
+def _check_seal(document: DocumentRow, keys: Keyset) -> None:
+    """`TamperedDocument` unless `document` has a seal that verifies under `keys` (required
+    always: never decided by a row of the registry, which a tamperer could delete)."""
+    if not document.seal:
+        raise TamperedDocument(document.missing_seal())
+    keys.verify(
+        document.message, document.seal, what=f"{document.slug} (version {document.version})"
+    )
+
+
+def _check(document: DocumentRow, keys: Keyset) -> None:
+    """`TamperedDocument` / `DecryptionFailed` unless `document`'s seal verifies under `keys`
+    and every token opens."""
+    _check_seal(document, keys)
+    for path, token in document.secrets.items():
+        aad = secret_aad(document.type_slug, document.name, path)
+        keys.decrypt(token, aad=aad, what=f"field '{path}' of {document.slug}")
+
+
+def refuse_unverified(registry: Registry, keys: Keyset) -> int:
+    """Check every document before a rotation touches anything; return how many were checked.
+
+    `TamperedDocument` naming every document that does not verify (a rotation would re-seal
+    it, turning a forgery into a sealed document), and nothing is written."""
+    problems: list[tuple[str, str]] = []
+    documents = registry.list_documents()
+    for document in documents:
+        try:
+            _check(document, keys)
+        except (TamperedDocument, DecryptionFailed) as exc:
+            problems.append((document.slug, str(exc)))
+    if problems:
+        shown = "; ".join(f"{slug}: {why}" for slug, why in problems[:_NAMED])
+        more = f" (and {len(problems) - _NAMED} more)" if len(problems) > _NAMED else ""
+        names = ", ".join(slug for slug, _ in problems[:_NAMED])
         raise TamperedDocument(
-            f"{what} has no seal: it was written outside blocks. Delete and re-create it, then "
-            "run `block key rotate` again."
+            f"Not rotating: {len(problems)} block(s) do not verify under this registry's key, and "
+            f"rotation would re-seal them as genuine: {names}{more}. Nothing was changed. "
+            f"Details: {shown}"
         )
+    return len(documents)
+
+
+# A refused rotation names this many documents (and counts the rest).
+_NAMED = 20
+
+
+def _reseal(document: DocumentRow, keys: Keyset) -> dict[str, str]:
+    """The document's tokens re-encrypted under `keys`' active key, after checking its seal."""
+    _check_seal(document, keys)
     fresh = {}
     for path, token in document.secrets.items():
         aad = secret_aad(document.type_slug, document.name, path)
@@ -91,15 +134,8 @@ def prove_all_open(registry: Registry, keys: Keyset) -> int:
     """Open every document's seal and every token with `keys`; return the tokens opened."""
     opened = 0
     for document in registry.list_documents():
-        if document.seal or registry.documents_sealed():
-            keys.verify(document.message, document.seal, what=document.slug)
-        for path, token in document.secrets.items():
-            keys.decrypt(
-                token,
-                aad=secret_aad(document.type_slug, document.name, path),
-                what=f"field '{path}' of {document.slug}",
-            )
-            opened += 1
+        _check(document, keys)
+        opened += len(document.secrets)
     return opened
 
 
@@ -108,7 +144,9 @@ def rotate_master_key(
 ) -> RotationReport:
     """Re-encrypt every secret under a new master key (see the module doc for the steps).
 
-    `progress(done, total)` is called as documents are re-encrypted (the CLI draws a bar)."""
+    `progress(done, total)` is called as documents are re-encrypted (the CLI draws a bar).
+    A document that does not verify stops the rotation before anything is written
+    (`TamperedDocument` naming each)."""
     registry = registry or Registry.default()
     manager = KeyManager.for_registry(registry.url)
     with registry.rotation_lock():
@@ -117,6 +155,7 @@ def rotate_master_key(
         record = registry.key_record()
         assert record is not None
         current = manager.sealing_keyset(registry)  # KeyMismatch if we lack the recorded key
+        refuse_unverified(registry, current)  # 0
         source = manager.source_of_current()
         where = record.source
         if isinstance(source, EnvKeySource):
@@ -133,7 +172,7 @@ def rotate_master_key(
             writable = True
         new_id = new_keys.active_id
         count = registry.reseal_all(  # 2
-            lambda document: _reseal(document, new_keys, registry),
+            lambda document: _reseal(document, new_keys),
             new_keys.seal,
             KeyRecord(new_id, key_fingerprint(new_keys.keys[0]), where),
             progress,

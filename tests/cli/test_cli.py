@@ -293,6 +293,75 @@ def test_register_module_without_blocks_and_failing_module(tmp_path: Path) -> No
     assert "RuntimeError" in line and "boom at import" in line
 
 
+SIDE_EFFECT_BLOCKS = """
+import pathlib
+
+pathlib.Path({marker!r}).write_text("imported")  # what `antigravity` does: run on import
+
+from blocks.core._block import Block
+
+
+class {cls}(Block):
+    a: str = ""
+"""
+
+
+def _module_with_a_side_effect(folder: Path, name: str, cls: str) -> Path:
+    marker = folder / f"{name}.imported"
+    (folder / f"{name}.py").write_text(SIDE_EFFECT_BLOCKS.format(marker=str(marker), cls=cls))
+    return marker
+
+
+def _register_row(slug: str, module: str) -> None:
+    """A type row naming `module`, written straight into the registry as anyone who can write
+    a shared registry could."""
+    from blocks.core._registry import Registry
+
+    Registry.default().register_type(
+        slug=slug,
+        name=slug,
+        description="",
+        module=module,
+        checksum=f"sha256:{slug}",
+        version="1",
+        fields={"properties": {}},
+    )
+
+
+def test_create_never_imports_a_module_named_only_by_the_registry(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    marker = _module_with_a_side_effect(code, "side_effect_blocks", "SideEffect")
+    _register_row("side-effect", "side_effect_blocks")
+    env = dict(os.environ, PYTHONPATH=str(code))  # importable: only the registry names it
+    line = assert_one_line_error(block("create", "side-effect", "x", env=env, cwd=code))
+    assert not marker.exists(), "a module name read from the registry was imported"
+    assert "block register -m side_effect_blocks" in line
+    print(f"\nrefused without importing: {line}")
+
+    # Registered by this user on this machine: from then on `create` imports it.
+    ok("register", "-m", "side_effect_blocks", env=env, cwd=code)
+    marker.unlink()
+    ok("create", "side-effect", "x", "--set", "a=1", env=env, cwd=tmp_path)
+    assert marker.exists()
+
+
+def test_create_imports_a_module_an_installed_plugin_names(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = _module_with_a_side_effect(site, "plugin_blocks", "PluginBlock")
+    info = site / "blocks_plugin_demo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: blocks-plugin-demo\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text("[blocks.types]\nplugin = plugin_blocks\n")
+    _register_row("plugin-block", "plugin_blocks")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    ok("create", "plugin-block", "x", "--set", "a=1", env=env, cwd=tmp_path)
+    assert marker.exists()
+
+
 def test_unexpected_error_is_one_line_with_a_debug_hint(tmp_path: Path) -> None:
     # Nothing listens on port 1: the driver's connection error is not one of ours.
     env = dict(os.environ, BLOCKS_REGISTRY_URL="postgresql://blocks@127.0.0.1:1/blocks")
@@ -300,6 +369,33 @@ def test_unexpected_error_is_one_line_with_a_debug_hint(tmp_path: Path) -> None:
     assert "BLOCKS_DEBUG=1" in line
     debug = block("ls", env={**env, "BLOCKS_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "traceback"),
+    [("0", False), ("false", False), ("OFF", False), ("no", False), ("yes", True), ("On", True)],
+)
+def test_blocks_debug_is_parsed_as_a_boolean(value: str, traceback: bool) -> None:
+    env = dict(
+        os.environ,
+        BLOCKS_REGISTRY_URL="postgresql://blocks@127.0.0.1:1/blocks",  # an unexpected error
+        BLOCKS_DEBUG=value,
+    )
+    done = block("ls", env=env)
+    if traceback:
+        assert done.returncode == 1 and "Traceback" in done.stderr
+    else:
+        assert "BLOCKS_DEBUG=1" in assert_one_line_error(done)
+
+
+def test_an_invalid_blocks_debug_is_a_warning_and_off() -> None:
+    env = dict(os.environ, BLOCKS_REGISTRY_URL="postgresql://blocks@127.0.0.1:1/blocks")
+    done = block("ls", env={**env, "BLOCKS_DEBUG": "maybe"})
+    assert done.returncode == 1 and "Traceback (most recent call last)" not in done.stderr
+    warning, error = done.stderr.strip().splitlines()
+    assert warning.startswith("Warning: BLOCKS_DEBUG='maybe' is not a boolean")
+    assert "0, false, no, off" in warning and error.startswith("Error: ")
+    print(f"\n{warning}")
 
 
 def test_delete_without_terminal_needs_yes() -> None:
@@ -330,6 +426,24 @@ def test_key_rotate_in_key_file_then_load_still_works(blocks_home: Path) -> None
 
     code = 'from blocks.system import Secret; print(Secret.load("my-api-key").get())'
     assert python(code, env=env).strip() == SECRET
+
+
+def test_key_info_says_the_registry_has_a_key_no_source_here_provides() -> None:
+    ok("create", "secret", "my-api-key", "--set", f"value={SECRET}")
+    recorded = json.loads(ok("key", "info", "--json"))["active_key_id"]
+    material = os.environ["BLOCKS_MASTER_KEY"]
+    lacking = {k: v for k, v in os.environ.items() if k != "BLOCKS_MASTER_KEY"}
+    lacking["BLOCKS_KEY_SOURCE"] = "file"  # an empty key file: no source has a key
+    line = assert_one_line_error(block("key", "info", env=lacking))
+    assert "No master key yet" not in line
+    assert recorded in line and "fingerprint" in line and "no key source here provides it" in line
+    assert "BLOCKS_MASTER_KEY" in line and "master.key" in line and material not in line
+    other = ok("key", "generate").strip()
+    line = assert_one_line_error(
+        block("key", "info", "--json", env=dict(os.environ, BLOCKS_MASTER_KEY=other))
+    )
+    assert recorded in line and other not in line and material not in line
+    print(f"\nkey info without the recorded key: {line}")
 
 
 def test_key_rotate_with_env_key_re_encrypts_under_the_new_first_key() -> None:

@@ -18,9 +18,8 @@ from stored_rows import row_columns, tamper
 
 from blocks.core._block import Block
 from blocks.core._documents import secret_value
-from blocks.core._encryption import KeyManager, Keyset, generate_key
-from blocks.core._registry import META_SEALED, Registry, block_documents, registry_meta
-from blocks.core._rotation import rotate_master_key
+from blocks.core._encryption import Keyset, generate_key
+from blocks.core._registry import Registry
 from blocks.errors import DecryptionFailed, InvalidBlockData, TamperedDocument
 from blocks.system import JSON, Secret
 
@@ -117,29 +116,6 @@ def test_tampered_documents_are_never_revealed_by_the_cli(backend: str) -> None:
     tamper("login", "prod", data=json.dumps({"user": "x", "endpoint": "y"}))
     with pytest.raises(TamperedDocument):
         inspect_block("login/prod", reveal_secrets=True)
-
-
-def test_an_old_registry_is_sealed_by_rotate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Documents from before seals load until `block key rotate` seals them all."""
-    Secret(value="legacy").save("old")
-    Login(user="u", password="p").save("old")
-    registry = Registry.default()
-    with registry.engine.begin() as conn:  # what a version-1 registry looks like after upgrade
-        conn.execute(registry_meta.delete().where(registry_meta.c.key == META_SEALED))
-        conn.execute(block_documents.update().values(mac="", version=0))
-    Registry.dispose_all()
-    KeyManager._instances.clear()
-    assert Secret.load("old").get() == "legacy"
-    new = generate_key()
-    old = os.environ["BLOCKS_MASTER_KEY"]
-    monkeypatch.setenv("BLOCKS_MASTER_KEY", f"{base64.urlsafe_b64encode(new).decode()},{old}")
-    KeyManager._instances.clear()
-    report = rotate_master_key()
-    assert report.verified == 2
-    assert all(row_columns(t, "old")["mac"] for t in ("secret", "login"))
-    tamper("secret", "old", mac="")
-    with pytest.raises(TamperedDocument):
-        Secret.load("old")
 
 
 @pytest.mark.parametrize(

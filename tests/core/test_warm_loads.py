@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretBytes, SecretStr
 from stored_rows import row_columns, tamper
 
 from blocks.core import _block
@@ -123,13 +123,30 @@ def test_a_json_secret_mutated_by_its_loader_does_not_change_the_next_load(
     assert Secret.load("login").get() == value
 
 
-def test_string_secrets_are_shared_only_as_immutable_objects() -> None:
-    Secret(value="s3cr3t").save("api")
-    first, second = Secret.load("api"), Secret.load("api")
-    assert first is not second
-    second.value = SecretStr("replaced")  # an assignment replaces, never mutates, the secret
-    assert first.get() == "s3cr3t"
-    assert Secret.load("api").get() == "s3cr3t"
+class WarmKeys(Block):
+    password: SecretStr
+    blob: SecretBytes
+
+
+def test_each_load_gets_its_own_secret_objects(backend: str) -> None:
+    """A caller that mutates a loaded `SecretStr`/`SecretBytes` in place (pydantic keeps the
+    value in a plain attribute) changes only its own copy, never a later load's."""
+    WarmKeys(password="s3cr3t", blob=b"b10b").save("api")
+    loads = [WarmKeys.load("api") for _ in range(WARM)]
+    assert kept() == 1  # the warm path is the one under test
+    first, second = loads[0], loads[1]
+    assert first.password is not second.password and first.blob is not second.blob
+    mutated = 0
+    for loaded in loads:
+        loaded.password._secret_value = "changed-in-place"
+        loaded.blob._secret_value = b"changed-in-place"
+        mutated += 2
+        again = WarmKeys.load("api")
+        assert again.password.get_secret_value() == "s3cr3t"
+        assert again.blob.get_secret_value() == b"b10b"
+    print(
+        f"\n[{backend}] {mutated} secrets mutated in place after warm loads: no later load saw it"
+    )
 
 
 def test_kept_documents_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
