@@ -42,7 +42,10 @@ class IntervalSchedule(ScheduleModel):
     example = "IntervalSchedule(interval=timedelta(hours=1))"
 
     interval: timedelta
-    anchor_date: datetime = Field(examples=["2020-01-01T00:00:00Z"])
+    # The default is filled in the schedule's zone by `_fill_anchor_and_zone`.
+    anchor_date: datetime = Field(
+        default=datetime(2020, 1, 1, tzinfo=UTC), examples=["2020-01-01T00:00:00Z"]
+    )
     timezone: str | None = Field(default=None, examples=["America/New_York"])
 
     @model_validator(mode="before")
