@@ -7,7 +7,9 @@ Daylight saving has its own file, `test_schedules_dst.py`.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -487,3 +489,22 @@ def test_construct_schedule_takes_prefects_keywords() -> None:
         construct_schedule(cron="0 6 * * *", anchor_date=JAN_1)
     with pytest.raises(ScheduleError, match="Give one of interval, cron or rrule"):
         construct_schedule()
+
+
+# -- the README's Schedules section -----------------------------------------------------------
+
+
+def test_the_readme_schedules_example_runs_and_its_comments_hold() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Schedules\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    dates = namespace["daily"].get_dates(n=2, start=datetime(2024, 3, 30))
+    assert iso(dates) == ["2024-03-30T02:30:00+01:00", "2024-03-31T03:30:00+02:00"]
+    assert namespace["stored"]["slug"] == "nightly"
+    assert namespace["stored"]["schedule"]["cron"] == "0 3 * * *"
+    (shown_error,) = re.findall(r"```\n(Invalid cron string.*?)\n```", section)
+    with pytest.raises(ScheduleError) as caught:
+        CronSchedule(cron="61 * * * *")
+    assert str(caught.value) == shown_error
