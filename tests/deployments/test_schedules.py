@@ -6,7 +6,9 @@ Daylight saving has its own file, `test_schedules_dst.py`.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dateutil import rrule as du
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blocks.errors import BlocksError, ScheduleError
 from blocks.schedules import (
@@ -33,6 +37,8 @@ from blocks.schedules import (
 )
 
 JAN_1 = datetime(2024, 1, 1, tzinfo=UTC)
+# CI size; BLOCKS_SOAK_SCHEDULE_EXAMPLES=5000 for a longer search.
+EXAMPLES = int(os.environ.get("BLOCKS_SOAK_SCHEDULE_EXAMPLES", "150"))
 
 
 def iso(dates: list[datetime]) -> list[str]:
@@ -508,3 +514,35 @@ def test_the_readme_schedules_example_runs_and_its_comments_hold() -> None:
     with pytest.raises(ScheduleError) as caught:
         CronSchedule(cron="61 * * * *")
     assert str(caught.value) == shown_error
+
+
+DAY = 86400
+# Each rule with how far past 2020-01-01 the start may fall (dateutil's own answer, the oracle
+# here, steps through every period since then).
+RULES = [
+    ("FREQ=SECONDLY;INTERVAL=17", 2 * DAY),
+    ("FREQ=MINUTELY;INTERVAL=7;BYHOUR=9,10", 60 * DAY),
+    ("FREQ=HOURLY;INTERVAL=5;BYMINUTE=0,30;BYSETPOS=-1", 2 * 365 * DAY),
+    ("DTSTART:20210304T051500\nRRULE:FREQ=DAILY;INTERVAL=3;BYHOUR=6,18;BYSETPOS=2", 6 * 365 * DAY),
+    ("DTSTART:20210304T051500\nRRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,FR;BYSETPOS=1", 6 * 365 * DAY),
+    ("DTSTART:20210303T000000\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE,FR;BYHOUR=9", 6 * 365 * DAY),
+    ("DTSTART:20210131T120000\nRRULE:FREQ=MONTHLY", 6 * 365 * DAY),
+    (
+        "DTSTART:20210131T120000\nRRULE:FREQ=DAILY;INTERVAL=10\nEXRULE:FREQ=WEEKLY;BYDAY=SA,SU",
+        6 * 365 * DAY,
+    ),
+]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(which=st.integers(0, len(RULES) - 1), fraction=st.floats(0, 1))
+def test_rules_started_near_the_asked_start_give_dateutils_own_dates(
+    which: int, fraction: float
+) -> None:
+    # get_dates restarts a rule of a fixed period near the asked start instead of iterating from
+    # 2020 (`_rrule_text.advanced`); the dates must be exactly the ones dateutil gives.
+    rule, span = RULES[which]
+    schedule = RRuleSchedule(rrule=rule)
+    start = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(seconds=int(span * fraction))
+    expected = list(itertools.islice(schedule.to_rrule().xafter(start, inc=True), 5))
+    assert schedule.get_dates(n=5, start=start) == expected
