@@ -66,9 +66,25 @@ def parse(text: str) -> Rule:
         )
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise ScheduleError(
-            f"Invalid RRule string {text[:80]!r}: {exc}; for example {RRULE_EXAMPLE}."
+            f"Invalid RRule string {text[:80]!r}: {_plain(exc)}; for example {RRULE_EXAMPLE}."
         ) from None
+    parts = [rule] if isinstance(rule, du.rrule) else [*rule._rrule, *rule._exrule]
+    if any(part._interval < 1 for part in parts):
+        raise ScheduleError(
+            f"Invalid RRule string {text[:80]!r}: INTERVAL must be 1 or more; for example "
+            f"{RRULE_EXAMPLE}."
+        )
     return rule
+
+
+def _plain(exc: Exception) -> str:
+    """dateutil's words, except where they describe its own code rather than the rule."""
+    message = str(exc)
+    if "required positional argument: 'freq'" in message:
+        return "FREQ is missing (FREQ=DAILY, WEEKLY, ...)"
+    if "values to unpack" in message:
+        return "each part is NAME=VALUE, separated by ';'"
+    return message
 
 
 def localized(rule: Rule, zone: tzinfo | None) -> Rule:

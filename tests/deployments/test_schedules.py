@@ -155,6 +155,29 @@ def test_a_cron_that_never_matches_gives_no_dates_instead_of_hanging() -> None:
     assert CronSchedule(cron="0 0 31 2 *").get_dates(n=3, start=JAN_1) == []
 
 
+def test_a_start_on_the_day_clocks_change_but_before_the_change_keeps_the_local_time() -> None:
+    # Prefect's regression (croniter given a start between midnight and the 02:00 change)
+    start = datetime(2023, 3, 12, 5, 10, 2, tzinfo=UTC)  # 00:10:02 EST, clocks change at 02:00
+    dates = CronSchedule(cron="10 0 * * *", timezone="America/Montreal").get_dates(n=3, start=start)
+    assert iso(dates) == [
+        "2023-03-13T00:10:00-04:00",
+        "2023-03-14T00:10:00-04:00",
+        "2023-03-15T00:10:00-04:00",
+    ]
+
+
+def test_a_short_interval_from_a_long_ago_anchor_never_gives_a_date_before_the_start() -> None:
+    # Prefect's regression: months and a DST change between anchor and start, 75 s apart
+    anchor = datetime.fromtimestamp(1582002945.964696, ZoneInfo("US/Pacific"))
+    start = datetime.fromtimestamp(1593643144.233938, UTC)
+    every_75s = IntervalSchedule(interval=timedelta(seconds=75), anchor_date=anchor)
+    dates = every_75s.get_dates(n=4, start=start)
+    assert every_75s.timezone == "US/Pacific"
+    assert start <= dates[0] < start + timedelta(seconds=75)
+    assert all(b - a == timedelta(seconds=75) for a, b in itertools.pairwise(dates))
+    assert all((date - anchor) % timedelta(seconds=75) == timedelta(0) for date in dates)
+
+
 def test_a_fraction_of_a_second_past_a_slot_moves_to_the_next_slot() -> None:
     start = datetime(2024, 1, 1, 6, 0, 0, 1, tzinfo=UTC)
     assert iso(CronSchedule(cron="0 6 * * *").get_dates(n=1, start=start)) == [
@@ -394,7 +417,10 @@ BAD = [
     (IntervalSchedule, {}, "IntervalSchedule needs 'interval'"),
     (RRuleSchedule, {"rrule": "FREQ=SOMETIMES"}, "Invalid RRule string 'FREQ=SOMETIMES'"),
     (RRuleSchedule, {"rrule": "FREQ=DAILY;BYHOUR=25"}, "hour must be in 0..23"),
-    (RRuleSchedule, {"rrule": "every day"}, "Invalid RRule string"),
+    (RRuleSchedule, {"rrule": "every day"}, "each part is NAME=VALUE"),
+    (RRuleSchedule, {"rrule": "BYHOUR=9"}, "FREQ is missing"),
+    (RRuleSchedule, {"rrule": "FREQ=DAILY;INTERVAL=0"}, "INTERVAL must be 1 or more"),
+    (RRuleSchedule, {"rrule": "FREQ=DAILY;FOO=1"}, "unknown parameter 'FOO'"),
     (RRuleSchedule, {"rrule": "FREQ=DAILY", "timezone": "Nowhere"}, "Unknown timezone"),
     (RRuleSchedule, {"rrule": "RDATE:" + "20240101T000000," * 500}, "over the limit of 6500"),
 ]
@@ -482,6 +508,8 @@ def test_a_schedules_key_is_its_slug_or_a_name_made_from_the_schedule() -> None:
     assert unnamed.startswith("cron-") and len(unnamed) == len("cron-") + 10
     assert unnamed != Cron("0 7 * * *").key
     assert Interval(60).key == Interval(60).key  # no "now" inside: stable across deploys
+    for made in (Interval(timedelta(hours=1), timezone="Europe/Berlin"), RRule("FREQ=DAILY")):
+        assert Schedule.from_json(json.loads(made.model_dump_json())).key == made.key
     with pytest.raises(ScheduleError, match="slug is a short printable name"):
         Cron("0 6 * * *", slug="two\nlines")
 
