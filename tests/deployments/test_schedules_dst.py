@@ -271,3 +271,36 @@ def test_the_slots_after_any_start_are_the_slots_of_the_whole_night(
     assert iso(got[: len(expected)]) == iso(expected)
     instants = [date.astimezone(UTC) for date in night]
     assert instants == sorted(set(instants))  # in order, no slot twice
+
+
+def test_a_half_hour_change_and_a_whole_skipped_day_follow_the_same_rules() -> None:
+    # Lord Howe Island moves its clocks by 30 minutes (02:00 -> 02:30 on 6 Oct 2024).
+    lord_howe = CronSchedule(cron="*/15 2 * * *", timezone="Australia/Lord_Howe")
+    assert iso(lord_howe.get_dates(n=4, start=datetime(2024, 10, 6))) == [
+        "2024-10-06T02:30:00+11:00",  # 02:00 and 02:30 on the clock: one run
+        "2024-10-06T02:45:00+11:00",  # 02:15 and 02:45: one run
+        "2024-10-07T02:00:00+11:00",
+        "2024-10-07T02:15:00+11:00",
+    ]
+    # Samoa skipped 30 December 2011 (UTC-10 to UTC+14): a daily noon run lands on the 31st's
+    # noon, which runs once; 12-hourly runs keep their elapsed spacing.
+    noon = datetime(2011, 12, 1, 12)
+    daily = [
+        CronSchedule(cron="0 12 * * *", timezone="Pacific/Apia"),
+        IntervalSchedule(interval=timedelta(days=1), anchor_date=noon, timezone="Pacific/Apia"),
+        RRuleSchedule(rrule="DTSTART:20111201T120000\nRRULE:FREQ=DAILY", timezone="Pacific/Apia"),
+    ]
+    for schedule in daily:
+        assert iso(schedule.get_dates(n=3, start=datetime(2011, 12, 29))) == [
+            "2011-12-29T12:00:00-10:00",
+            "2011-12-31T12:00:00+14:00",
+            "2012-01-01T12:00:00+14:00",
+        ], type(schedule).__name__
+    half_day = IntervalSchedule(
+        interval=timedelta(hours=12), anchor_date=noon, timezone="Pacific/Apia"
+    )
+    assert iso(half_day.get_dates(n=3, start=datetime(2011, 12, 29, 12))) == [
+        "2011-12-29T12:00:00-10:00",
+        "2011-12-31T00:00:00+14:00",
+        "2011-12-31T12:00:00+14:00",
+    ]
