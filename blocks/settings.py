@@ -59,6 +59,12 @@ SETTINGS: tuple[Setting, ...] = (
         "4294967296",
         "Ceiling on a result's payload and decoded size; past it a record is a miss.",
     ),
+    Setting(
+        "BLOCKS_UI_TOKEN",
+        "",
+        "Access token of `block ui` (scripts send it as 'Authorization: token T'; its sign-in "
+        "page takes it). Unset: only the one-time URL it prints signs a browser in.",
+    ),
 )
 
 

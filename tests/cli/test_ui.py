@@ -98,16 +98,29 @@ def test_every_request_without_a_session_or_the_token_is_403(ui_server: UIServer
         "/nowhere",
     ]
     paths += [ui_server.prefix + path for path in paths]
+    forged = {"Cookie": f"{ui_server.cookie_name}={ui_server.token}"}  # the old cookie
+    answers = []
     for path in paths:
-        assert anonymous.get(path).status_code == 403, path
-        # The access token is never read from a URL (it would stay in the history).
-        assert anonymous.get(path, params={"token": ui_server.token}).status_code == 403, path
-        assert anonymous.get(path, params={"code": "x" * 43}).status_code == 403, path
-        assert anonymous.get(path, headers={"Authorization": "token nope"}).status_code == 403
-        forged = {"Cookie": f"{ui_server.cookie_name}={ui_server.token}"}  # the old cookie
-        assert anonymous.get(path, headers=forged).status_code == 403, path
-    assert anonymous.post("/keys/rotate", data={"_csrf": ui_server.csrf}).status_code == 403
-    print(f"{len(paths) * 5 + 1} requests without a session or the token: all 403")
+        answers += [
+            anonymous.get(path),
+            # The access token is never read from a URL (it would stay in the history).
+            anonymous.get(path, params={"token": ui_server.token}),
+            anonymous.get(path, params={"code": "x" * 43}),
+            anonymous.get(path, headers={"Authorization": "token nope"}),
+            anonymous.get(path, headers=forged),
+        ]
+    answers.append(anonymous.post("/keys/rotate", data={"_csrf": ui_server.csrf}))
+    assert [a.status_code for a in answers] == [403] * len(answers)
+    # Nor do the sign-in pages tell a stranger the path the cookie is scoped to (another local
+    # service that learnt it could send the browser there on its own port to receive it).
+    answers += [
+        anonymous.get("/login"),
+        anonymous.get("/login", params={"code": "spent"}),
+        anonymous.post("/login", data={"token": "wrong"}),
+    ]
+    for answer in answers:
+        assert ui_server.prefix not in answer.text + str(answer.headers), answer.url
+    print(f"{len(answers)} requests without a session or the token: none served, none told")
 
 
 def test_the_printed_url_signs_in_once_for_a_session_that_is_neither_code_nor_token(

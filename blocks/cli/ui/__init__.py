@@ -138,8 +138,8 @@ def _refuse_token_option(ctx: click.Context, param: click.Parameter, value: str 
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help=f"Read the access token from this file (else from {TOKEN_ENV}). Scripts send it as "
-    "'Authorization: token T'; the sign-in page takes it too. Required with a non-loopback "
-    "--host.",
+    "'Authorization: token T'; the sign-in page takes it too. A non-loopback --host needs "
+    "one of the two.",
 )
 @click.option(
     "--token",

@@ -107,15 +107,12 @@ class TokenGate:
         if path == LOGIN_PATH:
             await self._login(scope, headers, receive, send)
             return
-        sid = self._cookie(headers)
-        if self.sessions.is_session(sid):
-            subject: str | None = sid
-        elif self.sessions.token_matches(_bearer(headers)):
-            subject = None
-        else:
+        csrf = self.sessions.session_csrf(self._cookie(headers))
+        if csrf is None and self.sessions.token_matches(_bearer(headers)):
+            csrf = self.sessions.csrf_for(None)
+        if csrf is None:
             await _text(send, 403, FORBIDDEN)
             return
-        csrf = self.sessions.csrf_for(subject)
         if scope["method"] not in ("GET", "HEAD"):
             if not _same_origin(headers, scope):
                 await _text(send, 403, "Forbidden: cross-origin request refused.")
@@ -136,8 +133,11 @@ class TokenGate:
     async def _login(
         self, scope: Scope, headers: dict[str, str], receive: Receive, send: Send
     ) -> None:
-        """``GET /login?code=C`` (the printed URL), ``GET /login`` (the form), ``POST /login``."""
-        login = self.prefix + LOGIN_PATH
+        """``GET /login?code=C`` (the printed URL), ``GET /login`` (the form), ``POST /login``.
+
+        Nothing here shows the path prefix before a sign-in succeeds: another local service
+        could ask, then send the browser to that path on its own port to receive the cookie."""
+        login = LOGIN_PATH
         if scope["method"] in ("GET", "HEAD"):
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             if "code" not in query:

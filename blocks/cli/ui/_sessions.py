@@ -48,7 +48,8 @@ class Sessions:
         # code -> (deadline on the monotonic clock or None, called when redeemed)
         self._codes: OrderedDict[str, tuple[float | None, Callable[[], None] | None]]
         self._codes = OrderedDict()
-        self._sessions: OrderedDict[str, float] = OrderedDict()  # id -> created (wall clock)
+        self._sessions: OrderedDict[str, str] = OrderedDict()  # id -> its CSRF token
+        self._token_csrf = self._csrf(_TOKEN_SUBJECT)
         self._lock = threading.Lock()
 
     @property
@@ -85,17 +86,21 @@ class Sessions:
     def open_session(self) -> str:
         """A new session id (random; not derived from any code or token)."""
         sid = secrets.token_urlsafe(32)
+        csrf = self._csrf(sid)
         with self._lock:
-            self._sessions[sid] = time.time()
+            self._sessions[sid] = csrf
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         return sid
 
     def is_session(self, sid: str | None) -> bool:
+        return self.session_csrf(sid) is not None
+
+    def session_csrf(self, sid: str | None) -> str | None:
+        """The CSRF token of session `sid`, or None if this server opened no such session."""
         if not sid:
-            return False
-        with self._lock:
-            return sid in self._sessions
+            return None
+        return self._sessions.get(sid)  # one dict read: atomic, no lock needed
 
     def token_matches(self, given: str | None) -> bool:
         if not given or self._token is None:
@@ -104,5 +109,9 @@ class Sessions:
 
     def csrf_for(self, subject: str | None) -> str:
         """The CSRF token of session `subject` (None: of the access token)."""
-        message = (subject or _TOKEN_SUBJECT).encode()
-        return hmac.new(self._csrf_key, message, hashlib.sha256).hexdigest()[:40]
+        if subject is None:
+            return self._token_csrf
+        return self._sessions.get(subject) or self._csrf(subject)
+
+    def _csrf(self, subject: str) -> str:
+        return hmac.new(self._csrf_key, subject.encode(), hashlib.sha256).hexdigest()[:40]
