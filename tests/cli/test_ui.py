@@ -129,6 +129,7 @@ def test_the_printed_url_signs_in_once_for_a_session_that_is_neither_code_nor_to
     url = ui_server.login_url()
     code = url.rsplit("=", 1)[1]
     browser = ui_server.client(authed=False)
+    assert browser.head(url).status_code == 200  # a link preview's HEAD spends nothing
     first = browser.get(url)
     assert first.status_code == 200
     target = f"{ui_server.prefix}/blocks"

@@ -140,7 +140,7 @@ class TokenGate:
         login = LOGIN_PATH
         if scope["method"] in ("GET", "HEAD"):
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-            if "code" not in query:
+            if "code" not in query or scope["method"] == "HEAD":  # a HEAD spends no code
                 await _html(send, 200, _login_form(login, self.sessions.has_token))
                 return
             sid = self.sessions.redeem(query["code"])
