@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
         "1/true/yes/on: the block command prints the traceback of an unexpected error; "
         "0/false/no/off (or unset): one error line only.",
     ),
+    Setting(
+        "BLOCKS_UI_TOKEN",
+        "",
+        "Access token of `block ui` (scripts send it as 'Authorization: token T'; its sign-in "
+        "page takes it). Unset: only the one-time URL it prints signs a browser in.",
+    ),
 )
 
 

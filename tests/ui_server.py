@@ -2,7 +2,9 @@
 
 The server reads the registry of the test's BLOCKS_HOME, as `block ui` would. Every response
 it sends (headers and body, to httpx or to the browser) is kept in `UIServer.bodies`, so a test
-can grep them all for a secret.
+can grep them all for a secret. `UIServer.login_url()` mints a one-time sign-in URL (what
+`block ui` prints); `client()` is an httpx client holding a session cookie, as a signed-in
+browser does.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from typing import Any
 import httpx
 import uvicorn
 
-from blocks.cli.ui import create_app
-from blocks.cli.ui._security import csrf_token
-
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+from blocks.cli.ui import LOOPBACK_NAMES, create_app
+from blocks.cli.ui._security import TokenGate
 
 
 @dataclass
 class UIServer:
     url: str
-    token: str
+    token: str  # the access token (``Authorization: token T``)
     port: int
+    gate: TokenGate
+    session: str  # a session opened for `client()`
     bodies: list[bytes] = field(default_factory=list)
 
     @property
@@ -37,12 +39,22 @@ class UIServer:
         return f"blocks-ui-{self.port}"
 
     @property
+    def prefix(self) -> str:
+        """The path the browser sees every page under (its cookie's scope)."""
+        return self.gate.prefix
+
+    @property
     def csrf(self) -> str:
-        return csrf_token(self.token)
+        """The CSRF token of `session`."""
+        return self.gate.sessions.csrf_for(self.session)
+
+    def login_url(self, **kwargs: float) -> str:
+        """A new one-time sign-in URL, as `block ui` prints."""
+        return f"{self.url}/login?code={self.gate.sessions.login_code(**kwargs)}"  # type: ignore[arg-type]
 
     def client(self, *, authed: bool = True, **kwargs: object) -> httpx.Client:
-        """An HTTP client; `authed` ones carry the token cookie as a browser would."""
-        cookies = {self.cookie_name: self.token} if authed else {}
+        """An HTTP client; `authed` ones carry the session cookie as a signed-in browser."""
+        cookies = {self.cookie_name: self.session} if authed else {}
         return httpx.Client(
             base_url=self.url,
             cookies=cookies,
@@ -89,9 +101,8 @@ def serve_ui(storage: str | None = None) -> Iterator[UIServer]:
     sock.listen(64)
     port = sock.getsockname()[1]
     responses: list[bytes] = []
-    app = recording(
-        create_app(token=token, port=port, storage=storage, allowed_hosts=LOOPBACK), responses
-    )
+    gate = create_app(token=token, port=port, storage=storage, allowed_hosts=LOOPBACK_NAMES)
+    app = recording(gate, responses)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -102,7 +113,14 @@ def serve_ui(storage: str | None = None) -> Iterator[UIServer]:
             raise RuntimeError("the UI server did not start")
         time.sleep(0.01)
     try:
-        yield UIServer(url=f"http://127.0.0.1:{port}", token=token, port=port, bodies=responses)
+        yield UIServer(
+            url=f"http://127.0.0.1:{port}",
+            token=token,
+            port=port,
+            gate=gate,
+            session=gate.sessions.open_session(),
+            bodies=responses,
+        )
     finally:
         server.should_exit = True
         thread.join(30)

@@ -10,13 +10,15 @@ every module compiled from source on every start, the worst case (what this benc
 measured before it dropped the variable). CPU times (user + system of the child) are printed
 beside wall times: a machine shared by other work inflates them less.
 
-1. **Cold start**: spawn ``block ui --port 0``, read the printed URL, fetch it (the token
-   redirect, then ``/blocks``); the clock stops when the page has arrived. Baselines in the
+1. **Cold start**: spawn ``block ui --port 0``, read the printed URL, fetch it (the one-time
+   sign-in, then ``/blocks`` under the session's path); the clock stops when the page has
+   arrived. Baselines in the
    same run: ``python -c pass``, ``block --version`` (the CLI's own cold start) and
    ``block ls --json`` (the CLI listing the same registry: the same imports minus the web
    server).
 2. **List of N blocks**: the same server over a registry of N saved blocks; the first,
-   a middle and the last page of 50, and a name search. *Server time* is the app's own
+   a middle and the last page of 50, and a name search, fetched with the access token
+   (``BLOCKS_UI_TOKEN``) as a script does. *Server time* is the app's own
    ``Server-Timing`` header (token check to response start); wall time is what the client
    waited. Baseline in the same run: the raw ``sqlite3`` page query plus ``COUNT(*)``
    on the same file, which any paginated list must at least run. The same pages over a
@@ -53,10 +55,12 @@ def _env(home: Path) -> dict[str, str]:
     env["BLOCKS_HOME"] = str(home)
     env.pop("BLOCKS_REGISTRY_URL", None)
     env["BLOCKS_MASTER_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    env["BLOCKS_UI_TOKEN"] = base64.urlsafe_b64encode(os.urandom(24)).decode()
     return env
 
 
 def _spawn(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
+    """`block ui`, its base URL and the one-time code of the sign-in URL it printed."""
     proc = subprocess.Popen(
         [BLOCK, "ui", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -66,7 +70,7 @@ def _spawn(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    found = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=([\w-]+)", line)
+    found = re.search(r"(http://127\.0\.0\.1:\d+)/login\?code=([\w-]+)", line)
     if not found:
         proc.kill()
         raise SystemExit(f"block ui printed no URL: {line!r}")
@@ -93,9 +97,13 @@ def cold_start(env: dict[str, str], runs: int, *, warm_up: bool = True) -> list[
     samples = []
     for _ in range(runs + warm_up):  # a first, untimed run leaves the bytecode cached
         cpu, start = _cpu(), time.perf_counter()
-        proc, base, token = _spawn(env)
+        proc, base, code = _spawn(env)
         try:
-            page = httpx.get(f"{base}/?token={token}", follow_redirects=True, timeout=30)
+            with httpx.Client(base_url=base, timeout=30) as browser:
+                signed_in = browser.get(f"/login?code={code}")  # sets the session cookie
+                found = re.search(r'url=([^"]+)"', signed_in.text)  # its refresh to the blocks
+                assert found, signed_in.status_code
+                page = browser.get(found.group(1))
             elapsed = time.perf_counter() - start
             assert page.status_code == 200 and "Blocks" in page.text, page.status_code
         finally:
@@ -138,7 +146,8 @@ def list_pages(env: dict[str, str], total: int, repeat: int) -> dict[str, tuple[
         "last page": f"/blocks?page={last}",
         "search": "/blocks?q=item-0009",
     }
-    proc, base, token = _spawn(env)
+    proc, base, _ = _spawn(env)
+    token = env["BLOCKS_UI_TOKEN"]
     results = {}
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"token {token}"}) as client:

@@ -6,6 +6,7 @@ the last ones run the `block ui` command itself. The browser tests are in `test_
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,11 +25,12 @@ from ui_server import UIServer, serve_ui
 from blocks import flow, task
 from blocks.core._block import Block, SecretDict
 from blocks.filesystems import S3, AwsCredentials
-from blocks.system import Secret, String
+from blocks.system import JSON, Secret, String
 
 BLOCK = str(Path(sys.executable).with_name("block"))
 SECRET = "ui-s3cr3t-Kq7W"  # distinctive: finding it in any response is meaningful
 SECRET_2 = "ui-s3cr3t-Pz4M"
+SECRET_3 = "ui-s3cr3t-Wd8J"
 
 
 class Endpoint(BaseModel):
@@ -57,6 +59,13 @@ class UiKitchenSink(Block):
     api_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
 
+class UiLooseSettings(Block):
+    """Fields whose type says nothing about secrets, though a saved value may hold some."""
+
+    settings: Any = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 @pytest.fixture
 def ui_server() -> Iterator[UIServer]:
     with serve_ui() as server:
@@ -76,7 +85,7 @@ def field_errors(html: str) -> list[str]:
 # -- the gate ---------------------------------------------------------------------------------
 
 
-def test_every_request_without_the_token_is_403(ui_server: UIServer) -> None:
+def test_every_request_without_a_session_or_the_token_is_403(ui_server: UIServer) -> None:
     anonymous = ui_server.client(authed=False)
     paths = [
         "/",
@@ -88,30 +97,99 @@ def test_every_request_without_the_token_is_403(ui_server: UIServer) -> None:
         "/static/ui.css",
         "/nowhere",
     ]
+    paths += [ui_server.prefix + path for path in paths]
+    forged = {"Cookie": f"{ui_server.cookie_name}={ui_server.token}"}  # the old cookie
+    answers = []
     for path in paths:
-        assert anonymous.get(path).status_code == 403, path
-        wrong = anonymous.get(path, params={"token": "x" * 32})
-        assert wrong.status_code == 403, path
-        assert anonymous.get(path, headers={"Authorization": "token nope"}).status_code == 403
-    assert anonymous.post("/keys/rotate", data={"_csrf": ui_server.csrf}).status_code == 403
-    print(f"{len(paths) * 3 + 1} requests without a valid token: all 403")
+        answers += [
+            anonymous.get(path),
+            # The access token is never read from a URL (it would stay in the history).
+            anonymous.get(path, params={"token": ui_server.token}),
+            anonymous.get(path, params={"code": "x" * 43}),
+            anonymous.get(path, headers={"Authorization": "token nope"}),
+            anonymous.get(path, headers=forged),
+        ]
+    answers.append(anonymous.post("/keys/rotate", data={"_csrf": ui_server.csrf}))
+    assert [a.status_code for a in answers] == [403] * len(answers)
+    # Nor do the sign-in pages tell a stranger the path the cookie is scoped to (another local
+    # service that learnt it could send the browser there on its own port to receive it).
+    answers += [
+        anonymous.get("/login"),
+        anonymous.get("/login", params={"code": "spent"}),
+        anonymous.post("/login", data={"token": "wrong"}),
+    ]
+    for answer in answers:
+        assert ui_server.prefix not in answer.text + str(answer.headers), answer.url
+    print(f"{len(answers)} requests without a session or the token: none served, none told")
 
 
-def test_first_visit_with_the_token_sets_a_strict_httponly_cookie(ui_server: UIServer) -> None:
+def test_the_printed_url_signs_in_once_for_a_session_that_is_neither_code_nor_token(
+    ui_server: UIServer,
+) -> None:
+    url = ui_server.login_url()
+    code = url.rsplit("=", 1)[1]
     browser = ui_server.client(authed=False)
-    first = browser.get("/blocks", params={"token": ui_server.token, "q": "x"})
-    assert first.status_code == 303
-    assert first.headers["location"] == "/blocks?q=x"  # the token leaves the address bar
+    assert browser.head(url).status_code == 200  # a link preview's HEAD spends nothing
+    first = browser.get(url)
+    assert first.status_code == 200
+    target = f"{ui_server.prefix}/blocks"
+    assert f'http-equiv="refresh" content="0;url={target}"' in first.text  # no code in it
     cookie = first.headers["set-cookie"]
-    assert cookie.startswith(f"{ui_server.cookie_name}={ui_server.token};")
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    assert browser.get("/blocks?q=x").status_code == 200  # httpx kept the cookie
+    name, _, rest = cookie.partition("=")
+    sid = rest.split(";")[0]
+    assert name == ui_server.cookie_name and sid not in (code, ui_server.token) and len(sid) >= 40
+    assert f"Path={ui_server.prefix};" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = browser.get(target)  # httpx sends the cookie under its path only, as a browser
+    assert page.status_code == 200
+    assert f'href="{ui_server.prefix}/blocks/new"' in page.text  # links stay under the prefix
+    assert browser.get("/blocks").status_code == 403  # outside the prefix: no cookie sent
+    # The same URL again (from the history, a terminal's scrollback): spent.
+    again = ui_server.client(authed=False).get(url)
+    assert again.status_code == 403 and "used already" in again.text
+    assert "set-cookie" not in again.headers
+    # A code that expired before its first use opens nothing either.
+    expired = ui_server.client(authed=False).get(ui_server.login_url(ttl=0.0))
+    assert expired.status_code == 403
+    # A handler's redirect keeps the browser under the prefix.
+    Secret(value=SECRET).save("api")
+    csrf = csrf_of(browser.get(f"{target}/secret/api/delete").text)
+    done = browser.post(f"{target}/secret/api/delete", data={"_csrf": csrf})
+    assert done.status_code == 303
+    assert done.headers["location"] == f"{ui_server.prefix}/blocks?deleted=secret/api"
     scripted = ui_server.client(authed=False, headers={"Authorization": f"token {ui_server.token}"})
     page = scripted.get("/blocks")
     assert page.status_code == 200
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["server-timing"].startswith("app;dur=")
+
+
+def test_a_session_of_another_server_or_port_is_refused(ui_server: UIServer) -> None:
+    with serve_ui() as other:
+        stolen = other.session
+        for name in (ui_server.cookie_name, other.cookie_name):
+            cookie = {"Cookie": f"{name}={stolen}"}
+            refused = ui_server.client(authed=False).get("/blocks", headers=cookie)
+            assert refused.status_code == 403
+        assert other.client().get("/blocks").status_code == 200  # at home it works
+    # Under its own name, but for another port: the name is not this server's either.
+    elsewhere = {"Cookie": f"blocks-ui-{ui_server.port + 1}={ui_server.session}"}
+    assert ui_server.client(authed=False).get("/blocks", headers=elsewhere).status_code == 403
+
+
+def test_the_sign_in_form_takes_the_access_token_in_a_post_body(ui_server: UIServer) -> None:
+    browser = ui_server.client(authed=False)
+    form = browser.get("/login")
+    assert form.status_code == 200 and 'type="password"' in form.text
+    wrong = browser.post("/login", data={"token": "x" * 32})
+    assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+    cross = {"Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"}
+    assert browser.post("/login", data={"token": ui_server.token}, headers=cross).status_code == 403
+    right = browser.post("/login", data={"token": ui_server.token})
+    assert right.status_code == 200 and ui_server.token not in right.headers["set-cookie"]
+    assert browser.get(f"{ui_server.prefix}/blocks").status_code == 200
+    ui_server.assert_never_sent(ui_server.token)
 
 
 def test_unexpected_host_header_is_refused(ui_server: UIServer) -> None:
@@ -301,6 +379,48 @@ def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UISe
     ui_server.assert_never_sent(SECRET, SECRET_2)
 
 
+def test_what_is_typed_into_a_field_shown_as_secret_is_stored_encrypted(
+    ui_server: UIServer,
+) -> None:
+    from stored_rows import row_columns
+
+    # Two `Any`-typed fields and a JSON block's value, saved holding secrets: the edit form
+    # shows each as a secret (a password input); what is typed there must not land in clear.
+    UiLooseSettings(
+        settings=SecretStr("old-" + SECRET), options={"password": SecretStr("old-" + SECRET)}
+    ).save("main")
+    JSON(value={"user": "bob", "password": SecretStr("old-" + SECRET)}).save("conn")
+    client = ui_server.client()
+    cases = [
+        ("ui-loose-settings", "main", "settings", SECRET),
+        ("ui-loose-settings", "main", "options", '{"password": "' + SECRET_2 + '", "n": 7}'),
+        ("json", "conn", "value", '{"user": "alice", "password": "' + SECRET_3 + '"}'),
+    ]
+    for type_slug, name, field_name, typed in cases:
+        form = client.get(f"/blocks/{type_slug}/{name}/edit").text
+        marked = re.search(rf'<input type="password" id="f-{field_name}" name="{field_name}"', form)
+        assert marked, f"{type_slug}/{name}: {field_name} is not shown as secret"
+        done = client.post(
+            f"/blocks/{type_slug}/{name}/edit",
+            data={"_csrf": ui_server.csrf, field_name: typed},
+        )
+        assert done.status_code == 303, done.text
+    stored = [str(row_columns("ui-loose-settings", "main")), str(row_columns("json", "conn"))]
+    for typed in (SECRET, SECRET_2, SECRET_3):
+        assert not any(typed in columns for columns in stored), "a typed secret stored in clear"
+    saved = UiLooseSettings.load("main")
+    assert saved.settings.get_secret_value() == SECRET
+    assert saved.options["password"].get_secret_value() == SECRET_2
+    assert saved.options["n"].get_secret_value() == 7
+    conn = JSON.load("conn").value
+    assert conn["user"].get_secret_value() == "alice"
+    assert conn["password"].get_secret_value() == SECRET_3
+    for type_slug, name, _, _ in cases:  # still shown as secret, never its value
+        assert "••••••" in client.get(f"/blocks/{type_slug}/{name}").text
+    ui_server.assert_never_sent(SECRET, SECRET_2, SECRET_3)
+    print(f"{len(cases)} secrets typed into Any/JSON fields: 0 in clear in the registry rows")
+
+
 def test_validation_errors_sit_next_to_their_field_and_never_echo_a_secret(
     ui_server: UIServer,
 ) -> None:
@@ -439,12 +559,46 @@ def test_results_storage_may_be_a_saved_filesystem_block(
     assert "1 record(s)" in page and ">a/b</a>" in page
 
 
-def test_results_page_pages_through_many_records_in_the_chosen_order(
+def test_results_pages_refuse_a_storage_that_is_neither_saved_nor_the_default(
     ui_server: UIServer, tmp_path: Path
 ) -> None:
     from blocks.results import ResultStore
 
-    storage = str(tmp_path / "many")
+    # A readable folder with a record in it: before, `?storage=` listed and pruned it.
+    outside = tmp_path / "outside"
+    ResultStore.resolve(str(outside), "json").write("stolen", [1], task="load")
+    client = ui_server.client()
+    attempts = [
+        ("GET", "/results", {"storage": "/etc"}),
+        ("GET", "/results", {"storage": str(outside)}),
+        ("GET", "/results", {"storage": f"file://{outside}"}),
+        ("GET", "/results", {"storage": "local-file-system/not-saved"}),
+        ("GET", "/results/record", {"storage": str(outside), "key": "stolen"}),
+        ("GET", "/results/prune", {"storage": str(outside)}),
+        ("POST", "/results/prune", {"storage": str(outside), "_csrf": ui_server.csrf}),
+    ]
+    for method, path, params in attempts:
+        if method == "GET":
+            refused = client.get(path, params=params)
+        else:
+            refused = client.post(path, data=params)
+        assert refused.status_code == 400, (method, path, params)
+        assert "neither the default storage nor a saved filesystem block" in refused.text
+        assert "stolen" not in refused.text and "/etc" not in refused.text
+    assert (outside / "stolen").exists()  # nothing pruned
+    assert client.get("/results").status_code == 200  # the default
+    assert client.get("/results", params={"storage": ""}).status_code == 200
+    print(f"{len(attempts)} requests for storages outside the allowed ones: all 400")
+
+
+def test_results_page_pages_through_many_records_in_the_chosen_order(
+    ui_server: UIServer, tmp_path: Path
+) -> None:
+    from blocks.filesystems import LocalFileSystem
+    from blocks.results import ResultStore
+
+    LocalFileSystem(basepath=str(tmp_path / "many")).save("many")  # only saved storages open
+    storage = "local-file-system/many"
     store = ResultStore.resolve(storage, "json")
     for i in range(150):
         store.write(f"k{i:03d}", i, task="load")
@@ -497,37 +651,146 @@ def test_keys_page_and_a_rotation_with_progress(
 # -- the command ------------------------------------------------------------------------------
 
 
-def test_block_ui_prints_a_token_url_and_serves_it() -> None:
-    Secret(value=SECRET).save("api")
+def _start_ui(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, str]:
+    """`block ui --port 0 ARGS`, its base URL and the one-time code of the URL it printed."""
     proc = subprocess.Popen(
-        [BLOCK, "ui", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [BLOCK, "ui", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r"(http://[\d.]+:\d+)/login\?code=([\w-]+)$", line.strip())
+    if not found:
+        proc.kill()
+        raise AssertionError(f"no sign-in URL printed: {line!r} {proc.communicate()[1]!r}")
+    return proc, found.group(1), found.group(2)
+
+
+def _stop_ui(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    return proc.communicate(timeout=30)[1]
+
+
+@pytest.mark.parametrize("given", ["env", "file"])
+def test_block_ui_keeps_the_token_off_its_command_line_and_its_url_works_once(
+    given: str, tmp_path: Path
+) -> None:
+    Secret(value=SECRET).save("api")
+    token = "ui-access-token-" + os.urandom(12).hex()
+    env = dict(os.environ)
+    args: list[str] = []
+    if given == "env":
+        env["BLOCKS_UI_TOKEN"] = token
+    else:
+        (tmp_path / "token").write_text(token + "\n")
+        (tmp_path / "token").chmod(0o600)
+        args = ["--token-file", str(tmp_path / "token")]
+    proc, base, code = _start_ui(args, env)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        url = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=([\w-]+)", line)
-        assert url, line
-        base, token = url.groups()
-        with httpx.Client(base_url=base, timeout=30) as client:
-            assert client.get("/blocks").status_code == 403
-            page = client.get(f"/?token={token}", follow_redirects=True)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and code.encode() not in cmdline
+        shown = cmdline.replace(b"\0", b" ").decode()
+        print(f"/proc/{proc.pid}/cmdline: {shown!r}")
+        with httpx.Client(base_url=base, timeout=30) as browser:
+            assert browser.get("/blocks").status_code == 403
+            signed_in = browser.get(f"/login?code={code}")
+            assert signed_in.status_code == 200
+            prefix = re.search(r"url=(/ui-[\w-]+)/blocks", signed_in.text).group(1)  # type: ignore[union-attr]
+            page = browser.get(f"{prefix}/blocks")
             assert page.status_code == 200 and "secret" in page.text and SECRET not in page.text
+        with httpx.Client(base_url=base, timeout=30) as replay:
+            assert replay.get(f"/login?code={code}").status_code == 403  # spent
+            scripted = replay.get("/blocks", headers={"Authorization": f"token {token}"})
+            assert scripted.status_code == 200
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert token not in err and SECRET not in err  # no access log line with the token
+        err = _stop_ui(proc)
+    assert token not in err and code not in err and SECRET not in err  # no access log
+
+
+def test_block_ui_open_gives_the_browser_no_secret_on_its_command_line(tmp_path: Path) -> None:
+    record = tmp_path / "browser.json"
+    fake_browser = tmp_path / "fake-browser"
+    fake_browser.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "seen = {'argv': sys.argv, 'environ': dict(os.environ)}\n"
+        f"json.dump(seen, open({str(record)!r}, 'w'))\n"
+    )
+    fake_browser.chmod(0o755)
+    token = "ui-access-token-" + os.urandom(12).hex()
+    env = {**os.environ, "BROWSER": str(fake_browser), "BLOCKS_UI_TOKEN": token}
+    proc, base, printed = _start_ui(["--open"], env)
+    try:
+        deadline = time.monotonic() + 60
+        while not record.exists() or not record.read_text().endswith("}"):
+            assert time.monotonic() < deadline, "the browser command was not run"
+            time.sleep(0.05)
+        seen = json.loads(record.read_text())
+        argv, environ = seen["argv"], seen["environ"]
+        print(f"browser argv: {argv}")
+        assert len(argv) == 2 and argv[1].startswith("file:///")
+        assert "code=" not in argv[1] and printed not in argv[1] and token not in argv[1]
+        assert "BLOCKS_UI_TOKEN" not in environ and token not in json.dumps(environ)
+        launch = Path(argv[1].removeprefix("file://"))
+        assert launch.stat().st_mode & 0o777 == 0o600
+        assert launch.parent.stat().st_mode & 0o777 == 0o700
+        url = re.search(r'url=([^"]+)"', launch.read_text()).group(1)  # type: ignore[union-attr]
+        url = url.replace("&amp;", "&")
+        assert url.startswith(f"{base}/login?code=") and printed not in url
+        with httpx.Client(timeout=30) as browser:
+            assert browser.get(url).status_code == 200  # what the browser does with the file
+            assert browser.get(url).status_code == 403  # once only
+        assert not launch.exists()  # removed once used
+        with httpx.Client(base_url=base, timeout=30) as other:  # the printed URL still works
+            assert other.get(f"/login?code={printed}").status_code == 200
+    finally:
+        _stop_ui(proc)
+
+
+def test_block_ui_on_another_loopback_address_serves_the_url_it_prints() -> None:
+    Secret(value=SECRET).save("api")
+    proc, base, code = _start_ui(["--host", "127.0.0.2"])
+    try:
+        assert base.startswith("http://127.0.0.2:")
+        with httpx.Client(base_url=base, timeout=30) as browser:
+            signed_in = browser.get(f"/login?code={code}")
+            assert signed_in.status_code == 200, signed_in.text
+            prefix = re.search(r"url=(/ui-[\w-]+)/blocks", signed_in.text).group(1)  # type: ignore[union-attr]
+            page = browser.get(f"{prefix}/blocks/secret/api/delete")
+            assert page.status_code == 200
+            same = {"Origin": base, "Sec-Fetch-Site": "same-origin"}
+            done = browser.post(
+                f"{prefix}/blocks/secret/api/delete",
+                data={"_csrf": csrf_of(page.text)},
+                headers=same,
+            )
+            assert done.status_code == 303, done.text
+            rebinding = browser.get(f"{prefix}/blocks", headers={"Host": "evil.example"})
+            assert rebinding.status_code == 403
+    finally:
+        _stop_ui(proc)
+    assert Secret.list() == []
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("args", "token", "expected"),
     [
-        (["--host", "0.0.0.0"], "without --token"),
-        (["--host", "192.168.1.20"], "without --token"),
-        (["--token", "short"], "at least 16 characters"),
+        (["--host", "0.0.0.0"], None, "without an access token"),
+        (["--host", "192.168.1.20"], None, "without an access token"),
+        ([], "short", "at least 16 characters"),
+        (["--token", "x" * 32], None, "--token puts the access token in the process list"),
     ],
 )
-def test_block_ui_refuses_unsafe_options(args: list[str], expected: str) -> None:
-    done = subprocess.run([BLOCK, "ui", *args], capture_output=True, text=True, timeout=60)
+def test_block_ui_refuses_unsafe_options(args: list[str], token: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BLOCKS_UI_TOKEN"}
+    if token is not None:
+        env["BLOCKS_UI_TOKEN"] = token
+    done = subprocess.run([BLOCK, "ui", *args], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and expected in done.stderr
     assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from servers import unavailable
 from ui_server import UIServer, serve_ui
@@ -42,7 +44,8 @@ SECRET_2 = "ui-browser-s3cr3t-Hn2T"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
+    """Playwright's Chromium driver, pointed at the OS package by each launch."""
     if not Path(CHROMIUM).exists():
         unavailable(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
     try:
@@ -50,9 +53,14 @@ def browser() -> Iterator[Any]:
     except ImportError:
         unavailable("the playwright package is not installed: pip install -e '.[dev]'")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+        yield playwright.chromium
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Any) -> Iterator[Any]:
+    launched = chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture
@@ -61,13 +69,19 @@ def ui() -> Iterator[UIServer]:
         yield server
 
 
+def sign_in(page: Any, ui: UIServer, url: str | None = None) -> None:
+    """Open a one-time sign-in URL (the printed one by default) and land on the blocks."""
+    page.goto(url or ui.login_url())
+    page.wait_for_url(f"{ui.url}{ui.prefix}/blocks")
+
+
 @pytest.fixture
 def page(browser: Any, ui: UIServer) -> Iterator[Any]:
-    """A fresh browser profile that opened the printed URL (so it holds the token cookie)."""
+    """A fresh browser profile that opened the printed URL (so it holds a session cookie)."""
     context = browser.new_context(viewport={"width": 1100, "height": 720})
     opened = context.new_page()
     opened.set_default_timeout(30_000)
-    opened.goto(f"{ui.url}/?token={ui.token}")
+    sign_in(opened, ui)
     yield opened
     context.close()
 
@@ -86,17 +100,119 @@ def assert_secret_free(page: Any, ui: UIServer, *values: str) -> None:
     ui.assert_never_sent(*values)
 
 
-def test_token_cookie_and_a_visit_without_it(browser: Any, page: Any, ui: UIServer) -> None:
-    assert page.url == f"{ui.url}/blocks"  # the token left the address bar
+def test_session_cookie_and_a_visit_without_it(browser: Any, page: Any, ui: UIServer) -> None:
+    assert page.url == f"{ui.url}{ui.prefix}/blocks"  # no code in the address bar
     cookie = next(c for c in page.context.cookies() if c["name"] == ui.cookie_name)
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] == ui.token
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == ui.prefix
+    assert cookie["value"] != ui.token and len(cookie["value"]) >= 40
     assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
+    shot(page, "signed-in")
     stranger = browser.new_context()
     try:
-        response = stranger.new_page().goto(f"{ui.url}/blocks")
+        response = stranger.new_page().goto(f"{ui.url}{ui.prefix}/blocks")
         assert response.status == 403
     finally:
         stranger.close()
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Another local service: answers any GET and keeps the Cookie header it was sent."""
+
+    seen: list[tuple[str, str]]
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("cookie", "")))
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<!doctype html><title>another local service</title><p>hello</p>")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_another_local_port_the_browser_visits_gets_no_cookie_that_works_here(
+    page: Any, ui: UIServer
+) -> None:
+    # Proof that the browser does share cookies across ports: one set for 127.0.0.1 at "/".
+    page.context.add_cookies([{"name": "control", "value": "any-port", "url": ui.url}])
+    seen: list[tuple[str, str]] = []
+    handler = type("Seen", (Recorder,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    other = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        # It knows the UI's port and cookie name, and tries the UI's own paths on its port.
+        for path in ("/", "/blocks", "/login", "/keys", "/static/ui.css"):
+            page.goto(other + path)
+        shot(page, "another-port")
+    finally:
+        server.shutdown()
+        server.server_close()
+    received = [cookie for _, cookie in seen]
+    print(f"the other service got {len(seen)} requests with cookies {sorted(set(received))}")
+    assert any("control=any-port" in cookie for cookie in received)  # cookies do cross ports
+    assert not any(ui.cookie_name in cookie or "blocks-ui" in cookie for cookie in received)
+    # Whatever it got, replayed against the UI (as the issue's attacker did): refused.
+    for cookie in set(received):
+        for path in ("/blocks", f"{ui.prefix}/blocks"):
+            replay = httpx.get(ui.url + path, headers={"Cookie": cookie}, timeout=30)
+            assert replay.status_code == 403, (path, cookie)
+    page.goto(f"{ui.url}{ui.prefix}/blocks")  # and the browser itself is still signed in
+    assert page.locator("h1").count() >= 1 and "Forbidden" not in page.content()
+
+
+def test_the_history_after_sign_in_holds_no_url_that_signs_in_again(
+    chromium: Any, ui: UIServer, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile"  # a real profile on disk: its History database is read
+    context = chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        first = ui.login_url()
+        sign_in(page, ui, first)
+        assert page.url == f"{ui.url}{ui.prefix}/blocks" and "code=" not in page.url
+        page.goto(f"{ui.url}{ui.prefix}/results")
+        again = context.new_page()
+        spent = again.goto(first)  # the first URL, replayed in the same browser
+        assert spent.status == 403 and "used already" in again.content()
+        shot(again, "spent-link")
+    finally:
+        context.close()
+    with sqlite3.connect(profile / "Default" / "History") as db:
+        urls = [url for (url,) in db.execute("SELECT url FROM urls")]
+    print(f"history after sign-in: {urls}")
+    assert first in urls  # Chromium keeps the first URL, as the issue said...
+    assert not any(ui.token in url for url in urls)
+    for url in urls:  # ...and none of them opens a session any more
+        replay = httpx.get(url, timeout=30)
+        assert replay.status_code == 403, url
+        assert "set-cookie" not in replay.headers, url
+
+
+def test_the_open_launch_file_signs_the_browser_in_once(
+    browser: Any, ui: UIServer, tmp_path: Path
+) -> None:
+    from blocks.cli.ui._launch import OPEN_TTL, LaunchFile
+
+    launch = LaunchFile(ui.login_url(ttl=OPEN_TTL))
+    try:
+        # What `block ui --open` gives the browser: a local file, no secret in its path.
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(launch.path.as_uri())
+        page.wait_for_url(f"{ui.url}{ui.prefix}/blocks")  # file:// -> sign-in -> the blocks
+        assert "Blocks" in page.content()
+        shot(page, "opened-from-launch-file")
+        again = context.new_page().goto(launch.path.as_uri())
+        assert again is not None
+        context.close()
+    finally:
+        launch.remove()
 
 
 def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer) -> None:
@@ -105,7 +221,7 @@ def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer
     JSON(value={"retries": 3, "tables": ["orders", "customers"]}).save("etl-settings")
 
     page.click("text=New block")
-    page.click("a[href='/blocks/new/secret']")
+    page.click(f"a[href='{ui.prefix}/blocks/new/secret']")
     page.fill("#block-name", "api-key")
     page.fill("input[name=value]", SECRET)
     assert page.get_attribute("input[name=value]", "type") == "password"
@@ -114,14 +230,14 @@ def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer
     assert page.inner_text("tr[data-field=value] td").strip() == "••••••"
     assert Secret.load("api-key").get() == SECRET
 
-    page.goto(f"{ui.url}/blocks/new/aws-credentials")
+    page.goto(f"{ui.url}{ui.prefix}/blocks/new/aws-credentials")
     page.fill("#block-name", "prod")
     page.fill("input[name=aws_access_key_id]", "AKIABROWSER")
     page.fill("input[name=aws_secret_access_key]", SECRET_2)
     page.click("#save")
     page.wait_for_url(re.compile(r"/blocks/aws-credentials/prod\?saved=1$"))
 
-    page.goto(f"{ui.url}/blocks/new/s3")
+    page.goto(f"{ui.url}{ui.prefix}/blocks/new/s3")
     page.fill("#block-name", "lake")
     page.fill("input[name=bucket_path]", "lake/raw")
     page.select_option("select[name=credentials]", "aws-credentials/prod")
@@ -135,10 +251,10 @@ def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer
     assert lake.credentials.block_document_name == "prod"
 
     page.click("a.ref")  # the reference links to the saved credentials
-    page.wait_for_url(f"{ui.url}/blocks/aws-credentials/prod")
+    page.wait_for_url(f"{ui.url}{ui.prefix}/blocks/aws-credentials/prod")
     assert page.inner_text("tr[data-field=aws_secret_access_key] td").strip() == "••••••"
 
-    page.goto(f"{ui.url}/blocks/s3/lake")
+    page.goto(f"{ui.url}{ui.prefix}/blocks/s3/lake")
     page.click("text=Edit")
     assert page.input_value("input[name=aws_secret_access_key]") == ""
     page.fill("input[name=bucket_path]", "lake/curated")
@@ -147,20 +263,20 @@ def test_create_edit_and_delete_blocks_through_the_forms(page: Any, ui: UIServer
     assert "lake/curated" in page.inner_text("tr[data-field=bucket_path]")
     assert S3.load("lake").credentials.aws_secret_access_key.get_secret_value() == SECRET_2  # type: ignore[union-attr]
 
-    page.goto(f"{ui.url}/blocks/aws-credentials/prod")
+    page.goto(f"{ui.url}{ui.prefix}/blocks/aws-credentials/prod")
     page.click("text=Delete")
     page.click("#confirm-delete")
     alert = page.inner_text("p.error")
     assert "Cannot delete aws-credentials/prod: it is referenced by s3/lake." in alert
     assert "prod" in AwsCredentials.list()
 
-    page.goto(f"{ui.url}/blocks")
+    page.goto(f"{ui.url}{ui.prefix}/blocks")
     shot(page, "blocks")
     # The README's picture (docs/ui-blocks.png is a copy): cropped to the table, to stay small.
     crop = {"x": 0, "y": 0, "width": 1100, "height": 470}
     page.screenshot(path=str(ARTIFACTS / "readme-blocks.png"), clip=crop)
     for slug in ("s3/lake", "aws-credentials/prod"):
-        page.goto(f"{ui.url}/blocks/{slug}/delete")
+        page.goto(f"{ui.url}{ui.prefix}/blocks/{slug}/delete")
         page.click("#confirm-delete")
         page.wait_for_url(re.compile(r"/blocks\?deleted="))
         assert f"Deleted {slug}." in page.inner_text("p.notice")
@@ -189,7 +305,7 @@ def test_results_page_lists_a_flows_records_and_prunes_the_expired(page: Any, ui
 
     orders()
     time.sleep(0.1)  # the scratch record expires (not a timing assertion)
-    page.goto(f"{ui.url}/results")
+    page.goto(f"{ui.url}{ui.prefix}/results")
     rows = page.locator("#records tbody tr")
     assert rows.count() == 2
     assert "expired" in page.inner_text("#records tbody tr.expired")
@@ -211,7 +327,7 @@ def test_results_page_lists_a_flows_records_and_prunes_the_expired(page: Any, ui
 
 def test_a_cross_site_post_without_the_csrf_token_is_refused(page: Any, ui: UIServer) -> None:
     Secret(value=SECRET).save("api-key")
-    target = f"{ui.url}/blocks/secret/api-key/delete"
+    target = f"{ui.url}{ui.prefix}/blocks/secret/api-key/delete"
     # Another port of 127.0.0.1 is the *same site*: the browser sends the cookie along.
     evil = (
         "<!doctype html><form id=f method=post action='" + target + "'>"

@@ -23,7 +23,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from blocks.cli.ui._security import CSRF_FIELD, TokenGate
-from blocks.errors import BlockNotFound, BlocksError, InvalidName, UnknownBlockType
+from blocks.cli.ui._sessions import Sessions
+from blocks.errors import (
+    BlockNotFound,
+    BlocksError,
+    ConfigurationError,
+    InvalidName,
+    UnknownBlockType,
+)
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("blocks.ui")
@@ -46,8 +53,10 @@ class Pages:
         self, request: Request, template: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
         context.setdefault("nav", "")
+        state = request.scope.get("state", {})
         html = self.env.get_template(template).render(
-            csrf=request.scope.get("state", {}).get("csrf", ""),
+            csrf=state.get("csrf", ""),
+            root=state.get("root", ""),  # the path prefix the browser's cookie is scoped to
             csrf_field=CSRF_FIELD,
             request=request,
             **context,
@@ -63,7 +72,7 @@ def pages(request: Request) -> Pages:
 def _status_of(exc: BlocksError) -> int:
     if isinstance(exc, BlockNotFound | UnknownBlockType):
         return 404
-    if isinstance(exc, InvalidName):
+    if isinstance(exc, InvalidName | ConfigurationError):
         return 400
     return 409
 
@@ -127,7 +136,7 @@ def lazy(target: str) -> Callable[[Request], Awaitable[Response]]:
 
 def build_app(
     *,
-    token: str,
+    sessions: Sessions,
     port: int | None = None,
     storage: str | None = None,
     allowed_hosts: frozenset[str] | None = None,
@@ -142,6 +151,7 @@ def build_app(
         exception_handlers={BlocksError: _blocks_error, Exception: _unexpected},
     )
     app.state.pages = Pages(storage)
-    # Cookies ignore ports: one cookie per port lets two `block ui` run side by side.
+    # Cookies ignore ports: one cookie name per port lets two `block ui` run side by side (the
+    # gate also scopes each to its own path, so neither is ever sent to the other).
     cookie = f"blocks-ui-{port}" if port else "blocks-ui"
-    return TokenGate(app, token=token, cookie_name=cookie, allowed_hosts=allowed_hosts)
+    return TokenGate(app, sessions=sessions, cookie_name=cookie, allowed_hosts=allowed_hosts)

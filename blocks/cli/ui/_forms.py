@@ -5,7 +5,10 @@ date and date-time pickers, a fieldset for a nested object, a JSON text area for
 and anything else, a select of saved blocks for a field that holds a block, and a write-only
 password input for anything secret (a secret field, or any field whose schema or stored value
 holds a secret inside). A password input is never filled: left empty, the stored secret is
-kept; its "clear" box sets an optional one to None.
+kept; its "clear" box sets an optional one to None. What is typed into a field shown as secret
+is stored as a secret: a field whose *type* is not secret (``Any``, ``dict[str, Any]``, a
+``JSON`` block's value) but whose stored value holds one is marked `sealed`, and its new value
+is wrapped in `SecretStr` / `pydantic.Secret` before the class validates it.
 
 `parse_form` turns the posted text back into values (a secret left empty keeps the stored
 value object, never its plaintext); the block class validates them, and `errors_by_field` puts
@@ -20,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import ValidationError
+import pydantic
+from pydantic import SecretStr, ValidationError
 
 from blocks.core._block import Block
 from blocks.core._documents import join_path
@@ -50,6 +54,7 @@ class FormField:
     checked: bool = False
     stored: bool = False  # a secret is stored (edit form)
     secret_json: bool = False  # a secret that may be a JSON object
+    sealed: bool = False  # secret only by its stored value, not its type: seal what is typed
     error: str = ""
 
 
@@ -135,7 +140,10 @@ class _Builder:
         if secret or (not structured and (self.holds_secret(path) or self.has_password(inner))):
             made.kind = "secret"
             made.stored = self.holds_secret(path)
-            made.secret_json = _allows_object(inner)
+            # Shown as secret only because the stored value holds one (the type says nothing,
+            # e.g. `Any`): what is typed must be sealed by us, or it would be stored in clear.
+            made.sealed = not secret and not self.has_password(inner)
+            made.secret_json = made.sealed or _allows_object(inner)
             return made
         present = current is not _MISSING and current is not None
         if "enum" in inner or "const" in inner:
@@ -222,6 +230,30 @@ def _allows_object(prop: dict[str, Any]) -> bool:
     return any(o.get("type") == "object" for o in options if isinstance(o, dict))
 
 
+def _json_or_text(text: str) -> Any:
+    """A JSON value if `text` is one, else the text (as a JSON field reads its input)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _sealed(value: Any) -> Any:
+    """`value` with every leaf a secret: `SecretStr` for text, `pydantic.Secret` for numbers
+    and booleans. Dicts and lists keep their shape (a ``dict[str, Any]`` field needs one, and
+    code reading ``value["password"]`` keeps working), as the library stores a dict of secrets:
+    its keys in clear, each value encrypted."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return SecretStr(value)
+    if isinstance(value, dict):
+        return {key: _sealed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_sealed(item) for item in value]
+    return pydantic.Secret(value)
+
+
 def _default_text(prop: dict[str, Any]) -> str:
     default = prop.get("default")
     return "" if default is None else str(default)
@@ -272,6 +304,8 @@ def _parse_one(
                 return None
             kept = _value_at(existing, item.name)
             return kept if kept is not _MISSING else _MISSING
+        if item.sealed:
+            return _sealed(_json_or_text(text))
         if item.secret_json and text.lstrip().startswith("{"):
             try:
                 return json.loads(text)

@@ -22,9 +22,20 @@ SORTS = ("key", "task", "serializer", "size", "created", "expires")
 
 
 def _storage(request: Request, source: dict[str, str] | None = None) -> str | None:
+    """The storage asked for: the default (``--storage``, else BLOCKS_RESULTS_STORAGE) or a
+    saved filesystem block, nothing else. A path or URL typed into the query would let the
+    page walk any folder or host the server can reach: `ConfigurationError` (400)."""
     given = (source if source is not None else request.query_params).get("storage", "").strip()
     default: str | None = pages(request).default_storage
-    return given or default
+    if not given or given == default:
+        return default
+    if given not in filesystem_blocks():
+        raise ConfigurationError(  # the text is not repeated: a URL may carry credentials
+            "The storage asked for is neither the default storage nor a saved filesystem "
+            "block: the results page opens only those (pick one from its list, or save the storage "
+            "as a block first, e.g. `block create local-file-system NAME`)."
+        )
+    return given
 
 
 def _store(storage: str | None) -> ResultStore:

@@ -4,7 +4,7 @@
   var box = document.getElementById("rotation");
   if (!box || box.dataset.state !== "running") return;
   function poll() {
-    fetch("/keys/rotation", { credentials: "same-origin" })
+    fetch(box.dataset.status, { credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (s) {
         var bar = document.getElementById("rotation-bar");
