@@ -80,10 +80,12 @@ __all__ = ["KeyLock", "lock_name", "storage_identity"]
 # The folder's flock (the "gate") is what makes a deleted lock file safe: the alternative,
 # checking the path only after locking, lets a newcomer create a second file and lock the same
 # key in it while the first holder still computes. A process holds the gate shared from before
-# it opens the file until it lets go of its last key there, and creates or replaces the file
-# only while holding it exclusively: two holders of one key in two files would need the second
-# file to be created while the first holder held the gate shared. Deleting the whole ``locks``
-# folder while keys are held is not covered (the gate goes with it).
+# it tries a key's byte until it lets go of its last key there, and creates or replaces the
+# file only while holding it exclusively: two holders of one key in two files would need the
+# second file to be created while the first holder held the gate shared. Deleting the whole
+# ``locks`` folder while keys are held is not covered (the gate goes with it). The file and
+# the gate stay open between uses (one per process, for its current home), so a miss costs two
+# ``flock`` calls, two ``lockf`` calls and one ``stat`` rather than an ``open``/``close``.
 #
 # Without fcntl (Windows), a `filelock.FileLock` per key, as before.
 
@@ -110,15 +112,17 @@ _key_locks_guard = threading.Lock()
 
 
 class _LockFile:
-    """A process's open lock file in one home: the file, its folder's gate, and its users
-    (locks held or wanted through it); closed when the last user leaves."""
+    """A process's open lock file in one home: the file, its folder's gate (held shared while
+    the entry has users: locks held or wanted through it), kept open between uses."""
 
-    __slots__ = ("fd", "gate", "home", "identity", "path", "users")
+    __slots__ = ("fd", "gate", "guard", "home", "identity", "path", "retired", "users")
 
     def __init__(self, home: str, fd: int, gate: int, identity: tuple[int, int]) -> None:
         self.home, self.fd, self.gate, self.identity = home, fd, gate, identity
         self.path = os.path.join(home, _FOLDER, _LOCK_FILE)
         self.users = 0
+        self.retired = False  # no longer handed out: closed by its last user
+        self.guard = threading.Lock()  # users, retired and the gate's flock change under it
 
     def still_named(self) -> bool:
         """Whether the lock file's path still names this file (not deleted, not replaced)."""
@@ -130,7 +134,7 @@ class _LockFile:
 
     def close(self) -> None:
         os.close(self.fd)  # drops this process's record locks on it: none are left
-        os.close(self.gate)  # and the shared gate with it
+        os.close(self.gate)  # and the gate's flock with it
 
 
 _lock_files: dict[str, _LockFile] = {}  # real home -> the lock file in use there
@@ -309,6 +313,7 @@ class KeyLock:
                     fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, self._offset)
                     retired, lock_file = lock_file, None
                     _retire(retired)
+                    _close_lock_file(retired)
                     lock_file = _open_lock_file(home, self)
                     continue
                 if not self._expired():
@@ -443,49 +448,69 @@ def _holder_pid(fd: int, offset: int) -> int | None:
 
 def _open_lock_file(home: str, lock: KeyLock) -> _LockFile:
     """The lock file in use in `home`, opened (and made safe) if needed, counted as in use
-    until `_close_lock_file`."""
+    (its gate held shared) until `_close_lock_file`."""
     with _key_locks_guard:
         entry = _lock_files.get(home)
-        if entry is not None:
-            entry.users += 1
-            return entry
+    if entry is not None and _enter(entry, lock):
+        return entry
     # One thread opens at a time (a second descriptor of the file, closed, would drop the
     # locks taken through the first), without the guard: opening may wait for the gate, and
     # threads holding keys must be able to release meanwhile.
     with _opening:
         with _key_locks_guard:
             entry = _lock_files.get(home)
-            if entry is not None:
-                entry.users += 1
-                return entry
+        if entry is not None and _enter(entry, lock):
+            return entry
         entry = _open_safely(home, lock)
+        entry.users = 1
         with _key_locks_guard:
+            idle = [e for h, e in _lock_files.items() if h != home and not e.users]
             _lock_files[home] = entry
-            entry.users += 1
+        for other in idle:  # a process that moves between homes keeps one open
+            _retire(other)
         return entry
 
 
 _opening = threading.Lock()
 
 
+def _enter(entry: _LockFile, lock: KeyLock) -> bool:
+    """Count a user of `entry` in, taking its gate shared for the first; False if retired."""
+    with entry.guard:
+        if entry.retired:
+            return False
+        if not entry.users and not _flock(entry.gate, fcntl.LOCK_SH, lock):
+            _warn_gate(os.path.dirname(entry.path), "shared")
+        entry.users += 1
+        return True
+
+
 def _close_lock_file(entry: _LockFile) -> None:
-    # Closed when no lock of this process goes through it (closing drops them all): a
-    # process that moves between homes keeps no descriptor open per home, and an idle process
-    # holds no gate.
-    with _key_locks_guard:
+    """Count a user of `entry` out: the last one lets go of the gate (an idle process holds
+    none) and closes a retired entry (closing drops all of this process's locks on the file,
+    so never while one is held)."""
+    with entry.guard:
         entry.users -= 1
-        if entry.users == 0:
-            if _lock_files.get(entry.home) is entry:
-                del _lock_files[entry.home]
+        if entry.users:
+            return
+        if entry.retired:
             entry.close()
+        else:
+            fcntl.flock(entry.gate, fcntl.LOCK_UN)
 
 
 def _retire(entry: _LockFile) -> None:
-    """Stop handing out `entry` (its path names another file now) and leave it."""
+    """Stop handing out `entry` (its path names another file now, or it is idle in another
+    home); closed now if unused, else by its last user."""
     with _key_locks_guard:
         if _lock_files.get(entry.home) is entry:
             del _lock_files[entry.home]
-    _close_lock_file(entry)
+    with entry.guard:
+        if entry.retired:
+            return
+        entry.retired = True
+        if not entry.users:
+            entry.close()
 
 
 def _open_safely(home: str, lock: KeyLock) -> _LockFile:

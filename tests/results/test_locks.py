@@ -20,6 +20,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -353,6 +354,66 @@ def test_deleting_the_lock_file_while_held_still_computes_once(
     )
     assert inside == 1 and computed == 1
     assert stat.S_IMODE((blocks_home / "locks" / "keys.lock").stat().st_mode) == 0o600
+
+
+STORM_WORKER = textwrap.dedent(
+    """
+    import os, random, sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    from blocks import task
+    from blocks.tasks import task_input_hash
+
+    storage, log, keys = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    @task(cache_key_fn=task_input_hash, result_storage=storage)
+    def compute(k):
+        with open(log, "a") as fh:
+            fh.write(f"{k}\\n")
+        time.sleep(0.02)
+        return k * k
+
+    order = list(range(keys))
+    random.shuffle(order)
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(compute, order))
+    assert values == [k * k for k in order], values
+    print("ok", flush=True)
+    """
+)
+
+
+def test_a_lock_file_deleted_again_and_again_under_racing_threads_computes_each_key_once(
+    blocks_home: Path, tmp_path: Path
+) -> None:
+    processes, keys = (12, 200) if SOAK else (4, 40)
+    storage, log = tmp_path / "storage", tmp_path / "calls.log"
+    log.touch()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STORM_WORKER, str(storage), str(log), str(keys)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "BLOCKS_LOCK_TIMEOUT": "240"},
+        )
+        for _ in range(processes)
+    ]
+    deleted = 0
+    while any(p.poll() is None for p in procs):
+        try:
+            (blocks_home / "locks" / "keys.lock").unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    counts = Counter(int(line) for line in log.read_text().splitlines())
+    print(
+        f"{processes} processes x 4 threads, {keys} keys, lock file deleted {deleted} times: "
+        f"{sum(counts.values())} computations, most of one key {max(counts.values())}"
+    )
+    assert outs == ["ok"] * processes
+    assert counts == Counter(range(keys)), "a key computed twice, or never"
+    assert deleted > 0
 
 
 def test_a_storage_reached_through_a_symlink_shares_one_lock_with_its_real_path(
