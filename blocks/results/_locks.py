@@ -418,6 +418,8 @@ def _resolved_home(home: str) -> str:
     # taken through the other (a home reached through a symlink, say).
     real = _homes.get(home)
     if real is None:
+        if len(_homes) >= 256:
+            _homes.clear()
         real = _homes[home] = os.path.realpath(home)
     return real
 
@@ -577,9 +579,12 @@ def _open_folder(home: str, folder: str) -> tuple[int, bool]:
     try:
         fd = os.open(folder, _DIR_FLAGS)
     except FileNotFoundError:
-        os.makedirs(home, mode=_FOLDER_MODE, exist_ok=True)
-        with suppress(FileExistsError):
-            os.mkdir(folder, _FOLDER_MODE)  # never laxer than 0700, whatever the umask
+        try:
+            os.makedirs(home, mode=_FOLDER_MODE, exist_ok=True)
+            with suppress(FileExistsError):
+                os.mkdir(folder, _FOLDER_MODE)  # never laxer than 0700, whatever the umask
+        except OSError as exc:
+            _open_or_refuse(folder, exc)
         fd = _open_or_refuse(folder)
     except OSError as exc:
         fd = _open_or_refuse(folder, exc)
@@ -602,7 +607,7 @@ def _open_or_refuse(folder: str, exc: OSError | None = None) -> int:
         return os.open(folder, _DIR_FLAGS)
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _unsafe(folder, "is a symlink or not a folder") from error
+            raise _unsafe(folder, "is a symlink or not a folder, or BLOCKS_HOME is not") from error
         raise StorageError(
             f"Could not open the compute-once lock folder {folder}: {error.strerror}. Check "
             "that BLOCKS_HOME is a folder this user can write."

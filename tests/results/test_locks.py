@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from blocks.errors import StorageError
+from blocks import settings
+from blocks.errors import ConfigurationError, StorageError
 from blocks.filesystems import LocalFileSystem
 from blocks.results import ResultStore
 from blocks.results._locks import KeyLock, storage_identity
@@ -271,15 +272,15 @@ def test_a_stopped_holder_delays_waiters_only_until_the_timeout(tmp_path: Path) 
         assert holder.stdout is not None and holder.stdout.readline().strip() == "computing"
         holder.send_signal(signal.SIGSTOP)  # holds the key's lock, and will never let go
         (tmp_path / "calls.log.go").touch()
-        waiters = [_spawn(storage, log, BLOCKS_LOCK_TIMEOUT="2") for _ in range(RACERS)]
+        waiters = [_spawn(storage, log, BLOCKS_LOCK_TIMEOUT="3") for _ in range(RACERS)]
         outs = _finish(waiters)
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    said = [f"held by process {holder.pid}" in e and "BLOCKS_LOCK_TIMEOUT=2" in e for _, e in outs]
+    said = [f"held by process {holder.pid}" in e and "BLOCKS_LOCK_TIMEOUT=3" in e for _, e in outs]
     computed = _computations(log)
     print(
-        f"1 stopped holder, {RACERS} waiters (timeout 2 s): {len(outs)} finished with 42, "
+        f"1 stopped holder, {RACERS} waiters (timeout 3 s): {len(outs)} finished with 42, "
         f"{sum(said)} logged the timeout naming the holder, {computed - 1} computed it "
         f"({computed} computations in all, the stopped one included)"
     )
@@ -459,3 +460,25 @@ def test_one_lock_name_per_real_storage(tmp_path: Path) -> None:
     names = {KeyLock(store, "k").name for store in stores}
     print(f"{len(same)} pairs of descriptions of one storage: one identity each; 2 paths: {names}")
     assert len(names) == 1
+
+
+def test_the_wait_timeout_setting_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings.lock_timeout() == settings.DEFAULT_LOCK_TIMEOUT == 300
+    monkeypatch.setenv("BLOCKS_LOCK_TIMEOUT", "inf")
+    assert settings.lock_timeout() == float("inf")
+    monkeypatch.setenv("BLOCKS_LOCK_TIMEOUT", "2.5")
+    assert settings.lock_timeout() == 2.5
+    for bad in ("-1", "soon", "nan"):
+        monkeypatch.setenv("BLOCKS_LOCK_TIMEOUT", bad)
+        with pytest.raises(ConfigurationError, match="BLOCKS_LOCK_TIMEOUT"):
+            settings.lock_timeout()
+
+
+def test_a_home_that_is_not_a_folder_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "home").write_text("not a folder")
+    monkeypatch.setenv("BLOCKS_HOME", str(tmp_path / "home"))
+    with pytest.raises(StorageError, match="compute-once lock") as caught:
+        KeyLock(_store(tmp_path / "storage"), "k").acquire()
+    print(caught.value)
