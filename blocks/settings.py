@@ -71,6 +71,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Access token of `block ui` (scripts send it as 'Authorization: token T'; its sign-in "
         "page takes it). Unset: only the one-time URL it prints signs a browser in.",
     ),
+    Setting(
+        "BLOCKS_LOCK_TIMEOUT",
+        "300",
+        "Seconds a cached task waits for another run computing the same key (a compute-once "
+        "lock) before computing it itself; inf waits forever.",
+    ),
 )
 
 
@@ -196,6 +202,40 @@ def _parse_max_bytes() -> int:
     return value
 
 
+DEFAULT_LOCK_TIMEOUT = 300.0
+
+
+def lock_timeout() -> float:
+    """Seconds a waiter for a key's compute-once lock waits before computing the key itself
+    (a holder that is stopped or hung); ``inf`` for no limit."""
+    global _lock_timeout_seen
+    stamp = _LOCK_TIMEOUT_STAMP()
+    seen = _lock_timeout_seen
+    if seen is not None and seen[0] == stamp:
+        return seen[1]
+    raw = _get("BLOCKS_LOCK_TIMEOUT")
+    value = DEFAULT_LOCK_TIMEOUT if raw is None else _parse_seconds(raw)
+    _lock_timeout_seen = (stamp, value)
+    return value
+
+
+_lock_timeout_seen: tuple[tuple[object, ...], float] | None = None
+
+
+def _parse_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # negative or nan
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"BLOCKS_LOCK_TIMEOUT={raw!r} is not a number of seconds (0 or more, or inf)."
+        )
+    return value
+
+
 class EnvStamp:
     """The raw values of a few environment variables, read cheaply enough for a hot path.
 
@@ -240,6 +280,7 @@ class EnvStamp:
 
 
 _MAX_BYTES_STAMP = EnvStamp("BLOCKS_RESULTS_MAX_BYTES")
+_LOCK_TIMEOUT_STAMP = EnvStamp("BLOCKS_LOCK_TIMEOUT")
 
 #: What chooses the registry and its master key: every `Block.load` keys its cached registry
 #: and key manager on it (equal stamps: the same registry, key source and key).
