@@ -9,9 +9,10 @@ result store is touched.
 ``async def`` tasks are awaitables with the same options: ``await extract("db")`` inside an
 async flow runs it on the flow's event loop (retries sleep with ``asyncio.sleep``, a timeout
 cancels the body, result-store I/O runs in a worker thread so the loop keeps going). Their
-``.submit()`` from an async flow schedules the run on that loop (``await future`` for its
-value); from a sync flow, or outside any flow, the task runner runs it to the end on a private
-loop in its worker thread (``asyncio.run``).
+``.submit()`` from code running on an async flow's loop schedules the run on that loop
+(``await future`` for its value); from anywhere else (a sync flow, a task in a worker thread,
+outside any flow) the task runner runs it to the end on a private loop in its worker thread
+(``asyncio.run``).
 
 Sync and async runs share one engine: `engine._task_run.task_steps` is the state machine of
 a run (inputs, name, cache, attempts, retries, persistence, hooks) written as a generator of
@@ -31,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
@@ -47,7 +49,13 @@ from blocks.runtime._context import (
     reset_current,
     set_current,
 )
-from blocks.runtime._futures import LoopJob, TaskFuture, TaskFutureList, has_futures
+from blocks.runtime._futures import (
+    LoopJob,
+    TaskFuture,
+    TaskFutureList,
+    futures_in,
+    has_futures,
+)
 from blocks.runtime._logging import log_failure, run_logger
 from blocks.runtime._options import (
     CacheKeyFn,
@@ -389,13 +397,23 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         if flow_run is not None and flow_run.reuses and parent is flow_run:
             run.reuse_key = flow_run.call_key(self.name)
         loop = None if flow_run is None or not self.isasync else flow_run.loop
-        if loop is not None and not loop.is_closed():
+        waiting = [w for w in waits if isinstance(w, TaskFuture)] if waits else []
+        # What the run waits for, declared: a blocking wait on it checks none of these is
+        # stuck on the waiter's own loop (`TaskFuture._check_blocking`).
+        upstream = waiting + futures_in(args) + futures_in(kwargs) if SCAN[0] else waiting
+        if loop is not None and asyncio._get_running_loop() is loop:
+            # Submitted from the flow's loop itself: the run goes on that loop. From anywhere
+            # else (a task's worker thread, a run moved off the loop, a private loop) the
+            # flow's loop may be blocked waiting for the submitter: the runner runs it.
             assert flow_run is not None
-            future = self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
+            job: concurrent.futures.Future[State] = self._submit_to_loop(
+                loop, flow_run, run, args, kwargs, waiting
+            )
         else:
             runner = flow_run.task_runner if flow_run is not None else _default_runner()
-            waiting = [w for w in waits if isinstance(w, TaskFuture)] if waits else ()
-            future = TaskFuture(run, runner.submit_task(self, run, args, kwargs, waiting))
+            job = runner.submit_task(self, run, args, kwargs, waiting)
+            loop = None
+        future: TaskFuture[Any] = TaskFuture(run, job, loop, upstream)
         if return_state:
             future.wait()
             return future.state
@@ -409,20 +427,19 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         waits: list[TaskFuture[Any]],
-    ) -> TaskFuture[Any]:
+    ) -> LoopJob:
         """Schedule the run on the async flow's loop; the flow run waits for it as it ends."""
 
         async def job() -> State:
             for future in waits:
-                if isinstance(future, TaskFuture):
-                    await future.wait_async()
+                await future.wait_async()
             return await adrive(task_steps(self, run, args, kwargs))
 
         future = LoopJob(job, loop)
         flow_run.pending.add(future)
         future.add_done_callback(flow_run.pending.discard)
         future.start()
-        return TaskFuture(run, future, loop)
+        return future
 
     @overload
     def map(

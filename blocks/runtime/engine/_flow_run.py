@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from blocks.errors import ParameterTypeError, UpstreamFailed
 from blocks.results import _persistence as persistence
 from blocks.runtime._context import FlowRun, render_run_name, reset_current, set_current
-from blocks.runtime._futures import futures_in, futures_to_states, has_futures
+from blocks.runtime._futures import futures_in, futures_to_states, has_futures, release_loop
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
 from blocks.runtime._options import FlowOptions, key_prefix
 from blocks.runtime._states import (
@@ -236,6 +236,9 @@ class _Settle(Step):
         self.run_, self.wait = run, wait
 
     def run(self) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is not None:  # a sync flow called on a loop's thread: do not strand its jobs
+            release_loop(loop)
         if self.wait:
             concurrent.futures.wait(list(self.run_.pending))
         else:
