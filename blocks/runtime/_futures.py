@@ -67,13 +67,36 @@ class Yielding(Protocol):
 
 
 class _Worker(threading.local):
-    """What the current thread works for: the runner's lane whose job it runs, if any."""
+    """What the current thread works for: the runner's lane whose job it runs, if any, and
+    how many waits on runs are open in it (coroutines of its loop may wait at once)."""
 
     lane: Yielding | None = None
+    waits = 0
 
 
 #: Set by a task runner's worker thread while it runs the runner's jobs (`runners._base`).
 WORKER = _Worker()
+
+
+def _leave_lane() -> Yielding | None:
+    """Before this thread waits on a run: if it is a runner's worker, it leaves its lane's
+    count (at its first open wait), so another thread can run what it waits for."""
+    worker = WORKER
+    lane = worker.lane
+    if lane is not None:
+        worker.waits += 1
+        if worker.waits == 1:
+            lane.blocked()
+    return lane
+
+
+def _rejoin_lane(lane: Yielding | None) -> None:
+    """After the wait `_leave_lane` opened: back in the count at its last open wait."""
+    if lane is not None:
+        worker = WORKER
+        worker.waits -= 1
+        if worker.waits == 0:
+            lane.unblocked()
 
 
 class TaskFuture(Generic[R]):
@@ -130,9 +153,15 @@ class TaskFuture(Generic[R]):
     async def wait_async(self) -> State:
         """Wait for the run without blocking the event loop; its final state.
 
-        Cancelling the waiter does not cancel the run.
+        Cancelling the waiter does not cancel the run. In a runner's worker thread (an
+        async task on its private loop) the thread leaves its lane's count while it waits,
+        as a blocking wait does (`_final_state`).
         """
-        return await asyncio.shield(asyncio.wrap_future(self._future))
+        lane = _leave_lane()
+        try:
+            return await asyncio.shield(asyncio.wrap_future(self._future))
+        finally:
+            _rejoin_lane(lane)
 
     async def result_async(self, raise_on_failure: bool = True) -> R:
         """`result()` for async code: ``await future.result_async()`` (or ``await future``)."""
@@ -156,14 +185,13 @@ class TaskFuture(Generic[R]):
             return job.result()
         if _running_loop() is not None:
             self._check_blocking()
-        lane = WORKER.lane
-        if lane is None:
+        if WORKER.lane is None:
             return job.result(timeout)
-        lane.blocked()
+        lane = _leave_lane()
         try:
             return job.result(timeout)
         finally:
-            lane.unblocked()
+            _rejoin_lane(lane)
 
     def _check_blocking(self) -> None:
         """Before blocking this thread on the run: if the thread runs an event loop, move the
@@ -231,14 +259,11 @@ def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> Do
     futures = list(futures)
     for future in futures:
         future._check_blocking()
-    lane = WORKER.lane
-    if lane is not None:
-        lane.blocked()
+    lane = _leave_lane()
     try:
         concurrent.futures.wait([f._future for f in futures], timeout=timeout)
     finally:
-        if lane is not None:
-            lane.unblocked()
+        _rejoin_lane(lane)
     done = {f for f in futures if f.done()}
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
 
@@ -264,9 +289,7 @@ def as_completed(
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         done = [f for f in pending if f.done()]
         if not done:
-            lane = WORKER.lane
-            if lane is not None:
-                lane.blocked()
+            lane = _leave_lane()
             try:
                 done = list(
                     concurrent.futures.wait(
@@ -274,8 +297,7 @@ def as_completed(
                     ).done
                 )
             finally:
-                if lane is not None:
-                    lane.unblocked()
+                _rejoin_lane(lane)
         if not done:
             raise TimeoutError(f"{len(pending)} (of {len(by_inner)}) runs did not finish")
         for inner in done:
