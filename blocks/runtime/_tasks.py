@@ -37,7 +37,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.runtime._annotations import SCAN, unmapped
@@ -57,6 +57,7 @@ from blocks.runtime._futures import (
     has_futures,
 )
 from blocks.runtime._logging import log_failure, run_logger
+from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
 from blocks.runtime._options import (
     CacheKeyFn,
     HookDecorators,
@@ -80,7 +81,7 @@ from blocks.runtime.engine._task_run import task_steps
 from blocks.runtime.keys._policies import CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
-__all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
+__all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,6 +138,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     def __init__(
         self, fn: Callable[P, R], options: TaskOptions | None = None, **given: Any
     ) -> None:
+        fn, self._method = unwrap_method(fn)  # @task above @classmethod / @staticmethod
         if not callable(fn):
             raise OptionTypeError("@task decorates a function")
         if options is None:
@@ -220,18 +222,22 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         Example:
             >>> fresh = extract.with_options(refresh_cache=True)
         """
-        return Task(self.fn, replace_options(self.options, f"Task {self.name!r}", options))
+        changed: Task[P, R] = Task(
+            self.fn, replace_options(self.options, f"Task {self.name!r}", options)
+        )
+        changed._method = self._method
+        return changed
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
 
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        # Decorated methods: bind like a function would.
-        if obj is None:
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """A method's task read from an instance (or a classmethod's from its class): a copy
+        bound to it (`BoundTask`); read from the class, or a staticmethod's: the task."""
+        target = bind_target(self._method, instance, owner)
+        if target is NOT_BOUND:
             return self
-        import functools
-
-        return functools.partial(self, obj)
+        return BoundTask.of(self, target)
 
     # -- calling ---------------------------------------------------------------------------------
 
@@ -469,7 +475,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             )
         n = lengths.pop()
         return TaskFutureList(
-            self.submit(
+            Task.submit(  # not a subclass's: `BoundTask.map` passes its instance itself
+                self,
                 *(a[i] if isinstance(a, _Mapped) else a for a in args_l),
                 wait_for=wait_for,
                 **{k: v[i] if isinstance(v, _Mapped) else v for k, v in kwargs_l.items()},
@@ -509,6 +516,38 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         return dict(bound.arguments)
 
 
+class BoundTask(Task[P, R]):
+    """A method's task bound to its instance (or a classmethod's to its class), which every
+    call, ``.submit()`` and ``.map()`` passes first; ``with_options`` keeps it bound."""
+
+    __self__: Any
+
+    @classmethod
+    def of(cls, task: Task[P, R], target: Any) -> BoundTask[P, R]:
+        bound: BoundTask[P, R] = object.__new__(cls)
+        bound.__dict__.update(task.__dict__)
+        bound.__self__ = target
+        return bound
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self  # already bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(self.__self__, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(self.__self__, *args, **kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[Any]:
+        return super().map(unmapped(self.__self__), *args, **kwargs)
+
+    def with_options(self, **options: Any) -> Task[P, R]:
+        return BoundTask.of(super().with_options(**options), self.__self__)
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+
+
 class _Mapped(list[Any]):
     """The elements of one mapped argument of ``.map()``."""
 
@@ -537,6 +576,28 @@ def _default_runner() -> TaskRunner:
 
 
 # -- the decorator -------------------------------------------------------------------------------
+
+
+class TaskDecorator(Protocol):
+    """What ``@task(...)`` with options gives: a decorator of functions and of classmethod or
+    staticmethod objects (``@task(...)`` above ``@classmethod``)."""
+
+    @overload
+    def __call__(self, fn: classmethod[Any, P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: staticmethod[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(__fn: classmethod[Any, P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(__fn: staticmethod[P, R]) -> Task[P, R]: ...
 
 
 @overload
@@ -568,10 +629,10 @@ def task(
     on_running: Iterable[TaskHook] | None = None,
     cache_result_in_memory: bool = True,
     cache_policy: CachePolicy | None = NotSet,
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+) -> TaskDecorator: ...
 
 
-def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+def task(__fn: Any = None, **options: Any) -> Any:
     """Make a function a `Task`: ``@task`` or ``@task(retries=3, ...)``.
 
     Example:
