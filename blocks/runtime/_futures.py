@@ -157,9 +157,12 @@ class TaskFuture(Generic[R]):
         async task on its private loop) the thread leaves its lane's count while it waits,
         as a blocking wait does (`_final_state`).
         """
+        job = self._future
+        if WORKER.lane is None or (job.done() and not job.cancelled()):
+            return await asyncio.shield(asyncio.wrap_future(job))
         lane = _leave_lane()
         try:
-            return await asyncio.shield(asyncio.wrap_future(self._future))
+            return await asyncio.shield(asyncio.wrap_future(job))
         finally:
             _rejoin_lane(lane)
 
