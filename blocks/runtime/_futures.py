@@ -144,7 +144,8 @@ class TaskFuture(Generic[R]):
 
         Raises `TimeoutError` if it does not finish within `timeout` seconds.
         """
-        state = self._final_state(timeout)
+        job = self._future
+        state = job.result() if job.done() else self._block(timeout)
         if state.type is _COMPLETED and state.ref is None:
             return state.data  # type: ignore[no-any-return]  # what state.result() gives
         value: R = state.result(raise_on_failure)
@@ -186,6 +187,11 @@ class TaskFuture(Generic[R]):
         job = self._future
         if job.done():
             return job.result()
+        return self._block(timeout)
+
+    def _block(self, timeout: float | None) -> State:
+        """`_final_state` for a run not done when last looked at."""
+        job = self._future
         if _running_loop() is not None:
             self._check_blocking()
         if WORKER.lane is None:
