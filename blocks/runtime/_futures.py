@@ -47,6 +47,8 @@ __all__ = [
     "as_completed",
     "enable_argument_resolution",
     "futures_to_states",
+    "leave_lane",
+    "rejoin_lane",
     "release_loop",
     "resolve_futures",
     "wait",
@@ -78,7 +80,7 @@ class _Worker(threading.local):
 WORKER = _Worker()
 
 
-def _leave_lane() -> Yielding | None:
+def leave_lane() -> Yielding | None:
     """Before this thread waits on a run: if it is a runner's worker, it leaves its lane's
     count (at its first open wait), so another thread can run what it waits for."""
     worker = WORKER
@@ -90,8 +92,8 @@ def _leave_lane() -> Yielding | None:
     return lane
 
 
-def _rejoin_lane(lane: Yielding | None) -> None:
-    """After the wait `_leave_lane` opened: back in the count at its last open wait."""
+def rejoin_lane(lane: Yielding | None) -> None:
+    """After the wait `leave_lane` opened: back in the count at its last open wait."""
     if lane is not None:
         worker = WORKER
         worker.waits -= 1
@@ -161,11 +163,11 @@ class TaskFuture(Generic[R]):
         job = self._future
         if WORKER.lane is None or (job.done() and not job.cancelled()):
             return await asyncio.shield(asyncio.wrap_future(job))
-        lane = _leave_lane()
+        lane = leave_lane()
         try:
             return await asyncio.shield(asyncio.wrap_future(job))
         finally:
-            _rejoin_lane(lane)
+            rejoin_lane(lane)
 
     async def result_async(self, raise_on_failure: bool = True) -> R:
         """`result()` for async code: ``await future.result_async()`` (or ``await future``)."""
@@ -196,11 +198,11 @@ class TaskFuture(Generic[R]):
             self._check_blocking()
         if WORKER.lane is None:
             return job.result(timeout)
-        lane = _leave_lane()
+        lane = leave_lane()
         try:
             return job.result(timeout)
         finally:
-            _rejoin_lane(lane)
+            rejoin_lane(lane)
 
     def _check_blocking(self) -> None:
         """Before blocking this thread on the run: if the thread runs an event loop, move the
@@ -268,11 +270,11 @@ def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> Do
     futures = list(futures)
     for future in futures:
         future._check_blocking()
-    lane = _leave_lane()
+    lane = leave_lane()
     try:
         concurrent.futures.wait([f._future for f in futures], timeout=timeout)
     finally:
-        _rejoin_lane(lane)
+        rejoin_lane(lane)
     done = {f for f in futures if f.done()}
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
 
@@ -298,7 +300,7 @@ def as_completed(
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         done = [f for f in pending if f.done()]
         if not done:
-            lane = _leave_lane()
+            lane = leave_lane()
             try:
                 done = list(
                     concurrent.futures.wait(
@@ -306,7 +308,7 @@ def as_completed(
                     ).done
                 )
             finally:
-                _rejoin_lane(lane)
+                rejoin_lane(lane)
         if not done:
             raise TimeoutError(f"{len(pending)} (of {len(by_inner)}) runs did not finish")
         for inner in done:

@@ -362,7 +362,7 @@ def leaf(x):
         now[0] -= 1
     return x
 
-@task
+@task({middle_options})
 def middle(x):
     return leaf.submit(x).result() + 1
 
@@ -380,12 +380,22 @@ print(peak[0])
 """
 
 
+@pytest.mark.parametrize("timed", [False, True], ids=["", "middle-with-timeout"])
 @pytest.mark.parametrize("workers", [1, 2, 0], ids=["max_workers=1", "max_workers=2", "default"])
-def test_a_fan_out_of_nested_waits_wider_than_the_runner_bound_finishes(workers: int) -> None:
+def test_a_fan_out_of_nested_waits_wider_than_the_runner_bound_finishes(
+    workers: int, timed: bool
+) -> None:
     """`FAN_OUT` runs, each waiting for a run that waits for another: far more waiting runs
     than the runner has workers (the default is min(32, cpus + 4)). A worker that blocks on a
-    run leaves its place to another, so the leaves run instead of queueing forever."""
-    script = _FAN_OUT_SCRIPT.format(seconds=CASE_SECONDS * 3, workers=workers, n=FAN_OUT)
+    run leaves its place to another, so the leaves run instead of queueing forever; also when
+    the middle run has a timeout (its body then runs in a thread of its own, which the worker
+    waits for)."""
+    script = _FAN_OUT_SCRIPT.format(
+        seconds=CASE_SECONDS * 3,
+        workers=workers,
+        n=FAN_OUT,
+        middle_options="timeout_seconds=120" if timed else "",
+    )
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
@@ -393,7 +403,8 @@ def test_a_fan_out_of_nested_waits_wider_than_the_runner_bound_finishes(workers:
     seconds = time.perf_counter() - start
     assert done.returncode == 0, f"a hang or a failure; every thread's stack:\n{done.stderr}"
     print(
-        f"{FAN_OUT} outer runs x 3 levels on max_workers={workers or 'default'}: finished in "
+        f"{FAN_OUT} outer runs x 3 levels{' (middle timed)' if timed else ''} on "
+        f"max_workers={workers or 'default'}: finished in "
         f"{seconds:.1f} s (process included); at most {done.stdout.strip()} leaves at once"
     )
 
