@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from blocks.errors import OptionTypeError, ParameterTypeError
 from blocks.runtime._context import FlowRun, check_run_name, get_current
+from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
 from blocks.runtime._options import (
     FlowOptions,
     HookDecorators,
@@ -47,7 +48,7 @@ from blocks.runtime.engine._flow_run import flow_steps
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
-__all__ = ["Flow", "ParameterTypeError", "flow"]
+__all__ = ["BoundFlow", "Flow", "ParameterTypeError", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +93,7 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
     def __init__(
         self, fn: Callable[P, R], options: FlowOptions | None = None, **given: Any
     ) -> None:
+        fn, self._method = unwrap_method(fn)  # @flow above @classmethod / @staticmethod
         if not callable(fn):
             raise OptionTypeError("@flow decorates a function")
         if options is None:
@@ -156,7 +158,17 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         Example:
             >>> nightly = etl.with_options(name="nightly-etl", retries=3)
         """
-        return Flow(self.fn, replace_options(self.options, "Flow", options))
+        changed: Flow[P, R] = Flow(self.fn, replace_options(self.options, "Flow", options))
+        changed._method = self._method
+        return changed
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """A method's flow read from an instance (or a classmethod's from its class): a copy
+        bound to it (`BoundFlow`); read from the class, or a staticmethod's: the flow."""
+        target = bind_target(self._method, instance, owner)
+        if target is NOT_BOUND:
+            return self
+        return BoundFlow.of(self, target)
 
     # -- hooks as decorators (Prefect's ``@my_flow.on_completion``; the shared three come
     # from `HookDecorators`) ---------------------------------------------------------------------
@@ -249,6 +261,54 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         return run
 
 
+class BoundFlow(Flow[P, R]):
+    """A method's flow bound to its instance (or a classmethod's to its class), which every
+    call passes first; ``with_options`` keeps it bound."""
+
+    __self__: Any
+
+    @classmethod
+    def of(cls, flow: Flow[P, R], target: Any) -> BoundFlow[P, R]:
+        bound: BoundFlow[P, R] = object.__new__(cls)
+        bound.__dict__.update(flow.__dict__)
+        bound.__self__ = target
+        return bound
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self  # already bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(self.__self__, *args, **kwargs)
+
+    def with_options(self, **options: Any) -> Flow[P, R]:
+        return BoundFlow.of(super().with_options(**options), self.__self__)
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+
+
+class FlowDecorator(Protocol):
+    """What ``@flow(...)`` with options gives: a decorator of functions and of classmethod or
+    staticmethod objects (``@flow(...)`` above ``@classmethod``)."""
+
+    @overload
+    def __call__(self, fn: classmethod[Any, P, R], /) -> Flow[P, R]: ...
+
+    @overload
+    def __call__(self, fn: staticmethod[P, R], /) -> Flow[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+
+@overload
+def flow(__fn: classmethod[Any, P, R]) -> Flow[P, R]: ...
+
+
+@overload
+def flow(__fn: staticmethod[P, R]) -> Flow[P, R]: ...
+
+
 @overload
 def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
 
@@ -275,10 +335,10 @@ def flow(
     on_running: Iterable[FlowHook] | None = None,
     on_cancellation: Iterable[FlowHook] | None = None,
     cache_result_in_memory: bool = True,
-) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+) -> FlowDecorator: ...
 
 
-def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+def flow(__fn: Any = None, **options: Any) -> Any:
     """Make a function a `Flow`: ``@flow`` or ``@flow(name="ETL Pipeline", ...)``.
 
     Example:

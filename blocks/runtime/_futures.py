@@ -1,11 +1,12 @@
 """`TaskFuture`: the handle ``task.submit()`` returns, and resolution of futures in arguments.
 
 A future is also awaitable: ``await future`` gives its result without blocking an event loop.
-An async task submitted from an async flow is scheduled on the flow's own loop. Blocking on it
-there (``future.result()``) works as in Prefect: the runs queued on the loop that have not
-started yet move to worker threads (each on a private loop), since a blocked loop cannot run
-them. A run that already started on the loop cannot move: blocking on it raises `RuntimeError`
-(``await future`` instead).
+An async task submitted from an async flow's loop is scheduled on that loop (a `LoopJob`).
+Blocking on any future in the thread that runs a loop (``future.result()``, ``wait``, a sync
+task resolving its arguments) works as in Prefect: first every run queued on that loop that has
+not started yet moves to a thread of its own (`release_loop`), since a blocked loop cannot
+start it. A run that already started on the loop cannot move: blocking on it raises
+`RuntimeError` (``await future`` instead).
 
 ``.map()`` returns a `TaskFutureList` (Prefect's ``PrefectFutureList``): a list of futures
 with ``wait()`` and ``result()`` for all of them.
@@ -23,8 +24,10 @@ import concurrent.futures
 import contextlib
 import contextvars
 import threading
+import time
+import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from blocks.errors import ConfigurationError, UpstreamFailed
 from blocks.runtime._annotations import SCAN, BaseAnnotation, allow_failure, opaque, quote
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
 
 __all__ = [
+    "WORKER",
     "DoneAndNotDoneFutures",
     "LoopJob",
     "PrefectFutureList",
@@ -43,6 +47,9 @@ __all__ = [
     "as_completed",
     "enable_argument_resolution",
     "futures_to_states",
+    "leave_lane",
+    "rejoin_lane",
+    "release_loop",
     "resolve_futures",
     "wait",
 ]
@@ -50,7 +57,48 @@ __all__ = [
 R = TypeVar("R")
 _COMPLETED = StateType.COMPLETED
 
-# Set once the first future exists: until then, argument scanning is skipped entirely.
+
+class Yielding(Protocol):
+    """A task runner's share of threads that a worker thread leaves while it blocks."""
+
+    def blocked(self) -> None:
+        """The calling worker thread is about to block: let another take its place."""
+
+    def unblocked(self) -> None:
+        """The calling worker thread is back at work."""
+
+
+class _Worker(threading.local):
+    """What the current thread works for: the runner's lane whose job it runs, if any, and
+    how many waits on runs are open in it (coroutines of its loop may wait at once)."""
+
+    lane: Yielding | None = None
+    waits = 0
+
+
+#: Set by a task runner's worker thread while it runs the runner's jobs (`runners._base`).
+WORKER = _Worker()
+
+
+def leave_lane() -> Yielding | None:
+    """Before this thread waits on a run: if it is a runner's worker, it leaves its lane's
+    count (at its first open wait), so another thread can run what it waits for."""
+    worker = WORKER
+    lane = worker.lane
+    if lane is not None:
+        worker.waits += 1
+        if worker.waits == 1:
+            lane.blocked()
+    return lane
+
+
+def rejoin_lane(lane: Yielding | None) -> None:
+    """After the wait `leave_lane` opened: back in the count at its last open wait."""
+    if lane is not None:
+        worker = WORKER
+        worker.waits -= 1
+        if worker.waits == 0:
+            lane.unblocked()
 
 
 class TaskFuture(Generic[R]):
@@ -63,18 +111,21 @@ class TaskFuture(Generic[R]):
     async flow (None otherwise).
     """
 
-    __slots__ = ("_future", "loop", "task_run")
+    __slots__ = ("_future", "loop", "task_run", "upstream")
 
     def __init__(
         self,
         task_run: TaskRun,
         future: concurrent.futures.Future[State],
         loop: asyncio.AbstractEventLoop | None = None,
+        upstream: list[TaskFuture[Any]] | tuple[()] = (),
     ) -> None:
         SCAN[0] = True
         self.task_run = task_run
         self._future = future
         self.loop = loop
+        #: The futures the run was declared to wait for (``wait_for=`` and its arguments).
+        self.upstream = upstream
 
     @property
     def state(self) -> State:
@@ -85,9 +136,8 @@ class TaskFuture(Generic[R]):
 
     def wait(self, timeout: float | None = None) -> State | None:
         """Wait up to `timeout` seconds for the run to finish; its final state, or None."""
-        self._check_blocking()
         try:
-            return self._future.result(timeout)
+            return self._final_state(timeout)
         except concurrent.futures.TimeoutError:
             return None
 
@@ -96,9 +146,8 @@ class TaskFuture(Generic[R]):
 
         Raises `TimeoutError` if it does not finish within `timeout` seconds.
         """
-        if self.loop is not None:
-            self._check_blocking()
-        state = self._future.result(timeout)
+        job = self._future
+        state = job.result() if job.done() else self._block(timeout)
         if state.type is _COMPLETED and state.ref is None:
             return state.data  # type: ignore[no-any-return]  # what state.result() gives
         value: R = state.result(raise_on_failure)
@@ -107,9 +156,18 @@ class TaskFuture(Generic[R]):
     async def wait_async(self) -> State:
         """Wait for the run without blocking the event loop; its final state.
 
-        Cancelling the waiter does not cancel the run.
+        Cancelling the waiter does not cancel the run. In a runner's worker thread (an
+        async task on its private loop) the thread leaves its lane's count while it waits,
+        as a blocking wait does (`_final_state`).
         """
-        return await asyncio.shield(asyncio.wrap_future(self._future))
+        job = self._future
+        if WORKER.lane is None or (job.done() and not job.cancelled()):
+            return await asyncio.shield(asyncio.wrap_future(job))
+        lane = leave_lane()
+        try:
+            return await asyncio.shield(asyncio.wrap_future(job))
+        finally:
+            rejoin_lane(lane)
 
     async def result_async(self, raise_on_failure: bool = True) -> R:
         """`result()` for async code: ``await future.result_async()`` (or ``await future``)."""
@@ -120,29 +178,70 @@ class TaskFuture(Generic[R]):
     def __await__(self) -> Generator[Any, None, R]:
         return self.result_async().__await__()
 
-    def _check_blocking(self) -> None:
-        """Before blocking the thread of the loop this run is queued on: move the queued runs
-        that have not started to threads; refuse if this one already started there."""
-        if self.loop is None or self._future.done():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if running is not self.loop:
-            return
-        flow_run = self.task_run.flow_run
-        jobs = list(flow_run.pending) if flow_run is not None else [self._future]
-        for job in jobs:
-            if isinstance(job, LoopJob) and job.loop is running and job is not self._future:
-                job.take_over()
+    def _final_state(self, timeout: float | None = None) -> State:
+        """Block until the run is done (`TimeoutError` after `timeout` s); its final state.
+
+        The one way a thread blocks on a run: an event loop's thread first hands off the
+        runs queued on its loop (`_check_blocking`); a task runner's worker thread lets
+        another thread take its place while it waits (`WORKER`), so runs waiting for runs
+        they submitted never fill their runner's threads.
+        """
         job = self._future
-        if isinstance(job, LoopJob) and not job.take_over():
+        if job.done():
+            return job.result()
+        return self._block(timeout)
+
+    def _block(self, timeout: float | None) -> State:
+        """`_final_state` for a run not done when last looked at."""
+        job = self._future
+        if _running_loop() is not None:
+            self._check_blocking()
+        if WORKER.lane is None:
+            return job.result(timeout)
+        lane = leave_lane()
+        try:
+            return job.result(timeout)
+        finally:
+            rejoin_lane(lane)
+
+    def _check_blocking(self) -> None:
+        """Before blocking this thread on the run: if the thread runs an event loop, move the
+        runs queued on that loop to threads (`release_loop`); refuse if this run already
+        started on it, since it could never finish while its loop is blocked."""
+        loop = _running_loop()
+        if loop is None or self._future.done():
+            return
+        release_loop(loop)
+        stuck = self._stuck_on(loop)
+        if stuck is self:
             raise RuntimeError(
                 f"Task run {self.task_run.name!r} already started on this event loop, so "
                 "waiting for it here with a blocking call would never return: use "
                 "`await future` (or `await future.wait_async()`) in async code."
             )
+        if stuck is not None:
+            raise RuntimeError(
+                f"Task run {self.task_run.name!r} waits for task run {stuck.task_run.name!r}, "
+                "which already started on this event loop, so waiting for it here with a "
+                "blocking call would never return: use `await future` (or "
+                "`await future.wait_async()`) in async code."
+            )
+
+    def _stuck_on(self, loop: asyncio.AbstractEventLoop) -> TaskFuture[Any] | None:
+        """This run, or one it declared it waits for (at any depth), that is not done and
+        already started on `loop`: one that cannot finish while the loop's thread blocks."""
+        seen: set[int] = set()
+        stack: list[TaskFuture[Any]] = [self]
+        while stack:
+            future = stack.pop()
+            job = future._future
+            if id(future) in seen or job.done():
+                continue
+            seen.add(id(future))
+            if isinstance(job, LoopJob) and job.loop is loop and job.started_on_loop():
+                return future
+            stack.extend(future.upstream)
+        return None
 
     @property
     def task_run_id(self) -> str:
@@ -171,7 +270,11 @@ def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> Do
     futures = list(futures)
     for future in futures:
         future._check_blocking()
-    concurrent.futures.wait([f._future for f in futures], timeout=timeout)
+    lane = leave_lane()
+    try:
+        concurrent.futures.wait([f._future for f in futures], timeout=timeout)
+    finally:
+        rejoin_lane(lane)
     done = {f for f in futures if f.done()}
     return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
 
@@ -189,8 +292,28 @@ def as_completed(
     for future in futures:
         future._check_blocking()
         by_inner.setdefault(future._future, future)
-    for inner in concurrent.futures.as_completed(by_inner, timeout=timeout):
-        yield by_inner[inner]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = set(by_inner)
+    while pending:
+        # One wait per batch (not the standard library's generator, which would stay
+        # blocked-or-not across the caller's own code between two yields).
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done = [f for f in pending if f.done()]
+        if not done:
+            lane = leave_lane()
+            try:
+                done = list(
+                    concurrent.futures.wait(
+                        pending, left, return_when=concurrent.futures.FIRST_COMPLETED
+                    ).done
+                )
+            finally:
+                rejoin_lane(lane)
+        if not done:
+            raise TimeoutError(f"{len(pending)} (of {len(by_inner)}) runs did not finish")
+        for inner in done:
+            pending.discard(inner)
+            yield by_inner[inner]
 
 
 class TaskFutureList(list[TaskFuture[R]]):
@@ -244,6 +367,11 @@ class LoopJob(concurrent.futures.Future[State]):
 
     def start(self) -> None:
         """Queue the run on the loop (from any thread)."""
+        with _queued_lock:
+            queued = _queued.get(self.loop)
+            if queued is None:
+                queued = _queued[self.loop] = set()
+            queued.add(self)
         self.loop.call_soon_threadsafe(self._start_on_loop)
 
     def _claim(self, on_loop: bool) -> bool:
@@ -251,7 +379,15 @@ class LoopJob(concurrent.futures.Future[State]):
             if self._claimed:
                 return False
             self._claimed, self._on_loop = True, on_loop
+        with _queued_lock:
+            queued = _queued.get(self.loop)
+            if queued is not None:
+                queued.discard(self)
         return self.set_running_or_notify_cancel()  # False if cancelled before it started
+
+    def started_on_loop(self) -> bool:
+        """Whether the loop itself started the run and it is not done yet."""
+        return self._on_loop and not self.done()
 
     def _start_on_loop(self) -> None:
         if self._claim(on_loop=True):
@@ -290,6 +426,30 @@ class LoopJob(concurrent.futures.Future[State]):
             with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to cancel
                 self.loop.call_soon_threadsafe(task.cancel)
         return False
+
+
+#: The jobs queued on each event loop and not yet claimed (by the loop or by a thread).
+_queued: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[LoopJob]] = (
+    weakref.WeakKeyDictionary()
+)
+_queued_lock = threading.Lock()
+#: The event loop running in this thread, or None (C-level: cheap enough for every wait).
+_running_loop = asyncio._get_running_loop
+
+
+def release_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The thread running `loop` is about to block: run every job queued on the loop in a
+    thread of its own, since the loop cannot start one until the block ends.
+
+    Every blocking wait on a loop's thread calls this first, whatever it waits for: the
+    awaited run may itself wait (through ``wait_for``, an argument, or a future it blocks on)
+    on a job queued here, and a job left queued behind a blocked loop never runs.
+    """
+    with _queued_lock:
+        jobs = _queued.pop(loop, None)
+    if jobs:
+        for job in jobs:
+            job.take_over()
 
 
 def enable_argument_resolution() -> None:
@@ -372,9 +532,8 @@ def resolve_futures(value: Any, depth: int = 0, allow: bool = False) -> Any:
             return inner
         return resolve_futures(inner, depth, allow or isinstance(value, allow_failure))
     if isinstance(value, TaskFuture):
-        value._check_blocking()
         what = f"Upstream task run {value.task_run.name!r}"
-        result = _state_value(value._future.result(), allow, what)
+        result = _state_value(value._final_state(), allow, what)
         return resolve_futures(result, depth + 1, allow)  # as Prefect: look inside it too
     if isinstance(value, State):
         return resolve_futures(_state_value(value, allow, "An upstream run"), depth + 1, allow)
@@ -416,8 +575,7 @@ def futures_to_states(value: Any, depth: int = 0) -> Any:
     """`value` with each future (three levels into lists, tuples, sets, dicts) replaced by its
     final state, waiting for it: what a flow returning futures ends with, as in Prefect."""
     if isinstance(value, TaskFuture):
-        value._check_blocking()
-        return value._future.result()
+        return value._final_state()
     if depth >= 3:
         return value
     kind = _kind(value)

@@ -9,9 +9,10 @@ result store is touched.
 ``async def`` tasks are awaitables with the same options: ``await extract("db")`` inside an
 async flow runs it on the flow's event loop (retries sleep with ``asyncio.sleep``, a timeout
 cancels the body, result-store I/O runs in a worker thread so the loop keeps going). Their
-``.submit()`` from an async flow schedules the run on that loop (``await future`` for its
-value); from a sync flow, or outside any flow, the task runner runs it to the end on a private
-loop in its worker thread (``asyncio.run``).
+``.submit()`` from code running on an async flow's loop schedules the run on that loop
+(``await future`` for its value); from anywhere else (a sync flow, a task in a worker thread,
+outside any flow) the task runner runs it to the end on a private loop in its worker thread
+(``asyncio.run``).
 
 Sync and async runs share one engine: `engine._task_run.task_steps` is the state machine of
 a run (inputs, name, cache, attempts, retries, persistence, hooks) written as a generator of
@@ -31,11 +32,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.runtime._annotations import SCAN, unmapped
@@ -47,8 +49,15 @@ from blocks.runtime._context import (
     reset_current,
     set_current,
 )
-from blocks.runtime._futures import LoopJob, TaskFuture, TaskFutureList, has_futures
+from blocks.runtime._futures import (
+    LoopJob,
+    TaskFuture,
+    TaskFutureList,
+    futures_in,
+    has_futures,
+)
 from blocks.runtime._logging import log_failure, run_logger
+from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
 from blocks.runtime._options import (
     CacheKeyFn,
     HookDecorators,
@@ -72,7 +81,7 @@ from blocks.runtime.engine._task_run import task_steps
 from blocks.runtime.keys._policies import CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 
-__all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
+__all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,6 +138,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     def __init__(
         self, fn: Callable[P, R], options: TaskOptions | None = None, **given: Any
     ) -> None:
+        fn, self._method = unwrap_method(fn)  # @task above @classmethod / @staticmethod
         if not callable(fn):
             raise OptionTypeError("@task decorates a function")
         if options is None:
@@ -212,18 +222,22 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         Example:
             >>> fresh = extract.with_options(refresh_cache=True)
         """
-        return Task(self.fn, replace_options(self.options, f"Task {self.name!r}", options))
+        changed: Task[P, R] = Task(
+            self.fn, replace_options(self.options, f"Task {self.name!r}", options)
+        )
+        changed._method = self._method
+        return changed
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
 
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        # Decorated methods: bind like a function would.
-        if obj is None:
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """A method's task read from an instance (or a classmethod's from its class): a copy
+        bound to it (`BoundTask`); read from the class, or a staticmethod's: the task."""
+        target = bind_target(self._method, instance, owner)
+        if target is NOT_BOUND:
             return self
-        import functools
-
-        return functools.partial(self, obj)
+        return BoundTask.of(self, target)
 
     # -- calling ---------------------------------------------------------------------------------
 
@@ -389,13 +403,23 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         if flow_run is not None and flow_run.reuses and parent is flow_run:
             run.reuse_key = flow_run.call_key(self.name)
         loop = None if flow_run is None or not self.isasync else flow_run.loop
-        if loop is not None and not loop.is_closed():
+        waiting = [w for w in waits if isinstance(w, TaskFuture)] if waits else []
+        # What the run waits for, declared: a blocking wait on it checks none of these is
+        # stuck on the waiter's own loop (`TaskFuture._check_blocking`).
+        upstream = waiting + futures_in(args) + futures_in(kwargs) if SCAN[0] else waiting
+        if loop is not None and asyncio._get_running_loop() is loop:
+            # Submitted from the flow's loop itself: the run goes on that loop. From anywhere
+            # else (a task's worker thread, a run moved off the loop, a private loop) the
+            # flow's loop may be blocked waiting for the submitter: the runner runs it.
             assert flow_run is not None
-            future = self._submit_to_loop(loop, flow_run, run, args, kwargs, waits)
+            job: concurrent.futures.Future[State] = self._submit_to_loop(
+                loop, flow_run, run, args, kwargs, waiting
+            )
         else:
             runner = flow_run.task_runner if flow_run is not None else _default_runner()
-            waiting = [w for w in waits if isinstance(w, TaskFuture)] if waits else ()
-            future = TaskFuture(run, runner.submit_task(self, run, args, kwargs, waiting))
+            job = runner.submit_task(self, run, args, kwargs, waiting)
+            loop = None
+        future: TaskFuture[Any] = TaskFuture(run, job, loop, upstream)
         if return_state:
             future.wait()
             return future.state
@@ -409,20 +433,19 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         waits: list[TaskFuture[Any]],
-    ) -> TaskFuture[Any]:
+    ) -> LoopJob:
         """Schedule the run on the async flow's loop; the flow run waits for it as it ends."""
 
         async def job() -> State:
             for future in waits:
-                if isinstance(future, TaskFuture):
-                    await future.wait_async()
+                await future.wait_async()
             return await adrive(task_steps(self, run, args, kwargs))
 
         future = LoopJob(job, loop)
         flow_run.pending.add(future)
         future.add_done_callback(flow_run.pending.discard)
         future.start()
-        return TaskFuture(run, future, loop)
+        return future
 
     @overload
     def map(
@@ -452,7 +475,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             )
         n = lengths.pop()
         return TaskFutureList(
-            self.submit(
+            Task.submit(  # not a subclass's: `BoundTask.map` passes its instance itself
+                self,
                 *(a[i] if isinstance(a, _Mapped) else a for a in args_l),
                 wait_for=wait_for,
                 **{k: v[i] if isinstance(v, _Mapped) else v for k, v in kwargs_l.items()},
@@ -492,6 +516,38 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         return dict(bound.arguments)
 
 
+class BoundTask(Task[P, R]):
+    """A method's task bound to its instance (or a classmethod's to its class), which every
+    call, ``.submit()`` and ``.map()`` passes first; ``with_options`` keeps it bound."""
+
+    __self__: Any
+
+    @classmethod
+    def of(cls, task: Task[P, R], target: Any) -> BoundTask[P, R]:
+        bound: BoundTask[P, R] = object.__new__(cls)
+        bound.__dict__.update(task.__dict__)
+        bound.__self__ = target
+        return bound
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self  # already bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(self.__self__, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(self.__self__, *args, **kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[Any]:
+        return super().map(unmapped(self.__self__), *args, **kwargs)
+
+    def with_options(self, **options: Any) -> Task[P, R]:
+        return BoundTask.of(super().with_options(**options), self.__self__)
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+
+
 class _Mapped(list[Any]):
     """The elements of one mapped argument of ``.map()``."""
 
@@ -520,6 +576,28 @@ def _default_runner() -> TaskRunner:
 
 
 # -- the decorator -------------------------------------------------------------------------------
+
+
+class TaskDecorator(Protocol):
+    """What ``@task(...)`` with options gives: a decorator of functions and of classmethod or
+    staticmethod objects (``@task(...)`` above ``@classmethod``)."""
+
+    @overload
+    def __call__(self, fn: classmethod[Any, P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: staticmethod[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(__fn: classmethod[Any, P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(__fn: staticmethod[P, R]) -> Task[P, R]: ...
 
 
 @overload
@@ -551,10 +629,10 @@ def task(
     on_running: Iterable[TaskHook] | None = None,
     cache_result_in_memory: bool = True,
     cache_policy: CachePolicy | None = NotSet,
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+) -> TaskDecorator: ...
 
 
-def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+def task(__fn: Any = None, **options: Any) -> Any:
     """Make a function a `Task`: ``@task`` or ``@task(retries=3, ...)``.
 
     Example:

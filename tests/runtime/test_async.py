@@ -23,6 +23,9 @@ from blocks.states import State
 from blocks.task_runners import SequentialTaskRunner
 from blocks.tasks import task_input_hash
 
+# Runs nest here: a hang fails the test within 60 s with every thread's stack, not the suite.
+pytestmark = pytest.mark.timeout(60, method="thread")
+
 # -- calling -------------------------------------------------------------------------------------
 
 
@@ -460,3 +463,105 @@ def test_async_subflow_is_a_child_run_of_the_async_flow() -> None:
     child_run, parent_run = runs["child"], runs["parent"]
     assert child_run is not None and child_run is not parent_run
     assert child_run.parent is parent_run
+
+
+# -- nested runs that used to deadlock the flow's loop and its worker threads (#22) --------------
+
+
+def test_an_async_task_submitted_from_a_submitted_async_task_finishes() -> None:
+    # Prefect's test_nested_submitted_async_task_that_also_is_submitted. The flow's loop
+    # blocks on the outer run, which moves to a thread; the inner run it submits from there
+    # used to be queued on the blocked loop.
+    threads: dict[str, int] = {}
+
+    @task
+    async def inner_task() -> int:
+        threads["inner"] = threading.get_ident()
+        return 42
+
+    @task
+    async def outer_task() -> int:
+        threads["outer"] = threading.get_ident()
+        future = inner_task.submit()
+        return future.result()
+
+    @flow
+    async def my_flow() -> int:
+        threads["flow"] = threading.get_ident()
+        future = outer_task.submit()
+        return future.result()
+
+    assert asyncio.run(my_flow()) == 42
+    print(f"threads: flow {threads['flow']}, outer {threads['outer']}, inner {threads['inner']}")
+    assert threads["outer"] != threads["flow"] and threads["inner"] != threads["flow"]
+
+
+def test_an_async_task_waiting_for_another_inside_a_nested_async_run_finishes() -> None:
+    # Prefect's test_nested_async_wait_for.
+    @task
+    async def inner_task(x: int) -> int:
+        return x * 2
+
+    @task
+    async def outer_task(x: int, y: int) -> int:
+        future = inner_task.submit(x)
+        return future.result() + y
+
+    @flow
+    async def my_flow() -> int:
+        f1 = inner_task.submit(2)
+        f2 = outer_task.submit(3, 4, wait_for=[f1])
+        return f2.result()
+
+    assert asyncio.run(my_flow()) == 10
+
+
+def test_a_sync_run_blocking_on_an_async_run_queued_on_the_loop_gets_it_moved() -> None:
+    # The loop's thread blocks on a sync run (not a loop run) whose argument is queued on
+    # the loop: every blocking wait there hands the loop's queued runs to threads.
+    @task
+    async def up() -> int:
+        return 1
+
+    @task
+    def down(x: int) -> int:
+        return x + 1
+
+    @task
+    def submits_async() -> int:
+        return up.submit().result() + 10  # from a worker thread: the runner runs it
+
+    @flow
+    async def main() -> tuple[int, int]:
+        return down.submit(up.submit()).result(), submits_async.submit().result()
+
+    assert asyncio.run(main()) == (2, 11)
+
+
+def test_blocking_on_a_run_that_waits_for_one_started_on_the_loop_says_await() -> None:
+    # A run that started on the loop cannot move; one that waits for it (wait_for or an
+    # argument) could never finish while the loop blocks: refused at once, not a hang.
+    @task
+    async def slow() -> int:
+        await asyncio.sleep(0.05)
+        return 1
+
+    @task
+    def down(x: int) -> int:
+        return x + 1
+
+    @task
+    async def after() -> int:
+        return 5
+
+    @flow
+    async def main() -> tuple[int, int]:
+        first = slow.submit()
+        await asyncio.sleep(0.01)  # it starts on the loop
+        by_argument, by_wait = down.submit(first), after.submit(wait_for=[first])
+        for future in (by_argument, by_wait):
+            with pytest.raises(RuntimeError, match=r"waits for task run 'slow-.*await future"):
+                future.result()
+        return await by_argument, await by_wait
+
+    assert asyncio.run(main()) == (2, 5)

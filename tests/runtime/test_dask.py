@@ -29,6 +29,11 @@ from blocks.futures import TaskFuture, as_completed
 from blocks.states import State
 from blocks.tasks import task_input_hash
 
+# Runs nest here: a hang fails the test with every thread's stack, not the suite. 120 s, not the
+# 60 s of the other runtime modules: each test starts worker processes (up to 25 s measured on
+# a loaded 2-core machine).
+pytestmark = pytest.mark.timeout(120, method="thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"}
 

@@ -19,6 +19,9 @@ from blocks.results import ResultStore
 from blocks.states import State
 from blocks.task_runners import ConcurrentTaskRunner, SequentialTaskRunner
 
+# Runs nest here: a hang fails the test within 60 s with every thread's stack, not the suite.
+pytestmark = pytest.mark.timeout(60, method="thread")
+
 
 def test_flow_returns_its_value_and_keeps_options() -> None:
     @flow(name="My Flow", description="d", version="1.0.0")

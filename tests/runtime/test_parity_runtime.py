@@ -20,6 +20,9 @@ from blocks.futures import PrefectFutureList, TaskFuture, TaskFutureList, wait
 from blocks.states import Cancelled, Completed, Failed, State
 from blocks.task_runners import SequentialTaskRunner
 
+# Runs nest here: a hang fails the test within 60 s with every thread's stack, not the suite.
+pytestmark = pytest.mark.timeout(60, method="thread")
+
 
 @task
 def boom() -> int:

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from blocks import flow, task
 from blocks.runtime._context import current_task_run
 from blocks.runtime._states import State
@@ -23,6 +25,9 @@ from blocks.runtime.runners._base import (
     SequentialTaskRunner,
     SharedThreads,
 )
+
+# Runs nest here: a hang fails the test within 60 s with every thread's stack, not the suite.
+pytestmark = pytest.mark.timeout(60, method="thread")
 
 
 def test_flow_runs_reuse_the_same_threads() -> None:

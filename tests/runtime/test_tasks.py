@@ -25,6 +25,9 @@ from blocks.states import State
 from blocks.task_runners import SequentialTaskRunner
 from blocks.tasks import Task, exponential_backoff, task_input_hash, unmapped
 
+# Runs nest here: a hang fails the test within 60 s with every thread's stack, not the suite.
+pytestmark = pytest.mark.timeout(60, method="thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # -- definition and plain calls ------------------------------------------------------------------

@@ -22,7 +22,14 @@ from typing import Any, Protocol
 from blocks.errors import ParameterTypeError, UpstreamFailed
 from blocks.results import _persistence as persistence
 from blocks.runtime._context import FlowRun, render_run_name, reset_current, set_current
-from blocks.runtime._futures import futures_in, futures_to_states, has_futures
+from blocks.runtime._futures import (
+    futures_in,
+    futures_to_states,
+    has_futures,
+    leave_lane,
+    rejoin_lane,
+    release_loop,
+)
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
 from blocks.runtime._options import FlowOptions, key_prefix
 from blocks.runtime._states import (
@@ -236,11 +243,19 @@ class _Settle(Step):
         self.run_, self.wait = run, wait
 
     def run(self) -> None:
-        if self.wait:
-            concurrent.futures.wait(list(self.run_.pending))
-        else:
-            _cancel_pending(self.run_)
-        self.run_.task_runner.shutdown(wait=self.wait)
+        loop = asyncio._get_running_loop()
+        if loop is not None:  # a sync flow called on a loop's thread: do not strand its jobs
+            release_loop(loop)
+        # A subflow called in a runner's worker: its parent's runs may be what it waits for.
+        lane = leave_lane()
+        try:
+            if self.wait:
+                concurrent.futures.wait(list(self.run_.pending))
+            else:
+                _cancel_pending(self.run_)
+            self.run_.task_runner.shutdown(wait=self.wait)
+        finally:
+            rejoin_lane(lane)
 
     async def arun(self) -> None:
         pending = self.run_.pending

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocks.errors import TaskTimeout
 from blocks.results import _persistence as persistence
-from blocks.runtime._futures import aresolve_futures, resolve_futures
+from blocks.runtime._futures import aresolve_futures, leave_lane, rejoin_lane, resolve_futures
 from blocks.runtime._logging import run_logger
 from blocks.runtime._states import State
 
@@ -253,7 +253,11 @@ def run_coroutine(awaitable: Awaitable[T]) -> T:
         return asyncio.run(main())
     ctx = contextvars.copy_context()
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blocks-async") as pool:
-        return pool.submit(ctx.run, asyncio.run, main()).result()
+        lane = leave_lane()
+        try:
+            return pool.submit(ctx.run, asyncio.run, main()).result()
+        finally:
+            rejoin_lane(lane)
 
 
 def run_hooks(
@@ -293,7 +297,12 @@ def call_with_timeout(
             done.set()
 
     threading.Thread(target=target, name="blocks-timeout", daemon=True).start()
-    if not done.wait(timeout):
+    lane = leave_lane()  # a runner's worker waiting on the body: the body may wait on runs
+    try:
+        finished = done.wait(timeout)
+    finally:
+        rejoin_lane(lane)
+    if not finished:
         raise TaskTimeout(
             f"{what} exceeded its timeout of {timeout:g} second(s). It was abandoned, not "
             "killed: Python cannot stop a thread, so its body may still be running."

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError
+from blocks.runtime._futures import WORKER
 from blocks.runtime._states import State
 from blocks.runtime.engine._task_run import run_plain, run_task
 
@@ -299,6 +300,11 @@ _Job = tuple[RunFuture, contextvars.Context, Callable[..., State], tuple[Any, ..
 class _Lane:
     """One flow run's share of the process's threads: at most `limit` of its jobs run at once.
 
+    A job that blocks on another run (``future.result()``, ``wait_for``, a future argument)
+    does not count while it waits (`blocked`): another thread takes its place. Otherwise
+    `limit` runs each waiting for a run they submitted would hold every slot while their
+    runs stay queued behind them, forever.
+
     A thread that finishes a job takes the lane's next one, so a burst of submissions is
     served by `limit` threads looping, not by one hand-off per job. Threads are woken one at
     a time: while one is on its way (`_waking`) new jobs queue for it, and each thread that
@@ -359,11 +365,13 @@ class _Lane:
         mark its future running (the futures' guard is this lock); a future someone waits on
         goes the base class's way."""
         lock = self._lock
+        WORKER.lane = self
         with lock:
             self._waking -= 1
             if job is None:
                 if not self._queued:
                     self._running -= 1
+                    WORKER.lane = None
                     return
                 job = self._queued.popleft()
             started = _start(job[0])
@@ -400,8 +408,11 @@ class _Lane:
                 self._unfinished -= 1
                 if not self._unfinished and self._waiting:
                     self._drained.notify_all()
-                if not self._queued:
+                # Past the limit: a thread that blocked came back while another took its
+                # place; the others (at least `limit`, none blocked) drain the queue.
+                if not self._queued or self._running > self.limit:
                     self._running -= 1
+                    WORKER.lane = None
                     return
                 job = self._queued.popleft()
                 nxt = job[0]  # mark it running if nobody waits on it (as `_start`)
@@ -410,6 +421,23 @@ class _Lane:
                     nxt._state = _RUNNING
             finally:
                 lock.release()
+
+    def blocked(self) -> None:
+        """A thread of this lane is about to block on a run: it stops counting, and a queued
+        job gets a thread if none is on its way."""
+        with self._lock:
+            self._running -= 1
+            wake = bool(self._queued) and not self._waking and self._running < self.limit
+            if wake:
+                self._running += 1
+                self._waking += 1
+        if wake:
+            self._wake()
+
+    def unblocked(self) -> None:
+        """The thread is back at its job: it counts again (for a moment past the limit)."""
+        with self._lock:
+            self._running += 1
 
     def _finished(self, jobs: int) -> None:
         """Count `jobs` as done (called holding `_lock`)."""
