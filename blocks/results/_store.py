@@ -16,8 +16,11 @@ Guarantees:
   that says so, never a crash inside unpickling.
 - **Misses, not wrong values**: absent, expired, corrupt or truncated records read as ``None``;
   corrupt ones also emit a `CorruptRecordWarning` and a log line.
-- **No extra copies**: payloads stream between the serializer and the storage; locally a 256 MB
-  ``bytes`` result is written with no second 256 MB buffer and read back from the verified file.
+- **No extra copies in memory**: payloads stream between the serializer and the storage; a
+  256 MB ``bytes`` result is written with no second 256 MB buffer.
+- **Decoded as verified**: a payload is copied as it is verified (into memory up to 16 MiB,
+  else into a private unlinked temp file) and decoded from that copy, never re-read from the
+  storage: rewriting the record in place between the check and the decode changes nothing.
 - **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
   `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
   refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
@@ -582,19 +585,15 @@ class ResultStore:
         keys: ResultsKeys,
         limit: int,
     ) -> Any:
-        # The header verified under this signer, so it is one of ours.
-        signer = keys.by_id[header.signer]
-        hasher = signer.payload_hasher(header.checksum)
-        if streams.is_stable(stream):
-            # A real file keeps its content across renames: verify the whole payload in one
-            # pass (it lands in the page cache), then decode from the same descriptor. Nothing
-            # is unpickled before the signature verifies, and no second copy is held in memory.
-            start = stream.tell()
-            streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
-            stream.seek(start)
-            return _decode(serializer, stream, header, signer, limit)
+        # Decode exactly the bytes that verified: they are copied as they are hashed, into
+        # memory up to `SPOOL_MAX_SIZE`, past it into a private unlinked temp file (mode 0600,
+        # no name: nobody else can open or rewrite it), and decoded from that copy. Reading the
+        # storage's file a second time instead (verify, seek back, decode) lets whoever can
+        # rewrite that file in place swap the bytes between the two reads (issue 20).
         import tempfile
 
+        signer = _signer(keys, header)
+        hasher = signer.payload_hasher(header.checksum)
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
             streams.verify(measured, header)
@@ -611,7 +610,7 @@ class ResultStore:
     ) -> Any:
         # The whole payload is in memory (the storage said so): verify it there, then decode
         # from it. Truncated or padded shows as a size mismatch.
-        signer = keys.by_id[header.signer]
+        signer = _signer(keys, header)
         seen = _verified_payloads.get(header.checksum)
         if (
             seen is None
@@ -634,6 +633,19 @@ class ResultStore:
         raise StorageError(
             f"Could not {action} result {key!r} in {self.storage.describe()}: {exc}"
         ) from exc
+
+
+def _signer(keys: ResultsKeys, header: RecordHeader) -> ResultsKey:
+    """The key that signs `header`'s payload: the one its ``signer`` names. A header that
+    verifies under our keys but names an id outside them was not written by this code: a
+    miss (`CorruptRecord`), never a `KeyError`."""
+    signer = keys.by_id.get(header.signer)
+    if signer is None:
+        raise CorruptRecord(
+            f"result record {header.key!r} names signer {header.signer[:64]!r}, which is not "
+            f"one of this process's results keys ({', '.join(keys.by_id)}): not trusted"
+        )
+    return signer
 
 
 def _asks_for(wanted: Callable[[dict[str, Any]], bool], raw: dict[str, Any]) -> bool:
