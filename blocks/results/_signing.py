@@ -21,9 +21,12 @@ The key comes from the first of:
 3. The registry's master key(s): ``HKDF-SHA256(master key, info="blocks results key v1")``,
    one results key per master key (the first signs; the others still verify after a rotation).
 
-From each results key, HKDF derives three subkeys: one for the header tag, one for payload
-tags, one for AES-256-GCM sealing of secret values inside payloads. The key id in a record
-header is a hash of the results key (public; reveals nothing usable).
+From each results key, HKDF derives four subkeys: one for the header tag, one for payload
+tags, one for AES-256-GCM sealing of secret values inside payloads, and one that keys every
+digest a record's storage key or header holds (`ResultsKey.digest`, `keyed_components`): an
+unkeyed digest of a parameter is a guessing oracle for whoever can list or read the storage
+(a PIN falls in 10,000 tries). A secret's digest is not stored at all, only `SECRET_COMPONENT`.
+The key id in a record header is a hash of the results key (public; reveals nothing usable).
 
 Example:
     >>> keys = results_keys()
@@ -56,6 +59,10 @@ SMALL_PAYLOAD = 32 * 1024
 #: The name a `Secret` block holding the results key is saved under.
 SECRET_BLOCK_NAME = "results-key"
 _SECRET_SLUG = "secret"  # `blocks.system.Secret`'s type slug
+#: What a record header holds for a cache key component that covers a secret: a component
+#: value ``"secret:<digest>"`` (from the runtime) is stored as this marker alone.
+SECRET_COMPONENT = "secret"
+_SECRET_PREFIX = SECRET_COMPONENT + ":"
 _NONCE = 12
 
 
@@ -86,6 +93,7 @@ class ResultsKey:
         self._payload_mac = hmac.new(_hkdf(key, b"blocks results payload tag"), None, "sha256")
         self._gmac_keys = hmac.new(_hkdf(key, b"blocks results gmac keys"), None, "sha256")
         self._sealing_key = _hkdf(key, b"blocks results secret sealing")
+        self._digest_mac = hmac.new(_hkdf(key, b"blocks results key digests"), None, "sha256")
         self._aesgcm: AESGCM | None = None  # built on the first seal or unseal (most have none)
 
     def __repr__(self) -> str:  # never the key itself
@@ -95,6 +103,26 @@ class ResultsKey:
         mac = self._header_mac.copy()
         mac.update(data)
         return mac.digest()
+
+    def digest(self, name: str, value: str) -> str:
+        """32 hex digits of HMAC-SHA256(digest subkey, name, value): equal inputs give equal
+        digests under one results key; without the key, a guess cannot be checked."""
+        mac = self._digest_mac.copy()
+        mac.update(b"%d:%s\x00%s" % (len(name), name.encode(), value.encode()))
+        return mac.hexdigest()[:32]
+
+    def keyed_components(self, components: dict[str, str]) -> dict[str, str]:
+        """`components` as a record header stores them: each digest keyed (`digest`), a
+        secret's (``"secret:..."``) replaced by `SECRET_COMPONENT`; a note (a name ending in
+        ``:note``, e.g. "identified by its bytecode") is prose, not a digest, and kept."""
+        return {
+            name: value
+            if name.endswith(":note")
+            else SECRET_COMPONENT
+            if value.startswith(_SECRET_PREFIX)
+            else self.digest("component " + name, value)
+            for name, value in components.items()
+        }
 
     def payload_hasher(self, checksum: str | None = None) -> PayloadTag:
         """A MAC over payload bytes (``update`` / ``checksum``): for writing (None: the

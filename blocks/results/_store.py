@@ -184,7 +184,9 @@ class ResultStore:
         """Serialize `value` into one atomic record under `key`; return its header.
 
         `components` (the cache key's digests) and `flow` are kept in the header for
-        explanations and ``block results ls/rm --task/--flow``.
+        explanations and ``block results ls/rm --task/--flow``; each digest is keyed under
+        the signing key first, and a secret's is replaced by a marker
+        (`ResultsKey.keyed_components`): the header is no guessing oracle.
         A naive `expires` is taken as local time. Raises `SerializationError` if the value
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
@@ -197,7 +199,7 @@ class ResultStore:
             task=task,
             signer=signer.key_id,
             versions=self.serializer.versions(),
-            components=components,
+            components=signer.keyed_components(components) if components else None,
             flow=flow,
         )
         width = draft.width()
