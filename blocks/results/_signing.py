@@ -21,6 +21,14 @@ The key comes from the first of:
 3. The registry's master key(s): ``HKDF-SHA256(master key, info="blocks results key v1")``,
    one results key per master key (the first signs; the others still verify after a rotation).
 
+A results key that this home had to *create* (no source had a key: a fresh ``BLOCKS_HOME``)
+is *unadopted* until it signs its first record, recorded in ``$BLOCKS_HOME/results-key.new``
+so every process of the home knows. An unadopted key never writes into, nor misses on, a
+storage that holds records signed by another key: that is a worker sharing the team's storage
+without the team's key, and it gets `ResultsKeyMissing` (naming ``BLOCKS_RESULTS_KEY``)
+instead of overwriting the team's records one cache miss at a time. A brand-new user on an
+empty storage writes, and the key is adopted.
+
 From each results key, HKDF derives four subkeys: one for the header tag, one for payload
 tags, one for AES-256-GCM sealing of secret values inside payloads, and one that keys every
 digest a record's storage key or header holds (`ResultsKey.digest`, `keyed_components`): an
@@ -216,10 +224,12 @@ def tags_equal(a: bytes, b: bytes) -> bool:
 
 @dataclass(frozen=True)
 class ResultsKeys:
-    """The signing key and every key that may verify (after a master key rotation)."""
+    """The signing key and every key that may verify (after a master key rotation);
+    `unadopted`: the key is new to this home and has signed nothing yet (module docs)."""
 
     active: ResultsKey
     by_id: dict[str, ResultsKey]
+    unadopted: bool = False
 
     def header_verifies(self, signed: bytes, tag: bytes) -> bool:
         """Whether `tag` is the header tag of `signed` under one of these keys."""
@@ -229,9 +239,35 @@ class ResultsKeys:
         return any(hmac.compare_digest(k.header_tag(signed), tag) for k in self.by_id.values())
 
     @classmethod
-    def of(cls, keys: list[bytes], source: str) -> ResultsKeys:
+    def of(cls, keys: list[bytes], source: str, *, unadopted: bool = False) -> ResultsKeys:
         made = [ResultsKey(k, source) for k in keys]
-        return cls(made[0], {k.key_id: k for k in made})
+        return cls(made[0], {k.key_id: k for k in made}, unadopted)
+
+
+#: In ``$BLOCKS_HOME``: the id of the results key this home created and that has not signed
+#: a record yet.
+UNADOPTED_FILE = "results-key.new"
+
+
+def adopt(keys: ResultsKeys) -> None:
+    """`keys` signed a record: no longer new (every process of the home sees it)."""
+    marker = settings.blocks_home() / UNADOPTED_FILE
+    with contextlib.suppress(OSError):
+        if marker.read_text().strip() == keys.active.key_id:
+            marker.unlink()
+    forget()
+
+
+def _unadopted(key_id: str, *, created: bool) -> bool:
+    marker = settings.blocks_home() / UNADOPTED_FILE
+    if created:
+        with contextlib.suppress(OSError):
+            marker.write_text(key_id + "\n")
+            return True
+    try:
+        return marker.read_text().strip() == key_id
+    except OSError:
+        return False
 
 
 _cache: dict[tuple[object, ...], ResultsKeys] = {}
@@ -270,6 +306,7 @@ def _find() -> ResultsKeys:
     if from_block is not None:
         return ResultsKeys.of(list(parse_keys(from_block, origin="secret/results-key")), "block")
     manager = KeyManager.for_registry(settings.registry_url())
+    created = False
     try:
         master = manager.master_keys()
     except KeyManagementError:
@@ -278,8 +315,12 @@ def _find() -> ResultsKeys:
         # with one key), or says which key it records and where that key is missing.
         from blocks.core._registry import Registry
 
-        master = manager.sealing_keyset(Registry.default()).keys
-    return ResultsKeys.of([derive_results_key(k) for k in master], "master key")
+        registry = Registry.default()
+        created = registry.key_record() is None
+        master = manager.sealing_keyset(registry).keys
+    keys = [derive_results_key(k) for k in master]
+    key_id = ResultsKey(keys[0], "").key_id
+    return ResultsKeys.of(keys, "master key", unadopted=_unadopted(key_id, created=created))
 
 
 def _from_secret_block() -> str | None:

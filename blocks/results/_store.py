@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import warnings
@@ -50,6 +51,7 @@ from blocks.errors import (
     BlocksError,
     ConfigurationError,
     CorruptRecord,
+    ResultsKeyMissing,
     StorageError,
 )
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
@@ -60,6 +62,7 @@ from blocks.results._record import (
     PREFIX_SIZE,
     RecordHeader,
     checksum_string,
+    claimed_signer,
     decode_header,
     decode_header_once,
     encode_prefix,
@@ -68,7 +71,7 @@ from blocks.results._record import (
     parse_time,
     verified_fields,
 )
-from blocks.results._signing import ResultsKey, ResultsKeys, results_keys
+from blocks.results._signing import ResultsKey, ResultsKeys, adopt, results_keys
 from blocks.results._storage import resolve_storage
 from serializers import context as codec
 from serializers.context import codec_context
@@ -191,7 +194,10 @@ class ResultStore:
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
         key = validate_key(key)
-        signer = self.keys.active
+        keys = self.keys
+        if keys.unadopted:
+            self._refuse_foreign(keys, key, *self._keys_to_check())
+        signer = keys.active
         draft = RecordHeader.new(
             key,
             self.serializer.to_spec(),
@@ -220,6 +226,8 @@ class ResultStore:
             raise StorageError(
                 f"Could not write result {key!r} to {self.storage.describe()}: {exc}"
             ) from exc
+        if keys.unadopted:
+            adopt(keys)
         return header
 
     def _dump(self, value: Any, sink: streams.HashingWriter, signer: ResultsKey) -> int | None:
@@ -291,8 +299,12 @@ class ResultStore:
                 if stream is not None:
                     stream.close()
         except _ABSENT:
+            if keys.unadopted:  # before the caller computes a value it may not write
+                self._refuse_foreign(keys, *self._keys_to_check())
             return None
         except CorruptRecord as exc:
+            if keys.unadopted:
+                self._refuse_foreign(keys, key)
             self._warn(exc)
             return None
         except BlocksError:
@@ -530,6 +542,38 @@ class ResultStore:
             return self.storage.remove_temp_files(grace, dry_run=dry_run)
         except OSError as exc:
             self._storage_failed("delete", "(temp files)", exc)
+
+    # -- a new key beside someone else's records ---------------------------------------------
+
+    #: How many other keys a new key's first write looks at for records of another key.
+    ADOPTION_SCAN = 64
+
+    def _keys_to_check(self) -> list[str]:
+        try:
+            return list(itertools.islice(self.storage.walk_keys(""), self.ADOPTION_SCAN))
+        except (BlocksError, OSError):
+            return []  # the write itself says what is wrong with the storage
+
+    def _refuse_foreign(self, keys: ResultsKeys, *candidates: str) -> None:
+        """Raise `ResultsKeyMissing` if one of `candidates` is a record signed by a key
+        outside `keys` (unadopted: new to this home), rather than let it be overwritten."""
+        for key in dict.fromkeys(candidates):
+            try:
+                head = self.storage.read_range(key, 0, FIRST_READ)
+            except (BlocksError, OSError):
+                continue
+            foreign = claimed_signer(head, key=key)
+            if foreign is not None and foreign not in keys.by_id:
+                raise ResultsKeyMissing(
+                    f"Result storage {self.storage.describe()} holds records signed by results "
+                    f"key {foreign!r} (e.g. {key!r}), which this process does not have; its own "
+                    f"results key {keys.active.key_id!r} is new (made in "
+                    f"{settings.blocks_home()}, where no key existed). Writing would overwrite "
+                    "records the other workers cannot read. Set BLOCKS_RESULTS_KEY to the "
+                    "results key those workers use (or share their registry or master key); "
+                    "to start this storage over under a key of your own, set "
+                    "BLOCKS_RESULTS_KEY to one from `block key generate`."
+                )
 
     # -- internals ------------------------------------------------------------------------
 
