@@ -261,9 +261,9 @@ def adopt(keys: ResultsKeys) -> None:
 def _unadopted(key_id: str, *, created: bool) -> bool:
     marker = settings.blocks_home() / UNADOPTED_FILE
     if created:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # unwritable: this process still knows
             marker.write_text(key_id + "\n")
-            return True
+        return True
     try:
         return marker.read_text().strip() == key_id
     except OSError:
