@@ -18,7 +18,8 @@ Prefect or for the standard library still catches them.
     ├── DecryptionFailed
     │   └── TamperedDocument
     ├── KeyManagementError
-    │   └── KeyMismatch
+    │   ├── KeyMismatch
+    │   └── ResultsKeyMissing
     ├── UnsafePath               ValueError
     ├── StorageError             OSError
     ├── MissingDependency        ImportError
@@ -159,6 +160,11 @@ class KeyMismatch(KeyManagementError):
     """This process's key source holds a key other than the one the registry records."""
 
 
+class ResultsKeyMissing(KeyManagementError):
+    """Result storage holds records signed by a results key this process does not have, and
+    its own key is new: set ``BLOCKS_RESULTS_KEY`` to the team's key instead of overwriting."""
+
+
 class TamperedDocument(DecryptionFailed):
     """A saved document's seal does not match: it was changed outside blocks."""
 
@@ -183,6 +189,7 @@ __all__ = [
     "RegistryCorrupt",
     "RegistryReadOnly",
     "RemoteTaskError",
+    "ResultsKeyMissing",
     "ScheduleError",
     "SerializationError",
     "StorageError",

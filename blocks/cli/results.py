@@ -183,7 +183,11 @@ def ls(
     """
     with _errors():
         store = _store(storage)
-        records: Iterable[tuple[str, RecordHeader | None]] = store.records(prefix)
+        # The first record is read before anything prints: a storage that cannot be listed
+        # is one error line, not a table heading followed by one.
+        listing = iter(store.records(prefix))
+        first = list(itertools.islice(listing, 1))
+        records: Iterable[tuple[str, RecordHeader | None]] = itertools.chain(first, listing)
         if task_name is not None:
             records = ((k, h) for k, h in records if h is not None and h.task == task_name)
         temps = [t for t in store.temp_files() if t.key.startswith(prefix)] if show_all else []

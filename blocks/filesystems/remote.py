@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import io
@@ -180,7 +181,8 @@ class FsspecFileSystem(WritableFileSystem):
             why = "access denied (check the credentials and the bucket policy)"
         else:
             why = f"{type(exc).__name__}: {exc}"
-        message = f"Could not {action} {key!r} in {self.describe()}: {why}"
+        target = repr(key) if key else "the keys"  # '' is the whole storage: say so
+        message = f"Could not {action} {target} in {self.describe()}: {why}"
         clean = mask_userinfo(scrub(message, self.secret_values()))
         if clean != message:
             raise StorageError(clean) from None
@@ -327,8 +329,14 @@ class FsspecFileSystem(WritableFileSystem):
             found = self._call("list", prefix, "find", full)
         except FileNotFoundError:
             return
-        if not found and self._is_missing_root(FileNotFoundError(full)):
-            self._fail("list", prefix, FileNotFoundError(full))
+        if not found:
+            if self._is_missing_root(FileNotFoundError(full)):
+                self._fail("list", prefix, FileNotFoundError(full))
+            # fsspec's generic ``find`` (HTTP, ...) walks with errors omitted: a storage it
+            # cannot reach lists as empty. Ask once more, letting errors out: unreachable is
+            # a `StorageError`, never "0 records" (issue 20); absent is still empty.
+            with contextlib.suppress(FileNotFoundError):
+                self._call("list", prefix, "ls", full)
         for item in sorted(found):
             rel = self._relative(item)
             if not rel or rel.endswith("/") or rel.rsplit("/", 1)[-1].startswith(TEMP_PREFIX):

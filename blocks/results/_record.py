@@ -396,14 +396,30 @@ def decode_header_once(signed: bytes, *, key: str, keys: ResultsKeys) -> RecordH
     return header
 
 
-def _bad_signature(key: str, body: bytes, keys: ResultsKeys) -> str:
-    # The header is not trusted here; its signer id is only read to word the message.
+def claimed_signer(head: bytes, *, key: str) -> str | None:
+    """The results key id a record's header *claims* (not verified: only to word a message
+    or to see that a storage holds records of another key), or None if `head` (its first
+    bytes) is not a record header."""
+    try:
+        body = head[PREFIX_SIZE : PREFIX_SIZE + header_length(head, key=key)]
+    except CorruptRecord:
+        return None
+    return _signer_of(body)
+
+
+def _signer_of(body: bytes) -> str | None:
     try:
         signer = json.loads(body).get("signer")
     except (ValueError, RecursionError, AttributeError):
-        signer = None
+        return None
+    return signer if isinstance(signer, str) and 0 < len(signer) <= 64 else None
+
+
+def _bad_signature(key: str, body: bytes, keys: ResultsKeys) -> str:
+    # The header is not trusted here; its signer id is only read to word the message.
+    signer = _signer_of(body)
     ours = ", ".join(keys.by_id)
-    if isinstance(signer, str) and signer not in keys.by_id and len(signer) <= 64:
+    if signer is not None and signer not in keys.by_id:
         return (
             f"result record {key!r} has a signature by results key {signer!r}, which this "
             f"process does not hold (it has {ours}; {keys.active.source}): written by another "

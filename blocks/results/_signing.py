@@ -21,9 +21,20 @@ The key comes from the first of:
 3. The registry's master key(s): ``HKDF-SHA256(master key, info="blocks results key v1")``,
    one results key per master key (the first signs; the others still verify after a rotation).
 
-From each results key, HKDF derives three subkeys: one for the header tag, one for payload
-tags, one for AES-256-GCM sealing of secret values inside payloads. The key id in a record
-header is a hash of the results key (public; reveals nothing usable).
+A results key that this home had to *create* (no source had a key: a fresh ``BLOCKS_HOME``)
+is *unadopted* until it signs its first record, recorded in ``$BLOCKS_HOME/results-key.new``
+so every process of the home knows. An unadopted key never writes into, nor misses on, a
+storage that holds records signed by another key: that is a worker sharing the team's storage
+without the team's key, and it gets `ResultsKeyMissing` (naming ``BLOCKS_RESULTS_KEY``)
+instead of overwriting the team's records one cache miss at a time. A brand-new user on an
+empty storage writes, and the key is adopted.
+
+From each results key, HKDF derives four subkeys: one for the header tag, one for payload
+tags, one for AES-256-GCM sealing of secret values inside payloads, and one that keys every
+digest a record's storage key or header holds (`ResultsKey.digest`, `keyed_components`): an
+unkeyed digest of a parameter is a guessing oracle for whoever can list or read the storage
+(a PIN falls in 10,000 tries). A secret's digest is not stored at all, only `SECRET_COMPONENT`.
+The key id in a record header is a hash of the results key (public; reveals nothing usable).
 
 Example:
     >>> keys = results_keys()
@@ -56,6 +67,10 @@ SMALL_PAYLOAD = 32 * 1024
 #: The name a `Secret` block holding the results key is saved under.
 SECRET_BLOCK_NAME = "results-key"
 _SECRET_SLUG = "secret"  # `blocks.system.Secret`'s type slug
+#: What a record header holds for a cache key component that covers a secret: a component
+#: value ``"secret:<digest>"`` (from the runtime) is stored as this marker alone.
+SECRET_COMPONENT = "secret"
+_SECRET_PREFIX = SECRET_COMPONENT + ":"
 _NONCE = 12
 
 
@@ -86,6 +101,7 @@ class ResultsKey:
         self._payload_mac = hmac.new(_hkdf(key, b"blocks results payload tag"), None, "sha256")
         self._gmac_keys = hmac.new(_hkdf(key, b"blocks results gmac keys"), None, "sha256")
         self._sealing_key = _hkdf(key, b"blocks results secret sealing")
+        self._digest_mac = hmac.new(_hkdf(key, b"blocks results key digests"), None, "sha256")
         self._aesgcm: AESGCM | None = None  # built on the first seal or unseal (most have none)
 
     def __repr__(self) -> str:  # never the key itself
@@ -95,6 +111,26 @@ class ResultsKey:
         mac = self._header_mac.copy()
         mac.update(data)
         return mac.digest()
+
+    def digest(self, name: str, value: str) -> str:
+        """32 hex digits of HMAC-SHA256(digest subkey, name, value): equal inputs give equal
+        digests under one results key; without the key, a guess cannot be checked."""
+        mac = self._digest_mac.copy()
+        mac.update(b"%d:%s\x00%s" % (len(name), name.encode(), value.encode()))
+        return mac.hexdigest()[:32]
+
+    def keyed_components(self, components: dict[str, str]) -> dict[str, str]:
+        """`components` as a record header stores them: each digest keyed (`digest`), a
+        secret's (``"secret:..."``) replaced by `SECRET_COMPONENT`; a note (a name ending in
+        ``:note``, e.g. "identified by its bytecode") is prose, not a digest, and kept."""
+        return {
+            name: value
+            if name.endswith(":note")
+            else SECRET_COMPONENT
+            if value.startswith(_SECRET_PREFIX)
+            else self.digest("component " + name, value)
+            for name, value in components.items()
+        }
 
     def payload_hasher(self, checksum: str | None = None) -> PayloadTag:
         """A MAC over payload bytes (``update`` / ``checksum``): for writing (None: the
@@ -188,10 +224,12 @@ def tags_equal(a: bytes, b: bytes) -> bool:
 
 @dataclass(frozen=True)
 class ResultsKeys:
-    """The signing key and every key that may verify (after a master key rotation)."""
+    """The signing key and every key that may verify (after a master key rotation);
+    `unadopted`: the key is new to this home and has signed nothing yet (module docs)."""
 
     active: ResultsKey
     by_id: dict[str, ResultsKey]
+    unadopted: bool = False
 
     def header_verifies(self, signed: bytes, tag: bytes) -> bool:
         """Whether `tag` is the header tag of `signed` under one of these keys."""
@@ -201,9 +239,35 @@ class ResultsKeys:
         return any(hmac.compare_digest(k.header_tag(signed), tag) for k in self.by_id.values())
 
     @classmethod
-    def of(cls, keys: list[bytes], source: str) -> ResultsKeys:
+    def of(cls, keys: list[bytes], source: str, *, unadopted: bool = False) -> ResultsKeys:
         made = [ResultsKey(k, source) for k in keys]
-        return cls(made[0], {k.key_id: k for k in made})
+        return cls(made[0], {k.key_id: k for k in made}, unadopted)
+
+
+#: In ``$BLOCKS_HOME``: the id of the results key this home created and that has not signed
+#: a record yet.
+UNADOPTED_FILE = "results-key.new"
+
+
+def adopt(keys: ResultsKeys) -> None:
+    """`keys` signed a record: no longer new (every process of the home sees it)."""
+    marker = settings.blocks_home() / UNADOPTED_FILE
+    with contextlib.suppress(OSError):
+        if marker.read_text().strip() == keys.active.key_id:
+            marker.unlink()
+    forget()
+
+
+def _unadopted(key_id: str, *, created: bool) -> bool:
+    marker = settings.blocks_home() / UNADOPTED_FILE
+    if created:
+        with contextlib.suppress(OSError):  # unwritable: this process still knows
+            marker.write_text(key_id + "\n")
+        return True
+    try:
+        return marker.read_text().strip() == key_id
+    except OSError:
+        return False
 
 
 _cache: dict[tuple[object, ...], ResultsKeys] = {}
@@ -242,6 +306,7 @@ def _find() -> ResultsKeys:
     if from_block is not None:
         return ResultsKeys.of(list(parse_keys(from_block, origin="secret/results-key")), "block")
     manager = KeyManager.for_registry(settings.registry_url())
+    created = False
     try:
         master = manager.master_keys()
     except KeyManagementError:
@@ -250,8 +315,12 @@ def _find() -> ResultsKeys:
         # with one key), or says which key it records and where that key is missing.
         from blocks.core._registry import Registry
 
-        master = manager.sealing_keyset(Registry.default()).keys
-    return ResultsKeys.of([derive_results_key(k) for k in master], "master key")
+        registry = Registry.default()
+        created = registry.key_record() is None
+        master = manager.sealing_keyset(registry).keys
+    keys = [derive_results_key(k) for k in master]
+    key_id = ResultsKey(keys[0], "").key_id
+    return ResultsKeys.of(keys, "master key", unadopted=_unadopted(key_id, created=created))
 
 
 def _from_secret_block() -> str | None:

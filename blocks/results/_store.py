@@ -14,10 +14,16 @@ Guarantees:
   AES-GCM under a key derived from the results key, and opened again on read.
 - **Versions**: a pickle written under another Python or cloudpickle minor version is a miss
   that says so, never a crash inside unpickling.
+- **No overwriting a team's records with a new key**: while this home's results key is new
+  (`ResultsKeys.unadopted`), a storage holding records of another key raises
+  `ResultsKeyMissing` on a miss or a write (see `blocks.results._signing`).
 - **Misses, not wrong values**: absent, expired, corrupt or truncated records read as ``None``;
   corrupt ones also emit a `CorruptRecordWarning` and a log line.
-- **No extra copies**: payloads stream between the serializer and the storage; locally a 256 MB
-  ``bytes`` result is written with no second 256 MB buffer and read back from the verified file.
+- **No extra copies in memory**: payloads stream between the serializer and the storage; a
+  256 MB ``bytes`` result is written with no second 256 MB buffer.
+- **Decoded as verified**: a payload is copied as it is verified (into memory up to 16 MiB,
+  else into a private unlinked temp file) and decoded from that copy, never re-read from the
+  storage: rewriting the record in place between the check and the decode changes nothing.
 - **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
   `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
   refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
@@ -34,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import warnings
@@ -47,6 +54,7 @@ from blocks.errors import (
     BlocksError,
     ConfigurationError,
     CorruptRecord,
+    ResultsKeyMissing,
     StorageError,
 )
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
@@ -57,6 +65,7 @@ from blocks.results._record import (
     PREFIX_SIZE,
     RecordHeader,
     checksum_string,
+    claimed_signer,
     decode_header,
     decode_header_once,
     encode_prefix,
@@ -65,7 +74,7 @@ from blocks.results._record import (
     parse_time,
     verified_fields,
 )
-from blocks.results._signing import ResultsKey, ResultsKeys, results_keys
+from blocks.results._signing import ResultsKey, ResultsKeys, adopt, results_keys
 from blocks.results._storage import resolve_storage
 from serializers import context as codec
 from serializers.context import codec_context
@@ -181,12 +190,17 @@ class ResultStore:
         """Serialize `value` into one atomic record under `key`; return its header.
 
         `components` (the cache key's digests) and `flow` are kept in the header for
-        explanations and ``block results ls/rm --task/--flow``.
+        explanations and ``block results ls/rm --task/--flow``; each digest is keyed under
+        the signing key first, and a secret's is replaced by a marker
+        (`ResultsKey.keyed_components`): the header is no guessing oracle.
         A naive `expires` is taken as local time. Raises `SerializationError` if the value
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
         key = validate_key(key)
-        signer = self.keys.active
+        keys = self.keys
+        if keys.unadopted:
+            self._refuse_foreign(keys, key, *self._keys_to_check())
+        signer = keys.active
         draft = RecordHeader.new(
             key,
             self.serializer.to_spec(),
@@ -194,7 +208,7 @@ class ResultStore:
             task=task,
             signer=signer.key_id,
             versions=self.serializer.versions(),
-            components=components,
+            components=signer.keyed_components(components) if components else None,
             flow=flow,
         )
         width = draft.width()
@@ -215,6 +229,8 @@ class ResultStore:
             raise StorageError(
                 f"Could not write result {key!r} to {self.storage.describe()}: {exc}"
             ) from exc
+        if keys.unadopted:
+            adopt(keys)
         return header
 
     def _dump(self, value: Any, sink: streams.HashingWriter, signer: ResultsKey) -> int | None:
@@ -286,8 +302,12 @@ class ResultStore:
                 if stream is not None:
                     stream.close()
         except _ABSENT:
+            if keys.unadopted:  # before the caller computes a value it may not write
+                self._refuse_foreign(keys, *self._keys_to_check())
             return None
         except CorruptRecord as exc:
+            if keys.unadopted:
+                self._refuse_foreign(keys, key)
             self._warn(exc)
             return None
         except BlocksError:
@@ -526,6 +546,38 @@ class ResultStore:
         except OSError as exc:
             self._storage_failed("delete", "(temp files)", exc)
 
+    # -- a new key beside someone else's records ---------------------------------------------
+
+    #: How many other keys a new key's first write looks at for records of another key.
+    ADOPTION_SCAN = 64
+
+    def _keys_to_check(self) -> list[str]:
+        try:
+            return list(itertools.islice(self.storage.walk_keys(""), self.ADOPTION_SCAN))
+        except (BlocksError, OSError):
+            return []  # the write itself says what is wrong with the storage
+
+    def _refuse_foreign(self, keys: ResultsKeys, *candidates: str) -> None:
+        """Raise `ResultsKeyMissing` if one of `candidates` is a record signed by a key
+        outside `keys` (unadopted: new to this home), rather than let it be overwritten."""
+        for key in dict.fromkeys(candidates):
+            try:
+                head = self.storage.read_range(key, 0, FIRST_READ)
+            except (BlocksError, OSError):
+                continue
+            foreign = claimed_signer(head, key=key)
+            if foreign is not None and foreign not in keys.by_id:
+                raise ResultsKeyMissing(
+                    f"Result storage {self.storage.describe()} holds records signed by results "
+                    f"key {foreign!r} (e.g. {key!r}), which this process does not have; its own "
+                    f"results key {keys.active.key_id!r} is new (made in "
+                    f"{settings.blocks_home()}, where no key existed). Writing would overwrite "
+                    "records the other workers cannot read. Set BLOCKS_RESULTS_KEY to the "
+                    "results key those workers use (or share their registry or master key); "
+                    "to start this storage over under a key of your own, set "
+                    "BLOCKS_RESULTS_KEY to one from `block key generate`."
+                )
+
     # -- internals ------------------------------------------------------------------------
 
     def _fetch_header(self, key: str) -> tuple[RecordHeader, int]:
@@ -582,24 +634,27 @@ class ResultStore:
         keys: ResultsKeys,
         limit: int,
     ) -> Any:
-        # The header verified under this signer, so it is one of ours.
-        signer = keys.by_id[header.signer]
-        hasher = signer.payload_hasher(header.checksum)
-        if streams.is_stable(stream):
-            # A real file keeps its content across renames: verify the whole payload in one
-            # pass (it lands in the page cache), then decode from the same descriptor. Nothing
-            # is unpickled before the signature verifies, and no second copy is held in memory.
-            start = stream.tell()
-            streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
-            stream.seek(start)
-            return _decode(serializer, stream, header, signer, limit)
+        # Decode exactly the bytes that verified: they are copied as they are hashed, into
+        # memory up to `SPOOL_MAX_SIZE`, past it into a private unlinked temp file (mode 0600,
+        # no name: nobody else can open or rewrite it), and decoded from that copy. Reading the
+        # storage's file a second time instead (verify, seek back, decode) lets whoever can
+        # rewrite that file in place swap the bytes between the two reads (issue 20).
         import tempfile
 
-        with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
-            measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=spool)
+        signer = _signer(keys, header)
+        hasher = signer.payload_hasher(header.checksum)
+        # Chosen by the signed size: a large payload goes straight to the file, without a
+        # first 16 MiB in memory to copy over when it rolls (the read's peak stays ~1.0x).
+        copy: BinaryIO = (
+            io.BytesIO()
+            if header.payload_size <= streams.SPOOL_MAX_SIZE
+            else tempfile.TemporaryFile()  # noqa: SIM115 (closed by the with below); O_TMPFILE: no name
+        )
+        with copy:
+            measured = streams.hash_stream(stream, header.payload_size, hasher, copy_to=copy)
             streams.verify(measured, header)
-            spool.seek(0)
-            return _decode(serializer, spool, header, signer, limit)  # type: ignore[arg-type]
+            copy.seek(0)
+            return _decode(serializer, copy, header, signer, limit)
 
     def _load_small(
         self,
@@ -611,7 +666,7 @@ class ResultStore:
     ) -> Any:
         # The whole payload is in memory (the storage said so): verify it there, then decode
         # from it. Truncated or padded shows as a size mismatch.
-        signer = keys.by_id[header.signer]
+        signer = _signer(keys, header)
         seen = _verified_payloads.get(header.checksum)
         if (
             seen is None
@@ -634,6 +689,19 @@ class ResultStore:
         raise StorageError(
             f"Could not {action} result {key!r} in {self.storage.describe()}: {exc}"
         ) from exc
+
+
+def _signer(keys: ResultsKeys, header: RecordHeader) -> ResultsKey:
+    """The key that signs `header`'s payload: the one its ``signer`` names. A header that
+    verifies under our keys but names an id outside them was not written by this code: a
+    miss (`CorruptRecord`), never a `KeyError`."""
+    signer = keys.by_id.get(header.signer)
+    if signer is None:
+        raise CorruptRecord(
+            f"result record {header.key!r} names signer {header.signer[:64]!r}, which is not "
+            f"one of this process's results keys ({', '.join(keys.by_id)}): not trusted"
+        )
+    return signer
 
 
 def _asks_for(wanted: Callable[[dict[str, Any]], bool], raw: dict[str, Any]) -> bool:

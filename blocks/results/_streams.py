@@ -7,7 +7,6 @@ payload tag (AES-GMAC, at memory speed) is computed in the same pass as the writ
 from __future__ import annotations
 
 import hmac
-import io
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from blocks.errors import CorruptRecord
@@ -19,8 +18,8 @@ if TYPE_CHECKING:
 
 #: Chunk used to hash and copy payloads: big enough to run at memory speed, small to hold.
 CHUNK_SIZE = 1024 * 1024
-#: Payloads up to this size are staged in memory when the storage cannot seek; larger spill
-#: to a temporary file.
+#: Payloads up to this size are copied into memory as they are verified (and decoded from
+#: there); larger ones into a private unlinked temporary file.
 SPOOL_MAX_SIZE = 16 * 1024 * 1024
 
 
@@ -47,18 +46,6 @@ def can_seek(out: BinaryIO) -> bool:
         return bool(out.seekable()) and out.tell() >= 0
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def is_stable(stream: BinaryIO) -> bool:
-    """Whether re-reading `stream` gives the same bytes: an OS file (an atomic rename
-    replaces the name, not the open file) or an in-memory buffer."""
-    if isinstance(stream, io.BytesIO):
-        return True
-    try:
-        stream.fileno()
-    except (OSError, ValueError, AttributeError):
-        return False
-    return True
 
 
 def read_exactly(stream: BinaryIO, size: int, key: str) -> bytes:

@@ -156,6 +156,26 @@ def test_record_copied_between_stores_with_different_keys_is_a_miss(tmp_path: Pa
     assert UNPICKLED == ["theirs"]
 
 
+@pytest.mark.parametrize("size", [10, 200_000], ids=["one read", "streamed"])
+def test_a_verifying_header_naming_a_signer_outside_the_keyset_is_a_miss(
+    store: ResultStore, size: int
+) -> None:
+    """Signed with our key, but its ``signer`` names an id we do not hold: a miss with a
+    warning, never a `KeyError` out of ``read`` (issue 20)."""
+    store.write("k", Tripwire("x" * size))
+    prefix, header, payload = _split(store.storage.read_path("k"))
+    parsed = json.loads(header)
+    parsed["signer"] = "f" * 16
+    body = json.dumps(parsed, separators=(",", ":")).encode().ljust(len(header))
+    start = prefix[:9]
+    tag = results_keys().active.header_tag(start + body)
+    store.storage.write_path("k", start + tag + body + payload)
+    with pytest.warns(CorruptRecordWarning, match="names signer 'ffffffffffffffff'"):
+        assert store.read("k") is None
+    assert UNPICKLED == []
+    print(f"foreign signer id in a verifying header ({size}-byte value): a miss")
+
+
 def test_a_rotated_master_key_still_verifies_old_records(
     store: ResultStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

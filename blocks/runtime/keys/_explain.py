@@ -8,7 +8,10 @@ miss, the task's newest earlier record in the same storage says what changed, as
     cache miss for task 'f': parameter 'x' changed
     cache miss for task 'f': the stored result expired at 2026-11-26T14:00:00+00:00
 
-Only names are printed, never a parameter's value (the header holds digests only).
+Only names are printed, never a parameter's value. The header holds digests keyed under the
+results key that signed it (and no digest at all of a secret, only a marker), so a fresh
+call's components are keyed under that same key before they are compared, and two records
+compare only if one key signed both.
 ``block results why KEY`` / ``--task NAME`` prints the same comparison.
 
 Example:
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blocks.errors import ConfigurationError, CorruptRecord
+from blocks.results._signing import SECRET_COMPONENT
 
 if TYPE_CHECKING:
     from blocks.results import RecordHeader, ResultStore
@@ -68,6 +72,15 @@ def changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
                 reasons.append(f"{word} {label!r} changed")
     if old.get("run_id") != new.get("run_id"):
         reasons.append("another flow run (the policy includes RUN_ID)")
+    if not reasons:
+        secrets = sorted(
+            name.split(":", 1)[1]
+            for name in old.keys() & new.keys()
+            if old[name] == new[name] == SECRET_COMPONENT
+        )
+        if secrets:
+            named = ", ".join(repr(name) for name in secrets)
+            reasons.append(f"a secret ({named}) may have changed: secrets are never compared")
     return reasons
 
 
@@ -122,7 +135,10 @@ def explain_miss(
     if earlier is None:
         return None
     assert earlier[1].components is not None
-    reasons = changes(earlier[1].components, components)
+    signer = store.keys.by_id.get(earlier[1].signer)
+    if signer is None:  # verified, so one of ours; `header_verifies` decides, not this name
+        return None
+    reasons = changes(earlier[1].components, signer.keyed_components(components))
     return f"{head}: {'; '.join(reasons) or 'no earlier record has the same key'}"
 
 
@@ -182,4 +198,10 @@ def why(store: ResultStore, *, key: str | None = None, task: str | None = None) 
         return Explanation(key, name, None, [])
     against, previous = earlier[-1]
     assert previous.components is not None
+    if previous.signer != header.signer:
+        # Digests keyed under two results keys (a rotation in between) never compare equal.
+        return Explanation(key, name, against, [_ANOTHER_KEY])
     return Explanation(key, name, against, changes(previous.components, header.components))
+
+
+_ANOTHER_KEY = "signed under another results key (a key rotation in between): not comparable"

@@ -77,6 +77,13 @@ def digest(value: Any) -> str:
     return hashlib.sha256(b"".join(out)).hexdigest()[:32]
 
 
+def digest_and_secrecy(value: Any) -> tuple[str, bool]:
+    """`digest(value)` and whether a secret (``SecretStr``...) entered it: a record header
+    must not hold that digest at all (see `blocks.results._signing.SECRET_COMPONENT`)."""
+    before = _secrets_seen.count = getattr(_secrets_seen, "count", 0)
+    return digest(value), _secrets_seen.count != before
+
+
 def register_hasher(kind: type, fn: Callable[[Any], Any]) -> None:
     """Hash values of `kind` (and its subclasses) as ``fn(value)``, itself hashed by these rules.
 
@@ -91,6 +98,8 @@ def register_hasher(kind: type, fn: Callable[[Any], Any]) -> None:
 # -- the encoding: self-delimiting, type-tagged bytes ------------------------------------------
 
 _registered: dict[type, Callable[[Any], Any]] = {}
+#: ``.count``: secrets hashed so far by this thread (`digest_and_secrecy` compares).
+_secrets_seen = threading.local()
 _dispatch: dict[type, Encoder] = {}
 _lock = threading.Lock()
 
@@ -275,6 +284,7 @@ def _dataclass(value: Any, out: list[bytes], active: dict[int, int]) -> None:
 
 def _secret(value: Any, out: list[bytes], active: dict[int, int]) -> None:
     # Only a digest of the secret enters the key: never its plaintext.
+    _secrets_seen.count = getattr(_secrets_seen, "count", 0) + 1
     part: list[bytes] = []
     _encode(value.get_secret_value(), part, active)
     out.append(b"$" + hashlib.sha256(b"blocks-secret\x00" + b"".join(part)).digest())

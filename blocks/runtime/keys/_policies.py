@@ -22,14 +22,18 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from blocks.errors import OptionTypeError
-from blocks.runtime.keys._hashing import CacheKeyWarning, Unhashable, digest
+from blocks.runtime.keys._hashing import (
+    CacheKeyWarning,
+    Unhashable,
+    digest,
+    digest_and_secrecy,
+)
 from blocks.runtime.keys._key_fns import call_cache_key_fn, key_fn_arity
 
 __all__ = [
@@ -77,9 +81,25 @@ class Uncacheable(Exception):
 
 
 def key_for(task: KeyedTask, components: Components) -> str:
-    """The storage key of a call: the task's prefix and a digest of its components."""
+    """The storage key of a call: the task's prefix and a digest of its components, keyed
+    under the results key (an unkeyed one would let whoever lists the storage check guesses
+    of a parameter against the key: issue 20)."""
     text = "\n".join(f"{name}={value}" for name, value in sorted(components.items()))
-    return f"{task.cache_key_prefix}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+    return f"{task.cache_key_prefix}-{_results_keys().active.digest('cache key', text)}"
+
+
+def _results_keys() -> Any:
+    """The results keys (`blocks.results._signing.results_keys`), imported on first use."""
+    from blocks.results._signing import results_keys
+
+    return results_keys()
+
+
+def _secret_component(digest: str) -> str:
+    """A component covering a secret: the header stores a marker in its place."""
+    from blocks.results._signing import SECRET_COMPONENT
+
+    return f"{SECRET_COMPONENT}:{digest}"
 
 
 _SUBTRACT_ONLY_NAMES = "Only parameter names (str) can be subtracted from a cache policy."
@@ -194,7 +214,8 @@ def _memoized(
         return policy._resolve(task_ctx, inputs, flow_parameters)
     task = task_ctx.task
     fn, version = task.fn, task.version
-    memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature)
+    signer = _results_keys().active.key_id  # the key is keyed: another results key, another key
+    memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature, signer)
     entry = _memo.get(memo_key)
     if entry is not None and entry[0] is policy and entry[1] is fn:
         return entry[2], dict(entry[3])
@@ -275,13 +296,14 @@ def input_components(
         if name in skip:
             continue
         try:
-            out[f"param:{name}"] = digest(value)
+            value_digest, secret = digest_and_secrecy(value)
         except Unhashable as exc:
             raise Uncacheable(
                 f"Task {task_name!r}: parameter {name!r} cannot be hashed deterministically "
                 f"({exc}); this call runs uncached. Pass a hashable value, register a hasher "
                 f"(blocks.hashing.register_hasher) or leave it out: INPUTS - {name!r}."
             ) from None
+        out[f"param:{name}"] = _secret_component(value_digest) if secret else value_digest
     return out
 
 
@@ -327,12 +349,15 @@ class FlowParameters(CachePolicy):
         out: Components = {}
         for name, value in (flow_parameters or {}).items():
             try:
-                out[f"flow_parameter:{name}"] = digest(value)
+                value_digest, secret = digest_and_secrecy(value)
             except Unhashable as exc:
                 raise Uncacheable(
                     f"Task {task_ctx.task.name!r}: flow parameter {name!r} cannot be hashed "
                     f"deterministically ({exc}); this call runs uncached."
                 ) from None
+            out[f"flow_parameter:{name}"] = (
+                _secret_component(value_digest) if secret else value_digest
+            )
         return out
 
 
