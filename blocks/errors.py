@@ -26,6 +26,7 @@ Prefect or for the standard library still catches them.
     ├── TaskTimeout              TimeoutError
     ├── UpstreamFailed
     ├── ParameterTypeError       TypeError
+    ├── ScheduleError            ValueError; a cron, interval, rrule or time zone we cannot use
     ├── RemoteTaskError
     ├── MissingResult
     ├── RegistryCorrupt
@@ -133,6 +134,13 @@ class ParameterTypeError(BlocksError, TypeError):
     """
 
 
+class ScheduleError(BlocksError, ValueError):
+    """A schedule cannot be built: a bad cron string, time zone, interval or rrule.
+
+    The message says what was wrong and shows a value that works.
+    """
+
+
 class RemoteTaskError(BlocksError):
     """Stands in for an exception raised on a Dask worker that could not be sent back."""
 
@@ -192,6 +200,7 @@ __all__ = [
     "RegistryCorrupt",
     "RegistryReadOnly",
     "RemoteTaskError",
+    "ScheduleError",
     "SerializationError",
     "StorageError",
     "TamperedDocument",

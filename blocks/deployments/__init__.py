@@ -1,10 +1,13 @@
-"""Deployments, work pools, the run store, the scheduler and workers (layer 5: above runtime).
+"""Deployments: schedules, deployments, the run store, the scheduler and workers (layer L5,
+between `runtime` and `cli`).
 
 The registry (SQLite on one machine, PostgreSQL for a team) is the one source of truth for
-deployments, scheduled runs and run history; workers claim runs from it and run them.
+deployments, scheduled runs and run history; workers claim runs from it and run them. Names are
+imported on first use.
 
 Example:
-    >>> from blocks.deployments import Deployment
+    >>> from blocks.deployments import CronSchedule, Deployment
+    >>> CronSchedule(cron="0 6 * * *").get_dates(n=2)
     >>> Deployment.build_from_flow(flow=etl, name="daily", work_pool_name="my-pool").apply()
 """
 
@@ -14,12 +17,43 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from blocks.deployments._deployment import Deployment
     from blocks.deployments._states import RunState
     from blocks.deployments._store import FlowRun, RunStore, WorkPool
+    from blocks.deployments.schedules import (
+        Cron,
+        CronSchedule,
+        Interval,
+        IntervalSchedule,
+        RRule,
+        RRuleSchedule,
+        Schedule,
+    )
 
-__all__ = ["FlowRun", "RunState", "RunStore", "WorkPool"]
+__all__ = [
+    "Cron",
+    "CronSchedule",
+    "Deployment",
+    "FlowRun",
+    "Interval",
+    "IntervalSchedule",
+    "RRule",
+    "RRuleSchedule",
+    "RunState",
+    "RunStore",
+    "Schedule",
+    "WorkPool",
+]
 
 _EXPORTS = {
+    "Cron": "schedules",
+    "CronSchedule": "schedules",
+    "Interval": "schedules",
+    "IntervalSchedule": "schedules",
+    "RRule": "schedules",
+    "RRuleSchedule": "schedules",
+    "Schedule": "schedules",
+    "Deployment": "_deployment",
     "RunState": "_states",
     "FlowRun": "_store",
     "RunStore": "_store",
