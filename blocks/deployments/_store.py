@@ -245,10 +245,12 @@ class RunStore:
         }
         with self.registry.write() as conn:
             inserted = conn.execute(
-                _insert_ignore(self.is_sqlite, t.work_pools, ["name"]).values(**values)
-            ).rowcount
+                _insert_ignore(self.is_sqlite, t.work_pools, ["name"])
+                .values(**values)
+                .returning(t.work_pools.c.name)
+            ).first()
             row = conn.execute(sa.select(t.work_pools).where(t.work_pools.c.name == name)).one()
-        return _pool(row), bool(inserted)
+        return _pool(row), inserted is not None
 
     def get_pool(self, name: str) -> WorkPool:
         with self.registry.read() as conn:
@@ -574,6 +576,75 @@ class RunStore:
             )
             _history(conn, run_id, RunState.SCHEDULED, now, 1, None, "")
         return self.get_run(run_id)
+
+    def slot_summary(
+        self, deployment_id: str, now: datetime
+    ) -> dict[str, tuple[datetime | None, int]]:
+        """Per schedule slug of a deployment: its latest slot and how many runs are due later."""
+        later = sa.func.sum(sa.case((t.flow_runs.c.due > now, 1), else_=0))
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(t.flow_runs.c.schedule_slug, sa.func.max(t.flow_runs.c.slot), later)
+                .where(
+                    t.flow_runs.c.deployment_id == deployment_id,
+                    t.flow_runs.c.schedule_slug.is_not(None),
+                )
+                .group_by(t.flow_runs.c.schedule_slug)
+            ).all()
+        return {slug: (_utc(last), int(count or 0)) for slug, last, count in rows}
+
+    def overdue(self, before: datetime) -> list[tuple[str, str, str, datetime, RunState]]:
+        """Scheduled or Late runs of a schedule due before `before`: ``(run id, deployment id,
+        slug, due, state)``, oldest first (what the catch-up policy decides about)."""
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    t.flow_runs.c.id,
+                    t.flow_runs.c.deployment_id,
+                    t.flow_runs.c.schedule_slug,
+                    t.flow_runs.c.due,
+                    t.flow_runs.c.state,
+                )
+                .where(
+                    t.flow_runs.c.state.in_([s.value for s in CLAIMABLE]),
+                    t.flow_runs.c.schedule_slug.is_not(None),
+                    t.flow_runs.c.due < before,
+                )
+                .order_by(t.flow_runs.c.due, t.flow_runs.c.id)
+            ).all()
+        return [
+            (r.id, r.deployment_id, r.schedule_slug, _utc(r.due) or r.due, RunState(r.state))
+            for r in rows
+        ]
+
+    def mark_missed(
+        self, late: Sequence[str], skipped: Sequence[str], message: str
+    ) -> tuple[int, int]:
+        """Scheduled runs in `late` become Late; runs in `skipped` (Scheduled or Late) become
+        Skipped with `message`. Runs claimed meanwhile are left alone. Returns how many of each
+        changed."""
+        now = utcnow()
+        changed = {RunState.LATE: 0, RunState.SKIPPED: 0}
+        with self.registry.write() as conn:
+            for ids, target, sources, why in (
+                (late, RunState.LATE, [RunState.SCHEDULED.value], "missed its slot"),
+                (skipped, RunState.SKIPPED, [s.value for s in CLAIMABLE], message),
+            ):
+                for run_id in ids:
+                    row = conn.execute(
+                        t.flow_runs.update()
+                        .where(t.flow_runs.c.id == run_id, t.flow_runs.c.state.in_(sources))
+                        .values(
+                            state=target.value,
+                            message=why,
+                            **({"ended": now} if target is RunState.SKIPPED else {}),
+                        )
+                        .returning(t.flow_runs.c.attempt)
+                    ).first()
+                    if row is not None:
+                        _history(conn, run_id, target, now, row.attempt, None, why)
+                        changed[target] += 1
+        return changed[RunState.LATE], changed[RunState.SKIPPED]
 
     # -- reading runs -------------------------------------------------------------------------
 

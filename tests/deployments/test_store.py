@@ -6,26 +6,20 @@ Every test runs on SQLite and on a real PostgreSQL; the races use real processes
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from racing import PROCESSES, STRESS, race
 
 from blocks.deployments import _tables as t
 from blocks.deployments._states import RunState
 from blocks.deployments._store import MAX_LOG_LINES, DeploymentRecord, RunStore, slot_key
 from blocks.errors import ConfigurationError, DeploymentNotFound, TamperedDocument
 
-CHILD = Path(__file__).parent / "store_child.py"
-#: Processes racing in each test (BLOCKS_STRESS=1 for more, and more slots and runs).
-STRESS = os.environ.get("BLOCKS_STRESS") == "1"
-PROCESSES = 8 if STRESS else 4
 SLOTS = 400 if STRESS else 60
 RUNS = 400 if STRESS else 60
 
@@ -42,28 +36,6 @@ def _deployment(store: RunStore, name: str = "daily", pool: str = "pool-a") -> D
     return deployment
 
 
-def _race(tmp_path: Path, *commands: list[str]) -> list[str]:
-    """Start every command as a process, release them at once, return their stdout."""
-    go = tmp_path / f"go-{random.random()}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(CHILD), command[0], str(go), *command[1:]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for command in commands
-    ]
-    time.sleep(0.5)  # let them import and connect; they wait for the file (no timing assert)
-    go.touch()
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err
-        outputs.append(out)
-    return outputs
-
-
 def test_each_slot_is_inserted_once_by_racing_schedulers(
     store: RunStore, tmp_path: Path, backend: str
 ) -> None:
@@ -75,7 +47,7 @@ def test_each_slot_is_inserted_once_by_racing_schedulers(
         mine = slots[:]
         random.shuffle(mine)  # each scheduler walks the slots in its own order
         commands.append(["insert", deployment.id, json.dumps(mine)])
-    outputs = _race(tmp_path, *commands)
+    outputs = race(tmp_path, *commands)
     inserted = [run_id for out in outputs for run_id in json.loads(out)]
     runs = store.list_runs(deployment_id=deployment.id)
     keys = [run.idempotency_key for run in runs]
@@ -109,7 +81,7 @@ def test_racing_workers_never_claim_one_run_twice(
     deployment = _deployment(store)
     due = datetime.now(UTC) - timedelta(minutes=5)
     store.insert_slots(deployment, [("s", due + timedelta(seconds=i)) for i in range(RUNS)])
-    outputs = _race(tmp_path, *(["claim", "pool-a", f"worker-{i}"] for i in range(PROCESSES)))
+    outputs = race(tmp_path, *(["claim", "pool-a", f"worker-{i}"] for i in range(PROCESSES)))
     claims = [json.loads(out) for out in outputs]
     every = [run_id for mine in claims for run_id in mine]
     print(
@@ -143,7 +115,7 @@ def test_an_expired_lease_is_crashed_then_retried_once_by_racing_reapers(
     assert run is not None and run.state is RunState.PENDING
     assert store.transition(run.id, RunState.RUNNING, attempt=1, worker="dead-worker")
     time.sleep(0.3)  # the worker "died": no heartbeat
-    outputs = _race(tmp_path, *(["reap"] for _ in range(PROCESSES)))
+    outputs = race(tmp_path, *(["reap"] for _ in range(PROCESSES)))
     reports = [json.loads(out) for out in outputs]
     crashed = sum(len(r["crashed"]) for r in reports)
     retried = sum(len(r["retried"]) for r in reports)
