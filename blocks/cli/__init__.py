@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "key": "blocks.cli.keys:key",
     "results": "blocks.cli.results:results",
     "ui": "blocks.cli.ui:ui",
+    "worker": "blocks.cli.workers:worker",
 }
 
 DEBUG_VARIABLE = "BLOCKS_DEBUG"

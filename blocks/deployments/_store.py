@@ -544,9 +544,12 @@ class RunStore:
         *,
         parameters: dict[str, Any] | None = None,
         due: datetime | None = None,
-        max_attempts: int = 1,
+        max_attempts: int | None = None,
     ) -> FlowRun:
-        """A run made by hand (`block deployment run`): no slot, due now unless given."""
+        """A run made by hand (`block deployment run`): no slot, due now unless given; as many
+        attempts as the flow has retries + 1 unless given."""
+        if max_attempts is None:
+            max_attempts = int(deployment.document.get("retries", 0)) + 1
         merged = dict(deployment.document.get("parameters", {}))
         merged.update(parameters or {})
         params = _dumps(merged)
