@@ -60,6 +60,7 @@ class Deployment:
     paused: bool = False
     catchup: Catchup = "latest"
     retries: int = 0
+    parameter_names: list[str] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:
@@ -119,6 +120,7 @@ class Deployment:
             paused=paused,
             catchup=catchup,
             retries=flow.options.retries,
+            parameter_names=_parameter_names(flow),
         )
 
     def document(self) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class Deployment:
             ],
             "catchup": self.catchup,
             "retries": self.retries,
+            "parameter_names": self.parameter_names,
         }
 
     def apply(self) -> str:
@@ -173,6 +176,14 @@ class Deployment:
                 record = store.get_deployment(record.full_name)
             schedule_deployment(store, record)
         return record.id
+
+
+def _parameter_names(flow: Flow[..., Any]) -> list[str]:
+    """The names a run may give (empty when the flow takes ``**kwargs``: any name goes)."""
+    params = inspect.signature(flow.fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return []
+    return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
 
 
 def _info(message: str) -> None:
@@ -232,3 +243,16 @@ def _schedules(schedule: Any, schedules: Iterable[Any] | None) -> list[Any]:
             f"Two schedules of one deployment have the same slug ({keys}): give each a slug=."
         )
     return wrapped
+
+
+def check_parameters_by_name(deployment: Any, parameters: dict[str, Any]) -> None:
+    """Refuse parameters a stored deployment's flow does not take (the CLI's ``--param``):
+    the names the deployment was built with are known without importing its code. Types are
+    checked, and values coerced, when the run starts (as a direct call would)."""
+    known = set(deployment.document.get("parameter_names", []))
+    unknown = sorted(set(parameters) - known) if known else []
+    if unknown:
+        raise ParameterTypeError(
+            f"{deployment.full_name} takes no parameter(s) {', '.join(map(repr, unknown))}: its "
+            f"flow's parameters are {', '.join(sorted(known))}."
+        )
