@@ -701,6 +701,18 @@ class RunStore:
         with self.registry.read() as conn:
             return [_run(row) for row in conn.execute(query)]
 
+    def states(self, run_ids: Sequence[str]) -> dict[str, RunState]:
+        """The current state of each run (a read: polled by workers to see a cancel quickly)."""
+        if not run_ids:
+            return {}
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(t.flow_runs.c.id, t.flow_runs.c.state).where(
+                    t.flow_runs.c.id.in_(list(run_ids))
+                )
+            ).all()
+        return {row.id: RunState(row.state) for row in rows}
+
     def history(self, run_id: str) -> list[StateChange]:
         """Every state the run went through, oldest first."""
         with self.registry.read() as conn:

@@ -39,9 +39,11 @@ from blocks.deployments._scheduler import schedule_pass
 from blocks.deployments._states import RunState
 from blocks.deployments._store import FlowRun, RunStore, utcnow
 
-__all__ = ["CANCEL_GRACE_SECONDS", "Worker"]
+__all__ = ["CANCEL_GRACE_SECONDS", "CANCEL_POLL_SECONDS", "Worker"]
 
 CANCEL_GRACE_SECONDS = 10.0
+#: Seconds between two looks for a cancel of the runs a worker holds.
+CANCEL_POLL_SECONDS = 0.5
 #: Seconds between two scheduler passes of a worker.
 SCHEDULE_EVERY = 5.0
 _LOG_FLUSH_LINES = 200
@@ -104,7 +106,7 @@ class Worker:
             print(f"Created work pool {self.pool!r} of type process.", file=sys.stderr)
         heart = threading.Thread(target=self._heartbeats, name="blocks-heartbeat", daemon=True)
         heart.start()
-        next_pass = 0.0
+        next_pass = next_look = 0.0
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -113,6 +115,9 @@ class Worker:
                     schedule_pass(self.store, pool_name=self.pool)
                     next_pass = now + SCHEDULE_EVERY
                 claimed = self._claim_some()
+                if self.active and now >= next_look:
+                    self._look_for_cancels()
+                    next_look = now + CANCEL_POLL_SECONDS
                 self._tend()
                 if self.run_once and not claimed and not self.active:
                     break
@@ -120,6 +125,14 @@ class Worker:
         finally:
             self._shutdown()
         return self.finished
+
+    def _look_for_cancels(self) -> None:
+        """A user's cancel is seen within `CANCEL_POLL_SECONDS` (a read), not at the next
+        heartbeat (a third of the lease)."""
+        for run_id, state in self.store.states(list(self.active)).items():
+            if state is RunState.CANCELLING:
+                with self._beats_lock:
+                    self._beats.setdefault(run_id, state)
 
     def _claim_some(self) -> int:
         claimed = 0
