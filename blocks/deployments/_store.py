@@ -42,6 +42,7 @@ from blocks.core._registry import Registry
 from blocks.deployments import _tables as t
 from blocks.deployments._states import CLAIMABLE, FINAL, LEASED, RunState, sources_of
 from blocks.errors import (
+    BlocksError,
     ConfigurationError,
     DeploymentNotFound,
     FlowRunNotFound,
@@ -323,12 +324,17 @@ class RunStore:
                 pool_name,
                 text,
             ):
-                self._verify(
-                    _deployment_message(row.id, flow_name, name, version, pool_name, text),
-                    row.seal,
-                    f"Deployment {flow_name}/{name}",
-                )
-                return _deployment(row), False
+                try:
+                    self._verify(
+                        _deployment_message(row.id, flow_name, name, version, pool_name, text),
+                        row.seal,
+                        f"Deployment {flow_name}/{name}",
+                    )
+                    return _deployment(row), False
+                except BlocksError:
+                    # Sealed under a retired key (after `block key rotate`) or edited in the
+                    # database: what the code applies now is the deployment, sealed afresh.
+                    pass
             deployment_id = row.id if row is not None else uuid.uuid4().hex
             seal = keyset.seal(
                 _deployment_message(deployment_id, flow_name, name, version, pool_name, text)

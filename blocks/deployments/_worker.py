@@ -110,15 +110,22 @@ class Worker:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                self.store.reap()
-                if now >= next_pass:
-                    schedule_pass(self.store, pool_name=self.pool)
-                    next_pass = now + SCHEDULE_EVERY
-                claimed = self._claim_some()
-                if self.active and now >= next_look:
-                    self._look_for_cancels()
-                    next_look = now + CANCEL_POLL_SECONDS
-                self._tend()
+                try:
+                    self.store.reap()
+                    if now >= next_pass:
+                        schedule_pass(self.store, pool_name=self.pool)
+                        next_pass = now + SCHEDULE_EVERY
+                    claimed = self._claim_some()
+                    if self.active and now >= next_look:
+                        self._look_for_cancels()
+                        next_look = now + CANCEL_POLL_SECONDS
+                    self._tend()
+                except Exception as exc:
+                    # The registry is away (a restarting PostgreSQL, a full disk): keep the runs,
+                    # say so, try again; the leases say whether the runs are still ours.
+                    print(f"Worker {self.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    self._stop.wait(min(5.0, self.lease_seconds / 3))
+                    continue
                 if self.run_once and not claimed and not self.active:
                     break
                 self._stop.wait(self.poll_seconds)

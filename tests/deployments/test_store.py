@@ -209,10 +209,26 @@ def test_a_deployment_or_parameters_edited_in_the_database_are_refused(store: Ru
         )
     with pytest.raises(TamperedDocument):
         store.get_deployment("etl/daily")
+    with pytest.raises(TamperedDocument):
+        store.list_deployments()
     run = store.claim("pool-a", worker="w", lease_seconds=30)
     assert run is not None
     with pytest.raises(TamperedDocument):
         store.verified_parameters(run)
+    # Applying the deployment from its code again restores it, sealed afresh.
+    _, changed = store.put_deployment(
+        "etl", "daily", version="1", pool_name="pool-a", document=deployment.document
+    )
+    assert changed and store.get_deployment("etl/daily").document == deployment.document
+    # So does it when only the seal is bad (a key retired by `block key rotate`).
+    with store.registry.write() as conn:
+        conn.execute(
+            t.deployments.update().where(t.deployments.c.id == deployment.id).values(seal="x")
+        )
+    _, changed = store.put_deployment(
+        "etl", "daily", version="1", pool_name="pool-a", document=deployment.document
+    )
+    assert changed and store.get_deployment("etl/daily").document == deployment.document
 
 
 def test_apply_again_changes_nothing(store: RunStore) -> None:
