@@ -31,7 +31,10 @@ Prefect or for the standard library still catches them.
     ├── RemoteTaskError
     ├── MissingResult
     ├── RegistryCorrupt
-    └── RegistryReadOnly         PermissionError
+    ├── RegistryReadOnly         PermissionError
+    ├── DeploymentNotFound       LookupError
+    ├── WorkPoolNotFound         LookupError
+    └── FlowRunNotFound          LookupError
 
 `tests/test_exported_members.py` checks that this drawing names every class of the module.
 
@@ -156,6 +159,18 @@ class RegistryReadOnly(BlocksError, PermissionError):
     """The registry can be read but not written (read-only file, folder or mount)."""
 
 
+class DeploymentNotFound(BlocksError, LookupError):
+    """No deployment has that name (``flow-name/deployment-name``)."""
+
+
+class WorkPoolNotFound(BlocksError, LookupError):
+    """No work pool has that name."""
+
+
+class FlowRunNotFound(BlocksError, LookupError):
+    """No flow run has that id (or that id prefix)."""
+
+
 class KeyMismatch(KeyManagementError):
     """This process's key source holds a key other than the one the registry records."""
 
@@ -177,6 +192,8 @@ __all__ = [
     "ConfigurationError",
     "CorruptRecord",
     "DecryptionFailed",
+    "DeploymentNotFound",
+    "FlowRunNotFound",
     "IncompatibleSchema",
     "InvalidBlockData",
     "InvalidName",
@@ -198,4 +215,5 @@ __all__ = [
     "UnknownBlockType",
     "UnsafePath",
     "UpstreamFailed",
+    "WorkPoolNotFound",
 ]

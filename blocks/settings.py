@@ -77,6 +77,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a cached task waits for another run computing the same key (a compute-once "
         "lock) before computing it itself; inf waits forever.",
     ),
+    Setting(
+        "BLOCKS_LEASE_SECONDS",
+        "30",
+        "How long a worker holds a claimed run without a heartbeat; past it the run is Crashed.",
+    ),
+    Setting(
+        "BLOCKS_LATE_AFTER_SECONDS",
+        "15",
+        "A scheduled run not started this long after its slot is Late (the catch-up policy).",
+    ),
 )
 
 
@@ -164,6 +174,31 @@ def flag(name: str) -> bool:
 def debug() -> bool:
     """Whether the block command shows tracebacks of unexpected errors (BLOCKS_DEBUG)."""
     return flag("BLOCKS_DEBUG")
+
+
+def lease_seconds() -> float:
+    """How long a worker's claim on a run lasts without a heartbeat (it renews at a third)."""
+    return _positive_seconds("BLOCKS_LEASE_SECONDS", 30.0)
+
+
+def late_after_seconds() -> float:
+    """How long after its slot an unstarted scheduled run counts as missed (Late)."""
+    return _positive_seconds("BLOCKS_LATE_AFTER_SECONDS", 15.0)
+
+
+def _positive_seconds(name: str, default: float) -> float:
+    raw = _get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(f"{name}={raw!r} is not a positive number of seconds.")
+    return value
 
 
 DEFAULT_RESULTS_MAX_BYTES = 4 * 1024**3

@@ -34,6 +34,10 @@ COMMANDS: dict[str, str] = {
     "key": "blocks.cli.keys:key",
     "results": "blocks.cli.results:results",
     "ui": "blocks.cli.ui:ui",
+    "worker": "blocks.cli.workers:worker",
+    "work-pool": "blocks.cli.work_pools:work_pool",
+    "deployment": "blocks.cli.deployments:deployment",
+    "flow-run": "blocks.cli.flow_runs:flow_run",
 }
 
 DEBUG_VARIABLE = "BLOCKS_DEBUG"

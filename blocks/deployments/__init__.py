@@ -1,27 +1,68 @@
 """Deployments: schedules, deployments, the run store, the scheduler and workers (layer L5,
 between `runtime` and `cli`).
 
+The registry (SQLite on one machine, PostgreSQL for a team) is the one source of truth for
+deployments, scheduled runs and run history; workers claim runs from it and run them. Names are
+imported on first use.
+
 Example:
-    >>> from blocks.deployments import CronSchedule
+    >>> from blocks.deployments import CronSchedule, Deployment
     >>> CronSchedule(cron="0 6 * * *").get_dates(n=2)
+    >>> Deployment.build_from_flow(flow=etl, name="daily", work_pool_name="my-pool").apply()
 """
 
-from blocks.deployments.schedules import (
-    Cron,
-    CronSchedule,
-    Interval,
-    IntervalSchedule,
-    RRule,
-    RRuleSchedule,
-    Schedule,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blocks.deployments._deployment import Deployment
+    from blocks.deployments._states import RunState
+    from blocks.deployments._store import FlowRun, RunStore, WorkPool
+    from blocks.deployments.schedules import (
+        Cron,
+        CronSchedule,
+        Interval,
+        IntervalSchedule,
+        RRule,
+        RRuleSchedule,
+        Schedule,
+    )
 
 __all__ = [
     "Cron",
     "CronSchedule",
+    "Deployment",
+    "FlowRun",
     "Interval",
     "IntervalSchedule",
     "RRule",
     "RRuleSchedule",
+    "RunState",
+    "RunStore",
     "Schedule",
+    "WorkPool",
 ]
+
+_EXPORTS = {
+    "Cron": "schedules",
+    "CronSchedule": "schedules",
+    "Interval": "schedules",
+    "IntervalSchedule": "schedules",
+    "RRule": "schedules",
+    "RRuleSchedule": "schedules",
+    "Schedule": "schedules",
+    "Deployment": "_deployment",
+    "RunState": "_states",
+    "FlowRun": "_store",
+    "RunStore": "_store",
+    "WorkPool": "_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blocks.deployments' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"blocks.deployments.{module}"), name)

@@ -113,6 +113,10 @@ def parameter_hints(
         hint = hints.get(name, param.empty)
         if hint is param.empty or hint is Any:
             continue
+        if param.default is None and hint is not None:
+            # `date: str = None` (the seed's flows): None is accepted, as Prefect 2 (pydantic
+            # v1's implicit Optional) and a plain call accept it.
+            hint = typing.Optional[hint]  # noqa: UP045 - `hint | None` fails for some hints
         if param.kind is param.VAR_POSITIONAL:
             hint = tuple[hint, ...]  # type: ignore[valid-type]
         elif param.kind is param.VAR_KEYWORD:

@@ -1,0 +1,166 @@
+"""``block flow-run ls | inspect | logs | cancel``: runs of deployments and their history.
+
+Example (shell):
+    $ block flow-run ls --deployment my-etl-flow/daily-etl --state Failed
+    $ block flow-run inspect 3f2a9c01
+    $ block flow-run cancel 3f2a9c01
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from blocks.cli._output import (
+    echo_json,
+    echo_json_array,
+    iso,
+    local_time,
+    note,
+    print_pairs,
+    print_table,
+)
+
+if TYPE_CHECKING:
+    from blocks.deployments._store import FlowRun, RunStore
+
+
+def _store() -> RunStore:
+    from blocks.deployments._store import RunStore
+
+    return RunStore.default()
+
+
+def _json(run: FlowRun, deployment: str) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "flow": run.flow_name,
+        "deployment": deployment,
+        "state": run.state.value,
+        "message": run.message,
+        "worker": run.worker,
+        "attempt": run.attempt,
+        "slot": iso(run.slot) if run.slot else None,
+        "due": iso(run.due),
+        "started": iso(run.started) if run.started else None,
+        "ended": iso(run.ended) if run.ended else None,
+        "parameters": run.parameters,
+    }
+
+
+def _names(store: RunStore) -> dict[str, str]:
+    return {d.id: d.full_name for d in store.list_deployments()}
+
+
+@click.group("flow-run")
+def flow_run() -> None:
+    """Flow runs of deployments: list, inspect, read logs, cancel."""
+
+
+@flow_run.command("ls")
+@click.option("--deployment", "deployment", metavar="FLOW/DEPLOYMENT", help="Only this one's.")
+@click.option("--state", "states", multiple=True, help="Only runs in this state (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def ls(deployment: str | None, states: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List flow runs, the latest due first."""
+    from blocks.deployments._states import RunState
+
+    store = _store()
+    deployment_id = store.get_deployment(deployment).id if deployment else None
+    by_name = {s.value.lower(): s for s in RunState}
+    wanted = []
+    for text in states:
+        if text.lower() not in by_name:
+            raise click.BadParameter(
+                f"{text!r} is not a state: {', '.join(s.value for s in RunState)}",
+                param_hint="'--state'",
+            )
+        wanted.append(by_name[text.lower()])
+    runs = store.list_runs(deployment_id=deployment_id, states=wanted or None, limit=limit)
+    names = _names(store)
+    if as_json:
+        echo_json_array(_json(r, names.get(r.deployment_id, "")) for r in runs)
+        return
+    rows = [
+        (
+            r.id[:12],
+            names.get(r.deployment_id, ""),
+            r.state.value,
+            local_time(r.due),
+            r.worker or "",
+            str(r.attempt),
+        )
+        for r in runs
+    ]
+    if not print_table(("id", "deployment", "state", "due", "worker", "attempt"), rows):
+        note("No flow runs.")
+
+
+@flow_run.command()
+@click.argument("run_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def inspect(run_id: str, as_json: bool) -> None:
+    """Show a run (an id or a unique prefix of 6+ characters) and every state it went through."""
+    store = _store()
+    run = store.get_run(run_id)
+    deployment = _names(store).get(run.deployment_id, "")
+    history = store.history(run.id)
+    if as_json:
+        echo_json(
+            {
+                **_json(run, deployment),
+                "history": [
+                    {
+                        "state": c.state.value,
+                        "at": iso(c.at),
+                        "attempt": c.attempt,
+                        "worker": c.worker,
+                        "message": c.message,
+                    }
+                    for c in history
+                ],
+            }
+        )
+        return
+    print_pairs(
+        [
+            ("deployment", deployment),
+            ("state", run.state.value + (f": {run.message}" if run.message else "")),
+            ("attempt", f"{run.attempt} of {run.max_attempts}"),
+            ("worker", run.worker or ""),
+            ("due", local_time(run.due)),
+            ("parameters", run.parameters),
+            *(
+                (
+                    f"  {local_time(c.at)}",
+                    f"{c.state.value} (attempt {c.attempt})"
+                    + (f" on {c.worker}" if c.worker else "")
+                    + (f": {c.message}" if c.message else ""),
+                )
+                for c in history
+            ),
+        ],
+        title=f"flow run {run.id}",
+    )
+
+
+@flow_run.command()
+@click.argument("run_id", metavar="ID")
+def logs(run_id: str) -> None:
+    """Print a run's kept output (what its process printed and logged)."""
+    store = _store()
+    run = store.get_run(run_id)
+    for _, _, _, message in store.logs(run.id):
+        click.echo(message)
+
+
+@flow_run.command()
+@click.argument("run_id", metavar="ID")
+def cancel(run_id: str) -> None:
+    """Cancel a run: not started yet -> Cancelled; running -> its worker ends its processes."""
+    store = _store()
+    run = store.get_run(run_id)
+    state = store.cancel(run.id)
+    click.echo(f"Flow run {run.id} is {state.value}.")

@@ -1,0 +1,290 @@
+"""Making and reading flow runs: scheduled slots (once each), runs made by hand, listings,
+state history, and what the catch-up policy decides about."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from blocks.deployments import _tables as t
+from blocks.deployments._records import (
+    DeploymentRecord,
+    FlowRun,
+    StateChange,
+    as_utc,
+    dumps,
+    insert_ignore,
+    record_state,
+    run_from_row,
+    run_message,
+    slot_key,
+    utcnow,
+)
+from blocks.deployments._states import CLAIMABLE, RunState
+from blocks.deployments._store_base import StoreBase
+from blocks.errors import FlowRunNotFound
+
+
+class RunRecords(StoreBase):
+    """Flow runs: inserted per slot under the unique key, or by hand; read back."""
+
+    # -- creating runs ------------------------------------------------------------------------
+
+    def insert_slots(
+        self,
+        deployment: DeploymentRecord,
+        slots: Sequence[tuple[str, datetime]],
+        *,
+        parameters: dict[str, Any] | None = None,
+        max_attempts: int = 1,
+        state: RunState = RunState.SCHEDULED,
+    ) -> list[str]:
+        """Insert one Scheduled run per ``(schedule slug, slot)`` not inserted before.
+
+        Returns the ids of the runs this call inserted: a slot already there (inserted by this
+        or another scheduler, before or after a redeploy) is left alone by the unique key.
+        """
+        if not slots:
+            return []
+        params = dumps(
+            parameters if parameters is not None else deployment.document.get("parameters", {})
+        )
+        keyset = self._sealing()
+        now = utcnow()
+        rows = []
+        for slug, slot in slots:
+            run_id = uuid.uuid4().hex
+            rows.append(
+                {
+                    "id": run_id,
+                    "deployment_id": deployment.id,
+                    "flow_name": deployment.flow_name,
+                    "pool_name": deployment.pool_name,
+                    "schedule_slug": slug,
+                    "slot": as_utc(slot),
+                    "idempotency_key": slot_key(slug, slot),
+                    "state": state.value,
+                    "message": "",
+                    "due": as_utc(slot),
+                    "attempt": 1,
+                    "max_attempts": max_attempts,
+                    "parameters": params,
+                    "log_lines": 0,
+                    "created": now,
+                    "seal": keyset.seal(run_message(run_id, deployment.id, params)),
+                }
+            )
+        statement = insert_ignore(
+            self.is_sqlite, t.flow_runs, ["deployment_id", "idempotency_key"]
+        ).returning(t.flow_runs.c.id, t.flow_runs.c.state, t.flow_runs.c.created)
+        with self.registry.write() as conn:
+            inserted = [row.id for row in conn.execute(statement.values(rows))]
+            if inserted:
+                conn.execute(
+                    t.flow_run_states.insert(),
+                    [
+                        {
+                            "run_id": run_id,
+                            "state": state.value,
+                            "at": now,
+                            "attempt": 1,
+                            "worker": None,
+                            "message": "",
+                        }
+                        for run_id in inserted
+                    ],
+                )
+        return inserted
+
+    def create_run(
+        self,
+        deployment: DeploymentRecord,
+        *,
+        parameters: dict[str, Any] | None = None,
+        due: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> FlowRun:
+        """A run made by hand (`block deployment run`): no slot, due now unless given; as many
+        attempts as the flow has retries + 1 unless given."""
+        if max_attempts is None:
+            max_attempts = int(deployment.document.get("retries", 0)) + 1
+        merged = dict(deployment.document.get("parameters", {}))
+        merged.update(parameters or {})
+        params = dumps(merged)
+        run_id = uuid.uuid4().hex
+        now = utcnow()
+        seal = self._sealing().seal(run_message(run_id, deployment.id, params))
+        with self.registry.write() as conn:
+            conn.execute(
+                t.flow_runs.insert().values(
+                    id=run_id,
+                    deployment_id=deployment.id,
+                    flow_name=deployment.flow_name,
+                    pool_name=deployment.pool_name,
+                    schedule_slug=None,
+                    slot=None,
+                    idempotency_key=None,
+                    state=RunState.SCHEDULED.value,
+                    message="",
+                    due=as_utc(due) or now,
+                    attempt=1,
+                    max_attempts=max_attempts,
+                    parameters=params,
+                    log_lines=0,
+                    created=now,
+                    seal=seal,
+                )
+            )
+            record_state(conn, run_id, RunState.SCHEDULED, now, 1, None, "")
+        return self.get_run(run_id)
+
+    def slot_summary(
+        self, deployment_id: str, now: datetime
+    ) -> dict[str, tuple[datetime | None, int]]:
+        """Per schedule slug of a deployment: its latest slot and how many runs are due later."""
+        later = sa.func.sum(sa.case((t.flow_runs.c.due > now, 1), else_=0))
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(t.flow_runs.c.schedule_slug, sa.func.max(t.flow_runs.c.slot), later)
+                .where(
+                    t.flow_runs.c.deployment_id == deployment_id,
+                    t.flow_runs.c.schedule_slug.is_not(None),
+                )
+                .group_by(t.flow_runs.c.schedule_slug)
+            ).all()
+        return {slug: (as_utc(last), int(count or 0)) for slug, last, count in rows}
+
+    def overdue(self, before: datetime) -> list[tuple[str, str, str, datetime, RunState]]:
+        """Scheduled or Late runs of a schedule due before `before`: ``(run id, deployment id,
+        slug, due, state)``, oldest first (what the catch-up policy decides about)."""
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    t.flow_runs.c.id,
+                    t.flow_runs.c.deployment_id,
+                    t.flow_runs.c.schedule_slug,
+                    t.flow_runs.c.due,
+                    t.flow_runs.c.state,
+                )
+                .where(
+                    t.flow_runs.c.state.in_([s.value for s in CLAIMABLE]),
+                    t.flow_runs.c.schedule_slug.is_not(None),
+                    t.flow_runs.c.due < before,
+                )
+                .order_by(t.flow_runs.c.due, t.flow_runs.c.id)
+            ).all()
+        return [
+            (r.id, r.deployment_id, r.schedule_slug, as_utc(r.due) or r.due, RunState(r.state))
+            for r in rows
+        ]
+
+    def mark_missed(
+        self, late: Sequence[str], skipped: Sequence[str], message: str
+    ) -> tuple[int, int]:
+        """Scheduled runs in `late` become Late; runs in `skipped` (Scheduled or Late) become
+        Skipped with `message`. Runs claimed meanwhile are left alone. Returns how many of each
+        changed."""
+        now = utcnow()
+        changed = {RunState.LATE: 0, RunState.SKIPPED: 0}
+        with self.registry.write() as conn:
+            for ids, target, sources, why in (
+                (late, RunState.LATE, [RunState.SCHEDULED.value], "missed its slot"),
+                (skipped, RunState.SKIPPED, [s.value for s in CLAIMABLE], message),
+            ):
+                for run_id in ids:
+                    row = conn.execute(
+                        t.flow_runs.update()
+                        .where(t.flow_runs.c.id == run_id, t.flow_runs.c.state.in_(sources))
+                        .values(
+                            state=target.value,
+                            message=why,
+                            **({"ended": now} if target is RunState.SKIPPED else {}),
+                        )
+                        .returning(t.flow_runs.c.attempt)
+                    ).first()
+                    if row is not None:
+                        record_state(conn, run_id, target, now, row.attempt, None, why)
+                        changed[target] += 1
+        return changed[RunState.LATE], changed[RunState.SKIPPED]
+
+    # -- reading runs -------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> FlowRun:
+        """A run by id, or by a unique prefix of at least 6 characters of its id."""
+        with self.registry.read() as conn:
+            row = conn.execute(sa.select(t.flow_runs).where(t.flow_runs.c.id == run_id)).first()
+            if row is None and len(run_id) >= 6:
+                found = conn.execute(
+                    sa.select(t.flow_runs).where(t.flow_runs.c.id.startswith(run_id)).limit(2)
+                ).all()
+                row = found[0] if len(found) == 1 else None
+        if row is None:
+            raise FlowRunNotFound(f"No flow run with id {run_id!r}. List them: block flow-run ls")
+        return run_from_row(row)
+
+    def verified_parameters(self, run: FlowRun) -> dict[str, Any]:
+        """The run's parameters, after checking their seal (what a worker passes to the flow)."""
+        with self.registry.read() as conn:
+            row = conn.execute(
+                sa.select(t.flow_runs.c.parameters, t.flow_runs.c.seal).where(
+                    t.flow_runs.c.id == run.id
+                )
+            ).one()
+        self._verify(
+            run_message(run.id, run.deployment_id, row.parameters),
+            row.seal,
+            f"Flow run {run.id}",
+        )
+        value: dict[str, Any] = json.loads(row.parameters)
+        return value
+
+    def list_runs(
+        self,
+        *,
+        deployment_id: str | None = None,
+        states: Iterable[RunState] | None = None,
+        pool_name: str | None = None,
+        limit: int | None = None,
+    ) -> list[FlowRun]:
+        """Runs, newest due first."""
+        query = sa.select(t.flow_runs).order_by(t.flow_runs.c.due.desc(), t.flow_runs.c.id)
+        if deployment_id is not None:
+            query = query.where(t.flow_runs.c.deployment_id == deployment_id)
+        if states is not None:
+            query = query.where(t.flow_runs.c.state.in_([RunState(s).value for s in states]))
+        if pool_name is not None:
+            query = query.where(t.flow_runs.c.pool_name == pool_name)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.registry.read() as conn:
+            return [run_from_row(row) for row in conn.execute(query)]
+
+    def states(self, run_ids: Sequence[str]) -> dict[str, RunState]:
+        """The current state of each run (a read: polled by workers to see a cancel quickly)."""
+        if not run_ids:
+            return {}
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(t.flow_runs.c.id, t.flow_runs.c.state).where(
+                    t.flow_runs.c.id.in_(list(run_ids))
+                )
+            ).all()
+        return {row.id: RunState(row.state) for row in rows}
+
+    def history(self, run_id: str) -> list[StateChange]:
+        """Every state the run went through, oldest first."""
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                sa.select(t.flow_run_states)
+                .where(t.flow_run_states.c.run_id == run_id)
+                .order_by(t.flow_run_states.c.id)
+            ).all()
+        return [
+            StateChange(RunState(r.state), as_utc(r.at) or r.at, r.attempt, r.worker, r.message)
+            for r in rows
+        ]

@@ -1,0 +1,112 @@
+"""The scheduler: a pass that inserts each active deployment's next runs and applies its
+catch-up policy to the slots no worker started in time.
+
+Any number of passes may run at once (every worker runs one on its loop): a slot's run is made
+once by the unique key, and each change of state is conditional. A pass makes runs ahead: up to
+`MAX_RUNS` per schedule within `HORIZON`, and at least `MIN_RUNS`.
+
+Example:
+    >>> report = schedule_pass(RunStore.default())
+    >>> report.inserted
+    3
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from blocks import settings
+from blocks.deployments._store import DeploymentRecord, RunStore, utcnow
+
+__all__ = ["HORIZON", "MAX_RUNS", "MIN_RUNS", "PassReport", "schedule_deployment", "schedule_pass"]
+
+MAX_RUNS = 100
+MIN_RUNS = 3
+HORIZON = timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class PassReport:
+    deployments: int = 0
+    inserted: int = 0
+    late: int = 0
+    skipped: int = 0
+
+
+def schedule_deployment(
+    store: RunStore, deployment: DeploymentRecord, now: datetime | None = None
+) -> int:
+    """Insert the deployment's next slots (none when it is paused); return how many were new."""
+    from blocks.deployments.schedules import schedule_from_json
+
+    if deployment.paused:
+        return 0
+    now = now or utcnow()
+    document = deployment.document
+    summary = store.slot_summary(deployment.id, now)
+    inserted = 0
+    for entry in document.get("schedules", []):
+        if not entry.get("active", True):
+            continue
+        slug = entry["slug"]
+        last, later = summary.get(slug, (None, 0))
+        want = MAX_RUNS - later
+        if want <= 0 or (last is not None and last >= now + HORIZON and later >= MIN_RUNS):
+            continue
+        schedule = schedule_from_json(entry["schedule"])
+        start = max(now, last) if last is not None else now
+        dates = schedule.get_dates(n=want, start=start, end=now + HORIZON)
+        if later + len(dates) < MIN_RUNS:
+            dates = schedule.get_dates(n=MIN_RUNS, start=start)
+        parameters = {**document.get("parameters", {}), **entry.get("parameters", {})}
+        inserted += len(
+            store.insert_slots(
+                deployment,
+                [(slug, date) for date in dates],
+                parameters=parameters,
+                max_attempts=int(document.get("retries", 0)) + 1,
+            )
+        )
+    return inserted
+
+
+def schedule_pass(
+    store: RunStore, now: datetime | None = None, *, pool_name: str | None = None
+) -> PassReport:
+    """One pass over every deployment (of one pool): new slots, then the catch-up policy."""
+    now = now or utcnow()
+    report = PassReport()
+    deployments = {d.id: d for d in store.list_deployments(pool_name=pool_name, skip_invalid=True)}
+    for deployment in deployments.values():
+        report.deployments += 1
+        report.inserted += schedule_deployment(store, deployment, now)
+    late, skipped = catch_up_plan(
+        store, deployments, now - timedelta(seconds=settings.late_after_seconds())
+    )
+    if late or skipped:
+        report.late, report.skipped = store.mark_missed(
+            late, skipped, "missed its slot; the catch-up policy runs a newer one or none"
+        )
+    return report
+
+
+def catch_up_plan(
+    store: RunStore, deployments: dict[str, DeploymentRecord], before: datetime
+) -> tuple[list[str], list[str]]:
+    """Which overdue runs become Late (they will run) and which Skipped, by each deployment's
+    policy: ``latest`` keeps the newest per schedule, ``all`` every one, ``none`` none."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for run_id, deployment_id, slug, _due, state in store.overdue(before):
+        if deployment_id in deployments:
+            groups[(deployment_id, slug)].append((run_id, state.value))
+    late: list[str] = []
+    skipped: list[str] = []
+    for (deployment_id, _slug), runs in groups.items():
+        policy = deployments[deployment_id].document.get("catchup", "latest")
+        keep = runs if policy == "all" else runs[-1:] if policy == "latest" else []
+        kept = {run_id for run_id, _ in keep}
+        late += [run_id for run_id, state in keep if state == "Scheduled"]
+        skipped += [run_id for run_id, _ in runs if run_id not in kept]
+    return late, skipped

@@ -1,0 +1,108 @@
+"""The run store's SQLAlchemy tables: work pools, deployments, flow runs, their states and logs.
+
+They live in the registry's database beside the block tables (same engine, same conventions:
+SQLAlchemy Core, timezone-aware timestamps, JSON as text), in their own `MetaData`, created on
+the first use of a `RunStore` (`CREATE ... IF NOT EXISTS`, so any number of processes may race).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+_TS = sa.DateTime(timezone=True)
+
+work_pools = sa.Table(
+    "work_pools",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("concurrency_limit", sa.Integer, nullable=True),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created", _TS, nullable=False),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("flow_name", sa.String(256), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("version", sa.String(256), nullable=True),
+    # The deployment's sealed settings (entrypoint, path, parameters, schedules...) as JSON.
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("pool_name", sa.String(256), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created", _TS, nullable=False),
+    sa.Column("updated", _TS, nullable=False),
+    sa.Column("seal", sa.Text, nullable=False),
+    sa.UniqueConstraint("flow_name", "name", name="uq_deployments_flow_name"),
+)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "deployment_id",
+        sa.String(32),
+        sa.ForeignKey("deployments.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("flow_name", sa.String(256), nullable=False),
+    sa.Column("pool_name", sa.String(256), nullable=False, index=True),
+    sa.Column("schedule_slug", sa.String(128), nullable=True),
+    sa.Column("slot", _TS, nullable=True),
+    sa.Column("idempotency_key", sa.String(256), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("due", _TS, nullable=False),
+    sa.Column("worker", sa.String(256), nullable=True),
+    sa.Column("lease_until", _TS, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("max_attempts", sa.Integer, nullable=False, default=1),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("log_lines", sa.Integer, nullable=False, default=0),
+    sa.Column("created", _TS, nullable=False),
+    sa.Column("started", _TS, nullable=True),
+    sa.Column("ended", _TS, nullable=True),
+    sa.Column("seal", sa.Text, nullable=False),
+    # One run per (deployment, schedule slug, slot): the key names the slug and the UTC slot.
+    sa.UniqueConstraint("deployment_id", "idempotency_key", name="uq_flow_runs_idempotency"),
+    sa.Index("ix_flow_runs_claim", "pool_name", "state", "due"),
+)
+
+flow_run_states = sa.Table(
+    "flow_run_states",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("at", _TS, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("worker", sa.String(256), nullable=True),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+)
+
+flow_run_logs = sa.Table(
+    "flow_run_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("at", _TS, nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
