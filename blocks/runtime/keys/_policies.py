@@ -137,7 +137,9 @@ class CachePolicy:
 
 #: Keys of calls whose arguments are all plain scalars, per policy and task: a repeat call
 #: (a cache hit) skips hashing each argument and the components. Bounded; cleared when full.
-_memo: dict[tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components]] = {}
+_memo: dict[
+    tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components, Any]
+] = {}
 _MEMO_SIZE = 4096
 #: Strings and bytes longer than this are hashed each time rather than held in the memo.
 _MEMO_TEXT = 256
@@ -187,8 +189,10 @@ def _memoized(
 ) -> tuple[str | None, Components]:
     """`policy._resolve`, remembered for plain arguments (see `_is_pure`).
 
-    The code fingerprint is itself remembered per function object and version
-    (`code_components`), so keying on the function object and version is exact."""
+    A key that holds the code fingerprint is remembered with the `Fingerprint` it was built
+    from, and used again only while `current` (itself a check, by identity, of every object
+    the fingerprint read) returns that same object: a helper replaced in this process
+    recomputes the key."""
     signature = _scalars(inputs)
     if signature is None:
         return policy._resolve(task_ctx, inputs, flow_parameters)
@@ -196,13 +200,29 @@ def _memoized(
     fn, version = task.fn, task.version
     memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature)
     entry = _memo.get(memo_key)
-    if entry is not None and entry[0] is policy and entry[1] is fn:
+    if (
+        entry is not None
+        and entry[0] is policy
+        and entry[1] is fn
+        and (entry[4] is None or _current(fn) is entry[4])
+    ):
         return entry[2], dict(entry[3])
+    printed = _current(fn) if _has_source(policy) else None
     key, components = policy._resolve(task_ctx, inputs, flow_parameters)
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-    _memo[memo_key] = (policy, fn, key, dict(components))
+    _memo[memo_key] = (policy, fn, key, dict(components), printed)
     return key, components
+
+
+def _current(fn: Callable[..., Any]) -> Any:
+    from blocks.runtime.keys._fingerprints import current
+
+    return current(fn)
+
+
+def _has_source(policy: CachePolicy) -> bool:
+    return any(type(part) is TaskSource for part in _flat(policy))
 
 
 def _flat(policy: CachePolicy) -> list[CachePolicy]:
@@ -295,25 +315,25 @@ class TaskSource(CachePolicy):
         return code_components(task_ctx.task)
 
 
-_code_cache: dict[tuple[int, str | None], tuple[Any, Components]] = {}
+_code_cache: dict[tuple[int, str | None], tuple[Any, Any, Components]] = {}
 
 
 def code_components(task: KeyedTask) -> Components:
     """``code`` (the whole fingerprint), ``code:<part>`` per part, and ``version`` if set."""
+    from blocks.runtime.keys._fingerprints import current
+
+    print_ = current(task.fn)  # remembered while what it read is unchanged
     cache_key = (id(task.fn), task.version)
     entry = _code_cache.get(cache_key)
-    if entry is not None and entry[0] is task.fn:
-        return entry[1]
-    from blocks.runtime.keys._fingerprints import fingerprint
-
-    print_ = fingerprint(task.fn)
+    if entry is not None and entry[0] is task.fn and entry[1] is print_:
+        return entry[2]
     components: Components = {"code": print_.digest}
     components.update({f"code:{name}": value for name, value in print_.parts.items()})
     if print_.note:
         components["code:note"] = print_.note
     if task.version is not None:
         components["version"] = digest(task.version)
-    _code_cache[cache_key] = (task.fn, components)
+    _code_cache[cache_key] = (task.fn, print_, components)
     return components
 
 
