@@ -215,10 +215,17 @@ def _memoized(
     return key, components
 
 
-def _current(fn: Callable[..., Any]) -> Any:
-    from blocks.runtime.keys._fingerprints import current
+_fingerprint_now: Callable[[Callable[..., Any]], Any] | None = None
 
-    return current(fn)
+
+def _current(fn: Callable[..., Any]) -> Any:
+    """`_fingerprints.current`, imported on first use (as `blocks.runtime` loads keys)."""
+    global _fingerprint_now
+    if _fingerprint_now is None:
+        from blocks.runtime.keys._fingerprints import current
+
+        _fingerprint_now = current
+    return _fingerprint_now(fn)
 
 
 def _has_source(policy: CachePolicy) -> bool:
@@ -320,9 +327,7 @@ _code_cache: dict[tuple[int, str | None], tuple[Any, Any, Components]] = {}
 
 def code_components(task: KeyedTask) -> Components:
     """``code`` (the whole fingerprint), ``code:<part>`` per part, and ``version`` if set."""
-    from blocks.runtime.keys._fingerprints import current
-
-    print_ = current(task.fn)  # remembered while what it read is unchanged
+    print_ = _current(task.fn)  # remembered while what it read is unchanged
     cache_key = (id(task.fn), task.version)
     entry = _code_cache.get(cache_key)
     if entry is not None and entry[0] is task.fn and entry[1] is print_:

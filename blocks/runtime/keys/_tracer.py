@@ -23,8 +23,10 @@ reassigned global), and the fingerprint is computed again when one is not.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
+import sys
 import types
 import warnings
 from collections.abc import Mapping
@@ -46,23 +48,33 @@ _MISSING = object()
 _CONTAINER_ITEMS = 1000
 
 
+#: A `Watch` as tuples: what a remembered fingerprint keeps.
+Frozen = tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
+
+
 class Watch:
     """The objects a fingerprint was built from, each where it was read, checked by identity."""
 
-    __slots__ = ("attrs", "cells", "items")
+    __slots__ = ("cells", "functions", "items")
 
     def __init__(self) -> None:
         self.items: list[tuple[Mapping[str, Any], str, Any]] = []
         self.cells: list[tuple[types.CellType, Any]] = []
-        self.attrs: list[tuple[Any, str, Any]] = []
+        self.functions: list[tuple[types.FunctionType, types.CodeType, Any, Any]] = []
 
-    def freeze(self) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
-        return tuple(self.items), tuple(self.cells), tuple(self.attrs)
+    def freeze(self) -> Frozen:
+        return tuple(self.items), tuple(self.cells), tuple(self.functions)
 
 
-def unchanged(frozen: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]) -> bool:
-    """Whether every watched object is still the one the fingerprint read (the hot path)."""
-    items, cells, attrs = frozen
+def unchanged(frozen: Frozen) -> bool:
+    """Whether every watched object is still the one the fingerprint read (the hot path of a
+    cached call: a dict lookup per global, an attribute read per function)."""
+    items, cells, functions = frozen
+    for fn, code, defaults, kwdefaults in functions:
+        if fn.__code__ is not code or fn.__defaults__ is not defaults:
+            return False
+        if fn.__kwdefaults__ is not kwdefaults:
+            return False
     for mapping, key, value in items:
         if mapping.get(key, _MISSING) is not value:
             return False
@@ -70,9 +82,9 @@ def unchanged(frozen: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]) 
         try:
             if cell.cell_contents is not value:
                 return False
-        except ValueError:
+        except ValueError:  # emptied (``del`` of the enclosing variable)
             return False
-    return all(getattr(obj, name, _MISSING) is value for obj, name, value in attrs)
+    return True
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -100,6 +112,10 @@ def _is_library(obj: Any) -> bool:
 
 def _is_dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
+
+
+def _is_sunder(name: str) -> bool:
+    return len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_"
 
 
 class Tracer:
@@ -142,14 +158,13 @@ class Tracer:
             self.klass(target, f"class '{owner}'")
         elif inspect.isfunction(target):
             self.function(target, f"function '{target.__name__}'")
+        elif _is_library(type(target)) and _wrapped(target) is not None:
+            self.root(_wrapped(target), owner)  # a task, a flow, an lru_cache: what it runs
         elif inspect.isbuiltin(target) or _is_library(type(target)):
             module = getattr(target, "__module__", None) or "builtins"
             name = getattr(target, "__qualname__", None) or type(target).__qualname__
             self.put(f"function '{owner}'", digest_text(f"{module}.{name}".encode()))
             self.notes.append(f"no source for {owner!r}: identified by its qualified name")
-            wrapped = getattr(target, "__wrapped__", None)
-            if wrapped is not None and not inspect.isbuiltin(target):
-                self.value(owner, wrapped, set(), "wrapped")
         else:
             self.instance(owner, target)
 
@@ -160,9 +175,7 @@ class Tracer:
             return  # the cycle guard: recursion and mutual recursion
         self.seen.add(id(fn))
         code = fn.__code__
-        self.watch.attrs.append((fn, "__code__", code))
-        self.watch.attrs.append((fn, "__defaults__", fn.__defaults__))
-        self.watch.attrs.append((fn, "__kwdefaults__", fn.__kwdefaults__))
+        self.watch.functions.append((fn, code, fn.__defaults__, fn.__kwdefaults__))
         source, why = loaded_source(fn)
         digest = None
         if source is not None:
@@ -235,8 +248,8 @@ class Tracer:
                 elif name not in generated:
                     self.value(f"{prefix}.{name}", fn, set(), "class attribute")
                 continue
-            if _is_dunder(name) or isinstance(fn, property):
-                continue
+            if _is_dunder(name) or _is_sunder(name) or isinstance(fn, property):
+                continue  # Python's own (__module__) and enum's (_member_map_) bookkeeping
             self.watch.items.append((members, name, member))
             self.value(f"{prefix}.{name}", member, set(), "class attribute", quiet=True)
         for base in cls.__mro__[1:]:
@@ -248,9 +261,8 @@ class Tracer:
         """Whether `fn` was written in `cls`'s body (not generated, not assigned from elsewhere)."""
         if not fn.__qualname__.startswith(f"{cls.__qualname__}."):
             return False
-        module = getattr(inspect.getmodule(cls), "__file__", None)
-        filename = fn.__code__.co_filename
-        return module is None or filename == module or not filename.startswith("<")
+        module = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        return module is None or fn.__code__.co_filename == module
 
     def instance(self, name: str, obj: Any) -> None:
         """An instance of a user class: its class, then each attribute."""
@@ -304,7 +316,7 @@ class Tracer:
         kind_of = type(value)
         if kind_of in (list, tuple, set, frozenset, dict):
             self.container(name, value, names)
-        elif not _is_library(kind_of) and not isinstance(value, type):
+        elif not _is_library(kind_of) and not isinstance(value, enum.Enum):
             self.instance(name, value)
             if isinstance(getattr(value, "__dict__", None), dict):
                 return  # its class and attributes are its parts
@@ -380,7 +392,7 @@ def _is_code(item: Any) -> bool:
         item, type | types.FunctionType | functools.partial | types.MethodType | types.ModuleType
     ):
         return True
-    return not _is_library(type(item))
+    return not _is_library(type(item)) and not isinstance(item, enum.Enum)
 
 
 def _wrapped(value: Any) -> Any:
