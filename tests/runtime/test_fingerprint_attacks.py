@@ -311,6 +311,31 @@ def _records(folder: Path) -> list[str]:
     return sorted(key for key, _ in ResultStore.resolve(str(folder / "results")).records())
 
 
+def test_another_programs_text_under_a_pseudo_file_name_is_not_the_source() -> None:
+    """Python 3.13's ``python -c`` (how pytest-xdist starts its workers) puts its program into
+    linecache under "<string>"; every function exec'd from a string then "had" a line of it as
+    source, so two different functions got one key. The text must compile to the loaded code."""
+    import linecache
+
+    other = "def f(x):\n    return x * 100\n"
+    saved = linecache.cache.get("<string>")
+    linecache.cache["<string>"] = (len(other), None, other.splitlines(True), "<string>")
+    try:
+        prints = []
+        for body in ("x + 1", "x + 2"):
+            namespace: dict[str, Any] = {}
+            exec(f"def f(x):\n    return {body}\n", namespace)
+            prints.append(fingerprint(namespace["f"]))
+    finally:
+        if saved is None:
+            linecache.cache.pop("<string>", None)
+        else:
+            linecache.cache["<string>"] = saved
+    print(f"two exec'd functions under a poisoned '<string>': {[p.digest for p in prints]}")
+    assert prints[0].digest != prints[1].digest
+    assert all(p.note is not None and "bytecode" in p.note for p in prints)
+
+
 # -- same-process changes ----------------------------------------------------------------------
 
 

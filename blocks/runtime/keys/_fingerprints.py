@@ -37,7 +37,14 @@ from typing import Any
 from blocks.runtime.keys._normalise import bytecode_identity, digest_text, is_library_module
 from blocks.runtime.keys._tracer import Tracer, unchanged
 
-__all__ = ["Fingerprint", "clear_cache", "current", "fingerprint", "is_library_module"]
+__all__ = [
+    "Fingerprint",
+    "clear_cache",
+    "current",
+    "fingerprint",
+    "is_library_module",
+    "watched",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,12 @@ def fingerprint(fn: Callable[..., Any]) -> Fingerprint:
         result, watch = _compute(fn)
         _cache[id(fn)] = (fn, result, watch)
     return result
+
+
+def watched(fn: Callable[..., Any]) -> Any:
+    """What the remembered fingerprint of `fn` read (a frozen `_tracer.Watch`), or None."""
+    entry = _cache.get(id(fn))
+    return entry[2] if entry is not None and entry[0] is fn else None
 
 
 current = fingerprint

@@ -189,10 +189,9 @@ def _memoized(
 ) -> tuple[str | None, Components]:
     """`policy._resolve`, remembered for plain arguments (see `_is_pure`).
 
-    A key that holds the code fingerprint is remembered with the `Fingerprint` it was built
-    from, and used again only while `current` (itself a check, by identity, of every object
-    the fingerprint read) returns that same object: a helper replaced in this process
-    recomputes the key."""
+    A key that holds the code fingerprint is remembered with what that fingerprint read, and
+    used again only while each of those objects is still the same (`_tracer.unchanged`, a
+    check by identity): a helper replaced in this process recomputes the key."""
     signature = _scalars(inputs)
     if signature is None:
         return policy._resolve(task_ctx, inputs, flow_parameters)
@@ -204,28 +203,42 @@ def _memoized(
         entry is not None
         and entry[0] is policy
         and entry[1] is fn
-        and (entry[4] is None or _current(fn) is entry[4])
+        and (entry[4] is None or _unchanged(entry[4]))
     ):
         return entry[2], dict(entry[3])
-    printed = _current(fn) if _has_source(policy) else None
+    watched = _current_watch(fn) if _has_source(policy) else None
     key, components = policy._resolve(task_ctx, inputs, flow_parameters)
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-    _memo[memo_key] = (policy, fn, key, dict(components), printed)
+    _memo[memo_key] = (policy, fn, key, dict(components), watched)
     return key, components
 
 
+def _stale(watched: Any) -> bool:
+    return False  # replaced by `_tracer.unchanged` when the first fingerprint is taken
+
+
+_unchanged: Callable[[Any], bool] = _stale
 _fingerprint_now: Callable[[Callable[..., Any]], Any] | None = None
 
 
 def _current(fn: Callable[..., Any]) -> Any:
     """`_fingerprints.current`, imported on first use (as `blocks.runtime` loads keys)."""
-    global _fingerprint_now
+    global _fingerprint_now, _unchanged
     if _fingerprint_now is None:
         from blocks.runtime.keys._fingerprints import current
+        from blocks.runtime.keys._tracer import unchanged
 
-        _fingerprint_now = current
+        _fingerprint_now, _unchanged = current, unchanged
     return _fingerprint_now(fn)
+
+
+def _current_watch(fn: Callable[..., Any]) -> Any:
+    """What `fn`'s current fingerprint read, for `_unchanged` to check on the next hit."""
+    from blocks.runtime.keys._fingerprints import watched
+
+    _current(fn)
+    return watched(fn)
 
 
 def _has_source(policy: CachePolicy) -> bool:
