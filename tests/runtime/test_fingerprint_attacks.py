@@ -470,3 +470,103 @@ def test_a_file_edited_under_a_running_process_never_serves_the_old_value(
     print(f"edited under {where}: running process {old}; fresh process {fresh}")
     assert old == {"value": 6, "cached": False}  # the loaded code ran
     assert fresh == {"value": 9, "cached": False}  # never the old code's value
+
+
+# -- the same code, another Python ------------------------------------------------------------
+
+RICH = """\
+import dataclasses
+import enum
+import functools
+
+
+def times(n):
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return fn(*args, **kwargs) * n
+
+        return wrapper
+
+    return decorate
+
+
+class Mode(enum.Enum):
+    FAST = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int = 1
+
+    def norm(self):
+        return abs(self.x)
+
+
+class Base:
+    RATE = 2
+
+    def rate(self):
+        return self.RATE
+
+
+class Child(Base):
+    pass
+
+
+def scale(x, factor):
+    return x * factor
+
+
+SCALE = functools.partial(scale, factor=2)
+IMPLS = {"child": Child, "point": Point}
+POINT = Point(3)
+
+
+@times(2)
+def compute(x, impl=Child):
+    return SCALE(x) + impl().rate() + POINT.norm() + Mode.FAST.value + len(IMPLS)
+"""
+
+PRINT_RICH = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from blocks.runtime.keys import fingerprint
+    import rich
+    f = fingerprint(rich.compute)
+    print(json.dumps({"digest": f.digest, "parts": f.parts, "note": f.note}))
+    """
+)
+
+PYTHONS = {
+    version: Path.home() / ".pyenv" / "versions" / version / "bin" / "python"
+    for version in ("3.12.1", "3.13.0")
+}
+
+
+@pytest.mark.parametrize("version", sorted(PYTHONS))
+def test_decorators_dataclasses_enums_and_partials_agree_across_python_versions(
+    tmp_path: Path, version: str
+) -> None:
+    python = PYTHONS[version]
+    if not python.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Python {version} is missing at {python} (pyenv install {version})")
+        pytest.skip(f"Python {version} is not installed at {python}")
+    (tmp_path / "rich.py").write_text(RICH)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    prints = {}
+    for label, interpreter in (("here", sys.executable), (version, str(python))):
+        done = subprocess.run(
+            [interpreter, "-c", PRINT_RICH, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+        )
+        prints[label] = json.loads(done.stdout)
+    print(f"{sys.version.split()[0]}: {prints['here']['digest']}  {version}: {prints[version]}")
+    assert prints["here"]["note"] is None
+    assert prints["here"] == prints[version]

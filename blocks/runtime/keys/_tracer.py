@@ -182,7 +182,12 @@ class Tracer:
             digest = source_digest(source, drop_decorators=id(fn) in self.chain)
         if digest is None:
             self.put(label, bytecode_identity(fn))
-            reason = "its file changed since it was loaded" if why == STALE else "no source"
+            reason = (
+                "its file's text does not compile to the loaded code (edited since it was "
+                "loaded, or rewritten by an import hook)"
+                if why == STALE
+                else "no source"
+            )
             self.notes.append(
                 f"{reason} for {fn.__qualname__!r}: identified by its bytecode (valid for "
                 "this Python version only)"
@@ -225,17 +230,19 @@ class Tracer:
         members = vars(cls)
         # Generated methods (a dataclass's __init__, __eq__, __lt__...) have no source of
         # their own: their names say which a class decorator's options made.
+        prefix = cls.__qualname__
         generated = sorted(
             name
             for name, member in members.items()
-            if inspect.isfunction(member) and not self._defined_in(member, cls)
+            if inspect.isfunction(member)
+            and member.__qualname__.startswith(f"{prefix}.")
+            and not self._defined_in(member, cls)
         )
         if digest is None:
             self.put(label, digest_text(f"{cls.__module__}.{cls.__qualname__}".encode()))
             self.notes.append(f"no source for class {cls.__qualname__!r}: identified by name")
         else:
             self.put(label, digest_text(f"{digest}:{','.join(generated)}".encode()))
-        prefix = cls.__qualname__
         for name, member in members.items():
             fn = member
             if isinstance(fn, property):
@@ -245,7 +252,8 @@ class Tracer:
             if inspect.isfunction(fn):
                 if self._defined_in(fn, cls):
                     self.function(fn, f"method '{prefix}.{name}'")
-                elif name not in generated:
+                elif not _is_dunder(name):  # not written here: generated (dataclass's
+                    # __init__) or machinery (3.13's __replace__), else assigned in the body
                     self.value(f"{prefix}.{name}", fn, set(), "class attribute")
                 continue
             if _is_dunder(name) or _is_sunder(name) or isinstance(fn, property):
@@ -344,8 +352,9 @@ class Tracer:
         items: list[tuple[str, Any]]
         if isinstance(value, dict):
             items = []
-            for key, item in list(value.items())[:_CONTAINER_ITEMS]:
-                items += [(f"{name}[{key!r}] key", key), (f"{name}[{key!r}]", item)]
+            # By position, not repr(key): a default repr holds an address, new every process.
+            for n, (key, item) in enumerate(list(value.items())[:_CONTAINER_ITEMS]):
+                items += [(f"{name} key {n}", key), (f"{name} value {n}", item)]
         elif isinstance(value, set | frozenset):
             ordered = sorted(
                 (v for v in value if _is_code(v)),
