@@ -422,6 +422,37 @@ def test_a_replaced_class_attribute_and_instance_attribute_change_the_fingerprin
     assert prints[0] != after[0] and prints[1] != after[1]
 
 
+def test_a_method_replaced_on_its_class_changes_the_fingerprint() -> None:
+    class Pricer:
+        def price(self, x: int) -> int:
+            return x * 2
+
+    def priced(x: int) -> int:
+        return Pricer().price(x)
+
+    before = fingerprint(priced).digest
+    Pricer.price = lambda self, x: x * 3  # type: ignore[method-assign]
+    after = fingerprint(priced).digest
+    print(f"method replaced on its class: {before} -> {after}")
+    assert before != after
+
+
+def test_a_class_based_decorator_counts_its_arguments() -> None:
+    class Times:
+        def __init__(self, fn: Any, n: int) -> None:
+            self.fn, self.n = fn, n
+
+        def __call__(self, x: int) -> int:
+            return int(self.fn(x)) * self.n
+
+    def base(x: int) -> int:
+        return x
+
+    prints = [fingerprint(Times(base, n)).digest for n in (2, 3, 2)]
+    print(f"Times(base, 2), Times(base, 3), Times(base, 2): {prints}")
+    assert prints[0] != prints[1] and prints[0] == prints[2]
+
+
 # -- a file edited under a running process ------------------------------------------------------
 
 #: Imports the task module, then rewrites its file (a `git pull` under a running worker), then

@@ -96,7 +96,8 @@ current = fingerprint
 
 
 def _compute(fn: Callable[..., Any]) -> tuple[Fingerprint, Any]:
-    owner = getattr(fn, "__qualname__", None) or repr(fn)
+    # Never repr(fn): a default repr holds an address, new in every process.
+    owner = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     tracer = Tracer(owner)
     try:
         tracer.root(fn, owner)

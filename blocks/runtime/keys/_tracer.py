@@ -250,6 +250,7 @@ class Tracer:
             elif isinstance(fn, staticmethod | classmethod):
                 fn = fn.__func__
             if inspect.isfunction(fn):
+                self.watch.items.append((members, name, member))  # a method replaced
                 if self._defined_in(fn, cls):
                     self.function(fn, f"method '{prefix}.{name}'")
                 elif not _is_dunder(name):  # not written here: generated (dataclass's
@@ -405,10 +406,11 @@ def _is_code(item: Any) -> bool:
 
 
 def _wrapped(value: Any) -> Any:
-    """What a wrapper object runs (``__wrapped__``), or None; never raises."""
+    """What a wrapper object runs (``__wrapped__``), or None. Read statically: an object's
+    ``__getattr__`` (a proxy, a remote client) is never called; a slot is read."""
     try:
         inner = inspect.getattr_static(value, "__wrapped__", None)
-        if inner is None:
+        if isinstance(inner, types.MemberDescriptorType | types.GetSetDescriptorType):
             inner = getattr(value, "__wrapped__", None)
     except Exception:
         return None
