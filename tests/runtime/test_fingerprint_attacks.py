@@ -601,3 +601,34 @@ def test_decorators_dataclasses_enums_and_partials_agree_across_python_versions(
     print(f"{sys.version.split()[0]}: {prints['here']['digest']}  {version}: {prints[version]}")
     assert prints["here"]["note"] is None
     assert prints["here"] == prints[version]
+
+
+def test_a_task_that_reaches_hundreds_of_classes_is_keyed_and_stored(tmp_path: Path) -> None:
+    """A registry of classes: every class counts, the record header names a bounded number."""
+    classes = int(os.environ.get("BLOCKS_TEST_REGISTRY_CLASSES", "300"))
+    text = "".join(
+        f"class C{i}:\n    def run(self):\n        return {i}\n\n\n" for i in range(classes)
+    )
+    text += "REGISTRY = {" + ", ".join(f"'c{i}': C{i}" for i in range(classes)) + "}\n"
+    write(tmp_path, {"app/registry.py": text})
+    sys.path.insert(0, str(tmp_path / "src"))
+    try:
+        from app import registry  # type: ignore[attr-defined]
+
+        def run(name: str) -> int:
+            return int(registry.REGISTRY[name]().run())
+
+        printed = fingerprint(run)
+        storage = str(tmp_path / "results")
+        cached = task(cache_key_fn=_input_hash(), result_storage=storage)(run)
+        assert cached("c7") == 7
+        [(_, header)] = list(ResultStore.resolve(storage).records())
+        assert header is not None and header.components is not None
+        named = [k for k in header.components if k.startswith("code:")]
+        print(f"{classes} classes: {len(printed.parts)} parts, {len(named)} named in the header")
+        assert len(printed.parts) >= 2 * classes  # each class and its method
+        assert len(named) <= 130
+    finally:
+        sys.path.remove(str(tmp_path / "src"))
+        for name in [m for m in sys.modules if m == "app" or m.startswith("app.")]:
+            del sys.modules[name]

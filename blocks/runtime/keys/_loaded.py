@@ -23,22 +23,35 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import inspect
 import linecache
+import sys
 import threading
 import types
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["loaded_source"]
+__all__ = ["class_source", "loaded_source"]
 
 #: Why a function has no trusted source (the caller's note says which).
 NO_SOURCE = "no source"
 STALE = "its file changed since it was loaded"
 
 _Index = dict[tuple[str, int], list[types.CodeType]]
-#: Per file name: the lines compiled (compared by identity: `linecache` replaces the list when it
-#: reads the file again) and the code objects of that text by (qualified name, first line).
-_compiled: dict[str, tuple[list[str], _Index | None]] = {}
+#: Class qualified name -> (first line with decorators, ``class`` line, last line), per file.
+_Classes = dict[str, list[tuple[int, int, int]]]
+
+
+@dataclass
+class _File:
+    lines: list[str]  # compared by identity: `linecache` replaces the list when it re-reads
+    index: _Index | None  # the code objects of that text by (qualified name, first line)
+    classes: _Classes | None = None  # parsed on first use
+
+
+#: Per file name, the text last compiled.
+_compiled: dict[str, _File] = {}
 _compiled_lock = threading.Lock()
 _MAX_FILES = 512
 
@@ -57,16 +70,65 @@ def _index(text: str, filename: str) -> _Index | None:
     return found
 
 
-def _compiled_for(filename: str, lines: list[str]) -> _Index | None:
+def _file(filename: str, lines: list[str]) -> _File:
     entry = _compiled.get(filename)
-    if entry is not None and entry[0] is lines:
-        return entry[1]
-    index = _index("".join(lines), filename)
+    if entry is not None and entry.lines is lines:
+        return entry
+    entry = _File(lines, _index("".join(lines), filename))
     with _compiled_lock:
         if len(_compiled) >= _MAX_FILES:
             _compiled.clear()
-        _compiled[filename] = (lines, index)
-    return index
+        _compiled[filename] = entry
+    return entry
+
+
+def _class_spans(text: str) -> _Classes:
+    """Every class in `text` by qualified name (``outer.<locals>.Inner`` as Python names it)."""
+    found: _Classes = {}
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return found
+    stack: list[tuple[ast.AST, str]] = [(tree, "")]
+    while stack:  # iterative: a deeply nested expression must not hit the recursion limit
+        node, prefix = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                found.setdefault(name, []).append((first, child.lineno, child.end_lineno or 0))
+                stack.append((child, f"{name}."))
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                stack.append((child, f"{prefix}{child.name}.<locals>."))
+            else:
+                stack.append((child, prefix))
+    return found
+
+
+def class_source(cls: type) -> str | None:
+    """The source of `cls` from its module's file, found by qualified name in one parse of
+    the file (``inspect.getsource`` parses the whole file again for every class on 3.11 and
+    3.12), or None: no file, or no single class of that name (``__firstlineno__`` decides on
+    3.13)."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    if not isinstance(filename, str):
+        return None
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename, vars(module) if module is not None else None)
+    if not lines:
+        return None
+    entry = _file(filename, lines)
+    if entry.classes is None:
+        entry.classes = _class_spans("".join(lines))
+    spans = entry.classes.get(cls.__qualname__, [])
+    first_line = vars(cls).get("__firstlineno__")
+    if isinstance(first_line, int):
+        spans = [span for span in spans if first_line in (span[0], span[1])]
+    if len(spans) != 1:
+        return None
+    first, _, end = spans[0]
+    return "".join(lines[first - 1 : end])
 
 
 def loaded_source(fn: Any) -> tuple[str | None, str | None]:
@@ -80,7 +142,7 @@ def loaded_source(fn: Any) -> tuple[str | None, str | None]:
     lines = linecache.getlines(filename, getattr(fn, "__globals__", None))
     if not lines:
         return None, NO_SOURCE
-    index = _compiled_for(filename, lines)
+    index = _file(filename, lines).index
     candidates = (index or {}).get((code.co_qualname, code.co_firstlineno), ())
     if not any(candidate == code for candidate in candidates):
         # The text on record is not what runs: edited since, or another program's text.

@@ -336,6 +336,8 @@ class TaskSource(CachePolicy):
 
 
 _code_cache: dict[tuple[int, str | None], tuple[Any, Any, Components]] = {}
+#: At most this many code parts are named in a record's components (about 20 KB of header).
+_MAX_PARTS = 128
 
 
 def code_components(task: KeyedTask) -> Components:
@@ -346,7 +348,12 @@ def code_components(task: KeyedTask) -> Components:
     if entry is not None and entry[0] is task.fn and entry[1] is print_:
         return entry[2]
     components: Components = {"code": print_.digest}
-    components.update({f"code:{name}": value for name, value in print_.parts.items()})
+    # Parts name what changed on a miss; the whole digest keys. A task that reaches a large
+    # graph (a registry of classes) names its first parts only: the record header stays small.
+    parts = list(print_.parts.items())
+    components.update({f"code:{name[:120]}": value for name, value in parts[:_MAX_PARTS]})
+    if len(parts) > _MAX_PARTS:
+        components["code:(more parts)"] = digest([value for _, value in parts[_MAX_PARTS:]])
     if print_.note:
         components["code:note"] = print_.note
     if task.version is not None:

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from blocks.runtime.keys._loaded import STALE, loaded_source
+from blocks.runtime.keys._loaded import STALE, class_source, loaded_source
 from blocks.runtime.keys._normalise import (
     bytecode_identity,
     digest_text,
@@ -222,10 +222,7 @@ class Tracer:
         if id(cls) in self.seen:
             return
         self.seen.add(id(cls))
-        try:
-            source: str | None = inspect.getsource(cls)
-        except (OSError, TypeError):
-            source = None
+        source = class_source(cls)
         digest = None if source is None else source_digest(source)
         members = vars(cls)
         # Generated methods (a dataclass's __init__, __eq__, __lt__...) have no source of
