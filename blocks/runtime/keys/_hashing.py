@@ -306,7 +306,8 @@ def _pydantic(value: Any, out: list[bytes], active: dict[int, int]) -> None:
 def _function(value: Any, out: list[bytes], active: dict[int, int]) -> None:
     from blocks.runtime.keys._fingerprints import fingerprint, is_library_module
 
-    if is_library_module(getattr(value, "__module__", None) or "builtins"):
+    module = getattr(value, "__module__", None)
+    if isinstance(module, str) and is_library_module(module):  # exec'd code has no module
         _buffer(b"g", _name_of(value), out)
     else:
         out.append(b"h" + fingerprint(value).digest.encode())

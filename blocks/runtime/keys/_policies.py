@@ -157,7 +157,9 @@ class CachePolicy:
 
 #: Keys of calls whose arguments are all plain scalars, per policy and task: a repeat call
 #: (a cache hit) skips hashing each argument and the components. Bounded; cleared when full.
-_memo: dict[tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components]] = {}
+_memo: dict[
+    tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components, Any]
+] = {}
 _MEMO_SIZE = 4096
 #: Strings and bytes longer than this are hashed each time rather than held in the memo.
 _MEMO_TEXT = 256
@@ -207,8 +209,9 @@ def _memoized(
 ) -> tuple[str | None, Components]:
     """`policy._resolve`, remembered for plain arguments (see `_is_pure`).
 
-    The code fingerprint is itself remembered per function object and version
-    (`code_components`), so keying on the function object and version is exact."""
+    A key that holds the code fingerprint is remembered with what that fingerprint read, and
+    used again only while each of those objects is still the same (`_tracer.unchanged`, a
+    check by identity): a helper replaced in this process recomputes the key."""
     signature = _scalars(inputs)
     if signature is None:
         return policy._resolve(task_ctx, inputs, flow_parameters)
@@ -217,13 +220,50 @@ def _memoized(
     signer = _results_keys().active.key_id  # the key is keyed: another results key, another key
     memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature, signer)
     entry = _memo.get(memo_key)
-    if entry is not None and entry[0] is policy and entry[1] is fn:
+    if (
+        entry is not None
+        and entry[0] is policy
+        and entry[1] is fn
+        and (entry[4] is None or _unchanged(entry[4]))
+    ):
         return entry[2], dict(entry[3])
+    watched = _current_watch(fn) if _has_source(policy) else None
     key, components = policy._resolve(task_ctx, inputs, flow_parameters)
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-    _memo[memo_key] = (policy, fn, key, dict(components))
+    _memo[memo_key] = (policy, fn, key, dict(components), watched)
     return key, components
+
+
+def _stale(watched: Any) -> bool:
+    return False  # replaced by `_tracer.unchanged` when the first fingerprint is taken
+
+
+_unchanged: Callable[[Any], bool] = _stale
+_fingerprint_now: Callable[[Callable[..., Any]], Any] | None = None
+
+
+def _current(fn: Callable[..., Any]) -> Any:
+    """`_fingerprints.current`, imported on first use (as `blocks.runtime` loads keys)."""
+    global _fingerprint_now, _unchanged
+    if _fingerprint_now is None:
+        from blocks.runtime.keys._fingerprints import current
+        from blocks.runtime.keys._tracer import unchanged
+
+        _fingerprint_now, _unchanged = current, unchanged
+    return _fingerprint_now(fn)
+
+
+def _current_watch(fn: Callable[..., Any]) -> Any:
+    """What `fn`'s current fingerprint read, for `_unchanged` to check on the next hit."""
+    from blocks.runtime.keys._fingerprints import watched
+
+    _current(fn)
+    return watched(fn)
+
+
+def _has_source(policy: CachePolicy) -> bool:
+    return any(type(part) is TaskSource for part in _flat(policy))
 
 
 def _flat(policy: CachePolicy) -> list[CachePolicy]:
@@ -317,25 +357,30 @@ class TaskSource(CachePolicy):
         return code_components(task_ctx.task)
 
 
-_code_cache: dict[tuple[int, str | None], tuple[Any, Components]] = {}
+_code_cache: dict[tuple[int, str | None], tuple[Any, Any, Components]] = {}
+#: At most this many code parts are named in a record's components (about 20 KB of header).
+_MAX_PARTS = 128
 
 
 def code_components(task: KeyedTask) -> Components:
     """``code`` (the whole fingerprint), ``code:<part>`` per part, and ``version`` if set."""
+    print_ = _current(task.fn)  # remembered while what it read is unchanged
     cache_key = (id(task.fn), task.version)
     entry = _code_cache.get(cache_key)
-    if entry is not None and entry[0] is task.fn:
-        return entry[1]
-    from blocks.runtime.keys._fingerprints import fingerprint
-
-    print_ = fingerprint(task.fn)
+    if entry is not None and entry[0] is task.fn and entry[1] is print_:
+        return entry[2]
     components: Components = {"code": print_.digest}
-    components.update({f"code:{name}": value for name, value in print_.parts.items()})
+    # Parts name what changed on a miss; the whole digest keys. A task that reaches a large
+    # graph (a registry of classes) names its first parts only: the record header stays small.
+    parts = list(print_.parts.items())
+    components.update({f"code:{name[:120]}": value for name, value in parts[:_MAX_PARTS]})
+    if len(parts) > _MAX_PARTS:
+        components["code:(more parts)"] = digest([value for _, value in parts[_MAX_PARTS:]])
     if print_.note:
         components["code:note"] = print_.note
     if task.version is not None:
         components["version"] = digest(task.version)
-    _code_cache[cache_key] = (task.fn, components)
+    _code_cache[cache_key] = (task.fn, print_, components)
     return components
 
 
