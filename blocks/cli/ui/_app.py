@@ -46,8 +46,10 @@ class Pages:
         self, request: Request, template: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
         context.setdefault("nav", "")
+        state = request.scope.get("state", {})
         html = self.env.get_template(template).render(
-            csrf=request.scope.get("state", {}).get("csrf", ""),
+            csrf=state.get("csrf", ""),
+            root=state.get("root", ""),  # the path prefix the browser's cookie is scoped to
             csrf_field=CSRF_FIELD,
             request=request,
             **context,
@@ -106,6 +108,14 @@ ROUTES: dict[str, tuple[str, list[str]]] = {
     "/keys": ("_keys:keys_page", ["GET"]),
     "/keys/rotate": ("_keys:rotate", ["POST"]),
     "/keys/rotation": ("_keys:rotation_status", ["GET"]),
+    "/deployments": ("_deployments:deployments_page", ["GET"]),
+    "/deployments/{flow}/{name}": ("_deployments:deployment_page", ["GET"]),
+    "/deployments/{flow}/{name}/pause": ("_deployments:pause", ["POST"]),
+    "/deployments/{flow}/{name}/resume": ("_deployments:resume", ["POST"]),
+    "/deployments/{flow}/{name}/run": ("_deployments:run", ["POST"]),
+    "/flow-runs": ("_flow_runs:flow_runs_page", ["GET"]),
+    "/flow-runs/{run_id}": ("_flow_runs:flow_run_page", ["GET"]),
+    "/flow-runs/{run_id}/cancel": ("_flow_runs:cancel", ["POST"]),
 }
 
 
