@@ -29,6 +29,7 @@ DEPLOYMENT = "hello/daily"
 CRON = "0 6 * * *"
 ZONE = "Europe/Paris"
 FLOWS = """
+import os
 import time
 
 from blocks import flow
@@ -36,6 +37,8 @@ from blocks import flow
 
 @flow(log_prints=True)
 def hello(name: str = "world", n: int = 1, token: str = "", sleep: float = 0.0) -> None:
+    with open("flow.pids", "a") as pids:  # in the deployment's folder: a test checks them
+        pids.write(f"{os.getpid()}\\n")
     print(f"hello {name} x{n * 2}")
     print(f"using token {token}")
     time.sleep(sleep)
