@@ -237,3 +237,28 @@ def test_cancel_from_the_page_and_the_errors_it_can_meet(ui: UIServer, project: 
             client.get(f"{root}/flow-runs", params={"deployment": "x/y"}).status_code,
         ]
     assert missing == [404, 404, 404, 404]
+
+
+def test_a_value_typed_into_a_secret_parameter_is_never_shown_back(
+    ui: UIServer, project: Path
+) -> None:
+    """The deployed token came from a secret: a new one typed into its password input is a
+    secret too, though no saved secret holds it (the run page masks it by name)."""
+    root = prefix(ui)
+    typed = "typed-token-Zx81Lq"
+    form = {"_csrf": ui.csrf, "param.token": typed, "param.n": "<b>3</b>"}
+    with ui.client() as client:
+        wrong = client.post(f"{root}/deployments/hello/daily/run", data=form)
+        assert wrong.status_code == 400 and "expects a number" in wrong.text
+        made = client.post(f"{root}/deployments/hello/daily/run", data={**form, "param.n": "3"})
+        run_id = run_id_of(made)
+        worker_once(project)  # the flow prints the token it was given
+        page = client.get(f"{root}/flow-runs/{run_id}").text
+        spoof = client.get(f"{root}/flow-runs/{run_id}", params={"cancelled": "hacked!"}).text
+    assert RunStore.default().get_run(run_id).parameters["token"] == typed
+    assert "using token ••••••" in page
+    assert 'data-param="token"><th scope="row">token</th><td><span class="masked"' in page
+    assert "<b>3</b>" not in wrong.text and "&lt;b&gt;3&lt;/b&gt;" in wrong.text
+    assert "hacked!" not in spoof  # only a state name is ever echoed
+    checked = ui.assert_never_sent(typed, SECRET)
+    print(f"{checked} responses free of the typed and the saved secret")

@@ -16,7 +16,12 @@ from starlette.responses import RedirectResponse, Response
 
 from blocks.cli._output import local_time
 from blocks.cli.ui._app import pages
-from blocks.cli.ui._run_parameters import saved_secret_values, scrub, shown_parameters
+from blocks.cli.ui._run_parameters import (
+    saved_secret_values,
+    scrub,
+    secret_names,
+    shown_parameters,
+)
 from blocks.errors import DeploymentNotFound, FlowRunNotFound
 
 if TYPE_CHECKING:
@@ -116,7 +121,7 @@ def task_runs(store: RunStore, run_id: str) -> list[Any] | None:
 
 
 def flow_run_page(request: Request) -> Response:
-    from blocks.deployments._states import FINAL
+    from blocks.deployments._states import FINAL, RunState
 
     store = _store()
     try:
@@ -125,11 +130,21 @@ def flow_run_page(request: Request) -> Response:
         return pages(request).render(
             request, "error.html", status=404, title="Not found", message=str(exc)
         )
-    try:
-        name = store.get_deployment_by_id(run.deployment_id).full_name
-    except DeploymentNotFound:
-        name = ""
     secrets = saved_secret_values()
+    try:
+        deployment = store.get_deployment_by_id(run.deployment_id)
+    except DeploymentNotFound:
+        name, hidden = "", frozenset[str]()
+    else:
+        name = deployment.full_name
+        hidden = secret_names(deployment.document.get("parameters", {}), secrets)
+    # A value typed for a secret parameter is scrubbed from the logs too.
+    typed = [run.parameters.get(n) for n in hidden]
+    secrets = sorted(
+        {*secrets, *(v for v in typed if isinstance(v, str) and len(v) >= 6)},
+        key=len,
+        reverse=True,
+    )
     logs = [
         (local_time(at), level, scrub(message, secrets))
         for _, at, level, message in store.logs(run.id)
@@ -147,8 +162,8 @@ def flow_run_page(request: Request) -> Response:
     notice = ""
     if request.query_params.get("created") == "1":
         notice = "Run created: a worker of its pool runs it when it is due."
-    elif request.query_params.get("cancelled"):
-        notice = f"Cancel asked: the run is {request.query_params['cancelled'][:20]}."
+    elif request.query_params.get("cancelled") in {s.value for s in RunState}:
+        notice = f"Cancel asked: the run is {request.query_params['cancelled']}."
     return pages(request).render(
         request,
         "flow_run.html",
@@ -159,7 +174,7 @@ def flow_run_page(request: Request) -> Response:
         max_attempts=run.max_attempts,
         started=local_time(run.started) if run.started else "",
         ended=local_time(run.ended) if run.ended else "",
-        parameters=shown_parameters(run.parameters, secrets),
+        parameters=shown_parameters(run.parameters, secrets, hidden),
         history=history,
         logs=logs,
         log_lines=run.log_lines,

@@ -114,11 +114,19 @@ def is_secret(value: Any, secrets: list[str]) -> bool:
     return False
 
 
-def shown_parameters(values: Mapping[str, Any], secrets: list[str]) -> list[tuple[str, str, bool]]:
-    """``(name, text, masked)`` of a run's parameters, secrets as the mask."""
+def secret_names(defaults: Mapping[str, Any], secrets: list[str]) -> frozenset[str]:
+    """The parameters whose deployed default is secret: a value typed for one of them into
+    the run form's password input is a secret too, though no saved secret holds it."""
+    return frozenset(name for name, value in defaults.items() if is_secret(value, secrets))
+
+
+def shown_parameters(
+    values: Mapping[str, Any], secrets: list[str], hidden: frozenset[str] = frozenset()
+) -> list[tuple[str, str, bool]]:
+    """``(name, text, masked)`` of a run's parameters, secrets (and `hidden` names) masked."""
     shown = []
     for name, value in values.items():
-        if is_secret(value, secrets):
+        if name in hidden or is_secret(value, secrets):
             shown.append((name, MASK, True))
         elif isinstance(value, str):
             shown.append((name, value, False))
