@@ -262,3 +262,34 @@ def test_a_value_typed_into_a_secret_parameter_is_never_shown_back(
     assert "hacked!" not in spoof  # only a state name is ever echoed
     checked = ui.assert_never_sent(typed, SECRET)
     print(f"{checked} responses free of the typed and the saved secret")
+
+
+def test_a_flow_name_with_markup_and_spaces_is_escaped_and_its_links_work(
+    ui: UIServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "odd_flows.py").write_text(
+        "from blocks import flow\n\n\n"
+        "@flow(name='ETL <b>Pipeline & co')\n"
+        "def etl(source: str = 'db') -> None:\n"
+        "    print(source)\n"
+    )
+    python(
+        "from blocks.deployments import Deployment\n"
+        "from odd_flows import etl\n"
+        "Deployment.build_from_flow(etl, 'manual', work_pool_name='odd-pool').apply()\n",
+        folder,
+    )
+    root = prefix(ui)
+    href = "/deployments/ETL%20%3Cb%3EPipeline%20%26%20co/manual"
+    with ui.client() as client:
+        listing = client.get(f"{root}/deployments").text
+        page = client.get(root + href)
+        paused = client.post(f"{root}{href}/pause", data={"_csrf": ui.csrf})
+    assert "<b>Pipeline" not in listing
+    assert "ETL &lt;b&gt;Pipeline &amp; co/manual" in listing
+    assert f'href="{root}{href}"' in listing
+    assert page.status_code == 200 and "No schedule: runs are made by hand." in page.text
+    assert paused.status_code == 303
+    assert RunStore.default().get_deployment("ETL <b>Pipeline & co/manual").paused
