@@ -214,6 +214,7 @@ COMPAT_PATHS = {
     "blocks.hashing": "blocks.runtime.keys._hashing",
     "blocks.dask": "blocks.runtime.runners._dask",
     "blocks.registry": "blocks.core._registry",
+    "blocks.schedules": "blocks.deployments.schedules",
 }
 
 
@@ -247,3 +248,26 @@ def test_the_runtime_facade_exports_what_the_old_paths_did() -> None:
     for name in ("task", "flow", "State", "TaskFuture", "ConcurrentTaskRunner", "allow_failure"):
         assert name in blocks.runtime.__all__
     assert blocks.task is blocks.runtime.task
+
+
+SCHEDULES_ALL = [
+    "MAX_ITERATIONS",
+    "MAX_RRULE_LENGTH",
+    "SCHEDULE_TYPES",
+    "AnySchedule",
+    "Cron",
+    "CronSchedule",
+    "Interval",
+    "IntervalSchedule",
+    "RRule",
+    "RRuleSchedule",
+    "Schedule",
+    "construct_schedule",
+    "schedule_from_json",
+]
+
+
+def test_blocks_schedules_all_is_locked() -> None:
+    import blocks.schedules
+
+    assert blocks.schedules.__all__ == SCHEDULES_ALL

@@ -277,32 +277,31 @@ class RunLeases(RunRecords):
                     report.cancelled.append(row.id)
                     continue
                 report.crashed.append(row.id)
-                if row.attempt < row.max_attempts:
-                    conn.execute(
-                        t.flow_runs.update()
-                        .where(t.flow_runs.c.id == row.id, t.flow_runs.c.attempt == row.attempt)
-                        .values(
-                            state=RunState.SCHEDULED.value,
-                            attempt=row.attempt + 1,
-                            worker=None,
-                            lease_until=None,
-                            due=now,
-                            started=None,
-                            ended=None,
-                            message=f"retry after a crash (attempt {row.attempt + 1})",
-                        )
-                    )
-                    record_state(
-                        conn,
-                        row.id,
-                        RunState.SCHEDULED,
-                        now,
-                        row.attempt + 1,
-                        None,
-                        f"retry after a crash (attempt {row.attempt + 1} of {row.max_attempts})",
-                    )
+                if _next_attempt(conn, row.id, row.attempt, row.max_attempts, now):
                     report.retried.append(row.id)
         return report
+
+    def crash(self, run_id: str, *, attempt: int, worker: str, message: str) -> bool:
+        """Record that a worker's run crashed (its process died of a signal, or the worker was
+        stopped): Crashed, then the next attempt Scheduled when attempts are left, in one
+        transaction, as a reaped lease. Returns whether a retry was scheduled."""
+        now = utcnow()
+        with self.registry.write() as conn:
+            row = conn.execute(
+                t.flow_runs.update()
+                .where(
+                    t.flow_runs.c.id == run_id,
+                    t.flow_runs.c.attempt == attempt,
+                    t.flow_runs.c.worker == worker,
+                    t.flow_runs.c.state.in_([RunState.PENDING.value, RunState.RUNNING.value]),
+                )
+                .values(state=RunState.CRASHED.value, message=message, ended=now, lease_until=None)
+                .returning(t.flow_runs.c.max_attempts)
+            ).first()
+            if row is None:
+                return False
+            record_state(conn, run_id, RunState.CRASHED, now, attempt, worker, message)
+            return _next_attempt(conn, run_id, attempt, row.max_attempts, now)
 
     # -- logs ---------------------------------------------------------------------------------
 
@@ -352,3 +351,27 @@ class RunLeases(RunRecords):
                 .order_by(t.flow_run_logs.c.id)
             ).all()
         return [(r.id, as_utc(r.at) or r.at, r.level, r.message) for r in rows]
+
+
+def _next_attempt(conn: Any, run_id: str, attempt: int, max_attempts: int, now: datetime) -> bool:
+    """After a crash: the run Scheduled again now as attempt + 1, when attempts are left (the
+    same row, so there is never a second live attempt)."""
+    if attempt >= max_attempts:
+        return False
+    message = f"retry after a crash (attempt {attempt + 1} of {max_attempts})"
+    conn.execute(
+        t.flow_runs.update()
+        .where(t.flow_runs.c.id == run_id, t.flow_runs.c.attempt == attempt)
+        .values(
+            state=RunState.SCHEDULED.value,
+            attempt=attempt + 1,
+            worker=None,
+            lease_until=None,
+            due=now,
+            started=None,
+            ended=None,
+            message=message,
+        )
+    )
+    record_state(conn, run_id, RunState.SCHEDULED, now, attempt + 1, None, message)
+    return True

@@ -6,7 +6,8 @@ schedule's zone when it gives none; a trailing ``Z`` is read as a local time too
 
 dateutil has no public accessors for the parts of an `rruleset`; its ``_rrule``, ``_exrule``,
 ``_rdate`` and ``_exdate`` lists (and an rrule's ``_dtstart``, ``_until``, ``_count``, ``_freq``,
-``_interval``) are read here and nowhere else. python-dateutil 2.x has kept them since 2.0.
+``_interval``, ``_bysetpos``) are read here and nowhere else. python-dateutil has kept them from
+2.0 to 4.0 (tests/deployments run on both 2.9 and 4.0).
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ DEFAULT_DTSTART = datetime(2020, 1, 1)
 RRULE_EXAMPLE = '"FREQ=DAILY;BYHOUR=9;BYMINUTE=0" (every day at 09:00)'
 _TZID = re.compile(r"^DTSTART;TZID=([^:;\r\n]+):", re.MULTILINE)
 _STAMP = "%Y%m%dT%H%M%S"
-# Frequencies whose rules are stepped forward before iterating (see `advanced`).
-_FINE = {du.SECONDLY: 1, du.MINUTELY: 60, du.HOURLY: 3600}
+# Frequencies whose periods are a fixed count of naive seconds, so a rule can start any whole
+# number of periods later with the same dates (see `advanced`). Months and years differ in
+# length (a rule from 31 January skips short months), so those rules are left as they are.
+_FIXED_PERIOD = {
+    du.SECONDLY: 1,
+    du.MINUTELY: 60,
+    du.HOURLY: 3600,
+    du.DAILY: 86400,
+    du.WEEKLY: 7 * 86400,
+}
 
 # A dateutil `rrule` or `rruleset`; dateutil is untyped here (no stubs installed).
 Rule: TypeAlias = Any
@@ -57,9 +66,25 @@ def parse(text: str) -> Rule:
         )
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise ScheduleError(
-            f"Invalid RRule string {text[:80]!r}: {exc}; for example {RRULE_EXAMPLE}."
+            f"Invalid RRule string {text[:80]!r}: {_plain(exc)}; for example {RRULE_EXAMPLE}."
         ) from None
+    parts = [rule] if isinstance(rule, du.rrule) else [*rule._rrule, *rule._exrule]
+    if any(part._interval < 1 for part in parts):
+        raise ScheduleError(
+            f"Invalid RRule string {text[:80]!r}: INTERVAL must be 1 or more; for example "
+            f"{RRULE_EXAMPLE}."
+        )
     return rule
+
+
+def _plain(exc: Exception) -> str:
+    """dateutil's words, except where they describe its own code rather than the rule."""
+    message = str(exc)
+    if "required positional argument: 'freq'" in message:
+        return "FREQ is missing (FREQ=DAILY, WEEKLY, ...)"
+    if "values to unpack" in message:
+        return "each part is NAME=VALUE, separated by ';'"
+    return message
 
 
 def localized(rule: Rule, zone: tzinfo | None) -> Rule:
@@ -68,9 +93,9 @@ def localized(rule: Rule, zone: tzinfo | None) -> Rule:
 
 
 def advanced(rule: Rule, before: datetime) -> Rule:
-    """`rule` with each fine-grained part (hourly or finer, no COUNT) started at the last
-    occurrence of its step at least a day before `before`: the same dates from then on, without
-    stepping through every second since 2020."""
+    """`rule` with each part of a fixed period (weekly or finer, without COUNT) restarted at its
+    last period start at or before `before`: the same dates from then on, without stepping
+    through every minute since 2020 (a COUNT counts from the real start, so it stays)."""
     if isinstance(rule, du.rrule):
         return _advanced_one(rule, before)
     result = du.rruleset()
@@ -86,11 +111,14 @@ def advanced(rule: Rule, before: datetime) -> Rule:
 
 
 def _advanced_one(rule: du.rrule, before: datetime) -> du.rrule:
-    unit = _FINE.get(rule._freq)
-    if unit is None or rule._count is not None:
+    unit = _FIXED_PERIOD.get(rule._freq)
+    # dateutil's first week runs from DTSTART to the week's end; BYSETPOS counts within it, so
+    # a weekly rule with BYSETPOS must keep its real first week.
+    partial_first_week = rule._freq == du.WEEKLY and rule._bysetpos
+    if unit is None or rule._count is not None or partial_first_week:
         return rule
     step = timedelta(seconds=unit * rule._interval)
-    steps = (before - timedelta(days=1) - rule._dtstart) // step
+    steps = (before - rule._dtstart) // step
     if steps <= 0:
         return rule
     return rule.replace(dtstart=rule._dtstart + steps * step)

@@ -61,7 +61,7 @@ def schedule_from_json(data: dict[str, Any] | SCHEDULE_TYPES) -> SCHEDULE_TYPES:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ScheduleError(
             f"A stored schedule is a JSON object with exactly one of 'cron', 'interval' or "
-            f"'rrule'; got {keys}. For example {_EXAMPLE}."
+            f"'rrule'; got {keys}; for example {_EXAMPLE}."
         )
     model = _KINDS[schedule_kind(data) or ""]
     try:

@@ -4,7 +4,7 @@ pydantic's multi-line `ValidationError`, and the `get_dates` entry point."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,7 +44,7 @@ class ScheduleModel(BaseModel):
             raise schedule_error(exc, type(self).__name__, self.example) from None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ScheduleModel:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         """The schedule a `model_dump(mode="json")` wrote (stored JSON), with one-line errors."""
         try:
             return cls.model_validate(data)

@@ -78,7 +78,7 @@ def schedule_pass(
     """One pass over every deployment (of one pool): new slots, then the catch-up policy."""
     now = now or utcnow()
     report = PassReport()
-    deployments = {d.id: d for d in store.list_deployments(pool_name=pool_name)}
+    deployments = {d.id: d for d in store.list_deployments(pool_name=pool_name, skip_invalid=True)}
     for deployment in deployments.values():
         report.deployments += 1
         report.inserted += schedule_deployment(store, deployment, now)

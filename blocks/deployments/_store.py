@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -270,14 +271,28 @@ class RunStore(RunLeases):
         )
         return deployment_from_row(row)
 
-    def list_deployments(self, *, pool_name: str | None = None) -> list[DeploymentRecord]:
-        """Every deployment (of one pool), seals verified, by name."""
+    def list_deployments(
+        self, *, pool_name: str | None = None, skip_invalid: bool = False
+    ) -> list[DeploymentRecord]:
+        """Every deployment (of one pool), seals verified, by name.
+
+        One whose seal fails raises, unless `skip_invalid` (the scheduler: one deployment
+        edited in the database must not stop the pool's others), which warns and leaves it out.
+        """
         query = sa.select(t.deployments).order_by(t.deployments.c.flow_name, t.deployments.c.name)
         if pool_name is not None:
             query = query.where(t.deployments.c.pool_name == pool_name)
         with self.registry.read() as conn:
             rows = conn.execute(query).all()
-        return [self._verified(row) for row in rows]
+        found = []
+        for row in rows:
+            try:
+                found.append(self._verified(row))
+            except BlocksError as exc:
+                if not skip_invalid:
+                    raise
+                warnings.warn(f"{exc} (left out)", stacklevel=2)
+        return found
 
     def set_deployment_paused(self, full_name: str, paused: bool) -> int:
         """Pause or resume; pausing deletes its runs still Scheduled (returns how many)."""

@@ -286,7 +286,13 @@ class Worker:
             target, message = RunState.COMPLETED, ""
         elif code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            target, message = RunState.CRASHED, f"the run process was killed by {name}"
+            self.store.crash(
+                run.id,
+                attempt=run.attempt,
+                worker=self.name,
+                message=f"the run process was killed by {name}",
+            )
+            return
         else:
             target = RunState.FAILED
             message = active.last_line or f"the run process exited with code {code}"
@@ -325,9 +331,8 @@ class Worker:
                 active.process.wait()
             self._flush_logs(active)
             if not active.lost:
-                self.store.transition(
+                self.store.crash(
                     active.run.id,
-                    RunState.CRASHED,
                     attempt=active.run.attempt,
                     worker=self.name,
                     message=f"its worker {self.name} was stopped",

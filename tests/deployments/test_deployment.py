@@ -179,3 +179,27 @@ def test_racing_scheduler_passes_make_each_slot_once(
     runs = store.list_runs()
     print(f"{backend}: {PROCESSES} racing passes inserted {inserted}; {len(runs)} runs stored")
     assert inserted == len(runs) == len({run.idempotency_key for run in runs}) >= 100
+
+
+def test_one_deployment_edited_in_the_database_does_not_stop_the_others(
+    flows: ModuleType,
+) -> None:
+    from blocks.deployments import _tables as t
+
+    for name in ("good", "edited"):
+        Deployment.build_from_flow(
+            flows.counted,
+            name,
+            schedule=IntervalSchedule(interval=timedelta(minutes=1)),
+            work_pool_name="pool",
+        ).apply()
+    store = RunStore.default()
+    with store.registry.write() as conn:
+        conn.execute(t.flow_runs.delete())
+        conn.execute(
+            t.deployments.update().where(t.deployments.c.name == "edited").values(version="evil")
+        )
+    with pytest.warns(UserWarning, match="counted/edited"):
+        report = schedule_pass(store)
+    assert report.deployments == 1 and report.inserted >= MIN_RUNS
+    assert {r.deployment_id for r in store.list_runs()} == {store.get_deployment("counted/good").id}

@@ -263,3 +263,20 @@ def test_docker_and_kubernetes_pools_are_refused_by_name(store: RunStore) -> Non
     for kind in ("docker", "kubernetes"):
         with pytest.raises(ConfigurationError, match="the types it runs are process"):
             store.create_pool(f"{kind}-pool", kind)
+
+
+def test_a_crash_seen_by_a_live_worker_retries_once_when_attempts_are_left(
+    store: RunStore,
+) -> None:
+    deployment = _deployment(store)
+    store.insert_slots(
+        deployment, [("s", datetime.now(UTC) - timedelta(seconds=1))], max_attempts=2
+    )
+    run = store.claim("pool-a", worker="w", lease_seconds=30)
+    assert run is not None
+    assert not store.crash(run.id, attempt=1, worker="someone-else", message="x")
+    assert store.crash(run.id, attempt=1, worker="w", message="killed by SIGKILL")
+    again = store.claim("pool-a", worker="w2", lease_seconds=30)
+    assert again is not None and (again.id, again.attempt) == (run.id, 2)
+    assert not store.crash(run.id, attempt=2, worker="w2", message="killed by SIGKILL")
+    assert store.get_run(run.id).state is RunState.CRASHED
