@@ -115,6 +115,14 @@ ROUTES: dict[str, tuple[str, list[str]]] = {
     "/keys": ("_keys:keys_page", ["GET"]),
     "/keys/rotate": ("_keys:rotate", ["POST"]),
     "/keys/rotation": ("_keys:rotation_status", ["GET"]),
+    "/deployments": ("_deployments:deployments_page", ["GET"]),
+    "/deployments/{flow}/{name}": ("_deployments:deployment_page", ["GET"]),
+    "/deployments/{flow}/{name}/pause": ("_deployments:pause", ["POST"]),
+    "/deployments/{flow}/{name}/resume": ("_deployments:resume", ["POST"]),
+    "/deployments/{flow}/{name}/run": ("_deployments:run", ["POST"]),
+    "/flow-runs": ("_flow_runs:flow_runs_page", ["GET"]),
+    "/flow-runs/{run_id}": ("_flow_runs:flow_run_page", ["GET"]),
+    "/flow-runs/{run_id}/cancel": ("_flow_runs:cancel", ["POST"]),
 }
 
 
