@@ -187,13 +187,16 @@ class ResultStore:
         """
         key = validate_key(key)
         signer = self.keys.active
+        # A serializer that chooses per value ("auto") hands over the one it chose: the
+        # header names that one, so the record says what it holds.
+        serializer = self.serializer.for_value(value)
         draft = RecordHeader.new(
             key,
-            self.serializer.to_spec(),
+            serializer.to_spec(),
             expires=expires,
             task=task,
             signer=signer.key_id,
-            versions=self.serializer.versions(),
+            versions=serializer.versions(),
             components=components,
             flow=flow,
         )
@@ -206,9 +209,9 @@ class ResultStore:
         try:
             with self.storage.open_atomic_write(key) as out:
                 if streams.can_seek(out):
-                    header = self._write_in_place(out, draft, width, value, signer)
+                    header = self._write_in_place(out, draft, width, value, signer, serializer)
                 else:
-                    header = self._write_spooled(out, draft, width, value, signer)
+                    header = self._write_spooled(out, draft, width, value, signer, serializer)
         except (BlocksError, SerializationError):
             raise
         except OSError as exc:
@@ -217,21 +220,33 @@ class ResultStore:
             ) from exc
         return header
 
-    def _dump(self, value: Any, sink: streams.HashingWriter, signer: ResultsKey) -> int | None:
+    def _dump(
+        self,
+        value: Any,
+        sink: streams.HashingWriter,
+        signer: ResultsKey,
+        serializer: Serializer,
+    ) -> int | None:
         """Serialize into `sink` with secrets sealed; return the decoded size if compressed."""
         with codec_context(sealer=signer) as context:
-            self.serializer.dump(value, sink)  # type: ignore[arg-type]
+            serializer.dump(value, sink)  # type: ignore[arg-type]
         return context.decoded_size
 
     def _write_in_place(
-        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
+        self,
+        out: BinaryIO,
+        draft: RecordHeader,
+        width: int,
+        value: Any,
+        signer: ResultsKey,
+        serializer: Serializer,
     ) -> RecordHeader:
         # Reserve the header, stream the payload, then seek back to fill it in. The reserved
         # bytes are never read: the file is renamed into place only once it is whole.
         start = out.tell()
         out.write(bytes(PREFIX_SIZE + width))
         sink = streams.HashingWriter(out, signer.payload_hasher())
-        decoded = self._dump(value, sink, signer)
+        decoded = self._dump(value, sink, signer, serializer)
         header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
         end = out.tell()
         out.seek(start)
@@ -240,7 +255,13 @@ class ResultStore:
         return header
 
     def _write_spooled(
-        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
+        self,
+        out: BinaryIO,
+        draft: RecordHeader,
+        width: int,
+        value: Any,
+        signer: ResultsKey,
+        serializer: Serializer,
     ) -> RecordHeader:
         # The writer cannot seek (object stores): stage the payload, then header + payload.
         import shutil
@@ -248,7 +269,7 @@ class ResultStore:
 
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             sink = streams.HashingWriter(spool, signer.payload_hasher())
-            decoded = self._dump(value, sink, signer)
+            decoded = self._dump(value, sink, signer, serializer)
             header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
             out.write(encode_prefix(header, width=width, signer=signer))
             spool.seek(0)
