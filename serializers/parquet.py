@@ -29,6 +29,12 @@ KINDS = (
 )
 KIND_KEY = b"blocks.kind"
 _UNNAMED_KEY = b"blocks.series-unnamed"
+# A 0-row frame's categorical columns: Parquet keeps categories only with the data, so they
+# are kept here (JSON: column position -> categories and order) and set again on reading.
+_EMPTY_CATEGORIES_KEY = b"blocks.empty-categories"
+# Parquet has no second-resolution timestamps (it stores milliseconds): the positions of
+# ``timestamp[s]`` columns are kept here and cast back on reading.
+_SECONDS_KEY = b"blocks.seconds"
 # zstd's levels (negative ones are its fast modes).
 LEVELS = range(-7, 23)
 DEFAULT_LEVEL = 3
@@ -134,9 +140,11 @@ class ParquetSerializer(Serializer):
                 writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
             finally:
                 writer.close()
-        except (OSError, SerializationError):
+        except SerializationError:
             raise
         except Exception as exc:  # pyarrow.ArrowException subclasses, ValueError, TypeError
+            if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
+                raise  # the storage failed: the store reports it as a StorageError
             raise SerializationError(f"cannot write this {kind} as Parquet: {exc}") from exc
         active = context.current()
         if active is not None:
@@ -169,9 +177,11 @@ class ParquetSerializer(Serializer):
                         "BLOCKS_RESULTS_MAX_BYTES): not read"
                     )
             table = parquet.read(use_pandas_metadata=True)
-        except (OSError, SerializationError):
+        except SerializationError:
             raise
         except Exception as exc:
+            # The store hands over a verified local copy (file or memory): an OSError here is
+            # pyarrow's word for a malformed file (a thrift footer it cannot parse, ...).
             raise SerializationError(f"payload is not a readable Parquet file: {exc}") from exc
         if limit is not None and table.nbytes > limit + limit // 4 + (1 << 20):
             # Encodings that repeat values (dictionaries, runs) decode past what the metadata
@@ -240,11 +250,19 @@ def _to_arrow(obj: Any, kind: str, pa: Any) -> pa.Table:
                 extra[_UNNAMED_KEY] = b"1"
             table = pa.Table.from_pandas(obj.to_frame(name=0 if obj.name is None else obj.name))
         elif kind == "pandas-frame":
-            table = pa.Table.from_pandas(obj)
+            # A frame without columns keeps its rows only in its index: store the index as a
+            # column then (a RangeIndex kept as metadata alone would come back with 0 rows).
+            table = pa.Table.from_pandas(obj, preserve_index=True if obj.shape[1] == 0 else None)
         elif kind == "polars-frame":
             import polars as pl
 
             frame = obj.collect() if isinstance(obj, pl.LazyFrame) else obj
+            if any("\0" in name for name in frame.columns):
+                # polars hands names to Arrow as C strings: it would panic, not raise.
+                raise SerializationError(
+                    "a polars column name contains NUL, which Arrow's C interface cannot "
+                    "carry: rename the column"
+                )
             table = frame.to_arrow()
         elif kind == "arrow-batch":
             table = pa.Table.from_batches([obj])
@@ -254,20 +272,82 @@ def _to_arrow(obj: Any, kind: str, pa: Any) -> pa.Table:
         raise
     except Exception as exc:
         raise SerializationError(f"cannot convert this {kind} to an Arrow table: {exc}") from exc
-    return cast(
-        "pa.Table", table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-    )
+    if kind.startswith("pandas") and len(obj) == 0:
+        categories = _empty_categories(obj.to_frame() if kind == "pandas-series" else obj)
+        if categories:
+            extra[_EMPTY_CATEGORIES_KEY] = categories
+    seconds = [
+        i
+        for i, field in enumerate(table.schema)
+        if pa.types.is_timestamp(field.type) and field.type.unit == "s"
+    ]
+    if seconds:
+        extra[_SECONDS_KEY] = ",".join(map(str, seconds)).encode()
+    merged = {**(table.schema.metadata or {}), **extra}
+    return cast("pa.Table", table.replace_schema_metadata(merged))
+
+
+def _empty_categories(frame: Any) -> bytes | None:
+    """JSON of a 0-row frame's categorical columns (position -> categories, ordered), if their
+    categories are plain JSON values."""
+    import json
+
+    import pandas as pd
+
+    found: dict[str, Any] = {}
+    for position, dtype in enumerate(frame.dtypes):
+        if isinstance(dtype, pd.CategoricalDtype):
+            values = dtype.categories.tolist()
+            if all(type(v) in (str, int, float, bool) for v in values):
+                found[str(position)] = {"categories": values, "ordered": bool(dtype.ordered)}
+    return json.dumps(found).encode() if found else None
+
+
+def _set_empty_categories(frame: Any, raw: bytes | None) -> Any:
+    if raw is None or len(frame):
+        return frame
+    import json
+
+    import pandas as pd
+
+    try:
+        found = json.loads(raw)
+        for position, spec in found.items():
+            dtype = pd.CategoricalDtype(pd.Index(spec["categories"]), bool(spec["ordered"]))
+            column = frame.columns[int(position)]
+            frame[column] = frame[column].astype(dtype)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise SerializationError(f"Parquet payload has unreadable categories: {exc}") from None
+    return frame
+
+
+def _seconds_again(table: pa.Table, metadata: dict[bytes, bytes], pa: Any) -> pa.Table:
+    raw = metadata.get(_SECONDS_KEY)
+    if not raw:
+        return table
+    try:
+        for position in map(int, raw.split(b",")):
+            field = table.schema.field(position)
+            if pa.types.is_timestamp(field.type) and field.type.unit == "ms":
+                kind = pa.timestamp("s", field.type.tz)
+                column = table.column(position).cast(kind)
+                table = table.set_column(position, field.with_type(kind), column)
+    except (ValueError, IndexError, pa.ArrowException) as exc:
+        raise SerializationError(f"Parquet payload has unreadable timestamp units: {exc}") from None
+    return table
 
 
 def _from_arrow(table: pa.Table, kind: str, unnamed: bool, pa: Any) -> Any:
-    own = {KIND_KEY, _UNNAMED_KEY}
-    kept = {k: v for k, v in (table.schema.metadata or {}).items() if k not in own}
-    table = table.replace_schema_metadata(kept or None)
+    own = {KIND_KEY, _UNNAMED_KEY, _EMPTY_CATEGORIES_KEY, _SECONDS_KEY}
+    metadata = table.schema.metadata or {}
+    kept = {k: v for k, v in metadata.items() if k not in own}
+    table = _seconds_again(table.replace_schema_metadata(kept or None), metadata, pa)
+    categories = metadata.get(_EMPTY_CATEGORIES_KEY)
     try:
         if kind == "pandas-frame":
-            return table.to_pandas()
+            return _set_empty_categories(table.to_pandas(), categories)
         if kind == "pandas-series":
-            frame = table.to_pandas()
+            frame = _set_empty_categories(table.to_pandas(), categories)
             series = frame.iloc[:, 0]
             return series.rename(None) if unnamed else series
         if kind == "polars-frame":
