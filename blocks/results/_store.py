@@ -51,6 +51,7 @@ from blocks.errors import (
 )
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
+from blocks.results._payload import Payload
 from blocks.results._record import (
     FIRST_READ,
     MAX_HEADER_SIZE,
@@ -316,6 +317,62 @@ class ResultStore:
         except OSError as exc:
             self._storage_failed("read", key, exc)
         return Hit(header, value)
+
+    def open_payload(self, key: str) -> Payload:
+        """The payload under `key` as a verified, read-only binary file with its header.
+
+        The whole payload is checked against its signature before this returns: locally in
+        one pass over the file (then read from the same descriptor), from object stores
+        through a temporary copy. Nothing is deserialized, so any record (expired ones too)
+        opens; the bytes are the serializer's, e.g. a plain Parquet or ``.npy`` file.
+        Raises `FileNotFoundError` if absent, `CorruptRecord` if it does not verify.
+
+        Example:
+            >>> with store.open_payload("etl/sales") as payload:
+            ...     import pyarrow.parquet as pq
+            ...     table = pq.read_table(payload)
+        """
+        key = checked_key(key)
+        keys = self.keys
+        try:
+            data, stream = self.storage.open_head(key, HEAD_READ)
+            try:
+                end = PREFIX_SIZE + header_length(data, key=key)
+                if len(data) < end and stream is not None:
+                    data += streams.read_exactly(stream, end - len(data), key)
+                header = decode_header(data[:end], key=key, keys=keys)
+                hasher = keys.by_id[header.signer].payload_hasher(header.checksum)
+                if stream is None:
+                    payload = data[end:]
+                    hasher.update(payload)
+                    streams.verify((len(payload), checksum_string(hasher)), header)
+                    return Payload(header, io.BytesIO(payload), 0)
+                stream.seek(end)
+                if streams.is_stable(stream):
+                    streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
+                    opened = Payload(header, stream, end)
+                    stream = None  # the payload owns it now
+                    return opened
+                import tempfile
+
+                # Handed to the caller open (closing the Payload closes it).
+                spool = tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE)  # noqa: SIM115
+                try:
+                    measured = streams.hash_stream(
+                        stream, header.payload_size, hasher, copy_to=spool
+                    )
+                    streams.verify(measured, header)
+                except BaseException:
+                    spool.close()
+                    raise
+                return Payload(header, spool, 0)  # type: ignore[arg-type]
+            finally:
+                if stream is not None:
+                    stream.close()
+        except (BlocksError, *_ABSENT):
+            raise
+        except OSError as exc:
+            self._storage_failed("read", key, exc)
 
     def exists(self, key: str) -> bool:
         """Whether a valid, unexpired record is stored under `key`.

@@ -5,12 +5,14 @@ before a byte reaches pyarrow or numpy, and readable under another Python versio
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +22,11 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 from blocks import task
+from blocks.cli.results import results
+from blocks.errors import CorruptRecord
 from blocks.filesystems import LocalFileSystem, Storage, WritableFileSystem
 from blocks.results import CorruptRecordWarning, ResultStore
 from blocks.results._record import PREFIX_SIZE, header_length
@@ -255,3 +260,82 @@ def test_parquet_record_written_under_311_reads_under_313(python_313: Path, tmp_
     here, written_under, shape = done.stdout.split(maxsplit=2)
     assert here.startswith("3.13") and written_under == header.versions["python"]
     print(f"record written under Python {written_under} read under Python {here}: {shape.strip()}")
+
+
+# -- export and open_payload -----------------------------------------------------------------------
+
+
+def test_export_writes_plain_files_other_tools_open(
+    storage: WritableFileSystem, tmp_path: Path
+) -> None:
+    frame = make_frame()
+    array = np.arange(24, dtype=np.int16).reshape(4, 6)
+    ResultStore(storage, "parquet").write("out/sales", frame)
+    ResultStore(storage, "npy").write("out/grid", array)
+    ResultStore(storage, "json").write("out/meta", {"rows": 50, "at": "2024"})
+    ResultStore(storage, "compressed/json").write("out/packed", {"k": ["v"] * 100})
+    ResultStore(storage, "pickle").write("out/opaque", {1, 2})
+    url = storage.describe().split(" ")[0]
+    spec = url if url.startswith("s3://") else url.removeprefix("file://")
+    if url.startswith("s3://"):
+        spec = f"s3/{_save_block(storage)}"
+    runner = CliRunner()
+    exported: dict[str, int] = {}
+    for key, name in [
+        ("out/sales", "sales.parquet"),
+        ("out/grid", "grid.npy"),
+        ("out/meta", "meta.json"),
+        ("out/packed", "packed.json"),
+    ]:
+        result = runner.invoke(results, ["export", key, str(tmp_path / name), "--storage", spec])
+        assert result.exit_code == 0, result.output
+        exported[name] = (tmp_path / name).stat().st_size
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sales.parquet"), frame)
+    assert pl.read_parquet(tmp_path / "sales.parquet").height == 50
+    assert np.array_equal(np.load(tmp_path / "grid.npy"), array)
+    assert json.loads((tmp_path / "meta.json").read_text()) == {"rows": 50, "at": "2024"}
+    assert json.loads((tmp_path / "packed.json").read_text()) == {"k": ["v"] * 100}
+
+    refused = runner.invoke(results, ["export", "out/opaque", str(tmp_path), "--storage", spec])
+    assert refused.exit_code == 1 and "no other tool reads safely" in refused.output
+    again = runner.invoke(
+        results, ["export", "out/sales", str(tmp_path / "sales.parquet"), "--storage", spec]
+    )
+    assert again.exit_code == 1 and "--force" in again.output
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    into_folder = runner.invoke(results, ["export", "out/grid", str(folder), "-s", spec])
+    assert into_folder.exit_code == 0 and (folder / "grid.npy").exists()
+    missing = runner.invoke(results, ["export", "out/nothing", str(tmp_path), "-s", spec])
+    assert missing.exit_code == 1 and "No result record" in missing.output
+    assert "Traceback" not in missing.output + refused.output
+    print(f"{storage.describe()}: exported {exported} (bytes)")
+
+
+def _save_block(storage: WritableFileSystem) -> str:
+    name = f"results-{uuid.uuid4().hex[:8]}"
+    storage.save(name)
+    return name
+
+
+def test_open_payload_is_verified_and_reads_like_a_file(
+    storage: WritableFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    store = ResultStore(storage, "parquet")
+    store.write("p/sales", make_frame())
+    with store.open_payload("p/sales") as payload:
+        assert payload.header.serializer["type"] == "parquet"
+        table = pq.read_table(payload)  # seeks to the footer, reads column chunks
+        assert payload.seek(0, os.SEEK_END) == payload.size
+    assert table.num_rows == 50
+    with pytest.raises(FileNotFoundError):
+        store.open_payload("p/missing")
+    if isinstance(storage, LocalFileSystem):
+        key_path = Path(str(storage.basepath)) / "p" / "sales"
+        data = bytearray(key_path.read_bytes())
+        data[-20] ^= 0x01  # inside the Parquet footer
+        key_path.write_bytes(bytes(data))
+        with pytest.raises(CorruptRecord, match="signature"):
+            store.open_payload("p/sales")
