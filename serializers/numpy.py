@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from typing import Any, BinaryIO, Self
@@ -12,6 +13,40 @@ from .errors import SerializationError
 
 #: The most header bytes a reader parses (numpy's own default ceiling).
 MAX_HEADER_SIZE = 10_000
+
+
+#: Bytes handed to the file per write when streaming an array's memory.
+_CHUNK = 16 * 1024 * 1024
+
+
+def _write_contiguous(array: Any, file: BinaryIO, npy: Any) -> bool:
+    """Write a C- or Fortran-contiguous array as .npy straight from its memory (no copy);
+    False, with nothing written, for any other array.
+
+    ``numpy.lib.format.write_array`` copies each 16 MiB chunk twice (``nditer`` buffer, then
+    ``tobytes``) unless the file is a real OS file; our sink hashes as it writes, so it is not.
+    """
+    if array.flags.c_contiguous:
+        flat = array.reshape(-1)
+    elif array.flags.f_contiguous:
+        flat = array.T.reshape(-1)  # .npy stores a Fortran array as its transpose's C order
+    else:
+        return False
+    header = npy.header_data_from_array_1_0(array)
+    prefix = io.BytesIO()
+    try:
+        try:
+            npy.write_array_header_1_0(prefix, header)
+        except ValueError:  # a header over 64 KiB needs format 2.0
+            prefix = io.BytesIO()
+            npy.write_array_header_2_0(prefix, header)
+    except UnicodeEncodeError:  # field names beyond latin-1 need format 3.0: numpy's path
+        return False
+    file.write(prefix.getvalue())
+    data = memoryview(flat.view("u1")) if flat.size else memoryview(b"")
+    for start in range(0, data.nbytes, _CHUNK):
+        file.write(data[start : start + _CHUNK])
+    return True
 
 
 def _numpy() -> Any:
@@ -48,8 +83,6 @@ class NumpySerializer(Serializer):
     type = "npy"
 
     def dumps(self, obj: Any) -> bytes:
-        import io
-
         buffer = io.BytesIO()
         self.dump(obj, buffer)
         return buffer.getvalue()
@@ -70,16 +103,15 @@ class NumpySerializer(Serializer):
         from numpy.lib import format as npy
 
         try:
-            # Streams: a C- or Fortran-contiguous array goes out in chunks, never copied whole.
-            npy.write_array(file, obj, allow_pickle=False)
+            if not _write_contiguous(obj, file, npy):
+                # Not contiguous (a strided view): numpy copies it out in 16 MiB chunks.
+                npy.write_array(file, obj, allow_pickle=False)
         except (OSError, SerializationError):
             raise
         except Exception as exc:
             raise SerializationError(f"cannot write this array as .npy: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
-        import io
-
         return self.load(io.BytesIO(data))
 
     def load(self, file: BinaryIO) -> Any:
