@@ -7,7 +7,6 @@ metadata (``blocks.kind``), one of a closed set (`KINDS`): never a class or modu
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, BinaryIO, Self, cast
 
 from . import context
@@ -37,7 +36,7 @@ _EMPTY_CATEGORIES_KEY = b"blocks.empty-categories"
 _SECONDS_KEY = b"blocks.seconds"
 # zstd's levels (negative ones are its fast modes).
 LEVELS = range(-7, 23)
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 1
 #: Rows per row group: pyarrow's default, so readers parallelise across groups as usual.
 ROW_GROUP_SIZE = 1024 * 1024
 # Bytes a fixed-width Parquet value decodes to, at most (INT96 becomes an 8-byte timestamp).
@@ -82,7 +81,7 @@ def _pyarrow() -> tuple[Any, Any]:
 
 class ParquetSerializer(Serializer):
     """Tables as Parquet: pandas DataFrame/Series, polars DataFrame/LazyFrame, pyarrow
-    Table/RecordBatch, zstd-compressed (`level` -7..22, default 3).
+    Table/RecordBatch, zstd-compressed (`level` -7..22, default 1: pyarrow's own).
 
     A pandas frame comes back as pandas with its index and dtypes (categoricals, tz-aware
     datetimes, nullable integers: pyarrow's pandas metadata), a polars frame as a polars
@@ -195,8 +194,12 @@ class ParquetSerializer(Serializer):
 
     def versions(self) -> dict[str, str]:
         # Parquet is a stable format: recorded for diagnosis, never a reason to refuse.
-        pyarrow = sys.modules.get("pyarrow")
-        return {"pyarrow": str(pyarrow.__version__)} if pyarrow is not None else {}
+        # Asked before each write, which imports pyarrow anyway.
+        try:
+            import pyarrow
+        except ImportError:
+            return {}
+        return {"pyarrow": str(pyarrow.__version__)}
 
     def to_spec(self) -> dict[str, Any]:
         return {"type": self.type, "level": self.level}

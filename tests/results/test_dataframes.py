@@ -102,7 +102,7 @@ def test_store_round_trips_parquet_npy_and_auto_records(storage: WritableFileSys
     parquet = ResultStore(storage, "parquet")
     started = time.perf_counter()
     header = parquet.write("frames/sales", frame, task="extract")
-    assert header.serializer == {"type": "parquet", "level": 3}
+    assert header.serializer == {"type": "parquet", "level": 1}
     assert header.decoded_size is not None and header.decoded_size >= header.payload_size
     hit = parquet.read("frames/sales")
     assert hit is not None
