@@ -51,6 +51,11 @@ class Serializer(ABC):
         """
         return self.loads(file.read())
 
+    def for_value(self, obj: Any) -> Serializer:
+        """The serializer that writes `obj`: this one, except for serializers that choose per
+        value (``"auto"``). A result store writes the chosen one's spec in the record header."""
+        return self
+
     def versions(self) -> dict[str, str]:
         """Versions of what the bytes depend on (Python, libraries), recorded beside them."""
         return {}

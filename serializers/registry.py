@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .auto import AutoSerializer
 from .base import Serializer
 from .compressed import CompressedSerializer
 from .errors import SerializationError
 from .json import JSONSerializer
+from .numpy import NumpySerializer
+from .parquet import ParquetSerializer
 from .pickle import PickleSerializer
 
 #: Every serializer a spec may name, by short type. A stored record picks from this list only:
@@ -16,8 +19,19 @@ SERIALIZER_TYPES: dict[str, type[Serializer]] = {
     "json": JSONSerializer,
     "pickle": PickleSerializer,
     "compressed": CompressedSerializer,
+    "parquet": ParquetSerializer,
+    "npy": NumpySerializer,
+    "auto": AutoSerializer,
 }
-SHORTHANDS = ("json", "pickle", "compressed/json", "compressed/pickle")
+SHORTHANDS = (
+    "json",
+    "pickle",
+    "compressed/json",
+    "compressed/pickle",
+    "parquet",
+    "npy",
+    "auto",
+)
 
 
 def resolve_serializer(

@@ -38,8 +38,11 @@ BLOCKS_ALL = [
 ]
 
 SERIALIZERS_ALL = [
+    "AutoSerializer",
     "CompressedSerializer",
     "JSONSerializer",
+    "NumpySerializer",
+    "ParquetSerializer",
     "PickleSerializer",
     "SerializationError",
     "Serializer",

@@ -760,6 +760,9 @@ def test_equality_hash_and_repr() -> None:
 
 def test_public_api_is_exported() -> None:
     assert set(serializers.__all__) == {
+        "AutoSerializer",
+        "NumpySerializer",
+        "ParquetSerializer",
         "Serializer",
         "JSONSerializer",
         "PickleSerializer",

@@ -9,6 +9,7 @@ Example (shell):
     $ block results prune --older-than 7d --dry-run
     $ block results why price-3f2a...          # what changed since the previous record
     $ block results rm --task price --flow nightly --dry-run
+    $ block results export etl/sales sales.parquet   # a plain file DuckDB or pandas opens
 """
 
 from __future__ import annotations
@@ -481,6 +482,98 @@ def rm(
         for key, _ in selected:
             store.delete(key)
     click.echo(f"Deleted {summary}.")
+
+
+#: The file extension of each payload format other tools open, by serializer type.
+EXPORT_EXTENSIONS = {"parquet": ".parquet", "npy": ".npy", "json": ".json"}
+
+
+@results.command("export")
+@click.argument("key")
+@click.argument("path", type=click.Path(dir_okay=True, writable=True))
+@_storage_option
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def export(key: str, path: str, storage: str | None, force: bool) -> None:
+    """Write a record's payload as a plain .parquet, .npy or .json file.
+
+    Any tool opens it (DuckDB, pandas, polars, numpy.load, jq); the payload is verified
+    against its signature first and nothing is deserialized. PATH may be a folder (the file
+    is named after the key). Compressed JSON records are decompressed; pickled ones are
+    refused (no other tool reads them safely).
+    """
+    with _errors():
+        store = _store(storage)
+        try:
+            payload = store.open_payload(key)
+        except FileNotFoundError:
+            raise click.ClickException(
+                f"No result record under {key!r} in {store.storage.describe()}. "
+                "List them with `block results ls`."
+            ) from None
+        with payload:
+            target, kind = _export_payload(payload, key, path, force)
+    click.echo(f"Exported {key} ({kind}, {_size(target.stat().st_size)}) to {target}")
+
+
+def _export_payload(payload: Any, key: str, path: str, force: bool) -> tuple[Any, str]:
+    """Copy (or decompress) `payload` to `path` atomically; return the file and its format."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    spec = payload.header.serializer
+    kind = str(spec.get("type"))
+    base, _, inner = kind.partition("/")
+    fmt = inner if base == "compressed" else kind
+    extension = EXPORT_EXTENSIONS.get(fmt)
+    if extension is None:
+        raise click.ClickException(
+            f"Result {key!r} is stored as {kind}, which no other tool reads safely: read it "
+            "in Python with ResultStore.read (records from 'parquet', 'npy', 'json' and "
+            "'auto' serializers export)"
+        )
+    target = Path(path)
+    if target.is_dir():
+        target = target / (key.rsplit("/", 1)[-1] + extension)
+    if target.exists() and not force:
+        raise click.ClickException(f"{target} exists: pass --force to overwrite it")
+    if target.suffix != extension:
+        note(f"{target.name} does not end in {extension}; the file is {fmt} all the same")
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if base == "compressed":
+                _decompress(payload, out, str(spec.get("compressionlib", "zlib")))
+            else:
+                shutil.copyfileobj(payload, out, 1024 * 1024)
+        os.replace(temp, target)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return target, fmt
+
+
+def _decompress(source: Any, out: Any, lib: str) -> None:
+    """Stream-decompress a compressed serializer's payload (zlib, lzma or bz2) into `out`."""
+    import zlib
+
+    if lib == "zlib":
+        decompressor: Any = zlib.decompressobj()
+    elif lib == "lzma":
+        import lzma
+
+        decompressor = lzma.LZMADecompressor()
+    elif lib == "bz2":
+        import bz2
+
+        decompressor = bz2.BZ2Decompressor()
+    else:
+        raise click.ClickException(f"unknown compressionlib {lib[:20]!r} in the record")
+    while chunk := source.read(1024 * 1024):
+        out.write(decompressor.decompress(chunk))
+    if lib == "zlib":
+        out.write(decompressor.flush())
 
 
 __all__ = ["parse_duration", "results"]

@@ -4,6 +4,7 @@ The public API, used by the task runtime and the ``block results`` CLI:
 
 - `ResultStore`: ``write`` / ``read`` / ``exists`` / ``header`` / ``records`` / ``prune``;
 - `RecordHeader`, `Hit`: what a record says about itself, and a found value;
+- `Payload`: a record's verified payload bytes as a file (`ResultStore.open_payload`);
 - `resolve_storage`: a block, saved block slug, URL or path -> a filesystem block;
 - `render_storage_key`: fill a ``result_storage_key`` template, validated as a key.
 
@@ -21,6 +22,7 @@ Example:
 from __future__ import annotations
 
 from blocks.filesystems._keys import validate_key
+from blocks.results._payload import Payload
 from blocks.results._record import FORMAT_VERSION, RecordHeader
 from blocks.results._storage import is_block_slug, render_storage_key, resolve_storage
 from blocks.results._store import CorruptRecordWarning, Hit, ResultStore
@@ -29,6 +31,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CorruptRecordWarning",
     "Hit",
+    "Payload",
     "RecordHeader",
     "ResultStore",
     "is_block_slug",

@@ -59,6 +59,7 @@ from blocks.errors import (
 )
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
+from blocks.results._payload import Payload
 from blocks.results._record import (
     FIRST_READ,
     MAX_HEADER_SIZE,
@@ -201,13 +202,16 @@ class ResultStore:
         if keys.unadopted:
             self._refuse_foreign(keys, key, *self._keys_to_check())
         signer = keys.active
+        # A serializer that chooses per value ("auto") hands over the one it chose: the
+        # header names that one, so the record says what it holds.
+        serializer = self.serializer.for_value(value)
         draft = RecordHeader.new(
             key,
-            self.serializer.to_spec(),
+            serializer.to_spec(),
             expires=expires,
             task=task,
             signer=signer.key_id,
-            versions=self.serializer.versions(),
+            versions=serializer.versions(),
             components=signer.keyed_components(components) if components else None,
             flow=flow,
         )
@@ -220,9 +224,9 @@ class ResultStore:
         try:
             with self.storage.open_atomic_write(key) as out:
                 if streams.can_seek(out):
-                    header = self._write_in_place(out, draft, width, value, signer)
+                    header = self._write_in_place(out, draft, width, value, signer, serializer)
                 else:
-                    header = self._write_spooled(out, draft, width, value, signer)
+                    header = self._write_spooled(out, draft, width, value, signer, serializer)
         except (BlocksError, SerializationError):
             raise
         except OSError as exc:
@@ -233,21 +237,33 @@ class ResultStore:
             adopt(keys)
         return header
 
-    def _dump(self, value: Any, sink: streams.HashingWriter, signer: ResultsKey) -> int | None:
+    def _dump(
+        self,
+        value: Any,
+        sink: streams.HashingWriter,
+        signer: ResultsKey,
+        serializer: Serializer,
+    ) -> int | None:
         """Serialize into `sink` with secrets sealed; return the decoded size if compressed."""
         with codec_context(sealer=signer) as context:
-            self.serializer.dump(value, sink)  # type: ignore[arg-type]
+            serializer.dump(value, sink)  # type: ignore[arg-type]
         return context.decoded_size
 
     def _write_in_place(
-        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
+        self,
+        out: BinaryIO,
+        draft: RecordHeader,
+        width: int,
+        value: Any,
+        signer: ResultsKey,
+        serializer: Serializer,
     ) -> RecordHeader:
         # Reserve the header, stream the payload, then seek back to fill it in. The reserved
         # bytes are never read: the file is renamed into place only once it is whole.
         start = out.tell()
         out.write(bytes(PREFIX_SIZE + width))
         sink = streams.HashingWriter(out, signer.payload_hasher())
-        decoded = self._dump(value, sink, signer)
+        decoded = self._dump(value, sink, signer, serializer)
         header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
         end = out.tell()
         out.seek(start)
@@ -256,7 +272,13 @@ class ResultStore:
         return header
 
     def _write_spooled(
-        self, out: BinaryIO, draft: RecordHeader, width: int, value: Any, signer: ResultsKey
+        self,
+        out: BinaryIO,
+        draft: RecordHeader,
+        width: int,
+        value: Any,
+        signer: ResultsKey,
+        serializer: Serializer,
     ) -> RecordHeader:
         # The writer cannot seek (object stores): stage the payload, then header + payload.
         import shutil
@@ -264,7 +286,7 @@ class ResultStore:
 
         with tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE) as spool:
             sink = streams.HashingWriter(spool, signer.payload_hasher())
-            decoded = self._dump(value, sink, signer)
+            decoded = self._dump(value, sink, signer, serializer)
             header = draft.finish(sink.size, checksum_string(sink.hasher), decoded)
             out.write(encode_prefix(header, width=width, signer=signer))
             spool.seek(0)
@@ -315,6 +337,59 @@ class ResultStore:
         except OSError as exc:
             self._storage_failed("read", key, exc)
         return Hit(header, value)
+
+    def open_payload(self, key: str) -> Payload:
+        """The payload under `key` as a verified, read-only binary file with its header.
+
+        The whole payload is checked against its signature before this returns: locally in
+        one pass over the file (then read from the same descriptor), from object stores
+        through a temporary copy. Nothing is deserialized, so any record (expired ones too)
+        opens; the bytes are the serializer's, e.g. a plain Parquet or ``.npy`` file.
+        Raises `FileNotFoundError` if absent, `CorruptRecord` if it does not verify.
+
+        Example:
+            >>> with store.open_payload("etl/sales") as payload:
+            ...     import pyarrow.parquet as pq
+            ...     table = pq.read_table(payload)
+        """
+        key = checked_key(key)
+        keys = self.keys
+        try:
+            data, stream = self.storage.open_head(key, HEAD_READ)
+            try:
+                end = PREFIX_SIZE + header_length(data, key=key)
+                if len(data) < end and stream is not None:
+                    data += streams.read_exactly(stream, end - len(data), key)
+                header = decode_header(data[:end], key=key, keys=keys)
+                hasher = keys.by_id[header.signer].payload_hasher(header.checksum)
+                if stream is None:
+                    payload = data[end:]
+                    hasher.update(payload)
+                    streams.verify((len(payload), checksum_string(hasher)), header)
+                    return Payload(header, io.BytesIO(payload), 0)
+                stream.seek(end)
+                import tempfile
+
+                # The caller reads the copy that verified, never the storage's file again (whoever
+                # can rewrite it in place could swap bytes after the check). Handed to the caller
+                # open (closing the Payload closes it).
+                spool = tempfile.SpooledTemporaryFile(max_size=streams.SPOOL_MAX_SIZE)  # noqa: SIM115
+                try:
+                    measured = streams.hash_stream(
+                        stream, header.payload_size, hasher, copy_to=spool
+                    )
+                    streams.verify(measured, header)
+                except BaseException:
+                    spool.close()
+                    raise
+                return Payload(header, spool, 0)  # type: ignore[arg-type]
+            finally:
+                if stream is not None:
+                    stream.close()
+        except (BlocksError, *_ABSENT):
+            raise
+        except OSError as exc:
+            self._storage_failed("read", key, exc)
 
     def exists(self, key: str) -> bool:
         """Whether a valid, unexpired record is stored under `key`.

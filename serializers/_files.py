@@ -1,0 +1,96 @@
+"""File-object adapters shared by the data serializers (Parquet, npy): internal.
+
+Our store hands a serializer a write-only sink (it hashes and counts what passes) and, on
+reading, a file positioned at the payload, which runs to the end of the file. Libraries that
+seek (pyarrow's Parquet reader reads the footer first) need offsets counted from the payload's
+first byte: `Window` gives them that view without copying the payload.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, BinaryIO
+
+
+class CountingSink(io.RawIOBase):
+    """A write-only file that passes writes to `file` and answers ``tell()`` itself.
+
+    The store's sink cannot seek or tell; pyarrow asks ``tell()`` to record column offsets.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._file.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        # The sink belongs to the caller: pyarrow closing its wrapper must not close it.
+        super().close()
+
+
+class Window(io.RawIOBase):
+    """A read-only, seekable view of `file` from its current position to its end."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+        self._start = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        self._size = end - self._start
+        file.seek(self._start)
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        want = max(0, min(len(out), self._size - self._pos))
+        if not want:
+            return 0
+        self._file.seek(self._start + self._pos)
+        got = self._file.readinto(out[:want])  # type: ignore[attr-defined]
+        got = got or 0
+        self._pos += got
+        return int(got)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        size = max(0, min(size, self._size - self._pos))
+        self._file.seek(self._start + self._pos)
+        data = self._file.read(size)
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        # The file belongs to the caller.
+        super().close()
