@@ -21,6 +21,7 @@ Prefect or for the standard library still catches them.
     │   └── KeyMismatch
     ├── UnsafePath               ValueError
     ├── StorageError             OSError
+    ├── DatabaseError            a database call failed (its message masks the password)
     ├── MissingDependency        ImportError
     ├── CorruptRecord
     ├── TaskTimeout              TimeoutError
@@ -107,6 +108,10 @@ class StorageError(BlocksError, OSError):
     """A storage backend could not read or write (unreachable store, missing bucket, ...)."""
 
 
+class DatabaseError(BlocksError):
+    """A database call failed and the driver's message named a secret (now masked)."""
+
+
 class MissingDependency(BlocksError, ImportError):
     """An optional package is needed; the message names the extra to install."""
 
@@ -170,6 +175,7 @@ __all__ = [
     "BlocksError",
     "ConfigurationError",
     "CorruptRecord",
+    "DatabaseError",
     "DecryptionFailed",
     "IncompatibleSchema",
     "InvalidBlockData",

@@ -105,6 +105,8 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "aws-credentials": "blocks.filesystems.aws",
     "gcp-credentials": "blocks.filesystems.gcp",
     "aws-secret": "blocks.filesystems.aws",
+    "database-credentials": "blocks.databases",
+    "sql-alchemy-connector": "blocks.databases",
 }
 
 _BLOCK_CLASSES: dict[str, type[Block]] = {}
