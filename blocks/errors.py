@@ -22,6 +22,7 @@ Prefect or for the standard library still catches them.
     ├── UnsafePath               ValueError
     ├── StorageError             OSError
     ├── DatabaseError            a database call failed (its message masks the password)
+    ├── WebhookError             OSError; a webhook call failed (names the method and host only)
     ├── MissingDependency        ImportError
     ├── CorruptRecord
     ├── TaskTimeout              TimeoutError
@@ -112,6 +113,10 @@ class DatabaseError(BlocksError):
     """A database call failed and the driver's message named a secret (now masked)."""
 
 
+class WebhookError(BlocksError, OSError):
+    """A webhook call failed: unreachable, too slow or answered with an error status."""
+
+
 class MissingDependency(BlocksError, ImportError):
     """An optional package is needed; the message names the extra to install."""
 
@@ -197,4 +202,5 @@ __all__ = [
     "UnknownBlockType",
     "UnsafePath",
     "UpstreamFailed",
+    "WebhookError",
 ]

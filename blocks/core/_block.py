@@ -97,6 +97,7 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "json": "blocks.system",
     "string": "blocks.system",
     "date-time": "blocks.system",
+    "webhook": "blocks.system",
     # The defining modules: `blocks.filesystems` itself imports its names lazily.
     "local-file-system": "blocks.filesystems.local",
     "remote-file-system": "blocks.filesystems.remote",
