@@ -106,6 +106,8 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "aws-credentials": "blocks.filesystems.aws",
     "gcp-credentials": "blocks.filesystems.gcp",
     "aws-secret": "blocks.filesystems.aws",
+    "azure-blob-storage-container": "blocks.filesystems.azure",
+    "azure-blob-storage-credentials": "blocks.filesystems.azure",
     "database-credentials": "blocks.databases",
     "sql-alchemy-connector": "blocks.databases",
 }
