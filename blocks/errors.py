@@ -22,6 +22,8 @@ Prefect or for the standard library still catches them.
     │   └── ResultsKeyMissing
     ├── UnsafePath               ValueError
     ├── StorageError             OSError
+    ├── DatabaseError            a database call failed (its message masks the password)
+    ├── WebhookError             OSError; a webhook call failed (names the method and host only)
     ├── MissingDependency        ImportError
     ├── CorruptRecord
     ├── TaskTimeout              TimeoutError
@@ -111,6 +113,14 @@ class StorageError(BlocksError, OSError):
     """A storage backend could not read or write (unreachable store, missing bucket, ...)."""
 
 
+class DatabaseError(BlocksError):
+    """A database call failed and the driver's message named a secret (now masked)."""
+
+
+class WebhookError(BlocksError, OSError):
+    """A webhook call failed: unreachable, too slow or answered with an error status."""
+
+
 class MissingDependency(BlocksError, ImportError):
     """An optional package is needed; the message names the extra to install."""
 
@@ -191,6 +201,7 @@ __all__ = [
     "BlocksError",
     "ConfigurationError",
     "CorruptRecord",
+    "DatabaseError",
     "DecryptionFailed",
     "DeploymentNotFound",
     "FlowRunNotFound",
@@ -215,5 +226,6 @@ __all__ = [
     "UnknownBlockType",
     "UnsafePath",
     "UpstreamFailed",
+    "WebhookError",
     "WorkPoolNotFound",
 ]

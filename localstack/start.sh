@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Start the test servers on this host, without Docker:
-#   LocalStack (S3 + Secrets Manager) on 127.0.0.1:4566 and the GCS emulator on 127.0.0.1:9023.
-# Usage: localstack/start.sh [s3|gcs|all]   (default: all)
+#   LocalStack (S3 + Secrets Manager) on 127.0.0.1:4566, the GCS emulator on 127.0.0.1:9023 and
+#   Azurite (Azure Blob Storage, from npm; needs node and npm) on 127.0.0.1:10000, in memory.
+# Usage: localstack/start.sh [s3|gcs|azure|all]   (default: all)
 # Idempotent: a server that already answers is left alone. Exits non-zero if one is not ready in
 # time. State (venv, logs, pid files) lives in ${BLOCKS_SERVICES_DIR:-<repo>/.localstack}.
 set -euo pipefail
 
 what="${1:-all}"
 case "$what" in
-    s3 | localstack) want_s3=1 want_gcs=0 ;;
-    gcs) want_s3=0 want_gcs=1 ;;
-    all) want_s3=1 want_gcs=1 ;;
-    *) echo "usage: $0 [s3|gcs|all]" >&2; exit 2 ;;
+    s3 | localstack) want_s3=1 want_gcs=0 want_azure=0 ;;
+    gcs) want_s3=0 want_gcs=1 want_azure=0 ;;
+    azure | azurite) want_s3=0 want_gcs=0 want_azure=1 ;;
+    all) want_s3=1 want_gcs=1 want_azure=1 ;;
+    *) echo "usage: $0 [s3|gcs|azure|all]" >&2; exit 2 ;;
 esac
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +28,11 @@ reqs=(
     "localstack-core[runtime]==2026.3.0" "cbor2<5.7" "pyopenssl<24.3" "cryptography<44"
     service_identity gcp-storage-emulator
 )
+
+# Azurite, the Azure Storage emulator Microsoft maintains, pinned: installed with npm into its own
+# folder (node_modules there), once.
+azurite_version="3.37.0"
+azurite_dir="$dir/azurite"
 
 die() { echo "localstack/start.sh: $*" >&2; exit 1; }
 
@@ -76,12 +83,34 @@ $(tail -n 30 "$dir/install.log")"
     echo "${reqs[*]}" >"$stamp"
 }
 
+ensure_azurite() {
+    local stamp="$azurite_dir/.blocks-version"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$azurite_version" ] \
+        && [ -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+        return 0
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm not found: Azurite needs node and npm (e.g. apt-get install nodejs npm)"
+    echo "installing azurite@$azurite_version into $azurite_dir (once; takes a minute or two)" >&2
+    mkdir -p "$azurite_dir"
+    npm install --prefix "$azurite_dir" --no-audit --no-fund --no-save "azurite@$azurite_version" \
+        >"$dir/azurite-install.log" 2>&1 || die "npm install azurite failed; last lines of $dir/azurite-install.log:
+$(tail -n 30 "$dir/azurite-install.log")"
+    echo "$azurite_version" >"$stamp"
+}
+
 # Succeeds when the server named $1 answers as ready (checked with the venv's Python: no curl needed).
 ready() {
     "$venv/bin/python" - "$1" <<'EOF'
-import json, sys, urllib.request
+import json, sys, urllib.error, urllib.request
 try:
-    if sys.argv[1] == "localstack":
+    if sys.argv[1] == "azurite":
+        # Any HTTP answer from the blob service (an anonymous request is refused with 4xx).
+        try:
+            urllib.request.urlopen("http://127.0.0.1:10000/devstoreaccount1?comp=list", timeout=2)
+            ok = True
+        except urllib.error.HTTPError as exc:
+            ok = exc.headers.get("x-ms-request-id") is not None or exc.code < 500
+    elif sys.argv[1] == "localstack":
         with urllib.request.urlopen("http://127.0.0.1:4566/_localstack/health", timeout=2) as r:
             services = json.load(r).get("services", {})
         ok = all(services.get(s) in ("available", "running") for s in ("s3", "secretsmanager"))
@@ -127,7 +156,7 @@ $(tail -n 30 "$log")"
     echo "$name: ready (pid $(cat "$pidfile"), log $log)" >&2
 }
 
-ensure_venv
+ensure_venv  # its Python also checks every server's readiness
 
 if [ "$want_s3" = 1 ]; then
     # Keep LocalStack's state in our dir and stop it phoning home (there is no network here).
@@ -138,4 +167,10 @@ if [ "$want_s3" = 1 ]; then
 fi
 if [ "$want_gcs" = 1 ]; then
     start gcs "$venv/bin/gcp-storage-emulator" start --host=127.0.0.1 --port=9023 --in-memory
+fi
+if [ "$want_azure" = 1 ]; then
+    ensure_azurite
+    # --loose / --skipApiVersionCheck: accept the headers and API versions newer SDKs send.
+    start azurite "$azurite_dir/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 \
+        --blobPort 10000 --inMemoryPersistence --skipApiVersionCheck --loose
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the servers that localstack/start.sh started: localstack/stop.sh [s3|gcs|all] (default all).
+# Stop the servers that localstack/start.sh started: localstack/stop.sh [s3|gcs|azure|all] (default all).
 # Idempotent. Each server was started in its own session, so killing its process group leaves no
 # child behind. Servers this script did not start (no pid file, e.g. Docker) are left alone.
 set -euo pipefail
@@ -8,8 +8,9 @@ what="${1:-all}"
 case "$what" in
     s3 | localstack) names=(localstack) ;;
     gcs) names=(gcs) ;;
-    all) names=(localstack gcs) ;;
-    *) echo "usage: $0 [s3|gcs|all]" >&2; exit 2 ;;
+    azure | azurite) names=(azurite) ;;
+    all) names=(localstack gcs azurite) ;;
+    *) echo "usage: $0 [s3|gcs|azure|all]" >&2; exit 2 ;;
 esac
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +31,7 @@ for name in "${names[@]}"; do
     # Guard against a recycled pid: only touch a group whose leader is still our server.
     if [ -n "$pid" ] && group_alive "$pid" \
         && { ! [ -r "/proc/$pid/cmdline" ] \
-            || tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE 'localstack|gcp-storage-emulator'; }; then
+            || tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE 'localstack|gcp-storage-emulator|azurite'; }; then
         kill -TERM -- "-$pid" 2>/dev/null || true
         # LocalStack shuts down gracefully in a few seconds; give it 20 before SIGKILL.
         for _ in $(seq 40); do group_alive "$pid" || break; sleep 0.5; done

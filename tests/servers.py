@@ -1,4 +1,4 @@
-"""Real servers for the test suite: LocalStack S3, the GCS emulator, a throwaway PostgreSQL.
+"""Real servers for the tests: LocalStack S3, the GCS emulator, Azurite, a throwaway PostgreSQL.
 
 `tests/conftest.py` loads this module as a plugin (``pytest_plugins = ["servers"]``). Fixtures:
 
@@ -11,6 +11,9 @@
   ``.url`` (``s3://name``), ``.endpoint`` and ``.fs``; emptied and removed after the test.
 - ``gcs_endpoint`` / ``gcs_bucket``: the same for the GCS emulator on 127.0.0.1:9023
   (``BLOCKS_TEST_GCS_ENDPOINT`` to use another); gcsfs with ``token="anon"``.
+- ``azure_endpoint`` / ``azure_container``: the same for Azurite (Azure Blob Storage) on
+  127.0.0.1:10000 with its well-known development account (``BLOCKS_TEST_AZURE_CONNECTION_STRING``
+  to use another); ``azure_container.block(prefix)`` is an `AzureBlobStorageContainer`.
 - ``postgres_server`` (session): a `PostgresServer` - a private PostgreSQL cluster per pytest
   (xdist) worker, or the server of ``BLOCKS_TEST_POSTGRES_URL``.
 - ``postgres_url`` (session): URL of one database shared by the session's tests.
@@ -47,14 +50,18 @@ if TYPE_CHECKING:
     import s3fs
     import sqlalchemy as sa
 
-    from blocks.filesystems import GCS, S3, WritableFileSystem
+    from blocks.filesystems import GCS, S3, AzureBlobStorageContainer, WritableFileSystem
 
 __all__ = [
+    "AzureContainer",
+    "AzureEndpoint",
     "GCSBucket",
     "GCSEndpoint",
     "PostgresServer",
     "S3Bucket",
     "S3Endpoint",
+    "azure_container",
+    "azure_endpoint",
     "gcs_bucket",
     "gcs_endpoint",
     "postgres_db_url",
@@ -350,6 +357,95 @@ def gcs_bucket(gcs_endpoint: GCSEndpoint) -> Iterator[GCSBucket]:
         fs.rm(bucket.name, recursive=True)
 
 
+# -- Azure Blob Storage (Azurite) -----------------------------------------------------------
+
+# Azurite's documented development account: a public, well-known key, not a secret.
+AZURITE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+    "K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+)
+
+
+class AzureEndpoint(str):
+    """An Azure Blob Storage connection string (it *is* the string)."""
+
+    @property
+    def connection_string(self) -> str:
+        return str(self)
+
+    @property
+    def account_key(self) -> str:
+        parts = dict(p.split("=", 1) for p in self.split(";") if "=" in p)
+        return parts.get("AccountKey", "")
+
+    def storage_options(self) -> dict[str, Any]:
+        return {"connection_string": self.connection_string}
+
+    def filesystem(self) -> Any:
+        import adlfs
+
+        return adlfs.AzureBlobFileSystem(skip_instance_cache=True, **self.storage_options())
+
+    def is_up(self) -> bool:
+        try:
+            self.filesystem().ls("")
+        except Exception:
+            return False
+        return True
+
+
+class AzureContainer(Bucket):
+    """A container on an `AzureEndpoint`."""
+
+    scheme = "az"
+    endpoint: AzureEndpoint
+
+    def block(self, prefix: str) -> AzureBlobStorageContainer:
+        """An `AzureBlobStorageContainer` on `prefix` of this container."""
+        from blocks.filesystems import AzureBlobStorageContainer, AzureBlobStorageCredentials
+
+        return AzureBlobStorageContainer(
+            container_name=str(self),
+            base_folder=prefix,
+            credentials=AzureBlobStorageCredentials(
+                connection_string=self.endpoint.connection_string
+            ),
+        )
+
+
+@pytest.fixture(scope="session")
+def azure_endpoint() -> AzureEndpoint:
+    """Azurite (started if need be), or the account of BLOCKS_TEST_AZURE_CONNECTION_STRING."""
+    try:
+        import adlfs  # noqa: F401
+    except ImportError:
+        unavailable("adlfs is not installed (pip install -e '.[dev]')")
+    custom = os.environ.get("BLOCKS_TEST_AZURE_CONNECTION_STRING")
+    endpoint = AzureEndpoint(custom or AZURITE_CONNECTION_STRING)
+    if endpoint.is_up():
+        return endpoint
+    if custom:
+        unavailable("Azure at BLOCKS_TEST_AZURE_CONNECTION_STRING does not answer")
+    _start_service("azure", endpoint.is_up)
+    if not endpoint.is_up():
+        unavailable("Azurite at 127.0.0.1:10000 does not answer after localstack/start.sh azure")
+    return endpoint
+
+
+@pytest.fixture
+def azure_container(azure_endpoint: AzureEndpoint) -> Iterator[AzureContainer]:
+    """A fresh container for one test; deleted with its blobs afterwards."""
+    container = AzureContainer(_unique("blocks-test"), endpoint=azure_endpoint)
+    fs = azure_endpoint.filesystem()
+    fs.mkdir(container.name)
+    try:
+        yield container
+    finally:
+        fs.invalidate_cache()
+        fs.rm(container.name, recursive=True)
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
@@ -585,7 +681,7 @@ def postgres_db_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 # -- one storage block per backend ----------------------------------------------------------
 
-BACKENDS = ["local", "memory", "file", "s3", "gcs"]
+BACKENDS = ["local", "memory", "file", "s3", "gcs", "azure"]
 
 
 def make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> WritableFileSystem:
@@ -602,6 +698,9 @@ def make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> W
     if kind in ("s3", "gcs"):
         bucket: S3Bucket | GCSBucket = request.getfixturevalue(f"{kind}_bucket")
         return bucket.block(f"suite-{unique}")
+    if kind == "azure":
+        container: AzureContainer = request.getfixturevalue("azure_container")
+        return container.block(f"suite-{unique}")
     raise AssertionError(kind)
 
 

@@ -97,6 +97,7 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "json": "blocks.system",
     "string": "blocks.system",
     "date-time": "blocks.system",
+    "webhook": "blocks.system",
     # The defining modules: `blocks.filesystems` itself imports its names lazily.
     "local-file-system": "blocks.filesystems.local",
     "remote-file-system": "blocks.filesystems.remote",
@@ -105,6 +106,10 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "aws-credentials": "blocks.filesystems.aws",
     "gcp-credentials": "blocks.filesystems.gcp",
     "aws-secret": "blocks.filesystems.aws",
+    "azure-blob-storage-container": "blocks.filesystems.azure",
+    "azure-blob-storage-credentials": "blocks.filesystems.azure",
+    "database-credentials": "blocks.databases",
+    "sql-alchemy-connector": "blocks.databases",
 }
 
 _BLOCK_CLASSES: dict[str, type[Block]] = {}

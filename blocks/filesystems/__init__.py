@@ -1,8 +1,8 @@
-"""Filesystem blocks: where results and files live (local disk, any fsspec URL, S3, GCS).
+"""Filesystem blocks: where results and files live (local disk, any fsspec URL, S3, GCS, Azure).
 
 Importing this package is cheap: each name below is imported on first use (module
 ``__getattr__``), so the plain key rule and `LocalFolder` (used by ``block results`` on a local
-path) come without pydantic, and fsspec, s3fs, gcsfs and boto3 are imported only when a block
+path) come without pydantic, and fsspec, s3fs, gcsfs, adlfs and boto3 are imported only when a block
 first touches its storage. Every block shares one protocol (`WritableFileSystem`) and one key
 rule (`validate_key`): no key escapes its base path.
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from blocks.filesystems._keys import validate_key
     from blocks.filesystems._protocol import Storage
     from blocks.filesystems.aws import S3, AwsCredentials, AwsSecret
+    from blocks.filesystems.azure import AzureBlobStorageContainer, AzureBlobStorageCredentials
     from blocks.filesystems.base import WritableFileSystem
     from blocks.filesystems.gcp import GCS, GcpCredentials
     from blocks.filesystems.local import LocalFileSystem
@@ -34,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "S3": "blocks.filesystems.aws",
     "AwsCredentials": "blocks.filesystems.aws",
     "AwsSecret": "blocks.filesystems.aws",
+    "AzureBlobStorageContainer": "blocks.filesystems.azure",
+    "AzureBlobStorageCredentials": "blocks.filesystems.azure",
     "GcpCredentials": "blocks.filesystems.gcp",
     "LocalFileSystem": "blocks.filesystems.local",
     "LocalFolder": "blocks.filesystems._folder",
@@ -49,6 +52,7 @@ BLOCK_MODULES = (
     "blocks.filesystems.remote",
     "blocks.filesystems.aws",
     "blocks.filesystems.gcp",
+    "blocks.filesystems.azure",
 )
 
 
@@ -70,6 +74,8 @@ __all__ = [
     "S3",
     "AwsCredentials",
     "AwsSecret",
+    "AzureBlobStorageContainer",
+    "AzureBlobStorageCredentials",
     "GcpCredentials",
     "LocalFileSystem",
     "LocalFolder",

@@ -63,11 +63,17 @@ def _gcs(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
     return storage
 
 
+def _azure(request: pytest.FixtureRequest, tmp: Path) -> WritableFileSystem:
+    storage: WritableFileSystem = request.getfixturevalue("azure_container").block("results")
+    return storage
+
+
 STORAGES: dict[str, StorageFactory] = {
     "local": lambda request, tmp: LocalFileSystem(basepath=str(tmp / "results")),
     "memory": lambda request, tmp: RemoteFileSystem(basepath=f"memory://r-{uuid.uuid4().hex}"),
     "s3": _s3,
     "gcs": _gcs,
+    "azure": _azure,
 }
 
 
