@@ -330,10 +330,7 @@ def check_run_name(
     """
     if spec is None or callable(spec):
         return
-    if not isinstance(spec, str):
-        raise OptionTypeError(
-            f"{owner}: {option} must be a string template or a callable, not {type(spec).__name__}."
-        )
+    _check_kind(spec, option, owner)
     names = list(signature.parameters)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None]
@@ -356,8 +353,21 @@ def check_run_name(
             )
 
 
+def _check_kind(spec: object, option: str, owner: str) -> None:
+    if not isinstance(spec, str) and not callable(spec):
+        raise OptionTypeError(
+            f"{owner}: Expected string or callable for {option!r}; got {type(spec).__name__} "
+            "instead (a string template or a callable of the parameters)."
+        )
+
+
 def render_run_name(spec: RunName, parameters: dict[str, Any], option: str, owner: str) -> str:
-    """The run name `spec` gives for these bound `parameters`."""
+    """The run name `spec` gives for these bound `parameters`.
+
+    The kind of `spec` is checked again here: an option set on the task or flow after
+    decoration (``my_task.task_run_name = ...``, as Prefect allows) was not checked then.
+    """
+    _check_kind(spec, option, owner)
     if callable(spec):
         takes_parameters = _takes_one_argument(spec)
         name = spec(parameters) if takes_parameters else spec()  # type: ignore[call-arg]

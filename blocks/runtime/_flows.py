@@ -38,6 +38,8 @@ from blocks.runtime._options import (
     HookDecorators,
     RetryDelay,
     RunName,
+    check_flow_name,
+    check_reserved_arguments,
     option_names,
     replace_options,
 )
@@ -98,6 +100,8 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
             unknown = given.keys() - _OPTION_NAMES
             if unknown:
                 raise OptionTypeError(f"@flow got unknown option(s): {sorted(unknown)}")
+            if given.get("name"):
+                check_flow_name(given["name"])
             given["name"] = given.get("name") or getattr(fn, "__name__", "flow").replace("_", "-")
             given["description"] = given.get("description") or inspect.getdoc(fn)
             options = FlowOptions(**given)
@@ -106,6 +110,7 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         self.name = options.name
         self.isasync = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
+        check_reserved_arguments(self._signature.parameters, f"Flow {self.name!r}")
         check_run_name(
             options.flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}"
         )
@@ -156,6 +161,8 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         Example:
             >>> nightly = etl.with_options(name="nightly-etl", retries=3)
         """
+        if options.get("name"):
+            check_flow_name(options["name"])
         return Flow(self.fn, replace_options(self.options, "Flow", options))
 
     # -- hooks as decorators (Prefect's ``@my_flow.on_completion``; the shared three come

@@ -56,6 +56,7 @@ from blocks.runtime._options import (
     RetryDelay,
     RunName,
     TaskOptions,
+    check_reserved_arguments,
     option_names,
     replace_options,
 )
@@ -140,6 +141,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             options = TaskOptions(**given)
         self.fn = fn
         self._signature = inspect.signature(fn)
+        check_reserved_arguments(self._signature.parameters, f"Task {options.name!r}")
         check_run_name(
             options.task_run_name, self._signature, "task_run_name", f"Task {options.name!r}"
         )
