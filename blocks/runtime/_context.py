@@ -266,6 +266,13 @@ class TaskRun:
         return self
 
     @property
+    def flow_run_id(self) -> str | None:
+        """The id of the flow run this task run belongs to (None outside a flow), as
+        Prefect's ``context.task_run.flow_run_id`` that cache-key functions read."""
+        flow_run = self.flow_run
+        return None if flow_run is None else flow_run.id
+
+    @property
     def name(self) -> str:
         if self._name is None:
             self._name = f"{self.task.name}-{next(_run_numbers)}"

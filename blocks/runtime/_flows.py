@@ -31,8 +31,11 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+import pydantic_core
+
 from blocks.errors import OptionTypeError, ParameterTypeError
 from blocks.runtime._context import FlowRun, check_run_name, get_current
+from blocks.runtime._futures import TaskFuture
 from blocks.runtime._options import (
     FlowOptions,
     HookDecorators,
@@ -178,6 +181,27 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
 
     def _set_options(self, options: FlowOptions) -> None:
         self.options = options
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as JSON-compatible values, as Prefect records a run's parameters.
+
+        Secret values are masked (``"**********"``, pydantic's rendering of a secret); a value
+        with no JSON form, and a future or a state, become ``"<TypeName>"``.
+
+        Example:
+            >>> etl.serialize_parameters({"day": date(2024, 1, 2), "lock": threading.Lock()})
+            {'day': '2024-01-02', 'lock': '<lock>'}
+        """
+        serialized: dict[str, Any] = {}
+        for key, value in parameters.items():
+            if isinstance(value, State | TaskFuture):
+                serialized[key] = f"<{type(value).__name__}>"
+                continue
+            try:
+                serialized[key] = pydantic_core.to_jsonable_python(value)
+            except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
+                serialized[key] = f"<{type(value).__name__}>"
+        return serialized
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The given arguments of type-hinted parameters, validated and coerced."""

@@ -196,6 +196,21 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         return self.options.cache_key_prefix
 
     @property
+    def task_key(self) -> str:
+        """Prefect's task key: the function's name and a digest of its code, e.g.
+        ``"extract-1a2b3c4d"`` (equal for the same code, whatever the task's name)."""
+        key: str | None = self.__dict__.get("_task_key")
+        if key is None:
+            key = self.__dict__["_task_key"] = task_key(self.fn)
+        return key
+
+    @property
+    def source_code(self) -> str | None:
+        """The function's source, or None when Python has none (made by ``exec``, in a REPL,
+        a builtin)."""
+        return source_code(self.fn)
+
+    @property
     def on_failure_hooks(self) -> tuple[Callable[..., Any], ...]:
         return self.options.on_failure
 
@@ -492,6 +507,22 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
+
+
+def task_key(fn: Callable[..., Any]) -> str:
+    """``<function name>-<8 hex digits of its code>``: a callable object is named by its type."""
+    from blocks.runtime.keys._fingerprints import _bytecode_identity
+
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{qualname.split('.')[-1]}-{_bytecode_identity(fn)[:8]}"
+
+
+def source_code(fn: Callable[..., Any]) -> str | None:
+    """The source of `fn`, or None when Python has none."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
 
 
 class _Mapped(list[Any]):

@@ -7,11 +7,19 @@ checks ours; where we differ on purpose the README's differences table says why.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from blocks import flow, task
+from blocks.context import TaskRun, current_flow_run
 from blocks.errors import (
     ConfigurationError,
     InvalidName,
@@ -19,6 +27,8 @@ from blocks.errors import (
     OptionTypeError,
     ReservedArgumentError,
 )
+from blocks.states import Completed, State, StateDetails
+from blocks.system import Secret
 from blocks.tasks import exponential_backoff
 
 pytestmark = pytest.mark.timeout(60)
@@ -120,3 +130,179 @@ def test_options_set_as_attributes_are_validated_and_used() -> None:
     with pytest.raises(ConfigurationError, match="retries must be 0 or more"):
         flaky.retries = -1
     assert flaky.options.retries == 2  # the bad value did not stick
+
+
+# -- state and run details ----------------------------------------------------------------------
+
+
+def test_state_details_name_the_flow_run_and_task_run_of_a_state() -> None:
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def pipeline() -> tuple[State, State]:
+        return double(1, return_state=True), double.submit(3, return_state=True)
+
+    flow_state = pipeline(return_state=True)
+    called, submitted = flow_state.result()
+    flow_run_id = flow_state.state_details.flow_run_id
+    assert flow_run_id == flow_state.run.id and flow_state.state_details.task_run_id is None
+    for state in (called, submitted):
+        details = state.state_details
+        assert details.flow_run_id == flow_run_id
+        assert details.task_run_id == state.run.id != flow_run_id
+        assert details.cache_key is None and details.scheduled_time is None
+    outside = double(4, return_state=True).state_details
+    assert outside.flow_run_id is None and outside.task_run_id is not None
+    assert Completed(1).state_details == StateDetails()
+    print(f"flow run {flow_run_id}: task runs {called.run.id}, {submitted.run.id}")
+
+
+def test_state_details_show_the_cache_key_and_expiration_of_a_persisted_result() -> None:
+    @task(cache_key_fn=lambda: "static-key", cache_expiration=timedelta(hours=1))
+    def cached() -> int:
+        return 7
+
+    before = datetime.now(UTC)
+    first = cached(return_state=True)
+    second = cached(return_state=True)
+    assert second.is_cached()
+    for state in (first, second):
+        details = state.state_details
+        assert details.cache_key is not None and details.cache_key.endswith("static-key")
+        assert details.cache_expiration is not None
+        assert before + timedelta(minutes=59) < details.cache_expiration
+        assert details.cache_expiration < datetime.now(UTC) + timedelta(hours=1, minutes=1)
+    # The hit shows the expiration the record was written with.
+    assert second.state_details.cache_expiration == first.state_details.cache_expiration
+
+    @task(persist_result=True)
+    def forever() -> int:
+        return 1
+
+    details = forever(return_state=True).state_details
+    assert details.cache_key is not None and details.cache_expiration is None
+    print(f"cache key {first.state_details.cache_key}")
+
+
+def test_a_cache_key_fn_reads_the_flow_run_id_from_its_context() -> None:
+    seen: list[str | None] = []
+
+    def per_flow_run(context: Any, parameters: dict[str, Any]) -> str:
+        seen.append(context.task_run.flow_run_id)
+        return f"{context.task_run.flow_run_id}-{parameters['x']}"
+
+    calls: list[int] = []
+
+    @task(cache_key_fn=per_flow_run)
+    def work(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @flow
+    def pipeline() -> str:
+        work(1)
+        work(1)  # same flow run: a hit
+        return current_flow_run().id  # type: ignore[union-attr]
+
+    first, second = pipeline(), pipeline()
+    assert seen == [first, first, second, second] and first != second
+    assert calls == [1, 1]  # computed once per flow run
+    assert TaskRun(work, None, None, False).flow_run_id is None
+
+
+def test_task_key_is_the_function_name_and_a_digest_of_its_code() -> None:
+    def extract(x: int) -> int:
+        return x
+
+    def extract_other(x: int) -> int:
+        return x + 1
+
+    key = task(extract).task_key
+    assert key.startswith("extract-") and len(key) == len("extract-") + 8
+    assert task(name="renamed")(extract).task_key == key  # the name does not matter
+    assert task(extract).with_options(retries=2).task_key == key
+    assert task(extract_other).task_key.split("-")[1] != key.split("-")[1]
+
+    class Funky:
+        def __call__(self, x: int) -> int:
+            return x
+
+    assert task(Funky()).task_key.startswith("Funky-")
+
+
+def test_source_code_of_a_task_is_its_source_or_none() -> None:
+    def extract(x: int) -> int:
+        return x
+
+    assert task(extract).source_code == "    def extract(x: int) -> int:\n        return x\n"
+    namespace: dict[str, Any] = {}
+    exec("def made(x):\n    return x", namespace)
+    assert task(namespace["made"]).source_code is None
+
+
+def test_serialize_parameters_gives_json_values_and_masks_secrets() -> None:
+    @task
+    def one() -> int:
+        return 1
+
+    @flow
+    def pipeline(**kwargs: Any) -> None:
+        pass
+
+    @flow
+    def submitter() -> dict[str, Any]:
+        future = one.submit()
+        future.wait()
+        return pipeline.serialize_parameters({"future": future, "state": future.state})
+
+    parameters = {
+        "day": date(2024, 1, 2),
+        "when": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "id": uuid.UUID(int=1),
+        "ratio": 0.5,
+        "path": Path("/data/in.csv"),
+        "items": (1, 2),
+        "secret": Secret(value="s3cr3t-value"),
+        "token": pydantic.SecretStr("hunter2"),
+        "lock": threading.Lock(),
+    }
+    serialized = pipeline.serialize_parameters(parameters)
+    assert serialized["day"] == "2024-01-02"
+    assert serialized["when"] == "2024-01-02T03:04:05Z"
+    assert serialized["id"] == "00000000-0000-0000-0000-000000000001"
+    assert serialized["ratio"] == 0.5 and serialized["path"] == "/data/in.csv"
+    assert serialized["items"] == [1, 2]
+    assert serialized["token"] == "**********"
+    assert serialized["lock"] == "<lock>"
+    text = json.dumps(serialized)
+    assert "s3cr3t-value" not in text and "hunter2" not in text
+    assert submitter() == {"future": "<TaskFuture>", "state": "<State>"}
+    print(f"serialized: {text}")
+
+
+def test_aresult_reads_a_stored_result_without_blocking_the_loop() -> None:
+    @task(persist_result=True, cache_result_in_memory=False)
+    async def stored(x: int) -> int:
+        return x * 3
+
+    @task
+    async def plain(x: int) -> int:
+        return x
+
+    @task
+    async def broken() -> int:
+        raise ValueError("no")
+
+    async def main() -> None:
+        state = await stored(2, return_state=True)
+        assert state.data is None and state.ref is not None  # not in memory: read back
+        assert await state.aresult() == 6
+        assert await (await plain(5, return_state=True)).aresult() == 5
+        failed = await broken(return_state=True)
+        with pytest.raises(ValueError, match="no"):
+            await failed.aresult()
+        assert isinstance(await failed.aresult(raise_on_failure=False), ValueError)
+
+    asyncio.run(main())
