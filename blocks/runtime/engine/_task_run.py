@@ -49,6 +49,7 @@ from blocks.runtime.engine._steps import (
     run_hooks,
 )
 from blocks.runtime.keys._explain import explain_miss
+from blocks.settings import runtime_defaults
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -77,7 +78,9 @@ def is_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
     if not options.plain or run.wait_for or run.reuse_key is not None or run.log_prints:
         return False
     flow_run = run.flow_run
-    if flow_run is not None and flow_run.persist_result and options.persist is None:
+    if options.persist is None and (
+        flow_run.persist_result if flow_run is not None else runtime_defaults().persist_by_default
+    ):
         return False
     return not has_futures(args, kwargs)
 
@@ -231,8 +234,12 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
     options = task.options
     call = Call(task.fn, args, kwargs, options.timeout_seconds, lambda: f"Task run {run.name!r}")
     persist = options.persist
-    if persist is None:
-        persist = bool(flow_run is not None and flow_run.persist_result)
+    if persist is None:  # as the flow run says; outside a flow, BLOCKS_RESULTS_PERSIST_BY_DEFAULT
+        persist = (
+            bool(flow_run.persist_result)
+            if flow_run is not None
+            else runtime_defaults().persist_by_default
+        )
     if not persist:
         return (yield from attempts(run, lambda: _plain(call), options))
     storage, serializer = options.result_storage, options.result_serializer
