@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.runtime._options import RunName
+from blocks.settings import runtime_defaults
 
 if TYPE_CHECKING:
     import asyncio
@@ -115,6 +116,8 @@ class FlowRun:
                 self.persist_result = outer.persist_result
             if options.log_prints is None:
                 self.log_prints = outer.log_prints
+        elif self.persist_result is None and runtime_defaults().persist_by_default:
+            self.persist_result = True  # BLOCKS_RESULTS_PERSIST_BY_DEFAULT, as Prefect's
 
     # -- reusing what completed in an earlier attempt (flow retries) ---------------------------
 

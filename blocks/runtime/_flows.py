@@ -51,6 +51,7 @@ from blocks.runtime._states import State
 from blocks.runtime.engine._flow_run import flow_steps
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
+from blocks.settings import runtime_defaults
 
 __all__ = ["Flow", "ParameterTypeError", "flow"]
 
@@ -107,6 +108,11 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
                 check_flow_name(given["name"])
             given["name"] = given.get("name") or getattr(fn, "__name__", "flow").replace("_", "-")
             given["description"] = given.get("description") or inspect.getdoc(fn)
+            defaults = runtime_defaults()  # Prefect's flow settings, read at decoration
+            if given.get("retries") is None:
+                given["retries"] = defaults.flow_retries
+            if given.get("retry_delay_seconds") is None and defaults.flow_retry_delay_seconds:
+                given["retry_delay_seconds"] = defaults.flow_retry_delay_seconds
             options = FlowOptions(**given)
         self.fn = fn
         self.options = options

@@ -70,8 +70,9 @@ from blocks.runtime._states import (
 )
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
-from blocks.runtime.keys._policies import CachePolicy, task_input_hash
+from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
+from blocks.settings import runtime_defaults
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
@@ -138,7 +139,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
                 raise OptionTypeError(f"@task got unknown option(s): {sorted(unknown)}")
             given["name"] = given.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
             given["description"] = given.get("description") or inspect.getdoc(fn)
-            options = TaskOptions(**given)
+            options = TaskOptions(**_with_defaults(given))
         self.fn = fn
         self._signature = inspect.signature(fn)
         check_reserved_arguments(self._signature.parameters, f"Task {options.name!r}")
@@ -167,6 +168,9 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         #: The flow run's persist_result / log_prints apply (the task leaves them unset).
         self._inherits_persist = options.persist is None
         self._inherits_prints = options.log_prints is None
+        if self._inherits_persist and runtime_defaults().persist_by_default:
+            # Outside a flow too, BLOCKS_RESULTS_PERSIST_BY_DEFAULT persists: not the hot path.
+            self._simple = False
 
     # -- options as attributes -------------------------------------------------------------------
 
@@ -507,6 +511,27 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
+
+
+def _with_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    """The options given to ``@task``, with the environment's defaults for those left unset
+    (`blocks.settings.runtime_defaults`: Prefect's task settings, read at decoration)."""
+    defaults = runtime_defaults()
+    if given.get("retries") is None:
+        given["retries"] = defaults.task_retries
+    if given.get("retry_delay_seconds") is None and defaults.task_retry_delay_seconds:
+        given["retry_delay_seconds"] = defaults.task_retry_delay_seconds
+    if defaults.refresh_cache:
+        given["refresh_cache"] = True
+    elif given.get("refresh_cache") is None:
+        given["refresh_cache"] = False
+    if (
+        defaults.no_cache
+        and given.get("cache_policy", NotSet) is NotSet
+        and given.get("cache_key_fn") is None  # a key function still caches, as in Prefect
+    ):
+        given["cache_policy"] = NO_CACHE
+    return given
 
 
 def task_key(fn: Callable[..., Any]) -> str:

@@ -306,3 +306,126 @@ def test_aresult_reads_a_stored_result_without_blocking_the_loop() -> None:
         assert isinstance(await failed.aresult(raise_on_failure=False), ValueError)
 
     asyncio.run(main())
+
+
+# -- settings with Prefect's meaning --------------------------------------------------------------
+
+
+def test_default_retries_and_delays_come_from_the_environment_at_decoration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOCKS_TASK_DEFAULT_RETRIES", "2")
+    monkeypatch.setenv("BLOCKS_TASK_DEFAULT_RETRY_DELAY_SECONDS", "0,0.01")
+    monkeypatch.setenv("BLOCKS_FLOW_DEFAULT_RETRIES", "1")
+    monkeypatch.setenv("BLOCKS_FLOW_DEFAULT_RETRY_DELAY_SECONDS", "0")
+    calls: list[str] = []
+
+    @task
+    def flaky() -> int:
+        calls.append("task")
+        if calls.count("task") < 3:
+            raise ValueError("not yet")
+        return 3
+
+    @flow
+    def once_failing() -> str:
+        calls.append("flow")
+        if calls.count("flow") < 2:
+            raise ValueError("first attempt")
+        return "done"
+
+    assert flaky.retries == 2 and flaky.options.retry_delays == (0.0, 0.01)
+    assert flaky() == 3 and calls.count("task") == 3
+    assert once_failing.retries == 1 and once_failing() == "done"
+    # What a task or flow says wins, 0 included (as in Prefect: the setting fills None).
+    assert task(retries=0)(lambda: 1).retries == 0
+    assert flow(retries=0)(lambda: 1).retries == 0
+    print(f"runs: {calls}")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BLOCKS_TASK_DEFAULT_RETRIES", "-1"),
+        ("BLOCKS_FLOW_DEFAULT_RETRIES", "three"),
+        ("BLOCKS_TASK_DEFAULT_RETRY_DELAY_SECONDS", "1,-5"),
+        ("BLOCKS_FLOW_DEFAULT_RETRY_DELAY_SECONDS", "nan"),
+        ("BLOCKS_TASKS_REFRESH_CACHE", "maybe"),
+    ],
+)
+def test_a_bad_default_in_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        task(lambda: 1)
+
+
+def test_refresh_cache_for_every_task_recomputes_cached_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x
+
+    cached = task(cache_key_fn=lambda: "the-key")(compute)
+    assert cached(1) == 1 and cached(2) == 1  # a hit: 2 never ran
+    monkeypatch.setenv("BLOCKS_TASKS_REFRESH_CACHE", "true")
+    refreshing = task(cache_key_fn=lambda: "the-key")(compute)
+    assert refreshing.refresh_cache is True
+    assert refreshing(3) == 3 and cached(4) == 3  # recomputed, and overwritten for all
+    assert calls == [1, 3]
+
+
+def test_no_cache_by_default_turns_the_default_policy_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.cache_policies import DEFAULT, NO_CACHE
+
+    calls: list[int] = []
+
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert task(persist_result=True)(compute).cache_policy == DEFAULT
+    monkeypatch.setenv("BLOCKS_TASKS_DEFAULT_NO_CACHE", "1")
+    uncached = task(persist_result=True)(compute)
+    assert uncached.cache_policy == NO_CACHE
+    assert uncached(1) == 1 and uncached(1) == 1 and calls == [1, 1]  # persisted, not looked up
+    # A policy or key function given still caches.
+    assert task(cache_policy=DEFAULT)(compute).cache_policy == DEFAULT
+    keyed = task(cache_key_fn=lambda: "k")(compute)
+    assert keyed(2) == 2 and keyed(3) == 2
+
+
+def test_persist_by_default_persists_results_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @task
+    def before(x: int) -> int:
+        return x
+
+    @flow
+    def pipeline() -> tuple[State, State]:
+        return before(1, return_state=True), opted_out(2, return_state=True)
+
+    assert before(1, return_state=True).state_details.cache_key is None
+    monkeypatch.setenv("BLOCKS_RESULTS_PERSIST_BY_DEFAULT", "yes")
+
+    @task
+    def outside(x: int) -> int:
+        return x
+
+    @task(persist_result=False)
+    def opted_out(x: int) -> int:
+        return x
+
+    # Outside a flow: read when the task is decorated.
+    assert outside(1, return_state=True).state_details.cache_key is not None
+    assert outside.submit(1, return_state=True).state_details.cache_key is not None
+    # In a flow: read when the run starts, so the older task persists too.
+    persisted, not_persisted = pipeline()
+    assert persisted.state_details.cache_key is not None
+    assert not_persisted.state_details.cache_key is None
+    assert pipeline.with_options(persist_result=False)()[0].state_details.cache_key is None
