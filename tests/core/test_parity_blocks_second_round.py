@@ -9,6 +9,7 @@ with ``jsonlib="json"``.
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import math
 import os
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blocks.errors import BlockNotFound, InvalidName, UnknownBlockType
 from serializers import JSONSerializer, SerializationError, register_json_type
 from serializers import resolve_serializer as serializer_from_spec
 
@@ -225,3 +227,92 @@ def test_without_orjson_asking_for_it_says_what_to_install_and_records_still_rea
         JSONSerializer(jsonlib="orjson")
     reader = serializer_from_spec({"type": "json", "jsonlib": "orjson"})
     assert reader.loads(written) == {"n": [1, 2.5, None]}
+
+
+# -- Block internals Prefect users reach for ------------------------------------------------------
+
+
+def test_load_from_ref_takes_every_reference_prefect_takes() -> None:
+    from blocks import Block
+    from blocks.system import JSON, Secret
+
+    document_id = Secret(value="s3cr3t").save("api-key")
+    refs: list[Any] = [
+        document_id,
+        uuid.UUID(document_id),
+        str(uuid.UUID(document_id)),  # the dashed spelling Prefect's API gives
+        {"block_document_id": document_id},
+        {"block_document_id": uuid.UUID(document_id)},
+        {"block_document_slug": "secret/api-key"},
+        {"block_document_slug": "api-key"},
+        {"block_type_slug": "secret", "block_document_name": "api-key"},
+        {"block_document_name": "api-key"},
+    ]
+    for ref in refs:
+        loaded = Secret.load_from_ref(ref)
+        assert loaded.get() == "s3cr3t" and loaded._block_document_id == document_id, ref
+    assert Block.load_from_ref(document_id).get() == "s3cr3t"  # type: ignore[attr-defined]
+    print(f"{len(refs)} reference forms loaded document {document_id}")
+    with pytest.raises(UnknownBlockType, match="not a JSON"):
+        JSON.load_from_ref(document_id)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {},
+        {"block_document_id": None},
+        {"name": "api-key"},
+        {"block_document_name": 3},
+        42,
+        None,
+    ],
+)
+def test_a_reference_of_no_known_form_is_refused_with_the_forms_to_use(ref: Any) -> None:
+    from blocks.system import Secret
+
+    with pytest.raises(InvalidName, match="Invalid reference format") as info:
+        Secret.load_from_ref(ref)
+    assert isinstance(info.value, ValueError)  # as Prefect's ValueError
+
+
+@pytest.mark.parametrize("ref", ["0" * 32, "not-an-id", {"block_document_id": uuid.UUID(int=5)}])
+def test_a_reference_to_no_document_is_block_not_found(ref: Any) -> None:
+    from blocks.system import Secret
+
+    Secret(value="x").save("present")
+    with pytest.raises(BlockNotFound, match="No block document has the id"):
+        Secret.load_from_ref(ref)
+
+
+def test_document_and_type_ids_are_set_after_a_save_and_a_load() -> None:
+    from blocks.system import Secret
+
+    block = Secret(value="s3cr3t")
+    assert block._block_document_id is None and block._block_type_id is None
+    document_id = block.save("api-key")
+    assert block._block_document_id == document_id and block._block_type_id == "secret"
+    for loaded in (
+        Secret.load("api-key"),
+        Secret.load("api-key"),
+        Secret.load_from_ref(document_id),
+    ):
+        assert loaded._block_document_id == document_id and loaded._block_type_id == "secret"
+    again = block.save(overwrite=True)
+    assert again == document_id  # saving over the same name keeps the document
+
+
+def test_async_twins_load_from_ref_and_delete() -> None:
+    from blocks.system import Secret
+
+    document_id = Secret(value="s3cr3t").save("api-key")
+
+    async def main() -> None:
+        loaded = await Secret.aload_from_ref({"block_document_id": document_id})
+        assert loaded.get() == "s3cr3t"
+        await Secret.adelete("api-key")
+
+    asyncio.run(main())
+    with pytest.raises(BlockNotFound):
+        Secret.load("api-key")
+    assert "api-key" not in Secret.list()
