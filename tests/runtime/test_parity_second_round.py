@@ -27,9 +27,16 @@ from blocks.errors import (
     OptionTypeError,
     ReservedArgumentError,
 )
+from blocks.futures import (
+    TaskFuture,
+    TaskFutureList,
+    resolve_futures_to_results,
+    resolve_futures_to_states,
+)
 from blocks.states import Completed, State, StateDetails
 from blocks.system import Secret
-from blocks.tasks import exponential_backoff
+from blocks.task_runners import ConcurrentTaskRunner, SequentialTaskRunner, TaskRunner
+from blocks.tasks import exponential_backoff, unmapped
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -429,3 +436,126 @@ def test_persist_by_default_persists_results_unless_told_not_to(
     assert persisted.state_details.cache_key is not None
     assert not_persisted.state_details.cache_key is None
     assert pipeline.with_options(persist_result=False)()[0].state_details.cache_key is None
+
+
+# -- Prefect's runner and future surface -----------------------------------------------------------
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@task
+def failing(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@pytest.mark.parametrize("runner_class", [ConcurrentTaskRunner, SequentialTaskRunner])
+def test_a_runner_takes_prefects_submit_and_map_calls(runner_class: type[TaskRunner]) -> None:
+    # Typed as Any: type checkers see our own submit(fn); Prefect's form is added at run time.
+    runner: Any
+    with runner_class() as runner:
+        future = runner.submit(double, parameters={"x": 21})
+        assert isinstance(future, TaskFuture) and future.result() == 42
+        positional = runner.submit(add, {"x": 1, "y": 2}, [future], [])
+        assert positional.result() == 3
+        mapped = runner.map(double, parameters={"x": [1, 2, 3]})
+        assert isinstance(mapped, TaskFutureList) and mapped.result() == [2, 4, 6]
+        static = runner.map(add, {"x": range(3), "y": unmapped([10])})
+        with pytest.raises(TypeError):
+            static.result()  # [10] + int: the list went whole to every run
+        assert runner.map(add, {"x": (1, 2), "y": 5}).result() == [6, 7]
+        upstream = runner.submit(failing, parameters={"x": 1})
+        blocked = runner.submit(double, parameters={"x": 1}, wait_for=[upstream])
+        assert blocked.wait() is not None and blocked.state.name == "NotReady"
+        with pytest.raises(ConfigurationError, match="different lengths"):
+            runner.map(add, {"x": [1, 2], "y": [1]})
+        with pytest.raises(ConfigurationError, match="at least one iterable"):
+            runner.map(add, {"x": 1, "y": 2})
+        with pytest.raises(ConfigurationError, match="takes a task"):
+            runner.submit(print, parameters={"x": 1})
+
+
+def test_prefect_calls_inside_a_flow_run_under_the_flow_run() -> None:
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=2))
+    def pipeline() -> tuple[list[int], str | None, str]:
+        runner: Any = current_flow_run().task_runner  # type: ignore[union-attr]
+        futures = runner.map(double, {"x": [1, 2, 3]})
+        return futures.result(), futures[0].state.state_details.flow_run_id, current_flow_run().id  # type: ignore[union-attr]
+
+    values, run_of_task, flow_run_id = pipeline()
+    assert values == [2, 4, 6] and run_of_task == flow_run_id
+
+
+def test_our_own_submissions_still_go_straight_to_the_runner() -> None:
+    # A runner written as ours (submit(fn)) keeps working, and sees only prepared calls.
+    seen: list[str] = []
+
+    class Recording(SequentialTaskRunner):
+        def submit(self, fn: Any) -> Any:
+            seen.append(type(fn).__name__)
+            return super().submit(fn)
+
+    @task(retries=1)
+    def work(x: int) -> int:
+        return x
+
+    @flow(task_runner=Recording())
+    def pipeline() -> list[int]:
+        return work.map([1, 2]).result()
+
+    assert pipeline() == [1, 2] and seen and "Task" not in seen
+    recording: Any = Recording()
+    assert recording.submit(work, parameters={"x": 5}).result() == 5
+
+
+def test_dask_task_runners_compare_by_settings_and_duplicate_to_an_equal_one() -> None:
+    pytest.importorskip("distributed")
+    from blocks.dask import DaskTaskRunner
+
+    one = DaskTaskRunner(cluster_kwargs={"n_workers": 2}, client_kwargs={"set_as_default": False})
+    same_settings = DaskTaskRunner(
+        cluster_kwargs={"n_workers": 2}, client_kwargs={"set_as_default": False}
+    )
+    copy = one.duplicate()
+    assert one == same_settings == copy and copy is not one
+    assert one != DaskTaskRunner(cluster_kwargs={"n_workers": 3})
+    assert one != DaskTaskRunner(address="tcp://127.0.0.1:8786")
+    assert one != ConcurrentTaskRunner()
+    with pytest.raises(TypeError):
+        hash(one)  # equal by mutable settings: not hashable, as Prefect's
+
+
+def test_resolve_futures_to_states_and_results_at_any_depth() -> None:
+    @flow
+    def pipeline() -> tuple[Any, Any, Any]:
+        futures = {
+            "a": [double.submit(1), (double.submit(2),)],
+            "b": {"c": {"d": [double.submit(3)]}},
+        }
+        states = resolve_futures_to_states(futures)
+        results = resolve_futures_to_results(futures)
+        failed = resolve_futures_to_states([failing.submit(1)])
+        return states, results, failed
+
+    states, results, failed = pipeline()
+    assert results == {"a": [2, (4,)], "b": {"c": {"d": [6]}}}
+    assert isinstance(states["a"][1], tuple) and states["b"]["c"]["d"][0].is_completed()
+    assert states["a"][0].result() == 2
+    assert failed[0].is_failed()
+
+    @flow
+    def raising() -> Any:
+        return resolve_futures_to_results({"x": failing.submit(2)})
+
+    with pytest.raises(ValueError, match="bad 2"):
+        raising()
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    assert resolve_futures_to_results(cyclic)[0] == 1  # a container holding itself: no hang
