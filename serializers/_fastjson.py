@@ -43,7 +43,8 @@ _LONG_INT = re.compile(rb"[\[,:\s-][0-9]{19}")
 _LONG_INT_FIRST = re.compile(rb"\s*-?[0-9]{19}")
 #: The key of a tagged value (`serializers.json.TAG`; not imported: json imports us).
 TAG = "__blocks__"
-_TAG = b'"__blocks__"'
+#: The tag key as it is written (plain ASCII: never escaped), found in any buffer.
+_TAG_WRITTEN = re.compile(re.escape(b'"__blocks__"'))
 #: How many values the plain check looks at before leaving the value to the standard encoder.
 _CHECK_BUDGET = 10_000_000
 
@@ -75,8 +76,9 @@ def fast_dumps(obj: Any) -> bytes | None:
 
 
 def fast_loads(data: bytes, slow: Callable[[bytes], Any]) -> Any:
-    """`data` decoded by orjson where it reads the same value, else by `slow`."""
-    if _TAG in data or _LONG_INT.search(data) or _LONG_INT_FIRST.match(data):
+    """`data` (bytes, or any buffer: read in place) decoded by orjson where it reads the same
+    value, else by `slow`."""
+    if _TAG_WRITTEN.search(data) or _LONG_INT.search(data) or _LONG_INT_FIRST.match(data):
         return slow(data)
     try:
         return _orjson.loads(data)

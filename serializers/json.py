@@ -419,7 +419,7 @@ class JSONSerializer(Serializer):
 
     def loads(self, data: bytes) -> Any:
         if self._fast_loads:
-            return _fastjson.fast_loads(bytes(data), self._slow_loads)
+            return _fastjson.fast_loads(data, self._slow_loads)
         return self._slow_loads(data)
 
     def _slow_loads(self, data: bytes) -> Any:
