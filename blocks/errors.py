@@ -8,7 +8,9 @@ Prefect or for the standard library still catches them.
     ├── SerializationError       ValueError; `serializers` raises it, imports nothing of ours
     ├── ConfigurationError       ValueError; a setting, variable or option we cannot use
     │   └── OptionTypeError      TypeError too; an option of the wrong kind
+    │       └── ReservedArgumentError  a parameter named return_state or wait_for
     ├── InvalidName              ValueError
+    │   └── InvalidNameError     a flow name with a character Prefect refuses (/ % & < >)
     ├── BlockNotFound            LookupError, ValueError
     ├── BlockAlreadyExists       ValueError
     ├── BlockInUse
@@ -67,6 +69,15 @@ class OptionTypeError(ConfigurationError, TypeError):
 
 class InvalidName(BlocksError, ValueError):
     """A block name or type slug is not lowercase letters, digits and dashes."""
+
+
+class InvalidNameError(InvalidName):
+    """A flow name holds a character Prefect refuses in names: ``/ % & < >`` (Prefect's name)."""
+
+
+class ReservedArgumentError(OptionTypeError):
+    """A task or flow function has a parameter named ``return_state`` or ``wait_for``: those
+    keywords belong to the call itself (Prefect's name; a `TypeError` as there)."""
 
 
 class BlockNotFound(BlocksError, LookupError, ValueError):
@@ -208,6 +219,7 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidBlockData",
     "InvalidName",
+    "InvalidNameError",
     "KeyManagementError",
     "KeyMismatch",
     "MissingDependency",
@@ -217,6 +229,7 @@ __all__ = [
     "RegistryCorrupt",
     "RegistryReadOnly",
     "RemoteTaskError",
+    "ReservedArgumentError",
     "ResultsKeyMissing",
     "ScheduleError",
     "SerializationError",

@@ -15,6 +15,8 @@ from blocks.runtime._futures import (
     enable_argument_resolution,
     futures_to_states,
     resolve_futures,
+    resolve_futures_to_results,
+    resolve_futures_to_states,
     wait,
 )
 
@@ -29,5 +31,7 @@ __all__ = [
     "enable_argument_resolution",
     "futures_to_states",
     "resolve_futures",
+    "resolve_futures_to_results",
+    "resolve_futures_to_states",
     "wait",
 ]

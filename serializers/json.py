@@ -52,11 +52,11 @@ from itertools import chain, compress, repeat
 from operator import contains
 from typing import Any, TypeVar
 
-from . import context
+from . import _fastjson, context
 from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
-TAG = "__blocks__"
+TAG = _fastjson.TAG
 
 _C = TypeVar("_C", bound=type)
 _Class = type  # for annotations inside JSONSerializer, whose `type` attribute shadows the builtin
@@ -107,6 +107,16 @@ class StoredException(Exception):
 # json.JSONEncoder options `dumps_kwargs` may set (the rest are ours: `default`, `cls`...).
 _DUMPS_OPTIONS = frozenset({"indent", "sort_keys", "ensure_ascii", "separators", "allow_nan"})
 
+# json.JSONDecoder options `loads_kwargs` may set. A parse hook is a name from a closed set
+# (the spec stored in record headers names it), never a callable: stored data must not
+# choose the code that decodes it; `object_hook`, `object_pairs_hook` and `cls` are ours.
+_PARSE_HOOKS: dict[str, dict[str, str]] = {
+    "parse_float": {"float": "float", "decimal": "decimal"},
+    "parse_int": {"int": "int", "float": "float", "decimal": "decimal"},
+}
+_LOADS_OPTIONS = frozenset({"strict", *_PARSE_HOOKS})
+_JSONLIBS = ("json", "orjson")
+
 
 def class_key(cls: type) -> str:
     """The name a class is stored under: ``"module:qualname"``."""
@@ -144,7 +154,16 @@ class JSONSerializer(Serializer):
     write and rebuild, besides those registered with `register_json_type`. Values JSON cannot
     represent (functions, arbitrary objects) raise `SerializationError`: use `PickleSerializer`
     for those. `dumps_kwargs` are `json.dumps` options (``indent``, ``sort_keys``,
-    ``ensure_ascii``, ``separators``, ``allow_nan``), as in Prefect.
+    ``ensure_ascii``, ``separators``, ``allow_nan``), as in Prefect; `loads_kwargs` are
+    `json.loads` options: ``strict``, and ``parse_float`` / ``parse_int`` as a name from a
+    closed set (``"decimal"`` or ``decimal.Decimal``, ``"float"``, ``"int"``), since the
+    options are stored with each record. Hooks and decoder classes (``cls``, ``object_hook``,
+    ``object_pairs_hook``, ``default``) are refused: they would let stored data choose code.
+
+    ``jsonlib="orjson"`` (``pip install orjson``) encodes and decodes plain JSON data with
+    orjson, and everything orjson would change (NaN, huge ints, lone surrogates, tagged types)
+    with the standard library, so every value reads back exactly as with ``jsonlib="json"``
+    (see `serializers._fastjson`). Records are the same JSON, read by either.
 
     Example:
         >>> from datetime import datetime, timezone
@@ -158,25 +177,56 @@ class JSONSerializer(Serializer):
     type = "json"
 
     def __init__(
-        self, types: Iterable[_Class] = (), dumps_kwargs: dict[str, Any] | None = None
+        self,
+        types: Iterable[_Class] = (),
+        dumps_kwargs: dict[str, Any] | None = None,
+        loads_kwargs: dict[str, Any] | None = None,
+        jsonlib: str = "json",
     ) -> None:
         self._types: dict[str, _Class] = {}
         for cls in types:
             _check_allowable(cls)
             self._types[class_key(cls)] = cls
+        if jsonlib not in _JSONLIBS:
+            raise SerializationError(
+                f"JSONSerializer jsonlib must be 'json' or 'orjson', not {_short(jsonlib)}"
+            )
+        if jsonlib == "orjson" and not _fastjson.available():
+            raise SerializationError(
+                "JSONSerializer(jsonlib='orjson') needs orjson: pip install orjson "
+                "(or leave jsonlib='json': the records are the same JSON)"
+            )
+        self._jsonlib = jsonlib
         self._dumps_kwargs = _check_dumps_kwargs(dumps_kwargs or {})
+        self._loads_kwargs = _check_loads_kwargs(loads_kwargs or {})
+        # orjson only where it gives the very same values (see `serializers._fastjson`): with
+        # no encoder or decoder option, which orjson cannot honour the same way.
+        self._fast_dumps = jsonlib == "orjson" and not self._dumps_kwargs
+        self._fast_loads = jsonlib == "orjson" and not self._loads_kwargs
         options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
         options.update(self._dumps_kwargs)
         self._encoder = json.JSONEncoder(**options, default=self._default)
         self._ascii_encoder = json.JSONEncoder(
             **{**options, "ensure_ascii": True}, default=self._default
         )
-        self._decoder = json.JSONDecoder(object_hook=self._object_hook)
+        self._decoder = json.JSONDecoder(
+            object_hook=self._object_hook, **_parse_hooks(self._loads_kwargs)
+        )
+
+    @property
+    def jsonlib(self) -> str:
+        """``"json"`` or ``"orjson"``: the library that encodes and decodes where it can."""
+        return self._jsonlib
 
     @property
     def dumps_kwargs(self) -> dict[str, Any]:
         """The `json.dumps` options given (a copy)."""
         return dict(self._dumps_kwargs)
+
+    @property
+    def loads_kwargs(self) -> dict[str, Any]:
+        """The `json.loads` options given, parse hooks by name (a copy)."""
+        return dict(self._loads_kwargs)
 
     @property
     def types(self) -> tuple[_Class, ...]:
@@ -186,6 +236,10 @@ class JSONSerializer(Serializer):
     # -- encoding -----------------------------------------------------------------------------
 
     def dumps(self, obj: Any) -> bytes:
+        if self._fast_dumps:
+            data = _fastjson.fast_dumps(obj)
+            if data is not None:
+                return data
         if not _DECODERS:
             _build_tables()
         try:
@@ -364,6 +418,11 @@ class JSONSerializer(Serializer):
     # -- decoding -----------------------------------------------------------------------------
 
     def loads(self, data: bytes) -> Any:
+        if self._fast_loads:
+            return _fastjson.fast_loads(data, self._slow_loads)
+        return self._slow_loads(data)
+
+    def _slow_loads(self, data: bytes) -> Any:
         if not _DECODERS:
             _build_tables()
         try:
@@ -440,20 +499,40 @@ class JSONSerializer(Serializer):
     # -- spec ---------------------------------------------------------------------------------
 
     def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"type": self.type}
         if self._dumps_kwargs:
-            return {"type": self.type, "dumps_kwargs": dict(self._dumps_kwargs)}
-        return {"type": self.type}
+            spec["dumps_kwargs"] = dict(self._dumps_kwargs)
+        if self._loads_kwargs:
+            spec["loads_kwargs"] = dict(self._loads_kwargs)
+        if self._jsonlib != "json":
+            spec["jsonlib"] = self._jsonlib
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> JSONSerializer:
-        check_spec_keys(spec, {"type", "dumps_kwargs"})
-        dumps_kwargs = spec.get("dumps_kwargs")
-        if dumps_kwargs is not None and type(dumps_kwargs) is not dict:
-            raise SerializationError("serializer spec 'json': dumps_kwargs must be an object")
-        return cls(dumps_kwargs=dumps_kwargs)
+        """The serializer a spec names; a record written with orjson reads with the standard
+        library where orjson is not installed (the JSON is the same)."""
+        check_spec_keys(spec, {"type", "dumps_kwargs", "loads_kwargs", "jsonlib"})
+        for option in ("dumps_kwargs", "loads_kwargs"):
+            value = spec.get(option)
+            if value is not None and type(value) is not dict:
+                raise SerializationError(f"serializer spec 'json': {option} must be an object")
+        jsonlib = spec.get("jsonlib", "json")
+        if jsonlib == "orjson" and not _fastjson.available():
+            jsonlib = "json"
+        return cls(
+            dumps_kwargs=spec.get("dumps_kwargs"),
+            loads_kwargs=spec.get("loads_kwargs"),
+            jsonlib=jsonlib,
+        )
 
     def _identity(self) -> Any:
-        return frozenset(self._types.items()), json.dumps(self._dumps_kwargs, sort_keys=True)
+        return (
+            frozenset(self._types.items()),
+            json.dumps(self._dumps_kwargs, sort_keys=True),
+            json.dumps(self._loads_kwargs, sort_keys=True),
+            self._jsonlib,
+        )
 
     def __repr__(self) -> str:
         args = []
@@ -461,6 +540,10 @@ class JSONSerializer(Serializer):
             args.append(f"types=[{', '.join(c.__qualname__ for c in self.types)}]")
         if self._dumps_kwargs:
             args.append(f"dumps_kwargs={self._dumps_kwargs!r}")
+        if self._loads_kwargs:
+            args.append(f"loads_kwargs={self._loads_kwargs!r}")
+        if self._jsonlib != "json":
+            args.append(f"jsonlib={self._jsonlib!r}")
         return f"JSONSerializer({', '.join(args)})"
 
 
@@ -573,6 +656,61 @@ def _check_dumps_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     if "separators" in options:  # from a JSON spec it is a list
         options["separators"] = tuple(options["separators"])
     return options
+
+
+def _check_loads_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    """`loads_kwargs` with each parse hook by name; `SerializationError` for anything that
+    would let stored data (or its spec) choose the code that decodes it."""
+    unknown = set(options) - _LOADS_OPTIONS
+    if unknown:
+        raise SerializationError(
+            f"JSONSerializer loads_kwargs may set {', '.join(sorted(_LOADS_OPTIONS))}, not "
+            f"{', '.join(sorted(map(str, unknown)))} (custom decoder classes and hooks are "
+            "refused: decoding rebuilds only allow-listed classes)"
+        )
+    checked: dict[str, Any] = {}
+    for option, value in options.items():
+        if option == "strict":
+            if type(value) is not bool:
+                raise SerializationError("JSONSerializer loads_kwargs: strict must be a boolean")
+            checked[option] = value
+            continue
+        name = _hook_name(value)
+        if name not in _PARSE_HOOKS[option]:
+            choices = ", ".join(_PARSE_HOOKS[option])
+            raise SerializationError(
+                f"JSONSerializer loads_kwargs: {option} may be one of {choices} (by name, or "
+                f"float, int, decimal.Decimal themselves), not {_short(value)}"
+            )
+        checked[option] = name
+    return checked
+
+
+def _hook_name(value: Any) -> str | None:
+    """The name of a parse hook given as a name or as one of the allowed callables."""
+    if type(value) is str:
+        return value
+    if value is float or value is int:
+        return value.__name__
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and value is decimal.Decimal:
+        return "decimal"
+    return None
+
+
+def _parse_hooks(options: dict[str, Any]) -> dict[str, Any]:
+    """The `json.JSONDecoder` keywords for checked `loads_kwargs`."""
+    hooks: dict[str, Any] = {}
+    for option, value in options.items():
+        if option == "strict":
+            hooks[option] = value
+        elif value == "decimal":
+            import decimal
+
+            hooks[option] = decimal.Decimal
+        elif value != option.removeprefix("parse_"):  # parse_int=int is the default
+            hooks[option] = {"float": float, "int": int}[value]
+    return hooks
 
 
 def _decode_model(cls: Any, d: dict[str, Any]) -> Any:

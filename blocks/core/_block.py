@@ -282,6 +282,9 @@ class Block(BaseModel):
     _block_document_id: str | None = PrivateAttr(default=None)
     _block_document_name: str | None = PrivateAttr(default=None)
     _is_anonymous: bool = PrivateAttr(default=False)
+    #: Prefect's block type id, set after a save or a load: here the type's slug (types are
+    #: keyed by slug in the registry).
+    _block_type_id: str | None = PrivateAttr(default=None)
 
     @pydantic.model_validator(mode="wrap")
     @classmethod
@@ -591,6 +594,58 @@ class Block(BaseModel):
         return await asyncio.to_thread(cls.load, name, validate)
 
     @classmethod
+    def load_from_ref(cls, ref: str | uuid.UUID | dict[str, Any], validate: bool = True) -> Self:
+        """Load a saved block by reference, as Prefect does: a document id (a string or a
+        `uuid.UUID`), ``{"block_document_id": ...}``, ``{"block_document_slug": "type/name"}``
+        or ``{"block_type_slug": ..., "block_document_name": ...}``.
+
+        Example:
+            >>> document_id = Secret(value="s3cr3t").save("my-api-key")
+            >>> Secret.load_from_ref({"block_document_id": document_id}).get()
+            's3cr3t'
+        """
+        if isinstance(ref, dict):
+            if ref.get("block_document_id"):
+                return cls._load_by_id(ref["block_document_id"], validate)
+            slug = ref.get("block_document_slug")
+            if isinstance(slug, str) and slug:
+                return cls.load(slug, validate)
+            name, type_slug = ref.get("block_document_name"), ref.get("block_type_slug")
+            if isinstance(name, str) and name and (type_slug is None or isinstance(type_slug, str)):
+                return cls.load(f"{type_slug}/{name}" if type_slug else name, validate)
+        elif isinstance(ref, str | uuid.UUID):
+            return cls._load_by_id(ref, validate)
+        raise InvalidName(
+            f"Invalid reference format {_short_ref(ref)}: give a document id, "
+            '{"block_document_id": ID}, {"block_document_slug": "TYPE/NAME"} or '
+            '{"block_type_slug": TYPE, "block_document_name": NAME}.'
+        )
+
+    @classmethod
+    async def aload_from_ref(
+        cls, ref: str | uuid.UUID | dict[str, Any], validate: bool = True
+    ) -> Self:
+        """`load_from_ref` for async code: the same call, run in a worker thread."""
+        import asyncio
+
+        return await asyncio.to_thread(cls.load_from_ref, ref, validate)
+
+    @classmethod
+    def _load_by_id(cls, document_id: Any, validate: bool) -> Self:
+        key = _document_key(document_id)
+        registry, manager = _context()
+        row = None if key is None else registry.get_document_by_id(key)
+        if row is None:
+            raise BlockNotFound(
+                f"No block document has the id {_short_ref(document_id)}: it was deleted, or "
+                "the id belongs to another registry (BLOCKS_REGISTRY_URL)."
+            )
+        block = _load_rereading(registry, row, validate, manager)
+        if not isinstance(block, cls):
+            raise UnknownBlockType(f"{row.slug} is a {type(block).__name__}, not a {cls.__name__}.")
+        return block
+
+    @classmethod
     def _resolve_name(cls, name: str) -> tuple[str, str]:
         if cls._block_is_abstract or "/" in name:
             type_slug, name = split_slug(name)
@@ -659,6 +714,13 @@ class Block(BaseModel):
         """Delete a saved block; refused while another block references it."""
         slug, name = cls._resolve_name(name)
         _registry().delete_document(slug, name)
+
+    @classmethod
+    async def adelete(cls, name: str) -> None:
+        """`delete` for async code (Prefect 3's name): the same call, in a worker thread."""
+        import asyncio
+
+        await asyncio.to_thread(cls.delete, name)
 
     @classmethod
     def list(cls) -> list[str]:
@@ -790,6 +852,7 @@ def _construct(
             "_block_document_id": row.id,
             "_block_document_name": row.name,
             "_is_anonymous": is_anonymous_name(row.name),
+            "_block_type_id": row.type_slug,
         },
     )
     return block
@@ -992,6 +1055,25 @@ _REBUILT = (SecretStr, SecretBytes)
 """Secret types a warm load builds again around their kept value (immutable str / bytes)."""
 
 
+def _document_key(document_id: Any) -> str | None:
+    """A document id as the registry stores it (32 hex digits), from a `uuid.UUID` or any
+    spelling of one; None for what cannot be an id."""
+    if isinstance(document_id, uuid.UUID):
+        return document_id.hex
+    if not isinstance(document_id, str):
+        return None
+    try:
+        return uuid.UUID(document_id).hex
+    except ValueError:
+        return None
+
+
+def _short_ref(ref: object) -> str:
+    """repr() of a reference, cut short: it is user input, shown in one error line."""
+    text = repr(ref)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def _set_document(block: Block, document_id: str, name: str) -> None:
     """Record the document a block was loaded from or saved as (its private attributes, set
     in one step rather than through pydantic's __setattr__ three times)."""
@@ -1000,10 +1082,12 @@ def _set_document(block: Block, document_id: str, name: str) -> None:
         block._block_document_id = document_id
         block._block_document_name = name
         block._is_anonymous = is_anonymous_name(name)
+        block._block_type_id = type(block).get_block_type_slug()
         return
     private["_block_document_id"] = document_id
     private["_block_document_name"] = name
     private["_is_anonymous"] = is_anonymous_name(name)
+    private["_block_type_id"] = type(block).get_block_type_slug()
 
 
 def _set_field(row: DocumentRow, data: dict[str, Any], path: str, value: Any) -> None:

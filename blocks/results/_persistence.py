@@ -90,8 +90,10 @@ def persist(
     task: str,
     components: dict[str, str] | None = None,
     flow: str | None = None,
-) -> None:
+) -> datetime | None:
     """Write `value` under `key`, expiring after `expiration`; failures become `StorageError`.
+
+    Returns when the record expires (None: never), as its header says.
 
     The message names the storage (bucket, endpoint) and never a credential: secret fields
     of the storage block are masked in whatever the backend said.
@@ -99,6 +101,7 @@ def persist(
     expires = None if expiration is None else datetime.now(UTC) + expiration
     try:
         store.write(key, value, expires=expires, task=task, components=components, flow=flow)
+        return expires
     except BlocksError as exc:
         if not isinstance(exc, SerializationError):
             raise  # ours already say where and never carry secrets

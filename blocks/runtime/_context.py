@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError, OptionTypeError
 from blocks.runtime._options import RunName
+from blocks.settings import runtime_defaults
 
 if TYPE_CHECKING:
     import asyncio
@@ -115,6 +116,8 @@ class FlowRun:
                 self.persist_result = outer.persist_result
             if options.log_prints is None:
                 self.log_prints = outer.log_prints
+        elif self.persist_result is None and runtime_defaults().persist_by_default:
+            self.persist_result = True  # BLOCKS_RESULTS_PERSIST_BY_DEFAULT, as Prefect's
 
     # -- reusing what completed in an earlier attempt (flow retries) ---------------------------
 
@@ -266,6 +269,13 @@ class TaskRun:
         return self
 
     @property
+    def flow_run_id(self) -> str | None:
+        """The id of the flow run this task run belongs to (None outside a flow), as
+        Prefect's ``context.task_run.flow_run_id`` that cache-key functions read."""
+        flow_run = self.flow_run
+        return None if flow_run is None else flow_run.id
+
+    @property
     def name(self) -> str:
         if self._name is None:
             self._name = f"{self.task.name}-{next(_run_numbers)}"
@@ -330,10 +340,7 @@ def check_run_name(
     """
     if spec is None or callable(spec):
         return
-    if not isinstance(spec, str):
-        raise OptionTypeError(
-            f"{owner}: {option} must be a string template or a callable, not {type(spec).__name__}."
-        )
+    _check_kind(spec, option, owner)
     names = list(signature.parameters)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None]
@@ -356,8 +363,21 @@ def check_run_name(
             )
 
 
+def _check_kind(spec: object, option: str, owner: str) -> None:
+    if not isinstance(spec, str) and not callable(spec):
+        raise OptionTypeError(
+            f"{owner}: Expected string or callable for {option!r}; got {type(spec).__name__} "
+            "instead (a string template or a callable of the parameters)."
+        )
+
+
 def render_run_name(spec: RunName, parameters: dict[str, Any], option: str, owner: str) -> str:
-    """The run name `spec` gives for these bound `parameters`."""
+    """The run name `spec` gives for these bound `parameters`.
+
+    The kind of `spec` is checked again here: an option set on the task or flow after
+    decoration (``my_task.task_run_name = ...``, as Prefect allows) was not checked then.
+    """
+    _check_kind(spec, option, owner)
     if callable(spec):
         takes_parameters = _takes_one_argument(spec)
         name = spec(parameters) if takes_parameters else spec()  # type: ignore[call-arg]

@@ -31,14 +31,19 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
+import pydantic_core
+
 from blocks.errors import OptionTypeError, ParameterTypeError
 from blocks.runtime._context import FlowRun, check_run_name, get_current
+from blocks.runtime._futures import TaskFuture
 from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
 from blocks.runtime._options import (
     FlowOptions,
     HookDecorators,
     RetryDelay,
     RunName,
+    check_flow_name,
+    check_reserved_arguments,
     option_names,
     replace_options,
 )
@@ -47,6 +52,7 @@ from blocks.runtime._states import State
 from blocks.runtime.engine._flow_run import flow_steps
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
+from blocks.settings import runtime_defaults
 
 __all__ = ["BoundFlow", "Flow", "ParameterTypeError", "flow"]
 
@@ -100,14 +106,22 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
             unknown = given.keys() - _OPTION_NAMES
             if unknown:
                 raise OptionTypeError(f"@flow got unknown option(s): {sorted(unknown)}")
+            if given.get("name"):
+                check_flow_name(given["name"])
             given["name"] = given.get("name") or getattr(fn, "__name__", "flow").replace("_", "-")
             given["description"] = given.get("description") or inspect.getdoc(fn)
+            defaults = runtime_defaults()  # Prefect's flow settings, read at decoration
+            if given.get("retries") is None:
+                given["retries"] = defaults.flow_retries
+            if given.get("retry_delay_seconds") is None and defaults.flow_retry_delay_seconds:
+                given["retry_delay_seconds"] = defaults.flow_retry_delay_seconds
             options = FlowOptions(**given)
         self.fn = fn
         self.options = options
         self.name = options.name
         self.isasync = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
+        check_reserved_arguments(self._signature.parameters, f"Flow {self.name!r}")
         check_run_name(
             options.flow_run_name, self._signature, "flow_run_name", f"Flow {self.name!r}"
         )
@@ -158,6 +172,8 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         Example:
             >>> nightly = etl.with_options(name="nightly-etl", retries=3)
         """
+        if options.get("name"):
+            check_flow_name(options["name"])
         changed: Flow[P, R] = Flow(self.fn, replace_options(self.options, "Flow", options))
         changed._method = self._method
         return changed
@@ -183,6 +199,27 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
 
     def _set_options(self, options: FlowOptions) -> None:
         self.options = options
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as JSON-compatible values, as Prefect records a run's parameters.
+
+        Secret values are masked (``"**********"``, pydantic's rendering of a secret); a value
+        with no JSON form, and a future or a state, become ``"<TypeName>"``.
+
+        Example:
+            >>> etl.serialize_parameters({"day": date(2024, 1, 2), "lock": threading.Lock()})
+            {'day': '2024-01-02', 'lock': '<lock>'}
+        """
+        serialized: dict[str, Any] = {}
+        for key, value in parameters.items():
+            if isinstance(value, State | TaskFuture):
+                serialized[key] = f"<{type(value).__name__}>"
+                continue
+            try:
+                serialized[key] = pydantic_core.to_jsonable_python(value)
+            except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
+                serialized[key] = f"<{type(value).__name__}>"
+        return serialized
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The given arguments of type-hinted parameters, validated and coerced."""

@@ -51,6 +51,8 @@ __all__ = [
     "rejoin_lane",
     "release_loop",
     "resolve_futures",
+    "resolve_futures_to_results",
+    "resolve_futures_to_states",
     "wait",
 ]
 
@@ -584,3 +586,55 @@ def futures_to_states(value: Any, depth: int = 0) -> Any:
     if kind is dict:
         return {k: futures_to_states(v, depth + 1) for k, v in value.items()}
     return value
+
+
+def resolve_futures_to_states(expr: Any) -> Any:
+    """`expr` with every future in it (at any depth of lists, tuples, sets and dict values)
+    replaced by its final `State`, waiting for them all first (Prefect's name).
+
+    Example:
+        >>> resolve_futures_to_states({"a": [double.submit(1)]})
+        {'a': [Completed()]}
+    """
+    futures = _futures_anywhere(expr)
+    for future in futures:
+        future.wait()
+    return _replace_futures(expr, lambda future: future.state, set())
+
+
+def resolve_futures_to_results(expr: Any) -> Any:
+    """`expr` with every future in it (at any depth) replaced by its result, waiting for each;
+    a failed run raises its exception, as ``future.result()`` does (Prefect's name)."""
+    return _replace_futures(expr, lambda future: future.result(), set())
+
+
+def _futures_anywhere(expr: Any) -> list[TaskFuture[Any]]:
+    found: list[TaskFuture[Any]] = []
+
+    def note(future: TaskFuture[Any]) -> TaskFuture[Any]:
+        found.append(future)
+        return future
+
+    _replace_futures(expr, note, set())
+    return found
+
+
+def _replace_futures(
+    expr: Any, replace: Callable[[TaskFuture[Any]], Any], open_containers: set[int]
+) -> Any:
+    """`expr` rebuilt with ``replace(future)`` for each future; a container that holds itself
+    is left as it is where it recurs."""
+    if isinstance(expr, TaskFuture):
+        return replace(expr)
+    kind = _kind(expr)
+    if kind not in _SEQUENCES and kind is not dict:
+        return expr
+    if id(expr) in open_containers:
+        return expr
+    open_containers.add(id(expr))
+    try:
+        if kind is dict:
+            return {k: _replace_futures(v, replace, open_containers) for k, v in expr.items()}
+        return kind(_replace_futures(v, replace, open_containers) for v in expr)
+    finally:
+        open_containers.discard(id(expr))

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.errors import (
+    ConfigurationError,
+    InvalidNameError,
+    OptionTypeError,
+    ReservedArgumentError,
+)
 from blocks.runtime.keys._policies import DEFAULT, NO_CACHE, CacheKeyFnPolicy, CachePolicy
 
 if TYPE_CHECKING:
@@ -46,7 +51,9 @@ __all__ = [
     "TaskLike",
     "TaskOptions",
     "TaskRunnerLike",
+    "check_flow_name",
     "check_hooks",
+    "check_reserved_arguments",
     "key_prefix",
     "retry_delays",
 ]
@@ -88,6 +95,45 @@ def retry_delays(spec: RetryDelay | None, retries: int) -> tuple[float, ...]:
     if any(d < 0 for d in delays):
         raise ConfigurationError("retry delays must be 0 or more seconds")
     return delays or (0.0,)
+
+
+#: Characters Prefect refuses in a flow name (they break URLs and paths made of it).
+BANNED_NAME_CHARACTERS = ("/", "%", "&", ">", "<")
+
+#: Keywords of a task or flow call itself, so never the name of one of its parameters.
+RESERVED_ARGUMENTS = ("return_state", "wait_for")
+
+#: Prefect's ceiling on the delays listed for a task's retries.
+MAX_RETRY_DELAYS = 50
+
+
+def check_flow_name(name: str) -> None:
+    """`InvalidNameError` if a flow name given by the user holds ``/ % & < >`` (as Prefect).
+
+    Only a name given is checked, as in Prefect: a lambda's default ``<lambda>`` stays usable.
+
+    Example:
+        >>> check_flow_name("etl/nightly")
+        Traceback (most recent call last):
+        InvalidNameError: Flow name 'etl/nightly' contains '/': ...
+    """
+    for char in BANNED_NAME_CHARACTERS:
+        if char in name:
+            raise InvalidNameError(
+                f"Flow name {name!r} contains {char!r}; a flow name must not contain any of "
+                f"{' '.join(BANNED_NAME_CHARACTERS)} (they break the URLs and paths made of "
+                "it). Use dashes or spaces instead."
+            )
+
+
+def check_reserved_arguments(parameters: Iterable[str], owner: str) -> None:
+    """`ReservedArgumentError` if a parameter is named ``return_state`` or ``wait_for``."""
+    for name in RESERVED_ARGUMENTS:
+        if name in parameters:
+            raise ReservedArgumentError(
+                f"{owner}: {name!r} is a reserved argument name and cannot be used: it is a "
+                "keyword of the call itself. Rename the parameter."
+            )
 
 
 def check_hooks(hooks: Any, option: str, owner: str) -> tuple[Hook, ...]:
@@ -182,6 +228,14 @@ class TaskOptions:
     def __post_init__(self) -> None:
         _check_common(self.retries, self.timeout_seconds)
         owner = f"Task {self.name!r}"
+        if self.retry_jitter_factor is not None and self.retry_jitter_factor < 0:
+            raise ConfigurationError(f"{owner}: retry_jitter_factor must be >= 0.")
+        delays = retry_delays(self.retry_delay_seconds, self.retries)
+        if len(delays) > MAX_RETRY_DELAYS:
+            raise ConfigurationError(
+                f"{owner}: can not configure more than {MAX_RETRY_DELAYS} retry delays per "
+                f"task (got {len(delays)}); the last delay repeats for further retries."
+            )
         _set(
             self,
             tags=frozenset(self.tags or ()),
@@ -209,7 +263,7 @@ class TaskOptions:
             policy = DEFAULT
         _set(
             self,
-            retry_delays=retry_delays(self.retry_delay_seconds, self.retries),
+            retry_delays=delays,
             persist=persist,
             policy=policy,
             cache_key_prefix=key_prefix(self.name),
@@ -299,7 +353,13 @@ _FLOW_HOOKS = ("on_failure", "on_completion", "on_crashed", "on_running", "on_ca
 
 def option_names(kind: type[TaskOptions] | type[FlowOptions]) -> frozenset[str]:
     """The options `kind` takes as keywords."""
-    return frozenset(f.name for f in dataclasses.fields(kind) if f.init)
+    names = _option_names.get(kind)
+    if names is None:
+        names = _option_names[kind] = frozenset(f.name for f in dataclasses.fields(kind) if f.init)
+    return names
+
+
+_option_names: dict[type, frozenset[str]] = {}
 
 
 def replace_options(options: Any, owner: str, changes: dict[str, Any]) -> Any:
@@ -381,6 +441,16 @@ class HookDecorators(Generic[HookT, OptionsT]):
 
     def _set_options(self, options: OptionsT) -> None:
         raise NotImplementedError
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``my_task.retries = 3`` / ``my_flow.flow_run_name = ...`` as in Prefect: an option set
+        # on the object replaces the (frozen) options, validated again; the run name's kind is
+        # checked when a run renders it. `name` stays a plain attribute (set with the options).
+        options = self.__dict__.get("options")
+        if options is not None and name != "name" and name in option_names(type(options)):
+            self._set_options(replace_options(options, repr(self), {name: value}))
+            return
+        object.__setattr__(self, name, value)
 
     def on_completion(self, fn: HookT) -> HookT:
         """Add a hook called when a run completes: ``@my_task.on_completion``."""

@@ -16,8 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "Pending",
     "Running",
     "State",
+    "StateDetails",
     "StateType",
     "TimedOut",
     "is_state_iterable",
@@ -59,6 +63,27 @@ _NAMES = {kind: kind.value.title() for kind in StateType}
 _now = time.time
 
 
+@dataclass(frozen=True, slots=True)
+class StateDetails:
+    """Prefect's ``state.state_details``: which runs a state belongs to and how it was cached.
+
+    Ids are our runs' ids (hex strings, as ``TaskRun.id``); each is None where there is no
+    such run (a state made by hand, a task called outside a flow). `cache_key` and
+    `cache_expiration` are set for a task run whose result was persisted or read from the
+    store (the record's key, and when it expires: None for never). `scheduled_time` is always
+    None here: runs start when called (deployments keep their own schedule).
+    """
+
+    flow_run_id: str | None = None
+    task_run_id: str | None = None
+    cache_key: str | None = None
+    cache_expiration: datetime | None = None
+    scheduled_time: datetime | None = None
+
+
+_NO_DETAILS = StateDetails()
+
+
 class State:
     """The state of a run: its type, name, message and result (a value or an exception).
 
@@ -67,7 +92,10 @@ class State:
     (see `return_value_to_state`).
     """
 
-    __slots__ = ("data", "exception", "message", "name", "ref", "run", "timestamp", "type")
+    # `cache` ((key, expiration) of a persisted result) is left unset but by the engine, so
+    # making a state costs nothing more; `state_details` reads it.
+    __slots__ = ("cache", "data", "exception", "message", "name", "ref", "run", "timestamp", "type")
+    cache: tuple[str, datetime | None]
 
     def __init__(
         self,
@@ -112,6 +140,35 @@ class State:
 
     def is_cached(self) -> bool:
         return self.type is StateType.COMPLETED and self.name == "Cached"
+
+    @property
+    def state_details(self) -> StateDetails:
+        """The ids of the runs this state belongs to and its cache key (Prefect's name)."""
+        run = self.run
+        cache: tuple[str, datetime | None] | None = getattr(self, "cache", None)
+        if run is None and cache is None:
+            return _NO_DETAILS
+        flow_run = None if run is None else run.flow_run
+        task_run_id = None if run is None or run is flow_run else run.id
+        return StateDetails(
+            flow_run_id=None if flow_run is None else flow_run.id,
+            task_run_id=task_run_id,
+            cache_key=None if cache is None else cache[0],
+            cache_expiration=None if cache is None else cache[1],
+        )
+
+    async def aresult(self, raise_on_failure: bool = True) -> Any:
+        """`result` for async code: a result read back from storage is read in a worker
+        thread, so the event loop keeps going.
+
+        Example:
+            >>> state = await my_async_task(1, return_state=True)
+            >>> await state.aresult()
+            2
+        """
+        if self.type is StateType.COMPLETED and self.data is None and self.ref is not None:
+            return await asyncio.to_thread(self._load)
+        return self.result(raise_on_failure)
 
     def result(self, raise_on_failure: bool = True) -> Any:
         """The run's return value; re-raises its exception if it failed or crashed.

@@ -65,6 +65,7 @@ from blocks.runtime._options import (
     RetryDelay,
     RunName,
     TaskOptions,
+    check_reserved_arguments,
     option_names,
     replace_options,
 )
@@ -78,8 +79,9 @@ from blocks.runtime._states import (
 )
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
-from blocks.runtime.keys._policies import CachePolicy, task_input_hash
+from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
+from blocks.settings import runtime_defaults
 
 __all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
@@ -147,9 +149,10 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
                 raise OptionTypeError(f"@task got unknown option(s): {sorted(unknown)}")
             given["name"] = given.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
             given["description"] = given.get("description") or inspect.getdoc(fn)
-            options = TaskOptions(**given)
+            options = TaskOptions(**_with_defaults(given))
         self.fn = fn
         self._signature = inspect.signature(fn)
+        check_reserved_arguments(self._signature.parameters, f"Task {options.name!r}")
         check_run_name(
             options.task_run_name, self._signature, "task_run_name", f"Task {options.name!r}"
         )
@@ -175,6 +178,9 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         #: The flow run's persist_result / log_prints apply (the task leaves them unset).
         self._inherits_persist = options.persist is None
         self._inherits_prints = options.log_prints is None
+        if self._inherits_persist and runtime_defaults().persist_by_default:
+            # Outside a flow too, BLOCKS_RESULTS_PERSIST_BY_DEFAULT persists: not the hot path.
+            self._simple = False
 
     # -- options as attributes -------------------------------------------------------------------
 
@@ -202,6 +208,21 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     @property
     def cache_key_prefix(self) -> str:
         return self.options.cache_key_prefix
+
+    @property
+    def task_key(self) -> str:
+        """Prefect's task key: the function's name and a digest of its code, e.g.
+        ``"extract-1a2b3c4d"`` (equal for the same code, whatever the task's name)."""
+        key: str | None = self.__dict__.get("_task_key")
+        if key is None:
+            key = self.__dict__["_task_key"] = task_key(self.fn)
+        return key
+
+    @property
+    def source_code(self) -> str | None:
+        """The function's source, or None when Python has none (made by ``exec``, in a REPL,
+        a builtin)."""
+        return source_code(self.fn)
 
     @property
     def on_failure_hooks(self) -> tuple[Callable[..., Any], ...]:
@@ -546,6 +567,43 @@ class BoundTask(Task[P, R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+
+
+def _with_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    """The options given to ``@task``, with the environment's defaults for those left unset
+    (`blocks.settings.runtime_defaults`: Prefect's task settings, read at decoration)."""
+    defaults = runtime_defaults()
+    if given.get("retries") is None:
+        given["retries"] = defaults.task_retries
+    if given.get("retry_delay_seconds") is None and defaults.task_retry_delay_seconds:
+        given["retry_delay_seconds"] = defaults.task_retry_delay_seconds
+    if defaults.refresh_cache:
+        given["refresh_cache"] = True
+    elif given.get("refresh_cache") is None:
+        given["refresh_cache"] = False
+    if (
+        defaults.no_cache
+        and given.get("cache_policy", NotSet) is NotSet
+        and given.get("cache_key_fn") is None  # a key function still caches, as in Prefect
+    ):
+        given["cache_policy"] = NO_CACHE
+    return given
+
+
+def task_key(fn: Callable[..., Any]) -> str:
+    """``<function name>-<8 hex digits of its code>``: a callable object is named by its type."""
+    from blocks.runtime.keys._normalise import bytecode_identity
+
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{qualname.split('.')[-1]}-{bytecode_identity(fn)[:8]}"
+
+
+def source_code(fn: Callable[..., Any]) -> str | None:
+    """The source of `fn`, or None when Python has none."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
 
 
 class _Mapped(list[Any]):

@@ -49,8 +49,11 @@ from blocks.runtime.engine._steps import (
     run_hooks,
 )
 from blocks.runtime.keys._explain import explain_miss
+from blocks.settings import runtime_defaults
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from blocks.results import Hit, ResultStore
     from blocks.runtime._options import TaskLike
 
@@ -75,7 +78,9 @@ def is_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
     if not options.plain or run.wait_for or run.reuse_key is not None or run.log_prints:
         return False
     flow_run = run.flow_run
-    if flow_run is not None and flow_run.persist_result and options.persist is None:
+    if options.persist is None and (
+        flow_run.persist_result if flow_run is not None else runtime_defaults().persist_by_default
+    ):
         return False
     return not has_futures(args, kwargs)
 
@@ -229,8 +234,12 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
     options = task.options
     call = Call(task.fn, args, kwargs, options.timeout_seconds, lambda: f"Task run {run.name!r}")
     persist = options.persist
-    if persist is None:
-        persist = bool(flow_run is not None and flow_run.persist_result)
+    if persist is None:  # as the flow run says; outside a flow, BLOCKS_RESULTS_PERSIST_BY_DEFAULT
+        persist = (
+            bool(flow_run.persist_result)
+            if flow_run is not None
+            else runtime_defaults().persist_by_default
+        )
     if not persist:
         return (yield from attempts(run, lambda: _plain(call), options))
     storage, serializer = options.result_storage, options.result_serializer
@@ -260,7 +269,7 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
         store, hit, missed = yield Blocking(_probe, storage, serializer, key)
         if hit is not None:
             run.run_count += 1
-            return _stored(Cached(hit.value), store, key)
+            return _stored(Cached(hit.value), store, key, hit.header.expires)
     else:
         store, missed = (yield Blocking(persistence.result_store, storage, serializer)), False
     if key is None:
@@ -303,9 +312,11 @@ def _returned(value: Any) -> State:
     return state
 
 
-def _stored(state: State, store: ResultStore, key: str) -> State:
-    """`state`, knowing where its result is stored (read back if not kept in memory)."""
+def _stored(state: State, store: ResultStore, key: str, expires: datetime | None) -> State:
+    """`state`, knowing where its result is stored (read back if not kept in memory) and
+    the key and expiration its `state_details` show."""
     state.ref = (store, key)
+    state.cache = (key, expires)
     return state
 
 
@@ -327,7 +338,7 @@ def _persisted(
     value = yield call
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
-    yield Blocking(
+    expires = yield Blocking(
         persistence.persist,
         store,
         key,
@@ -337,7 +348,7 @@ def _persisted(
         components,
         flow,
     )
-    return _stored(Completed(value), store, key)
+    return _stored(Completed(value), store, key, expires)
 
 
 def _cached(
@@ -359,7 +370,7 @@ def _cached(
         if not (missed and run.run_count == 1):
             hit = yield Blocking(store.read, key)
             if hit is not None:
-                return _stored(Cached(hit.value), store, key)
+                return _stored(Cached(hit.value), store, key, hit.header.expires)
         if components and run.run_count == 1:
             yield Blocking(_log_miss, run, store, key, components)
     lock: persistence.KeyLock = yield Lock(store, key)
@@ -367,7 +378,7 @@ def _cached(
         if not refresh:
             hit = yield Blocking(store.read, key)  # computed by whoever held the lock before
             if hit is not None:
-                return _stored(Cached(hit.value), store, key)
+                return _stored(Cached(hit.value), store, key, hit.header.expires)
         return (yield from _persisted(task, call, store, key, components or None, flow))
     finally:
         lock.release()

@@ -31,6 +31,7 @@ from blocks.errors import ConfigurationError
 from blocks.runtime._futures import WORKER
 from blocks.runtime._states import State
 from blocks.runtime.engine._task_run import run_plain, run_task
+from blocks.runtime.runners._calls import is_task, map_calls, submit_call
 
 if TYPE_CHECKING:
     from blocks.runtime._context import TaskRun
@@ -148,6 +149,28 @@ class RunFuture(concurrent.futures.Future[State]):
         return self._state == _RUNNING
 
 
+def _taking_tasks(submit: Callable[..., Any]) -> Callable[..., Any]:
+    """A subclass's ``submit(fn)`` that also takes Prefect's ``submit(task, parameters, ...)``
+    (a prepared call, as our tasks and flows hand over, goes straight through)."""
+    if getattr(submit, "_takes_tasks", False):
+        return submit
+
+    @functools.wraps(submit)
+    def taking_tasks(
+        self: TaskRunner,
+        fn: Any,
+        parameters: Any = None,
+        wait_for: Any = None,
+        dependencies: Any = None,
+    ) -> Any:
+        if parameters is None and wait_for is None and dependencies is None and not is_task(fn):
+            return submit(self, fn)
+        return submit_call(self, fn, parameters, wait_for)
+
+    taking_tasks._takes_tasks = True  # type: ignore[attr-defined]
+    return taking_tasks
+
+
 class TaskRunner:
     """Base class: runs a callable that returns a `State`, giving back a concurrent future."""
 
@@ -161,13 +184,28 @@ class TaskRunner:
             cls._direct_plain = True
         elif "submit" in cls.__dict__ or "submit_task" in cls.__dict__:
             cls._direct_plain = False
+        if "submit" in cls.__dict__:
+            cls.submit = _taking_tasks(cls.__dict__["submit"])  # type: ignore[method-assign]
 
     def duplicate(self) -> TaskRunner:
         """A fresh runner with the same settings, for one flow run."""
         return type(self)()
 
     def submit(self, fn: Callable[[], State]) -> concurrent.futures.Future[State]:
+        """Run `fn` (a callable returning a `State`); its concurrent future.
+
+        Every runner also takes Prefect 3's ``submit(task, parameters=None, wait_for=None,
+        dependencies=None)``, which runs the task with those arguments and gives back its
+        `TaskFuture` (`dependencies` is accepted and ignored: Prefect's run graph has no
+        counterpart here). A subclass implements the first form; the second is added to it
+        (`_taking_tasks`), so type checkers see only the first.
+        """
         raise NotImplementedError
+
+    def map(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> Any:
+        """Prefect 3's ``runner.map(task, parameters, wait_for)``: one run per element of the
+        iterable parameters, as ``task.map``; their `TaskFutureList`."""
+        return map_calls(self, task, parameters, wait_for)
 
     def submit_task(
         self,
@@ -212,6 +250,9 @@ class TaskRunner:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+TaskRunner.submit = _taking_tasks(TaskRunner.submit)  # type: ignore[method-assign]
 
 
 class SequentialTaskRunner(TaskRunner):

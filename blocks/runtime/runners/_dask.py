@@ -120,6 +120,25 @@ class DaskTaskRunner(TaskRunner):
             adapt_kwargs=self.adapt_kwargs,
         )
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when the settings are (as Prefect's): two copies of one template compare
+        equal, whatever client or cluster each has started."""
+        if not isinstance(other, DaskTaskRunner):
+            return NotImplemented
+        return self._settings() == other._settings()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by mutable settings, as Prefect's
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            self.address,
+            self.cluster_class,
+            self.cluster_kwargs,
+            self.client_kwargs,
+            self.adapt_kwargs,
+        )
+
     def __reduce__(self) -> tuple[Any, ...]:
         # A Flow or Task holding this runner may be pickled: send the settings, never a client.
         settings = (
