@@ -40,6 +40,8 @@ _DEPLOYMENT_KEYS = {
     "description",
     "paused",
     "catchup",
+    "concurrency_limit",
+    "collision_strategy",
 }
 
 INIT_TEXT = """\
@@ -63,6 +65,7 @@ deployments:
     # version: "1.0"
     # paused: false
     # catchup: latest              # missed slots: latest | all | none
+    # concurrency_limit: 1         # live runs at most; collision_strategy: ENQUEUE | CANCEL_NEW
 """
 
 
@@ -80,6 +83,8 @@ class DeploymentSpec:
     description: str | None = None
     paused: bool = False
     catchup: str = "latest"
+    concurrency_limit: int | None = None
+    collision_strategy: str = "ENQUEUE"
 
 
 @dataclass
@@ -159,6 +164,8 @@ def _spec(entry: dict[str, Any], where: str) -> DeploymentSpec:
         description=entry.get("description"),
         paused=bool(entry.get("paused", False)),
         catchup=str(entry.get("catchup", "latest")),
+        concurrency_limit=entry.get("concurrency_limit"),
+        collision_strategy=str(entry.get("collision_strategy", "ENQUEUE")),
     )
 
 
@@ -232,6 +239,8 @@ def apply_spec(spec: DeploymentSpec, folder: Path) -> tuple[str, str]:
         work_pool_name=spec.pool,
         paused=spec.paused,
         catchup=spec.catchup,  # type: ignore[arg-type]
+        concurrency_limit=spec.concurrency_limit,
+        collision_strategy=spec.collision_strategy,  # type: ignore[arg-type]
         path=folder,
         entrypoint=spec.entrypoint,
     )

@@ -125,9 +125,15 @@ def test_init_writes_a_blocks_yaml_that_deploys(tmp_path: Path) -> None:
     text = (folder / "blocks.yaml").read_text()
     assert text.count("#") >= 5  # commented
     assert "exists" in one_line_error("init", cwd=folder)
+    # Uncomment one of its options, as a user would.
+    (folder / "blocks.yaml").write_text(
+        text.replace("    # concurrency_limit: 1", "    concurrency_limit: 1")
+    )
     ok("deploy", "--name", "daily-etl", cwd=folder)
     deployment = RunStore.default().get_deployment("my-etl-flow/daily-etl")
     assert deployment.pool_name == "default-agent-pool"
+    assert deployment.document["concurrency_limit"] == 1
+    assert deployment.document["collision_strategy"] == "ENQUEUE"
     assert deployment.document["schedules"][0]["schedule"]["cron"] == "0 6 * * *"
 
 
