@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
     "worker": "blocks.cli.workers:worker",
     "work-pool": "blocks.cli.work_pools:work_pool",
     "deployment": "blocks.cli.deployments:deployment",
+    "deploy": "blocks.cli.deploy:deploy",
+    "init": "blocks.cli.deploy:init",
     "flow-run": "blocks.cli.flow_runs:flow_run",
 }
 

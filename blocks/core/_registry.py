@@ -1038,6 +1038,7 @@ class Registry:
         seal: Callable[[bytes], str],
         record: KeyRecord,
         progress: Callable[[int, int], None] | None = None,
+        also: Callable[[Connection], object] | None = None,
     ) -> int:
         """Re-seal every document and record `record` as the active key, in ONE transaction.
 
@@ -1046,7 +1047,8 @@ class Registry:
         recorded and re-seals itself (`StaleKey`). `rewrite` gets each document (it verifies
         the old seal) and returns its new secret tokens. If it raises, nothing changes.
         Returns how many documents had secrets. `progress(done, total)` is called after each
-        document.
+        document. `also(conn)` runs in the same transaction before the key is recorded (the
+        re-seal hooks of rows sealed outside the documents).
         """
         changed = 0
         with self.write() as conn:
@@ -1075,6 +1077,8 @@ class Registry:
                 changed += bool(document.secrets)
                 if progress is not None:
                     progress(done, len(rows))
+            if also is not None:
+                also(conn)
             self._write_key_record(conn, record)
             meta = tables.registry_meta
             conn.execute(meta.delete().where(meta.c.key == META_SEALED))

@@ -14,6 +14,12 @@ the process dies) and orders its steps so that an interruption at any point lose
 4. prove that every document's seal and every token opens under `new` alone, then store
    ``[new]``: the old keys are retired (a failed proof keeps them and raises).
 
+Rows sealed outside the block documents (deployments and their waiting runs) are re-sealed in
+step 2's transaction by the hooks their layer registers (`register_resealer`). Core imports no
+upper layer: a layer that seals rows records its hook module in ``registry_meta`` (a
+``resealer:<module>`` row) when it makes its tables, and rotation imports every module so
+recorded, so a rotation from any process re-seals them even if it never used that layer.
+
 With ``BLOCKS_MASTER_KEY`` the keys cannot be written back: set it to ``NEW,OLD`` first;
 rotation then re-encrypts everything under NEW and tells you OLD may be dropped.
 
@@ -25,16 +31,65 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from blocks.core._documents import secret_aad
 from blocks.core._encryption import EnvKeySource, KeyManager, Keyset, host_name, key_fingerprint
 from blocks.core._registry import DocumentRow, KeyRecord, Registry
+from blocks.core._registry_tables import registry_meta
 from blocks.errors import DecryptionFailed, KeyManagementError, TamperedDocument
 
 #: ``progress(done, total)``, called as documents are re-encrypted.
 Progress = Callable[[int, int], None]
+
+#: ``hook(conn, keys)`` re-seals a layer's own rows under ``keys.seal`` (the new key) inside the
+#: rotation's transaction, checking each old seal with ``keys.verify`` (which still holds the old
+#: keys), and returns how many rows it re-sealed. If it raises, the rotation changes nothing.
+Resealer = Callable[[Connection, Keyset], int]
+
+_RESEALERS: dict[str, Resealer] = {}
+#: ``registry_meta`` keys naming the module whose import registers a hook.
+RESEALER_META_PREFIX = "resealer:"
+
+
+def register_resealer(module: str, hook: Resealer) -> None:
+    """Register `hook` under its module's name (called at that module's import)."""
+    _RESEALERS[module] = hook
+
+
+def _load_resealers(registry: Registry) -> list[Resealer]:
+    """Import every hook module this registry recorded; `KeyManagementError` before anything
+    is written when one cannot be loaded (rotating without it would strand its rows)."""
+    with registry.read() as conn:
+        try:
+            keys = conn.execute(
+                sa.select(registry_meta.c.key).where(
+                    registry_meta.c.key.startswith(RESEALER_META_PREFIX)
+                )
+            ).scalars()
+            modules = sorted(key[len(RESEALER_META_PREFIX) :] for key in keys)
+        except sa.exc.OperationalError:
+            modules = []  # no registry_meta table yet: nothing sealed outside documents
+    hooks = []
+    for module in modules:
+        if module not in _RESEALERS and module.startswith("blocks."):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+        hook = _RESEALERS.get(module)
+        if hook is None:
+            raise KeyManagementError(
+                f"Not rotating: this registry holds rows sealed by {module}, which this "
+                "installation of blocks cannot load, so they would be refused after the "
+                "rotation. Nothing was changed. Rotate with the blocks version that made them."
+            )
+        hooks.append(hook)
+    return hooks
 
 
 @dataclass(frozen=True)
@@ -48,6 +103,8 @@ class RotationReport:
     retired: bool
     verified: int = 0
     """Tokens proven to open under the new key after the rotation."""
+    resealed: int = 0
+    """Rows sealed outside the documents (deployments, waiting runs) re-sealed by the hooks."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +213,8 @@ def rotate_master_key(
         assert record is not None
         current = manager.sealing_keyset(registry)  # KeyMismatch if we lack the recorded key
         refuse_unverified(registry, current)  # 0
+        hooks = _load_resealers(registry)
+        resealed: list[int] = []
         source = manager.source_of_current()
         where = record.source
         if isinstance(source, EnvKeySource):
@@ -176,6 +235,7 @@ def rotate_master_key(
             new_keys.seal,
             KeyRecord(new_id, key_fingerprint(new_keys.keys[0]), where),
             progress,
+            also=lambda conn: resealed.extend(hook(conn, new_keys) for hook in hooks),
         )
         old_ids = [kid for kid in new_keys.ids if kid != new_id]
         if writable:
@@ -200,4 +260,5 @@ def rotate_master_key(
         source=source.describe(),
         retired=writable,
         verified=verified,
+        resealed=sum(resealed),
     )

@@ -29,12 +29,14 @@ from typing import Any, Literal
 from blocks.errors import ConfigurationError, ParameterTypeError
 from blocks.runtime import Flow
 
-__all__ = ["CATCHUP_POLICIES", "Catchup", "Deployment"]
+__all__ = ["CATCHUP_POLICIES", "COLLISION_STRATEGIES", "Catchup", "CollisionStrategy", "Deployment"]
 
 logger = logging.getLogger("blocks.deployments")
 
 Catchup = Literal["latest", "all", "none"]
 CATCHUP_POLICIES: tuple[str, ...] = ("latest", "all", "none")
+CollisionStrategy = Literal["ENQUEUE", "CANCEL_NEW"]
+COLLISION_STRATEGIES: tuple[str, ...] = ("ENQUEUE", "CANCEL_NEW")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -45,6 +47,10 @@ class Deployment:
     `catchup` says what happens to slots missed while no worker ran (their run is Late):
     ``"latest"`` (default) runs only the newest missed slot of each schedule and marks the
     others Skipped; ``"all"`` runs every one; ``"none"`` skips them all.
+
+    `concurrency_limit` caps the deployment's live runs (Pending, Running, Cancelling) across
+    every worker; a run due while the deployment is at its limit waits (``"ENQUEUE"``, the
+    default) or is Cancelled (``"CANCEL_NEW"``), as Prefect's `collision_strategy` says.
     """
 
     flow_name: str
@@ -59,6 +65,8 @@ class Deployment:
     work_pool_name: str = "default"
     paused: bool = False
     catchup: Catchup = "latest"
+    concurrency_limit: int | None = None
+    collision_strategy: CollisionStrategy = "ENQUEUE"
     retries: int = 0
     parameter_names: list[str] = field(default_factory=list)
 
@@ -81,6 +89,8 @@ class Deployment:
         work_pool_name: str | None = None,
         paused: bool = False,
         catchup: Catchup = "latest",
+        concurrency_limit: int | None = None,
+        collision_strategy: CollisionStrategy = "ENQUEUE",
         path: str | os.PathLike[str] | None = None,
         entrypoint: str | None = None,
     ) -> Deployment:
@@ -103,6 +113,20 @@ class Deployment:
             raise ConfigurationError(
                 f"catchup={catchup!r}: use one of {', '.join(CATCHUP_POLICIES)}."
             )
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool)
+            or not isinstance(concurrency_limit, int)
+            or concurrency_limit < 1
+        ):
+            raise ConfigurationError(
+                f"concurrency_limit={concurrency_limit!r}: a whole number of runs, 1 or more "
+                "(or None for no limit)."
+            )
+        if collision_strategy not in COLLISION_STRATEGIES:
+            raise ConfigurationError(
+                f"collision_strategy={collision_strategy!r}: use one of "
+                f"{', '.join(COLLISION_STRATEGIES)}."
+            )
         folder = Path(path if path is not None else os.getcwd()).resolve()
         given = dict(parameters or {})
         check_parameters(flow, given)
@@ -119,6 +143,8 @@ class Deployment:
             work_pool_name=work_pool_name or "default",
             paused=paused,
             catchup=catchup,
+            concurrency_limit=concurrency_limit,
+            collision_strategy=collision_strategy,
             retries=flow.options.retries,
             parameter_names=_parameter_names(flow),
         )
@@ -141,6 +167,8 @@ class Deployment:
                 for entry in self.schedules
             ],
             "catchup": self.catchup,
+            "concurrency_limit": self.concurrency_limit,
+            "collision_strategy": self.collision_strategy,
             "retries": self.retries,
             "parameter_names": self.parameter_names,
         }

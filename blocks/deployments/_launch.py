@@ -6,6 +6,11 @@ folders the worker serves and the worker's pid. It first asks the kernel to SIGK
 worker dies (``prctl(PR_SET_PDEATHSIG)`` on Linux), so a run never outlives its worker: a dead
 worker's run is retried elsewhere, and two live attempts of one run would be a bug.
 
+A worker keeps one such process started ahead ("a spare"): it has already set its death signal
+and imported the runtime and pydantic (`warm`) and waits for its spec, so a claimed run's body
+starts without paying for a Python start and those imports (most of the time from due to body).
+The spec carries the run's environment variables, set before the flow's module is loaded.
+
 Exit codes: 0 the flow completed, 1 it failed, 3 the entrypoint was refused or not found.
 """
 
@@ -27,6 +32,8 @@ EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
 _PR_SET_PDEATHSIG = 1
+#: The worker's pid, set in a spare's environment (its death signal is set before it waits).
+WORKER_PID_ENV = "BLOCKS_WORKER_PID"
 
 
 class Refused(Exception):
@@ -79,15 +86,37 @@ def load_flow(entrypoint: str, folder: Path, roots: list[Path]) -> Any:
     return found
 
 
+def warm() -> None:
+    """Import what every run needs before its spec arrives: the runtime, and pydantic with its
+    plugins loaded (a flow's first call builds a parameter model; the plugin scan reads every
+    installed distribution's metadata)."""
+    import pydantic
+
+    import blocks.runtime
+
+    pydantic.create_model("_Warm", x=(int, 0)).model_validate({"x": 1})
+    assert blocks.runtime.Flow is not None
+
+
 def main() -> int:
+    started_in = os.getcwd()
+    parent = os.environ.get(WORKER_PID_ENV)
+    if parent is not None:
+        die_with_parent(int(parent))
+        warm()
     spec = json.loads(sys.stdin.read())
-    die_with_parent(int(spec["worker_pid"]))
+    if parent is None:
+        die_with_parent(int(spec["worker_pid"]))
+    os.environ.update(spec.get("env", {}))
     folder = Path(spec["path"]).resolve()
     roots = [Path(root).resolve() for root in spec["roots"]]
     if not inside(folder, roots):
         print(f"Refused: working folder {folder} is outside the folders this worker serves")
         return EXIT_REFUSED
     os.chdir(folder)
+    # `python -m` put the folder it started in first on the path; a spare started in the
+    # worker's folder, so only the deployment's folder is searched, as for a fresh process.
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", started_in)]
     sys.path.insert(0, str(folder))
     try:
         flow = load_flow(spec["entrypoint"], folder, roots)

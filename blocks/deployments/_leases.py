@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -25,6 +25,9 @@ from blocks.deployments._records import (
 from blocks.deployments._runs import RunRecords
 from blocks.deployments._states import CLAIMABLE, FINAL, LEASED, RunState, sources_of
 from blocks.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 
 @dataclass(slots=True)
@@ -74,29 +77,6 @@ class RunLeases(RunRecords):
         """
         now = now or utcnow()
         claimable = [s.value for s in CLAIMABLE]
-        pick = (
-            sa.select(t.flow_runs.c.id)
-            .where(
-                t.flow_runs.c.pool_name == pool_name,
-                t.flow_runs.c.state.in_(claimable),
-                t.flow_runs.c.due <= now,
-            )
-            .order_by(t.flow_runs.c.due, t.flow_runs.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        take = (
-            t.flow_runs.update()
-            .where(t.flow_runs.c.id == pick, t.flow_runs.c.state.in_(claimable))
-            .values(
-                state=RunState.PENDING.value,
-                worker=worker,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                message="",
-            )
-            .returning(*t.flow_runs.c)
-        )
         with self.registry.write() as conn:
             pool = conn.execute(
                 sa.select(t.work_pools.c.paused, t.work_pools.c.concurrency_limit).where(
@@ -105,12 +85,51 @@ class RunLeases(RunRecords):
             ).first()
             if pool is not None and pool.paused:
                 return None
+            limited = conn.execute(
+                sa.select(
+                    t.deployments.c.id,
+                    t.deployments.c.concurrency_limit,
+                    t.deployments.c.collision_strategy,
+                ).where(
+                    t.deployments.c.pool_name == pool_name,
+                    t.deployments.c.concurrency_limit.is_not(None),
+                )
+            ).all()
+            if not self.is_sqlite and (
+                limited or (pool is not None and pool.concurrency_limit is not None)
+            ):
+                # Claims of a pool with limits are serialized, so two workers never both see
+                # a free slot (SQLite: its write lock already does this).
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:pool))"),
+                    {"pool": "blocks-pool:" + pool_name},
+                )
+            blocked = self._at_limit(conn, limited, now, worker)
+            pick = (
+                sa.select(t.flow_runs.c.id)
+                .where(
+                    t.flow_runs.c.pool_name == pool_name,
+                    t.flow_runs.c.state.in_(claimable),
+                    t.flow_runs.c.due <= now,
+                    *([t.flow_runs.c.deployment_id.not_in(blocked)] if blocked else []),
+                )
+                .order_by(t.flow_runs.c.due, t.flow_runs.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            take = (
+                t.flow_runs.update()
+                .where(t.flow_runs.c.id == pick, t.flow_runs.c.state.in_(claimable))
+                .values(
+                    state=RunState.PENDING.value,
+                    worker=worker,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    message="",
+                )
+                .returning(*t.flow_runs.c)
+            )
             if pool is not None and pool.concurrency_limit is not None:
-                if not self.is_sqlite:
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:pool))"),
-                        {"pool": "blocks-pool:" + pool_name},
-                    )
                 busy = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(t.flow_runs)
@@ -126,6 +145,46 @@ class RunLeases(RunRecords):
                 return None
             record_state(conn, row.id, RunState.PENDING, now, row.attempt, worker, "")
         return run_from_row(row)
+
+    def _at_limit(
+        self, conn: Connection, limited: Sequence[Any], now: datetime, worker: str
+    ) -> list[str]:
+        """The deployments (of `limited`: id, limit, strategy) whose live runs fill their
+        limit; the due runs of those that cancel new runs are Cancelled here."""
+        if not limited:
+            return []
+        live: dict[str, int] = dict(
+            conn.execute(
+                sa.select(t.flow_runs.c.deployment_id, sa.func.count())
+                .where(
+                    t.flow_runs.c.deployment_id.in_([row.id for row in limited]),
+                    t.flow_runs.c.state.in_([s.value for s in LEASED]),
+                )
+                .group_by(t.flow_runs.c.deployment_id)
+            ).all()
+        )
+        blocked = [row.id for row in limited if live.get(row.id, 0) >= row.concurrency_limit]
+        cancel = [
+            row for row in limited if row.id in blocked and row.collision_strategy == "CANCEL_NEW"
+        ]
+        for row in cancel:
+            message = (
+                f"cancelled: its deployment was at its concurrency limit ({row.concurrency_limit} "
+                "live run(s)) and cancels new runs (CANCEL_NEW)"
+            )
+            ended = conn.execute(
+                t.flow_runs.update()
+                .where(
+                    t.flow_runs.c.deployment_id == row.id,
+                    t.flow_runs.c.state.in_([s.value for s in CLAIMABLE]),
+                    t.flow_runs.c.due <= now,
+                )
+                .values(state=RunState.CANCELLED.value, message=message, ended=now)
+                .returning(t.flow_runs.c.id, t.flow_runs.c.attempt)
+            ).all()
+            for run_id, attempt in ended:
+                record_state(conn, run_id, RunState.CANCELLED, now, attempt, worker, message)
+        return blocked
 
     def heartbeat(
         self, worker: str, runs: Iterable[tuple[str, int]], lease_seconds: float

@@ -25,7 +25,7 @@ from blocks.deployments._records import (
     slot_key,
     utcnow,
 )
-from blocks.deployments._states import CLAIMABLE, RunState
+from blocks.deployments._states import CLAIMABLE, LIVE, RunState
 from blocks.deployments._store_base import StoreBase
 from blocks.errors import FlowRunNotFound
 
@@ -147,17 +147,39 @@ class RunRecords(StoreBase):
         self, deployment_id: str, now: datetime
     ) -> dict[str, tuple[datetime | None, int]]:
         """Per schedule slug of a deployment: its latest slot and how many runs are due later."""
+        return self.slot_summaries(now, deployment_id=deployment_id).get(deployment_id, {})
+
+    def slot_summaries(
+        self, now: datetime, *, pool_name: str | None = None, deployment_id: str | None = None
+    ) -> dict[str, dict[str, tuple[datetime | None, int]]]:
+        """Per deployment (of one pool, or one deployment), per schedule slug: its latest slot
+        still to come and how many runs are due later, in ONE query (a scheduler pass reads all
+        at once). Only live runs due from `now` on are read (the claim index): a pass starts
+        from `now` anyway, and the history never slows it down."""
         later = sa.func.sum(sa.case((t.flow_runs.c.due > now, 1), else_=0))
+        query = (
+            sa.select(
+                t.flow_runs.c.deployment_id,
+                t.flow_runs.c.schedule_slug,
+                sa.func.max(t.flow_runs.c.slot),
+                later,
+            )
+            .where(
+                t.flow_runs.c.schedule_slug.is_not(None),
+                t.flow_runs.c.state.in_([state.value for state in LIVE]),
+                t.flow_runs.c.due >= now,
+            )
+            .group_by(t.flow_runs.c.deployment_id, t.flow_runs.c.schedule_slug)
+        )
+        if pool_name is not None:
+            query = query.where(t.flow_runs.c.pool_name == pool_name)
+        if deployment_id is not None:
+            query = query.where(t.flow_runs.c.deployment_id == deployment_id)
+        found: dict[str, dict[str, tuple[datetime | None, int]]] = {}
         with self.registry.read() as conn:
-            rows = conn.execute(
-                sa.select(t.flow_runs.c.schedule_slug, sa.func.max(t.flow_runs.c.slot), later)
-                .where(
-                    t.flow_runs.c.deployment_id == deployment_id,
-                    t.flow_runs.c.schedule_slug.is_not(None),
-                )
-                .group_by(t.flow_runs.c.schedule_slug)
-            ).all()
-        return {slug: (as_utc(last), int(count or 0)) for slug, last, count in rows}
+            for row_id, slug, last, count in conn.execute(query):
+                found.setdefault(row_id, {})[slug] = (as_utc(last), int(count or 0))
+        return found
 
     def overdue(self, before: datetime) -> list[tuple[str, str, str, datetime, RunState]]:
         """Scheduled or Late runs of a schedule due before `before`: ``(run id, deployment id,

@@ -13,11 +13,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from blocks import settings
+from blocks.deployments._records import dumps
 from blocks.deployments._store import DeploymentRecord, RunStore, utcnow
 
 __all__ = ["HORIZON", "MAX_RUNS", "MIN_RUNS", "PassReport", "schedule_deployment", "schedule_pass"]
@@ -36,16 +40,21 @@ class PassReport:
 
 
 def schedule_deployment(
-    store: RunStore, deployment: DeploymentRecord, now: datetime | None = None
+    store: RunStore,
+    deployment: DeploymentRecord,
+    now: datetime | None = None,
+    summary: dict[str, tuple[datetime | None, int]] | None = None,
 ) -> int:
-    """Insert the deployment's next slots (none when it is paused); return how many were new."""
-    from blocks.deployments.schedules import schedule_from_json
+    """Insert the deployment's next slots (none when it is paused); return how many were new.
 
+    `summary` is the deployment's `slot_summary` when the caller read it already (a pass reads
+    every deployment's in one query)."""
     if deployment.paused:
         return 0
     now = now or utcnow()
     document = deployment.document
-    summary = store.slot_summary(deployment.id, now)
+    if summary is None:
+        summary = store.slot_summary(deployment.id, now)
     inserted = 0
     for entry in document.get("schedules", []):
         if not entry.get("active", True):
@@ -55,11 +64,22 @@ def schedule_deployment(
         want = MAX_RUNS - later
         if want <= 0 or (last is not None and last >= now + HORIZON and later >= MIN_RUNS):
             continue
-        schedule = schedule_from_json(entry["schedule"])
+        text = dumps(entry["schedule"])
+        if last is not None and later >= MIN_RUNS:
+            following = _slot_after(text, last)
+            if following is None or following >= now + HORIZON:
+                continue  # the next slot is beyond the horizon: nothing to make yet
+        schedule = _schedule(text)
         start = max(now, last) if last is not None else now
         dates = schedule.get_dates(n=want, start=start, end=now + HORIZON)
         if later + len(dates) < MIN_RUNS:
             dates = schedule.get_dates(n=MIN_RUNS, start=start)
+        if last is not None:
+            # `start` is inclusive: the last slot made comes back, and its insert is a no-op
+            # write transaction per deployment per pass (most of a steady pass's time).
+            dates = [date for date in dates if date > last]
+        if not dates:
+            continue
         parameters = {**document.get("parameters", {}), **entry.get("parameters", {})}
         inserted += len(
             store.insert_slots(
@@ -72,6 +92,22 @@ def schedule_deployment(
     return inserted
 
 
+@functools.lru_cache(maxsize=4096)
+def _schedule(text: str) -> Any:
+    """A schedule from its JSON text, parsed once per process (a worker passes every few
+    seconds over the same deployments)."""
+    from blocks.deployments.schedules import schedule_from_json
+
+    return schedule_from_json(json.loads(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _slot_after(text: str, last: datetime) -> datetime | None:
+    """The schedule's first slot after `last` (None when it has no more)."""
+    later = [date for date in _schedule(text).get_dates(n=2, start=last) if date > last]
+    return later[0] if later else None
+
+
 def schedule_pass(
     store: RunStore, now: datetime | None = None, *, pool_name: str | None = None
 ) -> PassReport:
@@ -79,9 +115,12 @@ def schedule_pass(
     now = now or utcnow()
     report = PassReport()
     deployments = {d.id: d for d in store.list_deployments(pool_name=pool_name, skip_invalid=True)}
+    summaries = store.slot_summaries(now, pool_name=pool_name)
     for deployment in deployments.values():
         report.deployments += 1
-        report.inserted += schedule_deployment(store, deployment, now)
+        report.inserted += schedule_deployment(
+            store, deployment, now, summaries.get(deployment.id, {})
+        )
     late, skipped = catch_up_plan(
         store, deployments, now - timedelta(seconds=settings.late_after_seconds())
     )

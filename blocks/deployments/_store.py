@@ -215,6 +215,8 @@ class RunStore(RunLeases):
                 "document": text,
                 "updated": now,
                 "seal": seal,
+                "concurrency_limit": document.get("concurrency_limit"),
+                "collision_strategy": document.get("collision_strategy"),
             }
             if row is None:
                 conn.execute(

@@ -9,7 +9,11 @@ import sqlalchemy as sa
 
 from blocks.core._encryption import KeyManager
 from blocks.core._registry import Registry
+from blocks.core._registry_tables import registry_meta
+from blocks.core._rotation import RESEALER_META_PREFIX
+from blocks.deployments import _reseal
 from blocks.deployments import _tables as t
+from blocks.deployments._records import insert_ignore
 
 
 class StoreBase:
@@ -33,6 +37,13 @@ class StoreBase:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            _add_missing_columns(conn)
+            # `block key rotate` imports the hook that re-seals these tables' rows.
+            conn.execute(
+                insert_ignore(self.is_sqlite, registry_meta, ["key"]).values(
+                    key=RESEALER_META_PREFIX + _reseal.MODULE, value="1"
+                )
+            )
             self._ready.add(url)
 
     def _sealing(self) -> Any:
@@ -40,3 +51,14 @@ class StoreBase:
 
     def _verify(self, message: bytes, seal: str, what: str) -> None:
         KeyManager.for_registry(self.registry.url).keyset().verify(message, seal, what=what)
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """Add the nullable columns a newer version declares to tables an older one made."""
+    inspector = sa.inspect(conn)
+    for table in t.metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

@@ -37,6 +37,10 @@ deployments = sa.Table(
     sa.Column("created", _TS, nullable=False),
     sa.Column("updated", _TS, nullable=False),
     sa.Column("seal", sa.Text, nullable=False),
+    # Copies of the sealed document's limit, for the claim's SQL (None: no limit). A worker
+    # verifies the document itself before it runs anything.
+    sa.Column("concurrency_limit", sa.Integer, nullable=True),
+    sa.Column("collision_strategy", sa.String(16), nullable=True),
     sa.UniqueConstraint("flow_name", "name", name="uq_deployments_flow_name"),
 )
 

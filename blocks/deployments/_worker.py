@@ -6,9 +6,10 @@ scheduler pass every few seconds), claim while under the limit, start a run proc
 collect the ones that ended. A side thread renews the leases of the runs it holds every third
 of the lease and reports runs it lost (reaped: stop the process) or that a user is cancelling.
 
-A run's process is ``python -m blocks.deployments._launch`` in the deployment's working folder,
-in its own session (process group = its pid), so cancel ends the whole tree: SIGTERM to the
-group, SIGKILL after `CANCEL_GRACE_SECONDS`. It dies with its worker (see `_launch`). A worker
+A run's process is ``python -m blocks.deployments._launch``, started one run ahead and warmed up
+(a spare: see `_launch`), working in the deployment's folder, in its own session (process group
+= its pid), so cancel ends the whole tree: SIGTERM to the group, SIGKILL after
+`CANCEL_GRACE_SECONDS`. It dies with its worker (see `_launch`). A worker
 only runs entrypoints under the folders it serves (its working folder, or `paths`).
 
 Example:
@@ -91,6 +92,7 @@ class Worker:
         self._stop = threading.Event()
         self._beats: dict[str, RunState | None] = {}
         self._beats_lock = threading.Lock()
+        self._spare: subprocess.Popen[bytes] | None = None
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -106,6 +108,9 @@ class Worker:
             print(f"Created work pool {self.pool!r} of type process.", file=sys.stderr)
         heart = threading.Thread(target=self._heartbeats, name="blocks-heartbeat", daemon=True)
         heart.start()
+        if not self.run_once:
+            with contextlib.suppress(OSError):
+                self._spare = self._spawn()  # warm before the first run is due
         next_pass = next_look = 0.0
         try:
             while not self._stop.is_set():
@@ -184,24 +189,14 @@ class Worker:
             "roots": [str(root) for root in self.roots],
             "worker_pid": os.getpid(),
         }
-        env = dict(os.environ)
-        env.update(
-            BLOCKS_FLOW_RUN_ID=run.id,
-            BLOCKS_FLOW_RUN_ATTEMPT=str(run.attempt),
-            BLOCKS_FLOW_RUN_SLOT=run.slot.isoformat() if run.slot else "",
-            BLOCKS_DEPLOYMENT=deployment.full_name,
-            PYTHONUNBUFFERED="1",
-        )
+        spec["env"] = {
+            "BLOCKS_FLOW_RUN_ID": run.id,
+            "BLOCKS_FLOW_RUN_ATTEMPT": str(run.attempt),
+            "BLOCKS_FLOW_RUN_SLOT": run.slot.isoformat() if run.slot else "",
+            "BLOCKS_DEPLOYMENT": deployment.full_name,
+        }
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "blocks.deployments._launch"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-                env=env,
-                start_new_session=True,
-            )
+            process = self._take_spare()
         except OSError as exc:
             self.store.transition(
                 run.id,
@@ -226,6 +221,32 @@ class Worker:
             attempt=run.attempt,
             worker=self.name,
             message=f"process {process.pid}",
+        )
+
+    def _take_spare(self) -> subprocess.Popen[bytes]:
+        """The warm run process started ahead (a fresh one if it died), and a new spare."""
+        spare, self._spare = self._spare, None
+        if spare is None or spare.poll() is not None:
+            if spare is not None:
+                _kill_group(spare, signal.SIGKILL)
+                spare.wait()
+            spare = self._spawn()
+        if not self._stop.is_set() and not self.run_once:
+            with contextlib.suppress(OSError):
+                self._spare = self._spawn()
+        return spare
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """A run process that sets its death signal, warms up and waits for its spec."""
+        env = dict(os.environ)
+        env.update({_launch.WORKER_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"})
+        return subprocess.Popen(
+            [sys.executable, "-m", "blocks.deployments._launch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
     def _read_output(self, active: _Active, stream: IO[bytes] | None) -> None:
@@ -320,6 +341,10 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._stop.set()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            _kill_group(spare, signal.SIGKILL)
+            spare.wait()
         for active in self.active.values():
             _kill_group(active.process, signal.SIGTERM)
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS
