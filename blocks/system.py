@@ -19,6 +19,7 @@ import pydantic
 from pydantic import SecretStr
 
 from blocks.core._block import Block, SecretDict
+from blocks.core._masking import note as note_secret
 
 SecretList = pydantic.Secret[list[Any]]
 """A list whose whole value is secret: masked in repr, encrypted at rest."""
@@ -30,8 +31,10 @@ class Secret(Block):
     value: SecretStr | SecretDict | SecretList
 
     def get(self) -> Any:
-        """The plain secret value (a str, a dict or a list)."""
-        return self.value.get_secret_value()
+        """The plain secret value (a str, a dict or a list); masked in run logs from now on."""
+        value = self.value.get_secret_value()
+        note_secret(value)
+        return value
 
 
 class JSON(Block):

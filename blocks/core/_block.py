@@ -62,6 +62,7 @@ from blocks.core._documents import (
     set_path,
     without_inputs,
 )
+from blocks.core._masking import note as note_secret
 from blocks.errors import (
     BlockNotFound,
     ConfigurationError,
@@ -953,6 +954,10 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
         opened = _open_named(keyset, row, named=False)
     except (TamperedDocument, DecryptionFailed):
         opened = _open_named(keyset, row, named=True)  # fails again, the same way, with names
+    # Masked in run logs from now on. Only here, on first opening: a memo hit below serves
+    # bytes this process opened (and recorded) before.
+    for _, secret, _ in opened:
+        note_secret(secret)
     if kept:
         if len(memo) >= _OPENED_MAX:
             memo.clear()
