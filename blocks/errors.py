@@ -17,6 +17,7 @@ Prefect or for the standard library still catches them.
     ├── InvalidBlockData         ValueError
     ├── DecryptionFailed
     │   └── TamperedDocument
+    ├── SecretReferenceError     LookupError; a malformed or unresolvable secret reference
     ├── KeyManagementError
     │   └── KeyMismatch
     ├── UnsafePath               ValueError
@@ -93,6 +94,13 @@ class InvalidBlockData(BlocksError, ValueError):
 
 class DecryptionFailed(BlocksError):
     """A secret could not be decrypted: wrong or missing master key, or tampered data."""
+
+
+class SecretReferenceError(BlocksError, LookupError):
+    """A secret reference (``env:``, ``file:``, ``aws-sm:``) is malformed or cannot be resolved.
+
+    The message names the reference, never a value.
+    """
 
 
 class KeyManagementError(BlocksError):
@@ -184,6 +192,7 @@ __all__ = [
     "RegistryReadOnly",
     "RemoteTaskError",
     "ScheduleError",
+    "SecretReferenceError",
     "SerializationError",
     "StorageError",
     "TamperedDocument",

@@ -66,6 +66,12 @@ SETTINGS: tuple[Setting, ...] = (
         "0/false/no/off (or unset): one error line only.",
     ),
     Setting(
+        "BLOCKS_SECRET_REF_TTL",
+        "300",
+        "Seconds a resolved secret reference (env:, file:, aws-sm:) is kept in memory before it "
+        "is read again from its source; 0 reads it on every use.",
+    ),
+    Setting(
         "BLOCKS_UI_TOKEN",
         "",
         "Access token of `block ui` (scripts send it as 'Authorization: token T'; its sign-in "
@@ -158,6 +164,27 @@ def flag(name: str) -> bool:
 def debug() -> bool:
     """Whether the block command shows tracebacks of unexpected errors (BLOCKS_DEBUG)."""
     return flag("BLOCKS_DEBUG")
+
+
+DEFAULT_SECRET_REF_TTL = 300.0
+
+
+def secret_ref_ttl() -> float:
+    """Seconds a resolved secret reference is cached in-process (BLOCKS_SECRET_REF_TTL)."""
+    raw = _get("BLOCKS_SECRET_REF_TTL")
+    if raw is None:
+        return DEFAULT_SECRET_REF_TTL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"BLOCKS_SECRET_REF_TTL={raw!r} is not a number of seconds (0 or more), e.g. 300."
+        )
+    return value
 
 
 DEFAULT_RESULTS_MAX_BYTES = 4 * 1024**3

@@ -20,13 +20,18 @@ from pydantic import SecretStr
 
 from blocks.core._block import Block, SecretDict
 from blocks.core._masking import note as note_secret
+from blocks.core._references import SecretRef
 
 SecretList = pydantic.Secret[list[Any]]
 """A list whose whole value is secret: masked in repr, encrypted at rest."""
 
 
 class Secret(Block):
-    """A secret string, dict or list, encrypted at rest; `.get()` returns the plain value."""
+    """A secret string, dict or list, encrypted at rest; `.get()` returns the plain value.
+
+    The value may be a `SecretRef` (``Secret(value=SecretRef("env:API_KEY"))``): `.get()` then
+    reads it from where it points (see "Secrets by reference" in the README).
+    """
 
     value: SecretStr | SecretDict | SecretList
 
@@ -66,4 +71,4 @@ class DateTime(Block):
         return self.value
 
 
-__all__ = ["JSON", "DateTime", "Secret", "String"]
+__all__ = ["JSON", "DateTime", "Secret", "SecretRef", "String"]

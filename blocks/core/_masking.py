@@ -129,6 +129,8 @@ def _leaves(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
             yield from _leaves(item)
+    elif getattr(value, "_blocks_reference", False):
+        return  # a SecretRef: its value is recorded when it is resolved, not when loaded
     elif hasattr(value, "get_secret_value"):  # SecretStr, SecretBytes, pydantic.Secret[...]
         yield from _leaves(value.get_secret_value())
 
