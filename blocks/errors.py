@@ -7,7 +7,8 @@ Prefect or for the standard library still catches them.
     BlocksError                  root (defined in `serializers.errors`, re-exported here)
     ├── SerializationError       ValueError; `serializers` raises it, imports nothing of ours
     ├── ConfigurationError       ValueError; a setting, variable or option we cannot use
-    │   └── OptionTypeError      TypeError too; an option of the wrong kind
+    │   ├── OptionTypeError      TypeError too; an option of the wrong kind
+    │   └── PluginConflict       two installed plugins claim one block type
     ├── InvalidName              ValueError
     ├── BlockNotFound            LookupError, ValueError
     ├── BlockAlreadyExists       ValueError
@@ -57,6 +58,13 @@ class OptionTypeError(ConfigurationError, TypeError):
     """An option is of the wrong kind (a function where a list of hooks goes, ...).
 
     Also a `TypeError`, which is what this raised before the error tree had it.
+    """
+
+
+class PluginConflict(ConfigurationError):
+    """Two installed packages (or a package and `blocks` itself) define one block type slug.
+
+    The message names both; uninstall one, or have one of them set another ``_block_type_slug``.
     """
 
 
@@ -188,6 +196,7 @@ __all__ = [
     "MissingResult",
     "OptionTypeError",
     "ParameterTypeError",
+    "PluginConflict",
     "RegistryCorrupt",
     "RegistryReadOnly",
     "RemoteTaskError",

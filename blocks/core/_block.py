@@ -109,6 +109,16 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
 }
 
 _BLOCK_CLASSES: dict[str, type[Block]] = {}
+# Slugs two installed plugins (or a plugin and a built-in type) claim, with who claims them:
+# filled by `_discovery.load_plugins`, checked by `block_class_for`.
+_PLUGIN_CONFLICTS: dict[str, list[str]] = {}
+
+
+def record_plugin_conflict(slug: str, holders: list[str]) -> None:
+    """Remember that `holders` (package labels) all define block type `slug`."""
+    _PLUGIN_CONFLICTS[slug] = list(holders)
+
+
 _SCHEMAS: dict[type[Block], tuple[dict[str, Any], str]] = {}
 
 
@@ -148,9 +158,19 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
     read from the registry alone is never imported: whoever can write a shared registry must
     not choose the code another user's CLI runs.
     """
+    if _PLUGIN_CONFLICTS and slug in _PLUGIN_CONFLICTS:
+        _raise_conflict(slug)
     cls = _BLOCK_CLASSES.get(slug)
     if cls is None and slug in BUILTIN_BLOCK_MODULES:
         importlib.import_module(BUILTIN_BLOCK_MODULES[slug])
+        cls = _BLOCK_CLASSES.get(slug)
+    if cls is None:
+        # Installed plugins (`blocks.types` entry points), imported on this first need only.
+        from blocks.core._discovery import load_plugins
+
+        load_plugins()
+        if slug in _PLUGIN_CONFLICTS:
+            _raise_conflict(slug)
         cls = _BLOCK_CLASSES.get(slug)
     if cls is None:
         hint = ""
@@ -192,6 +212,16 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
     if cls is None:
         raise UnknownBlockType(f"No Block class with type slug {slug!r} is imported.{hint}")
     return cls
+
+
+def _raise_conflict(slug: str) -> None:
+    from blocks.errors import PluginConflict
+
+    holders = _PLUGIN_CONFLICTS[slug]
+    raise PluginConflict(
+        f"Block type {slug!r} is defined by {' and by '.join(holders)}: uninstall one of them, "
+        "or give one class another _block_type_slug."
+    )
 
 
 def _dispatch_class(base: type[Block], slug: Any) -> type[Block]:
