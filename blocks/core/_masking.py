@@ -106,6 +106,15 @@ def mask_exception(exc: BaseException | None) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
+def forget_all() -> None:
+    """Forget every recorded value (tests: each starts with an empty masker, so a secret one
+    test saved, say ``"after"``, does not mask that word in another test's logs)."""
+    global _pattern
+    with _lock:
+        _values.clear()
+        _pattern = None
+
+
 def _leaves(value: Any) -> Iterator[str]:
     """The strings to hide for `value`: each string leaf and its escaped form in a repr."""
     if isinstance(value, str):
