@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "opaque": "blocks.runtime",
     "quote": "blocks.runtime",
     "unmapped": "blocks.runtime",
+    "mask_secret": "blocks.core",
 }
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "exponential_backoff",
     "flow",
     "get_run_logger",
+    "mask_secret",
     "opaque",
     "quote",
     "task",
@@ -57,7 +59,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from blocks.core import Block, SecretDict
+    from blocks.core import Block, SecretDict, mask_secret
     from blocks.errors import BlocksError, ParameterTypeError
     from blocks.runtime import (
         Flow,

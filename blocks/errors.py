@@ -7,8 +7,9 @@ Prefect or for the standard library still catches them.
     BlocksError                  root (defined in `serializers.errors`, re-exported here)
     ├── SerializationError       ValueError; `serializers` raises it, imports nothing of ours
     ├── ConfigurationError       ValueError; a setting, variable or option we cannot use
-    │   └── OptionTypeError      TypeError too; an option of the wrong kind
-    │       └── ReservedArgumentError  a parameter named return_state or wait_for
+    │   ├── OptionTypeError      TypeError too; an option of the wrong kind
+    │   │   └── ReservedArgumentError  a parameter named return_state or wait_for
+    │   └── PluginConflict       two installed plugins claim one block type
     ├── InvalidName              ValueError
     │   └── InvalidNameError     a flow name with a character Prefect refuses (/ % & < >)
     ├── BlockNotFound            LookupError, ValueError
@@ -19,6 +20,7 @@ Prefect or for the standard library still catches them.
     ├── InvalidBlockData         ValueError
     ├── DecryptionFailed
     │   └── TamperedDocument
+    ├── SecretReferenceError     LookupError; a malformed or unresolvable secret reference
     ├── KeyManagementError
     │   ├── KeyMismatch
     │   └── ResultsKeyMissing
@@ -67,6 +69,13 @@ class OptionTypeError(ConfigurationError, TypeError):
     """
 
 
+class PluginConflict(ConfigurationError):
+    """Two installed packages (or a package and `blocks` itself) define one block type slug.
+
+    The message names both; uninstall one, or have one of them set another ``_block_type_slug``.
+    """
+
+
 class InvalidName(BlocksError, ValueError):
     """A block name or type slug is not lowercase letters, digits and dashes."""
 
@@ -110,6 +119,13 @@ class InvalidBlockData(BlocksError, ValueError):
 
 class DecryptionFailed(BlocksError):
     """A secret could not be decrypted: wrong or missing master key, or tampered data."""
+
+
+class SecretReferenceError(BlocksError, LookupError):
+    """A secret reference (``env:``, ``file:``, ``aws-sm:``) is malformed or cannot be resolved.
+
+    The message names the reference, never a value.
+    """
 
 
 class KeyManagementError(BlocksError):
@@ -226,12 +242,14 @@ __all__ = [
     "MissingResult",
     "OptionTypeError",
     "ParameterTypeError",
+    "PluginConflict",
     "RegistryCorrupt",
     "RegistryReadOnly",
     "RemoteTaskError",
     "ReservedArgumentError",
     "ResultsKeyMissing",
     "ScheduleError",
+    "SecretReferenceError",
     "SerializationError",
     "StorageError",
     "TamperedDocument",

@@ -107,6 +107,12 @@ SETTINGS: tuple[Setting, ...] = (
         "decorated.",
     ),
     Setting(
+        "BLOCKS_SECRET_REF_TTL",
+        "300",
+        "Seconds a resolved secret reference (env:, file:, aws-sm:) is kept in memory before it "
+        "is read again from its source; 0 reads it on every use.",
+    ),
+    Setting(
         "BLOCKS_UI_TOKEN",
         "",
         "Access token of `block ui` (scripts send it as 'Authorization: token T'; its sign-in "
@@ -239,6 +245,27 @@ def _positive_seconds(name: str, default: float) -> float:
         from blocks.errors import ConfigurationError
 
         raise ConfigurationError(f"{name}={raw!r} is not a positive number of seconds.")
+    return value
+
+
+DEFAULT_SECRET_REF_TTL = 300.0
+
+
+def secret_ref_ttl() -> float:
+    """Seconds a resolved secret reference is cached in-process (BLOCKS_SECRET_REF_TTL)."""
+    raw = _get("BLOCKS_SECRET_REF_TTL")
+    if raw is None:
+        return DEFAULT_SECRET_REF_TTL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"BLOCKS_SECRET_REF_TTL={raw!r} is not a number of seconds (0 or more), e.g. 300."
+        )
     return value
 
 

@@ -27,6 +27,8 @@ import pydantic
 from pydantic import Field, SecretStr, field_validator
 
 from blocks.core._block import Block, SecretDict
+from blocks.core._masking import note as note_secret
+from blocks.core._references import SecretRef
 from blocks.errors import WebhookError
 
 SecretList = pydantic.Secret[list[Any]]
@@ -34,13 +36,19 @@ SecretList = pydantic.Secret[list[Any]]
 
 
 class Secret(Block):
-    """A secret string, dict or list, encrypted at rest; `.get()` returns the plain value."""
+    """A secret string, dict or list, encrypted at rest; `.get()` returns the plain value.
+
+    The value may be a `SecretRef` (``Secret(value=SecretRef("env:API_KEY"))``): `.get()` then
+    reads it from where it points (see "Secrets by reference" in the README).
+    """
 
     value: SecretStr | SecretDict | SecretList
 
     def get(self) -> Any:
-        """The plain secret value (a str, a dict or a list)."""
-        return self.value.get_secret_value()
+        """The plain secret value (a str, a dict or a list); masked in run logs from now on."""
+        value = self.value.get_secret_value()
+        note_secret(value)
+        return value
 
 
 class JSON(Block):
@@ -176,4 +184,4 @@ class Webhook(Block):
         return await asyncio.to_thread(self.call, payload)
 
 
-__all__ = ["JSON", "DateTime", "Secret", "String", "Webhook", "WebhookResponse"]
+__all__ = ["JSON", "DateTime", "Secret", "SecretRef", "String", "Webhook", "WebhookResponse"]

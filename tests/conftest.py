@@ -31,6 +31,10 @@ def blocks_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.delenv("BLOCKS_KEY_SOURCE", raising=False)
     yield home
     Registry.dispose_all()
+    # The masker is process-wide: one test's secrets must not mask words in the next one's logs.
+    from blocks.core import _masking
+
+    _masking.forget_all()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ BLOCKS_ALL = [
     "exponential_backoff",
     "flow",
     "get_run_logger",
+    "mask_secret",
     "opaque",
     "quote",
     "task",

@@ -26,7 +26,8 @@ from blocks.core._block import (
     split_slug,
 )
 from blocks.core._documents import field_problems, set_path
-from blocks.errors import BlockNotFound, InvalidBlockData
+from blocks.core._references import SecretRef
+from blocks.errors import BlockNotFound, BlocksError, InvalidBlockData
 
 if TYPE_CHECKING:
     from blocks.core._registry import DocumentRow
@@ -144,10 +145,20 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
         )
     values = copy.deepcopy(row.data)
     # Revealing checks the document's seal first: a tampered block is never shown in clear.
-    opened = open_secrets(registry, row) if reveal_secrets else {}
+    # Without revealing, secrets are still opened (when this process has the key) to show
+    # which are references (`ref env:NAME`): a reference is where a value lives, not a value.
+    if reveal_secrets:
+        opened = open_secrets(registry, row)
+    else:
+        try:
+            opened = open_secrets(registry, row) if row.secrets else {}
+        except BlocksError:
+            opened = {}
     for path in row.secrets:
         shown: Any = SECRET_MASK
-        if path in opened:
+        if isinstance(opened.get(path), SecretRef):
+            shown = opened[path].describe()
+        elif reveal_secrets and path in opened:
             shown = opened[path].get_secret_value()
             if isinstance(shown, bytes):
                 shown = shown.decode("utf-8", "backslashreplace")

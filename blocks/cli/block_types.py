@@ -24,22 +24,63 @@ def type_group() -> None:
 @type_group.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def type_ls(as_json: bool) -> None:
-    """List registered block types and how many blocks each has."""
+    """List block types (registered, built in and from installed plugins), where each comes
+    from and how many blocks each has."""
     from blocks.core._registry import Registry
 
     registry = Registry.default()
     counts = registry.document_counts()
-    types = registry.list_types()
+    rows = [_type_json(row, counts.get(row.slug, 0)) for row in registry.list_types()]
+    rows += _unregistered_plugin_types({row["slug"] for row in rows})
+    sources = _sources()
+    for row in rows:
+        row["source"] = sources.get(row["slug"]) or f"registered {row['module']}"
+    rows.sort(key=lambda row: row["slug"])
     if as_json:
-        echo_json([_type_json(row, counts.get(row.slug, 0)) for row in types])
+        echo_json(rows)
         return
-    if not types:
+    if not rows:
         click.echo("No block types registered yet. Register yours with `block register -m MODULE`.")
         return
     print_table(
-        ("type", "class", "blocks", "module", "description"),
-        ((t.slug, t.name, counts.get(t.slug, 0), t.module, t.description) for t in types),
+        ("type", "class", "blocks", "source", "description"),
+        ((r["slug"], r["name"], r["documents"], r["source"], r["description"] or "") for r in rows),
     )
+
+
+def _sources() -> dict[str, str]:
+    """Where types come from: ``built in`` or ``plugin PACKAGE VERSION`` (others were
+    registered from a module or file, named in the registry)."""
+    from blocks.core._block import BUILTIN_BLOCK_MODULES
+    from blocks.core._discovery import load_plugins
+
+    sources = {slug: "built in" for slug in BUILTIN_BLOCK_MODULES}
+    sources.update(load_plugins())
+    return sources
+
+
+def _unregistered_plugin_types(registered: set[str]) -> list[dict[str, Any]]:
+    """Types installed plugins define that the registry has not recorded yet (no block of
+    theirs saved): listed from their classes."""
+    from blocks.core._block import block_classes
+    from blocks.core._discovery import load_plugins
+
+    found = []
+    plugins = load_plugins()
+    for slug, cls in sorted(block_classes().items()):
+        if slug in plugins and slug not in registered:
+            found.append(
+                {
+                    "slug": slug,
+                    "name": cls.get_block_type_name(),
+                    "description": cls.get_description(),
+                    "module": cls.__module__,
+                    "documents": 0,
+                    "created": None,
+                    "updated": None,
+                }
+            )
+    return found
 
 
 @type_group.command("inspect")

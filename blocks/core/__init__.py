@@ -17,13 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blocks.core._block import Block, SecretDict
+    from blocks.core._masking import mask_secret
     from blocks.core._registry import Registry
 
-__all__ = ["Block", "Registry", "SecretDict"]
+__all__ = ["Block", "Registry", "SecretDict", "mask_secret"]
 
 # Imported on first use: `block ls` reads the registry without loading pydantic, and loading a
 # block does not need the SQL layer on SQLite.
-_EXPORTS = {"Block": "_block", "SecretDict": "_block", "Registry": "_registry"}
+_EXPORTS = {
+    "Block": "_block",
+    "SecretDict": "_block",
+    "Registry": "_registry",
+    "mask_secret": "_masking",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -62,6 +62,7 @@ from blocks.core._documents import (
     set_path,
     without_inputs,
 )
+from blocks.core._masking import note as note_secret
 from blocks.errors import (
     BlockNotFound,
     ConfigurationError,
@@ -113,6 +114,16 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
 }
 
 _BLOCK_CLASSES: dict[str, type[Block]] = {}
+# Slugs two installed plugins (or a plugin and a built-in type) claim, with who claims them:
+# filled by `_discovery.load_plugins`, checked by `block_class_for`.
+_PLUGIN_CONFLICTS: dict[str, list[str]] = {}
+
+
+def record_plugin_conflict(slug: str, holders: list[str]) -> None:
+    """Remember that `holders` (package labels) all define block type `slug`."""
+    _PLUGIN_CONFLICTS[slug] = list(holders)
+
+
 _SCHEMAS: dict[type[Block], tuple[dict[str, Any], str]] = {}
 
 
@@ -152,9 +163,19 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
     read from the registry alone is never imported: whoever can write a shared registry must
     not choose the code another user's CLI runs.
     """
+    if _PLUGIN_CONFLICTS and slug in _PLUGIN_CONFLICTS:
+        _raise_conflict(slug)
     cls = _BLOCK_CLASSES.get(slug)
     if cls is None and slug in BUILTIN_BLOCK_MODULES:
         importlib.import_module(BUILTIN_BLOCK_MODULES[slug])
+        cls = _BLOCK_CLASSES.get(slug)
+    if cls is None:
+        # Installed plugins (`blocks.types` entry points), imported on this first need only.
+        from blocks.core._discovery import load_plugins
+
+        load_plugins()
+        if slug in _PLUGIN_CONFLICTS:
+            _raise_conflict(slug)
         cls = _BLOCK_CLASSES.get(slug)
     if cls is None:
         hint = ""
@@ -196,6 +217,16 @@ def block_class_for(slug: str, *, import_registered: bool = False) -> type[Block
     if cls is None:
         raise UnknownBlockType(f"No Block class with type slug {slug!r} is imported.{hint}")
     return cls
+
+
+def _raise_conflict(slug: str) -> None:
+    from blocks.errors import PluginConflict
+
+    holders = _PLUGIN_CONFLICTS[slug]
+    raise PluginConflict(
+        f"Block type {slug!r} is defined by {' and by '.join(holders)}: uninstall one of them, "
+        "or give one class another _block_type_slug."
+    )
 
 
 def _dispatch_class(base: type[Block], slug: Any) -> type[Block]:
@@ -1021,6 +1052,10 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
         opened = _open_named(keyset, row, named=False)
     except (TamperedDocument, DecryptionFailed):
         opened = _open_named(keyset, row, named=True)  # fails again, the same way, with names
+    # Masked in run logs from now on. Only here, on first opening: a memo hit below serves
+    # bytes this process opened (and recorded) before.
+    for _, secret, _ in opened:
+        note_secret(secret)
     if kept:
         if len(memo) >= _OPENED_MAX:
             memo.clear()

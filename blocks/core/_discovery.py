@@ -19,9 +19,12 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 import types
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from blocks.core._block import Block
 from blocks.errors import ConfigurationError
@@ -158,6 +161,90 @@ def plugin_modules() -> set[str]:
     from importlib.metadata import entry_points
 
     return {entry.module for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+# -- loading plugins on first need ----------------------------------------------------------------
+#
+# Nothing here runs at import or on a load of a type already known (built in, or imported):
+# `block_class_for` calls `load_plugins` for a slug it does not know, `block type ls` and
+# `block create` call it, so start-up and warm loads never scan installed packages.
+
+_plugins_lock = threading.Lock()
+_plugin_sources: dict[str, str] | None = None  # slug -> "plugin PACKAGE VERSION"
+_warned: set[str] = set()
+
+
+def load_plugins() -> dict[str, str]:
+    """Import every installed ``blocks.types`` plugin module once per process; return where
+    each plugin type comes from (slug -> ``"plugin PACKAGE VERSION"``).
+
+    A plugin that fails to import is named in one warning and skipped (the others load). A slug
+    claimed by two packages (or by a package and `blocks` itself) is recorded as a conflict:
+    `block_class_for` then raises `PluginConflict` naming both.
+    """
+    global _plugin_sources
+    found = _plugin_sources
+    if found is not None:
+        return found
+    with _plugins_lock:
+        if _plugin_sources is not None:
+            return _plugin_sources
+        from importlib.metadata import entry_points
+
+        from blocks.core._block import BUILTIN_BLOCK_MODULES, record_plugin_conflict
+
+        claims: dict[str, list[str]] = {}
+        for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: (e.module, e.name)):
+            label = _package_label(entry)
+            try:
+                module = importlib.import_module(entry.module)
+            except Exception as exc:  # any failure of a plugin is its own: skip it
+                _warn_once(
+                    label,
+                    f"Block plugin {label} (entry point {entry.name!r} = {entry.value!r}) could "
+                    f"not be imported and is skipped: {type(exc).__name__}: {exc}",
+                )
+                continue
+            top = entry.module.split(".")[0]
+            for value in list(vars(module).values()):
+                if (
+                    isinstance(value, type)
+                    and issubclass(value, Block)
+                    and not value._block_is_abstract
+                    and (value.__module__ == top or value.__module__.startswith(top + "."))
+                ):
+                    holders = claims.setdefault(value.get_block_type_slug(), [])
+                    if label not in holders:
+                        holders.append(label)
+        sources: dict[str, str] = {}
+        for slug, holders in claims.items():
+            if slug in BUILTIN_BLOCK_MODULES:
+                holders = ["blocks (built in)", *holders]
+            if len(holders) > 1:
+                record_plugin_conflict(slug, holders)
+            else:
+                sources[slug] = f"plugin {holders[0]}"
+        _plugin_sources = sources
+        return sources
+
+
+def _package_label(entry: Any) -> str:
+    dist = getattr(entry, "dist", None)
+    if dist is None:
+        return f"module {entry.module}"
+    return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    # One line naming the plugin, with no source line of ours under it.
+    warnings.warn_explicit(message, PluginWarning, filename="<installed plugin>", lineno=0)
+
+
+class PluginWarning(UserWarning):
+    """An installed plugin could not be used (it is skipped; the others still load)."""
 
 
 def may_import(module: str) -> bool:

@@ -25,6 +25,8 @@ from typing import Any
 import pydantic
 from pydantic import SecretBytes, SecretStr, ValidationError
 
+from blocks.core._references import SecretRef
+
 SECRET_TYPES = (SecretStr, SecretBytes, pydantic.Secret)
 """The pydantic types whose values are encrypted at rest and masked on display."""
 
@@ -35,6 +37,8 @@ def secret_aad(type_slug: str, name: str, path: str) -> bytes:
 
 
 def secret_plaintext(value: Any) -> bytes:
+    if isinstance(value, SecretRef):  # the reference is sealed, never resolved to be saved
+        return b"r" + value.encode()
     raw = value.get_secret_value()
     if isinstance(raw, bytes):
         return b"b" + raw
@@ -59,6 +63,8 @@ def secret_value(plaintext: bytes, *, what: str = "a secret") -> Any:
             return SecretStr(body.decode())
         if kind == b"j":
             return pydantic.Secret(json.loads(body))
+        if kind == b"r":
+            return SecretRef.decode(body)
     except ValueError:
         pass
     raise DecryptionFailed(f"Cannot decrypt {what}: the decrypted value is not a blocks secret.")

@@ -23,6 +23,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from blocks import settings
+from blocks.core import _masking as masking
 from blocks.runtime import _context as context
 
 if TYPE_CHECKING:
@@ -61,6 +62,38 @@ class _RunFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _MaskingFilter(logging.Filter):
+    """Hides every recorded secret value (`blocks.core._masking`) in a run log record before
+    any handler, ours or the root's, sees it. Costs one check per record while no secret is
+    recorded; a record without a secret is left as it was (its ``args`` kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if masking.known():
+            _mask_record(record)
+        return True
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    text = record.getMessage()
+    masked = masking.mask(text)
+    if masked != text:
+        record.msg, record.args = masked, None
+    if record.exc_info and record.exc_info[1] is not None:
+        masking.mask_exception(record.exc_info[1])
+        # The text handlers print (formatters reuse `exc_text`), masked as text too: an
+        # exception whose __str__ ignores its args keeps the value in its object.
+        if not record.exc_text:
+            record.exc_text = _EXC_FORMATTER.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = masking.mask(record.exc_text)
+    if record.stack_info:
+        record.stack_info = masking.mask(record.stack_info)
+
+
+_EXC_FORMATTER = logging.Formatter()
+_MASKING_FILTER = _MaskingFilter()
+
+
 def _configure() -> None:
     """Install our console handler and level on the run loggers, once per process."""
     global _configured
@@ -79,6 +112,7 @@ def _configure() -> None:
             logger = logging.getLogger(name)
             logger.setLevel(level)
             logger.addHandler(handler)
+            logger.addFilter(_MASKING_FILTER)
         _configured = True
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from blocks.core import _masking as masking
 from blocks.errors import MissingResult, UpstreamFailed
 
 __all__ = [
@@ -224,6 +225,7 @@ def NotReady(exception: BaseException | None = None, message: str | None = None)
     """
     if message is None and exception is not None:
         message = str(exception)
+    message = _masked(message, exception)
     return State(StateType.PENDING, "NotReady", message, exception=exception)
 
 
@@ -248,6 +250,7 @@ def Failed(
     """A run that raised `exception` (after its retries)."""
     if message is None and exception is not None:
         message = _describe(exception)
+    message = _masked(message, exception)
     return State(StateType.FAILED, message=message, data=data, exception=exception)
 
 
@@ -255,6 +258,7 @@ def TimedOut(exception: BaseException | None = None, message: str | None = None)
     """A run that exceeded its ``timeout_seconds`` (a FAILED state)."""
     if message is None and exception is not None:
         message = _describe(exception)
+    message = _masked(message, exception)
     return State(StateType.FAILED, "TimedOut", message, exception=exception)
 
 
@@ -262,12 +266,13 @@ def Crashed(exception: BaseException | None = None, message: str | None = None) 
     """A run stopped by something other than an ordinary exception (KeyboardInterrupt, ...)."""
     if message is None and exception is not None:
         message = _describe(exception)
+    message = _masked(message, exception)
     return State(StateType.CRASHED, message=message, exception=exception)
 
 
 def Cancelled(message: str | None = None, exception: BaseException | None = None) -> State:
     """A run that was cancelled (a final state; `result()` raises)."""
-    return State(StateType.CANCELLED, message=message, exception=exception)
+    return State(StateType.CANCELLED, message=_masked(message, exception), exception=exception)
 
 
 #: The containers `is_state_iterable` accepts; a hot path tests ``type(value) in`` it first
@@ -330,3 +335,13 @@ def return_value_to_state(value: Any) -> State:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _masked(message: str | None, exception: BaseException | None) -> str | None:
+    """A failure's message with every recorded secret value hidden, and its exception (and
+    the chain it was raised from) masked in place, so a traceback printed or stored from the
+    state shows ``***`` (see `blocks.core._masking`)."""
+    if not masking.known():
+        return message
+    masking.mask_exception(exception)
+    return masking.mask(message) if message else message

@@ -1,0 +1,1 @@
+"""A test plugin for blocks (installed by tests/test_plugins.py)."""
