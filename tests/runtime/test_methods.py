@@ -5,6 +5,7 @@ decorator above or below ``@classmethod`` / ``@staticmethod``; bound calls, ``.s
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pydantic
@@ -211,7 +212,13 @@ def test_classmethod_tasks_bind_the_class_they_are_read_from_in_either_order(Bas
 
     assert Foo.above() == "Foo" and Bar.above() == "Bar" and Bar(x=1).above() == "Bar"
     assert Foo.below() == "Foo" and Bar.below() == "Bar"
-    assert isinstance(Foo.above, Task) and isinstance(Foo.below, Task)  # Python 3.11
+    assert isinstance(Foo.above, Task)
+    # Python 3.13 no longer lets `classmethod` chain to the descriptor it wraps: `Foo.below` is
+    # then a method bound to Foo whose function is the task (calls above still work).
+    if sys.version_info < (3, 13):
+        assert isinstance(Foo.below, Task)
+    else:
+        assert isinstance(Foo.below.__func__, Task)  # type: ignore[attr-defined]
 
 
 @BASES
@@ -388,7 +395,11 @@ def test_classmethod_and_staticmethod_flows_in_either_order(Base: Any) -> None:
 
     assert (Foo.above(), Bar.above(), Foo.below(), Bar.below()) == ("Foo", "Bar", "Foo", "Bar")
     assert Foo.static_above() == Foo.static_below() == "static"
-    assert all(isinstance(f, Flow) for f in (Foo.above, Foo.below, Foo.static_above))
+    assert all(isinstance(f, Flow) for f in (Foo.above, Foo.static_above))
+    if sys.version_info < (3, 13):  # 3.13's classmethod no longer chains descriptors
+        assert isinstance(Foo.below, Flow)
+    else:
+        assert isinstance(Foo.below.__func__, Flow)  # type: ignore[attr-defined]
 
 
 def test_with_options_on_a_classmethod_flow_keeps_the_subclass() -> None:
