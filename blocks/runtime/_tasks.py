@@ -599,7 +599,13 @@ def task_key(fn: Callable[..., Any]) -> str:
 
 
 def source_code(fn: Callable[..., Any]) -> str | None:
-    """The source of `fn`, or None when Python has none."""
+    """The source of `fn` as it was loaded, or None when Python has none: the text on record
+    must compile to the code in memory (`keys._loaded`), so neither a file edited since nor
+    another program's text under a pseudo file name (3.13's ``<string>``) is returned."""
+    if hasattr(fn, "__code__"):
+        from blocks.runtime.keys._loaded import loaded_source
+
+        return loaded_source(fn)[0]
     try:
         return inspect.getsource(fn)
     except (OSError, TypeError):
