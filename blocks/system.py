@@ -14,14 +14,11 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 from pydantic import Field, SecretStr, field_validator
@@ -30,6 +27,9 @@ from blocks.core._block import Block, SecretDict
 from blocks.core._masking import note as note_secret
 from blocks.core._references import SecretRef
 from blocks.errors import WebhookError
+
+if TYPE_CHECKING:  # urllib.request and asyncio load on a webhook's first call, not on import
+    import urllib.request
 
 SecretList = pydantic.Secret[list[Any]]
 """A list whose whole value is secret: masked in repr, encrypted at rest."""
@@ -135,6 +135,8 @@ class Webhook(Block):
         return f"{parts.scheme}://{parts.hostname}{port}"
 
     def _request(self, payload: Any) -> urllib.request.Request:
+        import urllib.request
+
         headers = {str(k): str(v) for k, v in self.headers.get_secret_value().items()}
         body: bytes | None
         if payload is None:
@@ -153,6 +155,9 @@ class Webhook(Block):
 
     def call(self, payload: Any = None) -> WebhookResponse:
         """Send `payload` and return the answer; `WebhookError` if it fails."""
+        import urllib.error
+        import urllib.request
+
         request = self._request(payload)
         why: str
         try:
@@ -181,6 +186,8 @@ class Webhook(Block):
 
     async def acall(self, payload: Any = None) -> WebhookResponse:
         """`call` for async code (runs in a worker thread; the loop is never blocked)."""
+        import asyncio
+
         return await asyncio.to_thread(self.call, payload)
 
 

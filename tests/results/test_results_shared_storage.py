@@ -24,7 +24,7 @@ import pytest
 
 _MACHINE = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     from blocks import task
     from blocks.filesystems import LocalFileSystem, S3
     from blocks.tasks import task_input_hash
@@ -37,7 +37,9 @@ _MACHINE = textwrap.dedent(
     @task(result_storage=storage, persist_result=True, **options)
     def report(day: str) -> str:
         calls.append(day)
-        return f"report of {day} by {machine}"
+        # The machine's name is read at run time (not a global the code fingerprint follows):
+        # both machines run the same code, so B's hit on A's record is the right value.
+        return f"report of {day} by {os.environ['MACHINE']}"
 
     state = report("2026-12-07", return_state=True)
     value = state.result(raise_on_failure=False) if state.is_completed() else None
@@ -53,7 +55,7 @@ def _machine(home: Path, storage: str, name: str, policy: str, **env: str) -> di
         for k, v in os.environ.items()
         if k not in {"BLOCKS_MASTER_KEY", "BLOCKS_RESULTS_KEY", "BLOCKS_REGISTRY_URL"}
     }
-    environ.update(BLOCKS_HOME=str(home), BLOCKS_KEY_SOURCE="file", **env)
+    environ.update(BLOCKS_HOME=str(home), BLOCKS_KEY_SOURCE="file", MACHINE=name, **env)
     done = subprocess.run(
         [sys.executable, "-c", _MACHINE, storage, name, policy],
         capture_output=True,
