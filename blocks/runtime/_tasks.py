@@ -79,6 +79,7 @@ from blocks.runtime._states import (
 )
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
+from blocks.runtime.engine._transactions import rollback_current
 from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 from blocks.settings import runtime_defaults
@@ -90,6 +91,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
+TransactionHook = TypeVar("TransactionHook", bound=Callable[[Any], Any])
 
 _OPTION_NAMES = option_names(TaskOptions)
 
@@ -122,7 +124,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     result_storage_key, log_prints, cache_result_in_memory (False: a persisted result is read
     back from storage when asked for instead of held in memory), on_running / on_failure /
     on_completion hooks ``hook(task, task_run, state)`` (lists of callables; or add one with
-    the decorator ``@my_task.on_completion``).
+    the decorator ``@my_task.on_completion``), on_commit / on_rollback hooks
+    ``hook(transaction)`` (see `blocks.transactions`).
 
     Caching follows Prefect 3 (see `TaskOptions`): a task that persists its result is cached
     with ``DEFAULT`` (inputs + code + flow run: identical calls within one flow run hit, a new
@@ -236,6 +239,25 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     def on_running_hooks(self) -> tuple[Callable[..., Any], ...]:
         return self.options.on_running
 
+    @property
+    def on_commit_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_commit
+
+    @property
+    def on_rollback_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_rollback
+
+    def on_commit(self, fn: TransactionHook) -> TransactionHook:
+        """Add a hook ``hook(transaction)`` called when the transaction holding a run of this
+        task commits (a run outside any transaction commits as it ends):
+        ``@my_task.on_commit``."""
+        return self._add_hook("on_commit", fn)
+
+    def on_rollback(self, fn: TransactionHook) -> TransactionHook:
+        """Add a hook ``hook(transaction)`` called when the transaction holding a completed run
+        of this task rolls back (a later task in it failed): ``@my_task.on_rollback``."""
+        return self._add_hook("on_rollback", fn)
+
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy of this task with some options changed (`dataclasses.replace`, validated
         again; hooks added with the decorators carry over).
@@ -315,6 +337,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
                 run.state = state = Failed(exc)
                 state.run = run
                 log_failure(run_logger(run), state, self.options.retries, run.run_count)
+                rollback_current()  # a failed run rolls back the open transaction
                 if return_state:
                     return state
                 raise
@@ -693,6 +716,8 @@ def task(
     on_running: Iterable[TaskHook] | None = None,
     cache_result_in_memory: bool = True,
     cache_policy: CachePolicy | None = NotSet,
+    on_commit: Iterable[Callable[[Any], Any]] | None = None,
+    on_rollback: Iterable[Callable[[Any], Any]] | None = None,
 ) -> TaskDecorator: ...
 
 
