@@ -39,7 +39,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.errors import OptionTypeError
 from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
     FlowRun,
@@ -57,7 +57,7 @@ from blocks.runtime._futures import (
     has_futures,
 )
 from blocks.runtime._logging import log_failure, run_logger
-from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
+from blocks.runtime._methods import NOT_BOUND, Bound, bind_target, unwrap_method
 from blocks.runtime._options import (
     CacheKeyFn,
     HookDecorators,
@@ -82,6 +82,7 @@ from blocks.runtime.engine._task_run import task_steps
 from blocks.runtime.engine._transactions import rollback_current
 from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
+from blocks.runtime.runners._calls import Mapped, map_length, mappable
 from blocks.settings import runtime_defaults
 
 __all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
@@ -508,22 +509,15 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         values are passed whole to every run.
         """
         wait_for = kwargs.pop("wait_for", None)
-        args_l = [_mappable(a) for a in args]
-        kwargs_l = {k: _mappable(v) for k, v in kwargs.items()}
-        lengths = {len(v) for v in (*args_l, *kwargs_l.values()) if isinstance(v, _Mapped)}
-        if not lengths:
-            raise ConfigurationError(f"{self.name}.map() needs at least one iterable argument.")
-        if len(lengths) > 1:
-            raise ConfigurationError(
-                f"{self.name}.map() got iterables of different lengths {sorted(lengths)}."
-            )
-        n = lengths.pop()
+        args_l = [mappable(a) for a in args]
+        kwargs_l = {k: mappable(v) for k, v in kwargs.items()}
+        n = map_length((*args_l, *kwargs_l.values()), f"{self.name}.map()")
         return TaskFutureList(
             Task.submit(  # not a subclass's: `BoundTask.map` passes its instance itself
                 self,
-                *(a[i] if isinstance(a, _Mapped) else a for a in args_l),
+                *(a[i] if isinstance(a, Mapped) else a for a in args_l),
                 wait_for=wait_for,
-                **{k: v[i] if isinstance(v, _Mapped) else v for k, v in kwargs_l.items()},
+                **{k: v[i] if isinstance(v, Mapped) else v for k, v in kwargs_l.items()},
             )
             for i in range(n)
         )
@@ -560,36 +554,17 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         return dict(bound.arguments)
 
 
-class BoundTask(Task[P, R]):
+class BoundTask(Bound, Task[P, R]):
     """A method's task bound to its instance (or a classmethod's to its class), which every
     call, ``.submit()`` and ``.map()`` passes first; ``with_options`` keeps it bound."""
 
-    __self__: Any
-
-    @classmethod
-    def of(cls, task: Task[P, R], target: Any) -> BoundTask[P, R]:
-        bound: BoundTask[P, R] = object.__new__(cls)
-        bound.__dict__.update(task.__dict__)
-        bound.__self__ = target
-        return bound
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        return self  # already bound
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return super().__call__(self.__self__, *args, **kwargs)
+    unbound = Task
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
-        return super().submit(self.__self__, *args, **kwargs)
+        return Task.submit(self, self.__self__, *args, **kwargs)
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[Any]:
-        return super().map(unmapped(self.__self__), *args, **kwargs)
-
-    def with_options(self, **options: Any) -> Task[P, R]:
-        return BoundTask.of(super().with_options(**options), self.__self__)
-
-    def __repr__(self) -> str:
-        return f"Task(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+        return Task.map(self, unmapped(self.__self__), *args, **kwargs)
 
 
 def _with_defaults(given: dict[str, Any]) -> dict[str, Any]:
@@ -633,22 +608,6 @@ def source_code(fn: Callable[..., Any]) -> str | None:
         return inspect.getsource(fn)
     except (OSError, TypeError):
         return None
-
-
-class _Mapped(list[Any]):
-    """The elements of one mapped argument of ``.map()``."""
-
-
-def _mappable(value: Any) -> Any:
-    if isinstance(value, unmapped):
-        return value.value
-    if isinstance(value, TaskFuture):
-        value = value.result()
-    if isinstance(value, str | bytes | dict):
-        return value
-    if isinstance(value, list | tuple | set | frozenset | range) or inspect.isgenerator(value):
-        return _Mapped(value)
-    return value
 
 
 _default: TaskRunner | None = None

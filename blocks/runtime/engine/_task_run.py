@@ -372,26 +372,11 @@ def _transacted(
     staged_key = key
     return (
         yield from attempts(
-            run, lambda: _staged(task, call, txn, staged_key, components or None, flow), options
+            run,
+            lambda: _persisted(task, call, store, staged_key, components or None, flow, txn),
+            options,
         )
     )
-
-
-def _staged(
-    task: TaskLike,
-    call: Call,
-    txn: Transaction,
-    key: str,
-    components: dict[str, str] | None,
-    flow: str | None,
-) -> Engine:
-    value = yield call
-    if isinstance(value, State) or is_state_iterable(value):
-        return _returned(value)  # states are not persisted: they stay in memory
-    txn.stage(StagedRecord(value, task.options.cache_expiration, task.name, components, flow))
-    state = Completed(value)
-    state.cache = (key, None)  # expires from when the record is written
-    return state
 
 
 def _probe(storage: Any, serializer: Any, key: str) -> tuple[ResultStore, Hit | None, bool]:
@@ -438,10 +423,19 @@ def _persisted(
     key: str,
     components: dict[str, str] | None,
     flow: str | None,
+    txn: Transaction | None = None,
 ) -> Engine:
+    """Call, then write the value under `key`; inside a transaction, stage it instead (it is
+    written when the transaction commits)."""
     value = yield call
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
+    if txn is not None:
+        expiration = task.options.cache_expiration
+        txn.stage(StagedRecord(value, expiration, task.name, components, flow))
+        state = Completed(value)
+        state.cache = (key, None)  # it expires counting from when it is written
+        return state
     expires = yield Blocking(
         persistence.persist,
         store,
