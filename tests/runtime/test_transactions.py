@@ -575,3 +575,96 @@ def test_the_serializable_example_of_prefects_docs_runs_in_processes(tmp_path: P
     print(f"4 processes: {outs}; file: {out.read_text().splitlines()}")
     assert sorted(outs) == ["skipped", "skipped", "skipped", "wrote"]
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_one_key_in_two_threads_of_a_serializable_tree_does_not_deadlock(folder: Path) -> None:
+    @task(result_storage=str(folder), cache_key_fn=lambda: "constant")
+    def same(n: int) -> int:
+        time.sleep(0.05)
+        return n
+
+    @flow
+    def pipeline() -> list[int]:
+        with transaction(isolation_level=IsolationLevel.SERIALIZABLE):
+            return same.map(range(4)).result()
+
+    began = time.monotonic()
+    assert pipeline() == [0, 1, 2, 3]
+    elapsed = time.monotonic() - began
+    print(f"4 runs of one key in one SERIALIZABLE transaction: {elapsed:.2f} s")
+    assert elapsed < 10
+    assert records(folder) == ["constant"]
+
+
+def test_async_tasks_submitted_in_a_transaction_join_it(folder: Path) -> None:
+    @task(result_storage=str(folder), cache_key_fn=lambda ctx, p: f"sub{p['n']}")
+    async def fetch(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    @flow
+    async def pipeline() -> list[int]:
+        with transaction():
+            futures = [fetch.submit(n) for n in range(3)]
+            values = [await f for f in futures]
+            assert records(folder) == []
+        return values
+
+    assert asyncio.run(pipeline()) == [0, 1, 2]
+    assert records(folder) == ["sub0", "sub1", "sub2"]
+
+
+def test_a_task_that_swallows_a_nested_failure_stays_rolled_back(folder: Path) -> None:
+    @task(result_storage=str(folder), cache_key_fn=lambda: "inner-ok")
+    def ok() -> int:
+        return 1
+
+    @task
+    def broken() -> None:
+        raise ValueError("nested")
+
+    @task(on_commit=[lambda txn: None])  # a transaction of its own
+    def outer() -> str:
+        ok()
+        return broken(return_state=True).name
+
+    with transaction() as txn:
+        assert outer() == "Failed"
+    assert txn.is_rolled_back() and records(folder) == []
+
+
+def test_the_readme_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "unload" in c]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    with pytest.raises(ValueError, match="rows missing"):
+        namespace["nightly"]("2024-06-01")
+    assert not (tmp_path / "orders-2024-06-01.csv").exists()  # unload() ran
+    assert not (tmp_path / "results").exists() or records(tmp_path / "results") == []
+
+
+def test_a_write_that_fails_during_the_commit_rolls_back_from_there(
+    folder: Path, store: ResultStore
+) -> None:
+    rolled: list[str] = []
+
+    @task(result_storage=str(folder), cache_key_fn=lambda ctx, p: f"w{p['n']}")
+    def write(n: int) -> int:
+        return n
+
+    write.on_rollback(lambda txn: rolled.append(txn.key))
+    (folder / "w2").mkdir()  # a folder where w2's record goes: its write fails
+    with transaction() as txn:
+        for n in (1, 2, 3):
+            write(n)
+    print(f"committed before the failure: {records(folder)}; rolled back: {rolled}")
+    assert txn.is_rolled_back()
+    assert store.read("w1").value == 1  # type: ignore[union-attr]  # written before: stays
+    assert not (folder / "w3").exists()
+    assert rolled == ["w2", "w3"]  # the one that failed to write, then the rest

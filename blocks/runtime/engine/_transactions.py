@@ -136,7 +136,7 @@ class _Tree:
 
     def __init__(self) -> None:
         self.guard = threading.RLock()
-        self.held: dict[str, KeyLock] = {}
+        self.held: dict[str, KeyLock | None] = {}  # None: claimed, being acquired
 
 
 class Transaction:
@@ -174,6 +174,7 @@ class Transaction:
         self._tree: _Tree | None = None
         self._token: contextvars.Token[Transaction | None] | None = None
         self._lock: KeyLock | None = None
+        self._claim: str | None = None  # the lock name this transaction claimed in its tree
 
     def __repr__(self) -> str:
         return f"Transaction(key={self.key!r}, state={self.state.value})"
@@ -253,17 +254,24 @@ class Transaction:
         self._token = _current.set(self)
 
     def needs_lock(self) -> bool:
-        """Whether this transaction must take its key's lock (SERIALIZABLE, and the lock is
-        not already held in this transaction tree)."""
+        """Whether this transaction must take its key's lock: SERIALIZABLE, and no member of
+        its transaction tree has claimed that lock (this call claims it, so two members never
+        wait for each other; `hold` then keeps the lock taken)."""
         if self.isolation_level is not IsolationLevel.SERIALIZABLE:
             return False
         if self.store is None or not self.key:
             return False
         assert self._tree is not None
-        return lock_name(self.store.storage.describe(), self.key) not in self._tree.held
+        name = lock_name(self.store.storage.describe(), self.key)
+        with self._tree.guard:
+            if name in self._tree.held:
+                return False
+            self._tree.held[name] = None
+        self._claim = name
+        return True
 
     def hold(self, lock: KeyLock) -> None:
-        """Keep `lock` until this transaction commits or rolls back."""
+        """Keep `lock` (claimed by `needs_lock`) until this transaction commits or rolls back."""
         assert self._tree is not None
         self._lock = lock
         with self._tree.guard:
@@ -323,8 +331,9 @@ class Transaction:
         on_commit_hooks: list[TransactionHook] | None = None,
     ) -> None:
         """Stage `value` as this transaction's record (written when it commits) and add
-        hooks; nothing happens if it is already committed."""
-        if self.state is TransactionState.COMMITTED:
+        hooks; nothing happens if it has ended (committed: the work was done; rolled back: a
+        failure inside it undid it)."""
+        if self.state in _ENDED:
             return
         self._staged = value
         self.on_rollback_hooks += on_rollback_hooks or []
@@ -333,7 +342,8 @@ class Transaction:
 
     def commit(self) -> bool:
         """Commit the nested transactions, call the ``on_commit`` hooks, write the staged record
-        (a key and a store given); False if it had ended, or if this failed (then rolled back).
+        (a key and a store given); False if it had ended, or if this failed: then it rolls back
+        from there (one nested transaction that fails to commit rolls back the rest).
 
         Records are written one object at a time: a process that dies between two writes
         leaves the first record whole and the second absent (see the README).
@@ -345,7 +355,8 @@ class Transaction:
                 return False
             try:
                 for child in list(self.children):
-                    child.commit()
+                    if not child.commit() and child.is_rolled_back():
+                        raise RuntimeError(f"nested transaction {child.key!r} did not commit")
                 for hook in self.on_commit_hooks:
                     self._run_hook(hook, "commit")
                 if self.store is not None and self.key and self.write_on_commit:
@@ -430,12 +441,12 @@ class Transaction:
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None
-        if lock is None:
-            return
-        if self._tree is not None:
+        claim, self._claim = self._claim, None
+        if claim is not None and self._tree is not None:
             with self._tree.guard:
-                self._tree.held.pop(lock.name, None)
-        lock.release()
+                self._tree.held.pop(claim, None)
+        if lock is not None:
+            lock.release()
 
     def _release_all(self) -> None:
         """At the outermost transaction's end: let go of any lock still held in the tree (a
@@ -444,7 +455,7 @@ class Transaction:
         if tree is None:
             return
         with tree.guard:
-            left = list(tree.held.values())
+            left = [lock for lock in tree.held.values() if lock is not None]
             tree.held.clear()
         for lock in left:
             lock.release()
