@@ -668,3 +668,36 @@ def test_a_write_that_fails_during_the_commit_rolls_back_from_there(
     assert store.read("w1").value == 1  # type: ignore[union-attr]  # written before: stays
     assert not (folder / "w3").exists()
     assert rolled == ["w2", "w3"]  # the one that failed to write, then the rest
+
+
+def test_bad_options_are_clear_errors() -> None:
+    from blocks.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"commit_mode must be one of CommitMode\.EAGER"):
+        transaction(commit_mode="SOON").__enter__()  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="isolation_level must be one of"):
+        Transaction(isolation_level="STRICT")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="key is a string"):
+        Transaction(key=3)  # type: ignore[arg-type]
+    assert Transaction(commit_mode="EAGER").commit_mode is CommitMode.EAGER  # type: ignore[arg-type]
+    from blocks.errors import OptionTypeError
+
+    with pytest.raises(OptionTypeError, match="on_commit takes a list of hooks"):
+        task(on_commit=print)(lambda: None)
+    assert get_transaction() is None
+
+
+def test_async_hooks_are_awaited() -> None:
+    seen: list[str] = []
+
+    async def hook(txn: Transaction) -> None:
+        await asyncio.sleep(0)
+        seen.append("committed")
+
+    @task(on_commit=[hook])
+    def step() -> int:
+        return 1
+
+    assert step() == 1
+    assert seen == ["committed"]
+    assert Transaction.get_active() is None

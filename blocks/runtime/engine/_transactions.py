@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocks.errors import ConfigurationError
 from blocks.results import _persistence as persistence
@@ -90,6 +90,21 @@ class TransactionState(enum.StrEnum):
 
 
 _ENDED = (TransactionState.COMMITTED, TransactionState.ROLLED_BACK)
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _member(kind: type[E], value: Any, option: str) -> E | None:
+    """`value` as a member of `kind` (its name works too); None stays None (inherited)."""
+    if value is None or isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(f"{kind.__name__}.{m.name}" for m in kind)
+        raise ConfigurationError(f"{option} must be one of {names}; got {value!r}.") from None
+
+
 _NOT_SET: Any = object()
 
 #: The open transaction of this context (a task run's own while it runs).
@@ -159,8 +174,12 @@ class Transaction:
     ) -> None:
         self.key = key
         self.store = store
-        self.commit_mode = None if commit_mode is None else CommitMode(commit_mode)
-        self.isolation_level = None if isolation_level is None else IsolationLevel(isolation_level)
+        if key is not None and not isinstance(key, str):
+            raise ConfigurationError(
+                f"A transaction's key is a string (a result-store key), not a {type(key).__name__}."
+            )
+        self.commit_mode = _member(CommitMode, commit_mode, "commit_mode")
+        self.isolation_level = _member(IsolationLevel, isolation_level, "isolation_level")
         self.overwrite = overwrite
         self.write_on_commit = write_on_commit
         self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _logger
@@ -216,6 +235,11 @@ class Transaction:
 
     def get_parent(self) -> Transaction | None:
         return self._parent
+
+    @classmethod
+    def get_active(cls) -> Transaction | None:
+        """The innermost open transaction (`get_transaction`)."""
+        return _current.get()
 
     def add_child(self, child: Transaction) -> None:
         self.children.append(child)
@@ -358,7 +382,7 @@ class Transaction:
                     if not child.commit() and child.is_rolled_back():
                         raise RuntimeError(f"nested transaction {child.key!r} did not commit")
                 for hook in self.on_commit_hooks:
-                    self._run_hook(hook, "commit")
+                    self.run_hook(hook, "commit")
                 if self.store is not None and self.key and self.write_on_commit:
                     self._write()
             except Exception:
@@ -380,7 +404,7 @@ class Transaction:
             try:
                 for hook in reversed(self.on_rollback_hooks):
                     try:
-                        self._run_hook(hook, "rollback")
+                        self.run_hook(hook, "rollback")
                     except Exception:
                         self.logger.exception(
                             "A rollback hook of transaction %r failed; rolling back the rest.",
@@ -432,7 +456,8 @@ class Transaction:
         else:
             persistence.persist(self.store, self.key, staged, None, "transaction")
 
-    def _run_hook(self, hook: TransactionHook, kind: str) -> None:
+    def run_hook(self, hook: TransactionHook, kind: str) -> None:
+        """Call ``hook(self)`` (awaited if it is async), logging it as a `kind` hook."""
         name = getattr(hook, "__name__", repr(hook))
         self.logger.info("Running %s hook %r", kind, name)
         outcome = hook(self)
