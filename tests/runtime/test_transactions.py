@@ -683,7 +683,7 @@ def test_bad_options_are_clear_errors() -> None:
     from blocks.errors import OptionTypeError
 
     with pytest.raises(OptionTypeError, match="on_commit takes a list of hooks"):
-        task(on_commit=print)(lambda: None)
+        task(on_commit=print)(lambda: None)  # type: ignore[call-overload]
     assert get_transaction() is None
 
 
