@@ -49,10 +49,10 @@ from blocks.runtime.engine._steps import (
     run_hooks,
 )
 from blocks.runtime.engine._transactions import (
+    CURRENT,
     StagedRecord,
     Transaction,
     TransactionState,
-    get_transaction,
     rollback_current,
 )
 from blocks.runtime.keys._explain import explain_miss
@@ -162,7 +162,7 @@ def task_steps(
             earlier = _earlier_attempt(task, run, args, kwargs)
             if earlier is not None:
                 state = earlier
-            elif options.transactional or get_transaction() is not None:
+            elif options.transactional or CURRENT.get() is not None:
                 state = yield from _in_transaction(task, run, args, kwargs)
                 _keep_result(task, run, state)
             else:

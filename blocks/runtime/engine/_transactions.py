@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from blocks.results import Hit, ResultStore
 
 __all__ = [
+    "CURRENT",
     "CommitMode",
     "IsolationLevel",
     "StagedRecord",
@@ -107,10 +108,12 @@ def _member(kind: type[E], value: Any, option: str) -> E | None:
 
 _NOT_SET: Any = object()
 
-#: The open transaction of this context (a task run's own while it runs).
-_current: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+#: The open transaction of this context (a task run's own while it runs); the engine reads it
+#: directly (``CURRENT.get()``: no call frame on a cached hit).
+CURRENT: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
     "blocks_transaction", default=None
 )
+_current = CURRENT
 
 
 def rollback_current() -> None:
