@@ -219,6 +219,7 @@ COMPAT_PATHS = {
     "blocks.dask": "blocks.runtime.runners._dask",
     "blocks.registry": "blocks.core._registry",
     "blocks.schedules": "blocks.deployments.schedules",
+    "blocks.transactions": "blocks.runtime.engine._transactions",
 }
 
 

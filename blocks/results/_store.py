@@ -120,6 +120,11 @@ class Hit:
     header: RecordHeader
     value: Any
 
+    @property
+    def result(self) -> Any:
+        """The value, by the name Prefect's ``ResultRecord`` gives it (``txn.read().result``)."""
+        return self.value
+
 
 class ResultStore:
     """Result records under one storage, written with one serializer.

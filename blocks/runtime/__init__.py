@@ -67,12 +67,19 @@ _EXPORTS: dict[str, str] = {
     "ConcurrentTaskRunner": "blocks.runtime.runners._base",
     "ThreadPoolTaskRunner": "blocks.runtime.runners._base",
     "DaskTaskRunner": "blocks.runtime.runners._dask",
+    # transactions
+    "CommitMode": "blocks.runtime.engine._transactions",
+    "IsolationLevel": "blocks.runtime.engine._transactions",
+    "Transaction": "blocks.runtime.engine._transactions",
+    "get_transaction": "blocks.runtime.engine._transactions",
+    "transaction": "blocks.runtime.engine._transactions",
 }
 
 __all__ = [
     "BaseAnnotation",
     "Cached",
     "Cancelled",
+    "CommitMode",
     "Completed",
     "ConcurrentTaskRunner",
     "Crashed",
@@ -81,6 +88,7 @@ __all__ = [
     "Failed",
     "Flow",
     "FlowRun",
+    "IsolationLevel",
     "NotReady",
     "Pending",
     "PrefectFutureList",
@@ -96,6 +104,7 @@ __all__ = [
     "TaskRunner",
     "ThreadPoolTaskRunner",
     "TimedOut",
+    "Transaction",
     "allow_failure",
     "as_completed",
     "current_flow_run",
@@ -104,10 +113,12 @@ __all__ = [
     "exponential_backoff",
     "flow",
     "get_run_logger",
+    "get_transaction",
     "opaque",
     "quote",
     "task",
     "task_input_hash",
+    "transaction",
     "unmapped",
     "wait",
 ]
@@ -146,6 +157,13 @@ if TYPE_CHECKING:
         TimedOut,
     )
     from blocks.runtime._tasks import Task, exponential_backoff, task, task_input_hash
+    from blocks.runtime.engine._transactions import (
+        CommitMode,
+        IsolationLevel,
+        Transaction,
+        get_transaction,
+        transaction,
+    )
     from blocks.runtime.runners._base import (
         ConcurrentTaskRunner,
         SequentialTaskRunner,

@@ -36,7 +36,7 @@ import pydantic_core
 from blocks.errors import OptionTypeError, ParameterTypeError
 from blocks.runtime._context import FlowRun, check_run_name, get_current
 from blocks.runtime._futures import TaskFuture
-from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
+from blocks.runtime._methods import NOT_BOUND, Bound, bind_target, unwrap_method
 from blocks.runtime._options import (
     FlowOptions,
     HookDecorators,
@@ -298,30 +298,11 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         return run
 
 
-class BoundFlow(Flow[P, R]):
+class BoundFlow(Bound, Flow[P, R]):
     """A method's flow bound to its instance (or a classmethod's to its class), which every
     call passes first; ``with_options`` keeps it bound."""
 
-    __self__: Any
-
-    @classmethod
-    def of(cls, flow: Flow[P, R], target: Any) -> BoundFlow[P, R]:
-        bound: BoundFlow[P, R] = object.__new__(cls)
-        bound.__dict__.update(flow.__dict__)
-        bound.__self__ = target
-        return bound
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        return self  # already bound
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return super().__call__(self.__self__, *args, **kwargs)
-
-    def with_options(self, **options: Any) -> Flow[P, R]:
-        return BoundFlow.of(super().with_options(**options), self.__self__)
-
-    def __repr__(self) -> str:
-        return f"Flow(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+    unbound = Flow
 
 
 class FlowDecorator(Protocol):

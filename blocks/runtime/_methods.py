@@ -22,9 +22,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
-__all__ = ["NOT_BOUND", "MethodKind", "bind_target", "bound_name", "unwrap_method"]
+__all__ = ["NOT_BOUND", "Bound", "MethodKind", "bind_target", "bound_name", "unwrap_method"]
 
 MethodKind = Literal["classmethod", "staticmethod"] | None
 
@@ -54,3 +54,36 @@ def bind_target(kind: MethodKind, instance: Any, owner: Any) -> Any:
 def bound_name(target: Any) -> str:
     """How a bound task's repr names what it is bound to: a class, or an instance's class."""
     return target.__name__ if isinstance(target, type) else f"{type(target).__name__} instance"
+
+
+class Bound:
+    """What a bound task or flow adds to its class (`BoundTask`, `BoundFlow`): the instance (or
+    class) it is bound to, passed first to every call; ``with_options`` keeps it bound.
+
+    `unbound` is the class it binds (`Task`, `Flow`): its methods are called with the target
+    added, and its name shows in the repr.
+    """
+
+    unbound: ClassVar[Any]
+    __self__: Any
+
+    @classmethod
+    def of(cls, obj: Any, target: Any) -> Self:
+        """A copy of the task or flow `obj`, bound to `target`."""
+        bound = object.__new__(cls)
+        bound.__dict__.update(obj.__dict__)
+        bound.__self__ = target
+        return bound
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self  # already bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.unbound.__call__(self, self.__self__, *args, **kwargs)
+
+    def with_options(self, **options: Any) -> Any:
+        return self.of(self.unbound.with_options(self, **options), self.__self__)
+
+    def __repr__(self) -> str:
+        name = self.__dict__["name"]
+        return f"{self.unbound.__name__}(name={name!r}, bound to {bound_name(self.__self__)!r})"

@@ -213,6 +213,8 @@ class TaskOptions:
     on_running: tuple[Hook, ...] = ()
     cache_result_in_memory: bool = True
     cache_policy: CachePolicy | None = NotSet
+    on_commit: tuple[Hook, ...] = ()
+    on_rollback: tuple[Hook, ...] = ()
     # -- worked out once from the above -----------------------------------------------------
     #: Seconds before each retry (the last one repeats).
     retry_delays: tuple[float, ...] = field(init=False, repr=False, compare=False)
@@ -224,6 +226,8 @@ class TaskOptions:
     cache_key_prefix: str = field(init=False, repr=False, compare=False)
     #: No option needs work around a call (a flow run's defaults still may).
     plain: bool = field(init=False, repr=False, compare=False)
+    #: Commit or rollback hooks: every run is a transaction (nested in the open one, if any).
+    transactional: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_common(self.retries, self.timeout_seconds)
@@ -243,6 +247,8 @@ class TaskOptions:
             on_failure=check_hooks(self.on_failure, "on_failure", owner),
             on_completion=check_hooks(self.on_completion, "on_completion", owner),
             on_running=check_hooks(self.on_running, "on_running", owner),
+            on_commit=check_hooks(self.on_commit, "on_commit", owner),
+            on_rollback=check_hooks(self.on_rollback, "on_rollback", owner),
         )
         policy_given = self.cache_policy is not NotSet
         policy = self.cache_policy
@@ -276,7 +282,10 @@ class TaskOptions:
                 or self.on_failure
                 or self.on_completion
                 or self.on_running
+                or self.on_commit
+                or self.on_rollback
             ),
+            transactional=bool(self.on_commit or self.on_rollback),
         )
 
     def caveats(self) -> list[str]:
@@ -430,6 +439,7 @@ class TaskRunnerLike(Protocol):
 
 
 HookT = TypeVar("HookT", bound=Callable[..., Any])
+AnyHookT = TypeVar("AnyHookT", bound=Callable[..., Any])
 OptionsT = TypeVar("OptionsT")
 
 
@@ -464,7 +474,7 @@ class HookDecorators(Generic[HookT, OptionsT]):
         """Add a hook called when a run starts running: ``@my_task.on_running``."""
         return self._add_hook("on_running", fn)
 
-    def _add_hook(self, option: str, fn: HookT) -> HookT:
+    def _add_hook(self, option: str, fn: AnyHookT) -> AnyHookT:
         hooks = (*getattr(self.options, option), *check_hooks([fn], option, repr(self)))
         self._set_options(replace_options(self.options, repr(self), {option: hooks}))
         return fn

@@ -39,7 +39,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.errors import OptionTypeError
 from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
     FlowRun,
@@ -57,7 +57,7 @@ from blocks.runtime._futures import (
     has_futures,
 )
 from blocks.runtime._logging import log_failure, run_logger
-from blocks.runtime._methods import NOT_BOUND, bind_target, bound_name, unwrap_method
+from blocks.runtime._methods import NOT_BOUND, Bound, bind_target, unwrap_method
 from blocks.runtime._options import (
     CacheKeyFn,
     HookDecorators,
@@ -79,8 +79,10 @@ from blocks.runtime._states import (
 )
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import task_steps
+from blocks.runtime.engine._transactions import rollback_current
 from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
+from blocks.runtime.runners._calls import Mapped, map_length, mappable
 from blocks.settings import runtime_defaults
 
 __all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
@@ -90,6 +92,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 TaskHook = Callable[["Task[Any, Any]", TaskRun, State], Any]
+TransactionHook = TypeVar("TransactionHook", bound=Callable[[Any], Any])
 
 _OPTION_NAMES = option_names(TaskOptions)
 
@@ -122,7 +125,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     result_storage_key, log_prints, cache_result_in_memory (False: a persisted result is read
     back from storage when asked for instead of held in memory), on_running / on_failure /
     on_completion hooks ``hook(task, task_run, state)`` (lists of callables; or add one with
-    the decorator ``@my_task.on_completion``).
+    the decorator ``@my_task.on_completion``), on_commit / on_rollback hooks
+    ``hook(transaction)`` (see `blocks.transactions`).
 
     Caching follows Prefect 3 (see `TaskOptions`): a task that persists its result is cached
     with ``DEFAULT`` (inputs + code + flow run: identical calls within one flow run hit, a new
@@ -236,6 +240,25 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     def on_running_hooks(self) -> tuple[Callable[..., Any], ...]:
         return self.options.on_running
 
+    @property
+    def on_commit_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_commit
+
+    @property
+    def on_rollback_hooks(self) -> tuple[Callable[..., Any], ...]:
+        return self.options.on_rollback
+
+    def on_commit(self, fn: TransactionHook) -> TransactionHook:
+        """Add a hook ``hook(transaction)`` called when the transaction holding a run of this
+        task commits (a run outside any transaction commits as it ends):
+        ``@my_task.on_commit``."""
+        return self._add_hook("on_commit", fn)
+
+    def on_rollback(self, fn: TransactionHook) -> TransactionHook:
+        """Add a hook ``hook(transaction)`` called when the transaction holding a completed run
+        of this task rolls back (a later task in it failed): ``@my_task.on_rollback``."""
+        return self._add_hook("on_rollback", fn)
+
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy of this task with some options changed (`dataclasses.replace`, validated
         again; hooks added with the decorators carry over).
@@ -315,6 +338,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
                 run.state = state = Failed(exc)
                 state.run = run
                 log_failure(run_logger(run), state, self.options.retries, run.run_count)
+                rollback_current()  # a failed run rolls back the open transaction
                 if return_state:
                     return state
                 raise
@@ -485,22 +509,15 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         values are passed whole to every run.
         """
         wait_for = kwargs.pop("wait_for", None)
-        args_l = [_mappable(a) for a in args]
-        kwargs_l = {k: _mappable(v) for k, v in kwargs.items()}
-        lengths = {len(v) for v in (*args_l, *kwargs_l.values()) if isinstance(v, _Mapped)}
-        if not lengths:
-            raise ConfigurationError(f"{self.name}.map() needs at least one iterable argument.")
-        if len(lengths) > 1:
-            raise ConfigurationError(
-                f"{self.name}.map() got iterables of different lengths {sorted(lengths)}."
-            )
-        n = lengths.pop()
+        args_l = [mappable(a) for a in args]
+        kwargs_l = {k: mappable(v) for k, v in kwargs.items()}
+        n = map_length((*args_l, *kwargs_l.values()), f"{self.name}.map()")
         return TaskFutureList(
             Task.submit(  # not a subclass's: `BoundTask.map` passes its instance itself
                 self,
-                *(a[i] if isinstance(a, _Mapped) else a for a in args_l),
+                *(a[i] if isinstance(a, Mapped) else a for a in args_l),
                 wait_for=wait_for,
-                **{k: v[i] if isinstance(v, _Mapped) else v for k, v in kwargs_l.items()},
+                **{k: v[i] if isinstance(v, Mapped) else v for k, v in kwargs_l.items()},
             )
             for i in range(n)
         )
@@ -537,36 +554,17 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         return dict(bound.arguments)
 
 
-class BoundTask(Task[P, R]):
+class BoundTask(Bound, Task[P, R]):
     """A method's task bound to its instance (or a classmethod's to its class), which every
     call, ``.submit()`` and ``.map()`` passes first; ``with_options`` keeps it bound."""
 
-    __self__: Any
-
-    @classmethod
-    def of(cls, task: Task[P, R], target: Any) -> BoundTask[P, R]:
-        bound: BoundTask[P, R] = object.__new__(cls)
-        bound.__dict__.update(task.__dict__)
-        bound.__self__ = target
-        return bound
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        return self  # already bound
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return super().__call__(self.__self__, *args, **kwargs)
+    unbound = Task
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
-        return super().submit(self.__self__, *args, **kwargs)
+        return Task.submit(self, self.__self__, *args, **kwargs)
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList[Any]:
-        return super().map(unmapped(self.__self__), *args, **kwargs)
-
-    def with_options(self, **options: Any) -> Task[P, R]:
-        return BoundTask.of(super().with_options(**options), self.__self__)
-
-    def __repr__(self) -> str:
-        return f"Task(name={self.name!r}, bound to {bound_name(self.__self__)!r})"
+        return Task.map(self, unmapped(self.__self__), *args, **kwargs)
 
 
 def _with_defaults(given: dict[str, Any]) -> dict[str, Any]:
@@ -610,22 +608,6 @@ def source_code(fn: Callable[..., Any]) -> str | None:
         return inspect.getsource(fn)
     except (OSError, TypeError):
         return None
-
-
-class _Mapped(list[Any]):
-    """The elements of one mapped argument of ``.map()``."""
-
-
-def _mappable(value: Any) -> Any:
-    if isinstance(value, unmapped):
-        return value.value
-    if isinstance(value, TaskFuture):
-        value = value.result()
-    if isinstance(value, str | bytes | dict):
-        return value
-    if isinstance(value, list | tuple | set | frozenset | range) or inspect.isgenerator(value):
-        return _Mapped(value)
-    return value
 
 
 _default: TaskRunner | None = None
@@ -693,6 +675,8 @@ def task(
     on_running: Iterable[TaskHook] | None = None,
     cache_result_in_memory: bool = True,
     cache_policy: CachePolicy | None = NotSet,
+    on_commit: Iterable[Callable[[Any], Any]] | None = None,
+    on_rollback: Iterable[Callable[[Any], Any]] | None = None,
 ) -> TaskDecorator: ...
 
 

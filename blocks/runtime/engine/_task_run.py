@@ -48,6 +48,13 @@ from blocks.runtime.engine._steps import (
     run_coroutine,
     run_hooks,
 )
+from blocks.runtime.engine._transactions import (
+    CURRENT,
+    StagedRecord,
+    Transaction,
+    TransactionState,
+    rollback_current,
+)
 from blocks.runtime.keys._explain import explain_miss
 from blocks.settings import runtime_defaults
 
@@ -94,6 +101,7 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
         value = task.fn(*args, **kwargs)
     except Exception as exc:
         state = Failed(exc)
+        rollback_current()
     except BaseException as exc:
         run.state = Crashed(exc)
         run.state.run = run
@@ -154,6 +162,9 @@ def task_steps(
             earlier = _earlier_attempt(task, run, args, kwargs)
             if earlier is not None:
                 state = earlier
+            elif options.transactional or CURRENT.get() is not None:
+                state = yield from _in_transaction(task, run, args, kwargs)
+                _keep_result(task, run, state)
             else:
                 state = yield from _execute(task, run, args, kwargs)
                 _keep_result(task, run, state)
@@ -229,7 +240,44 @@ def _keep_result(task: TaskLike, run: TaskRun, state: State) -> None:
         run.flow_run.remember_state(run.reuse_key, run.parameters, state)
 
 
-def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Engine:
+def _in_transaction(
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Engine:
+    """The run as a transaction nested in the open one (or its own, for a task with commit or
+    rollback hooks): its result is staged, and written when the transaction commits; a
+    failure rolls the enclosing transaction back (see `engine._transactions`)."""
+    txn = Transaction(logger=run_logger(run), write_on_commit=True)
+    txn.open()
+    try:
+        state = yield from _execute(task, run, args, kwargs, txn)
+    except BaseException:
+        try:
+            txn.end(failed=True)
+        finally:
+            txn.detach()
+        raise
+    failed = not state.is_completed()
+    if not failed:
+        options = task.options
+        txn.stage(
+            txn.staged_value,
+            on_rollback_hooks=list(options.on_rollback),
+            on_commit_hooks=list(options.on_commit),
+        )
+    try:
+        yield Blocking(txn.end, failed)
+    finally:
+        txn.detach()
+    return state
+
+
+def _execute(
+    task: TaskLike,
+    run: TaskRun,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    txn: Transaction | None = None,
+) -> Engine:
     flow_run = run.flow_run
     options = task.options
     call = Call(task.fn, args, kwargs, options.timeout_seconds, lambda: f"Task run {run.name!r}")
@@ -264,6 +312,8 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
         flow_parameters = flow_run.parameters if flow_run is not None else {}
         key, components = options.policy.resolve(run, params, flow_parameters or {})
     flow = flow_run.flow.name if flow_run is not None else None
+    if txn is not None:
+        return (yield from _transacted(task, run, call, txn, storage, serializer, key, components))
     if key is not None and not options.refresh_cache:
         # The common case of a cached task, a hit: one blocking step, no attempt machinery.
         store, hit, missed = yield Blocking(_probe, storage, serializer, key)
@@ -285,6 +335,45 @@ def _execute(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[s
         yield from attempts(
             run,
             lambda: _cached(task, run, call, store, cache_key, components, flow, missed),
+            options,
+        )
+    )
+
+
+def _transacted(
+    task: TaskLike,
+    run: TaskRun,
+    call: Call,
+    txn: Transaction,
+    storage: Any,
+    serializer: Any,
+    key: str | None,
+    components: dict[str, str],
+) -> Engine:
+    """`_execute` inside a transaction: begin it on the key (its lock under SERIALIZABLE, then
+    its record: found, the run is Cached and the transaction committed), then attempt and stage
+    the value instead of writing it."""
+    options = task.options
+    store: ResultStore = yield Blocking(persistence.result_store, storage, serializer)
+    looked_up = key is not None
+    if key is None:
+        key = f"{task.cache_key_prefix}-{uuid.uuid4().hex}"  # persisted, never looked up
+    txn.key, txn.store, txn.overwrite = key, store, options.refresh_cache
+    if looked_up and txn.needs_lock():
+        txn.hold((yield Lock(store, key)))
+    if looked_up and not options.refresh_cache:
+        hit = yield Blocking(store.read, key)
+        if hit is not None:
+            txn.state = TransactionState.COMMITTED
+            run.run_count += 1
+            return _stored(Cached(hit.value), store, key, hit.header.expires)
+    flow_run = run.flow_run
+    flow = flow_run.flow.name if flow_run is not None else None
+    staged_key = key
+    return (
+        yield from attempts(
+            run,
+            lambda: _persisted(task, call, store, staged_key, components or None, flow, txn),
             options,
         )
     )
@@ -334,10 +423,19 @@ def _persisted(
     key: str,
     components: dict[str, str] | None,
     flow: str | None,
+    txn: Transaction | None = None,
 ) -> Engine:
+    """Call, then write the value under `key`; inside a transaction, stage it instead (it is
+    written when the transaction commits)."""
     value = yield call
     if isinstance(value, State) or is_state_iterable(value):
         return _returned(value)  # states are not persisted: they stay in memory
+    if txn is not None:
+        expiration = task.options.cache_expiration
+        txn.stage(StagedRecord(value, expiration, task.name, components, flow))
+        state = Completed(value)
+        state.cache = (key, None)  # it expires counting from when it is written
+        return state
     expires = yield Blocking(
         persistence.persist,
         store,

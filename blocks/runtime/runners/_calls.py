@@ -27,7 +27,37 @@ from blocks.runtime._futures import TaskFuture, TaskFutureList
 if TYPE_CHECKING:
     from blocks.runtime.runners._base import TaskRunner
 
-__all__ = ["is_task", "map_calls", "submit_call"]
+__all__ = ["Mapped", "is_task", "map_calls", "map_length", "mappable", "submit_call"]
+
+
+class Mapped(list[Any]):
+    """The elements of one mapped argument of ``.map()``: one per run."""
+
+
+def mappable(value: Any) -> Any:
+    """A ``.map()`` argument as the runs get it: `Mapped` for a list, tuple, set, range,
+    generator (or a future of one); the value itself for a string, bytes, a dict or any other
+    value, and for ``unmapped(value)``, which every run gets whole."""
+    if isinstance(value, unmapped):
+        return value.value
+    if isinstance(value, TaskFuture):
+        value = value.result()
+    if isinstance(value, str | bytes | dict):
+        return value
+    if isinstance(value, list | tuple | set | frozenset | range) or inspect.isgenerator(value):
+        return Mapped(value)
+    return value
+
+
+def map_length(values: Iterable[Any], what: str) -> int:
+    """The number of runs of a ``.map()`` whose arguments (`mappable`) are `values`;
+    `ConfigurationError` unless at least one is mapped and all mapped ones are as long."""
+    lengths = {len(value) for value in values if isinstance(value, Mapped)}
+    if not lengths:
+        raise ConfigurationError(f"{what} needs at least one iterable argument.")
+    if len(lengths) > 1:
+        raise ConfigurationError(f"{what} got iterables of different lengths {sorted(lengths)}.")
+    return lengths.pop()
 
 
 def is_task(obj: object) -> bool:
@@ -78,31 +108,17 @@ def map_calls(
     """One `submit_call` per element of the iterable parameters (lists, tuples, sets, ranges,
     generators, or futures of them), in order; strings, bytes, dicts, other values and
     ``unmapped(...)`` go whole to every run, as with ``task.map``."""
-    static: dict[str, Any] = {}
-    mapped: dict[str, list[Any]] = {}
-    for name, value in dict(parameters).items():
-        if isinstance(value, unmapped):
-            static[name] = value.value
-            continue
-        if isinstance(value, TaskFuture):
-            value = value.result()
-        if isinstance(value, list | tuple | set | frozenset | range) or inspect.isgenerator(value):
-            mapped[name] = list(value)
-        else:
-            static[name] = value
-    lengths = {len(values) for values in mapped.values()}
-    what = f"{type(runner).__name__}.map({getattr(task, 'name', task)!r})"
-    if not lengths:
-        raise ConfigurationError(f"{what} needs at least one iterable parameter.")
-    if len(lengths) > 1:
-        raise ConfigurationError(f"{what} got iterables of different lengths {sorted(lengths)}.")
+    given = {name: mappable(value) for name, value in dict(parameters).items()}
+    runs = map_length(
+        given.values(), f"{type(runner).__name__}.map({getattr(task, 'name', task)!r})"
+    )
     waits = list(wait_for or ())
     return TaskFutureList(
         submit_call(
             runner,
             task,
-            {**static, **{name: values[i] for name, values in mapped.items()}},
+            {name: v[i] if isinstance(v, Mapped) else v for name, v in given.items()},
             waits,
         )
-        for i in range(lengths.pop())
+        for i in range(runs)
     )
