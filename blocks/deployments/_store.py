@@ -239,8 +239,11 @@ class RunStore(RunLeases):
         return deployment_from_row(stored), True
 
     def get_deployment(self, full_name: str) -> DeploymentRecord:
-        """The deployment ``flow-name/deployment-name``, its seal verified."""
-        flow_name, _, name = full_name.partition("/")
+        """The deployment ``flow-name/deployment-name``, its seal verified.
+
+        Split at the last ``/``: a deployment name never holds one (`Deployment` refuses it),
+        so a flow name stored with one (before flow names were checked) is still found."""
+        flow_name, _, name = full_name.rpartition("/")
         with self.registry.read() as conn:
             row = conn.execute(
                 sa.select(t.deployments).where(
