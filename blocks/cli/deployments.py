@@ -187,32 +187,37 @@ def run(
 
 
 def watch_run(store: RunStore, run_id: str, timeout: float | None, *, as_json: bool) -> int:
-    """Print each state the run goes through until it ends; 0 when it completed, else 1."""
+    """Print each state the run goes through (from its state history, so none is missed) until
+    it ends; 0 when it completed, else 1."""
     from blocks.cli._output import local_time
     from blocks.deployments._run_deployment import follow_run
     from blocks.deployments._states import FINAL, RunState
-    from blocks.deployments._store import utcnow
 
     last = None
-    for last in follow_run(store, run_id, timeout=timeout):
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "id": last.id,
-                        "state": last.state.value,
-                        "attempt": last.attempt,
-                        "worker": last.worker,
-                        "message": last.message,
-                    }
+    shown = 0
+    for last in follow_run(store, run_id, timeout=timeout):  # noqa: B007 (read after)
+        changes = store.history(run_id)
+        for change in changes[shown:]:
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "id": run_id,
+                            "state": change.state.value,
+                            "at": iso(change.at),
+                            "attempt": change.attempt,
+                            "worker": change.worker,
+                            "message": change.message,
+                        }
+                    )
                 )
-            )
-        else:
-            click.echo(
-                f"{local_time(utcnow())} {last.state.value} (attempt {last.attempt})"
-                + (f" on {last.worker}" if last.worker else "")
-                + (f": {last.message}" if last.message else "")
-            )
+            else:
+                click.echo(
+                    f"{local_time(change.at)} {change.state.value} (attempt {change.attempt})"
+                    + (f" on {change.worker}" if change.worker else "")
+                    + (f": {change.message}" if change.message else "")
+                )
+        shown = len(changes)
     if last is None or last.state not in FINAL:
         click.echo(
             f"Stopped watching flow run {run_id} after {timeout or 0:g} s: it is still "

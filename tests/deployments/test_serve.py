@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from live_processes import stop, wait_for
 
 import blocks
 from blocks.deployments import (
@@ -113,15 +113,7 @@ class Processes:
         return (self.logs / f"proc-{index}.log").read_text()
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(self.procs)
 
 
 @pytest.fixture
@@ -129,16 +121,6 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     started = Processes(tmp_path)
     yield started
     started.stop_all()
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def block(
@@ -164,7 +146,7 @@ def test_serve_schedules_and_runs_its_deployment_and_run_deployment_waits_for_it
     server = processes.start(sys.executable, "serve_flows.py", str(out), cwd=project)
     store = RunStore.default()
     started = time.monotonic()
-    _wait_for(
+    wait_for(
         "three scheduled runs of the served deployment",
         lambda: out.exists() and out.read_text().count("schedule") >= 3,
     )
@@ -209,7 +191,7 @@ def test_serve_schedules_and_runs_its_deployment_and_run_deployment_waits_for_it
     )
     # Served again: resumed, the same pool, slots never made twice.
     again = processes.start(sys.executable, "serve_flows.py", str(out), cwd=project)
-    _wait_for(
+    wait_for(
         "a run after the restart",
         lambda: out.read_text().count("schedule") > lines.count("schedule"),
     )
