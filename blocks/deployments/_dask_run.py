@@ -3,9 +3,10 @@
 
 The run process works in the deployment's folder, in a session of its own, and dies with the Dask
 worker process (its death signal). Its Dask task stops it (SIGTERM to its group, SIGKILL after
-the grace period) when the blocks worker asks (the run's cancel `Event`), or when the task is no
-longer wanted: its future was cancelled, or the blocks worker that submitted it disconnected
-(died), so a run never outlives its blocks worker here either.
+the grace period or when the run's kill `Event` is set) when the blocks worker asks (the run's
+cancel `Event`), or when the task is no longer wanted: its future was cancelled, or the blocks
+worker that submitted it disconnected (died), so a run never outlives its blocks worker here
+either.
 
 Distributed starts a task again on another Dask worker when the one running it dies. A run must
 not start twice for one attempt: the first start sets the run's "started" `Event`, and a task
@@ -76,15 +77,14 @@ def run(spec: dict[str, Any]) -> tuple[int, list[str]]:
     process.stdin.close()
     grace = float(spec.get("grace_seconds", 10.0))
     stop_at: float | None = None
+    kill = event(spec["kill_event"])
     while process.poll() is None:
         if stop_at is None:
             if cancel.wait(WATCH_SECONDS) or _unwanted(worker, key):
                 _signal(process, signal.SIGTERM)
                 stop_at = time.monotonic() + grace
-        else:
-            if time.monotonic() > stop_at:
-                _signal(process, signal.SIGKILL)
-            time.sleep(WATCH_SECONDS)
+        elif kill.wait(WATCH_SECONDS) or time.monotonic() > stop_at:
+            _signal(process, signal.SIGKILL)
     _signal(process, signal.SIGKILL)  # whatever it left behind in its group
     reader.join(timeout=5)
     return process.returncode, lines

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -75,16 +76,22 @@ class DaskRun:
         return code
 
     def signal_tree(self, sig: Any) -> None:
-        """Ask the task to end the run's process tree (it escalates to SIGKILL itself)."""
+        """Ask the task to end the run's process tree: SIGTERM, then SIGKILL after the grace
+        period; `signal.SIGKILL` kills it at once and lets go of the task (so a worker stopping
+        never waits on a cluster that cannot run it)."""
         if self.code is not None:
             return
         try:
             _dask_run.event(f"{self.name}-cancel", self.client).set()
+            if sig == signal.SIGKILL:
+                _dask_run.event(f"{self.name}-kill", self.client).set()
         except Exception:  # the scheduler is gone: so is the task, with its process
+            pass
+        if sig == signal.SIGKILL:
             self.future.cancel()
 
     def _clear(self) -> None:
-        for suffix in ("-started", "-cancel"):
+        for suffix in ("-started", "-cancel", "-kill"):
             try:
                 _dask_run.event(f"{self.name}{suffix}", self.client).clear()
             except Exception:
@@ -132,6 +139,7 @@ class DaskWorker(Worker):
             **spec,
             "started_event": f"{name}-started",
             "cancel_event": f"{name}-cancel",
+            "kill_event": f"{name}-kill",
             "grace_seconds": CANCEL_GRACE_SECONDS,
         }
         future = self.client.submit(_dask_run.run, spec, key=name, pure=False, retries=0)

@@ -116,7 +116,8 @@ class Cluster:
 
     def block_worker(self, pool: str) -> subprocess.Popen[bytes]:
         return self._start(
-            [str(BIN / "block"), "worker", "start", "--pool", pool], "block-worker.log"
+            [str(BIN / "block"), "worker", "start", "--pool", pool],
+            f"block-worker-{len(self.procs)}.log",
         )
 
     def stop_all(self) -> None:
@@ -183,11 +184,14 @@ def test_a_dask_pool_runs_cancels_and_survives_a_killed_dask_worker(
     Deployment.build_from_flow(
         dask_flows.sleepy, "d", parameters={"out": str(slow)}, work_pool_name="dask-pool"
     ).apply()
-    cluster.block_worker("dask-pool")
+    blocks_worker = cluster.block_worker("dask-pool")
 
     # 1. A run completes on a Dask worker: its process's parent is one of them.
     done = run_deployment("where/d", timeout=120)
-    assert done.state is RunState.COMPLETED, (done, cluster.log("block-worker.log"))
+    assert done.state is RunState.COMPLETED, (
+        done,
+        cluster.log(f"block-worker-{len(cluster.procs) - 1}.log"),
+    )
     pid, parent = map(int, out.read_text().split())
     assert parent in worker_pids and pid not in worker_pids
     assert any("ran on a dask worker" in line for *_, line in store.logs(done.id))
@@ -197,11 +201,13 @@ def test_a_dask_pool_runs_cancels_and_survives_a_killed_dask_worker(
     run = store.create_run(store.get_deployment("sleepy/d"), parameters={"seconds": 60})
     wait_for("the sleepy run to start", lambda: slow.exists() and slow.read_text().strip())
     _, sleeper, _ = map(int, slow.read_text().split())
+    typed = time.monotonic()
     cancelled = block("flow-run", "cancel", run.id, cwd=folder)
     asked = time.monotonic()  # the cancel is recorded (Cancelling) once the command returns
     assert cancelled.returncode == 0, cancelled.stderr
     wait_for("Cancelled", lambda: store.get_run(run.id).state is RunState.CANCELLED, timeout=30)
     cancel_seconds = time.monotonic() - asked
+    with_command = time.monotonic() - typed
     wait_for("the cancelled run's process to end", lambda: not _alive(sleeper), timeout=10)
     assert cancel_seconds < 5.0, cancel_seconds
 
@@ -225,7 +231,8 @@ def test_a_dask_pool_runs_cancels_and_survives_a_killed_dask_worker(
     lines = slow.read_text().split("\n")
     starts = [line.split() for line in lines if line.strip()]
     print(
-        f"{backend}: dask pool at {address}: 1 run completed, cancel took {cancel_seconds:.2f} s, "
+        f"{backend}: dask pool at {address}: 1 run done, Cancelled {cancel_seconds:.2f} s after "
+        f"`block flow-run cancel` returned ({with_command:.2f} s with its start-up), "
         f"killed Dask worker's run Crashed {len(crashed)}x and completed as attempt "
         f"{final.attempt} after {retried_in:.1f} s ({len(starts)} starts), "
         f"load {os.getloadavg()[0]:.1f}"
@@ -235,3 +242,25 @@ def test_a_dask_pool_runs_cancels_and_survives_a_killed_dask_worker(
     assert [s[0] for s in starts] == ["1", "2"]  # never two starts of one attempt
     assert int(starts[1][2]) != host
     assert not _alive(first_pid)  # the run process died with its Dask worker
+
+    # 4. SIGKILL the blocks worker: its Dask task is released and ends the run's process; a
+    # new blocks worker reaps the lease (Crashed) and runs the retry.
+    slow.unlink()
+    run = store.create_run(store.get_deployment("sleepy/d"), parameters={"seconds": 60})
+    wait_for("the run to start", lambda: slow.exists() and slow.read_text().strip())
+    _, orphan, _ = map(int, slow.read_text().split())
+    killed_at = time.monotonic()
+    blocks_worker.send_signal(signal.SIGKILL)
+    blocks_worker.wait(timeout=10)
+    wait_for("the run's process to end with its blocks worker", lambda: not _alive(orphan), 30)
+    ended_in = time.monotonic() - killed_at
+    cluster.block_worker("dask-pool")
+    wait_for("the retry to start", lambda: len(slow.read_text().split("\n")) > 2, timeout=60)
+    run = store.get_run(run.id)
+    reaped = [c for c in store.history(run.id) if c.state is RunState.CRASHED]
+    print(
+        f"{backend}: blocks worker SIGKILLed: its run's process on the Dask worker ended "
+        f"{ended_in:.1f} s later; Crashed {len(reaped)}x, now attempt {run.attempt} {run.state}"
+    )
+    assert run.attempt == 2 and len(reaped) == 1, store.history(run.id)
+    store.cancel(run.id)
