@@ -12,6 +12,9 @@ A run's process is ``python -m blocks.deployments._launch``, started one run ahe
 `CANCEL_GRACE_SECONDS`. It dies with its worker (see `_launch`). A worker
 only runs entrypoints under the folders it serves (its working folder, or `paths`).
 
+A pool type that runs its processes elsewhere (`_dask_worker`) overrides `_open`, `_begin` and
+`_close` and hands back a `RunHandle` where this worker has a `subprocess.Popen`.
+
 Example:
     >>> Worker("my-pool", limit=4).run()
 """
@@ -245,8 +248,13 @@ class Worker:
         process = self._take_spare()
         active = _Active(run, process)
         assert process.stdin is not None
-        process.stdin.write(json.dumps(spec).encode())
-        process.stdin.close()
+        try:
+            process.stdin.write(json.dumps(spec).encode())
+            process.stdin.close()
+        except OSError:
+            _kill_group(process, signal.SIGKILL)  # never a process this worker does not track
+            process.wait()
+            raise
         active.reader = threading.Thread(
             target=self._read_output, args=(active, process.stdout), daemon=True
         )
