@@ -36,6 +36,9 @@ _EXPORTS: dict[str, str] = {
     "quote": "blocks.runtime",
     "unmapped": "blocks.runtime",
     "mask_secret": "blocks.core",
+    "deploy": "blocks.deployments",
+    "run_deployment": "blocks.deployments",
+    "serve": "blocks.deployments",
 }
 
 __all__ = [
@@ -47,12 +50,15 @@ __all__ = [
     "State",
     "Task",
     "allow_failure",
+    "deploy",
     "exponential_backoff",
     "flow",
     "get_run_logger",
     "mask_secret",
     "opaque",
     "quote",
+    "run_deployment",
+    "serve",
     "task",
     "task_input_hash",
     "unmapped",
@@ -60,6 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from blocks.core import Block, SecretDict, mask_secret
+    from blocks.deployments import deploy, run_deployment, serve
     from blocks.errors import BlocksError, ParameterTypeError
     from blocks.runtime import (
         Flow,

@@ -142,14 +142,30 @@ def inspect(name: str, as_json: bool) -> None:
 @click.argument("name", metavar="FLOW/DEPLOYMENT")
 @click.option("--param", "params", multiple=True, help="NAME=VALUE (JSON or text); repeatable.")
 @click.option("--start-in", help="Start later: 30s, 10m, 2h, 1d.")
+@click.option(
+    "--watch", is_flag=True, help="Follow its states until it ends; exit 1 unless it completes."
+)
+@click.option(
+    "--watch-timeout",
+    type=click.FloatRange(min=0),
+    help="With --watch: stop following after this many seconds (exit 1).",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
-def run(name: str, params: tuple[str, ...], start_in: str | None, as_json: bool) -> None:
+def run(
+    name: str,
+    params: tuple[str, ...],
+    start_in: str | None,
+    watch: bool,
+    watch_timeout: float | None,
+    as_json: bool,
+) -> int:
     """Make a run of a deployment now (or --start-in later); a worker of its pool runs it."""
     from blocks.deployments._deployment import check_parameters_by_name
+    from blocks.deployments._run_deployment import find_deployment
     from blocks.deployments._store import utcnow
 
     store = _store()
-    d = store.get_deployment(name)
+    d = find_deployment(store, name)
     given = dict(parse_param(text) for text in params)
     check_parameters_by_name(d, given)
     due = utcnow()
@@ -158,11 +174,58 @@ def run(name: str, params: tuple[str, ...], start_in: str | None, as_json: bool)
 
         due += parse_duration(start_in)
     flow_run = store.create_run(d, parameters=given, due=due)
-    if as_json:
+    if as_json and not watch:
         echo_json({"id": flow_run.id, "deployment": d.full_name, "due": iso(flow_run.due)})
-        return
+        return 0
     when = "now" if due - utcnow() < timedelta(seconds=1) else f"at {due:%Y-%m-%d %H:%M:%S} UTC"
-    click.echo(f"Created flow run {flow_run.id} of {d.full_name}, due {when} (pool {d.pool_name}).")
+    message = f"Created flow run {flow_run.id} of {d.full_name}, due {when} (pool {d.pool_name})."
+    if not watch:
+        click.echo(message)
+        return 0
+    click.echo(message, err=True)
+    return watch_run(store, flow_run.id, watch_timeout, as_json=as_json)
+
+
+def watch_run(store: RunStore, run_id: str, timeout: float | None, *, as_json: bool) -> int:
+    """Print each state the run goes through (from its state history, so none is missed) until
+    it ends; 0 when it completed, else 1."""
+    from blocks.cli._output import local_time
+    from blocks.deployments._run_deployment import follow_run
+    from blocks.deployments._states import FINAL, RunState
+
+    last = None
+    shown = 0
+    for last in follow_run(store, run_id, timeout=timeout):  # noqa: B007 (read after)
+        changes = store.history(run_id)
+        for change in changes[shown:]:
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "id": run_id,
+                            "state": change.state.value,
+                            "at": iso(change.at),
+                            "attempt": change.attempt,
+                            "worker": change.worker,
+                            "message": change.message,
+                        }
+                    )
+                )
+            else:
+                click.echo(
+                    f"{local_time(change.at)} {change.state.value} (attempt {change.attempt})"
+                    + (f" on {change.worker}" if change.worker else "")
+                    + (f": {change.message}" if change.message else "")
+                )
+        shown = len(changes)
+    if last is None or last.state not in FINAL:
+        click.echo(
+            f"Stopped watching flow run {run_id} after {timeout or 0:g} s: it is still "
+            f"{last.state.value if last else 'unknown'}.",
+            err=True,
+        )
+        return 1
+    return 0 if last.state is RunState.COMPLETED else 1
 
 
 @deployment.command()

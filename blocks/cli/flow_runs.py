@@ -8,6 +8,7 @@ Example (shell):
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,9 @@ from blocks.cli._output import (
     print_table,
 )
 
+#: Seconds between two reads of a followed run's log.
+FOLLOW_POLL_SECONDS = 0.25
+
 if TYPE_CHECKING:
     from blocks.deployments._store import FlowRun, RunStore
 
@@ -32,7 +36,9 @@ def _store() -> RunStore:
     return RunStore.default()
 
 
-def _json(run: FlowRun, deployment: str) -> dict[str, Any]:
+def _json(
+    run: FlowRun, deployment: str, parameters: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "id": run.id,
         "flow": run.flow_name,
@@ -45,8 +51,32 @@ def _json(run: FlowRun, deployment: str) -> dict[str, Any]:
         "due": iso(run.due),
         "started": iso(run.started) if run.started else None,
         "ended": iso(run.ended) if run.ended else None,
-        "parameters": run.parameters,
+        "parameters": run.parameters if parameters is None else parameters,
     }
+
+
+class _Masker:
+    """Makes runs' parameters fit to show: those their flow types as secrets, and any value
+    that holds a saved or known secret, become ``***`` (reads the saved secrets once)."""
+
+    def __init__(self, store: RunStore) -> None:
+        from blocks.cli.ui._run_parameters import saved_secret_values
+
+        self.secrets = saved_secret_values()
+        self.hidden = {
+            d.id: frozenset(d.document.get("secret_parameters", []))
+            for d in store.list_deployments(skip_invalid=True)
+        }
+
+    def __call__(self, run: FlowRun) -> dict[str, Any]:
+        from blocks.cli.ui._run_parameters import shown_parameters
+        from blocks.core._masking import MASK, mask
+
+        hidden = self.hidden.get(run.deployment_id, frozenset())
+        return {
+            name: MASK if masked else (run.parameters[name] if mask(text) == text else mask(text))
+            for name, text, masked in shown_parameters(run.parameters, self.secrets, hidden)
+        }
 
 
 def _names(store: RunStore) -> dict[str, str]:
@@ -81,7 +111,8 @@ def ls(deployment: str | None, states: tuple[str, ...], limit: int, as_json: boo
     runs = store.list_runs(deployment_id=deployment_id, states=wanted or None, limit=limit)
     names = _names(store)
     if as_json:
-        echo_json_array(_json(r, names.get(r.deployment_id, "")) for r in runs)
+        masked = _Masker(store)
+        echo_json_array(_json(r, names.get(r.deployment_id, ""), masked(r)) for r in runs)
         return
     rows = [
         (
@@ -107,10 +138,11 @@ def inspect(run_id: str, as_json: bool) -> None:
     run = store.get_run(run_id)
     deployment = _names(store).get(run.deployment_id, "")
     history = store.history(run.id)
+    parameters = _Masker(store)(run)
     if as_json:
         echo_json(
             {
-                **_json(run, deployment),
+                **_json(run, deployment, parameters),
                 "history": [
                     {
                         "state": c.state.value,
@@ -131,7 +163,7 @@ def inspect(run_id: str, as_json: bool) -> None:
             ("attempt", f"{run.attempt} of {run.max_attempts}"),
             ("worker", run.worker or ""),
             ("due", local_time(run.due)),
-            ("parameters", run.parameters),
+            ("parameters", parameters),
             *(
                 (
                     f"  {local_time(c.at)}",
@@ -148,12 +180,25 @@ def inspect(run_id: str, as_json: bool) -> None:
 
 @flow_run.command()
 @click.argument("run_id", metavar="ID")
-def logs(run_id: str) -> None:
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep printing new lines until the run has ended."
+)
+def logs(run_id: str, follow: bool) -> None:
     """Print a run's kept output (what its process printed and logged)."""
+    from blocks.deployments._states import FINAL
+
     store = _store()
     run = store.get_run(run_id)
-    for _, _, _, message in store.logs(run.id):
-        click.echo(message)
+    after = 0
+    while True:
+        # Read the state first: lines written before it ended are all read below.
+        ended = not follow or store.get_run(run.id).state in FINAL
+        for line_id, _, _, message in store.logs(run.id, after=after):
+            click.echo(message)
+            after = line_id
+        if ended:
+            return
+        time.sleep(FOLLOW_POLL_SECONDS)
 
 
 @flow_run.command()

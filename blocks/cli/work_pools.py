@@ -7,6 +7,7 @@ Example (shell):
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -30,23 +31,68 @@ def _json(pool: WorkPool) -> dict[str, Any]:
         "concurrency_limit": pool.concurrency_limit,
         "paused": pool.paused,
         "created": iso(pool.created),
+        "base_job_template": pool.base_job_template,
     }
 
 
 @click.group("work-pool")
 def work_pool() -> None:
-    """Work pools: the queues workers serve (this version runs the process type)."""
+    """Work pools: the queues workers serve (this version runs the process and dask types)."""
 
 
 @work_pool.command()
 @click.argument("name")
-@click.option("--type", "kind", default="process", show_default=True, help="The pool's type.")
+@click.option(
+    "--type", "kind", default="process", show_default=True, help="The pool's type: process, dask."
+)
 @click.option("--concurrency-limit", type=click.IntRange(min=1), help="Runs at once, pool-wide.")
-def create(name: str, kind: str, concurrency_limit: int | None) -> None:
+@click.option("--address", help="A dask pool's Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+@click.option(
+    "--base-job-template",
+    "template_file",
+    type=click.File("r"),
+    help="A JSON file of the type's settings: {\"address\": ...} (or Prefect's "
+    "job_configuration / variables defaults).",
+)
+def create(
+    name: str,
+    kind: str,
+    concurrency_limit: int | None,
+    address: str | None,
+    template_file: Any,
+) -> None:
     """Create a work pool (docker and kubernetes are not run by this version)."""
-    pool = _store().create_pool(name, kind, concurrency_limit=concurrency_limit)
+    template = read_template(template_file) if template_file is not None else {}
+    if address is not None:
+        template["address"] = address
+    pool = _store().create_pool(
+        name, kind, concurrency_limit=concurrency_limit, base_job_template=template
+    )
     limit = f", at most {pool.concurrency_limit} run(s) at once" if pool.concurrency_limit else ""
-    click.echo(f"Created work pool {pool.name!r} of type {pool.type}{limit}.")
+    where = f", Dask scheduler {pool.address}" if pool.address else ""
+    click.echo(f"Created work pool {pool.name!r} of type {pool.type}{where}{limit}.")
+
+
+def read_template(stream: Any) -> dict[str, Any]:
+    """The settings a base job template file gives: its top-level keys, or Prefect's shape
+    (``job_configuration``, then each ``variables.properties`` default)."""
+    try:
+        data = json.load(stream)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="'--base-job-template'") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("expected a JSON object", param_hint="'--base-job-template'")
+    if "job_configuration" not in data and "variables" not in data:
+        return data
+    found: dict[str, Any] = {}
+    properties = (data.get("variables") or {}).get("properties") or {}
+    for key, spec in properties.items():
+        if isinstance(spec, dict) and "default" in spec:
+            found[key] = spec["default"]
+    for key, value in (data.get("job_configuration") or {}).items():
+        if not (isinstance(value, str) and value.startswith("{{")):  # a placeholder
+            found[key] = value
+    return found
 
 
 @work_pool.command("ls")
@@ -90,6 +136,7 @@ def inspect(name: str, as_json: bool) -> None:
     print_pairs(
         [
             ("type", pool.type),
+            *((("dask scheduler", pool.address),) if pool.address else ()),
             ("concurrency limit", pool.concurrency_limit or "none"),
             ("status", "paused" if pool.paused else "ready"),
             ("runs scheduled", scheduled),

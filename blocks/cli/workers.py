@@ -14,7 +14,8 @@ import click
 
 @click.group()
 def worker() -> None:
-    """Workers: claim a work pool's runs and run each in its own process."""
+    """Workers: claim a work pool's runs and run each in its own process (here, or on a dask
+    pool's cluster)."""
 
 
 @worker.command()
@@ -34,11 +35,11 @@ def start(pool: str, limit: int | None, run_once: bool, paths: tuple[str, ...]) 
     """Claim the pool's due runs and run them until stopped (Ctrl-C or SIGTERM).
 
     A run's process is stopped with its worker; only entrypoints under the served folders run.
-    A missing pool is created as a process pool.
+    A missing pool is created as a process pool. A dask pool's runs go to its Dask cluster.
     """
-    from blocks.deployments._worker import Worker
+    from blocks.deployments._dask_worker import worker_for
 
-    runner = Worker(pool, limit=limit, run_once=run_once, paths=paths)
+    runner = worker_for(pool, limit=limit, run_once=run_once, paths=paths)
     signal.signal(signal.SIGTERM, runner.stop)
     signal.signal(signal.SIGINT, runner.stop)
     click.echo(

@@ -9,6 +9,8 @@ Example:
     >>> from blocks.deployments import CronSchedule, Deployment
     >>> CronSchedule(cron="0 6 * * *").get_dates(n=2)
     >>> Deployment.build_from_flow(flow=etl, name="daily", work_pool_name="my-pool").apply()
+    >>> serve(etl.to_deployment("hourly", interval=3600))  # Prefect 3: schedule and run here
+    >>> run_deployment("etl/daily", parameters={"day": "2024-01-01"}, timeout=0)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blocks.deployments._deployment import Deployment
+    from blocks.deployments._run_deployment import run_deployment
+    from blocks.deployments._serve import deploy, serve, to_deployment
     from blocks.deployments._states import RunState
     from blocks.deployments._store import FlowRun, RunStore, WorkPool
     from blocks.deployments.schedules import (
@@ -43,6 +47,10 @@ __all__ = [
     "RunStore",
     "Schedule",
     "WorkPool",
+    "deploy",
+    "run_deployment",
+    "serve",
+    "to_deployment",
 ]
 
 _EXPORTS = {
@@ -58,6 +66,10 @@ _EXPORTS = {
     "FlowRun": "_store",
     "RunStore": "_store",
     "WorkPool": "_store",
+    "deploy": "_serve",
+    "run_deployment": "_run_deployment",
+    "serve": "_serve",
+    "to_deployment": "_serve",
 }
 
 

@@ -21,12 +21,13 @@ import logging
 import os
 import re
 import sys
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from blocks.errors import ConfigurationError, ParameterTypeError
+from blocks.errors import ConfigurationError, InvalidNameError, ParameterTypeError
 from blocks.runtime import Flow
 
 __all__ = ["CATCHUP_POLICIES", "COLLISION_STRATEGIES", "Catchup", "CollisionStrategy", "Deployment"]
@@ -69,6 +70,7 @@ class Deployment:
     collision_strategy: CollisionStrategy = "ENQUEUE"
     retries: int = 0
     parameter_names: list[str] = field(default_factory=list)
+    secret_parameters: list[str] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:
@@ -104,11 +106,7 @@ class Deployment:
                 f"build_from_flow takes a @flow, not a {type(flow).__name__}: decorate the "
                 "function with @flow first."
             )
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ConfigurationError(
-                f"A deployment name is letters, digits, '.', '_' and '-' (up to 128), starting "
-                f"with a letter or digit: got {name!r}."
-            )
+        check_names(flow.name, name)
         if catchup not in CATCHUP_POLICIES:
             raise ConfigurationError(
                 f"catchup={catchup!r}: use one of {', '.join(CATCHUP_POLICIES)}."
@@ -147,6 +145,7 @@ class Deployment:
             collision_strategy=collision_strategy,
             retries=flow.options.retries,
             parameter_names=_parameter_names(flow),
+            secret_parameters=secret_parameters(flow),
         )
 
     def document(self) -> dict[str, Any]:
@@ -171,6 +170,9 @@ class Deployment:
             "collision_strategy": self.collision_strategy,
             "retries": self.retries,
             "parameter_names": self.parameter_names,
+            # Only when there are some: a deployment applied before this key existed stays
+            # unchanged when applied again.
+            **({"secret_parameters": self.secret_parameters} if self.secret_parameters else {}),
         }
 
     def apply(self) -> str:
@@ -179,6 +181,7 @@ class Deployment:
         from blocks.deployments._scheduler import schedule_deployment
         from blocks.deployments._store import RunStore
 
+        check_names(self.flow_name, self.name)
         store = RunStore.default()
         _, created = store.ensure_pool(self.work_pool_name)
         if created:
@@ -206,12 +209,44 @@ class Deployment:
         return record.id
 
 
+def check_names(flow_name: str, name: Any) -> None:
+    """Refuse a deployment name that is not a plain name, and a flow name holding ``/``:
+    ``flow-name/deployment-name`` must split one way only."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"A deployment name is letters, digits, '.', '_' and '-' (up to 128), starting "
+            f"with a letter or digit: got {name!r}."
+        )
+    if "/" in flow_name:
+        raise InvalidNameError(
+            f"Flow name {flow_name!r} contains '/', which separates a flow's name from its "
+            "deployment's (flow-name/deployment-name): rename the flow, e.g. "
+            f"@flow(name={flow_name.replace('/', '-')!r})."
+        )
+
+
 def _parameter_names(flow: Flow[..., Any]) -> list[str]:
     """The names a run may give (empty when the flow takes ``**kwargs``: any name goes)."""
     params = inspect.signature(flow.fn).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return []
     return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+
+
+def secret_parameters(flow: Flow[..., Any]) -> list[str]:
+    """The flow's parameters typed as secrets (``SecretStr``, ``SecretBytes``, ``Secret[...]``,
+    or optional ones): shown masked wherever a run's parameters are shown."""
+    from blocks.core._block import _is_secret_annotation
+
+    try:
+        hints = typing.get_type_hints(flow.fn, include_extras=True)
+    except Exception:  # a hint that does not resolve here: read what is written
+        hints = dict(getattr(flow.fn, "__annotations__", {}))
+    return sorted(
+        name
+        for name in inspect.signature(flow.fn).parameters
+        if name in hints and _is_secret_annotation(hints[name])
+    )
 
 
 def _info(message: str) -> None:

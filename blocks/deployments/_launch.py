@@ -31,6 +31,8 @@ from typing import Any
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
+#: Not this process's: a dask pool's run whose Dask worker was lost (its last line says why).
+EXIT_LOST = 4
 _PR_SET_PDEATHSIG = 1
 #: The worker's pid, set in a spare's environment (its death signal is set before it waits).
 WORKER_PID_ENV = "BLOCKS_WORKER_PID"

@@ -4,7 +4,7 @@ the bytes a seal covers, dialect-neutral "insert unless present", a state-histor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 #: Pool types this version runs (docker and kubernetes are refused by name).
-POOL_TYPES = ("process",)
+POOL_TYPES = ("process", "dask")
 #: Log lines kept per run; the rest is counted, and one line says how many were dropped.
 MAX_LOG_LINES = 1000
 
@@ -56,6 +56,14 @@ class WorkPool:
     concurrency_limit: int | None
     paused: bool
     created: datetime
+    #: The type's settings: a dask pool's ``{"address": "tcp://scheduler:8786"}``.
+    base_job_template: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str | None:
+        """A dask pool's scheduler address."""
+        value = self.base_job_template.get("address")
+        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +179,24 @@ def pool_from_row(row: Any) -> WorkPool:
         row.concurrency_limit,
         bool(row.paused),
         as_utc(row.created) or row.created,
+        json.loads(row.base_job_template) if row.base_job_template else {},
     )
+
+
+def check_pool_template(kind: str, template: dict[str, Any]) -> None:
+    """A dask pool needs its scheduler's address; other types take no settings yet."""
+    address = template.get("address")
+    if kind == "dask":
+        if not isinstance(address, str) or not address.strip() or " " in address.strip():
+            raise ConfigurationError(
+                "A dask work pool needs its Dask scheduler's address: block work-pool create "
+                "NAME --type dask --address tcp://scheduler-host:8786"
+            )
+    elif template:
+        raise ConfigurationError(
+            f"A {kind} work pool takes no job template settings (got {sorted(template)}); "
+            "only dask pools take an address."
+        )
 
 
 def deployment_from_row(row: Any) -> DeploymentRecord:

@@ -44,6 +44,7 @@ from blocks.deployments._records import (
     FlowRun,
     StateChange,
     WorkPool,
+    check_pool_template,
     check_pool_type,
     deployment_from_row,
     deployment_message,
@@ -87,14 +88,22 @@ class RunStore(RunLeases):
     # -- work pools ---------------------------------------------------------------------------
 
     def create_pool(
-        self, name: str, type: str = "process", *, concurrency_limit: int | None = None
+        self,
+        name: str,
+        type: str = "process",
+        *,
+        concurrency_limit: int | None = None,
+        base_job_template: dict[str, Any] | None = None,
     ) -> WorkPool:
-        """Create a work pool; `ConfigurationError` for a type this version does not run, or a
-        name already taken."""
+        """Create a work pool; `ConfigurationError` for a type this version does not run, a
+        dask pool without an ``address``, or a name already taken."""
         check_pool_type(type)
+        check_pool_template(type, base_job_template or {})
         if concurrency_limit is not None and concurrency_limit < 1:
             raise ConfigurationError("A work pool's concurrency limit is 1 or more.")
-        pool, created = self.ensure_pool(name, type, concurrency_limit=concurrency_limit)
+        pool, created = self.ensure_pool(
+            name, type, concurrency_limit=concurrency_limit, base_job_template=base_job_template
+        )
         if not created:
             raise ConfigurationError(
                 f"Work pool {name!r} exists already (type {pool.type}). "
@@ -103,7 +112,12 @@ class RunStore(RunLeases):
         return pool
 
     def ensure_pool(
-        self, name: str, type: str = "process", *, concurrency_limit: int | None = None
+        self,
+        name: str,
+        type: str = "process",
+        *,
+        concurrency_limit: int | None = None,
+        base_job_template: dict[str, Any] | None = None,
     ) -> tuple[WorkPool, bool]:
         """The pool named `name`, created when missing; and whether this call created it."""
         check_pool_type(type)
@@ -113,6 +127,7 @@ class RunStore(RunLeases):
             "concurrency_limit": concurrency_limit,
             "paused": False,
             "created": utcnow(),
+            "base_job_template": dumps(base_job_template) if base_job_template else None,
         }
         with self.registry.write() as conn:
             inserted = conn.execute(
@@ -239,8 +254,11 @@ class RunStore(RunLeases):
         return deployment_from_row(stored), True
 
     def get_deployment(self, full_name: str) -> DeploymentRecord:
-        """The deployment ``flow-name/deployment-name``, its seal verified."""
-        flow_name, _, name = full_name.partition("/")
+        """The deployment ``flow-name/deployment-name``, its seal verified.
+
+        Split at the last ``/``: a deployment name never holds one (`Deployment` refuses it),
+        so a flow name stored with one (before flow names were checked) is still found."""
+        flow_name, _, name = full_name.rpartition("/")
         with self.registry.read() as conn:
             row = conn.execute(
                 sa.select(t.deployments).where(

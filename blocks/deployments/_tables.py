@@ -21,6 +21,8 @@ work_pools = sa.Table(
     sa.Column("concurrency_limit", sa.Integer, nullable=True),
     sa.Column("paused", sa.Boolean, nullable=False, default=False),
     sa.Column("created", _TS, nullable=False),
+    # The pool type's settings as JSON (a dask pool's scheduler ``address``); None: none.
+    sa.Column("base_job_template", sa.Text, nullable=True),
 )
 
 deployments = sa.Table(

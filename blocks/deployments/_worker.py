@@ -12,6 +12,9 @@ A run's process is ``python -m blocks.deployments._launch``, started one run ahe
 `CANCEL_GRACE_SECONDS`. It dies with its worker (see `_launch`). A worker
 only runs entrypoints under the folders it serves (its working folder, or `paths`).
 
+A pool type that runs its processes elsewhere (`_dask_worker`) overrides `_open`, `_begin` and
+`_close` and hands back a `RunHandle` where this worker has a `subprocess.Popen`.
+
 Example:
     >>> Worker("my-pool", limit=4).run()
 """
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from blocks import settings
 from blocks.deployments import _launch
@@ -50,12 +53,24 @@ SCHEDULE_EVERY = 5.0
 _LOG_FLUSH_LINES = 200
 
 
+class RunHandle(Protocol):
+    """A run started elsewhere than in a local process (a dask pool's run on its cluster),
+    driven as a `subprocess.Popen` is: an exit code when it ended (negative: the signal that
+    killed it), and a signal for its whole process tree."""
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def signal_tree(self, sig: signal.Signals) -> None: ...
+
+
 @dataclass
 class _Active:
     """A run this worker started: its process and the output not yet stored."""
 
     run: FlowRun
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | RunHandle
     lines: list[tuple[datetime, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancel_at: float | None = None
@@ -63,9 +78,19 @@ class _Active:
     reader: threading.Thread | None = None
     last_line: str = ""
 
+    def add_line(self, text: str) -> None:
+        """One line of the run's output, kept until the next flush."""
+        with self.lock:
+            self.lines.append((utcnow(), "INFO", text))
+            if text.strip():
+                self.last_line = text.strip()
+
 
 class Worker:
     """Runs the due runs of one work pool, each in its own process."""
+
+    #: Whether a run process is started ahead of the next claim (see `_launch`).
+    spares: bool = True
 
     def __init__(
         self,
@@ -103,12 +128,10 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or, with `run_once`, until nothing due is left); return how many
         runs this worker finished."""
-        _, created = self.store.ensure_pool(self.pool)
-        if created:
-            print(f"Created work pool {self.pool!r} of type process.", file=sys.stderr)
+        self._open()
         heart = threading.Thread(target=self._heartbeats, name="blocks-heartbeat", daemon=True)
         heart.start()
-        if not self.run_once:
+        if not self.run_once and self.spares:
             with contextlib.suppress(OSError):
                 self._spare = self._spawn()  # warm before the first run is due
         next_pass = next_look = 0.0
@@ -137,6 +160,15 @@ class Worker:
         finally:
             self._shutdown()
         return self.finished
+
+    def _open(self) -> None:
+        """Before the loop: the pool, created as a process pool when missing."""
+        _, created = self.store.ensure_pool(self.pool)
+        if created:
+            print(f"Created work pool {self.pool!r} of type process.", file=sys.stderr)
+
+    def _close(self) -> None:
+        """After the loop, once every run it held is recorded."""
 
     def _look_for_cancels(self) -> None:
         """A user's cancel is seen within `CANCEL_POLL_SECONDS` (a read), not at the next
@@ -196,8 +228,8 @@ class Worker:
             "BLOCKS_DEPLOYMENT": deployment.full_name,
         }
         try:
-            process = self._take_spare()
-        except OSError as exc:
+            active, where = self._begin(run, spec)
+        except Exception as exc:  # no process, no cluster: the run cannot start here
             self.store.transition(
                 run.id,
                 RunState.FAILED,
@@ -206,22 +238,28 @@ class Worker:
                 message=f"could not start the run process in {folder}: {exc}",
             )
             return
-        active = _Active(run, process)
         self.active[run.id] = active
+        self.store.transition(
+            run.id, RunState.RUNNING, attempt=run.attempt, worker=self.name, message=where
+        )
+
+    def _begin(self, run: FlowRun, spec: dict[str, Any]) -> tuple[_Active, str]:
+        """Start the run's process with its spec; the run and where it runs."""
+        process = self._take_spare()
+        active = _Active(run, process)
         assert process.stdin is not None
-        process.stdin.write(json.dumps(spec).encode())
-        process.stdin.close()
+        try:
+            process.stdin.write(json.dumps(spec).encode())
+            process.stdin.close()
+        except OSError:
+            _kill_group(process, signal.SIGKILL)  # never a process this worker does not track
+            process.wait()
+            raise
         active.reader = threading.Thread(
             target=self._read_output, args=(active, process.stdout), daemon=True
         )
         active.reader.start()
-        self.store.transition(
-            run.id,
-            RunState.RUNNING,
-            attempt=run.attempt,
-            worker=self.name,
-            message=f"process {process.pid}",
-        )
+        return active, f"process {process.pid}"
 
     def _take_spare(self) -> subprocess.Popen[bytes]:
         """The warm run process started ahead (a fresh one if it died), and a new spare."""
@@ -253,11 +291,7 @@ class Worker:
         if stream is None:
             return
         for raw in stream:
-            text = raw.decode("utf-8", "replace").rstrip("\n")
-            with active.lock:
-                active.lines.append((utcnow(), "INFO", text))
-                if text.strip():
-                    active.last_line = text.strip()
+            active.add_line(raw.decode("utf-8", "replace").rstrip("\n"))
         stream.close()
 
     def _flush_logs(self, active: _Active) -> None:
@@ -305,6 +339,11 @@ class Worker:
             target, message = RunState.CANCELLED, "cancelled: its process tree was ended"
         elif code == _launch.EXIT_COMPLETED:
             target, message = RunState.COMPLETED, ""
+        elif code == _launch.EXIT_LOST:
+            self.store.crash(
+                run.id, attempt=run.attempt, worker=self.name, message=active.last_line
+            )
+            return
         elif code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self.store.crash(
@@ -363,9 +402,13 @@ class Worker:
                     message=f"its worker {self.name} was stopped",
                 )
         self.active.clear()
+        self._close()
 
 
-def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _kill_group(process: subprocess.Popen[bytes] | RunHandle, sig: signal.Signals) -> None:
     """Signal the run's process group (its pid: it leads its own session)."""
+    if not isinstance(process, subprocess.Popen):
+        process.signal_tree(sig)
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
@@ -178,6 +179,39 @@ class Flow(HookDecorators["FlowHook", FlowOptions], Generic[P, R]):
         changed._method = self._method
         return changed
 
+    def to_deployment(self, name: str | None = None, **options: Any) -> Any:
+        """A deployment of this flow, not stored yet, for `serve(...)` or `deploy(...)`.
+
+        Options as Prefect 3's: interval / cron / rrule / schedule / schedules, parameters,
+        tags, version, description, paused, work_pool_name, concurrency_limit (see
+        `blocks.deployments.to_deployment`). `name` defaults to the flow's name.
+
+        Example:
+            >>> serve(etl.to_deployment("hourly", interval=3600))
+        """
+        return _deployments().to_deployment(self, name, **options)
+
+    def serve(self, name: str | None = None, **options: Any) -> None:
+        """Deploy this flow and run its scheduled and requested runs in this process until
+        stopped: `to_deployment`'s options, plus ``limit`` (runs at once) and
+        ``pause_on_shutdown`` (default True).
+
+        Example:
+            >>> etl.serve(name="nightly", cron="0 2 * * *", parameters={"source": "s3"})
+        """
+        _deployments().serve_flow(self, name, **options)
+
+    def deploy(
+        self, name: str | None = None, *, work_pool_name: str | None = None, **options: Any
+    ) -> str:
+        """Register a deployment of this flow for the workers of `work_pool_name` (created as a
+        process pool when missing); return its id. `to_deployment`'s options.
+
+        Example:
+            >>> etl.deploy("nightly", work_pool_name="my-pool", cron="0 2 * * *")
+        """
+        return str(_deployments().deploy_flow(self, name, work_pool_name=work_pool_name, **options))
+
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         """A method's flow read from an instance (or a classmethod's from its class): a copy
         bound to it (`BoundFlow`); read from the class, or a staticmethod's: the flow."""
@@ -303,6 +337,12 @@ class BoundFlow(Bound, Flow[P, R]):
     call passes first; ``with_options`` keeps it bound."""
 
     unbound = Flow
+
+
+def _deployments() -> Any:
+    """`blocks.deployments._serve`, loaded by name when a flow is deployed: deployments sit a
+    layer above the runtime, which imports nothing of them (a flow only hands itself over)."""
+    return importlib.import_module("blocks.deployments._serve")
 
 
 class FlowDecorator(Protocol):
