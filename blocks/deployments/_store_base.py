@@ -38,6 +38,8 @@ class StoreBase:
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             _add_missing_columns(conn)
+            # Replaced by ix_flow_runs_due (the same columns first, and the scheduler's).
+            conn.execute(sa.text("DROP INDEX IF EXISTS ix_flow_runs_claim"))
             # `block key rotate` imports the hook that re-seals these tables' rows.
             conn.execute(
                 insert_ignore(self.is_sqlite, registry_meta, ["key"]).values(

@@ -74,7 +74,11 @@ flow_runs = sa.Table(
     sa.Column("seal", sa.Text, nullable=False),
     # One run per (deployment, schedule slug, slot): the key names the slug and the UTC slot.
     sa.UniqueConstraint("deployment_id", "idempotency_key", name="uq_flow_runs_idempotency"),
-    sa.Index("ix_flow_runs_claim", "pool_name", "state", "due"),
+    # The claim reads (pool, state, due); the scheduler's summary of live slots reads the rest
+    # from the index alone (a covering index: no table row is read).
+    sa.Index(
+        "ix_flow_runs_due", "pool_name", "state", "due", "deployment_id", "schedule_slug", "slot"
+    ),
 )
 
 flow_run_states = sa.Table(
