@@ -121,6 +121,7 @@ def inspect(run_id: str, as_json: bool) -> None:
                     }
                     for c in history
                 ],
+                **_task_runs_json(store, run.id),
             }
         )
         return
@@ -141,19 +142,62 @@ def inspect(run_id: str, as_json: bool) -> None:
                 )
                 for c in history
             ),
+            *_task_run_pairs(store, run.id),
         ],
         title=f"flow run {run.id}",
     )
 
 
+def _task_runs_json(store: RunStore, run_id: str) -> dict[str, Any]:
+    tasks, total = store.task_runs(run_id)
+    return {
+        "task_runs": [
+            {
+                "name": task.name,
+                "task": task.task_name,
+                "state": task.state,
+                "cached": task.cached,
+                "started": iso(task.started),
+                "ended": iso(task.ended),
+                "attempt": task.attempt,
+                "message": task.message,
+            }
+            for task in tasks
+        ],
+        "task_runs_total": total,
+    }
+
+
+def _task_run_pairs(store: RunStore, run_id: str) -> list[tuple[str, Any]]:
+    """The run's task runs as ``inspect`` lines (run history: see README "Run history")."""
+    tasks, total = store.task_runs(run_id)
+    if not total:
+        return []
+    left_out = (
+        f", {total - len(tasks)} more not kept (BLOCKS_RUN_TASK_RUNS)" if total > len(tasks) else ""
+    )
+    return [
+        ("task runs", f"{total}{left_out}"),
+        *(
+            (
+                f"  {local_time(task.started)}",
+                f"{task.name} {task.state}{' (cached)' if task.cached else ''} in "
+                f"{task.duration:.3f} s" + (f": {task.message}" if task.message else ""),
+            )
+            for task in tasks
+        ),
+    ]
+
+
 @flow_run.command()
 @click.argument("run_id", metavar="ID")
 def logs(run_id: str) -> None:
-    """Print a run's kept output (what its process printed and logged)."""
+    """Print a run's kept log: its run-logger lines (get_run_logger, log_prints) and what its
+    process printed otherwise, each with its time and level."""
     store = _store()
     run = store.get_run(run_id)
-    for _, _, _, message in store.logs(run.id):
-        click.echo(message)
+    for _, at, level, message in store.logs(run.id):
+        click.echo(f"{local_time(at)} | {level:<7} | {message}")
 
 
 @flow_run.command()

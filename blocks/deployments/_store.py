@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from blocks.core._encryption import KeyManager
 from blocks.core._registry import Registry
 from blocks.deployments import _tables as t
-from blocks.deployments._leases import ReapReport, RunLeases
+from blocks.deployments._leases import ReapReport
 from blocks.deployments._records import (
     MAX_LOG_LINES,
     POOL_TYPES,
@@ -55,6 +55,7 @@ from blocks.deployments._records import (
     slot_key,
     utcnow,
 )
+from blocks.deployments._run_history import RunHistory, TaskRunSummary
 from blocks.deployments._states import LEASED, RunState
 from blocks.errors import (
     BlocksError,
@@ -71,6 +72,7 @@ __all__ = [
     "ReapReport",
     "RunStore",
     "StateChange",
+    "TaskRunSummary",
     "WorkPool",
     "slot_key",
     "utcnow",
@@ -86,9 +88,10 @@ _RECORDS: dict[tuple[str, str], tuple[Any, DeploymentRecord]] = {}
 _VERIFIED_MAX = 100_000
 
 
-class RunStore(RunLeases):
+class RunStore(RunHistory):
     """Work pools, deployments and flow runs in one registry database (`RunRecords` makes and
-    reads runs, `RunLeases` claims them and changes their states)."""
+    reads runs, `RunLeases` claims them and changes their states, `RunHistory` keeps their
+    logs and task runs)."""
 
     @classmethod
     def default(cls) -> RunStore:
@@ -397,7 +400,7 @@ class RunStore(RunLeases):
                     f"Deployment {full_name!r} has {live} run(s) in progress: cancel them first "
                     "(block flow-run ls --deployment ...; block flow-run cancel ID)."
                 )
-            for table in (t.flow_run_logs, t.flow_run_states):
+            for table in (t.flow_run_logs, t.flow_run_states, t.flow_run_task_runs):
                 conn.execute(
                     table.delete().where(
                         table.c.run_id.in_(
