@@ -103,7 +103,7 @@ def test_stopping_every_worker_for_five_slots_keeps_the_catch_up_policy(
         schedule=IntervalSchedule(interval=timedelta(seconds=1)),
         parameters={"out": str(out)},
         work_pool_name=f"catchup-{policy}",
-        catchup=policy,
+        catchup=policy,  # type: ignore[arg-type]
     ).apply()
     store = RunStore.default()
     pool = f"catchup-{policy}"
