@@ -155,12 +155,13 @@ def _recorded() -> contextlib.AbstractContextManager[object]:
         return contextlib.nullcontext()
     from datetime import datetime
 
+    from blocks.core._registry import Registry
     from blocks.deployments._history import recording
     from blocks.deployments._store import RunStore
 
     scheduled = os.environ.get("BLOCKS_FLOW_RUN_SCHEDULED") or None
     return recording(
-        RunStore.default,
+        lambda: RunStore(Registry.default(), create_tables=False),  # its worker made them
         run_id,
         int(os.environ.get("BLOCKS_FLOW_RUN_ATTEMPT") or 1),
         datetime.fromisoformat(scheduled) if scheduled else None,

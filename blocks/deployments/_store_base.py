@@ -22,11 +22,14 @@ class StoreBase:
     _ready: ClassVar[set[str]] = set()
     _ready_lock = threading.Lock()
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, create_tables: bool = True) -> None:
+        """`create_tables=False`: the tables exist already (a worker's run process, whose
+        worker made them): no DDL, whose locks would queue behind the workers' writes."""
         self.registry = registry
         self.engine = registry.engine
         self.is_sqlite = registry.is_sqlite
-        self._ensure_tables()
+        if create_tables:
+            self._ensure_tables()
 
     def _ensure_tables(self) -> None:
         url = self.registry.url
