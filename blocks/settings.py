@@ -233,6 +233,37 @@ def late_after_seconds() -> float:
     return _positive_seconds("BLOCKS_LATE_AFTER_SECONDS", 15.0)
 
 
+DEFAULT_RUN_LOG_LINES = 1000
+DEFAULT_RUN_TASK_RUNS = 10_000
+
+
+def run_log_lines() -> int:
+    """Log lines kept per deployment flow run (BLOCKS_RUN_LOG_LINES); later ones are counted
+    and dropped, and one WARNING line says so."""
+    return _positive_int("BLOCKS_RUN_LOG_LINES", DEFAULT_RUN_LOG_LINES)
+
+
+def run_task_runs() -> int:
+    """Task-run summaries kept per deployment flow run (BLOCKS_RUN_TASK_RUNS); later ones are
+    counted, not kept (``block flow-run inspect`` shows how many were left out)."""
+    return _positive_int("BLOCKS_RUN_TASK_RUNS", DEFAULT_RUN_TASK_RUNS)
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = _get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number of 1 or more, e.g. 1000.")
+    return value
+
+
 def _positive_seconds(name: str, default: float) -> float:
     raw = _get(name)
     if raw is None:

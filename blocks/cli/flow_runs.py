@@ -153,6 +153,7 @@ def inspect(run_id: str, as_json: bool) -> None:
                     }
                     for c in history
                 ],
+                **_task_runs_json(store, run.id),
             }
         )
         return
@@ -173,9 +174,51 @@ def inspect(run_id: str, as_json: bool) -> None:
                 )
                 for c in history
             ),
+            *_task_run_pairs(store, run.id),
         ],
         title=f"flow run {run.id}",
     )
+
+
+def _task_runs_json(store: RunStore, run_id: str) -> dict[str, Any]:
+    tasks, total = store.task_runs(run_id)
+    return {
+        "task_runs": [
+            {
+                "name": task.name,
+                "task": task.task_name,
+                "state": task.state,
+                "cached": task.cached,
+                "started": iso(task.started),
+                "ended": iso(task.ended),
+                "attempt": task.attempt,
+                "message": task.message,
+            }
+            for task in tasks
+        ],
+        "task_runs_total": total,
+    }
+
+
+def _task_run_pairs(store: RunStore, run_id: str) -> list[tuple[str, Any]]:
+    """The run's task runs as ``inspect`` lines (run history: see README "Run history")."""
+    tasks, total = store.task_runs(run_id)
+    if not total:
+        return []
+    left_out = (
+        f", {total - len(tasks)} more not kept (BLOCKS_RUN_TASK_RUNS)" if total > len(tasks) else ""
+    )
+    return [
+        ("task runs", f"{total}{left_out}"),
+        *(
+            (
+                f"  {local_time(task.started)}",
+                f"{task.name} {task.state}{' (cached)' if task.cached else ''} in "
+                f"{task.duration:.3f} s" + (f": {task.message}" if task.message else ""),
+            )
+            for task in tasks
+        ),
+    ]
 
 
 @flow_run.command()
@@ -184,7 +227,8 @@ def inspect(run_id: str, as_json: bool) -> None:
     "--follow", "-f", is_flag=True, help="Keep printing new lines until the run has ended."
 )
 def logs(run_id: str, follow: bool) -> None:
-    """Print a run's kept output (what its process printed and logged)."""
+    """Print a run's kept log: its run-logger lines (get_run_logger, log_prints) and what its
+    process printed otherwise, each with its time and level."""
     from blocks.deployments._states import FINAL
 
     store = _store()
@@ -193,8 +237,8 @@ def logs(run_id: str, follow: bool) -> None:
     while True:
         # Read the state first: lines written before it ended are all read below.
         ended = not follow or store.get_run(run.id).state in FINAL
-        for line_id, _, _, message in store.logs(run.id, after=after):
-            click.echo(message)
+        for line_id, at, level, message in store.logs(run.id, after=after):
+            click.echo(f"{local_time(at)} | {level:<7} | {message}")
             after = line_id
         if ended:
             return

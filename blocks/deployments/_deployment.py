@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from blocks.errors import ConfigurationError, InvalidNameError, ParameterTypeError
+from blocks.errors import BlocksError, ConfigurationError, InvalidNameError, ParameterTypeError
 from blocks.runtime import Flow
 
 __all__ = ["CATCHUP_POLICIES", "COLLISION_STRATEGIES", "Catchup", "CollisionStrategy", "Deployment"]
@@ -183,6 +183,10 @@ class Deployment:
 
         check_names(self.flow_name, self.name)
         store = RunStore.default()
+        try:
+            before = store.get_deployment(f"{self.flow_name}/{self.name}").document
+        except BlocksError:  # new, or its seal no longer verifies: nothing of it is kept
+            before = {}
         _, created = store.ensure_pool(self.work_pool_name)
         if created:
             _info(
@@ -197,10 +201,17 @@ class Deployment:
             document=self.document(),
         )
         if changed:
-            # A schedule removed or changed: its future runs not yet started go; runs that
-            # started are never touched. Unchanged slugs keep their slots (the unique key).
+            # A schedule removed or changed (under the same slug too): its future runs not yet
+            # started go; runs that started are never touched. An unchanged schedule keeps its
+            # slots (and the unique key keeps them once each).
+            old = {s["slug"]: s["schedule"] for s in before.get("schedules", [])}
             store.delete_scheduled(
-                record.id, keep_slugs=[s["slug"] for s in record.document["schedules"]]
+                record.id,
+                keep_slugs=[
+                    s["slug"]
+                    for s in record.document["schedules"]
+                    if old.get(s["slug"]) == s["schedule"]
+                ],
             )
             if self.paused != record.paused:
                 store.set_deployment_paused(record.full_name, self.paused)

@@ -11,12 +11,18 @@ and imported the runtime and pydantic (`warm`) and waits for its spec, so a clai
 starts without paying for a Python start and those imports (most of the time from due to body).
 The spec carries the run's environment variables, set before the flow's module is loaded.
 
+Run history: the run's task runs and run-logger lines are written to the run store by the
+process itself, in batches (`blocks.deployments._history`); its flow states carry the run's
+scheduled time. SIGTERM (a cancel, a stopping worker) ends the flow Crashed, writes what is
+left, and ends the process by the same signal, which the worker records.
+
 Exit codes: 0 the flow completed, 1 it failed, 3 the entrypoint was refused or not found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import importlib.util
@@ -27,6 +33,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from blocks.runtime._signals import TerminationSignal
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -94,10 +102,12 @@ def warm() -> None:
     installed distribution's metadata)."""
     import pydantic
 
+    import blocks.deployments._history  # run history: the run store and SQLAlchemy
     import blocks.runtime
 
     pydantic.create_model("_Warm", x=(int, 0)).model_validate({"x": 1})
     assert blocks.runtime.Flow is not None
+    assert blocks.deployments._history.FLUSH_SECONDS > 0
 
 
 def main() -> int:
@@ -125,11 +135,39 @@ def main() -> int:
     except Refused as exc:
         print(f"Refused: {exc}", flush=True)
         return EXIT_REFUSED
-    state = flow(**spec["parameters"], return_state=True)
-    if inspect.iscoroutine(state):  # an async flow
-        state = asyncio.run(state)
+    try:
+        with _recorded():
+            state = flow(**spec["parameters"], return_state=True)
+            if inspect.iscoroutine(state):  # an async flow
+                state = asyncio.run(state)
+    except TerminationSignal as exc:
+        # Crashed and flushed: end as the signal would have, so the worker names it.
+        signal.signal(exc.signal, signal.SIG_DFL)
+        os.kill(os.getpid(), exc.signal)
+        raise
     print(f"Flow run finished in state {state.name}", flush=True)
     return EXIT_COMPLETED if state.is_completed() else EXIT_FAILED
+
+
+def _recorded() -> contextlib.AbstractContextManager[object]:
+    """Run history for the worker's run (`BLOCKS_FLOW_RUN_ID`): its task runs and run-log
+    lines go to the run store, and its flow states carry its scheduled time."""
+    run_id = os.environ.get("BLOCKS_FLOW_RUN_ID")
+    if not run_id:
+        return contextlib.nullcontext()
+    from datetime import datetime
+
+    from blocks.core._registry import Registry
+    from blocks.deployments._history import recording
+    from blocks.deployments._store import RunStore
+
+    scheduled = os.environ.get("BLOCKS_FLOW_RUN_SCHEDULED") or None
+    return recording(
+        lambda: RunStore(Registry.default(), create_tables=False),  # its worker made them
+        run_id,
+        int(os.environ.get("BLOCKS_FLOW_RUN_ATTEMPT") or 1),
+        datetime.fromisoformat(scheduled) if scheduled else None,
+    )
 
 
 if __name__ == "__main__":

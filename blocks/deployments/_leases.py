@@ -1,4 +1,4 @@
-"""Claims, leases and state changes of flow runs, and their capped logs.
+"""Claims, leases and state changes of flow runs.
 
 A claim is one UPDATE; every change is conditional on the state (and attempt) it comes from and
 writes its state-history row in the same transaction; an expired lease is reaped by any worker.
@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from blocks.deployments import _tables as t
 from blocks.deployments._records import (
-    MAX_LOG_LINES,
     FlowRun,
     as_utc,
     record_state,
@@ -40,7 +39,7 @@ class ReapReport:
 
 
 class RunLeases(RunRecords):
-    """Claiming runs, holding and losing leases, moving runs between states, their logs."""
+    """Claiming runs, holding and losing leases, moving runs between states."""
 
     # -- claiming and leases --------------------------------------------------------------------
 
@@ -361,55 +360,6 @@ class RunLeases(RunRecords):
                 return False
             record_state(conn, run_id, RunState.CRASHED, now, attempt, worker, message)
             return _next_attempt(conn, run_id, attempt, row.max_attempts, now)
-
-    # -- logs ---------------------------------------------------------------------------------
-
-    def append_logs(self, run_id: str, lines: Sequence[tuple[datetime, str, str]]) -> int:
-        """Add ``(time, level, message)`` lines to a run's log, at most `MAX_LOG_LINES` kept per
-        run (one more line says the rest was dropped); returns how many were kept."""
-        if not lines:
-            return 0
-        with self.registry.write() as conn:
-            count = conn.execute(
-                sa.select(t.flow_runs.c.log_lines).where(t.flow_runs.c.id == run_id)
-            ).scalar()
-            if count is None:
-                return 0
-            room = max(0, MAX_LOG_LINES - count)
-            kept = list(lines[:room])
-            if count <= MAX_LOG_LINES < count + len(lines):  # the first line past the cap
-                kept.append(
-                    (
-                        lines[room][0],
-                        "WARNING",
-                        f"log capped at {MAX_LOG_LINES} lines: the rest of this run's output "
-                        "is not kept",
-                    )
-                )
-            if kept:
-                conn.execute(
-                    t.flow_run_logs.insert(),
-                    [
-                        {"run_id": run_id, "at": as_utc(at), "level": level, "message": message}
-                        for at, level, message in kept
-                    ],
-                )
-            conn.execute(
-                t.flow_runs.update()
-                .where(t.flow_runs.c.id == run_id)
-                .values(log_lines=count + len(lines))
-            )
-        return int(min(len(lines), room))
-
-    def logs(self, run_id: str, *, after: int = 0) -> list[tuple[int, datetime, str, str]]:
-        """A run's kept log lines ``(line id, time, level, message)``, after line id `after`."""
-        with self.registry.read() as conn:
-            rows = conn.execute(
-                sa.select(t.flow_run_logs)
-                .where(t.flow_run_logs.c.run_id == run_id, t.flow_run_logs.c.id > after)
-                .order_by(t.flow_run_logs.c.id)
-            ).all()
-        return [(r.id, as_utc(r.at) or r.at, r.level, r.message) for r in rows]
 
 
 def _next_attempt(conn: Any, run_id: str, attempt: int, max_attempts: int, now: datetime) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,20 @@ from blocks.deployments._states import CLAIMABLE, LIVE, RunState
 from blocks.deployments._store_base import StoreBase
 from blocks.errors import FlowRunNotFound
 
+#: Rows per statement in the bulk writes of a scheduler pass (within every dialect's limit on
+#: bound parameters).
+_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """The slots a scheduler pass makes for one deployment, and what their runs get."""
+
+    deployment: DeploymentRecord
+    slots: Sequence[tuple[str, datetime]]
+    parameters: dict[str, Any]
+    max_attempts: int
+
 
 class RunRecords(StoreBase):
     """Flow runs: inserted per slot under the unique key, or by hand; read back."""
@@ -49,41 +64,54 @@ class RunRecords(StoreBase):
         Returns the ids of the runs this call inserted: a slot already there (inserted by this
         or another scheduler, before or after a redeploy) is left alone by the unique key.
         """
-        if not slots:
-            return []
-        params = dumps(
-            parameters if parameters is not None else deployment.document.get("parameters", {})
-        )
+        if parameters is None:
+            parameters = deployment.document.get("parameters", {})
+        return self.insert_planned([SlotPlan(deployment, slots, parameters, max_attempts)], state)
+
+    def insert_planned(
+        self, plans: Sequence[SlotPlan], state: RunState = RunState.SCHEDULED
+    ) -> list[str]:
+        """`insert_slots` for many deployments at once (a scheduler pass): one transaction,
+        one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per `_BATCH` slots (executemany)
+        and one insert of their state rows; returns the ids of the runs made."""
         keyset = self._sealing()
         now = utcnow()
         rows = []
-        for slug, slot in slots:
-            run_id = uuid.uuid4().hex
-            rows.append(
-                {
-                    "id": run_id,
-                    "deployment_id": deployment.id,
-                    "flow_name": deployment.flow_name,
-                    "pool_name": deployment.pool_name,
-                    "schedule_slug": slug,
-                    "slot": as_utc(slot),
-                    "idempotency_key": slot_key(slug, slot),
-                    "state": state.value,
-                    "message": "",
-                    "due": as_utc(slot),
-                    "attempt": 1,
-                    "max_attempts": max_attempts,
-                    "parameters": params,
-                    "log_lines": 0,
-                    "created": now,
-                    "seal": keyset.seal(run_message(run_id, deployment.id, params)),
-                }
-            )
+        for plan in plans:
+            deployment = plan.deployment
+            params = dumps(plan.parameters)
+            for slug, slot in plan.slots:
+                run_id = uuid.uuid4().hex
+                instant = as_utc(slot)
+                rows.append(
+                    {
+                        "id": run_id,
+                        "deployment_id": deployment.id,
+                        "flow_name": deployment.flow_name,
+                        "pool_name": deployment.pool_name,
+                        "schedule_slug": slug,
+                        "slot": instant,
+                        "idempotency_key": slot_key(slug, slot),
+                        "state": state.value,
+                        "message": "",
+                        "due": instant,
+                        "attempt": 1,
+                        "max_attempts": plan.max_attempts,
+                        "parameters": params,
+                        "log_lines": 0,
+                        "created": now,
+                        "seal": keyset.seal(run_message(run_id, deployment.id, params)),
+                    }
+                )
+        if not rows:
+            return []
         statement = insert_ignore(
             self.is_sqlite, t.flow_runs, ["deployment_id", "idempotency_key"]
-        ).returning(t.flow_runs.c.id, t.flow_runs.c.state, t.flow_runs.c.created)
+        ).returning(t.flow_runs.c.id)
+        inserted: list[str] = []
         with self.registry.write() as conn:
-            inserted = [row.id for row in conn.execute(statement.values(rows))]
+            for start in range(0, len(rows), _BATCH):
+                inserted += conn.execute(statement, rows[start : start + _BATCH]).scalars().all()
             if inserted:
                 conn.execute(
                     t.flow_run_states.insert(),
@@ -183,34 +211,55 @@ class RunRecords(StoreBase):
 
     def overdue(self, before: datetime) -> list[tuple[str, str, str, datetime, RunState]]:
         """Scheduled or Late runs of a schedule due before `before`: ``(run id, deployment id,
-        slug, due, state)``, oldest first (what the catch-up policy decides about)."""
+        slug, due, state)``, oldest first (what the catch-up policy decides about).
+
+        Only the schedules with a Scheduled run overdue need a decision (a Late run alone was
+        decided on already), so their Scheduled runs are read first (the claim index), then
+        the Late runs of those schedules only."""
+        columns = (
+            t.flow_runs.c.id,
+            t.flow_runs.c.deployment_id,
+            t.flow_runs.c.schedule_slug,
+            t.flow_runs.c.due,
+            t.flow_runs.c.state,
+        )
+        overdue = sa.and_(t.flow_runs.c.schedule_slug.is_not(None), t.flow_runs.c.due < before)
         with self.registry.read() as conn:
-            rows = conn.execute(
-                sa.select(
-                    t.flow_runs.c.id,
-                    t.flow_runs.c.deployment_id,
-                    t.flow_runs.c.schedule_slug,
-                    t.flow_runs.c.due,
-                    t.flow_runs.c.state,
+            rows = list(
+                conn.execute(
+                    sa.select(*columns).where(
+                        overdue, t.flow_runs.c.state == RunState.SCHEDULED.value
+                    )
                 )
-                .where(
-                    t.flow_runs.c.state.in_([s.value for s in CLAIMABLE]),
-                    t.flow_runs.c.schedule_slug.is_not(None),
-                    t.flow_runs.c.due < before,
-                )
-                .order_by(t.flow_runs.c.due, t.flow_runs.c.id)
-            ).all()
-        return [
+            )
+            deployments = sorted({row.deployment_id for row in rows})
+            groups = {(row.deployment_id, row.schedule_slug) for row in rows}
+            for start in range(0, len(deployments), _BATCH):
+                rows += [
+                    row
+                    for row in conn.execute(
+                        sa.select(*columns).where(
+                            overdue,
+                            t.flow_runs.c.state == RunState.LATE.value,
+                            t.flow_runs.c.deployment_id.in_(deployments[start : start + _BATCH]),
+                        )
+                    )
+                    if (row.deployment_id, row.schedule_slug) in groups
+                ]
+        found = [
             (r.id, r.deployment_id, r.schedule_slug, as_utc(r.due) or r.due, RunState(r.state))
             for r in rows
         ]
+        found.sort(key=lambda run: (run[3], run[0]))
+        return found
 
     def mark_missed(
         self, late: Sequence[str], skipped: Sequence[str], message: str
     ) -> tuple[int, int]:
         """Scheduled runs in `late` become Late; runs in `skipped` (Scheduled or Late) become
         Skipped with `message`. Runs claimed meanwhile are left alone. Returns how many of each
-        changed."""
+        changed. One transaction: an UPDATE ... RETURNING per `_BATCH` ids, one insert of the
+        state rows."""
         now = utcnow()
         changed = {RunState.LATE: 0, RunState.SKIPPED: 0}
         with self.registry.write() as conn:
@@ -218,20 +267,35 @@ class RunRecords(StoreBase):
                 (late, RunState.LATE, [RunState.SCHEDULED.value], "missed its slot"),
                 (skipped, RunState.SKIPPED, [s.value for s in CLAIMABLE], message),
             ):
-                for run_id in ids:
-                    row = conn.execute(
+                history = []
+                for start in range(0, len(ids), _BATCH):
+                    rows = conn.execute(
                         t.flow_runs.update()
-                        .where(t.flow_runs.c.id == run_id, t.flow_runs.c.state.in_(sources))
+                        .where(
+                            t.flow_runs.c.id.in_(list(ids[start : start + _BATCH])),
+                            t.flow_runs.c.state.in_(sources),
+                        )
                         .values(
                             state=target.value,
                             message=why,
                             **({"ended": now} if target is RunState.SKIPPED else {}),
                         )
-                        .returning(t.flow_runs.c.attempt)
-                    ).first()
-                    if row is not None:
-                        record_state(conn, run_id, target, now, row.attempt, None, why)
-                        changed[target] += 1
+                        .returning(t.flow_runs.c.id, t.flow_runs.c.attempt)
+                    ).all()
+                    history += [
+                        {
+                            "run_id": row.id,
+                            "state": target.value,
+                            "at": now,
+                            "attempt": row.attempt,
+                            "worker": None,
+                            "message": why,
+                        }
+                        for row in rows
+                    ]
+                if history:
+                    conn.execute(t.flow_run_states.insert(), history)
+                changed[target] = len(history)
         return changed[RunState.LATE], changed[RunState.SKIPPED]
 
     # -- reading runs -------------------------------------------------------------------------

@@ -22,9 +22,18 @@ from typing import Any
 
 from blocks import settings
 from blocks.deployments._records import dumps
+from blocks.deployments._runs import SlotPlan
 from blocks.deployments._store import DeploymentRecord, RunStore, utcnow
 
-__all__ = ["HORIZON", "MAX_RUNS", "MIN_RUNS", "PassReport", "schedule_deployment", "schedule_pass"]
+__all__ = [
+    "HORIZON",
+    "MAX_RUNS",
+    "MIN_RUNS",
+    "PassReport",
+    "plan_slots",
+    "schedule_deployment",
+    "schedule_pass",
+]
 
 MAX_RUNS = 100
 MIN_RUNS = 3
@@ -47,15 +56,23 @@ def schedule_deployment(
 ) -> int:
     """Insert the deployment's next slots (none when it is paused); return how many were new.
 
-    `summary` is the deployment's `slot_summary` when the caller read it already (a pass reads
-    every deployment's in one query)."""
-    if deployment.paused:
-        return 0
+    `summary` is the deployment's `slot_summary` when the caller read it already."""
     now = now or utcnow()
-    document = deployment.document
     if summary is None:
         summary = store.slot_summary(deployment.id, now)
-    inserted = 0
+    return len(store.insert_planned(plan_slots(deployment, now, summary)))
+
+
+def plan_slots(
+    deployment: DeploymentRecord, now: datetime, summary: dict[str, tuple[datetime | None, int]]
+) -> list[SlotPlan]:
+    """The slots the deployment's active schedules still need (none when it is paused), from
+    `summary` (per slug: its latest slot to come and how many runs are due later). Pure: a
+    pass plans every deployment, then inserts all in one transaction."""
+    if deployment.paused:
+        return []
+    document = deployment.document
+    plans = []
     for entry in document.get("schedules", []):
         if not entry.get("active", True):
             continue
@@ -75,21 +92,17 @@ def schedule_deployment(
         if later + len(dates) < MIN_RUNS:
             dates = schedule.get_dates(n=MIN_RUNS, start=start)
         if last is not None:
-            # `start` is inclusive: the last slot made comes back, and its insert is a no-op
-            # write transaction per deployment per pass (most of a steady pass's time).
-            dates = [date for date in dates if date > last]
-        if not dates:
-            continue
-        parameters = {**document.get("parameters", {}), **entry.get("parameters", {})}
-        inserted += len(
-            store.insert_slots(
-                deployment,
-                [(slug, date) for date in dates],
-                parameters=parameters,
-                max_attempts=int(document.get("retries", 0)) + 1,
+            dates = [date for date in dates if date > last]  # `start` is inclusive
+        if dates:
+            plans.append(
+                SlotPlan(
+                    deployment,
+                    [(slug, date) for date in dates],
+                    {**document.get("parameters", {}), **entry.get("parameters", {})},
+                    int(document.get("retries", 0)) + 1,
+                )
             )
-        )
-    return inserted
+    return plans
 
 
 @functools.lru_cache(maxsize=4096)
@@ -114,13 +127,13 @@ def schedule_pass(
     """One pass over every deployment (of one pool): new slots, then the catch-up policy."""
     now = now or utcnow()
     report = PassReport()
-    deployments = {d.id: d for d in store.list_deployments(pool_name=pool_name, skip_invalid=True)}
+    deployments = {d.id: d for d in store.deployments_for_pass(pool_name)}
     summaries = store.slot_summaries(now, pool_name=pool_name)
+    plans = []
     for deployment in deployments.values():
         report.deployments += 1
-        report.inserted += schedule_deployment(
-            store, deployment, now, summaries.get(deployment.id, {})
-        )
+        plans += plan_slots(deployment, now, summaries.get(deployment.id, {}))
+    report.inserted = len(store.insert_planned(plans)) if plans else 0
     late, skipped = catch_up_plan(
         store, deployments, now - timedelta(seconds=settings.late_after_seconds())
     )

@@ -30,13 +30,15 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
+from blocks.core._encryption import KeyManager
 from blocks.core._registry import Registry
 from blocks.deployments import _tables as t
-from blocks.deployments._leases import ReapReport, RunLeases
+from blocks.deployments._leases import ReapReport
 from blocks.deployments._records import (
     MAX_LOG_LINES,
     POOL_TYPES,
@@ -54,6 +56,7 @@ from blocks.deployments._records import (
     slot_key,
     utcnow,
 )
+from blocks.deployments._run_history import RunHistory, TaskRunSummary
 from blocks.deployments._states import LEASED, RunState
 from blocks.errors import (
     BlocksError,
@@ -70,15 +73,26 @@ __all__ = [
     "ReapReport",
     "RunStore",
     "StateChange",
+    "TaskRunSummary",
     "WorkPool",
     "slot_key",
     "utcnow",
 ]
 
 
-class RunStore(RunLeases):
+#: Per deployment id: the keyset and the sealed fields and seal it last verified (see
+#: `RunStore._verified`); a changed row or a new keyset (a rotation) is verified afresh.
+_VERIFIED: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+#: Per (deployment id, seal): the keyset that verified it and its record (a scheduler pass's
+#: cache, `RunStore.deployments_for_pass`).
+_RECORDS: dict[tuple[str, str], tuple[Any, DeploymentRecord]] = {}
+_VERIFIED_MAX = 100_000
+
+
+class RunStore(RunHistory):
     """Work pools, deployments and flow runs in one registry database (`RunRecords` makes and
-    reads runs, `RunLeases` claims them and changes their states)."""
+    reads runs, `RunLeases` claims them and changes their states, `RunHistory` keeps their
+    logs and task runs)."""
 
     @classmethod
     def default(cls) -> RunStore:
@@ -282,13 +296,19 @@ class RunStore(RunLeases):
         return self._verified(row)
 
     def _verified(self, row: Any) -> DeploymentRecord:
-        self._verify(
-            deployment_message(
-                row.id, row.flow_name, row.name, row.version, row.pool_name, row.document
-            ),
-            row.seal,
-            f"Deployment {row.flow_name}/{row.name}",
-        )
+        """The row as a record, once its seal verifies. A row this process verified before
+        with the same keyset (same sealed fields, same seal) is not verified again: a worker's
+        scheduler pass reads every deployment every few seconds."""
+        keyset = KeyManager.for_registry(self.registry.url).keyset()
+        sealed = (row.id, row.flow_name, row.name, row.version, row.pool_name, row.document)
+        seen = _VERIFIED.get(row.id)
+        if seen is None or seen[0] is not keyset or seen[1] != (*sealed, row.seal):
+            keyset.verify(
+                deployment_message(*sealed), row.seal, what=f"Deployment {row.flow_name}/{row.name}"
+            )
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED[row.id] = (keyset, (*sealed, row.seal))
         return deployment_from_row(row)
 
     def list_deployments(
@@ -313,6 +333,52 @@ class RunStore(RunLeases):
                     raise
                 warnings.warn(f"{exc} (left out)", stacklevel=2)
         return found
+
+    def deployments_for_pass(self, pool_name: str | None = None) -> list[DeploymentRecord]:
+        """`list_deployments(skip_invalid=True)` for a scheduler pass, which runs every few
+        seconds: only each row's id, seal and paused flag are read, and the full row only of
+        a deployment this process has not seen with that seal (its record is kept, verified).
+        The records are shared: do not change their documents."""
+        light = sa.select(t.deployments.c.id, t.deployments.c.seal, t.deployments.c.paused)
+        if pool_name is not None:
+            light = light.where(t.deployments.c.pool_name == pool_name)
+        with self.registry.read() as conn:
+            rows = conn.execute(light).all()
+        keyset = KeyManager.for_registry(self.registry.url).keyset()
+        found: dict[str, DeploymentRecord] = {}
+        missing = []
+        for row in rows:
+            known = _RECORDS.get((row.id, row.seal))
+            if known is not None and known[0] is keyset:
+                record, paused = known[1], bool(row.paused)
+                found[row.id] = (
+                    replace(record, paused=paused) if record.paused != paused else record
+                )
+            else:
+                missing.append(row.id)
+        for record in self._fetch_verified(missing):
+            found[record.id] = record
+        return sorted(found.values(), key=lambda record: (record.flow_name, record.name))
+
+    def _fetch_verified(self, ids: list[str]) -> list[DeploymentRecord]:
+        records = []
+        for start in range(0, len(ids), 500):
+            with self.registry.read() as conn:
+                rows = conn.execute(
+                    sa.select(t.deployments).where(t.deployments.c.id.in_(ids[start : start + 500]))
+                ).all()
+            keyset = KeyManager.for_registry(self.registry.url).keyset()
+            for row in rows:
+                try:
+                    record = self._verified(row)
+                except BlocksError as exc:
+                    warnings.warn(f"{exc} (left out)", stacklevel=3)
+                    continue
+                if len(_RECORDS) >= _VERIFIED_MAX:
+                    _RECORDS.clear()
+                _RECORDS[(row.id, row.seal)] = (keyset, record)
+                records.append(record)
+        return records
 
     def set_deployment_paused(self, full_name: str, paused: bool) -> int:
         """Pause or resume; pausing deletes its runs still Scheduled (returns how many)."""
@@ -352,7 +418,7 @@ class RunStore(RunLeases):
                     f"Deployment {full_name!r} has {live} run(s) in progress: cancel them first "
                     "(block flow-run ls --deployment ...; block flow-run cancel ID)."
                 )
-            for table in (t.flow_run_logs, t.flow_run_states):
+            for table in (t.flow_run_logs, t.flow_run_states, t.flow_run_task_runs):
                 conn.execute(
                     table.delete().where(
                         table.c.run_id.in_(

@@ -22,11 +22,14 @@ class StoreBase:
     _ready: ClassVar[set[str]] = set()
     _ready_lock = threading.Lock()
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, create_tables: bool = True) -> None:
+        """`create_tables=False`: the tables exist already (a worker's run process, whose
+        worker made them): no DDL, whose locks would queue behind the workers' writes."""
         self.registry = registry
         self.engine = registry.engine
         self.is_sqlite = registry.is_sqlite
-        self._ensure_tables()
+        if create_tables:
+            self._ensure_tables()
 
     def _ensure_tables(self) -> None:
         url = self.registry.url
@@ -38,6 +41,8 @@ class StoreBase:
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             _add_missing_columns(conn)
+            # Replaced by ix_flow_runs_due (the same columns first, and the scheduler's).
+            conn.execute(sa.text("DROP INDEX IF EXISTS ix_flow_runs_claim"))
             # `block key rotate` imports the hook that re-seals these tables' rows.
             conn.execute(
                 insert_ignore(self.is_sqlite, registry_meta, ["key"]).values(

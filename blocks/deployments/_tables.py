@@ -1,4 +1,5 @@
-"""The run store's SQLAlchemy tables: work pools, deployments, flow runs, their states and logs.
+"""The run store's SQLAlchemy tables: work pools, deployments, flow runs, their states, logs
+and task-run summaries.
 
 They live in the registry's database beside the block tables (same engine, same conventions:
 SQLAlchemy Core, timezone-aware timestamps, JSON as text), in their own `MetaData`, created on
@@ -70,13 +71,19 @@ flow_runs = sa.Table(
     sa.Column("max_attempts", sa.Integer, nullable=False, default=1),
     sa.Column("parameters", sa.Text, nullable=False),
     sa.Column("log_lines", sa.Integer, nullable=False, default=0),
+    # Task runs the run process reported (kept or not: see BLOCKS_RUN_TASK_RUNS).
+    sa.Column("task_runs", sa.Integer, nullable=True, default=0),
     sa.Column("created", _TS, nullable=False),
     sa.Column("started", _TS, nullable=True),
     sa.Column("ended", _TS, nullable=True),
     sa.Column("seal", sa.Text, nullable=False),
     # One run per (deployment, schedule slug, slot): the key names the slug and the UTC slot.
     sa.UniqueConstraint("deployment_id", "idempotency_key", name="uq_flow_runs_idempotency"),
-    sa.Index("ix_flow_runs_claim", "pool_name", "state", "due"),
+    # The claim reads (pool, state, due); the scheduler's summary of live slots reads the rest
+    # from the index alone (a covering index: no table row is read).
+    sa.Index(
+        "ix_flow_runs_due", "pool_name", "state", "due", "deployment_id", "schedule_slug", "slot"
+    ),
 )
 
 flow_run_states = sa.Table(
@@ -111,4 +118,26 @@ flow_run_logs = sa.Table(
     sa.Column("at", _TS, nullable=False),
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
+)
+
+flow_run_task_runs = sa.Table(
+    "flow_run_task_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id",
+        sa.String(32),
+        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("task_run_id", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("task_name", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("cached", sa.Boolean, nullable=False, default=False),
+    sa.Column("started", _TS, nullable=False),
+    sa.Column("ended", _TS, nullable=False),
 )

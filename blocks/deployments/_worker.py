@@ -225,6 +225,7 @@ class Worker:
             "BLOCKS_FLOW_RUN_ID": run.id,
             "BLOCKS_FLOW_RUN_ATTEMPT": str(run.attempt),
             "BLOCKS_FLOW_RUN_SLOT": run.slot.isoformat() if run.slot else "",
+            "BLOCKS_FLOW_RUN_SCHEDULED": (run.slot or run.due).isoformat(),
             "BLOCKS_DEPLOYMENT": deployment.full_name,
         }
         try:

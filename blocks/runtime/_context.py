@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.runtime import _history
 from blocks.runtime._options import RunName
 from blocks.settings import runtime_defaults
 
@@ -76,6 +77,7 @@ class FlowRun:
         "reuse_key",
         "reuses",
         "run_count",
+        "scheduled_time",
         "state",
         "task_runner",
     )
@@ -100,6 +102,8 @@ class FlowRun:
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: set[concurrent.futures.Future[State]] = set()
+        # The slot of the deployment run this is (None for a run called by hand or a subflow).
+        self.scheduled_time = None if parent is not None else _history.take_scheduled_time()
         self._init_reuse(bool(options.retries))
         outer = parent.flow_run if isinstance(parent, TaskRun) else parent
         # A flow's result settings are the defaults for its tasks; a subflow inherits its parent's.
@@ -201,6 +205,7 @@ class FlowRun:
         run._logger = None
         run.loop = None
         run.pending = set()
+        run.scheduled_time = None
         run._init_reuse(False)
         return run
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from blocks import settings
 from blocks.core import _masking as masking
 from blocks.runtime import _context as context
+from blocks.runtime import _history
 
 if TYPE_CHECKING:
     from blocks.runtime._states import State
@@ -41,12 +42,29 @@ _original_print = builtins.print
 
 
 class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Prints run logs only while nobody else handles them (the root logger has no handler)."""
+    """Prints run logs only while nobody else handles them (the root logger has no handler,
+    and no run-history recorder keeps them)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if logging.root.handlers:
+        if logging.root.handlers or _history.active is not None:
             return
         super().emit(record)
+
+
+class _HistoryHandler(logging.Handler):
+    """Hands each run-log line (masked already by the loggers' filter) to the process's
+    run-history recorder, when one is installed (a deployment's run process)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        recorder = _history.active
+        if recorder is None:
+            return
+        try:
+            line = _LINE_FORMATTER.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        recorder.log(record.created, record.levelname, line)
 
 
 class _RunFormatter(logging.Formatter):
@@ -92,6 +110,7 @@ def _mask_record(record: logging.LogRecord) -> None:
 
 _EXC_FORMATTER = logging.Formatter()
 _MASKING_FILTER = _MaskingFilter()
+_LINE_FORMATTER = _RunFormatter("%(run_label)s%(message)s")
 
 
 def _configure() -> None:
@@ -108,10 +127,13 @@ def _configure() -> None:
             )
         )
         level = settings.log_level()
+        history = _HistoryHandler()
         for name in (FLOW_LOGGER, TASK_LOGGER, OUTSIDE_LOGGER):
             logger = logging.getLogger(name)
             logger.setLevel(level)
             logger.addHandler(handler)
+            if name != OUTSIDE_LOGGER:
+                logger.addHandler(history)
             logger.addFilter(_MASKING_FILTER)
         _configured = True
 

@@ -71,8 +71,9 @@ class StateDetails:
     Ids are our runs' ids (hex strings, as ``TaskRun.id``); each is None where there is no
     such run (a state made by hand, a task called outside a flow). `cache_key` and
     `cache_expiration` are set for a task run whose result was persisted or read from the
-    store (the record's key, and when it expires: None for never). `scheduled_time` is always
-    None here: runs start when called (deployments keep their own schedule).
+    store (the record's key, and when it expires: None for never). `scheduled_time` is the slot
+    (or the due time of a run made by hand) of a deployment's flow run, on that flow run's
+    states; None for every other run (a flow called by hand starts when called).
     """
 
     flow_run_id: str | None = None
@@ -156,6 +157,7 @@ class State:
             task_run_id=task_run_id,
             cache_key=None if cache is None else cache[0],
             cache_expiration=None if cache is None else cache[1],
+            scheduled_time=None if flow_run is None or task_run_id else flow_run.scheduled_time,
         )
 
     async def aresult(self, raise_on_failure: bool = True) -> Any:

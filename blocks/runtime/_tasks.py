@@ -34,12 +34,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from blocks.errors import OptionTypeError
+from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.runtime import _history
 from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
     FlowRun,
@@ -84,6 +86,8 @@ from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 from blocks.runtime.runners._calls import Mapped, map_length, mappable
 from blocks.settings import runtime_defaults
+
+_time = time.time
 
 __all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
@@ -331,6 +335,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         ):
             # The hot path: no option needs any work around the call.
             run = TaskRun(self, flow_run, parent, False)
+            recorder = _history.active  # run history (a deployment's run process)
+            started = _time() if recorder is not None else 0.0
             token = set_current(run)
             try:
                 value = self.fn(*args, **kwargs)
@@ -339,6 +345,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
                 state.run = run
                 log_failure(run_logger(run), state, self.options.retries, run.run_count)
                 rollback_current()  # a failed run rolls back the open transaction
+                if recorder is not None:
+                    recorder.task_run(run, state, started)
                 if return_state:
                     return state
                 raise
@@ -347,12 +355,17 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             if isinstance(value, State) or (
                 type(value) in STATE_SEQUENCES and is_state_iterable(value)
             ):
-                return self._returned_state(run, value, return_state)
+                try:
+                    return self._returned_state(run, value, return_state)
+                finally:
+                    if recorder is not None:
+                        recorder.task_run(run, run.state, started)
             if return_state:
                 run.state = state = Completed(value)
                 state.run = run
-                return state
-            return value
+            if recorder is not None:
+                recorder.task_run(run, run.state, started)
+            return run.state if return_state else value
         run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
         if wait_for is not None:
             run.wait_for = list(wait_for)

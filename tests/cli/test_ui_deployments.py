@@ -32,7 +32,13 @@ FLOWS = """
 import os
 import time
 
-from blocks import flow
+from blocks import flow, get_run_logger, task
+
+
+@task
+def shout(name: str) -> str:
+    get_run_logger().info("shouting at %s", name)
+    return name.upper()
 
 
 @flow(log_prints=True)
@@ -41,6 +47,7 @@ def hello(name: str = "world", n: int = 1, token: str = "", sleep: float = 0.0) 
         pids.write(f"{os.getpid()}\\n")
     print(f"hello {name} x{n * 2}")
     print(f"using token {token}")
+    shout(name)
     time.sleep(sleep)
 """
 

@@ -150,6 +150,10 @@ def test_deployments_page_pause_resume_and_a_run_from_the_form(
     logs = page.inner_text("#log-lines")
     assert "hello browser x14" in logs  # n=7 from the form, coerced and used
     assert "using token ••••••" in logs  # the printed secret is masked
+    assert "Task run 'shout-" in logs and "shouting at browser" in logs  # get_run_logger
+    # Run history: the task run the run process recorded, with its state and times.
+    task_row = page.locator("#tasks tr[data-task^='shout-']")
+    assert task_row.count() == 1 and "Completed" in task_row.inner_text()
     assert page.inner_text("tr[data-param=token] td").strip() == "••••••"
     assert page.inner_text("#worker") == store.get_run(run_id).worker
     assert page.locator("#cancel").count() == 0

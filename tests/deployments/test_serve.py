@@ -282,7 +282,8 @@ def test_deploy_then_a_worker_runs_what_run_deployment_and_the_cli_ask_for(
     chatty = store.create_run(store.get_deployment("chatty/nightly"), parameters={"lines": 6})
     followed = block("flow-run", "logs", chatty.id, "--follow")
     assert followed.returncode == 0, followed.stderr
-    lines = [line for line in followed.stdout.splitlines() if line.startswith("line ")]
+    messages = [line.rpartition(" | ")[2] for line in followed.stdout.splitlines()]
+    lines = [message for message in messages if message.startswith("line ")]
     assert lines == [f"line {i}" for i in range(6)], followed.stdout
     assert store.get_run(chatty.id).state is RunState.COMPLETED
     print(

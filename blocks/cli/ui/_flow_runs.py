@@ -114,10 +114,23 @@ def flow_runs_page(request: Request) -> Response:
     )
 
 
-def task_runs(store: RunStore, run_id: str) -> list[Any] | None:
-    """The run's task runs when the store records them (``None`` when it does not)."""
-    reader = getattr(store, "task_runs", None)
-    return list(reader(run_id)) if callable(reader) else None
+def task_runs(store: RunStore, run_id: str, secrets: list[str]) -> tuple[list[Any], int]:
+    """What the page shows of the run's task runs (run history), and how many it had."""
+    kept, total = store.task_runs(run_id)
+    rows = [
+        {
+            "name": scrub(task.name, secrets),
+            "task": task.task_name,
+            "state": task.state,
+            "cached": task.cached,
+            "started": local_time(task.started),
+            "duration": f"{task.duration:.3f} s",
+            "attempt": task.attempt,
+            "message": scrub(task.message, secrets),
+        }
+        for task in kept
+    ]
+    return rows, total
 
 
 def flow_run_page(request: Request) -> Response:
@@ -159,6 +172,7 @@ def flow_run_page(request: Request) -> Response:
         }
         for change in store.history(run.id)
     ]
+    tasks, tasks_total = task_runs(store, run.id, secrets)
     notice = ""
     if request.query_params.get("created") == "1":
         notice = "Run created: a worker of its pool runs it when it is due."
@@ -178,7 +192,8 @@ def flow_run_page(request: Request) -> Response:
         history=history,
         logs=logs,
         log_lines=run.log_lines,
-        tasks=task_runs(store, run.id),
+        tasks=tasks,
+        tasks_total=tasks_total,
         cancellable=run.state not in FINAL,
         notice=notice,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import uuid
@@ -32,6 +33,7 @@ from blocks.runtime._futures import (
 )
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
 from blocks.runtime._options import FlowOptions, key_prefix
+from blocks.runtime._signals import crash_on_sigterm
 from blocks.runtime._states import (
     Cached,
     Crashed,
@@ -73,6 +75,9 @@ def flow_steps(
     if run.log_prints:
         install_print_capture()
     token = set_current(run)
+    # A top-level run: SIGTERM to its process ends it Crashed, naming the signal.
+    terminating = crash_on_sigterm() if run.parent is None else contextlib.nullcontext()
+    terminating.__enter__()
     try:
         ready = yield from _inputs(flow, bound, waits)
         if not ready.is_running():  # an upstream did not complete: NotReady, no hooks
@@ -132,6 +137,7 @@ def flow_steps(
             yield from run_hooks(options.on_completion, flow, run, state)
         return state
     finally:
+        terminating.__exit__(None, None, None)
         reset_current(token)
 
 

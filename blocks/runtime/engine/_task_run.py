@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import UpstreamFailed
 from blocks.results import _persistence as persistence
+from blocks.runtime import _history
 from blocks.runtime._context import TaskRun, render_run_name, reset_current, set_current
 from blocks.runtime._futures import has_futures
 from blocks.runtime._logging import install_print_capture, log_failure, run_logger
@@ -96,6 +98,8 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
     """`task_steps` for a run `is_plain` accepts, without the engine: the same final state
     (one attempt: no retries, timeout, cache, persistence, hooks), a few microseconds less."""
     run.run_count = 1
+    recorder = _history.active
+    started = _time() if recorder is not None else 0.0
     token = set_current(run)
     try:
         value = task.fn(*args, **kwargs)
@@ -105,6 +109,8 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
     except BaseException as exc:
         run.state = Crashed(exc)
         run.state.run = run
+        if recorder is not None:
+            _record(recorder, run, run.state, started)
         raise
     else:
         if isinstance(value, State) or (
@@ -119,8 +125,17 @@ def run_plain(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
     state.run = run
     if state.type is _FAILED:
         log_failure(run_logger(run), state, 0, 1)
+    if recorder is not None:
+        _record(recorder, run, state, started)
     return state
 
+
+def _record(recorder: _history.Recorder, run: TaskRun, state: State, started: float) -> None:
+    """Hand a finished task run to the process's run-history recorder (it buffers)."""
+    recorder.task_run(run, state, started)
+
+
+_time = time.time
 
 #: The types, read once.
 _COMPLETED, _FAILED = StateType.COMPLETED, StateType.FAILED
@@ -143,6 +158,8 @@ def task_steps(
     options = task.options
     if run.log_prints:
         install_print_capture()
+    recorder = _history.active
+    started = _time() if recorder is not None else 0.0
     token = set_current(run)
     try:
         try:
@@ -153,6 +170,8 @@ def task_steps(
             if isinstance(ready, State):  # an upstream did not complete: NotReady, no hooks
                 run.state, ready.run = ready, run
                 run_logger(run).error("Finished in state NotReady: %s", ready.message)
+                if recorder is not None:
+                    _record(recorder, run, ready, started)
                 return ready
             args, kwargs = ready
             if options.task_run_name is not None:
@@ -172,6 +191,8 @@ def task_steps(
             if not isinstance(exc, Exception):
                 run.state = Crashed(exc)
                 run.state.run = run
+                if recorder is not None:
+                    _record(recorder, run, run.state, started)
                 raise
             state = Failed(exc)
         run.state = state
@@ -181,6 +202,8 @@ def task_steps(
             yield from run_hooks(options.on_failure, task, run, state)
         elif options.on_completion and state.is_completed():
             yield from run_hooks(options.on_completion, task, run, state)
+        if recorder is not None:
+            _record(recorder, run, state, started)
         return state
     finally:
         reset_current(token)
