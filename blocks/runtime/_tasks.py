@@ -40,7 +40,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from blocks.errors import ConfigurationError, OptionTypeError
+from blocks.errors import OptionTypeError
 from blocks.runtime import _history
 from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
