@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+BLOCK = str(Path(sys.executable).with_name("block"))
 SOAK = bool(os.environ.get("BLOCKS_SOAK"))
 LEASE = 2.0
 TASK = 6.0 if SOAK else 3.0  # longer than the lease: the heartbeat must keep it
@@ -125,7 +126,9 @@ def _compute_once(tmp_path: Path, storage: Any, label: str, **env: str) -> tuple
     return computations, errors
 
 
-def _takeover(tmp_path: Path, storage: Any, label: str, **env: str) -> float:
+def _takeover(
+    tmp_path: Path, storage: Any, label: str, while_held: Any = None, **env: str
+) -> float:
     """Machine a computes, is SIGKILLed mid-run; b takes over: seconds from kill to b's start."""
     side = tmp_path / "side-kill"
     key = f"lease-kill-{uuid.uuid4().hex[:8]}"
@@ -137,6 +140,8 @@ def _takeover(tmp_path: Path, storage: Any, label: str, **env: str) -> float:
     second = _start(tmp_path / "home-b", storage, side, key, **env)
     time.sleep(1.0)  # b is waiting on a's live lease
     assert [pid for pid, _ in _starts(side)] == [first.pid]
+    if while_held is not None:
+        while_held(key, first.pid)
     killed = time.time()
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
@@ -179,7 +184,33 @@ def test_a_shared_local_folder_computes_once_and_survives_a_killed_holder(
     storage = LocalFileSystem(basepath=str(tmp_path / "shared"))
     computations, errors = _compute_once(tmp_path, storage, "shared local folder")
     assert computations == ROUNDS, errors[-2000:]
-    _takeover(tmp_path, storage, "shared local folder")
+
+    def listed(key: str, pid: int) -> None:
+        # What `block results ls --leases` shows while a machine computes the key.
+        env = {**os.environ, "BLOCKS_HOME": str(tmp_path / "home-cli")}
+        shown = subprocess.run(
+            [BLOCK, "results", "ls", "--leases", "--json", "-s", str(tmp_path / "shared")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        (lease,) = json.loads(shown.stdout)
+        print(f"block results ls --leases: {lease}")
+        assert lease["key"] == key and f":{pid}:" in lease["owner"]
+        assert 0 < lease["expires_in"] <= LEASE
+        # A record listing never shows the lease objects.
+        records = subprocess.run(
+            [BLOCK, "results", "ls", "--json", "-s", str(tmp_path / "shared")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert ".blocks-leases" not in records.stdout, records.stdout
+
+    _takeover(tmp_path, storage, "shared local folder", while_held=listed)
 
 
 def test_azurite_computes_once_and_survives_a_killed_holder(
