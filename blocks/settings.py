@@ -125,6 +125,12 @@ SETTINGS: tuple[Setting, ...] = (
         "lock) before computing it itself; inf waits forever.",
     ),
     Setting(
+        "BLOCKS_RESULTS_OVERWRITE_FOREIGN",
+        "off",
+        "Let a write replace a record signed by a results key this process does not have "
+        "(refused by default: the workers that wrote it could not read the new one).",
+    ),
+    Setting(
         "BLOCKS_RESULTS_LEASES",
         "auto",
         "Compute once across machines: auto (a lease object in shared result storage: object "
