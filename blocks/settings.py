@@ -125,12 +125,6 @@ SETTINGS: tuple[Setting, ...] = (
         "lock) before computing it itself; inf waits forever.",
     ),
     Setting(
-        "BLOCKS_RESULTS_OVERWRITE_FOREIGN",
-        "off",
-        "Let a write replace a record signed by a results key this process does not have "
-        "(refused by default: the workers that wrote it could not read the new one).",
-    ),
-    Setting(
         "BLOCKS_RESULTS_LEASES",
         "auto",
         "Compute once across machines: auto (a lease object in shared result storage: object "
@@ -148,6 +142,12 @@ SETTINGS: tuple[Setting, ...] = (
         "300",
         "Seconds a cached task waits for another machine's lease on its key before computing "
         "it itself (never a wrong value); inf waits forever.",
+    ),
+    Setting(
+        "BLOCKS_RESULTS_OVERWRITE_FOREIGN",
+        "off",
+        "Let a write replace a record signed by a results key this process does not have "
+        "(refused by default: the workers that wrote it could not read the new one).",
     ),
     Setting(
         "BLOCKS_LEASE_SECONDS",
