@@ -150,6 +150,12 @@ SETTINGS: tuple[Setting, ...] = (
         "(refused by default: the workers that wrote it could not read the new one).",
     ),
     Setting(
+        "BLOCKS_MACHINE_ID",
+        "boot id + PID namespace",
+        "Names this machine in compute-once leases: a lease whose holder ran here and is gone "
+        "is taken over at once, not after the lease length.",
+    ),
+    Setting(
         "BLOCKS_LEASE_SECONDS",
         "30",
         "How long a worker holds a claimed run without a heartbeat; past it the run is Crashed.",

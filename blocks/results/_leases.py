@@ -76,6 +76,39 @@ def _new_owner() -> str:
     return f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
+def _machine_id() -> str:
+    """What names this machine in a lease: ``BLOCKS_MACHINE_ID``, else (Linux) the boot id
+    and the PID namespace, so containers on one host are different machines; empty
+    elsewhere (then no same-machine shortcut)."""
+    given = os.environ.get("BLOCKS_MACHINE_ID")
+    if given:
+        return given
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as source:
+            boot = source.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def _dead_here(info: LeaseInfo) -> bool:
+    """Whether `info`'s owner is a process of this machine that no longer exists: its lease
+    is stale at once (a holder killed on this machine does not keep it for a lease length)."""
+    here = _machine_id()
+    if not here or info.boot != here:
+        return False
+    try:
+        pid = int(info.owner.split(":")[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError):
+        return False
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
+
+
 _owner = _new_owner()
 
 
@@ -88,10 +121,11 @@ class LeaseInfo:
     key: str
     expires: float
     seconds: float
+    boot: str = ""  # the holder's machine (`_machine_id`)
 
     def encode(self) -> bytes:
         fields = {"owner": self.owner, "key": self.key, "expires": self.expires}
-        return json.dumps({**fields, "seconds": self.seconds}).encode()
+        return json.dumps({**fields, "seconds": self.seconds, "boot": self.boot}).encode()
 
     @classmethod
     def decode(cls, name: str, data: bytes) -> LeaseInfo | None:
@@ -103,6 +137,7 @@ class LeaseInfo:
                 str(fields["key"]),
                 float(fields["expires"]),
                 float(fields["seconds"]),
+                str(fields.get("boot", "")),
             )
         except (ValueError, KeyError, TypeError):
             return None  # half-written or foreign: treated as stale
@@ -265,9 +300,9 @@ class _ObjectWaiter(_Waiter):
         self.lost = False
 
     def body(self) -> bytes:
-        return LeaseInfo(
-            self.name, _owner, self.key, time.time() + self.seconds, self.seconds
-        ).encode()
+        expires = time.time() + self.seconds
+        machine = _machine_id()
+        return LeaseInfo(self.name, _owner, self.key, expires, self.seconds, machine).encode()
 
     def holder(self) -> str:
         return self._holder
@@ -286,7 +321,12 @@ class _ObjectWaiter(_Waiter):
             if info is not None:
                 self._holder = f"{info.owner} (expires in {info.expires - time.time():.1f} s)"
             length = info.seconds if info is not None else self.seconds
-            stale = info is None or info.expires < time.time() or now - self._seen[1] > length
+            stale = (
+                info is None
+                or info.expires < time.time()
+                or now - self._seen[1] > length
+                or _dead_here(info)
+            )
             if not stale:
                 return False
             version = self.objects.replace(self.name, self.body(), seen)
@@ -294,7 +334,7 @@ class _ObjectWaiter(_Waiter):
                 return False  # renewed, or another waiter took it over first
             _logger.warning(
                 "Took over the compute-once lease of key %r in %s from %s: it was not renewed "
-                "for a lease length (%s s; its holder crashed or stopped).",
+                "for a lease length (%s s), or its holder on this machine is gone.",
                 self.key,
                 self.objects.describe(),
                 info.owner if info is not None else "an unreadable lease",

@@ -71,6 +71,8 @@ def _start(home: Path, storage: Any, side: Path, key: str, **env: str) -> subpro
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKS_")}
     settings = {
         "BLOCKS_HOME": str(home),
+        # Two machines: neither may see the other's holder as a process of its own.
+        "BLOCKS_MACHINE_ID": f"machine-{home.name}",
         "BLOCKS_RESULTS_KEY": _TEAM_KEY,
         "BLOCKS_MASTER_KEY": _TEAM_KEY,
         "BLOCKS_RESULTS_LEASE_SECONDS": str(LEASE),
