@@ -396,6 +396,9 @@ class _Heartbeat:
         while True:
             with self.guard:
                 held = list(self.held)
+                if not held:
+                    self.thread = None  # the next lease held starts another
+                    return
             now = time.monotonic()
             for lease in held:
                 when = due.setdefault(lease, now + lease.seconds / 3)
