@@ -178,7 +178,7 @@ def _takeover(
     # Not before the lease expired (it was renewed at most a third of a lease before the
     # kill), and soon after: the bound leaves room for a loaded 2-core machine.
     # (An advisory lock goes with its session at once: no lower bound there.)
-    assert (not after_expiry or LEASE / 2 <= taken) and taken < LEASE + 20, err[-2000:]
+    assert (not after_expiry or taken >= LEASE / 2) and taken < LEASE + 20, err[-2000:]
     return taken
 
 
