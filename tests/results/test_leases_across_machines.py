@@ -142,13 +142,15 @@ def _takeover(
     tmp_path: Path,
     storage: Any,
     label: str,
+    *,
     while_held: Any = None,
     after_expiry: bool = True,
-    **env: str,
+    env: dict[str, str] | None = None,
 ) -> float:
     """Machine a computes, is SIGKILLed mid-run; b takes over: seconds from kill to b's start."""
     side = tmp_path / "side-kill"
     key = f"lease-kill-{uuid.uuid4().hex[:8]}"
+    env = env or {}
     first = _start(tmp_path / "home-a", storage, side, key, LEASE_TEST_TASK="60", **env)
     deadline = time.monotonic() + 60
     while not _starts(side):
@@ -197,7 +199,7 @@ def test_s3_with_a_postgres_registry_computes_once_and_survives_a_killed_holder(
     computations, errors = _compute_once(tmp_path, storage, "S3 (LocalStack)", **registry)
     assert computations == ROUNDS, errors[-2000:]
     assert "cannot hold compute-once leases" not in errors
-    _takeover(tmp_path, storage, "S3 (LocalStack)", **registry)
+    _takeover(tmp_path, storage, "S3 (LocalStack)", env=registry)
     leftover = [k for k in s3_bucket.fs.find(f"{s3_bucket}/results/.blocks-leases/")]
     print(f"S3: lease objects left after the runs: {len(leftover)} (the killed holder's)")
     assert len(leftover) <= 1
@@ -268,4 +270,4 @@ def test_the_gcs_emulator_computes_once_with_postgres_advisory_locks(
     env = {"BLOCKS_REGISTRY_URL": postgres_db_url, "BLOCKS_RESULTS_LEASES": "postgres"}
     computations, errors = _compute_once(tmp_path, storage, "GCS emulator, PostgreSQL locks", **env)
     assert computations == ROUNDS, errors[-2000:]
-    _takeover(tmp_path, storage, "GCS emulator, PostgreSQL locks", after_expiry=False, **env)
+    _takeover(tmp_path, storage, "GCS emulator, PostgreSQL locks", after_expiry=False, env=env)
