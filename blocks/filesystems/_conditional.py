@@ -80,6 +80,12 @@ def conditional_objects(storage: Any) -> ConditionalObjects | None:
         return GCSObjects(storage)
     if kind == "AzureBlobStorageContainer":
         return AzureObjects(storage)
+    if kind == "RemoteFileSystem":  # an s3:// or gs:// URL: the same calls through its fsspec
+        protocol = storage._protocol().lower()
+        if protocol in ("s3", "s3a"):
+            return S3Objects(storage)
+        if protocol in ("gs", "gcs"):
+            return GCSObjects(storage)
     return None
 
 

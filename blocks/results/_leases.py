@@ -181,6 +181,8 @@ def _backend(mode: str, storage: Any, described: str) -> Any:
     if mode == "postgres":
         return _postgres(settings.registry_url())
     identity = storage_identity(described)
+    if identity.startswith("memory://"):
+        return None  # one process's memory: nobody else can share it
     if mode == "auto" and not identity.startswith(("s3://", "gs://", "az://", "abfs://")):
         home = os.path.realpath(settings.blocks_home())
         path = identity.removeprefix("file://")

@@ -4,7 +4,7 @@ A lease needs three refusals from its storage: a second create-if-absent of one 
 replace at a version that is not the current one, and a delete at such a version. LocalStack
 S3, Azurite and local folders give all three; the GCS emulator accepts ``ifGenerationMatch``
 and ignores it (this test pins that, and that the lease probe catches it); a ``memory://``
-storage has no conditional writes at all and warns once.
+URL through plain fsspec has no conditional writes at all and warns once.
 """
 
 from __future__ import annotations
@@ -84,16 +84,25 @@ def test_the_gcs_emulator_ignores_if_generation_match_and_the_probe_says_so(
 
 
 def test_a_storage_without_conditional_writes_warns_once_and_computes(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, azure_container: Any
 ) -> None:
     from blocks import task
+    from blocks.filesystems import RemoteFileSystem
 
+    # An az:// URL through plain fsspec (not the Azure block): no conditional create here.
+    storage = RemoteFileSystem(
+        basepath=f"{azure_container.url}/plain", settings=azure_container.endpoint.storage_options()
+    )
     calls: list[int] = []
 
-    @task(result_storage="memory://leases-test", persist_result=True, cache_key_fn=lambda *a: "k")
+    @task(result_storage=storage, persist_result=True, cache_key_fn=lambda *a: "k")
     def double(x: int) -> int:
         calls.append(x)
         return 2 * x
+
+    @task(result_storage="memory://leases", persist_result=True, cache_key_fn=lambda *a: "k")
+    def triple(x: int) -> int:
+        return 3 * x
 
     with caplog.at_level(logging.WARNING, logger="blocks.results"):
         threads = [threading.Thread(target=double, args=(4,)) for _ in range(4)]
@@ -102,9 +111,11 @@ def test_a_storage_without_conditional_writes_warns_once_and_computes(
         for thread in threads:
             thread.join()
         assert double(4) == 8
+        assert triple(4) == 12  # one process's memory: no lease, no warning
     warned = [r for r in caplog.records if "cannot hold compute-once leases" in r.getMessage()]
-    print(f"memory:// storage: {len(calls)} computation(s), {len(warned)} warning(s)")
+    print(f"az:// through fsspec: {len(calls)} computation(s), {len(warned)} warning(s)")
     assert len(warned) == 1 and "no conditional create" in warned[0].getMessage()
+    assert "az://" in warned[0].getMessage()
     assert calls == [4]  # one process: its machine lock still computes once
 
 
