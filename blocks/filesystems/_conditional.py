@@ -7,7 +7,8 @@ inode and change time):
 
 - `create`: S3 ``PutObject`` with ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, Azure
   ``If-None-Match: *``, locally a ``link()`` of a finished temp file (atomic create-if-absent,
-  also on NFS), so nobody sees a half-written lease;
+  also on NFS), so nobody sees a half-written lease (the folder is removed with its last
+  lease, so an idle storage holds none);
 - `replace`: S3 ``If-Match``, GCS ``ifGenerationMatch=<generation>``, Azure ``If-Match``,
   locally a ``rename()`` of the current file aside (only one process gets it), kept only if it
   is the version asked for, else put back;
@@ -106,9 +107,16 @@ class LocalObjects:
         return os.path.join(self.folder, name)
 
     def create(self, name: str, data: bytes) -> str | None:
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
         temp = self._path(f".{name}.{uuid.uuid4().hex}.new")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        for _ in range(100):  # the folder goes when its last lease does (`delete`)
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileNotFoundError:
+                continue
+        else:  # pragma: no cover - someone removes the folder in a loop
+            raise FileNotFoundError(self.folder)
         try:
             os.write(fd, data)
             info = os.fstat(fd)
@@ -158,6 +166,8 @@ class LocalObjects:
         aside = self._take(name, version)
         if aside is not None:
             os.unlink(aside)
+            with suppress(OSError):  # the last lease: leave no folder in the user's storage
+                os.rmdir(self.folder)
         return aside is not None
 
     def names(self) -> list[str]:
