@@ -125,6 +125,37 @@ SETTINGS: tuple[Setting, ...] = (
         "lock) before computing it itself; inf waits forever.",
     ),
     Setting(
+        "BLOCKS_RESULTS_LEASES",
+        "auto",
+        "Compute once across machines: auto (a lease object in shared result storage: object "
+        "stores and local folders outside BLOCKS_HOME), storage (every storage), postgres "
+        "(advisory locks on the PostgreSQL registry) or off (one machine only).",
+    ),
+    Setting(
+        "BLOCKS_RESULTS_LEASE_SECONDS",
+        "30",
+        "How long a compute-once lease lasts without a heartbeat (renewed every third): the "
+        "longest a crashed holder keeps other machines waiting.",
+    ),
+    Setting(
+        "BLOCKS_RESULTS_LEASE_WAIT",
+        "300",
+        "Seconds a cached task waits for another machine's lease on its key before computing "
+        "it itself (never a wrong value); inf waits forever.",
+    ),
+    Setting(
+        "BLOCKS_RESULTS_OVERWRITE_FOREIGN",
+        "off",
+        "Let a write replace a record signed by a results key this process does not have "
+        "(refused by default: the workers that wrote it could not read the new one).",
+    ),
+    Setting(
+        "BLOCKS_MACHINE_ID",
+        "boot id + PID namespace",
+        "Names this machine in compute-once leases: a lease whose holder ran here and is gone "
+        "is taken over at once, not after the lease length.",
+    ),
+    Setting(
         "BLOCKS_LEASE_SECONDS",
         "30",
         "How long a worker holds a claimed run without a heartbeat; past it the run is Crashed.",
@@ -336,6 +367,32 @@ def _parse_max_bytes() -> int:
     return value
 
 
+LEASE_MODES = ("auto", "storage", "postgres", "off")
+
+
+def results_leases() -> str:
+    """How cached tasks compute once across machines (BLOCKS_RESULTS_LEASES, see `SETTINGS`)."""
+    raw = (_get("BLOCKS_RESULTS_LEASES") or "auto").strip().lower()
+    if raw not in LEASE_MODES:
+        from blocks.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"BLOCKS_RESULTS_LEASES={raw!r} is not one of {', '.join(LEASE_MODES)}."
+        )
+    return raw
+
+
+def results_lease_seconds() -> float:
+    """How long a compute-once lease lasts without a heartbeat."""
+    return _positive_seconds("BLOCKS_RESULTS_LEASE_SECONDS", 30.0)
+
+
+def results_lease_wait() -> float:
+    """Seconds a waiter for another machine's lease waits before computing; ``inf``: forever."""
+    raw = _get("BLOCKS_RESULTS_LEASE_WAIT")
+    return 300.0 if raw is None else _parse_seconds(raw, "BLOCKS_RESULTS_LEASE_WAIT")
+
+
 DEFAULT_LOCK_TIMEOUT = 300.0
 
 
@@ -356,7 +413,7 @@ def lock_timeout() -> float:
 _lock_timeout_seen: tuple[tuple[object, ...], float] | None = None
 
 
-def _parse_seconds(raw: str) -> float:
+def _parse_seconds(raw: str, name: str = "BLOCKS_LOCK_TIMEOUT") -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -364,9 +421,7 @@ def _parse_seconds(raw: str) -> float:
     if not value >= 0:  # negative or nan
         from blocks.errors import ConfigurationError
 
-        raise ConfigurationError(
-            f"BLOCKS_LOCK_TIMEOUT={raw!r} is not a number of seconds (0 or more, or inf)."
-        )
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds (0 or more, or inf).")
     return value
 
 

@@ -172,18 +172,31 @@ def results() -> None:
 @click.option(
     "--task", "task_name", default=None, metavar="NAME", help="Only records of this task."
 )
+@click.option(
+    "--leases",
+    is_flag=True,
+    help="List the compute-once leases held in the storage instead: owner, key, expires in.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls(
-    storage: str | None, prefix: str, show_all: bool, task_name: str | None, as_json: bool
+    storage: str | None,
+    prefix: str,
+    show_all: bool,
+    task_name: str | None,
+    leases: bool,
+    as_json: bool,
 ) -> None:
     """List result records: key, size, created, expires, task and serializer.
 
     Reads each record's header only, never a payload; rows print as they are read (piped,
     tab-separated; the count goes to stderr). `--all` adds the temp files of writes in flight
-    or interrupted.
+    or interrupted. `--leases` lists the leases of keys being computed now (across machines).
     """
     with _errors():
         store = _store(storage)
+        if leases:
+            _ls_leases(store, prefix, as_json)
+            return
         # The first record is read before anything prints: a storage that cannot be listed
         # is one error line, not a table heading followed by one.
         listing = iter(store.records(prefix))
@@ -227,6 +240,39 @@ def ls(
         )
         count = print_table(("Key", "Size", "Created", "Expires", "Task", "Serializer"), rows)
     note(f"{count} result record(s) in {store.storage.describe()}")
+
+
+def _ls_leases(store: ResultStore, prefix: str, as_json: bool) -> None:
+    """Print the compute-once leases held in `store`'s storage (`blocks.results._leases`)."""
+    import time
+
+    from blocks.results._leases import live_leases
+
+    now = time.time()
+    found = [lease for lease in live_leases(store.storage) if lease.key.startswith(prefix)]
+    if as_json:
+        echo_json_array(
+            {
+                "owner": lease.owner,
+                "key": lease.key,
+                "expires_in": round(lease.expires - now, 1),
+                "lease_seconds": lease.seconds,
+            }
+            for lease in found
+        )
+        return
+    rows = (
+        (
+            lease.owner,
+            lease.key,
+            f"{lease.expires - now:.1f} s"
+            if lease.expires > now
+            else f"expired {now - lease.expires:.1f} s ago",
+        )
+        for lease in found
+    )
+    count = print_table(("Owner", "Key", "Expires in"), rows)
+    note(f"{count} lease(s) in {store.storage.describe()}")
 
 
 @results.command("inspect")

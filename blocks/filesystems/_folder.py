@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from blocks.errors import UnsafePath
 from blocks.filesystems._keys import (
+    LEASES_FOLDER,
     TEMP_PREFIX,
     KeyLike,
     TempFile,
@@ -498,7 +499,7 @@ def _scan_heads(
         entries = sorted(listing, key=_BY_NAME)
     for entry in entries:
         name = entry.name
-        if name.startswith(TEMP_PREFIX):
+        if name.startswith(TEMP_PREFIX) or name == LEASES_FOLDER:
             continue
         key = prefix + name
         if entry.is_file(follow_symlinks=False):  # the common case first (types exclude)
@@ -547,7 +548,7 @@ def _walk(folder: Path, key: str, real_root: str) -> Iterator[str]:
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
-        if entry.name.startswith(TEMP_PREFIX):
+        if entry.name.startswith(TEMP_PREFIX) or entry.name == LEASES_FOLDER:
             continue
         child = f"{key}/{entry.name}" if key else entry.name
         if entry.is_dir(follow_symlinks=False):

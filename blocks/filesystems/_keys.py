@@ -29,6 +29,10 @@ TEMP_PREFIX = ".blocks-tmp-"
 A temp name is ``TEMP_PREFIX + host + "." + pid + "." + random``, so a leftover says which
 process left it (see `TempFile`)."""
 
+LEASES_FOLDER = ".blocks-leases"
+"""The folder at a storage's root holding compute-once leases (`blocks.results._leases`):
+never listed as records, never valid in a key."""
+
 
 def temp_name_prefix() -> str:
     """The temp-file prefix for this process: `TEMP_PREFIX`, host and pid."""
@@ -146,6 +150,8 @@ def validate_key(key: KeyLike, *, allow_empty: bool = False) -> str:
         raise refuse("it contains a '..' segment")
     if any(part.startswith(TEMP_PREFIX) for part in parts):
         raise refuse(f"names starting with {TEMP_PREFIX!r} are reserved for temporary files")
+    if LEASES_FOLDER in parts:
+        raise refuse(f"{LEASES_FOLDER!r} is reserved for compute-once leases")
     if not parts and not allow_empty:
         raise refuse("it is empty")
     normal = "/".join(parts)

@@ -32,6 +32,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from blocks.core._block import SecretDict
 from blocks.core._documents import mask_userinfo, userinfo_strings
 from blocks.errors import BlocksError, ConfigurationError, MissingDependency, StorageError
+from blocks.filesystems._keys import LEASES_FOLDER
 from blocks.filesystems.base import (
     TEMP_PREFIX,
     KeyLike,
@@ -48,6 +49,8 @@ from blocks.filesystems.base import (
 OBJECT_STORE_PROTOCOLS = frozenset(
     {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"}
 )
+
+_LEASES = LEASES_FOLDER + "/"
 
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
@@ -341,6 +344,8 @@ class FsspecFileSystem(WritableFileSystem):
             rel = self._relative(item)
             if not rel or rel.endswith("/") or rel.rsplit("/", 1)[-1].startswith(TEMP_PREFIX):
                 continue
+            if rel.startswith(_LEASES) or f"/{_LEASES}" in rel:
+                continue  # compute-once leases, not records
             yield rel
 
 

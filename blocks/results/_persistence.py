@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from blocks import settings
 from blocks.errors import BlocksError, SerializationError, StorageError
-from blocks.results._locks import KeyLock
+
+# The machine lock, and then the key's lease across machines (`blocks.results._leases`).
+from blocks.results._leases import SharedKeyLock as KeyLock
 
 if TYPE_CHECKING:
     from blocks.results._store import ResultStore

@@ -49,6 +49,8 @@ import hashlib
 import hmac
 import os
 import threading
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -274,15 +276,27 @@ _cache: dict[tuple[object, ...], ResultsKeys] = {}
 _lock = threading.Lock()
 
 
-def results_keys() -> ResultsKeys:
-    """The results keys under the current settings (cached per process and settings)."""
+#: Where the results of the run asking for a key go, as a callable giving the storage: when
+#: no source has a key and one must be made, that storage is checked first
+#: (`blocks.results._foreign.refuse_new_key`). Set by the runtime around a cache key.
+new_key_storage: ContextVar[Callable[[], Any] | None] = ContextVar(
+    "blocks_new_key_storage", default=None
+)
+
+
+def results_keys(storage: Any = None) -> ResultsKeys:
+    """The results keys under the current settings (cached per process and settings).
+
+    `storage`: where the caller's records go (else `new_key_storage`'s); if a key must be
+    made (a fresh home, no source has one), a storage holding signed records refuses first.
+    """
     ident = settings.results_keys_stamp()
     found = _cache.get(ident)
     if found is None:
         with _lock:
             found = _cache.get(ident)
             if found is None:
-                found = _find()
+                found = _find(storage)
                 if len(_cache) > 32:
                     _cache.clear()
                 _cache[ident] = found
@@ -295,7 +309,7 @@ def forget() -> None:
         _cache.clear()
 
 
-def _find() -> ResultsKeys:
+def _find(storage: Any = None) -> ResultsKeys:
     from blocks.core._encryption import KeyManager, parse_keys
     from blocks.errors import KeyManagementError
 
@@ -315,12 +329,33 @@ def _find() -> ResultsKeys:
         # with one key), or says which key it records and where that key is missing.
         from blocks.core._registry import Registry
 
+        _check_before_making_a_key(storage)
+
         registry = Registry.default()
         created = registry.key_record() is None
         master = manager.sealing_keyset(registry).keys
     keys = [derive_results_key(k) for k in master]
     key_id = ResultsKey(keys[0], "").key_id
     return ResultsKeys.of(keys, "master key", unadopted=_unadopted(key_id, created=created))
+
+
+def _check_before_making_a_key(storage: Any) -> None:
+    """Refuse (`ResultsKeyMissing`) before a registry or key is made here if the storage the
+    caller writes to holds another key's records (`blocks.results._foreign`)."""
+    if storage is None:
+        resolve = new_key_storage.get()
+        if resolve is None:
+            return
+        storage = resolve()
+    url = settings.registry_url()
+    if not url.startswith("sqlite:///") or os.path.exists(url[len("sqlite:///") :]):
+        from blocks.core._registry import Registry
+
+        if Registry.default().key_record() is not None:
+            return  # the registry records a key: it says where that key is missing
+    from blocks.results._foreign import refuse_new_key
+
+    refuse_new_key(storage)
 
 
 def _from_secret_block() -> str | None:

@@ -59,6 +59,7 @@ from blocks.errors import (
 )
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
+from blocks.results._foreign import refuse_overwrite
 from blocks.results._payload import Payload
 from blocks.results._record import (
     FIRST_READ,
@@ -160,7 +161,7 @@ class ResultStore:
     def keys(self) -> ResultsKeys:
         """The results keys: given to the constructor, else from the settings (see
         `blocks.results._signing`), looked up on each use so a changed setting takes effect."""
-        return self._keys if self._keys is not None else results_keys()
+        return self._keys if self._keys is not None else results_keys(self.storage)
 
     @classmethod
     def resolve(
@@ -206,6 +207,8 @@ class ResultStore:
         keys = self.keys
         if keys.unadopted:
             self._refuse_foreign(keys, key, *self._keys_to_check())
+        else:  # never over another key's record (`blocks.results._foreign`)
+            refuse_overwrite(self.storage, keys, key)
         signer = keys.active
         # A serializer that chooses per value ("auto") hands over the one it chose: the
         # header names that one, so the record says what it holds.

@@ -27,6 +27,7 @@ from blocks.cli.results import parse_duration, results
 from blocks.errors import (
     BlockNotFound,
     ConfigurationError,
+    ResultsKeyMissing,
     StorageError,
     UnsafePath,
 )
@@ -761,7 +762,9 @@ def test_block_results_errors_are_one_line(tmp_path: Path) -> None:
 # -- signed records, on every storage ----------------------------------------------------------
 
 
-def test_record_written_with_another_key_is_a_miss(storage: WritableFileSystem) -> None:
+def test_record_written_with_another_key_is_a_miss(
+    storage: WritableFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ours = ResultStore(storage, "pickle")
     theirs = ResultStore(storage, "pickle", keys=ResultsKeys.of([os.urandom(32)], "test"))
     theirs.write("k", Tripwire("foreign"))
@@ -773,7 +776,11 @@ def test_record_written_with_another_key_is_a_miss(storage: WritableFileSystem) 
     assert UNPICKLED == []
     hit = theirs.read("k")  # the key that wrote it reads it
     assert hit is not None and UNPICKLED == ["foreign"]
-    ours.write("k", "ours")  # a miss is rewritten, signed with our key
+    # A miss, but another key's record: never overwritten unless asked (issue 20).
+    with pytest.raises(ResultsKeyMissing, match="BLOCKS_RESULTS_OVERWRITE_FOREIGN"):
+        ours.write("k", "ours")
+    monkeypatch.setenv("BLOCKS_RESULTS_OVERWRITE_FOREIGN", "1")
+    ours.write("k", "ours")  # asked: rewritten, signed with our key
     assert (hit := ours.read("k")) is not None and hit.value == "ours"
     assert hit.header.signer == ours.keys.active.key_id
 

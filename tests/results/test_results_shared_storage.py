@@ -73,7 +73,7 @@ def _snapshot(read_all: Any) -> dict[str, bytes]:
     return snapshot
 
 
-def _play(tmp_path: Path, storage: str, read_all: Any, policy: str) -> None:
+def _play(tmp_path: Path, storage: str, read_all: Any, policy: str, read_all_shared: Any) -> None:
     home_a, home_b = tmp_path / "machine-a", tmp_path / "machine-b"
     first = _machine(home_a, storage, "A", policy)
     again = _machine(home_a, storage, "A", policy)
@@ -94,7 +94,10 @@ def _play(tmp_path: Path, storage: str, read_all: Any, policy: str) -> None:
     assert "ResultsKeyMissing" in b["message"] and "BLOCKS_RESULTS_KEY" in b["message"]
     assert after == before
     assert a_still["cached"] and a_still["value"] == "report of 2026-12-07 by A"
-    assert (home_b / "results-key.new").exists()  # B's key stays new: it refuses again
+    # B refused before making anything: no registry, no key, no marker in its home.
+    made = sorted(p.name for p in home_b.iterdir()) if home_b.exists() else []
+    print(f"machine B's home after the refusal: {made}")
+    assert not {"registry.db", "master.key", "results-key.new"} & set(made), made
     assert _machine(home_b, storage, "B", policy)["type"] == "FAILED"
 
     # The fix the message names: one results key for the team (a fresh storage folder).
@@ -105,6 +108,22 @@ def _play(tmp_path: Path, storage: str, read_all: Any, policy: str) -> None:
     assert wrote["computed"] == 1 and read["cached"] and read["computed"] == 0
     assert read["value"] == "report of 2026-12-07 by A"
 
+    # A worker with a key of its own, not the team's: its read is a miss, and its write
+    # refuses rather than replace the team's record (only the static key shares a path).
+    if policy == "static":
+        own = {"BLOCKS_RESULTS_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode()}
+        before = _snapshot(read_all_shared)
+        other = _machine(home_b, shared, "B", policy, **own)
+        print(f"machine B with its own key: {other['type']}: {other['message'][:160]}...")
+        assert other["type"] == "FAILED" and other["computed"] == 1
+        assert "ResultsKeyMissing" in other["message"]
+        assert "BLOCKS_RESULTS_KEY" in other["message"]
+        assert _snapshot(read_all_shared) == before
+        assert _machine(home_a, shared, "A", policy, **team)["cached"]
+        # Asked explicitly, it overwrites.
+        forced = _machine(home_b, shared, "B", policy, BLOCKS_RESULTS_OVERWRITE_FOREIGN="1", **own)
+        assert forced["type"] == "COMPLETED" and _snapshot(read_all_shared) != before
+
 
 @pytest.mark.parametrize("policy", ["static", "task_input_hash"])
 def test_a_keyless_worker_on_shared_local_storage_refuses_instead_of_overwriting(
@@ -113,9 +132,15 @@ def test_a_keyless_worker_on_shared_local_storage_refuses_instead_of_overwriting
     folder = tmp_path / "shared"
 
     def read_all() -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else {}
+        if not folder.exists():
+            return {}
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
-    _play(tmp_path, str(folder), read_all, policy)
+    def read_all_shared() -> dict[str, bytes]:
+        shared = tmp_path / "shared-team"
+        return {p.name: p.read_bytes() for p in shared.iterdir() if p.is_file()}
+
+    _play(tmp_path, str(folder), read_all, policy, read_all_shared)
 
 
 def test_a_keyless_worker_on_shared_s3_refuses_instead_of_overwriting(
@@ -124,10 +149,12 @@ def test_a_keyless_worker_on_shared_s3_refuses_instead_of_overwriting(
     bucket = ambient_s3.split("/", 1)[0]
     client = s3_endpoint.client()
 
-    def read_all() -> dict[str, bytes]:
-        listed = client.list_objects_v2(Bucket=bucket, Prefix="results/").get("Contents", [])
+    def read_all(prefix: str = "results/") -> dict[str, bytes]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
         return {
-            o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed
+            o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            for o in listed
+            if ".blocks-leases/" not in o["Key"]
         }
 
-    _play(tmp_path, f"s3:{bucket}/results", read_all, "static")
+    _play(tmp_path, f"s3:{bucket}/results", read_all, "static", lambda: read_all("results-team/"))

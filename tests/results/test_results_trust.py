@@ -27,6 +27,7 @@ import xxhash
 from pydantic import SecretStr
 from test_results import UNPICKLED, Tripwire  # proof of whether a payload was unpickled
 
+from blocks.errors import ResultsKeyMissing
 from blocks.filesystems import LocalFileSystem
 from blocks.results import CorruptRecordWarning, RecordHeader, ResultStore
 from blocks.results._record import PREFIX_SIZE, checksum_string, encode_prefix, header_length
@@ -78,6 +79,7 @@ def test_json_value_changed_and_checksum_recomputed_is_a_miss(tmp_path: Path) ->
     with pytest.warns(CorruptRecordWarning, match="signature"):
         assert store.read("k") is None
     # 2. Or keeps our header (and its tag) and swaps the payload: the payload tag fails.
+    store.storage.delete("k")  # the forgery claims another key: never overwritten
     store.write("k", {"amount": 10})
     prefix, body, _ = _split(store.storage.read_path("k"))
     store.storage.write_path("k", prefix + body + b'{"amount":99}')
@@ -231,7 +233,13 @@ def test_results_key_secret_block(store: ResultStore) -> None:
     assert results_keys().active.source == "block"
     with pytest.warns(CorruptRecordWarning, match="signature"):
         assert store.read("k") is None
-    store.write("k", 2)
+    with pytest.raises(ResultsKeyMissing, match="BLOCKS_RESULTS_OVERWRITE_FOREIGN"):
+        store.write("k", 2)  # the old key's record: not overwritten unless asked
+    os.environ["BLOCKS_RESULTS_OVERWRITE_FOREIGN"] = "1"
+    try:
+        store.write("k", 2)
+    finally:
+        del os.environ["BLOCKS_RESULTS_OVERWRITE_FOREIGN"]
     hit = store.read("k")
     assert hit is not None and hit.value == 2
     signing.forget()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.errors import UpstreamFailed
 from blocks.results import _persistence as persistence
+from blocks.results._signing import new_key_storage
 from blocks.runtime import _history
 from blocks.runtime._context import TaskRun, render_run_name, reset_current, set_current
 from blocks.runtime._futures import has_futures
@@ -333,7 +334,13 @@ def _execute(
     elif options.policy is not None:
         run.parameters = params = task.bind(args, kwargs)
         flow_parameters = flow_run.parameters if flow_run is not None else {}
-        key, components = options.policy.resolve(run, params, flow_parameters or {})
+        # A key made now (a fresh home) is checked against this task's storage first.
+        spec = storage, serializer
+        made = new_key_storage.set(lambda: persistence.result_store(*spec).storage)
+        try:
+            key, components = options.policy.resolve(run, params, flow_parameters or {})
+        finally:
+            new_key_storage.reset(made)
     flow = flow_run.flow.name if flow_run is not None else None
     if txn is not None:
         return (yield from _transacted(task, run, call, txn, storage, serializer, key, components))
