@@ -718,6 +718,11 @@ class ResultStore:
 
         signer = _signer(keys, header)
         hasher = signer.payload_hasher(header.checksum)
+        if serializer.loads_in_place:
+            # Read straight into private memory, verified as it lands; the value keeps it.
+            view, measured = streams.read_into_memory(stream, header.payload_size, hasher)
+            streams.verify(measured, header)
+            return _decode(serializer, view, header, signer, limit)
         # Chosen by the signed size: a large payload goes straight to the file, without a
         # first 16 MiB in memory to copy over when it rolls (the read's peak stays ~1.0x).
         copy: BinaryIO = (
@@ -815,7 +820,11 @@ def _remember_payload(checksum: str, signer: ResultsKey, payload: bytes) -> None
 
 
 def _decode(
-    serializer: Serializer, stream: BinaryIO, header: RecordHeader, signer: ResultsKey, limit: int
+    serializer: Serializer,
+    stream: BinaryIO | memoryview,
+    header: RecordHeader,
+    signer: ResultsKey,
+    limit: int,
 ) -> Any:
     """Deserialize a verified payload from `stream`: decoded size bounded by `limit`, sealed
     secrets opened with `signer` (the key the record verified under)."""

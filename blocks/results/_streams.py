@@ -82,6 +82,38 @@ def hash_stream(
     return size, checksum_string(hasher)
 
 
+def read_into_memory(
+    stream: BinaryIO, expected: int, hasher: Any
+) -> tuple[memoryview, tuple[int, str]]:
+    """Read the rest of `stream` into fresh private memory of `expected` bytes, hashing each
+    chunk where it lands (one pass); reads one byte past `expected` to see padding.
+
+    Anonymous private pages (``MAP_PRIVATE``): untouched until written, never shared with
+    another process, not even a forked child.
+    """
+    import mmap
+
+    memory: Any = mmap.mmap(-1, expected, flags=mmap.MAP_PRIVATE) if expected else bytearray()
+    view = memoryview(memory)
+    size = 0
+    readinto = getattr(stream, "readinto", None)
+    while size < expected:
+        chunk = view[size : size + CHUNK_SIZE]
+        if readinto is not None:
+            got = readinto(chunk) or 0
+        else:
+            data = stream.read(len(chunk))
+            got = len(data)
+            chunk[:got] = data
+        if not got:
+            break
+        hasher.update(chunk[:got])
+        size += got
+    if size == expected and stream.read(1):
+        size += 1  # padded: `verify` says so
+    return view, (size, checksum_string(hasher))
+
+
 def verify(measured: tuple[int, str], header: RecordHeader) -> None:
     size, checksum = measured
     if size != header.payload_size:
@@ -97,8 +129,10 @@ def verify(measured: tuple[int, str], header: RecordHeader) -> None:
         )
 
 
-def deserialize(serializer: Serializer, stream: BinaryIO, header: RecordHeader) -> Any:
+def deserialize(serializer: Serializer, stream: BinaryIO | memoryview, header: RecordHeader) -> Any:
     try:
+        if isinstance(stream, memoryview):
+            return serializer.load_buffer(stream)
         return serializer.load(stream)
     except SerializationError as exc:
         raise CorruptRecord(
