@@ -812,14 +812,9 @@ def test_create_app_names_the_extra_when_a_package_is_missing() -> None:
     assert "MissingDependency" in done.stdout and "blocks[ui]" in done.stdout
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_page_documents_pages_and_escapes_the_search_on_both_registries(
-    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_page_documents_pages_and_escapes_the_search_on_both_registries(backend: str) -> None:
     from blocks.core._registry import Registry
 
-    if backend == "postgres":
-        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
     for i in range(7):
         String(value="v").save(f"item-{i}")
     Secret(value=SECRET).save("item-x")
