@@ -6,6 +6,7 @@ the last ones run the `block ui` command itself. The browser tests are in `test_
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -646,6 +647,27 @@ def test_keys_page_and_a_rotation_with_progress(
     new_material = (blocks_home / "master.key").read_text().strip()
     ui_server.assert_never_sent(SECRET, material, new_material)
     print(f"rotation of 40 blocks: {len(seen)} progress polls, values seen {sorted(set(seen))}")
+
+
+def test_keys_page_says_the_registry_has_a_key_no_source_here_provides(
+    ui_server: UIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `block key info`: a recorded key that no source provides is a mismatch, not "no key".
+    Secret(value=SECRET).save("api")
+    client = ui_server.client()
+    recorded = re.search(r'id="active-key">([0-9a-f]+)<', client.get("/keys").text)
+    assert recorded is not None
+    material = os.environ["BLOCKS_MASTER_KEY"]
+    monkeypatch.delenv("BLOCKS_MASTER_KEY")
+    monkeypatch.setenv("BLOCKS_KEY_SOURCE", "file")  # an empty key file: no source has a key
+    page = client.get("/keys").text
+    found = re.search(r'id="key-mismatch">([^<]+)<', page)
+    assert found is not None and "No master key yet" not in page
+    message = html.unescape(found.group(1))
+    assert recorded.group(1) in message and "no key source here provides it" in message
+    assert re.search(r'<button type="submit" id="rotate"\s+disabled', page)
+    ui_server.assert_never_sent(material)
+    print(f"/keys without the recorded key: {message[:120]}...")
 
 
 # -- the command ------------------------------------------------------------------------------
