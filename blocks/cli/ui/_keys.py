@@ -103,7 +103,7 @@ def _rotate(progress: RotationProgress) -> None:
         progress.state, progress.message = "failed", f"{type(exc).__name__}: {exc}"
         return
     progress.done = progress.total = max(progress.total, report.reencrypted)
-    done = f"{report.reencrypted} block(s) re-encrypted under key {report.new_key_id}"
+    done = f"{report.counted()} re-encrypted under key {report.new_key_id}"
     old = ", ".join(report.old_key_ids)
     if not report.old_key_ids:
         tail = (
