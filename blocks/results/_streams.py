@@ -21,6 +21,8 @@ CHUNK_SIZE = 1024 * 1024
 #: Payloads up to this size are copied into memory as they are verified (and decoded from
 #: there); larger ones into a private unlinked temporary file.
 SPOOL_MAX_SIZE = 16 * 1024 * 1024
+#: Payloads read into memory from this size on ask the kernel for huge pages.
+_HUGE_PAGES_FROM = 4 * 1024 * 1024
 
 
 class HashingWriter:
@@ -93,7 +95,12 @@ def read_into_memory(
     """
     import mmap
 
-    memory: Any = mmap.mmap(-1, expected, flags=mmap.MAP_PRIVATE) if expected else bytearray()
+    memory: Any = bytearray()
+    if expected:
+        memory = mmap.mmap(-1, expected, flags=mmap.MAP_PRIVATE)
+        if expected >= _HUGE_PAGES_FROM and hasattr(mmap, "MADV_HUGEPAGE"):
+            # As numpy does for large arrays: 2 MiB pages fault in ~5x faster than 4 KiB ones.
+            memory.madvise(mmap.MADV_HUGEPAGE)
     view = memoryview(memory)
     size = 0
     readinto = getattr(stream, "readinto", None)
