@@ -158,7 +158,8 @@ def save_atomically(path: Path, array: Any) -> None:
     """`numpy.save` the way our store writes: a new file, then renamed over the old one (the
     old file's pages stay until the rename, where `numpy.save` to one path truncates first)."""
     temp = path.with_suffix(".tmp")
-    np.save(temp, array)
+    with temp.open("wb") as file:  # a file: numpy.save would add ".npy" to a bare name
+        np.save(file, array)
     os.replace(temp, path)
 
 
