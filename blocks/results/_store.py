@@ -22,8 +22,10 @@ Guarantees:
 - **No extra copies in memory**: payloads stream between the serializer and the storage; a
   256 MB ``bytes`` result is written with no second 256 MB buffer.
 - **Decoded as verified**: a payload is copied as it is verified (into memory up to 16 MiB,
-  else into a private unlinked temp file) and decoded from that copy, never re-read from the
-  storage: rewriting the record in place between the check and the decode changes nothing.
+  else into a private unlinked temp file; for serializers that decode in place, npy and
+  Parquet, into private memory at any size, which the array then views) and decoded from that
+  copy, never re-read from the storage: rewriting the record in place between the check and
+  the decode changes nothing.
 - **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
   `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
   refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
