@@ -42,8 +42,11 @@ def _write_contiguous(array: Any, file: BinaryIO, npy: Any) -> bool:
             npy.write_array_header_2_0(prefix, header)
     except UnicodeEncodeError:  # field names beyond latin-1 need format 3.0: numpy's path
         return False
-    file.write(prefix.getvalue())
     data = memoryview(flat.view("u1")) if flat.size else memoryview(b"")
+    reserve = getattr(file, "reserve", None)  # a result store's sink: allocate it all at once
+    if reserve is not None:
+        reserve(len(prefix.getvalue()) + data.nbytes)
+    file.write(prefix.getvalue())
     for start in range(0, data.nbytes, _CHUNK):
         file.write(data[start : start + _CHUNK])
     return True

@@ -6,7 +6,10 @@ payload tag (AES-GMAC, at memory speed) is computed in the same pass as the writ
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import io
+import os
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from blocks.errors import CorruptRecord
@@ -23,6 +26,8 @@ CHUNK_SIZE = 1024 * 1024
 SPOOL_MAX_SIZE = 16 * 1024 * 1024
 #: Payloads read into memory from this size on ask the kernel for huge pages.
 _HUGE_PAGES_FROM = 4 * 1024 * 1024
+#: Payloads from this size on are allocated on disk before they are written (`reserve`).
+_RESERVE_FROM = 4 * 1024 * 1024
 
 
 class HashingWriter:
@@ -41,6 +46,18 @@ class HashingWriter:
         self.raw.write(view)
         self.size += view.nbytes
         return view.nbytes
+
+    def reserve(self, nbytes: int) -> None:
+        """A serializer's word that exactly `nbytes` more bytes follow: a local file allocates
+        them at once (as ``numpy.save`` does), which about halves the kernel's cost of writing
+        a large payload. Only a real file is asked; a failure changes nothing."""
+        if nbytes < _RESERVE_FROM or not isinstance(self.raw, io.BufferedWriter | io.FileIO):
+            return
+        allocate = getattr(os, "posix_fallocate", None)
+        if allocate is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # a filesystem without it: as before
+            allocate(self.raw.fileno(), self.raw.tell(), nbytes)
 
 
 def can_seek(out: BinaryIO) -> bool:

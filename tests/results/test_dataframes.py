@@ -215,9 +215,12 @@ def test_large_npy_record_is_read_in_place_verified_and_whole(tmp_path: Path) ->
     shapes = {
         "c": np.arange(300_000.0).reshape(600, 500),
         "f": np.asfortranarray(np.arange(300_000, dtype=np.int32).reshape(500, 600)),
+        # 8 MB: allocated on disk before it is written (the sink's `reserve`), to the byte.
+        "big": np.arange(1_000_000.0).reshape(1000, 1000),
     }
     for name, array in shapes.items():
-        store.write(name, array)
+        header = store.write(name, array)
+        assert storage.size(name) == _payload_offset(storage, name) + header.payload_size
         hit = store.read(name)
         assert hit is not None and np.array_equal(hit.value, array)
         assert hit.value.flags.writeable and hit.value.flags.aligned
@@ -231,7 +234,7 @@ def test_large_npy_record_is_read_in_place_verified_and_whole(tmp_path: Path) ->
         with pytest.warns(CorruptRecordWarning, match="truncated or padded"):
             assert store.read("c") is None
         misses += 1
-    print(f"2 arrays of 2.4 MB and 1.2 MB read in place; {misses} damaged records, {misses} misses")
+    print(f"3 arrays (2.4, 1.2, 8 MB) read in place; {misses} damaged records, {misses} misses")
 
 
 # -- another Python --------------------------------------------------------------------------------
