@@ -4,34 +4,7 @@ As Prefect's ``prefect.schedules`` and ``prefect.client.schemas.schedules``. The
 `blocks.deployments`; see `blocks.deployments.schedules`.
 """
 
-from blocks.deployments.schedules import (
-    MAX_ITERATIONS,
-    MAX_RRULE_LENGTH,
-    SCHEDULE_TYPES,
-    AnySchedule,
-    Cron,
-    CronSchedule,
-    Interval,
-    IntervalSchedule,
-    RRule,
-    RRuleSchedule,
-    Schedule,
-    construct_schedule,
-    schedule_from_json,
-)
+from blocks.deployments import schedules as _schedules
+from blocks.deployments.schedules import *  # noqa: F403 (the same names, listed once there)
 
-__all__ = [
-    "MAX_ITERATIONS",
-    "MAX_RRULE_LENGTH",
-    "SCHEDULE_TYPES",
-    "AnySchedule",
-    "Cron",
-    "CronSchedule",
-    "Interval",
-    "IntervalSchedule",
-    "RRule",
-    "RRuleSchedule",
-    "Schedule",
-    "construct_schedule",
-    "schedule_from_json",
-]
+__all__ = list(_schedules.__all__)

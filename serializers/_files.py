@@ -42,15 +42,17 @@ class CountingSink(io.RawIOBase):
 
 
 class Window(io.RawIOBase):
-    """A read-only, seekable view of `file` from its current position to its end."""
+    """A read-only, seekable view of `size` bytes of `file` from offset `start` (by default,
+    from its current position to its end)."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, start: int | None = None, size: int | None = None) -> None:
         super().__init__()
         self._file = file
-        self._start = file.tell()
-        end = file.seek(0, os.SEEK_END)
-        self._size = end - self._start
-        file.seek(self._start)
+        self._start = file.tell() if start is None else start
+        if size is None:
+            size = file.seek(0, os.SEEK_END) - self._start
+            file.seek(self._start)
+        self._size = size
         self._pos = 0
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from abc import ABC, abstractmethod
 from typing import Any, BinaryIO, Self
@@ -29,6 +30,11 @@ class Serializer(ABC):
     #: A class attribute, except for wrappers whose type depends on what they wrap.
     type: str
 
+    #: Whether `load_buffer` builds the value over the payload's own memory (a numpy array
+    #: viewing it): a result store then reads a payload into memory while verifying it and
+    #: hands that memory over, instead of copying it to a file to be read again.
+    loads_in_place: bool = False
+
     @abstractmethod
     def dumps(self, obj: Any) -> bytes:
         """Serialize `obj` to bytes; raises `SerializationError` if it cannot."""
@@ -50,6 +56,11 @@ class Serializer(ABC):
         The payload must run to the end of the file: the default reads everything that is left.
         """
         return self.loads(file.read())
+
+    def load_buffer(self, buffer: memoryview) -> Any:
+        """Deserialize a whole payload held in `buffer`, private writable memory the value may
+        keep (see `loads_in_place`). The default reads it as a file."""
+        return self.load(io.BytesIO(buffer))
 
     def for_value(self, obj: Any) -> Serializer:
         """The serializer that writes `obj`: this one, except for serializers that choose per

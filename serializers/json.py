@@ -48,11 +48,10 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
-from itertools import chain, compress, repeat
-from operator import contains
 from typing import Any, TypeVar
 
 from . import _fastjson, context
+from ._plain import is_plain
 from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
@@ -69,11 +68,6 @@ _GLOBAL_TYPES: dict[str, type] = {}
 # them (and prepares whatever they contain). Grows as new leaf types are seen.
 _LEAF_TYPES: set[type] = {str, int, float, bool, type(None)}
 _STR_ONLY = frozenset({str})
-_is_container = frozenset({dict, list}).__contains__
-_flatten = chain.from_iterable
-# How many values `_is_plain` checks before leaving the rest to `_prepare` (bounds its work
-# and memory on cyclic or gigantic input).
-_PLAIN_CHECK_BUDGET = 10_000_000
 
 # Built on first use (`_build_tables`) so that `import serializers` imports none of
 # datetime, uuid, decimal, pathlib, base64.
@@ -243,7 +237,7 @@ class JSONSerializer(Serializer):
         if not _DECODERS:
             _build_tables()
         try:
-            prepared = obj if _is_plain(obj) else self._prepare(obj)
+            prepared = obj if is_plain(obj, _LEAF_TYPES) else self._prepare(obj)
             text = self._encoder.encode(prepared)
         except _SecretRefused as refused:
             raise context.refuse_secret(obj, refused.kind) from None
@@ -550,55 +544,6 @@ class JSONSerializer(Serializer):
 class _SecretRefused(Exception):
     def __init__(self, kind: type) -> None:
         self.kind = kind
-
-
-def _is_plain(obj: Any) -> bool:
-    """True if the C encoder can write `obj` as it is: the fast path for plain JSON data.
-
-    Checks the tree level by level with C-level bulk operations (`map`, `chain`, `compress`),
-    so no Python code runs per value: str-only dict keys without the tag key, and only leaf
-    types below. Past `_PLAIN_CHECK_BUDGET` values, or deeper than the recursion limit (a
-    cycle), it gives up and `_prepare` takes over.
-    """
-    t = type(obj)
-    if t is dict:
-        dicts, lists = [obj], []
-    elif t is list:
-        dicts, lists = [], [obj]
-    else:
-        return t in _LEAF_TYPES
-    budget, depth_left = _PLAIN_CHECK_BUDGET, sys.getrecursionlimit()
-    while True:
-        budget -= sum(map(len, dicts)) + sum(map(len, lists))
-        depth_left -= 1
-        if budget < 0 or depth_left < 0:
-            return False
-        if dicts:
-            if any(map(contains, dicts, repeat(TAG))):
-                return False
-            if not _STR_ONLY.issuperset(map(type, _flatten(dicts))):
-                return False
-            items = list(_flatten(map(dict.values, dicts)))
-            items.extend(_flatten(lists))
-        else:
-            items = lists[0] if len(lists) == 1 else list(_flatten(lists))
-        kinds = list(map(type, items))
-        types = set(kinds)
-        has_dict, has_list = dict in types, list in types
-        types.discard(dict)
-        types.discard(list)
-        if not _LEAF_TYPES.issuperset(types):
-            return False
-        if not (has_dict or has_list):
-            return True
-        kids = list(compress(items, map(_is_container, kinds)))
-        if has_dict and has_list:
-            dicts = [k for k in kids if type(k) is dict]
-            lists = [k for k in kids if type(k) is list]
-        elif has_dict:
-            dicts, lists = kids, []
-        else:
-            dicts, lists = [], kids
 
 
 def _short(value: object, limit: int = 120) -> str:

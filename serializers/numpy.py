@@ -42,8 +42,11 @@ def _write_contiguous(array: Any, file: BinaryIO, npy: Any) -> bool:
             npy.write_array_header_2_0(prefix, header)
     except UnicodeEncodeError:  # field names beyond latin-1 need format 3.0: numpy's path
         return False
-    file.write(prefix.getvalue())
     data = memoryview(flat.view("u1")) if flat.size else memoryview(b"")
+    reserve = getattr(file, "reserve", None)  # a result store's sink: allocate it all at once
+    if reserve is not None:
+        reserve(len(prefix.getvalue()) + data.nbytes)
+    file.write(prefix.getvalue())
     for start in range(0, data.nbytes, _CHUNK):
         file.write(data[start : start + _CHUNK])
     return True
@@ -73,6 +76,9 @@ class NumpySerializer(Serializer):
     Bounded: inside a `codec_context` with ``max_bytes``, `load` reads the header first and
     refuses an array whose shape and dtype need more bytes, before allocating it.
 
+    In place: a result store reads a large payload straight into memory while it verifies
+    it, and `load_buffer` makes the array a view of that memory (one pass, no copy).
+
     Example:
         >>> import numpy as np
         >>> s = NumpySerializer()
@@ -81,6 +87,7 @@ class NumpySerializer(Serializer):
     """
 
     type = "npy"
+    loads_in_place = True
 
     def dumps(self, obj: Any) -> bytes:
         buffer = io.BytesIO()
@@ -118,31 +125,43 @@ class NumpySerializer(Serializer):
         _numpy()
         from numpy.lib import format as npy
 
-        active = context.current()
-        limit = active.max_bytes if active is not None else None
         start = file.tell()
         try:
-            version = npy.read_magic(file)
-            if version == (1, 0):
-                shape, _, dtype = npy.read_array_header_1_0(file, max_header_size=MAX_HEADER_SIZE)
-            else:
-                shape, _, dtype = npy.read_array_header_2_0(file, max_header_size=MAX_HEADER_SIZE)
-            if dtype.hasobject:
-                raise SerializationError(
-                    f"the .npy payload holds dtype {dtype}, which only pickle can read: refused"
-                )
-            size = math.prod(int(n) for n in shape) * dtype.itemsize
-            if limit is not None and size > limit:
-                raise SerializationError(
-                    f"the .npy payload announces an array of {size} bytes, over its limit of "
-                    f"{limit}: not read"
-                )
+            _read_header(file, npy)
             file.seek(start)
             return npy.read_array(file, allow_pickle=False, max_header_size=MAX_HEADER_SIZE)
         except (OSError, SerializationError):
             raise
         except Exception as exc:  # ValueError for bad headers or short data, ...
             raise SerializationError(f"payload is not a readable .npy array: {exc}") from exc
+
+    def load_buffer(self, buffer: memoryview) -> Any:
+        """The array as a view of `buffer` (the verified payload, which it keeps): no copy."""
+        np = _numpy()
+        from numpy.lib import format as npy
+
+        view = memoryview(buffer).cast("B")
+        head = io.BytesIO(view[:_HEAD_MAX])  # a copy of the header's bytes only
+        try:
+            shape, fortran, dtype = _read_header(head, npy)
+            count = math.prod(int(n) for n in shape)
+            offset = head.tell()
+            if not count or not dtype.itemsize:
+                return self.load(io.BytesIO(view))
+            if view.nbytes - offset < count * dtype.itemsize:
+                raise SerializationError(
+                    f"the .npy payload is truncated: {view.nbytes - offset} data bytes for an "
+                    f"array of {count * dtype.itemsize}"
+                )
+            flat = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+            # .npy stores a Fortran array as its transpose's C order (as numpy.load reads it).
+            array = flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
+        except (OSError, SerializationError):
+            raise
+        except Exception as exc:
+            raise SerializationError(f"payload is not a readable .npy array: {exc}") from exc
+        # Headers are padded so data starts 64-byte aligned; an odd old file is copied.
+        return array if array.flags.aligned else array.copy(order="K")
 
     def versions(self) -> dict[str, str]:
         return {}
@@ -155,3 +174,31 @@ class NumpySerializer(Serializer):
         """Rebuild from `to_spec()` output (the ``type`` key is already checked)."""
         check_spec_keys(spec, {"type"})
         return cls()
+
+
+# Magic string, version, header length and the longest header a reader parses.
+_HEAD_MAX = 6 + 2 + 4 + MAX_HEADER_SIZE
+
+
+def _read_header(file: BinaryIO, npy: Any) -> tuple[tuple[int, ...], bool, Any]:
+    """Shape, Fortran order and dtype from the .npy header at `file`'s position (left just
+    past it); refuses object dtypes and, inside a `codec_context` with ``max_bytes``, arrays
+    that need more bytes, before anything is allocated."""
+    version = npy.read_magic(file)
+    if version == (1, 0):
+        shape, fortran, dtype = npy.read_array_header_1_0(file, max_header_size=MAX_HEADER_SIZE)
+    else:
+        shape, fortran, dtype = npy.read_array_header_2_0(file, max_header_size=MAX_HEADER_SIZE)
+    if dtype.hasobject:
+        raise SerializationError(
+            f"the .npy payload holds dtype {dtype}, which only pickle can read: refused"
+        )
+    size = math.prod(int(n) for n in shape) * dtype.itemsize
+    active = context.current()
+    limit = active.max_bytes if active is not None else None
+    if limit is not None and size > limit:
+        raise SerializationError(
+            f"the .npy payload announces an array of {size} bytes, over its limit of "
+            f"{limit}: not read"
+        )
+    return shape, fortran, dtype

@@ -101,6 +101,7 @@ class ParquetSerializer(Serializer):
     """
 
     type = "parquet"
+    loads_in_place = True
 
     def __init__(self, level: int = DEFAULT_LEVEL) -> None:
         if type(level) is not int or level not in LEVELS:
@@ -159,12 +160,21 @@ class ParquetSerializer(Serializer):
         return self.load(io.BytesIO(data))
 
     def load(self, file: BinaryIO) -> Any:
+        pa, _ = _pyarrow()
+        return self._read(pa.PythonFile(Window(file), mode="r"))
+
+    def load_buffer(self, buffer: memoryview) -> Any:
+        """Read from the verified payload in memory: pyarrow slices column chunks out of it
+        instead of copying each one out of a file."""
+        pa, _ = _pyarrow()
+        return self._read(pa.BufferReader(pa.py_buffer(buffer)))
+
+    def _read(self, source: Any) -> Any:
         pa, pq = _pyarrow()
         active = context.current()
         limit = active.max_bytes if active is not None else None
-        window = Window(file)
         try:
-            parquet = pq.ParquetFile(pa.PythonFile(window, mode="r"))
+            parquet = pq.ParquetFile(source)
             metadata = parquet.metadata
             kind, unnamed = _kind(parquet.schema_arrow.metadata)
             if limit is not None:
@@ -188,7 +198,11 @@ class ParquetSerializer(Serializer):
             raise SerializationError(
                 f"the Parquet payload decoded to {table.nbytes} bytes, over its limit of {limit}"
             )
-        return _from_arrow(table, kind, unnamed, pa)
+        metadata = table.schema.metadata or {}
+        # The table as read is let go here (rebound): converting to pandas frees each column
+        # as it goes only when no other table holds it (see `_to_pandas`).
+        table = _without_own_metadata(table, metadata, pa)
+        return _from_arrow(table, kind, unnamed, metadata.get(_EMPTY_CATEGORIES_KEY), pa)
 
     # -- spec ---------------------------------------------------------------------------------
 
@@ -340,17 +354,21 @@ def _seconds_again(table: pa.Table, metadata: dict[bytes, bytes], pa: Any) -> pa
     return table
 
 
-def _from_arrow(table: pa.Table, kind: str, unnamed: bool, pa: Any) -> Any:
+def _without_own_metadata(table: pa.Table, metadata: dict[bytes, bytes], pa: Any) -> pa.Table:
+    """`table` without our metadata keys, its second-resolution timestamps restored."""
     own = {KIND_KEY, _UNNAMED_KEY, _EMPTY_CATEGORIES_KEY, _SECONDS_KEY}
-    metadata = table.schema.metadata or {}
     kept = {k: v for k, v in metadata.items() if k not in own}
-    table = _seconds_again(table.replace_schema_metadata(kept or None), metadata, pa)
-    categories = metadata.get(_EMPTY_CATEGORIES_KEY)
+    return _seconds_again(table.replace_schema_metadata(kept or None), metadata, pa)
+
+
+def _from_arrow(
+    table: pa.Table, kind: str, unnamed: bool, categories: bytes | None, pa: Any
+) -> Any:
     try:
         if kind == "pandas-frame":
-            return _set_empty_categories(table.to_pandas(), categories)
+            return _set_empty_categories(_to_pandas(table), categories)
         if kind == "pandas-series":
-            frame = _set_empty_categories(table.to_pandas(), categories)
+            frame = _set_empty_categories(_to_pandas(table), categories)
             series = frame.iloc[:, 0]
             return series.rename(None) if unnamed else series
         if kind == "polars-frame":
@@ -372,3 +390,9 @@ def _from_arrow(table: pa.Table, kind: str, unnamed: bool, pa: Any) -> Any:
             f"this Parquet record holds a {kind}, and reading it back needs {exc.name}: "
             f"pip install {exc.name}"
         ) from None
+
+
+def _to_pandas(table: pa.Table) -> Any:
+    """`table` as a pandas frame, each column's Arrow memory freed as soon as it is converted
+    (pyarrow's ``self_destruct``; `table` is unusable after), so the two never coexist whole."""
+    return table.to_pandas(self_destruct=True, split_blocks=True)

@@ -57,3 +57,14 @@ def ambient_s3(
     bucket_path = f"{s3_bucket}/results"
     monkeypatch.setenv("EXAMPLE_S3_BUCKET_PATH", bucket_path)
     return bucket_path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test that asks for it runs on SQLite, then on a throwaway PostgreSQL database."""
+    from blocks.core._encryption import KeyManager
+
+    if request.param == "postgres":
+        monkeypatch.setenv("BLOCKS_REGISTRY_URL", request.getfixturevalue("postgres_db_url"))
+    KeyManager._instances.clear()
+    yield str(request.param)

@@ -37,10 +37,11 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self, TypeVar
 
 import pytest
 from filelock import FileLock
@@ -114,6 +115,45 @@ def _start_service(which: str, is_up: Any) -> None:
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def _need(module: str) -> None:
+    """Skip (fail under CI) unless `module`, a test dependency, imports."""
+    try:
+        __import__(module)
+    except ImportError:
+        unavailable(f"{module} is not installed (pip install -e '.[dev]')")
+
+
+_Endpoint = TypeVar("_Endpoint", bound="_Answers")
+
+
+class _Answers(Protocol):
+    def is_up(self) -> bool: ...
+
+
+def _reach(endpoint: _Endpoint, which: str, *, custom: str | None, ours: str) -> _Endpoint:
+    """`endpoint` once it answers: started with ``localstack/start.sh WHICH`` if it is ours
+    (`ours` describes it); one the environment names (`custom` says how) is never started."""
+    if endpoint.is_up():
+        return endpoint
+    if custom:
+        unavailable(f"{custom} does not answer")
+    _start_service(which, endpoint.is_up)
+    if not endpoint.is_up():
+        unavailable(f"{ours} does not answer after localstack/start.sh {which}")
+    return endpoint
+
+
+@contextmanager
+def _container(fs: Any, name: str) -> Iterator[None]:
+    """Bucket or container `name` made on `fs` for one test, removed with its objects after."""
+    fs.mkdir(name)
+    try:
+        yield
+    finally:
+        fs.invalidate_cache()
+        fs.rm(name, recursive=True)
 
 
 # -- S3 ----------------------------------------------------------------------------------------
@@ -225,10 +265,7 @@ class S3Bucket(Bucket):
 @pytest.fixture(scope="session")
 def s3_endpoint() -> S3Endpoint:
     """LocalStack's S3 (started if need be), or the S3 named by BLOCKS_TEST_S3_ENDPOINT."""
-    try:
-        import boto3  # noqa: F401
-    except ImportError:
-        unavailable("boto3 is not installed (pip install -e '.[dev]')")
+    _need("boto3")
     custom = os.environ.get("BLOCKS_TEST_S3_ENDPOINT")
     endpoint = S3Endpoint(
         custom or LOCALSTACK_URL,
@@ -236,14 +273,12 @@ def s3_endpoint() -> S3Endpoint:
         secret=os.environ.get("BLOCKS_TEST_S3_SECRET", "test"),
         region=os.environ.get("BLOCKS_TEST_S3_REGION", "us-east-1"),
     )
-    if endpoint.is_up():
-        return endpoint
-    if custom:
-        unavailable(f"S3 at BLOCKS_TEST_S3_ENDPOINT={custom} does not answer")
-    _start_service("s3", endpoint.is_up)
-    if not endpoint.is_up():
-        unavailable(f"LocalStack S3 at {LOCALSTACK_URL} does not answer after localstack/start.sh")
-    return endpoint
+    return _reach(
+        endpoint,
+        "s3",
+        custom=custom and f"S3 at BLOCKS_TEST_S3_ENDPOINT={custom}",
+        ours=f"LocalStack S3 at {LOCALSTACK_URL}",
+    )
 
 
 @pytest.fixture
@@ -328,33 +363,22 @@ class GCSBucket(Bucket):
 @pytest.fixture(scope="session")
 def gcs_endpoint() -> GCSEndpoint:
     """The GCS emulator (started if need be), or the one named by BLOCKS_TEST_GCS_ENDPOINT."""
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        unavailable("gcsfs is not installed (pip install -e '.[dev]')")
+    _need("gcsfs")
     custom = os.environ.get("BLOCKS_TEST_GCS_ENDPOINT")
-    endpoint = GCSEndpoint(custom or GCS_EMULATOR_URL)
-    if endpoint.is_up():
-        return endpoint
-    if custom:
-        unavailable(f"GCS at BLOCKS_TEST_GCS_ENDPOINT={custom} does not answer")
-    _start_service("gcs", endpoint.is_up)
-    if not endpoint.is_up():
-        unavailable(f"GCS emulator at {GCS_EMULATOR_URL} does not answer after localstack/start.sh")
-    return endpoint
+    return _reach(
+        GCSEndpoint(custom or GCS_EMULATOR_URL),
+        "gcs",
+        custom=custom and f"GCS at BLOCKS_TEST_GCS_ENDPOINT={custom}",
+        ours=f"GCS emulator at {GCS_EMULATOR_URL}",
+    )
 
 
 @pytest.fixture
 def gcs_bucket(gcs_endpoint: GCSEndpoint) -> Iterator[GCSBucket]:
     """A fresh bucket for one test; deleted with its objects afterwards."""
     bucket = GCSBucket(_unique("blocks-test"), endpoint=gcs_endpoint)
-    fs = gcs_endpoint.filesystem()
-    fs.mkdir(bucket.name)
-    try:
+    with _container(gcs_endpoint.filesystem(), bucket.name):
         yield bucket
-    finally:
-        fs.invalidate_cache()
-        fs.rm(bucket.name, recursive=True)
 
 
 # -- Azure Blob Storage (Azurite) -----------------------------------------------------------
@@ -417,33 +441,22 @@ class AzureContainer(Bucket):
 @pytest.fixture(scope="session")
 def azure_endpoint() -> AzureEndpoint:
     """Azurite (started if need be), or the account of BLOCKS_TEST_AZURE_CONNECTION_STRING."""
-    try:
-        import adlfs  # noqa: F401
-    except ImportError:
-        unavailable("adlfs is not installed (pip install -e '.[dev]')")
+    _need("adlfs")
     custom = os.environ.get("BLOCKS_TEST_AZURE_CONNECTION_STRING")
-    endpoint = AzureEndpoint(custom or AZURITE_CONNECTION_STRING)
-    if endpoint.is_up():
-        return endpoint
-    if custom:
-        unavailable("Azure at BLOCKS_TEST_AZURE_CONNECTION_STRING does not answer")
-    _start_service("azure", endpoint.is_up)
-    if not endpoint.is_up():
-        unavailable("Azurite at 127.0.0.1:10000 does not answer after localstack/start.sh azure")
-    return endpoint
+    return _reach(
+        AzureEndpoint(custom or AZURITE_CONNECTION_STRING),
+        "azure",
+        custom=custom and "Azure at BLOCKS_TEST_AZURE_CONNECTION_STRING",  # a secret: not shown
+        ours="Azurite at 127.0.0.1:10000",
+    )
 
 
 @pytest.fixture
 def azure_container(azure_endpoint: AzureEndpoint) -> Iterator[AzureContainer]:
     """A fresh container for one test; deleted with its blobs afterwards."""
     container = AzureContainer(_unique("blocks-test"), endpoint=azure_endpoint)
-    fs = azure_endpoint.filesystem()
-    fs.mkdir(container.name)
-    try:
+    with _container(azure_endpoint.filesystem(), container.name):
         yield container
-    finally:
-        fs.invalidate_cache()
-        fs.rm(container.name, recursive=True)
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------

@@ -89,22 +89,22 @@ def rotate() -> None:
     if not report.old_key_ids:
         click.echo(
             f"{report.source} holds a single key, so there is no new key to rotate to "
-            f"({report.reencrypted} block(s) re-encrypted under key {report.new_key_id}). "
+            f"({report.counted()} re-encrypted under key {report.new_key_id}). "
             f"Set it to NEW,OLD (NEW from `block key generate`) and run `block key rotate` again."
         )
     elif report.retired:
         click.echo(
-            f"Rotated the master key in {report.source}: {report.reencrypted} block(s) "
-            f"re-encrypted under new key {report.new_key_id}; retired key(s) {old}."
+            f"Rotated the master key in {report.source}: {report.counted()} re-encrypted "
+            f"under new key {report.new_key_id}; retired key(s) {old}."
         )
     elif report.source == EnvKeySource().describe():
         click.echo(
-            f"Re-encrypted {report.reencrypted} block(s) under key {report.new_key_id}. "
+            f"Re-encrypted {report.counted()} under key {report.new_key_id}. "
             f"Old key(s) {old} are no longer needed: remove them from {report.source}."
         )
     else:
         click.echo(
-            f"Re-encrypted {report.reencrypted} block(s) under key {report.new_key_id} "
+            f"Re-encrypted {report.counted()} under key {report.new_key_id} "
             f"({report.source}); some secrets saved meanwhile still use key(s) {old}, which "
             "are kept: run `block key rotate` again to retire them."
         )

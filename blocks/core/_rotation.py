@@ -106,6 +106,14 @@ class RotationReport:
     resealed: int = 0
     """Rows sealed outside the documents (deployments, waiting runs) re-sealed by the hooks."""
 
+    def counted(self) -> str:
+        """What was re-encrypted, for a person: ``"3 block(s)"``, plus the deployment and run
+        rows re-sealed when there were any."""
+        blocks = f"{self.reencrypted} block(s)"
+        if not self.resealed:
+            return blocks
+        return f"{blocks} and {self.resealed} deployment/run row(s)"
+
 
 @dataclass(frozen=True)
 class KeyInit:

@@ -102,7 +102,7 @@ class LocalFolder:
                 path = ""
             elif path.startswith(base):
                 path = path[len(base) :].lstrip("/")
-        path = key_in_base(path, f"file://{root}", self.describe())
+        path = key_in_base(path, f"file://{root}", self.describe)
         return validate_key(path, allow_empty=allow_empty)
 
     def _resolve(self, key: KeyLike, *, allow_empty: bool = False) -> Path:

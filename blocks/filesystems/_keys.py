@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
@@ -199,11 +200,12 @@ def key_text(key: Any) -> str:
     raise UnsafePath(f"Refused key {key!r}: keys are str or pathlib paths, not {kind}.")
 
 
-def key_in_base(key: KeyLike, base_url: str, where: str) -> KeyLike:
+def key_in_base(key: KeyLike, base_url: str, where: str | Callable[[], str]) -> KeyLike:
     """A full URL that lies inside `base_url` as the key relative to it; other keys unchanged.
 
     A URL outside the base path (another scheme, host or folder) is refused with `UnsafePath`,
-    never stored elsewhere; the key that comes out still goes through `validate_key`.
+    never stored elsewhere; the key that comes out still goes through `validate_key`. `where`
+    names the storage in that message (a callable: asked only then, off the hot path).
 
     Example:
         >>> key_in_base("s3://bucket/results/a.bin", "s3://bucket/results", "s3://...")
@@ -214,6 +216,8 @@ def key_in_base(key: KeyLike, base_url: str, where: str) -> KeyLike:
     found = _URL.match(key)
     if found is None:
         return key
+    if callable(where):
+        where = where()
     scheme, host, path = found.groups()
     base = _URL.match(base_url)
     if base is None:  # a base without a scheme: only its own keys

@@ -154,7 +154,7 @@ class FsspecFileSystem(WritableFileSystem):
         return fs
 
     def _key(self, path: KeyLike, *, allow_empty: bool = False) -> str:
-        path = key_in_base(path, self._base_url(), self.describe())
+        path = key_in_base(path, self._base_url(), self.describe)
         return validate_key(path, allow_empty=allow_empty)
 
     def _full(self, key: KeyLike, *, allow_empty: bool = False) -> str:

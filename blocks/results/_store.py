@@ -22,8 +22,10 @@ Guarantees:
 - **No extra copies in memory**: payloads stream between the serializer and the storage; a
   256 MB ``bytes`` result is written with no second 256 MB buffer.
 - **Decoded as verified**: a payload is copied as it is verified (into memory up to 16 MiB,
-  else into a private unlinked temp file) and decoded from that copy, never re-read from the
-  storage: rewriting the record in place between the check and the decode changes nothing.
+  else into a private unlinked temp file; for serializers that decode in place, npy and
+  Parquet, into private memory at any size, which the array then views) and decoded from that
+  copy, never re-read from the storage: rewriting the record in place between the check and
+  the decode changes nothing.
 - **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
   `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
   refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
@@ -726,6 +728,11 @@ class ResultStore:
 
         signer = _signer(keys, header)
         hasher = signer.payload_hasher(header.checksum)
+        if serializer.loads_in_place:
+            # Read straight into private memory, verified as it lands; the value keeps it.
+            view, measured = streams.read_into_memory(stream, header.payload_size, hasher)
+            streams.verify(measured, header)
+            return _decode(serializer, view, header, signer, limit)
         # Chosen by the signed size: a large payload goes straight to the file, without a
         # first 16 MiB in memory to copy over when it rolls (the read's peak stays ~1.0x).
         copy: BinaryIO = (
@@ -823,7 +830,11 @@ def _remember_payload(checksum: str, signer: ResultsKey, payload: bytes) -> None
 
 
 def _decode(
-    serializer: Serializer, stream: BinaryIO, header: RecordHeader, signer: ResultsKey, limit: int
+    serializer: Serializer,
+    stream: BinaryIO | memoryview,
+    header: RecordHeader,
+    signer: ResultsKey,
+    limit: int,
 ) -> Any:
     """Deserialize a verified payload from `stream`: decoded size bounded by `limit`, sealed
     secrets opened with `signer` (the key the record verified under)."""

@@ -11,7 +11,8 @@ Compared, each best of ``--repeat``, all on local disk in one temporary folder:
   level 1, as pyarrow; the record is signed and verified);
 * frame, baselines: ``DataFrame.to_parquet`` / ``pandas.read_parquet`` with zstd (the same
   work) and with pandas' default (snappy); our ``"pickle"`` store (cloudpickle);
-* array, ours: the ``"npy"`` store; baseline ``numpy.save`` / ``numpy.load``.
+* array, ours: the ``"npy"`` store; baselines ``numpy.save`` / ``numpy.load``, and
+  ``numpy.save`` to a new file renamed over the old one (atomic, as our store writes).
 
 ``fsync=False`` on our side because the baselines do not fsync either (the default store
 fsyncs before its rename: ``bench_persist.py`` measures that). Throughput ratios are baseline
@@ -153,6 +154,15 @@ def bench_frame(rows: int, repeat: int, root: Path, storage: LocalFileSystem) ->
         print(f"  {name:24} {mb(size):>10}  {size / sizes['ours (pickle record)']:.2f}x of pickle")
 
 
+def save_atomically(path: Path, array: Any) -> None:
+    """`numpy.save` the way our store writes: a new file, then renamed over the old one (the
+    old file's pages stay until the rename, where `numpy.save` to one path truncates first)."""
+    temp = path.with_suffix(".tmp")
+    with temp.open("wb") as file:  # a file: numpy.save would add ".npy" to a bare name
+        np.save(file, array)
+    os.replace(temp, path)
+
+
 def bench_array(megabytes: int, repeat: int, root: Path, storage: LocalFileSystem) -> None:
     npy = ResultStore(storage, "npy")
     count = megabytes * 1024 * 1024 // 8
@@ -162,11 +172,13 @@ def bench_array(megabytes: int, repeat: int, root: Path, storage: LocalFileSyste
     path = root / "array.npy"
     npy_w = measure(lambda: npy.write("array", array), repeat)
     save_w = measure(lambda: np.save(path, array), repeat)
+    atomic_w = measure(lambda: save_atomically(root / "array-atomic.npy", array), repeat)
     npy_r = measure(lambda: npy.read("array"), repeat)
     load_r = measure(lambda: np.load(path), repeat)
     for name, m, ratio in [
         ("persist, ours npy", npy_w, ""),
         ("persist, numpy.save", save_w, vs(save_w, npy_w)),
+        ("persist, numpy.save + replace", atomic_w, vs(atomic_w, npy_w)),
         ("read, ours npy", npy_r, ""),
         ("read, numpy.load", load_r, vs(load_r, npy_r)),
     ]:

@@ -8,7 +8,6 @@ results page are written to ``tests/artifacts/ui/`` (kept by CI as artefacts).
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -21,46 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import unavailable
+from browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, shot
 from ui_server import UIServer, serve_ui
 
 from blocks import flow, task
 from blocks.filesystems import S3, AwsCredentials
 from blocks.system import JSON, Secret, String
 
-CHROMIUM = os.environ.get("BLOCKS_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # root in CI containers
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "ui"
 SECRET = "ui-browser-s3cr3t-Vb9R"
 SECRET_2 = "ui-browser-s3cr3t-Hn2T"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Playwright's Chromium driver, pointed at the OS package by each launch."""
-    if not Path(CHROMIUM).exists():
-        unavailable(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the playwright package is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as playwright:
-        yield playwright.chromium
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: Any) -> Iterator[Any]:
-    launched = chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield launched
-    launched.close()
 
 
 @pytest.fixture
@@ -84,13 +52,6 @@ def page(browser: Any, ui: UIServer) -> Iterator[Any]:
     sign_in(opened, ui)
     yield opened
     context.close()
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def assert_secret_free(page: Any, ui: UIServer, *values: str) -> None:

@@ -19,38 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import unavailable
+from browser import shot
 from test_ui_deployments import BLOCK, SECRET, make_project, prefix, worker_once
 from ui_server import UIServer, serve_ui
 
 from blocks.deployments import RunState, RunStore
 
-CHROMIUM = os.environ.get("BLOCKS_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # root in CI containers
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "ui"
 RUN_URL = re.compile(r"/flow-runs/([0-9a-f]{32})\?created=1$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        unavailable(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("the playwright package is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -78,13 +53,6 @@ def page(browser: Any, ui: UIServer) -> Iterator[Any]:
 def project(tmp_path: Path) -> Path:
     folder: Path = make_project(tmp_path / "project")
     return folder
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def state_shown(page: Any) -> str:

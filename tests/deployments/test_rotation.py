@@ -73,6 +73,8 @@ def test_runs_scheduled_before_a_rotation_run_under_the_new_key_alone(
     monkeypatch.setenv("BLOCKS_MASTER_KEY", format_keys([new, old]))
     rotated = _block("key", "rotate", cwd=tmp_path)
     assert rotated.returncode == 0, rotated.stderr + rotated.stdout
+    # The deployment and its 4 waiting runs, counted beside the blocks.
+    assert "0 block(s) and 5 deployment/run row(s)" in rotated.stdout, rotated.stdout
 
     # The worker holds the NEW key only: every old seal is now unverifiable.
     monkeypatch.setenv("BLOCKS_MASTER_KEY", format_keys([new]))
@@ -82,6 +84,7 @@ def test_runs_scheduled_before_a_rotation_run_under_the_new_key_alone(
     states = sorted(run.state.value for run in runs)
     print(
         f"{backend}: {len(scheduled)} scheduled + 1 by hand before the rotation -> {states}; "
+        f"rotate said {rotated.stdout.strip()!r}; "
         f"worker exit {worker.returncode}; lines {out.read_text().split() if out.exists() else []}"
     )
     assert worker.returncode == 0, worker.stderr + worker.stdout

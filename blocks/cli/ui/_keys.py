@@ -63,10 +63,15 @@ def keys_page(request: Request) -> Response:
     source: str | None = None
     active: str | None = None
     ids: list[str] = []
+    mismatch: str | None = None
+    record = registry.key_record()
     try:
-        keyset = manager.keyset()  # never creates a key
-    except KeyManagementError:
+        # Never creates a key; with a recorded key, only that key will do (as `block key info`).
+        keyset = manager.keyset() if record is None else manager.recorded_keyset(record)
+    except KeyManagementError as exc:
         where = manager.writable_source().describe()
+        if record is not None:
+            mismatch = str(exc)  # KeyMismatch: key ids and sources only, never key material
     else:
         source, active, ids, where = keyset.source, keyset.active_id, keyset.ids, keyset.source
     usage = key_usage()
@@ -79,6 +84,7 @@ def keys_page(request: Request) -> Response:
         source=source,
         where=where,
         active=active,
+        mismatch=mismatch,
         keys=[(k, usage.get(k, 0)) for k in ids],
         unknown=[(k, n) for k, n in sorted(usage.items()) if k not in ids],
         rotation=rotation.public(),
@@ -97,7 +103,7 @@ def _rotate(progress: RotationProgress) -> None:
         progress.state, progress.message = "failed", f"{type(exc).__name__}: {exc}"
         return
     progress.done = progress.total = max(progress.total, report.reencrypted)
-    done = f"{report.reencrypted} block(s) re-encrypted under key {report.new_key_id}"
+    done = f"{report.counted()} re-encrypted under key {report.new_key_id}"
     old = ", ".join(report.old_key_ids)
     if not report.old_key_ids:
         tail = (
