@@ -418,9 +418,13 @@ def _desire(
     try:
         block = cls.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]["loc"] if exc.errors() else ()
-        path = tuple(p for p in first if isinstance(p, str | int))
-        problems = "; ".join(field_problems(exc))
+        # Point at the first problem written in the file (a missing field has no line).
+        located = [tuple(p for p in e["loc"] if isinstance(p, str | int)) for e in exc.errors()]
+        located.sort(key=lambda where: where[:1] not in doc.lines)
+        path = located[0] if located else ()
+        problems = field_problems(exc)
+        if len(problems) == 1 and path:  # `where` names the field already
+            problems = [problems[0].split(": ", 1)[-1]]
         schema = ""
         if doc.schema_version is not None and doc.schema_version != version:
             schema = (
@@ -428,7 +432,7 @@ def _desire(
                 f"{doc.type_slug}; this {cls.__name__} is version {version}: update the file "
                 "to its fields."
             )
-        raise InvalidBlocksFile(f"{doc.where(path)}: {problems}.{schema}") from None
+        raise InvalidBlocksFile(f"{doc.where(path)}: {'; '.join(problems)}.{schema}") from None
     recorder = _TypeRecorder()
     cls.register_type_and_schema(cast("Registry", recorder))
     data, secrets, refs = block._to_document(cast("Registry", recorder))
