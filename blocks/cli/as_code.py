@@ -74,7 +74,8 @@ def export(types: tuple[str, ...], output: str, with_secrets: bool, encrypt_to: 
 
         backup = BackupKey.create(read_passphrase(encrypt_to))
     text = export_blocks(Registry.default(), types, backup)
-    count = text.count("\n---\n") + text.startswith("---\n") - (backup is not None)
+    # Every document starts with a line "---" (a value never does: it is indented or quoted).
+    count = sum(line == "---" for line in text.splitlines()) - (backup is not None)
     if output == "-":
         click.echo(text, nl=False)
     else:

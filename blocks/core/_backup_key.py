@@ -37,15 +37,15 @@ _AAD_PREFIX = b"blocks-backup:"
 
 def read_passphrase(reference: str) -> str:
     """The passphrase a reference (``env:NAME``, ``file:PATH``, ``aws-sm:NAME``) points at."""
-    from blocks.core._references import SecretRef
+    from blocks.core._references import SCHEMES, SecretRef
 
-    try:
-        passphrase = SecretRef(reference).get_secret_value()
-    except SecretReferenceError as exc:
+    if reference.partition(":")[0] not in SCHEMES:
+        # Not repeated: it may be the passphrase itself, typed where its place goes.
         raise SecretReferenceError(
-            f"The backup key is given as a reference to where it is kept (env:NAME, "
-            f"file:PATH or aws-sm:NAME), never in clear: {exc}"
-        ) from None
+            "The backup key is given by where it is kept, never in clear on the command line: "
+            "env:NAME (an environment variable), file:PATH (a 0600 file) or aws-sm:NAME."
+        )
+    passphrase = SecretRef(reference).get_secret_value()
     if len(passphrase) < MIN_PASSPHRASE:
         raise ConfigurationError(
             f"The backup key from {reference} is shorter than {MIN_PASSPHRASE} characters: use a "
