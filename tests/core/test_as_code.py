@@ -415,3 +415,22 @@ def test_a_wrong_backup_key_fails_clearly_with_nothing_written(target: Registry)
     ):
         apply_blocks(parse(swapped, source="backup.yaml"), target, backup_key=key)
     assert snapshot(target) == before
+
+
+def test_the_readme_example_file_applies_as_written() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Blocks as code") :]
+    text = section[
+        section.index("```yaml\n") + 8 : section.index("```", section.index("```yaml") + 7)
+    ]
+    plan = apply_blocks(parse(text, {"BUCKET": "team-bucket"}), Registry.default())
+    assert [c.line() for c in plan.changes] == [
+        "+ create aws-credentials/prod",
+        "+ create s3/results",
+    ]
+    from blocks.filesystems.aws import S3
+
+    results = S3.load("results")
+    assert results.bucket_path == "team-bucket/results"
+    assert results.credentials is not None and results.credentials.region_name == "eu-west-1"
+    assert results.credentials.aws_secret_access_key == SecretRef("env:AWS_SECRET_ACCESS_KEY")
