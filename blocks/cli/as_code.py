@@ -57,8 +57,8 @@ def export(types: tuple[str, ...], output: str, with_secrets: bool, encrypt_to: 
     block export --type s3 --type aws-credentials
     block export --with-secrets --encrypt-to env:BACKUP_KEY -o backup.yaml
     """
-    from blocks.core._as_code import export_blocks
     from blocks.core._block import validate_name
+    from blocks.core._blocks_export import export_blocks
     from blocks.core._registry import Registry
 
     for slug in types:

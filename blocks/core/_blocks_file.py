@@ -156,7 +156,7 @@ class _NodeReader:
 
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, "a document is a mapping with type, name and fields.")
-        top = self.mapping(node, (), substitute=False)
+        top = self.mapping(node, ())
         if first and set(top) == {BACKUP}:
             header = self.value(top[BACKUP][1], ("backup",), substitute=False)
             if not isinstance(header, dict):
@@ -212,7 +212,7 @@ class _NodeReader:
             raise InvalidBlocksFile(f"{document.where()}: {exc}") from None
         return document
 
-    def mapping(self, node: Any, path: Path, *, substitute: bool) -> dict[str, tuple[Any, Any]]:
+    def mapping(self, node: Any, path: Path) -> dict[str, tuple[Any, Any]]:
         """A mapping node's keys, each with its key node and value node (merges flattened)."""
         import yaml
 
@@ -240,7 +240,7 @@ class _NodeReader:
         if isinstance(node, yaml.MappingNode):
             return {
                 key: self.value(value_node, (*path, key), substitute=substitute, depth=depth + 1)
-                for key, (_, value_node) in self.mapping(node, path, substitute=substitute).items()
+                for key, (_, value_node) in self.mapping(node, path).items()
             }
         if isinstance(node, yaml.SequenceNode):
             return [

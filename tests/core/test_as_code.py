@@ -18,9 +18,10 @@ import pytest
 import sqlalchemy as sa
 from pydantic import Field, SecretBytes, SecretStr
 
-from blocks.core._as_code import apply_blocks, export_blocks, plan_blocks
+from blocks.core._as_code import apply_blocks, plan_blocks
 from blocks.core._backup_key import BackupKey
 from blocks.core._block import Block, SecretDict
+from blocks.core._blocks_export import export_blocks
 from blocks.core._blocks_file import read_blocks_file
 from blocks.core._encryption import KeyManager
 from blocks.core._references import SecretRef
