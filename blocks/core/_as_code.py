@@ -110,7 +110,7 @@ def apply_blocks(
     delete refused because a block left in place uses it) leaves the registry unchanged.
     """
     from blocks.core._encryption import KeyManager
-    from blocks.core._registry import StaleKey
+    from blocks.core._registry import StaleKey, _integrity_errors
     from blocks.core._registry_batch import open_batch
     from blocks.errors import KeyManagementError
 
@@ -128,6 +128,8 @@ def apply_blocks(
             manager.forget()  # a rotation committed meanwhile: seal under its key
         except _Moved:
             pass  # a planned block was saved meanwhile: plan again against it
+        except _integrity_errors():
+            pass  # PostgreSQL: another process created a planned name or type first: again
     raise KeyManagementError(
         f"Could not apply {blocks_file.source}: the registry kept changing under it (key "
         "rotations or saves of the same blocks running?). Nothing was written; run it again."
