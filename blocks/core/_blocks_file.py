@@ -95,7 +95,8 @@ def read_blocks_file(text: str, source: str, environ: Mapping[str, str]) -> Bloc
     result = BlocksFile(source, [])
     seen: dict[tuple[str, str], int] = {}
     try:
-        loader = yaml.SafeLoader(text)
+        # libyaml's parser when PyYAML has it (~10x faster); the same safe constructor.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
         try:
             index = 0
             while loader.check_node():

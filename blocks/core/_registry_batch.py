@@ -52,6 +52,8 @@ class Batch:
 
     def register_type(self, *, slug: str, checksum: str, **described: Any) -> None:
         """Record a block type and schema (as `Registry.register_type`, in this transaction)."""
+        if checksum in self.registered or self._registry.knows_schema(checksum):
+            return
         schema = {
             "checksum": checksum,
             "type_slug": slug,
