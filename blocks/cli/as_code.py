@@ -145,8 +145,16 @@ def apply(path: str, dry_run: bool, prune: bool, decrypt_with: str | None) -> No
         _print(plan)
         click.echo(f"Dry run: {plan.summary()}. Nothing was written.")
         return
-    plan = apply_blocks(blocks_file, registry, prune=prune, backup_key=key)
-    _print(plan)
+    shown: list[Plan] = []
+
+    def show(plan: Plan) -> None:
+        """The plan before it is written (and again if a block changed meanwhile)."""
+        if shown:
+            click.echo("A planned block changed while applying; the plan again:")
+        shown.append(plan)
+        _print(plan)
+
+    plan = apply_blocks(blocks_file, registry, prune=prune, backup_key=key, show=show)
     if plan.has_changes:
         click.echo(
             f"Applied to {registry.describe()}: {plan.count('create')} created, "

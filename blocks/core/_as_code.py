@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 Action = Literal["create", "update", "unchanged", "delete"]
 _SIGNS = {"create": "+", "update": "~", "unchanged": "=", "delete": "-"}
 _ATTEMPTS = 5
-"""Plans written again after a rotation or a concurrent save of a planned block."""
+"""Plans made again after a concurrent save of a planned block."""
+_SEAL_ATTEMPTS = 50
+"""Seals made again after a rotation committed first (as `Block.save` does, bounded)."""
 
 
 # -- plan -------------------------------------------------------------------------------------
@@ -103,11 +105,13 @@ def apply_blocks(
     prune: bool = False,
     backup_key: BackupKey | None = None,
     manager: KeyManager | None = None,
+    show: Callable[[Plan], object] | None = None,
 ) -> Plan:
     """Make the registry match the file in one transaction; the plan that was applied.
 
     Any error (a document that does not validate, a reference that does not resolve, a
     delete refused because a block left in place uses it) leaves the registry unchanged.
+    `show(plan)` is called before the plan is written (again if it had to be made again).
     """
     from blocks.core._encryption import KeyManager
     from blocks.core._registry import StaleKey, _integrity_errors
@@ -117,15 +121,19 @@ def apply_blocks(
     manager = manager or KeyManager.for_registry(registry.url)
     for _ in range(_ATTEMPTS):
         plan, planned, deletes = _plan(blocks_file, registry, prune, backup_key, manager)
+        if show is not None:
+            show(plan)
         if not plan.has_changes:
             return plan
-        keyset = manager.sealing_keyset(registry)
         try:
-            with open_batch(registry, keyset) as batch:
-                _write(batch, planned, deletes)
-            return plan
-        except StaleKey:
-            manager.forget()  # a rotation committed meanwhile: seal under its key
+            for _ in range(_SEAL_ATTEMPTS):
+                keyset = manager.sealing_keyset(registry)
+                try:
+                    with open_batch(registry, keyset) as batch:
+                        _write(batch, planned, deletes)
+                    return plan
+                except StaleKey:
+                    manager.forget()  # a rotation committed meanwhile: seal under its key
         except _Moved:
             pass  # a planned block was saved meanwhile: plan again against it
         except _integrity_errors():

@@ -298,7 +298,7 @@ def escape(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("${", "$${")
     if isinstance(value, Marker):
-        return value
+        return Marker({key: escape(item) for key, item in value.items()})
     if isinstance(value, dict):
         return {key: escape(item) for key, item in value.items()}
     if isinstance(value, list):

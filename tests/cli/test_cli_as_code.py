@@ -139,6 +139,17 @@ def test_export_apply_diff_round_trip_through_the_cli(tmp_path: Path) -> None:
     done = block("diff", "-f", "-", env=team, stdin=changed)
     assert done.returncode == 1 and "~ update s3/lake: bucket_path" in done.stdout
 
+    # The plan is printed before it is written: a delete refused in the transaction (s3/lake,
+    # a type the file does not list, still uses aws-credentials/by-ref) shows both.
+    prod_only = "\n---\n".join(d for d in filled.split("\n---\n") if "name: prod" in d)
+    done = block("apply", "-f", "-", "--prune", env=team, stdin=prod_only)
+    assert done.stdout.splitlines() == [
+        "= unchanged aws-credentials/prod",
+        "- delete aws-credentials/by-ref",
+    ]
+    assert "Cannot delete aws-credentials/by-ref: it is referenced by s3/lake" in one_error(done)
+    assert "aws-credentials\tby-ref" in ok("ls", env=team)  # kept
+
 
 def test_cli_refuses_clear_backups_and_keys_on_the_command_line(tmp_path: Path) -> None:
     laptop = environment(tmp_path, "laptop")

@@ -8,6 +8,7 @@ before and after by every row of its tables (`snapshot`), so "unchanged" means b
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import Field, SecretBytes, SecretStr
 
+from blocks.core import _registry_batch
 from blocks.core._as_code import apply_blocks, plan_blocks
 from blocks.core._backup_key import BackupKey
 from blocks.core._block import Block, SecretDict
@@ -27,7 +29,7 @@ from blocks.core._blocks_export import export_blocks
 from blocks.core._blocks_file import read_blocks_file
 from blocks.core._encryption import KeyManager
 from blocks.core._references import SecretRef
-from blocks.core._registry import Registry
+from blocks.core._registry import Registry, StaleKey
 from blocks.core._rotation import rotate_master_key
 from blocks.errors import BlockInUse, DecryptionFailed, InvalidBlocksFile
 
@@ -468,6 +470,19 @@ def test_applies_during_key_rotations_lose_nothing(
         )
 
     apply_blocks(parse(round_file(0)), registry)  # the key exists before the race starts
+    stale: list[str] = []
+    real_open_batch = _registry_batch.open_batch
+
+    @contextlib.contextmanager
+    def counting_open_batch(*args: Any) -> Iterator[Any]:
+        try:
+            with real_open_batch(*args) as batch:
+                yield batch
+        except StaleKey:
+            stale.append("x")
+            raise
+
+    monkeypatch.setattr(_registry_batch, "open_batch", counting_open_batch)
     rotator = subprocess.Popen(
         [sys.executable, "-c", ROTATOR, str(rotations)],
         env=dict(os.environ),
@@ -488,8 +503,9 @@ def test_applies_during_key_rotations_lose_nothing(
 
     values = [Secret.load(f"s{n}").get() for n in range(count)]
     print(
-        f"\n[{backend}] {rotations} rotations during {applied} applies of {count} blocks: "
-        f"{len(values)} readable, each from the last apply"
+        f"\n[{backend}] {rotations} rotations during {applied} applies of {count} blocks "
+        f"({len(stale)} sealed again after a rotation won): {len(values)} readable, each from "
+        "the last apply"
     )
     assert values == [f"round-{applied}-secret-{n}" for n in range(count)]
 
