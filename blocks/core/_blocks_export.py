@@ -114,7 +114,8 @@ def dependency_order(
 ) -> list[str]:
     """Slugs with each one's dependencies (those present) first, ties by slug; `on_cycle` is
     called with a slug left in a cycle and its open dependencies (and may raise)."""
-    waiting = {s: {d for d in deps if d in depends_on and d != s} for s, deps in depends_on.items()}
+    # A block naming itself stays waiting: a cycle of one.
+    waiting = {slug: {d for d in deps if d in depends_on} for slug, deps in depends_on.items()}
     users: dict[str, list[str]] = {slug: [] for slug in depends_on}
     for slug, deps in waiting.items():
         for dep in deps:

@@ -288,6 +288,11 @@ fields:
             r"apply-store/b",
         ),
         ("type: no-such-type\nname: a\n", r"No Block class with type slug 'no-such-type'"),
+        (
+            "type: apply-store\nname: a\nfields: {path: p, creds: {$block: apply-store/a}}\n",
+            r"^f.yaml:1: document 1 \(apply-store/a\): a reference cycle: apply-store/a needs "
+            r"apply-store/a",
+        ),
     ],
 )
 def test_file_errors_name_the_file_line_document_and_field(text: str, expected: str) -> None:
