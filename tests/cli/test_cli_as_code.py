@@ -228,3 +228,51 @@ def assert_readable(env: dict[str, str]) -> None:
     assert "${not-a-variable}" in ok("inspect", "json/plain", env=env)
     assert "ref env:AWS_KEY_REF" in ok("inspect", "aws-credentials/by-ref", env=env)
     assert "aws-credentials/by-ref" in ok("inspect", "s3/lake", env=env)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_apply_killed_mid_transaction_leaves_all_or_nothing(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """SIGKILL `block apply` after it printed its plan (so while it writes): the registry
+    holds none of the file's blocks or all of them, never some; a new apply completes it."""
+    import random
+    import signal
+    import time
+
+    url = request.getfixturevalue("postgres_db_url") if backend == "postgres" else None
+    env = dict(environment(tmp_path, "team", registry_url=url), PYTHONUNBUFFERED="1")
+    count, kills = 400, 12 if os.environ.get("BLOCKS_SOAK") == "1" else 2
+    ok("key", "init", env=env)
+    outcomes = []
+    for kill in range(kills):
+        text = "".join(
+            f"---\ntype: secret\nname: k{kill}-s{n}\nfields: {{value: v{n}-Zq8X}}\n"
+            for n in range(count)
+        )
+        path = tmp_path / f"kill-{kill}.yaml"
+        path.write_text(text)
+        proc = subprocess.Popen(
+            [BLOCK, "apply", "-f", str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for _ in range(count):  # the plan: one line per block, printed before writing
+            assert proc.stdout.readline().startswith("+ create secret/")
+        time.sleep(random.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        listed = ok("ls", "--type", "secret", env=env)
+        found = sum(line.startswith(f"secret\tk{kill}-") for line in listed.splitlines())
+        outcomes.append(found)
+        assert found in (0, count), f"kill {kill}: {found} of {count} blocks written"
+        ok("apply", "-f", str(path), env=env)
+        listed = ok("ls", "--type", "secret", env=env)
+        assert sum(line.startswith(f"secret\tk{kill}-") for line in listed.splitlines()) == count
+    print(
+        f"\n[{backend}] {kills} SIGKILLs of `block apply` ({count} blocks) while writing: "
+        f"blocks found after each {outcomes} (0 or {count}, never between)"
+    )
