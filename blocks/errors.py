@@ -18,6 +18,7 @@ Prefect or for the standard library still catches them.
     ├── UnknownBlockType         LookupError
     ├── IncompatibleSchema
     ├── InvalidBlockData         ValueError
+    ├── InvalidBlocksFile        ValueError; a blocks file that `block apply` cannot apply
     ├── DecryptionFailed
     │   └── TamperedDocument
     ├── SecretReferenceError     LookupError; a malformed or unresolvable secret reference
@@ -115,6 +116,14 @@ class IncompatibleSchema(BlocksError):
 
 class InvalidBlockData(BlocksError, ValueError):
     """Field values do not validate against the block's schema."""
+
+
+class InvalidBlocksFile(BlocksError, ValueError):
+    """A blocks file (``block apply -f``, ``block diff -f``) cannot be applied: bad YAML, an
+    unknown key, a missing variable, an unfilled secret, a field that does not validate.
+
+    The message names the file, line, document and field, never a value.
+    """
 
 
 class DecryptionFailed(BlocksError):
@@ -234,6 +243,7 @@ __all__ = [
     "FlowRunNotFound",
     "IncompatibleSchema",
     "InvalidBlockData",
+    "InvalidBlocksFile",
     "InvalidName",
     "InvalidNameError",
     "KeyManagementError",

@@ -40,6 +40,9 @@ COMMANDS: dict[str, str] = {
     "deploy": "blocks.cli.deploy:deploy",
     "init": "blocks.cli.deploy:init",
     "flow-run": "blocks.cli.flow_runs:flow_run",
+    "export": "blocks.cli.as_code:export",
+    "apply": "blocks.cli.as_code:apply",
+    "diff": "blocks.cli.as_code:diff",
 }
 
 DEBUG_VARIABLE = "BLOCKS_DEBUG"

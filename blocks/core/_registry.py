@@ -669,38 +669,43 @@ class Registry:
 
     def _write_type(self, slug: str, described: dict[str, str], schema: dict[str, Any]) -> None:
         """Insert or update the type row, and insert the schema row if it is new."""
-        now = _now()
         with self.write() as conn:
-            current = conn.execute(
-                sa.select(
-                    tables.block_types.c.name,
-                    tables.block_types.c.description,
-                    tables.block_types.c.module,
-                ).where(tables.block_types.c.slug == slug)
-            ).first()
-            if current is None:
-                conn.execute(
-                    tables.block_types.insert().values(
-                        slug=slug, created=now, updated=now, **described
-                    )
+            self._write_type_on(conn, slug, described, schema)
+
+    @staticmethod
+    def _write_type_on(
+        conn: Connection, slug: str, described: dict[str, str], schema: dict[str, Any]
+    ) -> None:
+        """`_write_type`'s statements, on a write transaction already open (also a batch's)."""
+        now = _now()
+        current = conn.execute(
+            sa.select(
+                tables.block_types.c.name,
+                tables.block_types.c.description,
+                tables.block_types.c.module,
+            ).where(tables.block_types.c.slug == slug)
+        ).first()
+        if current is None:
+            conn.execute(
+                tables.block_types.insert().values(slug=slug, created=now, updated=now, **described)
+            )
+        elif tuple(current) != tuple(described.values()):
+            conn.execute(
+                tables.block_types.update()
+                .where(tables.block_types.c.slug == slug)
+                .values(updated=now, **described)
+            )
+        has_schema = conn.execute(
+            sa.select(tables.block_schemas.c.checksum).where(
+                tables.block_schemas.c.checksum == schema["checksum"]
+            )
+        ).first()
+        if has_schema is None:
+            conn.execute(
+                tables.block_schemas.insert().values(
+                    created=now, **{**schema, "fields": _dumps(schema["fields"])}
                 )
-            elif tuple(current) != tuple(described.values()):
-                conn.execute(
-                    tables.block_types.update()
-                    .where(tables.block_types.c.slug == slug)
-                    .values(updated=now, **described)
-                )
-            has_schema = conn.execute(
-                sa.select(tables.block_schemas.c.checksum).where(
-                    tables.block_schemas.c.checksum == schema["checksum"]
-                )
-            ).first()
-            if has_schema is None:
-                conn.execute(
-                    tables.block_schemas.insert().values(
-                        created=now, **{**schema, "fields": _dumps(schema["fields"])}
-                    )
-                )
+            )
 
     def get_type(self, slug: str) -> TypeRow | None:
         with self.read() as conn:
@@ -1006,31 +1011,36 @@ class Registry:
     def delete_document(self, type_slug: str, name: str) -> None:
         """Delete a document; `BlockInUse` if another block references it."""
         with self.write() as conn:
-            document_id = conn.execute(
-                sa.select(tables.block_documents.c.id).where(
-                    tables.block_documents.c.type_slug == type_slug,
-                    tables.block_documents.c.name == name,
-                )
-            ).scalar()
-            if document_id is None:
-                raise BlockNotFound(f"No {type_slug} block named '{name}' to delete.")
-            parents = conn.execute(
-                sa.select(tables.block_documents.c.type_slug, tables.block_documents.c.name)
-                .join(
-                    tables.block_references,
-                    tables.block_references.c.parent_id == tables.block_documents.c.id,
-                )
-                .where(tables.block_references.c.child_id == document_id)
-                .order_by(tables.block_documents.c.type_slug, tables.block_documents.c.name)
-            ).all()
-            if parents:
-                users = ", ".join(f"{slug}/{parent}" for slug, parent in parents)
-                raise BlockInUse(
-                    f"Cannot delete {type_slug}/{name}: it is referenced by {users}. "
-                    "Delete or re-save those blocks first."
-                )
-            documents = tables.block_documents
-            conn.execute(documents.delete().where(documents.c.id == document_id))
+            self._delete_on(conn, type_slug, name)
+
+    @staticmethod
+    def _delete_on(conn: Connection, type_slug: str, name: str) -> None:
+        """`delete_document`'s statements, on a write transaction already open."""
+        document_id = conn.execute(
+            sa.select(tables.block_documents.c.id).where(
+                tables.block_documents.c.type_slug == type_slug,
+                tables.block_documents.c.name == name,
+            )
+        ).scalar()
+        if document_id is None:
+            raise BlockNotFound(f"No {type_slug} block named '{name}' to delete.")
+        parents = conn.execute(
+            sa.select(tables.block_documents.c.type_slug, tables.block_documents.c.name)
+            .join(
+                tables.block_references,
+                tables.block_references.c.parent_id == tables.block_documents.c.id,
+            )
+            .where(tables.block_references.c.child_id == document_id)
+            .order_by(tables.block_documents.c.type_slug, tables.block_documents.c.name)
+        ).all()
+        if parents:
+            users = ", ".join(f"{slug}/{parent}" for slug, parent in parents)
+            raise BlockInUse(
+                f"Cannot delete {type_slug}/{name}: it is referenced by {users}. "
+                "Delete or re-save those blocks first."
+            )
+        documents = tables.block_documents
+        conn.execute(documents.delete().where(documents.c.id == document_id))
 
     def reseal_all(
         self,
