@@ -319,7 +319,7 @@ class ResultStore:
                     value = self._load_small(data[end:], header, serializer, keys, limit)
                 else:
                     stream.seek(end)
-                    value = self._load_verified(stream, header, serializer, keys, limit)
+                    value = self._load_verified(stream, header, serializer, keys, limit, key)
             finally:
                 if stream is not None:
                     stream.close()
@@ -708,16 +708,24 @@ class ResultStore:
         serializer: Serializer,
         keys: ResultsKeys,
         limit: int,
+        key: str,
     ) -> Any:
         # Decode exactly the bytes that verified: they are copied as they are hashed, into
         # memory up to `SPOOL_MAX_SIZE`, past it into a private unlinked temp file (mode 0600,
         # no name: nobody else can open or rewrite it), and decoded from that copy. Reading the
         # storage's file a second time instead (verify, seek back, decode) lets whoever can
-        # rewrite that file in place swap the bytes between the two reads (issue 20).
+        # rewrite that file in place swap the bytes between the two reads (issue 20) -- unless
+        # that is nobody but us: a large local file that only our user can write (and the
+        # folders down to it) is verified, then decoded from the same descriptor, no copy.
         import tempfile
 
         signer = _signer(keys, header)
         hasher = signer.payload_hasher(header.checksum)
+        if header.payload_size > streams.SPOOL_MAX_SIZE and self.storage.only_we_write(key, stream):
+            start = stream.tell()
+            streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
+            stream.seek(start)
+            return _decode(serializer, stream, header, signer, limit)
         # Chosen by the signed size: a large payload goes straight to the file, without a
         # first 16 MiB in memory to copy over when it rolls (the read's peak stays ~1.0x).
         copy: BinaryIO = (
