@@ -23,7 +23,9 @@ Guarantees:
   256 MB ``bytes`` result is written with no second 256 MB buffer.
 - **Decoded as verified**: a payload is copied as it is verified (into memory up to 16 MiB,
   else into a private unlinked temp file) and decoded from that copy, never re-read from the
-  storage: rewriting the record in place between the check and the decode changes nothing.
+  storage: rewriting the record in place between the check and the decode changes nothing. A
+  large local file only our own user can write (`Storage.only_we_write`) is the exception:
+  verified, then decoded from the same descriptor (nobody else can rewrite it).
 - **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
   `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
   refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
