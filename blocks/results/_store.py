@@ -343,11 +343,12 @@ class ResultStore:
     def open_payload(self, key: str) -> Payload:
         """The payload under `key` as a verified, read-only binary file with its header.
 
-        The whole payload is checked against its signature before this returns: locally in
-        one pass over the file (then read from the same descriptor), from object stores
-        through a temporary copy. Nothing is deserialized, so any record (expired ones too)
-        opens; the bytes are the serializer's, e.g. a plain Parquet or ``.npy`` file.
-        Raises `FileNotFoundError` if absent, `CorruptRecord` if it does not verify.
+        The whole payload is checked against its signature before this returns: a large
+        local file only our own user can write in one pass over the file (then read from the
+        same descriptor), anything else through the private copy that verified. Nothing is
+        deserialized, so any record (expired ones too) opens; the bytes are the serializer's,
+        e.g. a plain Parquet or ``.npy`` file. Raises `FileNotFoundError` if absent,
+        `CorruptRecord` if it does not verify.
 
         Example:
             >>> with store.open_payload("etl/sales") as payload:
@@ -370,6 +371,15 @@ class ResultStore:
                     streams.verify((len(payload), checksum_string(hasher)), header)
                     return Payload(header, io.BytesIO(payload), 0)
                 stream.seek(end)
+                if header.payload_size > streams.SPOOL_MAX_SIZE and self.storage.only_we_write(
+                    key, stream
+                ):
+                    # Nobody but our user can rewrite it (see `_load_verified`): verified, then
+                    # handed over itself, open (closing the Payload closes it).
+                    measured = streams.hash_stream(stream, header.payload_size, hasher)
+                    streams.verify(measured, header)
+                    payload_file, stream = stream, None
+                    return Payload(header, payload_file, end)
                 import tempfile
 
                 # The caller reads the copy that verified, never the storage's file again (whoever

@@ -168,6 +168,14 @@ def test_a_large_record_only_we_can_write_is_decoded_without_a_copy(
         assert len(copies) - before == (0 if target is None else 1), label
         if target is not None:
             target.chmod(0o600 if target == path else 0o700)
+    # open_payload hands over the verified file itself, or the private copy.
+    for mode, expected in ((0o600, 0), (0o620, 1)):
+        path.chmod(mode)
+        before = len(copies)
+        with store.open_payload("team/k") as payload:
+            assert pickle.loads(payload.read()) == value
+        assert len(copies) - before == expected, oct(mode)
+    path.chmod(0o600)
     # A changed byte still fails the signature check before anything is decoded.
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 1
