@@ -1055,7 +1055,8 @@ def _open(keyset: Keyset, row: DocumentRow) -> dict[str, Any]:
     # Masked in run logs from now on. Only here, on first opening: a memo hit below serves
     # bytes this process opened (and recorded) before.
     for _, secret, _ in opened:
-        note_secret(secret)
+        # A SecretStr / SecretBytes by its value: the masker's fast check of a known str.
+        note_secret(secret.get_secret_value() if type(secret) in _REBUILT else secret)
     if kept:
         if len(memo) >= _OPENED_MAX:
             memo.clear()

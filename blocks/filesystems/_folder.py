@@ -58,6 +58,11 @@ _NOT_FOLLOWED = frozenset({errno.ELOOP, errno.EMLINK, errno.ENOTDIR})
 MAX_SYMLINKS = 40
 
 
+def _private(info: os.stat_result, euid: int) -> bool:
+    """Owned by `euid`, writable by neither group nor others."""
+    return info.st_uid == euid and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 class LocalFolder:
     """Objects stored as files under the absolute folder `root` (see `LocalFileSystem`, which
     documents the guarantees: atomic and durable writes, no symlink followed below the base).
@@ -418,6 +423,34 @@ class LocalFolder:
                 raise
         os.close(fd)
         return head, None  # a regular file reads short only at its end
+
+    def only_we_write(self, path: KeyLike, stream: BinaryIO) -> bool:
+        """Whether only our effective user can change the file open on `stream` (a reader of
+        `path`) or the folders from the base down to it: each owned by us, with no group or
+        other write bit (a POSIX ACL granting anyone else write shows as the group bit).
+
+        The file is checked on its descriptor, so it is the very file being read; the folders
+        by path (they cannot change the open file's bytes, only which file a name points to:
+        checked as well so that a shared folder always means a copy). Any doubt is False.
+        """
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return False
+        euid = os.geteuid()
+        try:
+            if not _private(os.fstat(fd), euid):
+                return False
+            folder = self._root_text()
+            if not _private(os.stat(folder), euid):
+                return False
+            for name in self._key(path).split("/")[:-1]:
+                folder = f"{folder}/{name}"
+                if not _private(os.stat(folder, follow_symlinks=False), euid):
+                    return False
+        except OSError:
+            return False
+        return True
 
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         check_range(start, end)

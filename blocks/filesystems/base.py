@@ -160,6 +160,12 @@ class WritableFileSystem(Block):
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the object (fewer if it is shorter)."""
 
+    def only_we_write(self, path: KeyLike, stream: BinaryIO) -> bool:
+        """Whether nobody but this process's user can change the bytes `stream` (a reader of
+        `path` from `open_head`) reads, so that a reader may verify it and then decode it again
+        instead of copying it. False by default: an object store's bytes arrive once."""
+        return False
+
     @abstractmethod
     def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         """A binary writer whose content becomes visible under `path` only on a clean exit.

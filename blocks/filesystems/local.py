@@ -162,6 +162,11 @@ class LocalFileSystem(WritableFileSystem):
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         return self.folder().read_range(path, start, end)
 
+    def only_we_write(self, path: KeyLike, stream: BinaryIO) -> bool:
+        if type(self).open_read is not LocalFileSystem.open_read:
+            return False  # a subclass reads its own way: copy, as for any storage
+        return self.folder().only_we_write(path, stream)
+
     def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         return self.folder().open_atomic_write(path)
 

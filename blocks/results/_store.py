@@ -25,7 +25,9 @@ Guarantees:
   else into a private unlinked temp file; for serializers that decode in place, npy and
   Parquet, into private memory at any size, which the array then views) and decoded from that
   copy, never re-read from the storage: rewriting the record in place between the check and
-  the decode changes nothing.
+  the decode changes nothing. A large local file only our own user can write
+  (`Storage.only_we_write`) is the exception: verified, then decoded from the same descriptor
+  (nobody else can rewrite it).
 - **Closed list of decoders**: the serializer is rebuilt only from the header's spec through
   `serializers.resolve_serializer`'s allow-list. A store whose own serializer does not pickle
   refuses pickle records, so writing to storage cannot make a JSON reader unpickle.
@@ -329,7 +331,7 @@ class ResultStore:
                     value = self._load_small(data[end:], header, serializer, keys, limit)
                 else:
                     stream.seek(end)
-                    value = self._load_verified(stream, header, serializer, keys, limit)
+                    value = self._load_verified(stream, header, serializer, keys, limit, key)
             finally:
                 if stream is not None:
                     stream.close()
@@ -351,11 +353,12 @@ class ResultStore:
     def open_payload(self, key: str) -> Payload:
         """The payload under `key` as a verified, read-only binary file with its header.
 
-        The whole payload is checked against its signature before this returns: locally in
-        one pass over the file (then read from the same descriptor), from object stores
-        through a temporary copy. Nothing is deserialized, so any record (expired ones too)
-        opens; the bytes are the serializer's, e.g. a plain Parquet or ``.npy`` file.
-        Raises `FileNotFoundError` if absent, `CorruptRecord` if it does not verify.
+        The whole payload is checked against its signature before this returns: a large
+        local file only our own user can write in one pass over the file (then read from the
+        same descriptor), anything else through the private copy that verified. Nothing is
+        deserialized, so any record (expired ones too) opens; the bytes are the serializer's,
+        e.g. a plain Parquet or ``.npy`` file. Raises `FileNotFoundError` if absent,
+        `CorruptRecord` if it does not verify.
 
         Example:
             >>> with store.open_payload("etl/sales") as payload:
@@ -378,6 +381,15 @@ class ResultStore:
                     streams.verify((len(payload), checksum_string(hasher)), header)
                     return Payload(header, io.BytesIO(payload), 0)
                 stream.seek(end)
+                if header.payload_size > streams.SPOOL_MAX_SIZE and self.storage.only_we_write(
+                    key, stream
+                ):
+                    # Nobody but our user can rewrite it (see `_load_verified`): verified, then
+                    # handed over itself, open (closing the Payload closes it).
+                    measured = streams.hash_stream(stream, header.payload_size, hasher)
+                    streams.verify(measured, header)
+                    payload_file, stream = stream, None
+                    return Payload(header, payload_file, end)
                 import tempfile
 
                 # The caller reads the copy that verified, never the storage's file again (whoever
@@ -718,12 +730,15 @@ class ResultStore:
         serializer: Serializer,
         keys: ResultsKeys,
         limit: int,
+        key: str,
     ) -> Any:
         # Decode exactly the bytes that verified: they are copied as they are hashed, into
         # memory up to `SPOOL_MAX_SIZE`, past it into a private unlinked temp file (mode 0600,
         # no name: nobody else can open or rewrite it), and decoded from that copy. Reading the
         # storage's file a second time instead (verify, seek back, decode) lets whoever can
-        # rewrite that file in place swap the bytes between the two reads (issue 20).
+        # rewrite that file in place swap the bytes between the two reads (issue 20) -- unless
+        # that is nobody but us: a large local file that only our user can write (and the
+        # folders down to it) is verified, then decoded from the same descriptor, no copy.
         import tempfile
 
         signer = _signer(keys, header)
@@ -733,6 +748,11 @@ class ResultStore:
             view, measured = streams.read_into_memory(stream, header.payload_size, hasher)
             streams.verify(measured, header)
             return _decode(serializer, view, header, signer, limit)
+        if header.payload_size > streams.SPOOL_MAX_SIZE and self.storage.only_we_write(key, stream):
+            start = stream.tell()
+            streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
+            stream.seek(start)
+            return _decode(serializer, stream, header, signer, limit)
         # Chosen by the signed size: a large payload goes straight to the file, without a
         # first 16 MiB in memory to copy over when it rolls (the read's peak stays ~1.0x).
         copy: BinaryIO = (

@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import operator
 import threading
 import time
 import weakref
@@ -580,11 +581,21 @@ def futures_to_states(value: Any, depth: int = 0) -> Any:
         return value._final_state()
     if depth >= 3:
         return value
-    kind = _kind(value)
+    kind = type(value)
+    # A container holding no future is returned as it is (no copy): one pass, scalars skipped
+    # without a call, so a flow returning 300 plain results does not rebuild them all.
     if kind in _SEQUENCES:
-        return kind(futures_to_states(v, depth + 1) for v in value)
+        items = [v if type(v) in _SCALARS else futures_to_states(v, depth + 1) for v in value]
+        if kind is not TaskFutureList and all(map(operator.is_, items, value)):
+            return value
+        return _kind(value)(items)
     if kind is dict:
-        return {k: futures_to_states(v, depth + 1) for k, v in value.items()}
+        values = [
+            v if type(v) in _SCALARS else futures_to_states(v, depth + 1) for v in value.values()
+        ]
+        if all(map(operator.is_, values, value.values())):
+            return value
+        return dict(zip(value, values, strict=True))
     return value
 
 

@@ -78,6 +78,9 @@ def test_a_payload_swapped_in_place_during_reads_is_never_decoded(
     value = ("genuine", b"v" * 200_000)  # past the one-read head: the streamed path
     store.write("k", value)
     path = tmp_path / "results" / "k"
+    # The attacker is another user of a shared group: the record is group-writable (a file
+    # only our user can write is decoded from the file itself, see the test below).
+    path.chmod(0o660)
     raw = path.read_bytes()
     offset = PREFIX_SIZE + header_length(raw, key="k")
     good = raw[offset:]
@@ -121,3 +124,63 @@ def test_a_payload_swapped_in_place_during_reads_is_never_decoded(
     path.write_bytes(raw)
     hit = store.read("k")
     assert hit is not None and hit.value == value
+
+
+def test_a_large_record_only_we_can_write_is_decoded_without_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the in-memory bound, a record whose file and folders only our user can write is
+    verified, then decoded from the same descriptor; any group or other write bit on the file
+    or a folder down to it brings the private copy back."""
+    import tempfile
+
+    monkeypatch.setattr(streams, "SPOOL_MAX_SIZE", 64 * 1024)
+    copies: list[int] = []
+    made = tempfile.TemporaryFile
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        copies.append(1)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", counted)
+    base = tmp_path / "results"
+    base.mkdir(mode=0o700)
+    store = ResultStore(LocalFileSystem(basepath=str(base)), "pickle")
+    value = ("genuine", b"v" * 200_000)
+    store.write("team/k", value)
+    path, folder = base / "team" / "k", base / "team"
+    folder.chmod(0o700)
+    path.chmod(0o600)
+    seen = []
+    for label, target, mode in (
+        ("private", None, 0),
+        ("file group-writable", path, 0o620),
+        ("file other-writable", path, 0o602),
+        ("folder group-writable", folder, 0o770),
+        ("base other-writable", base, 0o703),
+    ):
+        if target is not None:
+            target.chmod(mode)
+        before = len(copies)
+        hit = store.read("team/k")
+        assert hit is not None and hit.value == value
+        seen.append(f"{label}: {len(copies) - before} copy")
+        assert len(copies) - before == (0 if target is None else 1), label
+        if target is not None:
+            target.chmod(0o600 if target == path else 0o700)
+    # open_payload hands over the verified file itself, or the private copy.
+    for mode, expected in ((0o600, 0), (0o620, 1)):
+        path.chmod(mode)
+        before = len(copies)
+        with store.open_payload("team/k") as payload:
+            assert pickle.loads(payload.read()) == value
+        assert len(copies) - before == expected, oct(mode)
+    path.chmod(0o600)
+    # A changed byte still fails the signature check before anything is decoded.
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorruptRecordWarning)
+        assert store.read("team/k") is None
+    print("large record reads: " + "; ".join(seen) + "; a flipped byte: a miss")

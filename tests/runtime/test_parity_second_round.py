@@ -559,3 +559,23 @@ def test_resolve_futures_to_states_and_results_at_any_depth() -> None:
     cyclic: list[Any] = [1]
     cyclic.append(cyclic)
     assert resolve_futures_to_results(cyclic)[0] == 1  # a container holding itself: no hang
+
+
+def test_a_flow_returning_futures_gets_states_and_plain_containers_come_back_as_they_are() -> None:
+    plain = [{"x": 1, "records": [1.5, 3.0]}, (2, "b"), {3}]
+
+    @flow
+    def returns_plain() -> list[Any]:
+        return plain
+
+    @flow
+    def returns_futures() -> dict[str, Any]:
+        return {"plain": plain, "futures": [double.submit(1), (double.submit(2), 5)]}
+
+    assert returns_plain() is plain  # nothing to replace: not copied
+    out = returns_futures()
+    assert out["plain"] is plain
+    states = out["futures"]
+    assert type(states) is list and type(states[1]) is tuple and states[1][1] == 5
+    assert [states[0].result(), states[1][0].result()] == [2, 4]
+    print("a flow's plain return value: the same object; futures: replaced by their states")
