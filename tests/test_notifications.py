@@ -181,6 +181,33 @@ def test_slack_gets_its_text_payload_with_the_subject_in_bold(sink: _Server) -> 
     assert json.loads(got["body"]) == {"text": "*ETL*\nload &lt;done&gt; &amp; ok"}
 
 
+def test_anotify_sends_from_async_code_without_blocking_the_loop(sink: _Server) -> None:
+    import asyncio
+
+    hook = SlackWebhook(url=_url(sink, f"/services/{TOKEN}"))
+
+    async def main() -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.gather(*(hook.anotify(f"message {i}") for i in range(5)))
+        ticker.cancel()
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert sorted(json.loads(r["body"])["text"] for r in sink.received) == [
+        f"message {i}" for i in range(5)
+    ]
+    assert ticks > 0
+    print(f"5 messages sent concurrently; the loop ticked {ticks} times meanwhile")
+
+
 def test_teams_gets_one_adaptive_card(sink: _Server) -> None:
     MicrosoftTeamsWebhook(url=_url(sink, f"/workflows/{TOKEN}")).notify("body", subject="Title")
     [got] = sink.received
