@@ -287,19 +287,24 @@ def test_custom_webhook_refuses_unknown_placeholders_and_two_bodies(
         CustomWebhookNotificationBlock(name="x", url="https://example.invalid/", **fields)
 
 
-def test_smtp_email_is_delivered_with_a_login_and_never_shows_the_password(
-    mailbox: tuple[_Mailbox, int], all_logs: pytest.LogCaptureFixture
-) -> None:
-    box, port = mailbox
-    SMTPEmail(
+def _mail(port: int, password: str, to: list[str]) -> SMTPEmail:
+    """An `SMTPEmail` for the test server: plain SMTP with a login on loopback."""
+    return SMTPEmail(
         host="127.0.0.1",
         port=port,
         smtp_type="INSECURE",
         username="etl@example.com",
-        password=SMTP_PASSWORD,
+        password=password,
         from_address="etl@example.com",
-        to=["ops@example.com", "dba@example.com"],
-    ).save("ops-mail")
+        to=to,
+    )
+
+
+def test_smtp_email_is_delivered_with_a_login_and_never_shows_the_password(
+    mailbox: tuple[_Mailbox, int], all_logs: pytest.LogCaptureFixture
+) -> None:
+    box, port = mailbox
+    _mail(port, SMTP_PASSWORD, ["ops@example.com", "dba@example.com"]).save("ops-mail")
     mail = Block.load("smtp-email/ops-mail")
     assert SMTP_PASSWORD not in repr(mail)
     mail.notify("The nightly load failed.", subject="ETL failed")  # type: ignore[attr-defined]
@@ -324,15 +329,7 @@ def test_a_wrong_smtp_password_is_a_notification_error_without_the_password(
     monkeypatch.setenv("BLOCKS_NOTIFY_RETRIES", "0")
     box, port = mailbox
     wrong = "wr0ng-" + SMTP_PASSWORD
-    mail = SMTPEmail(
-        host="127.0.0.1",
-        port=port,
-        smtp_type="INSECURE",
-        username="etl@example.com",
-        password=wrong,
-        from_address="etl@example.com",
-        to=["ops@example.com"],
-    )
+    mail = _mail(port, wrong, ["ops@example.com"])
     with pytest.raises(NotificationError, match=r"smtp-email via 127\.0\.0\.1") as caught:
         mail.notify("x")
     assert box.messages == []

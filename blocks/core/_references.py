@@ -208,12 +208,8 @@ class SecretDictRef(_Reference, pydantic.Secret[dict[str, Any]]):
     def get_secret_value(self) -> dict[str, Any]:
         """The referenced JSON object, a fresh dict per call (`SecretReferenceError` naming the
         reference if it cannot be read or is not a JSON object)."""
-        text = self._resolved()
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        data = _json_object(self._resolved())
+        if data is None:
             raise SecretReferenceError(
                 f"Secret reference {self._reference!r} is read into a dict field, but its value "
                 "is not a JSON object. Store a JSON object there, or point at one key with "
@@ -359,11 +355,8 @@ def _read_aws(reference: str, rest: str, aws_credentials: str | None) -> str:
         ) from None
     if not key:
         return str(text)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+    data = _json_object(text)
+    if data is None:
         raise SecretReferenceError(
             f"Secret reference {reference!r} cannot be resolved: the secret {name!r} is not a "
             "JSON object, so it has no key to pick (drop the #KEY to read it whole)."
@@ -376,3 +369,12 @@ def _read_aws(reference: str, rest: str, aws_credentials: str | None) -> str:
     value = data[key]
     note(data)  # its other leaves were read into this process too
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object, or None if it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
