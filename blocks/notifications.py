@@ -390,6 +390,9 @@ class SMTPEmail(NotificationBlock):
     password: SecretStr | None = None
     from_address: str
     to: list[str] = Field(min_length=1, description="Recipients' addresses.")
+    verify: bool = Field(
+        default=True, description="Check the server's TLS certificate (off: self-signed)."
+    )
 
     _DEFAULT_PORTS: ClassVar[dict[str, int]] = {"SSL": 465, "STARTTLS": 587, "INSECURE": 25}
 
@@ -414,6 +417,7 @@ class SMTPEmail(NotificationBlock):
         }
         if self.smtp_type != "INSECURE":
             query["mode"] = self.smtp_type.lower()
+            query["verify"] = "yes" if self.verify else "no"
         return f"{scheme}://{login}{self.host}:{port}?{urllib.parse.urlencode(query)}"
 
     def _send(self, body: str, subject: str | None, *, timeout: float) -> None:

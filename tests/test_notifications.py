@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,6 +321,78 @@ def test_smtp_email_is_delivered_with_a_login_and_never_shows_the_password(
         assert isinstance(payload, bytes) and b"The nightly load failed." in payload
     assert set(box.logins) == {b"etl@example.com"}
     print(f"{len(box.messages)} messages received by aiosmtpd after {len(box.logins)} logins")
+    assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
+
+
+@pytest.fixture
+def tls_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
+    """aiosmtpd that takes a login only after STARTTLS, with a self-signed certificate."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    box = _Mailbox()
+    port = _free_port()
+    server = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=box.authenticate,
+        tls_context=context,
+        require_starttls=True,
+        # A client that stays in clear cannot even say MAIL FROM; AUTH needs TLS too.
+    )
+    server.start()
+    yield box, port
+    server.stop()
+
+
+def test_smtp_email_over_starttls_logs_in_only_after_tls(
+    tls_mailbox: tuple[_Mailbox, int],
+    all_logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOCKS_NOTIFY_RETRIES", "0")
+    box, port = tls_mailbox
+    mail = _mail(port, SMTP_PASSWORD, ["ops@example.com"])
+    mail.smtp_type = "STARTTLS"
+    mail.verify = False  # the test's self-signed certificate
+    mail.notify("over TLS", subject="TLS")
+    [(_, recipients, message)] = box.messages
+    assert recipients == ["ops@example.com"] and message["Subject"] == "TLS"
+    assert box.logins == [b"etl@example.com"]
+    mail.verify = True  # an unknown certificate is refused when verified
+    with pytest.raises(NotificationError, match="smtp-email"):
+        mail.notify("not sent")
+    assert len(box.messages) == 1
+    print("STARTTLS: 1 message after 1 login; a verified self-signed certificate: refused")
     assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
 
 
