@@ -422,7 +422,8 @@ class Registry:
                         # Closed at exit, not left to the interpreter's shutdown, which frees
                         # objects in no set order and may never close a connection: SQLite
                         # folds its WAL into the file only when the last one closes.
-                        atexit.register(cls.dispose_all)
+                        # Only in this process: a forked child's copies are the parent's.
+                        atexit.register(_dispose_at_exit, os.getpid())
                     registry = cls._instances[url] = cls(url)
                     registry._shared_as = url
         return registry
@@ -1261,3 +1262,9 @@ def _sqlite_problem(exc: BaseException, where: str) -> BlocksError | None:
             "Make the file and its folder writable, or point BLOCKS_HOME at a writable folder."
         )
     return None
+
+
+def _dispose_at_exit(pid: int) -> None:
+    """Close the registries' connections as the process that opened them exits."""
+    if os.getpid() == pid:
+        Registry.dispose_all()
