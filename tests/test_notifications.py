@@ -16,19 +16,19 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from http_sink import HttpSink, serve_sink
 
 from blocks import Block, flow, task
 from blocks.errors import NotificationError
@@ -51,49 +51,14 @@ RUN_SECRET = "run-secret-value-4242"
 # -- servers -------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    received: list[dict[str, Any]]
-    statuses: list[int]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.server.received.append(
-            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-        )
-        status = self.server.statuses.pop(0) if self.server.statuses else 200
-        try:
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-        except OSError:
-            pass
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def sink() -> Iterator[_Server]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.received, server.statuses = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def sink() -> Iterator[HttpSink]:
+    with serve_sink() as server:
+        yield server
 
 
-def _url(server: _Server, path: str) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+def _url(server: HttpSink, path: str) -> str:
+    return str(server.url(path))
 
 
 class _Mailbox:
@@ -122,21 +87,26 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def mailbox() -> Iterator[tuple[_Mailbox, int]]:
+@contextmanager
+def _smtp(**options: Any) -> Iterator[tuple[_Mailbox, int]]:
+    """aiosmtpd on a free loopback port, with `_Mailbox`'s login check."""
     box = _Mailbox()
     port = _free_port()
-    # Plain SMTP with AUTH on loopback (no certificate to make); TLS modes are Apprise's code.
     server = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=box.authenticate,
-        auth_require_tls=False,
+        box, hostname="127.0.0.1", port=port, authenticator=box.authenticate, **options
     )
     server.start()
-    yield box, port
-    server.stop()
+    try:
+        yield box, port
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[_Mailbox, int]]:
+    # Plain SMTP with AUTH on loopback; `tls_mailbox` for STARTTLS.
+    with _smtp(auth_require_tls=False) as served:
+        yield served
 
 
 @pytest.fixture
@@ -174,7 +144,7 @@ def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- each service's payload ----------------------------------------------------------------------
 
 
-def test_slack_gets_its_text_payload_with_the_subject_in_bold(sink: _Server) -> None:
+def test_slack_gets_its_text_payload_with_the_subject_in_bold(sink: HttpSink) -> None:
     SlackWebhook(url=_url(sink, f"/services/{TOKEN}")).notify("load <done> & ok", subject="ETL")
     [got] = sink.received
     assert (got["method"], got["path"]) == ("POST", f"/services/{TOKEN}")
@@ -182,7 +152,7 @@ def test_slack_gets_its_text_payload_with_the_subject_in_bold(sink: _Server) -> 
     assert json.loads(got["body"]) == {"text": "*ETL*\nload &lt;done&gt; &amp; ok"}
 
 
-def test_anotify_sends_from_async_code_without_blocking_the_loop(sink: _Server) -> None:
+def test_anotify_sends_from_async_code_without_blocking_the_loop(sink: HttpSink) -> None:
     import asyncio
 
     hook = SlackWebhook(url=_url(sink, f"/services/{TOKEN}"))
@@ -209,7 +179,7 @@ def test_anotify_sends_from_async_code_without_blocking_the_loop(sink: _Server) 
     print(f"5 messages sent concurrently; the loop ticked {ticks} times meanwhile")
 
 
-def test_teams_gets_one_adaptive_card(sink: _Server) -> None:
+def test_teams_gets_one_adaptive_card(sink: HttpSink) -> None:
     MicrosoftTeamsWebhook(url=_url(sink, f"/workflows/{TOKEN}")).notify("body", subject="Title")
     [got] = sink.received
     assert json.loads(got["body"]) == {
@@ -231,7 +201,7 @@ def test_teams_gets_one_adaptive_card(sink: _Server) -> None:
     }
 
 
-def test_discord_gets_content_and_its_options_cut_to_2000_characters(sink: _Server) -> None:
+def test_discord_gets_content_and_its_options_cut_to_2000_characters(sink: HttpSink) -> None:
     hook = DiscordWebhook(url=_url(sink, f"/api/webhooks/{TOKEN}"), botname="etl-bot", tts=True)
     hook.notify("x" * 3000, subject="Big")
     hook.notify("short")
@@ -242,7 +212,7 @@ def test_discord_gets_content_and_its_options_cut_to_2000_characters(sink: _Serv
 
 
 def test_custom_webhook_fills_its_templates_with_the_message_and_its_secrets(
-    sink: _Server,
+    sink: HttpSink,
 ) -> None:
     block = CustomWebhookNotificationBlock(
         name="pager",
@@ -265,7 +235,7 @@ def test_custom_webhook_fills_its_templates_with_the_message_and_its_secrets(
     assert sent == {"title": "db-1", "text": "disk full", "from": "pager", "n": 3}
 
 
-def test_custom_webhook_sends_form_data(sink: _Server) -> None:
+def test_custom_webhook_sends_form_data(sink: HttpSink) -> None:
     CustomWebhookNotificationBlock(
         name="form", url=_url(sink, "/form"), form_data={"msg": "{{subject}}: {{body}}"}
     ).notify("b", subject="s")
@@ -358,20 +328,9 @@ def tls_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    box = _Mailbox()
-    port = _free_port()
-    server = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=box.authenticate,
-        tls_context=context,
-        require_starttls=True,
-        # A client that stays in clear cannot even say MAIL FROM; AUTH needs TLS too.
-    )
-    server.start()
-    yield box, port
-    server.stop()
+    # A client that stays in clear cannot even say MAIL FROM; AUTH needs TLS too.
+    with _smtp(tls_context=context, require_starttls=True) as served:
+        yield served
 
 
 def test_smtp_email_over_starttls_logs_in_only_after_tls(
@@ -410,7 +369,7 @@ def test_a_wrong_smtp_password_is_a_notification_error_without_the_password(
     assert _leaks([str(caught.value), *_logged(all_logs)], wrong) == []
 
 
-def test_an_apprise_url_reaches_its_service(sink: _Server) -> None:
+def test_an_apprise_url_reaches_its_service(sink: HttpSink) -> None:
     port = sink.server_address[1]
     AppriseNotification(url=f"json://127.0.0.1:{port}/apprise/{TOKEN}").notify("hi", "Subj")
     [got] = sink.received
@@ -441,7 +400,7 @@ def test_every_notification_type_is_a_known_block_type_with_a_description() -> N
 
 
 def test_a_5xx_is_retried_with_backoff_and_a_4xx_is_not(
-    sink: _Server, monkeypatch: pytest.MonkeyPatch
+    sink: HttpSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hook = SlackWebhook(url=_url(sink, f"/services/{TOKEN}"))
     sink.statuses = [503, 502]
@@ -463,7 +422,7 @@ def test_a_5xx_is_retried_with_backoff_and_a_4xx_is_not(
 
 
 def test_a_failing_flow_sends_exactly_one_message_naming_it_and_no_secret(
-    sink: _Server, all_logs: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    sink: HttpSink, all_logs: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     SlackWebhook(url=_url(sink, f"/services/{TOKEN}")).save("ops")
     Secret(value=RUN_SECRET).save("db-password")
@@ -486,7 +445,7 @@ def test_a_failing_flow_sends_exactly_one_message_naming_it_and_no_secret(
     assert _leaks(lines, RUN_SECRET, TOKEN) == []
 
 
-def test_task_hooks_send_on_failure_and_on_completion(sink: _Server) -> None:
+def test_task_hooks_send_on_failure_and_on_completion(sink: HttpSink) -> None:
     hook = SlackWebhook(url=_url(sink, f"/services/{TOKEN}"))
 
     @task(on_failure=[notify(hook)], on_completion=[notify(hook, subject="done")])
