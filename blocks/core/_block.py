@@ -365,6 +365,12 @@ class Block(BaseModel):
         except ValidationError as exc:
             raise without_inputs(exc) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assignment validation sees the model, not the new value: convert a reference here.
+        if type(value) is SecretRef and name in type(self).model_fields:
+            value = as_field_kind(value, type(self).model_fields[name].annotation)
+        super().__setattr__(name, value)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_block_is_abstract" not in cls.__dict__:

@@ -288,9 +288,14 @@ def test_bytes_and_dict_fields_hold_references_read_when_used(
     assert RefKeys.load("keys").login == SecretRef("env:BLOCKS_TEST_REF_LOGIN").as_kind("dict")
     stored = b"".join(p.read_bytes() for p in blocks_home.rglob("registry.db*"))
     assert rotated["token"].encode() not in stored and key_text.encode() not in stored
-    # Plain values still work beside them.
+    # Plain values still work beside them; a reference may be assigned to a loaded block.
     RefKeys(private_key=b"raw", login={"a": "b"}).save("plain")
-    assert RefKeys.load("plain").login.get_secret_value() == {"a": "b"}
+    plain = RefKeys.load("plain")
+    assert plain.login.get_secret_value() == {"a": "b"}
+    plain.private_key = SecretRef(f"file:{tmp_path / 'key.pem'}")
+    plain.login = SecretRef("env:BLOCKS_TEST_REF_LOGIN")
+    assert plain.private_key.get_secret_value() == key_text.encode()
+    assert plain.login.get_secret_value() == rotated
 
 
 def test_a_dict_reference_that_is_not_a_json_object_fails_with_its_name(
