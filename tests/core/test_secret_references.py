@@ -292,8 +292,9 @@ def test_bytes_and_dict_fields_hold_references_read_when_used(
     RefKeys(private_key=b"raw", login={"a": "b"}).save("plain")
     plain = RefKeys.load("plain")
     assert plain.login.get_secret_value() == {"a": "b"}
-    plain.private_key = SecretRef(f"file:{tmp_path / 'key.pem'}")
-    plain.login = SecretRef("env:BLOCKS_TEST_REF_LOGIN")
+    # Typed as the fields' types for mypy; converted on assignment at run time.
+    plain.private_key = SecretRef(f"file:{tmp_path / 'key.pem'}")  # type: ignore[assignment]
+    plain.login = SecretRef("env:BLOCKS_TEST_REF_LOGIN")  # type: ignore[assignment]
     assert plain.private_key.get_secret_value() == key_text.encode()
     assert plain.login.get_secret_value() == rotated
 
