@@ -29,6 +29,7 @@ Prefect or for the standard library still catches them.
     ├── StorageError             OSError
     ├── DatabaseError            a database call failed (its message masks the password)
     ├── WebhookError             OSError; a webhook call failed (names the method and host only)
+    ├── NotificationError        OSError; a notification was not delivered (names no secret)
     ├── MissingDependency        ImportError
     ├── CorruptRecord
     ├── TaskTimeout              TimeoutError
@@ -156,6 +157,14 @@ class DatabaseError(BlocksError):
 class WebhookError(BlocksError, OSError):
     """A webhook call failed: unreachable, too slow or answered with an error status."""
 
+    status_code: int | None = None
+    """The HTTP status the server answered with, when it answered (None: no answer)."""
+
+
+class NotificationError(BlocksError, OSError):
+    """A notification block could not deliver its message (after its retries); the message
+    names the block type, the service's host and why, never the URL or a password."""
+
 
 class MissingDependency(BlocksError, ImportError):
     """An optional package is needed; the message names the extra to install."""
@@ -250,6 +259,7 @@ __all__ = [
     "KeyMismatch",
     "MissingDependency",
     "MissingResult",
+    "NotificationError",
     "OptionTypeError",
     "ParameterTypeError",
     "PluginConflict",

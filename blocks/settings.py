@@ -113,6 +113,18 @@ SETTINGS: tuple[Setting, ...] = (
         "is read again from its source; 0 reads it on every use.",
     ),
     Setting(
+        "BLOCKS_NOTIFY_TIMEOUT",
+        "10",
+        "Seconds one notification may take, its retries included; a state hook's notification "
+        "still undelivered then is logged and abandoned.",
+    ),
+    Setting(
+        "BLOCKS_NOTIFY_RETRIES",
+        "2",
+        "Retries of a notification that failed to send (unreachable, timed out, HTTP 429 or "
+        "5xx), after 0.5 s, 1 s, 2 s ... while BLOCKS_NOTIFY_TIMEOUT allows.",
+    ),
+    Setting(
         "BLOCKS_UI_TOKEN",
         "",
         "Access token of `block ui` (scripts send it as 'Authorization: token T'; its sign-in "
@@ -293,6 +305,16 @@ def _positive_int(name: str, default: int) -> int:
 
         raise ConfigurationError(f"{name}={raw!r} is not a whole number of 1 or more, e.g. 1000.")
     return value
+
+
+def notify_timeout() -> float:
+    """Seconds one notification may take, retries included (BLOCKS_NOTIFY_TIMEOUT)."""
+    return _positive_seconds("BLOCKS_NOTIFY_TIMEOUT", 10.0)
+
+
+def notify_retries() -> int:
+    """Retries of a notification that failed to send (BLOCKS_NOTIFY_RETRIES, default 2)."""
+    return 2 if _get("BLOCKS_NOTIFY_RETRIES") is None else _count("BLOCKS_NOTIFY_RETRIES")
 
 
 def _positive_seconds(name: str, default: float) -> float:

@@ -160,6 +160,7 @@ class Webhook(Block):
 
         request = self._request(payload)
         why: str
+        status: int | None = None
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 return WebhookResponse(
@@ -169,6 +170,7 @@ class Webhook(Block):
                 )
         except urllib.error.HTTPError as exc:
             why = f"the server answered HTTP {exc.code} {exc.reason}"
+            status = exc.code
         except TimeoutError:
             why = f"no answer within its timeout of {self.timeout:g} s"
         except urllib.error.URLError as exc:
@@ -182,7 +184,9 @@ class Webhook(Block):
         except (OSError, ValueError) as exc:
             why = f"the connection failed ({type(exc).__name__})"
         # `from None`: the chained exceptions hold the whole URL (and the request, its headers).
-        raise WebhookError(f"Webhook {self.method} to {self._host()} failed: {why}.") from None
+        error = WebhookError(f"Webhook {self.method} to {self._host()} failed: {why}.")
+        error.status_code = status
+        raise error from None
 
     async def acall(self, payload: Any = None) -> WebhookResponse:
         """`call` for async code (runs in a worker thread; the loop is never blocked)."""

@@ -11,14 +11,11 @@ import asyncio
 import json
 import logging
 import socket
-import threading
-import time
 import traceback
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from http_sink import HttpSink, serve_sink
 
 from blocks.errors import WebhookError
 from blocks.system import Webhook
@@ -27,54 +24,14 @@ TOKEN = "T0123/B0456/s3cr3t-path-token"
 HEADER_SECRET = "Bearer h3ad3r-s3cr3t"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    received: list[dict[str, Any]]
-    delay: float
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.server.received.append(
-            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-        )
-        if self.path.startswith("/slow"):
-            time.sleep(self.server.delay)
-        status = 500 if self.path.startswith("/fail") else 200
-        reply = json.dumps({"ok": status == 200, "n": len(body)}).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-        except OSError:  # the client gave up (the slow case)
-            pass
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def server() -> Iterator[_Server]:
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.received, httpd.delay = [], 3.0
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+def server() -> Iterator[HttpSink]:
+    with serve_sink() as sink:
+        yield sink
 
 
-def _url(server: _Server, path: str) -> str:
-    host, port = server.server_address[:2]
-    return f"http://{host!s}:{port}/{path}"
+def _url(server: HttpSink, path: str) -> str:
+    return str(server.url(path))
 
 
 def _dead_port() -> int:
@@ -87,7 +44,7 @@ def _all_texts(exc: BaseException) -> str:
     return f"{exc} {exc!r} {''.join(traceback.format_exception(exc))}"
 
 
-def test_call_sends_json_text_and_bytes_with_the_secret_headers(server: _Server) -> None:
+def test_call_sends_json_text_and_bytes_with_the_secret_headers(server: HttpSink) -> None:
     hook = Webhook(url=_url(server, f"hooks/{TOKEN}"), headers={"Authorization": HEADER_SECRET})
     answer = hook.call({"text": "ETL finished", "rows": 3})
     assert answer.status_code == 200 and answer.json()["ok"] is True
@@ -104,7 +61,7 @@ def test_call_sends_json_text_and_bytes_with_the_secret_headers(server: _Server)
     print(f"\n{len(got)} calls received by the local server")
 
 
-def test_acall_runs_off_the_event_loop(server: _Server) -> None:
+def test_acall_runs_off_the_event_loop(server: HttpSink) -> None:
     hook = Webhook(url=_url(server, "a"))
 
     async def main() -> list[int]:
@@ -116,7 +73,7 @@ def test_acall_runs_off_the_event_loop(server: _Server) -> None:
 
 
 def test_failures_are_one_error_naming_method_and_host_only(
-    server: _Server, caplog: pytest.LogCaptureFixture
+    server: HttpSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     port = server.server_address[1]
@@ -147,7 +104,7 @@ def test_failures_are_one_error_naming_method_and_host_only(
         print(f"\n{name}: {message}")
 
 
-def test_saved_webhook_keeps_url_and_headers_sealed(server: _Server) -> None:
+def test_saved_webhook_keeps_url_and_headers_sealed(server: HttpSink) -> None:
     Webhook(url=_url(server, f"hooks/{TOKEN}"), headers={"Authorization": HEADER_SECRET}).save(
         "alerts"
     )

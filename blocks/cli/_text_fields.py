@@ -26,7 +26,7 @@ from blocks.core._block import (
     split_slug,
 )
 from blocks.core._documents import field_problems, set_path
-from blocks.core._references import SecretRef
+from blocks.core._references import is_reference
 from blocks.errors import BlockNotFound, BlocksError, InvalidBlockData
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def inspect_block(slug: str, *, reveal_secrets: bool = False) -> tuple[DocumentR
             opened = {}
     for path in row.secrets:
         shown: Any = SECRET_MASK
-        if isinstance(opened.get(path), SecretRef):
+        if is_reference(opened.get(path)):
             shown = opened[path].describe()
         elif reveal_secrets and path in opened:
             shown = opened[path].get_secret_value()

@@ -26,16 +26,7 @@ def type_group() -> None:
 def type_ls(as_json: bool) -> None:
     """List block types (registered, built in and from installed plugins), where each comes
     from and how many blocks each has."""
-    from blocks.core._registry import Registry
-
-    registry = Registry.default()
-    counts = registry.document_counts()
-    rows = [_type_json(row, counts.get(row.slug, 0)) for row in registry.list_types()]
-    rows += _unregistered_plugin_types({row["slug"] for row in rows})
-    sources = _sources()
-    for row in rows:
-        row["source"] = sources.get(row["slug"]) or f"registered {row['module']}"
-    rows.sort(key=lambda row: row["slug"])
+    rows = known_types()
     if as_json:
         echo_json(rows)
         return
@@ -48,39 +39,40 @@ def type_ls(as_json: bool) -> None:
     )
 
 
-def _sources() -> dict[str, str]:
-    """Where types come from: ``built in`` or ``plugin PACKAGE VERSION`` (others were
-    registered from a module or file, named in the registry)."""
-    from blocks.core._block import BUILTIN_BLOCK_MODULES
+def known_types() -> list[dict[str, Any]]:
+    """Every block type this machine knows, by slug: registered ones, every built-in type and
+    those of installed plugins (saved or not), each with where it comes from and its one-line
+    description (the class's own where it is importable, else as registered)."""
+    from blocks.core._block import BUILTIN_BLOCK_MODULES, block_class_for
     from blocks.core._discovery import load_plugins
+    from blocks.core._registry import Registry
+    from blocks.errors import BlocksError
 
+    registry = Registry.default()
+    counts = registry.document_counts()
+    rows = {row.slug: _type_json(row, counts.get(row.slug, 0)) for row in registry.list_types()}
     sources = {slug: "built in" for slug in BUILTIN_BLOCK_MODULES}
     sources.update(load_plugins())
-    return sources
-
-
-def _unregistered_plugin_types(registered: set[str]) -> list[dict[str, Any]]:
-    """Types installed plugins define that the registry has not recorded yet (no block of
-    theirs saved): listed from their classes."""
-    from blocks.core._block import block_classes
-    from blocks.core._discovery import load_plugins
-
-    found = []
-    plugins = load_plugins()
-    for slug, cls in sorted(block_classes().items()):
-        if slug in plugins and slug not in registered:
-            found.append(
-                {
-                    "slug": slug,
-                    "name": cls.get_block_type_name(),
-                    "description": cls.get_description(),
-                    "module": cls.__module__,
-                    "documents": 0,
-                    "created": None,
-                    "updated": None,
-                }
-            )
-    return found
+    for slug in sources:
+        try:
+            cls = block_class_for(slug)
+        except (BlocksError, ImportError):
+            continue  # a plugin that failed to load was named in its one warning
+        row = rows.setdefault(
+            slug,
+            {
+                "slug": slug,
+                "name": cls.get_block_type_name(),
+                "module": cls.__module__,
+                "documents": 0,
+                "created": None,
+                "updated": None,
+            },
+        )
+        row["description"] = cls.get_description() or row.get("description") or ""
+    for row in rows.values():
+        row["source"] = sources.get(row["slug"]) or f"registered {row['module']}"
+    return sorted(rows.values(), key=lambda row: row["slug"])
 
 
 @type_group.command("inspect")

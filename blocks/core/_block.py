@@ -63,6 +63,7 @@ from blocks.core._documents import (
     without_inputs,
 )
 from blocks.core._masking import note as note_secret
+from blocks.core._references import SecretRef, as_field_kind, is_reference
 from blocks.errors import (
     BlockNotFound,
     ConfigurationError,
@@ -78,8 +79,27 @@ if typing.TYPE_CHECKING:
     from blocks.core._encryption import KeyManager, Keyset
     from blocks.core._registry import DocumentRow, Registry
 
-SecretDict = pydantic.Secret[dict[str, Any]]
-"""A dict whose whole value is secret: masked in repr, encrypted at rest."""
+
+class SecretDict(pydantic.Secret[dict[str, Any]]):
+    """A dict whose whole value is secret: masked in repr, encrypted at rest. It may be a
+    `SecretRef` to a JSON object instead (read when asked for, never at validation)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: pydantic.GetCoreSchemaHandler
+    ) -> pydantic_core.core_schema.CoreSchema:
+        schema = super().__get_pydantic_core_schema__(source, handler)
+
+        def keep_reference(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
+            # pydantic's own validator would read the value (resolving the reference) now.
+            if is_reference(value):
+                return value.as_kind("dict")
+            return validate(value)
+
+        return pydantic_core.core_schema.no_info_wrap_validator_function(
+            keep_reference, schema, serialization=schema.get("serialization")
+        )
+
 
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _ANONYMOUS = re.compile(r"^anonymous-[0-9a-f]{32}$")
@@ -111,6 +131,12 @@ BUILTIN_BLOCK_MODULES: dict[str, str] = {
     "azure-blob-storage-credentials": "blocks.filesystems.azure",
     "database-credentials": "blocks.databases",
     "sql-alchemy-connector": "blocks.databases",
+    "slack-webhook": "blocks.notifications",
+    "ms-teams-webhook": "blocks.notifications",
+    "discord-webhook": "blocks.notifications",
+    "custom-webhook": "blocks.notifications",
+    "smtp-email": "blocks.notifications",
+    "apprise-notification": "blocks.notifications",
 }
 
 _BLOCK_CLASSES: dict[str, type[Block]] = {}
@@ -276,6 +302,16 @@ def _is_secret_annotation(annotation: Any) -> bool:
     return False
 
 
+def _references_as_field_kinds(cls: type[Block], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with each `SecretRef` given to a `SecretBytes` field made a `SecretBytesRef`
+    (a `SecretDict` field converts its own)."""
+    fields = cls.model_fields
+    return {
+        key: as_field_kind(value, fields[key].annotation) if key in fields else value
+        for key, value in data.items()
+    }
+
+
 def _block_annotation(annotation: Any) -> list[type[Block]]:
     if isinstance(annotation, type) and issubclass(annotation, Block):
         return [annotation]
@@ -322,10 +358,18 @@ class Block(BaseModel):
     def _errors_without_inputs(cls, data: Any, handler: Any) -> Any:
         # hide_input_in_errors covers str() only: .errors() and .json() still carry the input,
         # which may be a secret (construction, model_validate, assignment all pass here).
+        if type(data) is dict and any(type(value) is SecretRef for value in data.values()):
+            data = _references_as_field_kinds(cls, data)
         try:
             return handler(data)
         except ValidationError as exc:
             raise without_inputs(exc) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assignment validation sees the model, not the new value: convert a reference here.
+        if type(value) is SecretRef and name in type(self).model_fields:
+            value = as_field_kind(value, type(self).model_fields[name].annotation)
+        super().__setattr__(name, value)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -25,7 +25,7 @@ from typing import Any
 import pydantic
 from pydantic import SecretBytes, SecretStr, ValidationError
 
-from blocks.core._references import SecretRef
+from blocks.core._references import SecretRef, is_reference
 
 SECRET_TYPES = (SecretStr, SecretBytes, pydantic.Secret)
 """The pydantic types whose values are encrypted at rest and masked on display."""
@@ -37,7 +37,7 @@ def secret_aad(type_slug: str, name: str, path: str) -> bytes:
 
 
 def secret_plaintext(value: Any) -> bytes:
-    if isinstance(value, SecretRef):  # the reference is sealed, never resolved to be saved
+    if is_reference(value):  # the reference is sealed, never resolved to be saved
         return b"r" + value.encode()
     raw = value.get_secret_value()
     if isinstance(raw, bytes):

@@ -25,16 +25,27 @@ import os
 import re
 import threading
 import time
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from pydantic import SecretStr
+import pydantic
+from pydantic import SecretBytes, SecretStr
 
 from blocks import settings
 from blocks.core._masking import note
 from blocks.errors import BlocksError, SecretReferenceError
 
-__all__ = ["SCHEMES", "SecretRef", "forget_resolved", "resolve"]
+__all__ = [
+    "SCHEMES",
+    "SecretBytesRef",
+    "SecretDictRef",
+    "SecretRef",
+    "as_field_kind",
+    "forget_resolved",
+    "is_reference",
+    "resolve",
+]
 
 SCHEMES = ("env", "file", "aws-sm")
 """The kinds of reference, by the prefix before the first colon."""
@@ -43,26 +54,16 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_LENGTH = 2048
 
 
-class SecretRef(SecretStr):
-    """A reference to a secret kept elsewhere: ``env:NAME``, ``file:PATH`` or
-    ``aws-sm:NAME[#json-key]``; a `SecretStr` whose value is read from there when asked for.
-
-    `aws_credentials` names a saved `AwsCredentials` block for ``aws-sm:`` (its keys, region
-    and endpoint); without it boto3's ambient chain (environment, profile, instance role) is
-    used.
-
-    Example:
-        >>> class Warehouse(Block):
-        ...     password: SecretStr
-        >>> Warehouse(password=SecretRef("env:WAREHOUSE_PASSWORD")).save("prod")
-        >>> Warehouse.load("prod").password.get_secret_value()   # read from the environment
-    """
+class _Reference:
+    """What the three reference kinds share: the reference, how it is shown and sealed."""
 
     # Seen by the masker, which must not resolve a reference just because it was loaded.
     _blocks_reference = True
+    _kind: str = "str"  # what the sealed form records, so a load rebuilds the same kind
+    _reference: str
+    _aws_credentials: str | None
 
-    def __init__(self, reference: str, *, aws_credentials: str | None = None) -> None:
-        super().__init__("")
+    def _set_reference(self, reference: str, aws_credentials: str | None) -> None:
         self._reference = _checked(reference)
         if aws_credentials is not None:
             if not self._reference.startswith("aws-sm:"):
@@ -94,11 +95,7 @@ class SecretRef(SecretStr):
         via = f" (aws-credentials/{self._aws_credentials})" if self._aws_credentials else ""
         return f"ref {self._reference}{via}"
 
-    def get_secret_value(self) -> str:
-        """The value, read from the reference (or from the in-memory cache within its TTL).
-
-        `SecretReferenceError` naming the reference when it cannot be read.
-        """
+    def _resolved(self) -> str:
         value = resolve(self._reference, self._aws_credentials)
         note(value)
         return value
@@ -108,38 +105,144 @@ class SecretRef(SecretStr):
 
     def __repr__(self) -> str:
         via = f", aws_credentials={self._aws_credentials!r}" if self._aws_credentials else ""
-        return f"SecretRef({self._reference!r}{via})"
+        return f"{type(self).__name__}({self._reference!r}{via})"
 
     def __eq__(self, other: Any) -> bool:
         return (
-            isinstance(other, SecretRef)
+            isinstance(other, _Reference)
+            and other._kind == self._kind
             and other._reference == self._reference
             and other._aws_credentials == self._aws_credentials
         )
 
     def __hash__(self) -> int:
-        return hash((SecretRef, self._reference, self._aws_credentials))
+        return hash((self._kind, self._reference, self._aws_credentials))
 
     def __len__(self) -> int:
         return len(self._reference)
 
     def encode(self) -> bytes:
         """What is sealed in the document (the reference, never a value)."""
-        return json.dumps(
-            {"ref": self._reference, "aws_credentials": self._aws_credentials},
-            separators=(",", ":"),
-        ).encode()
+        sealed: dict[str, Any] = {"ref": self._reference, "aws_credentials": self._aws_credentials}
+        if self._kind != "str":
+            sealed["as"] = self._kind
+        return json.dumps(sealed, separators=(",", ":")).encode()
+
+    def as_kind(self, kind: str) -> _Reference:
+        """The same reference, read as ``str``, ``bytes`` or ``dict``."""
+        if kind == self._kind:
+            return self
+        made: _Reference = _KINDS[kind](self._reference, aws_credentials=self._aws_credentials)
+        return made
+
+
+class SecretRef(_Reference, SecretStr):
+    """A reference to a secret kept elsewhere: ``env:NAME``, ``file:PATH`` or
+    ``aws-sm:NAME[#json-key]``; a `SecretStr` whose value is read from there when asked for.
+
+    Given to a `SecretBytes` field it is read as UTF-8 bytes, to a `SecretDict` field as a JSON
+    object (a whole dict by reference, e.g. an ``aws-sm:`` secret holding JSON).
+
+    `aws_credentials` names a saved `AwsCredentials` block for ``aws-sm:`` (its keys, region
+    and endpoint); without it boto3's ambient chain (environment, profile, instance role) is
+    used.
+
+    Example:
+        >>> class Warehouse(Block):
+        ...     password: SecretStr
+        >>> Warehouse(password=SecretRef("env:WAREHOUSE_PASSWORD")).save("prod")
+        >>> Warehouse.load("prod").password.get_secret_value()   # read from the environment
+    """
+
+    def __init__(self, reference: str, *, aws_credentials: str | None = None) -> None:
+        super().__init__("")
+        self._set_reference(reference, aws_credentials)
+
+    def get_secret_value(self) -> str:
+        """The value, read from the reference (or from the in-memory cache within its TTL).
+
+        `SecretReferenceError` naming the reference when it cannot be read.
+        """
+        return self._resolved()
 
     @classmethod
-    def decode(cls, body: bytes) -> SecretRef:
-        """The reference `encode` wrote (`ValueError` if it is not one)."""
+    def decode(cls, body: bytes) -> _Reference:
+        """The reference `encode` wrote, of the kind it was (`ValueError` if not one)."""
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("ref"), str):
             raise ValueError("not a secret reference")
+        kind = _KINDS.get(data.get("as", "str"))
+        if kind is None:
+            raise ValueError("not a secret reference")
         try:
-            return cls(data["ref"], aws_credentials=data.get("aws_credentials"))
+            made: _Reference = kind(data["ref"], aws_credentials=data.get("aws_credentials"))
+            return made
         except SecretReferenceError as exc:
             raise ValueError(str(exc)) from None
+
+
+class SecretBytesRef(_Reference, SecretBytes):  # type: ignore[misc]
+    """A `SecretRef` in a `SecretBytes` field: the referenced text, as UTF-8 bytes."""
+
+    _kind = "bytes"
+
+    def __init__(self, reference: str, *, aws_credentials: str | None = None) -> None:
+        super().__init__(b"")
+        self._set_reference(reference, aws_credentials)
+
+    def get_secret_value(self) -> bytes:
+        """The referenced value as bytes (`SecretReferenceError` naming it if unreadable)."""
+        return self._resolved().encode()
+
+
+class SecretDictRef(_Reference, pydantic.Secret[dict[str, Any]]):
+    """A `SecretRef` in a `SecretDict` field: the referenced text must be a JSON object
+    (e.g. ``aws-sm:prod/api`` holding ``{"user": ..., "token": ...}``); each leaf is masked."""
+
+    _kind = "dict"
+
+    def __init__(self, reference: str, *, aws_credentials: str | None = None) -> None:
+        super().__init__({})
+        self._set_reference(reference, aws_credentials)
+
+    def get_secret_value(self) -> dict[str, Any]:
+        """The referenced JSON object, a fresh dict per call (`SecretReferenceError` naming the
+        reference if it cannot be read or is not a JSON object)."""
+        data = _json_object(self._resolved())
+        if data is None:
+            raise SecretReferenceError(
+                f"Secret reference {self._reference!r} is read into a dict field, but its value "
+                "is not a JSON object. Store a JSON object there, or point at one key with "
+                "#KEY in a text field."
+            )
+        note(data)
+        return data
+
+
+_KINDS: dict[str, Any] = {"str": SecretRef, "bytes": SecretBytesRef, "dict": SecretDictRef}
+
+
+def is_reference(value: Any) -> TypeGuard[_Reference]:
+    """Whether `value` is a secret reference (of any kind), not a value."""
+    return isinstance(value, _Reference)
+
+
+def as_field_kind(value: Any, annotation: Any) -> Any:
+    """`value`, a `SecretRef` given to a field typed `annotation`, as the kind that field holds
+    (`SecretBytesRef` for `SecretBytes`); anything else unchanged."""
+    if (
+        isinstance(value, SecretRef)
+        and _accepts(annotation, SecretBytes)
+        and not _accepts(annotation, SecretStr)
+    ):
+        return value.as_kind("bytes")
+    return value
+
+
+def _accepts(annotation: Any, kind: type) -> bool:
+    if annotation is kind:
+        return True
+    return any(_accepts(arg, kind) for arg in typing.get_args(annotation))
 
 
 def _checked(reference: Any) -> str:
@@ -252,11 +355,8 @@ def _read_aws(reference: str, rest: str, aws_credentials: str | None) -> str:
         ) from None
     if not key:
         return str(text)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+    data = _json_object(text)
+    if data is None:
         raise SecretReferenceError(
             f"Secret reference {reference!r} cannot be resolved: the secret {name!r} is not a "
             "JSON object, so it has no key to pick (drop the #KEY to read it whole)."
@@ -269,3 +369,12 @@ def _read_aws(reference: str, rest: str, aws_credentials: str | None) -> str:
     value = data[key]
     note(data)  # its other leaves were read into this process too
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object, or None if it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

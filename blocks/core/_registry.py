@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -370,6 +371,7 @@ class Registry:
     """The block registry behind one database URL; `Registry.default()` is the configured one."""
 
     _instances: ClassVar[dict[str, Registry]] = {}
+    _closed_at_exit: ClassVar[bool] = False
     _instances_lock = threading.Lock()
 
     def __init__(self, url: str) -> None:
@@ -415,6 +417,13 @@ class Registry:
             with cls._instances_lock:
                 registry = cls._instances.get(url)
                 if registry is None:
+                    if not Registry._closed_at_exit:
+                        Registry._closed_at_exit = True
+                        # Closed at exit, not left to the interpreter's shutdown, which frees
+                        # objects in no set order and may never close a connection: SQLite
+                        # folds its WAL into the file only when the last one closes.
+                        # Only in this process: a forked child's copies are the parent's.
+                        atexit.register(_dispose_at_exit, os.getpid())
                     registry = cls._instances[url] = cls(url)
                     registry._shared_as = url
         return registry
@@ -1263,3 +1272,9 @@ def _sqlite_problem(exc: BaseException, where: str) -> BlocksError | None:
             "Make the file and its folder writable, or point BLOCKS_HOME at a writable folder."
         )
     return None
+
+
+def _dispose_at_exit(pid: int) -> None:
+    """Close the registries' connections as the process that opened them exits."""
+    if os.getpid() == pid:
+        Registry.dispose_all()

@@ -242,6 +242,18 @@ def test_register_module_by_name_from_the_current_folder(user_module: Path) -> N
     assert {"api-credentials", "orders-api"} <= {row["slug"] for row in rows}
 
 
+def test_type_ls_lists_every_built_in_type_with_its_source_and_a_description() -> None:
+    from blocks.core._block import BUILTIN_BLOCK_MODULES
+
+    rows = {row["slug"]: row for row in json.loads(ok("type", "ls", "--json"))}
+    missing = [slug for slug in BUILTIN_BLOCK_MODULES if not rows.get(slug, {}).get("description")]
+    assert missing == []  # aws-credentials, gcs, s3, json ... showed none before
+    assert all(rows[slug]["source"] == "built in" for slug in BUILTIN_BLOCK_MODULES)
+    table = ok("type", "ls")
+    assert "Store data in an S3 bucket" in table and "Any JSON-compatible value." in table
+    print(f"{len(BUILTIN_BLOCK_MODULES)} built-in types listed, each with a description")
+
+
 def test_invalid_value_names_the_field_but_not_the_value(user_module: Path) -> None:
     ok("register", "-f", str(user_module))
     short = "Sh0rt"  # fails min_length=8: must not be echoed, it is a secret

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretBytes, SecretStr
 from ui_server import UIServer, serve_ui
 
 from blocks import flow, task
@@ -291,6 +291,87 @@ def test_secret_and_s3_with_a_linked_credentials_block_through_the_forms(
         assert client.get(path).status_code == 200
     checked = ui_server.assert_never_sent(SECRET, SECRET_2)
     print(f"{checked} response bodies checked: no secret value in any")
+
+
+class UiRefKeys(Block):
+    """Secret fields of the three kinds, each of which may be a reference."""
+
+    token: SecretStr
+    private_key: SecretBytes
+    login: SecretDict
+
+
+def test_references_show_on_the_block_page_and_are_kept_or_entered_in_the_form(
+    ui_server: UIServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    login = {"user": "etl", "password": SECRET_3}
+    monkeypatch.setenv("BLOCKS_TEST_UI_TOKEN", SECRET)
+    monkeypatch.setenv("BLOCKS_TEST_UI_LOGIN", json.dumps(login))
+    (tmp_path / "key.pem").write_text(SECRET_2)
+    UiRefKeys.register_type_and_schema()
+    client = ui_server.client()
+    made = client.post(
+        "/blocks/new/ui-ref-keys",
+        data={
+            "_csrf": ui_server.csrf,
+            "_name": "refs",
+            "__ref__.token": "env:BLOCKS_TEST_UI_TOKEN",
+            "__ref__.private_key": f"file:{tmp_path / 'key.pem'}",
+            "__ref__.login": "env:BLOCKS_TEST_UI_LOGIN",
+        },
+    )
+    assert made.status_code == 303, field_errors(made.text)
+    saved = UiRefKeys.load("refs")
+    assert saved.token.get_secret_value() == SECRET
+    assert saved.private_key.get_secret_value() == SECRET_2.encode()
+    assert saved.login.get_secret_value() == login
+
+    page = client.get("/blocks/ui-ref-keys/refs").text
+    for reference in ("env:BLOCKS_TEST_UI_TOKEN", f"file:{tmp_path / 'key.pem'}"):
+        assert '<span class="secret-ref"' in page and f"ref {reference}" in page
+    edit = client.get("/blocks/ui-ref-keys/refs/edit").text
+    assert 'name="__ref__.login" value="env:BLOCKS_TEST_UI_LOGIN"' in edit
+    assert "stored as a reference" in edit
+
+    # Saved again untouched: every reference kept. A value typed over one replaces it.
+    kept = client.post(
+        "/blocks/ui-ref-keys/refs/edit",
+        data={
+            "_csrf": ui_server.csrf,
+            "__ref__.token": "env:BLOCKS_TEST_UI_TOKEN",
+            "__ref__.private_key": f"file:{tmp_path / 'key.pem'}",
+            "__ref__.login": "env:BLOCKS_TEST_UI_LOGIN",
+            "token": "typed-over-value",
+        },
+    )
+    assert kept.status_code == 303
+    again = UiRefKeys.load("refs")
+    assert repr(again.login) == "SecretDictRef('env:BLOCKS_TEST_UI_LOGIN')"
+    assert again.token.get_secret_value() == "typed-over-value"
+    assert type(again.token) is SecretStr
+
+    # A bad reference, or a value and a new reference at once: an error beside the field.
+    for data, why in (
+        ({"__ref__.token": "vault:x"}, "does not start with one of env:, file:, aws-sm:"),
+        ({"__ref__.token": "env:OTHER", "token": "v"}, "a value or a reference, not both"),
+    ):
+        refused = client.post(
+            "/blocks/ui-ref-keys/refs/edit", data={"_csrf": ui_server.csrf, **data}
+        )
+        assert refused.status_code == 400 and any(why in e for e in field_errors(refused.text))
+    checked = ui_server.assert_never_sent(SECRET, SECRET_2, SECRET_3)
+    print(f"{checked} response bodies checked: references shown, no referenced value in any")
+
+
+def test_new_block_page_describes_every_built_in_type(ui_server: UIServer) -> None:
+    from blocks.core._block import BUILTIN_BLOCK_MODULES
+
+    page = ui_server.client().get("/blocks/new").text
+    items = dict(re.findall(r'<li data-type="([a-z0-9-]+)">(.*?)</li>', page, re.S))
+    missing = [s for s in BUILTIN_BLOCK_MODULES if 'class="muted description"' not in items[s]]
+    assert missing == []
+    assert "Store data in an S3 bucket" in items["s3"] and "built in" in items["s3"]
+    print(f"{len(BUILTIN_BLOCK_MODULES)} built-in types on the New block page, each described")
 
 
 def test_every_field_kind_round_trips_through_the_generated_form(ui_server: UIServer) -> None:

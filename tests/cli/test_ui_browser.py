@@ -323,3 +323,31 @@ def test_a_cross_site_post_without_the_csrf_token_is_refused(page: Any, ui: UISe
     page.wait_for_url(re.compile(r"/blocks\?deleted="))
     assert Secret.list() == []
     assert_secret_free(page, ui, SECRET)
+
+
+def test_a_secret_by_reference_is_entered_shown_and_changed_in_the_browser(
+    page: Any, ui: UIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BLOCKS_TEST_BROWSER_REF", SECRET)
+    monkeypatch.setenv("BLOCKS_TEST_BROWSER_REF_2", SECRET_2)
+    page.goto(f"{ui.url}{ui.prefix}/blocks/new/secret")
+    page.fill("#block-name", "by-ref")
+    page.fill("input[name='__ref__.value']", "env:BLOCKS_TEST_BROWSER_REF")
+    page.click("#save")
+    page.wait_for_url(re.compile(r"/blocks/secret/by-ref\?saved=1$"))
+    shown = page.inner_text("tr[data-field=value] td").strip()
+    assert shown == "ref env:BLOCKS_TEST_BROWSER_REF"
+    assert Secret.load("by-ref").get() == SECRET
+
+    page.click("text=Edit")
+    field = page.locator("input[name='__ref__.value']")
+    assert field.input_value() == "env:BLOCKS_TEST_BROWSER_REF"
+    assert page.input_value("input[name=value]") == ""
+    field.fill("env:BLOCKS_TEST_BROWSER_REF_2")
+    shot(page, "secret-reference-form")
+    page.click("#save")
+    page.wait_for_url(re.compile(r"/blocks/secret/by-ref\?saved=1$"))
+    assert "ref env:BLOCKS_TEST_BROWSER_REF_2" in page.inner_text("tr[data-field=value]")
+    assert Secret.load("by-ref").get() == SECRET_2
+    assert_secret_free(page, ui, SECRET, SECRET_2)
+    print(f"{len(ui.bodies)} responses to the browser checked: the reference shown, no value")

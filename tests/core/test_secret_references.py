@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretBytes, SecretStr
 from stored_rows import row_columns, tamper
 
-from blocks import Block, flow, get_run_logger
+from blocks import Block, SecretDict, flow, get_run_logger
 from blocks.core._references import forget_resolved
 from blocks.errors import SecretReferenceError, TamperedDocument
 from blocks.system import Secret, SecretRef
@@ -250,3 +250,82 @@ def test_aws_sm_missing_secret_or_key_fails_with_the_reference(secrets_manager: 
         assert reference in str(info.value)
         assert "not-shown-value" not in str(info.value)
         print(f"error: {info.value}")
+
+
+# -- SecretBytes and SecretDict fields -----------------------------------------------------------
+
+
+class RefKeys(Block):
+    """A test block with bytes and dict secrets, each possibly a reference."""
+
+    private_key: SecretBytes
+    login: SecretDict
+    spare: SecretBytes | None = None
+
+
+def test_bytes_and_dict_fields_hold_references_read_when_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, blocks_home: Path
+) -> None:
+    key_text = _value("-----BEGIN KEY-----")
+    login = {"user": "etl", "token": _value("dict-token")}
+    (tmp_path / "key.pem").write_text(key_text + "\n")
+    monkeypatch.setenv("BLOCKS_TEST_REF_LOGIN", json.dumps(login))
+    RefKeys(
+        private_key=SecretRef(f"file:{tmp_path / 'key.pem'}"),
+        login=SecretRef("env:BLOCKS_TEST_REF_LOGIN"),
+    ).save("keys")
+    loaded = RefKeys.load("keys")
+    assert repr(loaded.private_key) == f"SecretBytesRef('file:{tmp_path / 'key.pem'}')"
+    assert repr(loaded.login) == "SecretDictRef('env:BLOCKS_TEST_REF_LOGIN')"
+    assert loaded.private_key.get_secret_value() == key_text.encode()
+    assert loaded.login.get_secret_value() == login
+    # Rotation is seen at once with a TTL of 0; saving again keeps the references.
+    monkeypatch.setenv("BLOCKS_SECRET_REF_TTL", "0")
+    rotated = {**login, "token": _value("rotated")}
+    monkeypatch.setenv("BLOCKS_TEST_REF_LOGIN", json.dumps(rotated))
+    assert loaded.login.get_secret_value() == rotated
+    loaded.save("keys", overwrite=True)
+    assert RefKeys.load("keys").login == SecretRef("env:BLOCKS_TEST_REF_LOGIN").as_kind("dict")
+    stored = b"".join(p.read_bytes() for p in blocks_home.rglob("registry.db*"))
+    assert rotated["token"].encode() not in stored and key_text.encode() not in stored
+    # Plain values still work beside them; a reference may be assigned to a loaded block.
+    RefKeys(private_key=b"raw", login={"a": "b"}).save("plain")
+    plain = RefKeys.load("plain")
+    assert plain.login.get_secret_value() == {"a": "b"}
+    # Typed as the fields' types for mypy; converted on assignment at run time.
+    plain.private_key = SecretRef(f"file:{tmp_path / 'key.pem'}")  # type: ignore[assignment]
+    plain.login = SecretRef("env:BLOCKS_TEST_REF_LOGIN")  # type: ignore[assignment]
+    assert plain.private_key.get_secret_value() == key_text.encode()
+    assert plain.login.get_secret_value() == rotated
+
+
+def test_a_dict_reference_that_is_not_a_json_object_fails_with_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOCKS_TEST_REF_NOT_JSON", "plain-text-value")
+    block = RefKeys(private_key=b"k", login=SecretRef("env:BLOCKS_TEST_REF_NOT_JSON"))
+    with pytest.raises(SecretReferenceError, match="not a JSON object") as info:
+        block.login.get_secret_value()
+    assert "env:BLOCKS_TEST_REF_NOT_JSON" in str(info.value)
+    assert "plain-text-value" not in str(info.value)
+
+
+def test_a_whole_dict_by_aws_sm_reference_masks_each_leaf(
+    secrets_manager: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"blocks-test/{uuid.uuid4().hex}"
+    login = {"user": "etl-user", "password": _value("sm-dict")}
+    secrets_manager.create_secret(  # type: ignore[attr-defined]
+        Name=name, SecretString=json.dumps(login)
+    )
+    RefKeys(private_key=b"k", login=SecretRef(f"aws-sm:{name}")).save("sm-dict")
+
+    @flow
+    def connects() -> None:
+        got = RefKeys.load("sm-dict").login.get_secret_value()
+        get_run_logger().info("connecting with %s", got["password"])
+
+    with caplog.at_level(logging.INFO):
+        connects()
+    assert RefKeys.load("sm-dict").login.get_secret_value() == login
+    assert "connecting with ***" in caplog.text and login["password"] not in caplog.text

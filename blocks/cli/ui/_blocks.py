@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from blocks.cli._text_fields import inspect_block
+from blocks.cli.block_types import known_types
 from blocks.cli.ui._app import pages
 from blocks.cli.ui._forms import (
     MASK,
@@ -17,10 +18,10 @@ from blocks.cli.ui._forms import (
     attach_errors,
     build_fields,
     parse_form,
+    reference_of,
     validate,
 )
 from blocks.core._block import (
-    BUILTIN_BLOCK_MODULES,
     Block,
     block_class_for,
     split_slug,
@@ -36,16 +37,20 @@ NAME_FIELD = "_name"
 
 
 def _display(row: DocumentRow, values: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per field: secrets as `MASK`, references as links, the rest as text."""
+    """One entry per field: secrets as `MASK` (or their reference, ``ref env:NAME``: where
+    the value lives, never the value), saved blocks as links, the rest as text."""
     shown = copy.deepcopy(values)
     for path in row.secrets:
-        if "." in path:
+        if "." in path and not reference_of(values_at(values, path)):
             set_path(shown, path, MASK)
     out = []
     for field, value in shown.items():
         entry: dict[str, Any] = {"field": field, "kind": "text", "text": ""}
         if field in row.secrets:
-            entry.update(kind="secret", text=MASK)
+            reference = reference_of(value)
+            entry.update(
+                kind="secret-ref" if reference else "secret", text=value if reference else MASK
+            )
         elif field in row.refs:
             entry.update(kind="ref", text=value or "(deleted)", href=value and f"/blocks/{value}")
         elif value is None:
@@ -88,13 +93,7 @@ def values_at(values: dict[str, Any], path: str) -> Any:
 
 
 def new_chooser(request: Request) -> Response:
-    registry = Registry.default()
-    known = {t.slug: t for t in registry.list_types()}
-    slugs = sorted(set(BUILTIN_BLOCK_MODULES) | set(known))
-    types = [
-        (s, known[s].name if s in known else s, known[s].description if s in known else "")
-        for s in slugs
-    ]
+    types = [(t["slug"], t["name"], t["description"], t["source"]) for t in known_types()]
     return pages(request).render(request, "new.html", title="New block", nav="new", types=types)
 
 

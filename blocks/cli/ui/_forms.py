@@ -5,7 +5,9 @@ date and date-time pickers, a fieldset for a nested object, a JSON text area for
 and anything else, a select of saved blocks for a field that holds a block, and a write-only
 password input for anything secret (a secret field, or any field whose schema or stored value
 holds a secret inside). A password input is never filled: left empty, the stored secret is
-kept; its "clear" box sets an optional one to None. What is typed into a field shown as secret
+kept; its "clear" box sets an optional one to None. Beside it, a text input takes a reference
+instead of a value (``env:NAME``, ``file:PATH``, ``aws-sm:NAME#key``) and shows the stored one:
+a reference says where a value lives, not the value. What is typed into a field shown as secret
 is stored as a secret: a field whose *type* is not secret (``Any``, ``dict[str, Any]``, a
 ``JSON`` block's value) but whose stored value holds one is marked `sealed`, and its new value
 is wrapped in `SecretStr` / `pydantic.Secret` before the class validates it.
@@ -28,12 +30,15 @@ from pydantic import SecretStr, ValidationError
 
 from blocks.core._block import Block
 from blocks.core._documents import join_path
-from blocks.errors import BlockNotFound, InvalidName, UnknownBlockType
+from blocks.core._references import SecretRef
+from blocks.errors import BlockNotFound, InvalidName, SecretReferenceError, UnknownBlockType
 
 #: The ``<select>`` value that keeps a nested block stored inline (not a saved reference).
 INLINE = "__inline__"
 #: Prefix of the checkbox that clears an optional secret.
 CLEAR = "__clear__."
+#: Prefix of the text input that holds a secret field's reference (``env:NAME``, ...).
+REF = "__ref__."
 MASK = "••••••"
 _MISSING = object()
 
@@ -55,6 +60,8 @@ class FormField:
     stored: bool = False  # a secret is stored (edit form)
     secret_json: bool = False  # a secret that may be a JSON object
     sealed: bool = False  # secret only by its stored value, not its type: seal what is typed
+    accepts_reference: bool = False  # a secret field that may hold a `SecretRef` instead
+    reference: str = ""  # the stored reference (``env:NAME``), shown: it is not a secret
     error: str = ""
 
 
@@ -144,6 +151,8 @@ class _Builder:
             # e.g. `Any`): what is typed must be sealed by us, or it would be stored in clear.
             made.sealed = not secret and not self.has_password(inner)
             made.secret_json = made.sealed or _allows_object(inner)
+            made.accepts_reference = not made.sealed
+            made.reference = reference_of(current)
             return made
         present = current is not _MISSING and current is not None
         if "enum" in inner or "const" in inner:
@@ -211,6 +220,13 @@ class _Builder:
                 made.value = INLINE
                 made.options.insert(0, (INLINE, "(kept inline, as saved)"))
         return made
+
+
+def reference_of(shown: Any) -> str:
+    """The reference in what `inspect_block` shows for a secret (``ref env:NAME``), or ""."""
+    if not isinstance(shown, str) or not shown.startswith("ref "):
+        return ""
+    return shown[4:].split(" (aws-credentials/", 1)[0]
 
 
 def _nullable(prop: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
@@ -299,6 +315,17 @@ def _parse_one(
 ) -> Any:
     text = form.get(item.name, "")
     if item.kind == "secret":
+        ref_text = form.get(REF + item.name, "").strip() if item.accepts_reference else ""
+        new_ref = ref_text != "" and ref_text != item.reference
+        if new_ref and text != "":
+            errors[item.name] = "give a value or a reference, not both"
+            return _MISSING
+        if new_ref:
+            try:
+                return SecretRef(ref_text)  # read as bytes or a dict by the field's type
+            except SecretReferenceError as exc:
+                errors[item.name] = str(exc)  # names the reference, which is not a secret
+                return _MISSING
         if text == "":
             if form.get(CLEAR + item.name) and item.nullable:
                 return None
