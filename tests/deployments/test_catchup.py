@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from live_processes import wait_for
 
 from blocks.deployments import Deployment, IntervalSchedule, RunState, RunStore
 from blocks.deployments._store import FlowRun
@@ -75,16 +75,6 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         proc.wait(60)
 
 
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _settled(store: RunStore, deployment_id: str, until: datetime) -> list[FlowRun]:
     runs = [r for r in store.list_runs(deployment_id=deployment_id) if r.due <= until]
     return sorted(runs, key=lambda r: r.due) if all(r.state in FINAL for r in runs) else []
@@ -108,21 +98,21 @@ def test_stopping_every_worker_for_five_slots_keeps_the_catch_up_policy(
     store = RunStore.default()
     pool = f"catchup-{policy}"
     first = _workers(folder, pool, 2)
-    _wait_for("two slots run", lambda: out.exists() and len(out.read_text().split()) >= 2)
+    wait_for("two slots run", lambda: out.exists() and len(out.read_text().split()) >= 2)
     _stop(first)
     time.sleep(7)  # 5+ slots pass with no worker, and the late threshold of 1 s
     restarted = datetime.now(UTC)
     second = _workers(folder, pool, 2)
     try:
         # A slot that came due after the restart ran: the restarted workers are at work.
-        _wait_for(
+        wait_for(
             "a slot after the restart to run",
             lambda: any(
                 datetime.fromisoformat(line) > restarted for line in out.read_text().split()
             ),
         )
         end = datetime.now(UTC)
-        runs = _wait_for("every run due to end", lambda: _settled(store, deployment_id, end))
+        runs = wait_for("every run due to end", lambda: _settled(store, deployment_id, end))
     finally:
         _stop(second)
 
@@ -200,12 +190,12 @@ def test_a_redeploy_with_a_changed_interval_mid_test_runs_no_slot_twice(
     store = RunStore.default()
     workers = _workers(folder, pool, 3)
     try:
-        _wait_for("two slots run", lambda: out.exists() and len(out.read_text().split()) >= 2)
+        wait_for("two slots run", lambda: out.exists() and len(out.read_text().split()) >= 2)
         assert deploy(2) == deployment_id
         redeployed = datetime.now(UTC)
         time.sleep(6)
         end = datetime.now(UTC)
-        runs = _wait_for("every run due to end", lambda: _settled(store, deployment_id, end))
+        runs = wait_for("every run due to end", lambda: _settled(store, deployment_id, end))
     finally:
         _stop(workers)
     lines = out.read_text().split()

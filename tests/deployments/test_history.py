@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from live_processes import wait_for
 
 from blocks.deployments import Deployment, RunState, RunStore
 
@@ -90,16 +90,6 @@ def _worker(folder: Path, pool: str, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_deployment_run_records_its_task_runs_and_run_logs_masked(
@@ -193,10 +183,10 @@ def test_sigterm_to_a_worker_run_process_is_crashed_naming_the_signal_and_schedu
     worker = _worker(folder, "term")
     try:
         pid_file = Path(str(stamps) + ".pid")
-        _wait_for("the flow body", pid_file.exists)
+        wait_for("the flow body", pid_file.exists)
         time.sleep(0.3)
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        crashed = _wait_for(
+        crashed = wait_for(
             "Crashed",
             lambda: (r := store.get_run(run_id)).state is RunState.CRASHED and r,
             timeout=30,
@@ -224,7 +214,7 @@ def test_sigterm_to_a_plain_python_flow_is_crashed_naming_the_signal(folder: Pat
         text=True,
     )
     pid_file = Path(str(stamps) + ".pid")
-    _wait_for("the flow body", pid_file.exists, timeout=60)
+    wait_for("the flow body", pid_file.exists, timeout=60)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     _, errors = proc.communicate(timeout=30)

@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from live_processes import wait_for
 
 from blocks.deployments import Deployment, IntervalSchedule, RunState, RunStore
 from blocks.deployments._store import FlowRun
@@ -110,16 +110,6 @@ def project(
     sys.modules.pop("worker_flows", None)
 
 
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _run_of(store: RunStore, run_id: str, *states: RunState) -> FlowRun | None:
     run = store.get_run(run_id)
     return run if run.state in states else None
@@ -151,7 +141,7 @@ def test_three_workers_run_every_one_second_slot_exactly_once(
     def due() -> list[FlowRun]:
         return [r for r in store.list_runs(deployment_id=deployment_id) if r.due <= stop]
 
-    _wait_for(
+    wait_for(
         "the slots due before the stop to finish",
         lambda: all(r.state.value in ("Completed", "Failed", "Crashed") for r in due()),
         timeout=180,
@@ -201,8 +191,8 @@ def test_a_sigkilled_workers_run_is_crashed_and_retried_once_on_another_worker(
     first = workers.start("two")
     run = store.create_run(store.get_deployment_by_id(deployment_id))
     assert run.max_attempts == 2  # the flow's retries=1
-    running = _wait_for("the run to start", lambda: _run_of(store, run.id, RunState.RUNNING))
-    _wait_for("the flow body", lambda: out.exists() and "start 1" in out.read_text())
+    running = wait_for("the run to start", lambda: _run_of(store, run.id, RunState.RUNNING))
+    wait_for("the flow body", lambda: out.exists() and "start 1" in out.read_text())
     second = workers.start("two")
     assert running.worker is not None and f":{first.pid}:" in running.worker
     run_pid = int(out.read_text().split()[2])
@@ -210,8 +200,8 @@ def test_a_sigkilled_workers_run_is_crashed_and_retried_once_on_another_worker(
     first.send_signal(signal.SIGKILL)
     first.wait()
     # The run's process dies with its worker (PDEATHSIG), not later.
-    _wait_for("the run process to die with its worker", lambda: not _alive(run_pid), timeout=10)
-    done = _wait_for(
+    wait_for("the run process to die with its worker", lambda: not _alive(run_pid), timeout=10)
+    done = wait_for(
         "the retry to complete", lambda: _run_of(store, run.id, RunState.COMPLETED), timeout=120
     )
     history = store.history(run.id)
@@ -244,9 +234,9 @@ def test_a_sigkilled_run_process_is_crashed_naming_the_signal(
     store = RunStore.default()
     workers.start("one")
     run = store.create_run(store.get_deployment_by_id(deployment_id), max_attempts=1)
-    _wait_for("the flow body", lambda: out.exists() and "start 1" in out.read_text())
+    wait_for("the flow body", lambda: out.exists() and "start 1" in out.read_text())
     os.kill(int(out.read_text().split()[2]), signal.SIGKILL)
-    crashed = _wait_for("Crashed", lambda: _run_of(store, run.id, RunState.CRASHED), timeout=30)
+    crashed = wait_for("Crashed", lambda: _run_of(store, run.id, RunState.CRASHED), timeout=30)
     print(f"{backend}: run process SIGKILLed -> {crashed.state.value}: {crashed.message}")
     assert "SIGKILL" in crashed.message
 
@@ -267,11 +257,11 @@ def test_cancel_ends_a_sleeping_run_and_its_process(
     store = RunStore.default()
     workers.start("one")
     run = store.create_run(store.get_deployment_by_id(deployment_id))
-    _wait_for("the flow body", lambda: out.exists() and "start 1" in out.read_text())
+    wait_for("the flow body", lambda: out.exists() and "start 1" in out.read_text())
     pid = int(out.read_text().split()[2])
     asked = time.monotonic()
     assert store.cancel(run.id) is RunState.CANCELLING
-    done = _wait_for("Cancelled", lambda: _run_of(store, run.id, RunState.CANCELLED), timeout=30)
+    done = wait_for("Cancelled", lambda: _run_of(store, run.id, RunState.CANCELLED), timeout=30)
     print(
         f"{backend}: cancel -> {done.state.value} after {time.monotonic() - asked:.2f} s; "
         f"process alive: {_alive(pid)}"
@@ -293,7 +283,7 @@ def test_a_worker_refuses_a_flow_outside_the_folders_it_serves(
     served.mkdir()
     workers.start("other", "--path", str(served), cwd=served)
     run = store.create_run(store.get_deployment_by_id(deployment_id))
-    failed = _wait_for("Failed", lambda: _run_of(store, run.id, RunState.FAILED), timeout=60)
+    failed = wait_for("Failed", lambda: _run_of(store, run.id, RunState.FAILED), timeout=60)
     print(f"{backend}: {failed.message}")
     assert "outside the folders this worker serves" in failed.message
 
