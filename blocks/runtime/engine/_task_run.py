@@ -165,8 +165,9 @@ def run_cached(
     try:
         probed: Probed | BaseException
         try:
-            key, components = _cache_key(task, run, args, kwargs)
-            probe = None if key is None else _probe(*_where(task, run), key)
+            where = _where(task, run)
+            key, components = _cache_key(task, run, args, kwargs, where)
+            probe = None if key is None else _probe(*where, key)
             probed = Probed(started, key, components, probe)
         except BaseException as exc:  # the engine fails (or crashes) the run with it
             probed = exc
@@ -375,7 +376,7 @@ def _execute(
     if probed is not None:
         key, components, probe = probed.key, probed.components, probed.probe
     else:
-        key, components = _cache_key(task, run, args, kwargs)
+        key, components = _cache_key(task, run, args, kwargs, (storage, serializer))
         probe = None
     flow = flow_run.flow.name if flow_run is not None else None
     if txn is not None:
@@ -419,10 +420,15 @@ def _where(task: TaskLike, run: TaskRun) -> tuple[Any, Any]:
 
 
 def _cache_key(
-    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike,
+    run: TaskRun,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: tuple[Any, Any],
 ) -> tuple[str | None, dict[str, str]]:
     """The key of a persisted run (its ``result_storage_key``, else its cache policy's; None:
-    neither) and the policy's components (for explaining a miss); sets `run.parameters`."""
+    neither) and the policy's components (for explaining a miss); sets `run.parameters`.
+    `where`: the run's storage and serializer (`_where`)."""
     options, flow_run = task.options, run.flow_run
     if options.result_storage_key is not None:
         from blocks.results import render_storage_key
@@ -441,8 +447,7 @@ def _cache_key(
     run.parameters = params = task.bind(args, kwargs)
     flow_parameters = flow_run.parameters if flow_run is not None else {}
     # A key made now (a fresh home) is checked against this task's storage first.
-    spec = _where(task, run)
-    made = new_key_storage.set(lambda: persistence.result_store(*spec).storage)
+    made = new_key_storage.set(lambda: persistence.result_store(*where).storage)
     try:
         return options.policy.resolve(run, params, flow_parameters or {})
     finally:
