@@ -80,8 +80,8 @@ from blocks.runtime._states import (
     return_value_to_state,
 )
 from blocks.runtime.engine._steps import adrive, drive
-from blocks.runtime.engine._task_run import task_steps
-from blocks.runtime.engine._transactions import rollback_current
+from blocks.runtime.engine._task_run import run_cached, task_steps
+from blocks.runtime.engine._transactions import CURRENT, rollback_current
 from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 from blocks.runtime.runners._calls import Mapped, map_length, mappable
@@ -189,6 +189,18 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         if self._inherits_persist and runtime_defaults().persist_by_default:
             # Outside a flow too, BLOCKS_RESULTS_PERSIST_BY_DEFAULT persists: not the hot path.
             self._simple = False
+        #: A sync cached task whose hit needs no hook or name around it: `run_cached` may
+        #: look it up without the engine (`__call__` checks the rest per call).
+        self._hit_path = not (
+            self.isasync
+            or options.persist is not True
+            or options.policy is None
+            or options.refresh_cache
+            or options.task_run_name is not None
+            or options.on_running
+            or options.on_completion
+            or options.transactional
+        )
 
     # -- options as attributes -------------------------------------------------------------------
 
@@ -373,7 +385,17 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             run.reuse_key = flow_run.call_key(self.name)
         if self.isasync:
             return self._acall(run, args, kwargs, return_state)
-        state = drive(task_steps(self, run, args, kwargs))
+        if (
+            self._hit_path
+            and wait_for is None
+            and run.reuse_key is None
+            and not run.log_prints
+            and CURRENT.get() is None
+            and not (SCAN[0] and has_futures(args, kwargs))
+        ):
+            state = run_cached(self, run, args, kwargs)
+        else:
+            state = drive(task_steps(self, run, args, kwargs))
         return state if return_state else state.result()
 
     def _returned_state(self, run: TaskRun, value: Any, return_state: bool) -> Any:

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blocks.errors import UpstreamFailed
 from blocks.results import _persistence as persistence
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from blocks.results import Hit, ResultStore
     from blocks.runtime._options import TaskLike
 
-__all__ = ["is_plain", "run_plain", "run_task", "task_steps"]
+__all__ = ["is_plain", "run_cached", "run_plain", "run_task", "task_steps"]
 
 _caching_logger = logging.getLogger("blocks.caching")
 
@@ -142,6 +142,51 @@ _time = time.time
 _COMPLETED, _FAILED = StateType.COMPLETED, StateType.FAILED
 
 
+class Probed(NamedTuple):
+    """What `run_cached` found before a miss, handed to the engine so it is not done twice:
+    the run's key and its components, and `_probe`'s answer (None: the key is None)."""
+
+    started: float
+    key: str | None
+    components: dict[str, str]
+    probe: tuple[ResultStore, Hit | None, bool] | None
+
+
+def run_cached(
+    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> State:
+    """`task_steps` for a sync cached run that needs nothing else around the lookup (the
+    caller checked: `Task._hit_path`, no transaction open, no upstream, no future, no print
+    capture, no earlier attempt to reuse): a hit ends here, without the engine, in the state
+    the engine gives; a miss (or a failing key) runs the engine from what was found."""
+    recorder = _history.active
+    started = _time() if recorder is not None else 0.0
+    token = set_current(run)
+    try:
+        probed: Probed | BaseException
+        try:
+            where = _where(task, run)
+            key, components = _cache_key(task, run, args, kwargs, where)
+            probe = None if key is None else _probe(*where, key)
+            probed = Probed(started, key, components, probe)
+        except BaseException as exc:  # the engine fails (or crashes) the run with it
+            probed = exc
+        else:
+            hit = None if probe is None else probe[1]
+            if hit is not None and probe is not None and key is not None:
+                run.run_count += 1
+                state = _stored(Cached(hit.value), probe[0], key, hit.header.expires)
+                _keep_result(task, run, state)
+                run.state = state
+                state.run = run
+                if recorder is not None:
+                    _record(recorder, run, state, started)
+                return state
+    finally:
+        reset_current(token)
+    return drive(task_steps(task, run, args, kwargs, probed))
+
+
 def _name_run(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Give `run` the name its ``task_run_name`` makes of the call's parameters."""
     assert task.options.task_run_name is not None
@@ -152,15 +197,25 @@ def _name_run(task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[
 
 
 def task_steps(
-    task: TaskLike, run: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: TaskLike,
+    run: TaskRun,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    probed: Probed | BaseException | None = None,
 ) -> Engine:
     """The state machine of one run, sync or async: resolve inputs, name the run, look up
-    the cache, attempt and retry, persist, call hooks. Yields the effects it needs."""
+    the cache, attempt and retry, persist, call hooks. Yields the effects it needs.
+
+    `probed`: what `run_cached` found (the key, its miss) or the error making the key raised.
+    """
     options = task.options
     if run.log_prints:
         install_print_capture()
     recorder = _history.active
-    started = _time() if recorder is not None else 0.0
+    if isinstance(probed, Probed) and recorder is not None:
+        started = probed.started
+    else:
+        started = _time() if recorder is not None else 0.0
     token = set_current(run)
     try:
         try:
@@ -186,7 +241,7 @@ def task_steps(
                 state = yield from _in_transaction(task, run, args, kwargs)
                 _keep_result(task, run, state)
             else:
-                state = yield from _execute(task, run, args, kwargs)
+                state = yield from _execute(task, run, args, kwargs, probed=probed)
                 _keep_result(task, run, state)
         except BaseException as exc:
             if not isinstance(exc, Exception):
@@ -301,7 +356,10 @@ def _execute(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     txn: Transaction | None = None,
+    probed: Probed | BaseException | None = None,
 ) -> Engine:
+    if isinstance(probed, BaseException):
+        raise probed  # making the key failed in `run_cached`: fail the run as it would here
     flow_run = run.flow_run
     options = task.options
     call = Call(task.fn, args, kwargs, options.timeout_seconds, lambda: f"Task run {run.name!r}")
@@ -314,39 +372,20 @@ def _execute(
         )
     if not persist:
         return (yield from attempts(run, lambda: _plain(call), options))
-    storage, serializer = options.result_storage, options.result_serializer
-    if flow_run is not None:
-        storage = storage if storage is not None else flow_run.result_storage
-        serializer = serializer if serializer is not None else flow_run.result_serializer
-    key = None
-    components: dict[str, str] = {}
-    if options.result_storage_key is not None:
-        from blocks.results import render_storage_key
-
-        run.parameters = params = task.bind(args, kwargs)
-        key = render_storage_key(
-            options.result_storage_key,
-            parameters=params,
-            task_run=run,
-            flow_run=flow_run,
-            task=task,
-        )
-    elif options.policy is not None:
-        run.parameters = params = task.bind(args, kwargs)
-        flow_parameters = flow_run.parameters if flow_run is not None else {}
-        # A key made now (a fresh home) is checked against this task's storage first.
-        spec = storage, serializer
-        made = new_key_storage.set(lambda: persistence.result_store(*spec).storage)
-        try:
-            key, components = options.policy.resolve(run, params, flow_parameters or {})
-        finally:
-            new_key_storage.reset(made)
+    storage, serializer = _where(task, run)
+    if probed is not None:
+        key, components, probe = probed.key, probed.components, probed.probe
+    else:
+        key, components = _cache_key(task, run, args, kwargs, (storage, serializer))
+        probe = None
     flow = flow_run.flow.name if flow_run is not None else None
     if txn is not None:
         return (yield from _transacted(task, run, call, txn, storage, serializer, key, components))
     if key is not None and not options.refresh_cache:
         # The common case of a cached task, a hit: one blocking step, no attempt machinery.
-        store, hit, missed = yield Blocking(_probe, storage, serializer, key)
+        if probe is None:
+            probe = yield Blocking(_probe, storage, serializer, key)
+        store, hit, missed = probe
         if hit is not None:
             run.run_count += 1
             return _stored(Cached(hit.value), store, key, hit.header.expires)
@@ -368,6 +407,51 @@ def _execute(
             options,
         )
     )
+
+
+def _where(task: TaskLike, run: TaskRun) -> tuple[Any, Any]:
+    """The run's result storage and serializer: the task's, else its flow run's."""
+    options, flow_run = task.options, run.flow_run
+    storage, serializer = options.result_storage, options.result_serializer
+    if flow_run is not None:
+        storage = storage if storage is not None else flow_run.result_storage
+        serializer = serializer if serializer is not None else flow_run.result_serializer
+    return storage, serializer
+
+
+def _cache_key(
+    task: TaskLike,
+    run: TaskRun,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: tuple[Any, Any],
+) -> tuple[str | None, dict[str, str]]:
+    """The key of a persisted run (its ``result_storage_key``, else its cache policy's; None:
+    neither) and the policy's components (for explaining a miss); sets `run.parameters`.
+    `where`: the run's storage and serializer (`_where`)."""
+    options, flow_run = task.options, run.flow_run
+    if options.result_storage_key is not None:
+        from blocks.results import render_storage_key
+
+        run.parameters = params = task.bind(args, kwargs)
+        key = render_storage_key(
+            options.result_storage_key,
+            parameters=params,
+            task_run=run,
+            flow_run=flow_run,
+            task=task,
+        )
+        return key, {}
+    if options.policy is None:
+        return None, {}
+    run.parameters = params = task.bind(args, kwargs)
+    flow_parameters = flow_run.parameters if flow_run is not None else {}
+    # A key made now (a fresh home) is checked against this task's storage first.
+    made = new_key_storage.set(lambda: persistence.result_store(*where).storage)
+    try:
+        return options.policy.resolve(run, params, flow_parameters or {})
+    finally:
+        new_key_storage.reset(made)
 
 
 def _transacted(
