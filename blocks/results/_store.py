@@ -80,7 +80,7 @@ from blocks.results._record import (
     parse_time,
     verified_fields,
 )
-from blocks.results._signing import ResultsKey, ResultsKeys, adopt, results_keys
+from blocks.results._signing import PayloadTag, ResultsKey, ResultsKeys, adopt, results_keys
 from blocks.results._storage import resolve_storage
 from serializers import context as codec
 from serializers.context import codec_context
@@ -381,13 +381,8 @@ class ResultStore:
                     streams.verify((len(payload), checksum_string(hasher)), header)
                     return Payload(header, io.BytesIO(payload), 0)
                 stream.seek(end)
-                if header.payload_size > streams.SPOOL_MAX_SIZE and self.storage.only_we_write(
-                    key, stream
-                ):
-                    # Nobody but our user can rewrite it (see `_load_verified`): verified, then
-                    # handed over itself, open (closing the Payload closes it).
-                    measured = streams.hash_stream(stream, header.payload_size, hasher)
-                    streams.verify(measured, header)
+                if self._verified_in_place(key, stream, header, hasher):
+                    # Handed over itself, open (closing the Payload closes it).
                     payload_file, stream = stream, None
                     return Payload(header, payload_file, end)
                 import tempfile
@@ -723,6 +718,21 @@ class ResultStore:
                 _SERIALIZERS[cache_key] = serializer
         return _compatible(serializer, header)
 
+    def _verified_in_place(
+        self, key: str, stream: BinaryIO, header: RecordHeader, hasher: PayloadTag
+    ) -> bool:
+        """Verify a large payload straight from `stream` when only our own user can write the
+        file (`Storage.only_we_write`: nobody else can rewrite it after the check), leaving the
+        stream at the payload's start; False, with nothing read, when it must be copied."""
+        if header.payload_size <= streams.SPOOL_MAX_SIZE or not self.storage.only_we_write(
+            key, stream
+        ):
+            return False
+        start = stream.tell()
+        streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
+        stream.seek(start)
+        return True
+
     def _load_verified(
         self,
         stream: BinaryIO,
@@ -748,10 +758,7 @@ class ResultStore:
             view, measured = streams.read_into_memory(stream, header.payload_size, hasher)
             streams.verify(measured, header)
             return _decode(serializer, view, header, signer, limit)
-        if header.payload_size > streams.SPOOL_MAX_SIZE and self.storage.only_we_write(key, stream):
-            start = stream.tell()
-            streams.verify(streams.hash_stream(stream, header.payload_size, hasher), header)
-            stream.seek(start)
+        if self._verified_in_place(key, stream, header, hasher):
             return _decode(serializer, stream, header, signer, limit)
         # Chosen by the signed size: a large payload goes straight to the file, without a
         # first 16 MiB in memory to copy over when it rolls (the read's peak stays ~1.0x).
