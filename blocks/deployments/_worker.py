@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +116,13 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.active: dict[str, _Active] = {}
         self.finished = 0
+        # Asked to stop: a plain flag and a byte down a pipe, so a signal handler takes no lock
+        # (an Event's lock, held by the loop when the signal lands, would never be released).
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
+        # Set by the loop once it has seen the request: the heartbeat thread ends with it.
         self._stop = threading.Event()
         self._beats: dict[str, RunState | None] = {}
         self._beats_lock = threading.Lock()
@@ -122,8 +131,19 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------------
 
     def stop(self, *_: Any) -> None:
-        """Ask the loop to end: no new claims; running runs are stopped and marked Crashed."""
-        self._stop.set()
+        """Ask the loop to end: no new claims; running runs are stopped and marked Crashed.
+
+        Safe as a signal handler (`signal.signal(signal.SIGTERM, worker.stop)`) and from any
+        thread: it sets a flag and wakes the loop, taking no lock.
+        """
+        self._stopping = True
+        with contextlib.suppress(OSError):  # full (already woken) or closed (already ended)
+            os.write(self._wake_w, b"\0")
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when `stop` is asked for."""
+        with contextlib.suppress(OSError, ValueError):
+            select.select([self._wake_r], [], [], seconds)
 
     def run(self) -> int:
         """Work until stopped (or, with `run_once`, until nothing due is left); return how many
@@ -136,7 +156,7 @@ class Worker:
                 self._spare = self._spawn()  # warm before the first run is due
         next_pass = next_look = 0.0
         try:
-            while not self._stop.is_set():
+            while not self._stopping:
                 now = time.monotonic()
                 try:
                     self.store.reap()
@@ -152,11 +172,11 @@ class Worker:
                     # The registry is away (a restarting PostgreSQL, a full disk): keep the runs,
                     # say so, try again; the leases say whether the runs are still ours.
                     print(f"Worker {self.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                    self._stop.wait(min(5.0, self.lease_seconds / 3))
+                    self._pause(min(5.0, self.lease_seconds / 3))
                     continue
                 if self.run_once and not claimed and not self.active:
                     break
-                self._stop.wait(self.poll_seconds)
+                self._pause(self.poll_seconds)
         finally:
             self._shutdown()
         return self.finished
@@ -180,7 +200,7 @@ class Worker:
 
     def _claim_some(self) -> int:
         claimed = 0
-        while (self.limit is None or len(self.active) < self.limit) and not self._stop.is_set():
+        while (self.limit is None or len(self.active) < self.limit) and not self._stopping:
             if not self.store.has_due(self.pool):
                 break
             run = self.store.claim(self.pool, worker=self.name, lease_seconds=self.lease_seconds)
@@ -270,7 +290,7 @@ class Worker:
                 _kill_group(spare, signal.SIGKILL)
                 spare.wait()
             spare = self._spawn()
-        if not self._stop.is_set() and not self.run_once:
+        if not self._stopping and not self.run_once:
             with contextlib.suppress(OSError):
                 self._spare = self._spawn()
         return spare
@@ -380,6 +400,7 @@ class Worker:
                 self._beats.update(beats)
 
     def _shutdown(self) -> None:
+        self._stopping = True
         self._stop.set()
         spare, self._spare = self._spare, None
         if spare is not None:
@@ -404,6 +425,12 @@ class Worker:
                 )
         self.active.clear()
         self._close()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _kill_group(process: subprocess.Popen[bytes] | RunHandle, sig: signal.Signals) -> None:
