@@ -127,6 +127,9 @@ SCHEMA_VERSION = 2
 # and rotation exclusive; ROTATION_LOCK (session-level) keeps a whole rotation alone.
 KEY_LOCK = 0x626C6B6B
 ROTATION_LOCK = 0x626C6B72
+# Taken (transaction-level, exclusive) around DDL: PostgreSQL's CREATE ... IF NOT EXISTS is not
+# safe against a concurrent CREATE of the same name (a unique violation on pg_type).
+SCHEMA_LOCK = 0x626C6B73
 
 META_KEY_ID = "key.active_id"
 META_KEY_FINGERPRINT = "key.fingerprint"
@@ -492,6 +495,7 @@ class Registry:
         found = self._schema_version()
         if found is None:
             with self.write() as conn:
+                self.schema_lock(conn)
                 for table in tables.metadata.sorted_tables:
                     conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                     for index in table.indexes:
@@ -538,6 +542,14 @@ class Registry:
                 conn.execute(tables.registry_meta.insert().values(key=META_SEALED, value="1"))
 
     # -- the master key's record and locks --------------------------------------------------
+
+    def schema_lock(self, conn: Connection) -> None:
+        """Serialise table creation between processes for the rest of `conn`'s transaction.
+
+        SQLite needs nothing more: the write transaction already holds the one write lock.
+        """
+        if not self.is_sqlite:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
 
     def _key_lock(self, conn: Connection, *, exclusive: bool) -> None:
         """Saves take the key lock shared, key creation and rotation exclusively.

@@ -36,6 +36,7 @@ class StoreBase:
         if url in self._ready and self.registry.is_shared():
             return
         with self._ready_lock, self.registry.write() as conn:
+            self.registry.schema_lock(conn)
             for table in t.metadata.sorted_tables:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
                 for index in table.indexes:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,9 @@ print("ready", flush=True)
 while not go.exists():
     time.sleep(0.002)
 from blocks.system import Secret
+if os.environ.get("WITH_RUN_STORE"):
+    from blocks.deployments import RunStore
+    RunStore.default()  # the deployments' tables too, made on first use
 tag = sys.argv[1]
 for i in range(int(sys.argv[2])):
     name = f"s-{tag}-{i}"
@@ -152,6 +156,29 @@ def test_sixteen_processes_racing_first_use_share_one_key(
     )
     assert total_saved == trials * 160
     assert total_readable == total_saved
+
+
+def test_processes_racing_a_fresh_postgres_registry_make_its_tables_once(
+    tmp_path: Path, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL's CREATE TABLE IF NOT EXISTS fails (a unique violation on pg_type) when
+    # another session creates the same table at the same moment: first use must serialise it.
+    trials = 20 if SOAK else 4
+    total = 0
+    for trial in range(trials):
+        database = f"first_use_{trial}_{random.getrandbits(24):x}"
+        url = postgres_server.create_database(database)
+        try:
+            env = key_env("env", tmp_path / f"t{trial}", {**os.environ, "BLOCKS_REGISTRY_URL": url})
+            env.update(BLOCKS_HOME=str(tmp_path / f"home-{trial}"), WITH_RUN_STORE="1")
+            saved = race(env, tmp_path, processes=8, per_process=2)
+            use_env(monkeypatch, env)
+            assert readable(saved) == len(saved) == 16
+            total += len(saved)
+        finally:
+            fresh_process_state()
+            postgres_server.drop_database(database)
+    print(f"\n{trials} fresh PostgreSQL registries x 8 processes at first use: {total} saved")
 
 
 ROTATOR = """

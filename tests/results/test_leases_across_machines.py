@@ -127,7 +127,7 @@ def _compute_once(tmp_path: Path, storage: Any, label: str, **env: str) -> tuple
         machines = [_start(tmp_path / f"home-{name}", storage, side, key, **env) for name in "ab"]
         results = [_finish(proc) for proc in machines]
         values = [v for result, _ in results for v in result["values"]]
-        assert values == ["value of 6"] * 2 * CALLS
+        assert values == ["value of 6"] * 2 * CALLS, "".join(err for _, err in results)[-4000:]
         computations += len(_starts(side))
         errors += "".join(err for _, err in results)
     print(
