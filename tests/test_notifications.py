@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -294,11 +295,9 @@ def test_smtp_email_is_delivered_with_a_login_and_never_shows_the_password(
     assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
 
 
-@pytest.fixture
-def tls_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
-    """aiosmtpd that takes a login only after STARTTLS, with a self-signed certificate."""
+def _self_signed_server_context(folder: Path) -> ssl.SSLContext:
+    """A server-side TLS context with a fresh self-signed certificate for 127.0.0.1."""
     import datetime
-    import ssl
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -318,8 +317,8 @@ def tls_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
         .not_valid_after(now + datetime.timedelta(hours=1))
         .sign(key, hashes.SHA256())
     )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -327,9 +326,25 @@ def tls_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
         )
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context
+
+
+@pytest.fixture
+def tls_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
+    """aiosmtpd that takes a login only after STARTTLS, with a self-signed certificate."""
+    context = _self_signed_server_context(tmp_path)
     # A client that stays in clear cannot even say MAIL FROM; AUTH needs TLS too.
     with _smtp(tls_context=context, require_starttls=True) as served:
+        yield served
+
+
+@pytest.fixture
+def ssl_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
+    """aiosmtpd speaking TLS from the first byte (SMTPS, as on port 465)."""
+    # aiosmtpd counts only STARTTLS as TLS for AUTH; here every byte is TLS already.
+    context = _self_signed_server_context(tmp_path)
+    with _smtp(ssl_context=context, auth_require_tls=False) as served:
         yield served
 
 
@@ -352,6 +367,35 @@ def test_smtp_email_over_starttls_logs_in_only_after_tls(
         mail.notify("not sent")
     assert len(box.messages) == 1
     print("STARTTLS: 1 message after 1 login; a verified self-signed certificate: refused")
+    assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
+
+
+def test_smtp_email_over_ssl_speaks_tls_from_the_first_byte(
+    ssl_mailbox: tuple[_Mailbox, int],
+    all_logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOCKS_NOTIFY_RETRIES", "0")
+    monkeypatch.setenv("BLOCKS_NOTIFY_TIMEOUT", "2")  # a client in clear waits for a banner
+    box, port = ssl_mailbox
+    mail = _mail(port, SMTP_PASSWORD, ["ops@example.com"])
+    mail.smtp_type = "SSL"
+    mail.verify = False  # the test's self-signed certificate
+    mail.notify("over SMTPS", subject="SSL")
+    [(_, recipients, message)] = box.messages
+    assert recipients == ["ops@example.com"] and message["Subject"] == "SSL"
+    assert box.logins == [b"etl@example.com"]
+    # The same server asked in clear (STARTTLS or no TLS) never gets a message through.
+    mail.smtp_type = "INSECURE"
+    with pytest.raises(NotificationError, match="smtp-email"):
+        mail.notify("not sent")
+    mail.smtp_type, mail.verify = "SSL", True  # an unknown certificate is refused when verified
+    with pytest.raises(NotificationError, match="smtp-email"):
+        mail.notify("not sent")
+    assert len(box.messages) == 1
+    print(
+        "SSL: 1 message after 1 login; in clear or with a verified self-signed certificate: refused"
+    )
     assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
 
 
