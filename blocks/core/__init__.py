@@ -12,8 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from blocks._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from blocks.core._block import Block, SecretDict
@@ -25,15 +26,11 @@ __all__ = ["Block", "Registry", "SecretDict", "mask_secret"]
 # Imported on first use: `block ls` reads the registry without loading pydantic, and loading a
 # block does not need the SQL layer on SQLite.
 _EXPORTS = {
-    "Block": "_block",
-    "SecretDict": "_block",
-    "Registry": "_registry",
-    "mask_secret": "_masking",
+    "Block": "blocks.core._block",
+    "SecretDict": "blocks.core._block",
+    "Registry": "blocks.core._registry",
+    "mask_secret": "blocks.core._masking",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'blocks.core' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"blocks.core.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from blocks._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from blocks.deployments._deployment import Deployment
@@ -54,27 +55,23 @@ __all__ = [
 ]
 
 _EXPORTS = {
-    "Cron": "schedules",
-    "CronSchedule": "schedules",
-    "Interval": "schedules",
-    "IntervalSchedule": "schedules",
-    "RRule": "schedules",
-    "RRuleSchedule": "schedules",
-    "Schedule": "schedules",
-    "Deployment": "_deployment",
-    "RunState": "_states",
-    "FlowRun": "_store",
-    "RunStore": "_store",
-    "WorkPool": "_store",
-    "deploy": "_serve",
-    "run_deployment": "_run_deployment",
-    "serve": "_serve",
-    "to_deployment": "_serve",
+    "Cron": "blocks.deployments.schedules",
+    "CronSchedule": "blocks.deployments.schedules",
+    "Interval": "blocks.deployments.schedules",
+    "IntervalSchedule": "blocks.deployments.schedules",
+    "RRule": "blocks.deployments.schedules",
+    "RRuleSchedule": "blocks.deployments.schedules",
+    "Schedule": "blocks.deployments.schedules",
+    "Deployment": "blocks.deployments._deployment",
+    "RunState": "blocks.deployments._states",
+    "FlowRun": "blocks.deployments._store",
+    "RunStore": "blocks.deployments._store",
+    "WorkPool": "blocks.deployments._store",
+    "deploy": "blocks.deployments._serve",
+    "run_deployment": "blocks.deployments._run_deployment",
+    "serve": "blocks.deployments._serve",
+    "to_deployment": "blocks.deployments._serve",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'blocks.deployments' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"blocks.deployments.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -18,8 +18,9 @@ inside, each importing only the ones below it (checked by import-linter, see pyp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from blocks._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # tasks and flows
@@ -173,14 +174,4 @@ if TYPE_CHECKING:
     from blocks.runtime.runners._dask import DaskTaskRunner
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'blocks.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,8 +7,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from blocks._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CacheKeyFnPolicy": "blocks.runtime.keys._policies",
@@ -83,11 +84,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, as `blocks.runtime` is: fingerprints and miss explanations load when first used.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'blocks.runtime.keys' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
