@@ -86,17 +86,26 @@ flow_runs = sa.Table(
     ),
 )
 
+
+def _run_rows_columns() -> tuple[sa.Column[int], sa.Column[str]]:
+    """The first columns of a table of a run's rows (states, logs, task runs): a row id and the
+    run's, whose rows go with it."""
+    return (
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "run_id",
+            sa.String(32),
+            sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+    )
+
+
 flow_run_states = sa.Table(
     "flow_run_states",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "run_id",
-        sa.String(32),
-        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    *_run_rows_columns(),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("at", _TS, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
@@ -107,14 +116,7 @@ flow_run_states = sa.Table(
 flow_run_logs = sa.Table(
     "flow_run_logs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "run_id",
-        sa.String(32),
-        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    *_run_rows_columns(),
     sa.Column("at", _TS, nullable=False),
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
@@ -123,14 +125,7 @@ flow_run_logs = sa.Table(
 flow_run_task_runs = sa.Table(
     "flow_run_task_runs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "run_id",
-        sa.String(32),
-        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    *_run_rows_columns(),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("task_run_id", sa.String(32), nullable=False),
     sa.Column("name", sa.String(256), nullable=False),
