@@ -4,19 +4,23 @@
 """
 
 from blocks.runtime.engine._transactions import (
+    AsyncTransaction,
     CommitMode,
     IsolationLevel,
     Transaction,
     TransactionState,
+    atransaction,
     get_transaction,
     transaction,
 )
 
 __all__ = [
+    "AsyncTransaction",
     "CommitMode",
     "IsolationLevel",
     "Transaction",
     "TransactionState",
+    "atransaction",
     "get_transaction",
     "transaction",
 ]

@@ -69,7 +69,9 @@ _EXPORTS: dict[str, str] = {
     "ThreadPoolTaskRunner": "blocks.runtime.runners._base",
     "DaskTaskRunner": "blocks.runtime.runners._dask",
     # transactions
+    "AsyncTransaction": "blocks.runtime.engine._transactions",
     "CommitMode": "blocks.runtime.engine._transactions",
+    "atransaction": "blocks.runtime.engine._transactions",
     "IsolationLevel": "blocks.runtime.engine._transactions",
     "Transaction": "blocks.runtime.engine._transactions",
     "get_transaction": "blocks.runtime.engine._transactions",
@@ -77,6 +79,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AsyncTransaction",
     "BaseAnnotation",
     "Cached",
     "Cancelled",
@@ -108,6 +111,7 @@ __all__ = [
     "Transaction",
     "allow_failure",
     "as_completed",
+    "atransaction",
     "current_flow_run",
     "current_run",
     "current_task_run",
@@ -159,9 +163,11 @@ if TYPE_CHECKING:
     )
     from blocks.runtime._tasks import Task, exponential_backoff, task, task_input_hash
     from blocks.runtime.engine._transactions import (
+        AsyncTransaction,
         CommitMode,
         IsolationLevel,
         Transaction,
+        atransaction,
         get_transaction,
         transaction,
     )

@@ -22,10 +22,12 @@ from blocks import flow, task
 from blocks.filesystems import LocalFileSystem
 from blocks.results import ResultStore
 from blocks.transactions import (
+    AsyncTransaction,
     CommitMode,
     IsolationLevel,
     Transaction,
     TransactionState,
+    atransaction,
     get_transaction,
     transaction,
 )
@@ -417,6 +419,84 @@ def test_async_tasks_and_flows_in_a_transaction(folder: Path) -> None:
     with pytest.raises(ValueError):
         asyncio.run(pipeline(True))
     assert records(folder) == [] and rolled == ["a2", "a1"]
+
+
+def test_atransaction_awaits_its_hooks_on_the_callers_loop(folder: Path) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    @task(result_storage=str(folder), cache_key_fn=lambda ctx, p: f"at{p['n']}")
+    async def fetch(n: int) -> int:
+        return n
+
+    async def committed(txn: Transaction) -> None:
+        seen.append(("commit", asyncio.get_running_loop() is loops[0]))
+
+    async def rolled_back(txn: Transaction) -> None:
+        await asyncio.sleep(0)
+        seen.append(("rollback", asyncio.get_running_loop() is loops[0]))
+
+    @flow
+    async def pipeline(fail: bool) -> int:
+        async with atransaction(key="at-batch", store=str(folder)) as txn:
+            assert isinstance(txn, AsyncTransaction) and get_transaction() is txn
+            txn.on_commit_hooks.append(committed)
+            txn.on_rollback_hooks.append(rolled_back)
+            total = await fetch(1) + await fetch(2)
+            assert records(folder) == []  # staged until the outermost transaction commits
+            if fail:
+                raise ValueError("after the tasks")
+        return total
+
+    async def main(fail: bool) -> int:
+        loops[:] = [asyncio.get_running_loop()]
+        return await pipeline(fail)
+
+    loops: list[asyncio.AbstractEventLoop] = []
+    assert asyncio.run(main(False)) == 3
+    assert records(folder) == ["at-batch", "at1", "at2"] and seen == [("commit", True)]
+    for name in records(folder):
+        (folder / name).unlink()
+    seen.clear()
+    with pytest.raises(ValueError, match="after the tasks"):
+        asyncio.run(main(True))
+    assert records(folder) == [] and seen == [("rollback", True)]
+
+
+def test_atransaction_with_a_found_key_is_committed_and_serializable_waits_without_blocking(
+    folder: Path,
+) -> None:
+    async def once(key: str, log: list[str], tag: str) -> None:
+        async with atransaction(
+            key=key, store=str(folder), isolation_level=IsolationLevel.SERIALIZABLE
+        ) as txn:
+            if txn.is_committed():
+                log.append(f"{tag} found")
+                return
+            log.append(f"{tag} start")
+            await asyncio.sleep(0.2)  # the other waits on the key's lock meanwhile
+            txn.stage(tag)
+            log.append(f"{tag} end")
+
+    async def main() -> tuple[list[str], int]:
+        log: list[str] = []
+        ticks = 0
+
+        async def ticker() -> None:  # runs while a transaction waits: the loop is not blocked
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        clock = asyncio.create_task(ticker())
+        await asyncio.gather(once("serial", log, "a"), once("serial", log, "b"))
+        clock.cancel()
+        return log, ticks
+
+    log, ticks = asyncio.run(main())
+    assert log[:2] == [log[0], log[0].replace("start", "end")]  # one ran whole, then
+    assert log[2].endswith("found")  # the other found its record
+    assert ticks >= 10
+    assert ResultStore(LocalFileSystem(basepath=str(folder)), "pickle").read("serial") is not None
 
 
 def test_a_subflow_inside_a_transaction_stages_its_tasks(folder: Path) -> None:

@@ -25,13 +25,15 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import enum
+import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,11 +49,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CURRENT",
+    "AsyncTransaction",
     "CommitMode",
     "IsolationLevel",
     "StagedRecord",
     "Transaction",
     "TransactionState",
+    "atransaction",
     "get_transaction",
     "rollback_current",
     "transaction",
@@ -121,7 +125,7 @@ def rollback_current() -> None:
     a failure, so a plain task call pays nothing for transactions)."""
     txn = _current.get()
     if txn is not None:
-        txn.rollback()
+        _drive(txn._rollback())  # an `AsyncTransaction`'s too: this is sync code
 
 
 def get_transaction() -> Transaction | None:
@@ -314,18 +318,21 @@ class Transaction:
     def end(self, failed: bool) -> None:
         """Roll back on failure; else commit as the mode says, or leave it to the enclosing
         transaction (which commits or rolls it back with itself)."""
+        _drive(self._end(failed))
+
+    def _end(self, failed: bool) -> Generator[Awaitable[Any], None, None]:
         if self.state is TransactionState.PENDING:
             raise RuntimeError("This transaction was never opened.")
         if failed:
-            self.rollback()
+            yield from self._rollback()
         elif self.commit_mode is CommitMode.EAGER:
-            self.commit()
+            yield from self._commit()
         parent = self._parent
         if parent is None:
             if not failed and self.commit_mode is CommitMode.OFF:
-                self.rollback()  # nobody committed it
+                yield from self._rollback()  # nobody committed it
             elif not failed:
-                self.commit()
+                yield from self._commit()
             self._release_all()
             return
         assert self._tree is not None
@@ -334,11 +341,11 @@ class Transaction:
             if outcome is None and self.state is not TransactionState.ROLLED_BACK:
                 parent.add_child(self)  # the parent commits or rolls it back
         if self.state is TransactionState.ROLLED_BACK:
-            parent.rollback()
+            yield from parent._rollback()
         elif outcome is TransactionState.COMMITTED:
-            self.commit()  # ended after its parent had committed (a late submitted task)
+            yield from self._commit()  # ended after its parent had committed (a late task)
         elif outcome is TransactionState.ROLLED_BACK:
-            self.rollback()
+            yield from self._rollback()
 
     def detach(self) -> None:
         """Stop being the current transaction of this context (the enclosing one is again)."""
@@ -375,39 +382,46 @@ class Transaction:
         Records are written one object at a time: a process that dies between two writes
         leaves the first record whole and the second absent (see the README).
         """
-        guard = self._guard()
-        with guard:
-            if self.state in _ENDED:
-                self._release()
-                return False
-            try:
-                for child in list(self.children):
-                    if not child.commit() and child.is_rolled_back():
-                        raise RuntimeError(f"nested transaction {child.key!r} did not commit")
-                for hook in self.on_commit_hooks:
-                    self.run_hook(hook, "commit")
-                if self.store is not None and self.key and self.write_on_commit:
-                    self._write()
-            except Exception:
-                self.logger.exception("Could not commit transaction %r; rolling back.", self.key)
-                self.rollback()
-                return False
-            self.state = TransactionState.COMMITTED
-            self._release()
-            return True
+        return _drive(self._commit())
 
     def rollback(self) -> bool:
         """Call the ``on_rollback`` hooks (the last added first), then roll back the nested
         transactions (the last first); False if it had already ended. Nothing staged is
         written."""
-        guard = self._guard()
-        with guard:
+        return _drive(self._rollback())
+
+    # The steps of commit and rollback, each hook's awaitable yielded: `commit` runs it to its
+    # end in a loop of its own, `AsyncTransaction.commit` awaits it on the caller's loop.
+
+    def _commit(self) -> Generator[Awaitable[Any], None, bool]:
+        with self._guard():
+            if self.state in _ENDED:
+                self._release()
+                return False
+            try:
+                for child in list(self.children):
+                    if not (yield from child._commit()) and child.is_rolled_back():
+                        raise RuntimeError(f"nested transaction {child.key!r} did not commit")
+                for hook in self.on_commit_hooks:
+                    yield from self._hook(hook, "commit")
+                if self.store is not None and self.key and self.write_on_commit:
+                    self._write()
+            except Exception:
+                self.logger.exception("Could not commit transaction %r; rolling back.", self.key)
+                yield from self._rollback()
+                return False
+            self.state = TransactionState.COMMITTED
+            self._release()
+            return True
+
+    def _rollback(self) -> Generator[Awaitable[Any], None, bool]:
+        with self._guard():
             if self.state in _ENDED:
                 return False
             try:
                 for hook in reversed(self.on_rollback_hooks):
                     try:
-                        self.run_hook(hook, "rollback")
+                        yield from self._hook(hook, "rollback")
                     except Exception:
                         self.logger.exception(
                             "A rollback hook of transaction %r failed; rolling back the rest.",
@@ -415,7 +429,7 @@ class Transaction:
                         )
                 self.state = TransactionState.ROLLED_BACK
                 for child in reversed(self.children):
-                    child.rollback()
+                    yield from child._rollback()
             finally:
                 self._release()
             return True
@@ -460,12 +474,15 @@ class Transaction:
             persistence.persist(self.store, self.key, staged, None, "transaction")
 
     def run_hook(self, hook: TransactionHook, kind: str) -> None:
-        """Call ``hook(self)`` (awaited if it is async), logging it as a `kind` hook."""
+        """Call ``hook(self)`` (run to its end if it is async), logging it as a `kind` hook."""
+        _drive(self._hook(hook, kind))
+
+    def _hook(self, hook: TransactionHook, kind: str) -> Generator[Awaitable[Any], None, None]:
         name = getattr(hook, "__name__", repr(hook))
         self.logger.info("Running %s hook %r", kind, name)
         outcome = hook(self)
-        if hasattr(outcome, "__await__"):
-            run_coroutine(outcome)
+        if inspect.isawaitable(outcome):
+            yield outcome
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None
@@ -517,6 +534,99 @@ def transaction(
         run = get_current()
         logger = run_logger(run) if run is not None else _logger
     with Transaction(
+        key=key,
+        store=resolved,
+        commit_mode=commit_mode,
+        isolation_level=isolation_level,
+        overwrite=overwrite,
+        write_on_commit=write_on_commit,
+        logger=logger,
+    ) as txn:
+        yield txn
+
+
+class AsyncTransaction(Transaction):
+    """A transaction for async code (`atransaction`): its key's lock is waited for without
+    blocking the event loop, and async ``on_commit`` / ``on_rollback`` hooks are awaited on
+    the caller's loop. Records are written as in `Transaction` (one object at a time)."""
+
+    async def __aenter__(self) -> AsyncTransaction:
+        self.open()
+        if self.store is not None and self.key:
+            if self.needs_lock():
+                lock = KeyLock(self.store, self.key)
+                pause = 0.005
+                while not lock.acquire(blocking=False):
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.1)
+                self.hold(lock)
+            if not self.overwrite and self.store.exists(self.key):
+                self.state = TransactionState.COMMITTED
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await _adrive(self._end(failed=exc_type is not None))
+        finally:
+            self.detach()
+
+    async def commit(self) -> bool:  # type: ignore[override]
+        """`Transaction.commit`, its async hooks awaited on this loop."""
+        return await _adrive(self._commit())
+
+    async def rollback(self) -> bool:  # type: ignore[override]
+        """`Transaction.rollback`, its async hooks awaited on this loop."""
+        return await _adrive(self._rollback())
+
+
+R = TypeVar("R")
+
+
+def _drive(steps: Generator[Awaitable[Any], None, R]) -> R:
+    """Run `steps` from sync code: each awaitable it yields is run to its end."""
+    try:
+        awaitable = next(steps)
+        while True:
+            run_coroutine(awaitable)
+            awaitable = steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def _adrive(steps: Generator[Awaitable[Any], None, R]) -> R:
+    """Run `steps` on the running loop: each awaitable it yields is awaited here."""
+    try:
+        awaitable = next(steps)
+        while True:
+            await awaitable
+            awaitable = steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def atransaction(
+    key: str | None = None,
+    store: Any = None,
+    commit_mode: CommitMode | None = None,
+    isolation_level: IsolationLevel | None = None,
+    overwrite: bool = False,
+    write_on_commit: bool = True,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+) -> AsyncIterator[AsyncTransaction]:
+    """`transaction` for async code (Prefect's ``atransaction``): ``async with``, the key's
+    lock waited for without blocking the loop, async hooks awaited on it.
+
+    Example:
+        >>> async with atransaction(key="nightly") as txn:
+        ...     if not txn.is_committed():
+        ...         await rebuild()
+    """
+    resolved = _store(store) if key else (None if store is None else _store(store))
+    if logger is None:
+        run = get_current()
+        logger = run_logger(run) if run is not None else _logger
+    async with AsyncTransaction(
         key=key,
         store=resolved,
         commit_mode=commit_mode,
