@@ -329,6 +329,42 @@ def test_thread_workers_run_tasks_in_the_flow_process() -> None:
     assert {pid for _, pid, _ in f()} == {os.getpid()}
 
 
+class _History:
+    """A run-history recorder (the protocol a deployment's run process installs)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, str, float]] = []
+
+    def task_run(self, run: Any, state: Any, started: float) -> None:
+        self.runs.append((run.name, "COMPLETED" if state is None else state.type.value, started))
+
+    def log(self, at: float, level: str, message: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["process-workers", "thread-workers"])
+def test_task_runs_on_dask_workers_reach_the_run_history_once_each(processes: bool) -> None:
+    from blocks.runtime import _history
+
+    @flow(task_runner=local_runner(processes=processes))
+    def fan_out() -> None:
+        double.map(range(3)).wait()
+        boom.submit().wait()
+
+    history = _History()
+    before = time.time()
+    _history.install(history)
+    try:
+        fan_out()
+    finally:
+        _history.uninstall()
+    names = sorted(name.rsplit("-", 1)[0] for name, _, _ in history.runs)
+    assert names == ["boom", "double", "double", "double"], history.runs
+    states = sorted(state for _, state, _ in history.runs)
+    assert states == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
+    assert all(before <= started <= time.time() for _, _, started in history.runs)
+
+
 # -- construction --------------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from blocks.errors import ConfigurationError, MissingDependency, RemoteTaskError
+from blocks.runtime import _history
 from blocks.runtime._annotations import BaseAnnotation, quote
 from blocks.runtime._context import FlowRun, TaskRun
 from blocks.runtime._futures import TaskFuture, TaskFutureList
@@ -276,6 +278,9 @@ class DaskTaskRunner(TaskRunner):
             state = Failed(exc.error)
             run.state = state
             log_failure(run_logger(run), state, task.options.retries, 1)
+            recorder = _history.active
+            if recorder is not None:
+                recorder.task_run(run, state, time.time())
             bridge.set_result(state)
             return bridge
         key = f"{task.name}-{uuid.uuid4().hex}"
@@ -339,8 +344,10 @@ class DaskTaskRunner(TaskRunner):
         """Fetch a finished run's outcome into the flow process: replay its logs, set its state."""
         if bridge.done():  # cancelled by a shutdown that did not wait
             return
+        started, recorded = time.time(), False
         try:
             outcome: Outcome = bridge.dask_future.result()
+            started, recorded = outcome.started, outcome.recorded
             state = outcome.state
             if outcome.records:
                 run_logger(run)  # sets up this process's run loggers if nothing did yet
@@ -360,6 +367,9 @@ class DaskTaskRunner(TaskRunner):
             state = Crashed(exc)
             log_failure(run_logger(run), state, run.task.options.retries, max(run.run_count, 1))
         run.state = state
+        recorder = _history.active  # a deployment's run: the run's history lists it
+        if recorder is not None and not recorded:
+            recorder.task_run(run, state, started)
         bridge.settle(state)
         with self._lock:
             self._pending.discard(bridge)

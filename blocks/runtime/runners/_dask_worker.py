@@ -20,6 +20,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from blocks.errors import RemoteTaskError
+from blocks.runtime import _history
 from blocks.runtime._annotations import BaseAnnotation
 from blocks.runtime._context import FlowRun, TaskRun
 from blocks.runtime._futures import enable_argument_resolution
@@ -50,15 +52,23 @@ class Upstream:
 class Outcome:
     """What a worker sends back: the final state, the run's log records, its attempt count."""
 
-    __slots__ = ("name", "records", "run_count", "state")
+    __slots__ = ("name", "recorded", "records", "run_count", "started", "state")
 
     def __init__(
-        self, state: State, records: list[logging.LogRecord], run_count: int, name: str | None
+        self,
+        state: State,
+        records: list[logging.LogRecord],
+        run_count: int,
+        name: str | None,
+        started: float,
+        recorded: bool = False,
     ) -> None:
         self.state = state
         self.records = records
         self.run_count = run_count
         self.name = name
+        self.started = started  # epoch seconds, on the worker
+        self.recorded = recorded  # in run history already (a thread worker in the flow process)
 
 
 _capture: contextvars.ContextVar[list[logging.LogRecord] | None] = contextvars.ContextVar(
@@ -108,6 +118,7 @@ def _portable_record(record: logging.LogRecord) -> logging.LogRecord:
 def run_on_worker(spec: bytes, *upstream: Outcome) -> Outcome:
     """Run one task with the ordinary engine on this worker; never raises."""
     _install_capture()
+    started = time.time()
     records: list[logging.LogRecord] = []
     token = _capture.set(records)
     run: TaskRun | None = None
@@ -134,8 +145,10 @@ def run_on_worker(spec: bytes, *upstream: Outcome) -> Outcome:
     finally:
         _capture.reset(token)
     if run is None:
-        return Outcome(state, records, 0, None)
-    return Outcome(state, records, run.run_count, run.name)
+        return Outcome(state, records, 0, None, started)
+    # A thread worker in the flow's own process: its engine handed the run to the recorder.
+    recorded = _history.active is not None and (socket.gethostname(), os.getpid()) == tuple(where)
+    return Outcome(state, records, run.run_count, run.name, started, recorded)
 
 
 def _fill(value: Any, upstream: Sequence[Outcome], depth: int = 0) -> Any:
