@@ -456,13 +456,14 @@ def test_unsafe_cache_key_fails_the_task() -> None:
 def test_expired_entries_are_recomputed() -> None:
     calls = []
 
-    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(milliseconds=300))
+    # Long enough that two calls on a loaded machine fall inside it, short enough to wait out.
+    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(seconds=1.5))
     def t(x: int) -> int:
         calls.append(x)
         return len(calls)
 
     assert (t(1), t(1)) == (1, 1)
-    time.sleep(0.4)
+    time.sleep(1.6)
     assert t(1) == 2
     assert t(1) == 2
 
