@@ -52,6 +52,7 @@ def _json(
         "started": iso(run.started) if run.started else None,
         "ended": iso(run.ended) if run.ended else None,
         "parameters": run.parameters if parameters is None else parameters,
+        "parent_run_id": run.parent_run_id,
     }
 
 
@@ -136,7 +137,8 @@ def inspect(run_id: str, as_json: bool) -> None:
     """Show a run (an id or a unique prefix of 6+ characters) and every state it went through."""
     store = _store()
     run = store.get_run(run_id)
-    deployment = _names(store).get(run.deployment_id, "")
+    names = _names(store)
+    deployment = names.get(run.deployment_id, "")
     history = store.history(run.id)
     parameters = _Masker(store)(run)
     if as_json:
@@ -154,6 +156,7 @@ def inspect(run_id: str, as_json: bool) -> None:
                     for c in history
                 ],
                 **_task_runs_json(store, run.id),
+                "subflow_runs": [c.id for c in store.child_runs(run.id)],
             }
         )
         return
@@ -165,6 +168,14 @@ def inspect(run_id: str, as_json: bool) -> None:
             ("worker", run.worker or ""),
             ("due", local_time(run.due)),
             ("parameters", parameters),
+            *((("parent run", run.parent_run_id),) if run.parent_run_id else ()),
+            *(
+                (
+                    f"subflow run {c.id}",
+                    c.state.value + (f" ({_names(store).get(c.deployment_id, '')})"),
+                )
+                for c in store.child_runs(run.id)
+            ),
             *(
                 (
                     f"  {local_time(c.at)}",

@@ -106,6 +106,7 @@ class FlowRun:
     created: datetime
     started: datetime | None
     ended: datetime | None
+    parent_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,4 +235,5 @@ def run_from_row(row: Any) -> FlowRun:
         created=as_utc(row.created) or row.created,
         started=as_utc(row.started),
         ended=as_utc(row.ended),
+        parent_run_id=row.parent_run_id,
     )

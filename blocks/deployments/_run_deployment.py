@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,6 +23,7 @@ from blocks.deployments._deployment import check_parameters_by_name
 from blocks.deployments._states import FINAL
 from blocks.deployments._store import DeploymentRecord, FlowRun, RunStore
 from blocks.errors import ConfigurationError, DeploymentNotFound
+from blocks.runtime._context import get_current
 
 __all__ = ["find_deployment", "follow_run", "run_deployment"]
 
@@ -49,12 +51,15 @@ def run_deployment(
     scheduled_time: datetime | None = None,
     timeout: float | None = None,
     poll_interval: float = POLL_SECONDS,
+    as_subflow: bool = True,
 ) -> FlowRun:
     """Make a run of the deployment `name` (``flow/deployment`` or its id) and return it once
     it has ended; with `timeout` seconds, return it when they are up whatever its state;
     ``timeout=0`` returns at once. `parameters` are merged over the deployment's; names the flow
     does not take are refused now, values are checked and coerced when the run starts.
-    `scheduled_time` (an aware datetime) makes it due later."""
+    `scheduled_time` (an aware datetime) makes it due later. Called by a flow that runs as a
+    deployment's run, the new run is its subflow run (``parent_run_id``; `block flow-run
+    inspect` shows both ways) unless `as_subflow` is False."""
     if timeout is not None and timeout < 0:
         raise ConfigurationError(
             f"timeout={timeout!r}: seconds, 0 or more (None waits for the end)."
@@ -67,9 +72,21 @@ def run_deployment(
     deployment = find_deployment(store, name)
     given = dict(parameters or {})
     check_parameters_by_name(deployment, given)
-    made = store.create_run(deployment, parameters=given, due=scheduled_time)
+    made = store.create_run(
+        deployment,
+        parameters=given,
+        due=scheduled_time,
+        parent_run_id=_calling_run_id() if as_subflow else None,
+    )
     *_, last = follow_run(store, made.id, timeout=timeout, poll_interval=poll_interval)
     return last
+
+
+def _calling_run_id() -> str | None:
+    """The deployment run this process runs, when a flow of it is running now."""
+    if get_current() is None:
+        return None
+    return os.environ.get("BLOCKS_FLOW_RUN_ID") or None
 
 
 def follow_run(

@@ -136,9 +136,11 @@ class RunRecords(StoreBase):
         parameters: dict[str, Any] | None = None,
         due: datetime | None = None,
         max_attempts: int | None = None,
+        parent_run_id: str | None = None,
     ) -> FlowRun:
         """A run made by hand (`block deployment run`): no slot, due now unless given; as many
-        attempts as the flow has retries + 1 unless given."""
+        attempts as the flow has retries + 1 unless given. `parent_run_id`: the run whose flow
+        asked for this one (`run_deployment` in a deployment's run)."""
         if max_attempts is None:
             max_attempts = int(deployment.document.get("retries", 0)) + 1
         merged = dict(deployment.document.get("parameters", {}))
@@ -166,10 +168,21 @@ class RunRecords(StoreBase):
                     log_lines=0,
                     created=now,
                     seal=seal,
+                    parent_run_id=parent_run_id,
                 )
             )
             record_state(conn, run_id, RunState.SCHEDULED, now, 1, None, "")
         return self.get_run(run_id)
+
+    def child_runs(self, run_id: str) -> list[FlowRun]:
+        """The runs `run_id`'s flow made with `run_deployment` (its subflow runs), oldest first."""
+        query = (
+            sa.select(t.flow_runs)
+            .where(t.flow_runs.c.parent_run_id == run_id)
+            .order_by(t.flow_runs.c.created, t.flow_runs.c.id)
+        )
+        with self.registry.read() as conn:
+            return [run_from_row(row) for row in conn.execute(query)]
 
     def slot_summary(
         self, deployment_id: str, now: datetime

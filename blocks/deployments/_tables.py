@@ -77,6 +77,8 @@ flow_runs = sa.Table(
     sa.Column("started", _TS, nullable=True),
     sa.Column("ended", _TS, nullable=True),
     sa.Column("seal", sa.Text, nullable=False),
+    # The deployment run whose flow called run_deployment for this one (a subflow), if any.
+    sa.Column("parent_run_id", sa.String(32), nullable=True),
     # One run per (deployment, schedule slug, slot): the key names the slug and the UTC slot.
     sa.UniqueConstraint("deployment_id", "idempotency_key", name="uq_flow_runs_idempotency"),
     # The claim reads (pool, state, due); the scheduler's summary of live slots reads the rest

@@ -7,6 +7,7 @@ Reads and the cancel go through the run store's public functions, as ``block flo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -173,6 +174,14 @@ def flow_run_page(request: Request) -> Response:
         for change in store.history(run.id)
     ]
     tasks, tasks_total = task_runs(store, run.id, secrets)
+    names = {run.deployment_id: name}
+    children = store.child_runs(run.id)
+    for child in children:
+        if child.deployment_id not in names:
+            with contextlib.suppress(DeploymentNotFound):
+                names[child.deployment_id] = store.get_deployment_by_id(
+                    child.deployment_id
+                ).full_name
     notice = ""
     if request.query_params.get("created") == "1":
         notice = "Run created: a worker of its pool runs it when it is due."
@@ -183,7 +192,9 @@ def flow_run_page(request: Request) -> Response:
         "flow_run.html",
         title=f"Flow run {run.id[:12]}",
         nav="flow-runs",
-        run=run_rows([run], {run.deployment_id: name})[0],
+        run=run_rows([run], names)[0],
+        parent_run_id=run.parent_run_id or "",
+        subflow_runs=run_rows(children, names),
         message=scrub(run.message, secrets),
         max_attempts=run.max_attempts,
         started=local_time(run.started) if run.started else "",
