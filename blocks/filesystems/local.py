@@ -25,6 +25,7 @@ from blocks import settings
 from blocks.errors import UnsafePath
 from blocks.filesystems._folder import LocalFolder
 from blocks.filesystems._keys import KeyLike, TempFile
+from blocks.filesystems._stamps import Stamp
 from blocks.filesystems.base import WritableFileSystem
 
 # basepath, BLOCKS_HOME and HOME where they matter, fsync -> the folder they give.
@@ -166,6 +167,14 @@ class LocalFileSystem(WritableFileSystem):
         if type(self).open_read is not LocalFileSystem.open_read:
             return False  # a subclass reads its own way: copy, as for any storage
         return self.folder().only_we_write(path, stream)
+
+    def stamp(self, path: KeyLike) -> Stamp | None:
+        if type(self).open_read is not LocalFileSystem.open_read:
+            return None  # a subclass reads its own way: nothing is memoized
+        return self.folder().stamp(path)
+
+    def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool:
+        return self.folder().settled(path, stamp, looked_ns)
 
     def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         return self.folder().open_atomic_write(path)
