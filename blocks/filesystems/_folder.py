@@ -457,10 +457,9 @@ class LocalFolder:
         """The stamp of the file under `path` (`blocks.filesystems._stamps`): one ``lstat``.
         None for a key below a subfolder (only a key right below the base is looked up by
         path, as `_open_file` does), an absent key or anything but a regular file."""
-        key = self._key(path)
-        if "/" in key:
-            return None
-        return stamp_of(f"{self._root_text()}/{key}")
+        if type(path) is not str or "/" in path or "://" in path:
+            return None  # a subfolder's key, a path or a URL: read as ever
+        return stamp_of(f"{self._root}/{checked_key(path)}")
 
     def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool:
         """Whether `stamp` (of the file under `path`, taken after `looked_ns`) stands for its

@@ -163,7 +163,7 @@ class ResultStore:
         self._keys = keys
         self._compatible_versions: dict[int, dict[str, str]] = {}
         #: Verified small records by key, with their file's stamp (`_keep`).
-        self._kept: dict[str, tuple[Stamp, ResultsKeys, RecordHeader, Serializer, bytes]] = {}
+        self._kept: dict[str, _Kept] = {}
 
     @property
     def keys(self) -> ResultsKeys:
@@ -326,10 +326,9 @@ class ResultStore:
                 kept = self._kept.get(key)
                 if kept is not None and kept[0] == stamp and kept[1] is keys:
                     # The bytes that verified when the file had this stamp (see `_keep`).
-                    header, serializer, payload = kept[2], kept[3], kept[4]
-                    if header.is_expired():
+                    _, _, header, serializer, payload, signer, expires = kept
+                    if expires is not None and looked >= expires:
                         return None
-                    signer = _signer(keys, header)
                     value = _decode(
                         serializer, io.BytesIO(payload), header, signer, _decode_limit(header)
                     )
@@ -396,7 +395,16 @@ class ResultStore:
         kept = self._kept
         if len(kept) >= _KEPT_RECORDS:
             kept.clear()
-        kept[key] = (stamp, keys, header, serializer, payload)
+        expires = header.expires
+        kept[key] = (
+            stamp,
+            keys,
+            header,
+            serializer,
+            payload,
+            _signer(keys, header),
+            None if expires is None else int(expires.timestamp() * 1e9),
+        )
 
     def open_payload(self, key: str) -> Payload:
         """The payload under `key` as a verified, read-only binary file with its header.
@@ -889,6 +897,10 @@ def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:
     )
     return resolved
 
+
+#: A record kept verified: its file's stamp, the keys, header, serializer, payload and signer
+#: it verified with, and when it expires (ns since the epoch, or None).
+_Kept = tuple["Stamp", ResultsKeys, RecordHeader, "Serializer", bytes, ResultsKey, int | None]
 
 #: Records a store keeps verified (`ResultStore._keep`): at most 512 of at most 16 KiB.
 _KEPT_RECORDS = 512

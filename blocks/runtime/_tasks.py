@@ -38,7 +38,16 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from blocks.errors import OptionTypeError
 from blocks.runtime import _history
@@ -204,12 +213,13 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
 
     # -- options as attributes -------------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> Any:
-        # `my_task.retries`, `my_task.timeout_seconds`...: the options, read-only.
-        options = self.__dict__.get("options")  # absent while unpickling
-        if options is not None and name in _OPTION_NAMES:
-            return getattr(options, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    # `my_task.retries`, `my_task.timeout_seconds`...: the options, read-only, as properties
+    # made below the class (`_option_property`). Not a ``__getattr__``: a class with one gets
+    # no specialized attribute reads, which every other attribute of a task would pay on the
+    # hot paths (~1 µs per cache hit).
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @property
     def version(self) -> str | None:
@@ -587,6 +597,20 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
+
+
+def _option_property(name: str) -> property:
+    """`Task`'s read-only attribute for the option `name`."""
+
+    def read(self: Task[Any, Any]) -> Any:
+        return getattr(self.options, name)
+
+    return property(read, doc=f"The task's ``{name}`` option (read-only).")
+
+
+for _name in sorted(_OPTION_NAMES - {"name"}):  # the name is an instance attribute
+    if not hasattr(Task, _name):  # `version`, hook decorators...: defined in the class
+        setattr(Task, _name, _option_property(_name))
 
 
 class BoundTask(Bound, Task[P, R]):
