@@ -181,6 +181,15 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             self._plain_names = None
         self._name_set = frozenset(self._plain_names or ())
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+        #: By the number n of positional arguments: the defaults of the parameters after the
+        #: n-th if they all have one (a call with no keywords binds without a loop), else None.
+        self._tails: tuple[dict[str, Any] | None, ...] = ()
+        if self._plain_names is not None:
+            names, defaults = self._plain_names, self._defaults
+            self._tails = tuple(
+                {n: defaults[n] for n in names[i:]} if defaults.keys() >= set(names[i:]) else None
+                for i in range(len(names) + 1)
+            )
         self.isasync = inspect.iscoroutinefunction(fn)
         self._set_options(options)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -578,6 +587,13 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults filled in."""
         names = self._plain_names
+        if not kwargs and len(args) < len(self._tails):
+            tail = self._tails[len(args)]  # the hot path: positional arguments, then defaults
+            if tail is not None:
+                params = dict(zip(names, args))  # type: ignore[arg-type]  # noqa: B905 (len checked)
+                if tail:
+                    params.update(tail)
+                return params
         if names is not None and len(args) <= len(names):
             # Cheap path for plain signatures (no *args, **kwargs or keyword-only parameters).
             params = dict(zip(names, args, strict=False))
