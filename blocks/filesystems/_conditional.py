@@ -108,6 +108,10 @@ class LocalObjects:
         return os.path.join(self.folder, name)
 
     def create(self, name: str, data: bytes) -> str | None:
+        if self.folder in _made and _UNNAMED:
+            created = self._create_unnamed(name, data)
+            if created is not _UNSUPPORTED:
+                return created  # type: ignore[return-value]
         temp = self._path(f".{name}.{uuid.uuid4().hex}.new")
         for _ in range(100):  # another process may remove the folder (`_remove_folders`)
             if self.folder not in _made:
@@ -133,6 +137,39 @@ class LocalObjects:
         finally:
             os.unlink(temp)
         return _file_version(os.stat(self._path(name), follow_symlinks=False), info.st_ino)
+
+    def _create_unnamed(self, name: str, data: bytes) -> str | object | None:
+        """`create` with a file that has no name until it is whole (Linux ``O_TMPFILE``, then
+        ``linkat`` of its descriptor): no temp name made and removed in the folder, two
+        directory operations fewer per lease. `_UNSUPPORTED` where the filesystem (NFS) or
+        the system (no ``/proc``) cannot: the caller falls back to a named temp file."""
+        global _UNNAMED
+        try:
+            fd = os.open(self.folder, os.O_WRONLY | _UNNAMED, 0o600)
+        except FileNotFoundError:
+            _made.discard(self.folder)
+            return _UNSUPPORTED
+        except OSError:  # EOPNOTSUPP, EISDIR on kernels without O_TMPFILE...
+            _UNNAMED = 0
+            return _UNSUPPORTED
+        try:
+            os.write(fd, data)
+            info = os.fstat(fd)
+            try:
+                # `src_dir_fd` (ignored for an absolute path) makes it ``linkat`` with
+                # AT_SYMLINK_FOLLOW, which links the descriptor's file; plain ``link`` fails.
+                os.link(
+                    f"/proc/self/fd/{fd}", self._path(name), src_dir_fd=fd, follow_symlinks=True
+                )
+            except FileExistsError:
+                return None
+            except OSError:  # no /proc: named temp files from now on
+                _UNNAMED = 0
+                return _UNSUPPORTED
+        finally:
+            os.close(fd)
+        # A link keeps the inode and its modification time: the version is the fstat's.
+        return _file_version(info)
 
     def read(self, name: str) -> tuple[bytes, str] | None:
         try:
@@ -178,6 +215,10 @@ class LocalObjects:
         except FileNotFoundError:
             return []
 
+
+#: ``O_TMPFILE`` where the system has it (0: named temp files, `LocalObjects._create_unnamed`).
+_UNNAMED = getattr(os, "O_TMPFILE", 0)
+_UNSUPPORTED = object()
 
 #: Lease folders this process made or found (no ``mkdir`` per lease). Each stays until the
 #: process exits, then goes if empty (`_remove_folders`): removing it with its last lease
