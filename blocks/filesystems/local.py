@@ -33,6 +33,10 @@ _FolderIdent = tuple[str | None, str | None, str | None, bool]
 _folders: dict[_FolderIdent, LocalFolder] = {}
 
 
+#: Per class: whether it reads files as `LocalFileSystem` does (`LocalFileSystem.stamp`).
+_reads_plainly: dict[type, bool] = {}
+
+
 class LocalFileSystem(WritableFileSystem):
     """Objects stored as files under `basepath` (default: ``$BLOCKS_HOME/storage``).
 
@@ -169,8 +173,15 @@ class LocalFileSystem(WritableFileSystem):
         return self.folder().only_we_write(path, stream)
 
     def stamp(self, path: KeyLike) -> Stamp | None:
-        if type(self).open_read is not LocalFileSystem.open_read:
-            return None  # a subclass reads its own way: nothing is memoized
+        kind = type(self)
+        plain = _reads_plainly.get(kind)
+        if plain is None:  # (looked up once per class: a pydantic class's attributes are slow)
+            plain = _reads_plainly[kind] = (
+                kind.open_read is LocalFileSystem.open_read
+                and kind.open_head is LocalFileSystem.open_head
+            )
+        if not plain:
+            return None  # a subclass reads its own way: nothing is kept
         return self.folder().stamp(path)
 
     def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool:
