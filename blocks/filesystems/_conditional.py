@@ -7,8 +7,8 @@ inode and change time):
 
 - `create`: S3 ``PutObject`` with ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, Azure
   ``If-None-Match: *``, locally a ``link()`` of a finished temp file (atomic create-if-absent,
-  also on NFS), so nobody sees a half-written lease (the folder is removed with its last
-  lease, so an idle storage holds none);
+  also on NFS), so nobody sees a half-written lease (the folder stays while the process
+  that made it lives, and goes at its exit if empty, so an idle storage holds none);
 - `replace`: S3 ``If-Match``, GCS ``ifGenerationMatch=<generation>``, Azure ``If-Match``,
   locally a ``rename()`` of the current file aside (only one process gets it), kept only if it
   is the version asked for, else put back;
@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from contextlib import suppress
@@ -107,13 +108,20 @@ class LocalObjects:
         return os.path.join(self.folder, name)
 
     def create(self, name: str, data: bytes) -> str | None:
+        if self.folder in _made and _UNNAMED:
+            created = self._create_unnamed(name, data)
+            if created is not _UNSUPPORTED:
+                return created  # type: ignore[return-value]
         temp = self._path(f".{name}.{uuid.uuid4().hex}.new")
-        for _ in range(100):  # the folder goes when its last lease does (`delete`)
-            os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        for _ in range(100):  # another process may remove the folder (`_remove_folders`)
+            if self.folder not in _made:
+                os.makedirs(self.folder, mode=0o700, exist_ok=True)
+                _made.add(self.folder)
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 break
             except FileNotFoundError:
+                _made.discard(self.folder)
                 continue
         else:  # pragma: no cover - someone removes the folder in a loop
             raise FileNotFoundError(self.folder)
@@ -129,6 +137,39 @@ class LocalObjects:
         finally:
             os.unlink(temp)
         return _file_version(os.stat(self._path(name), follow_symlinks=False), info.st_ino)
+
+    def _create_unnamed(self, name: str, data: bytes) -> str | object | None:
+        """`create` with a file that has no name until it is whole (Linux ``O_TMPFILE``, then
+        ``linkat`` of its descriptor): no temp name made and removed in the folder, two
+        directory operations fewer per lease. `_UNSUPPORTED` where the filesystem (NFS) or
+        the system (no ``/proc``) cannot: the caller falls back to a named temp file."""
+        global _UNNAMED
+        try:
+            fd = os.open(self.folder, os.O_WRONLY | _UNNAMED, 0o600)
+        except FileNotFoundError:
+            _made.discard(self.folder)
+            return _UNSUPPORTED
+        except OSError:  # EOPNOTSUPP, EISDIR on kernels without O_TMPFILE...
+            _UNNAMED = 0
+            return _UNSUPPORTED
+        try:
+            os.write(fd, data)
+            info = os.fstat(fd)
+            try:
+                # `src_dir_fd` (ignored for an absolute path) makes it ``linkat`` with
+                # AT_SYMLINK_FOLLOW, which links the descriptor's file; plain ``link`` fails.
+                os.link(
+                    f"/proc/self/fd/{fd}", self._path(name), src_dir_fd=fd, follow_symlinks=True
+                )
+            except FileExistsError:
+                return None
+            except OSError:  # no /proc: named temp files from now on
+                _UNNAMED = 0
+                return _UNSUPPORTED
+        finally:
+            os.close(fd)
+        # A link keeps the inode and its modification time: the version is the fstat's.
+        return _file_version(info)
 
     def read(self, name: str) -> tuple[bytes, str] | None:
         try:
@@ -166,8 +207,6 @@ class LocalObjects:
         aside = self._take(name, version)
         if aside is not None:
             os.unlink(aside)
-            with suppress(OSError):  # the last lease: leave no folder in the user's storage
-                os.rmdir(self.folder)
         return aside is not None
 
     def names(self) -> list[str]:
@@ -175,6 +214,25 @@ class LocalObjects:
             return sorted(n for n in os.listdir(self.folder) if not n.startswith("."))
         except FileNotFoundError:
             return []
+
+
+#: ``O_TMPFILE`` where the system has it (0: named temp files, `LocalObjects._create_unnamed`).
+_UNNAMED = getattr(os, "O_TMPFILE", 0)
+_UNSUPPORTED = object()
+
+#: Lease folders this process made or found (no ``mkdir`` per lease). Each stays until the
+#: process exits, then goes if empty (`_remove_folders`): removing it with its last lease
+#: instead cost a ``rmdir`` and a ``mkdir`` per cache miss, ~0.1-1 ms each on a loaded ext4.
+_made: set[str] = set()
+
+
+@atexit.register
+def _remove_folders() -> None:
+    """Leave no empty lease folder in the user's storage (one still in use stays)."""
+    for folder in list(_made):
+        with suppress(OSError):
+            os.rmdir(folder)
+    _made.clear()
 
 
 def _file_version(info: os.stat_result, ino: int | None = None) -> str:

@@ -39,6 +39,7 @@ from blocks.filesystems._keys import (
     temp_name_prefix,
     validate_key,
 )
+from blocks.filesystems._stamps import Stamp, settled, stamp_of
 
 # Every folder below the base is opened one name at a time relative to its parent's descriptor
 # and never through a symlink, so a folder swapped for a symlink between a check and the
@@ -451,6 +452,26 @@ class LocalFolder:
         except OSError:
             return False
         return True
+
+    def stamp(self, path: KeyLike) -> Stamp | None:
+        """The stamp of the file under `path` (`blocks.filesystems._stamps`): one ``lstat``.
+        None for a key below a subfolder (only a key right below the base is looked up by
+        path, as `_open_file` does), an absent key or anything but a regular file."""
+        if type(path) is not str or "/" in path or "://" in path:
+            return None  # a subfolder's key, a path or a URL: read as ever
+        return stamp_of(f"{self._root}/{checked_key(path)}")
+
+    def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool:
+        """Whether `stamp` (of the file under `path`, taken after `looked_ns`) stands for its
+        bytes from now on: it has settled (`_stamps.settled`) and only our user can write the
+        file and the base folder (no other user's process can change it unseen)."""
+        euid = os.geteuid()
+        if stamp[6] != euid or stamp[5] & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+        try:
+            return settled(stamp, looked_ns) and _private(os.stat(self._root_text()), euid)
+        except OSError:
+            return False
 
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes:
         check_range(start, end)

@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 
 from blocks.errors import UnsafePath
 from blocks.filesystems._keys import KeyLike, TempFile
+from blocks.filesystems._stamps import Stamp
 
 
 class Storage(Protocol):
@@ -45,6 +46,10 @@ class Storage(Protocol):
     def read_range(self, path: KeyLike, start: int, end: int) -> bytes: ...
 
     def only_we_write(self, path: KeyLike, stream: BinaryIO) -> bool: ...
+
+    def stamp(self, path: KeyLike) -> Stamp | None: ...
+
+    def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool: ...
 
     def size(self, path: KeyLike) -> int: ...
 

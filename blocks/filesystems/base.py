@@ -40,6 +40,7 @@ from blocks.filesystems._keys import (
     temp_name_prefix,
     validate_key,
 )
+from blocks.filesystems._stamps import Stamp
 
 # The key rule lives in `blocks.filesystems._keys` (no pydantic); these names stay importable
 # from here, where they were first.
@@ -164,6 +165,16 @@ class WritableFileSystem(Block):
         """Whether nobody but this process's user can change the bytes `stream` (a reader of
         `path` from `open_head`) reads, so that a reader may verify it and then decode it again
         instead of copying it. False by default: an object store's bytes arrive once."""
+        return False
+
+    def stamp(self, path: KeyLike) -> Stamp | None:
+        """A stat that changes whenever the bytes under `path` change, for memos of verified
+        records (`blocks.filesystems._stamps`); None: none can be given (the default: an
+        object store's reader reads the object each time)."""
+        return None
+
+    def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool:
+        """Whether `stamp` may stand for the bytes under `path` from now on (see `stamp`)."""
         return False
 
     @abstractmethod

@@ -25,11 +25,16 @@ from blocks import settings
 from blocks.errors import UnsafePath
 from blocks.filesystems._folder import LocalFolder
 from blocks.filesystems._keys import KeyLike, TempFile
+from blocks.filesystems._stamps import Stamp
 from blocks.filesystems.base import WritableFileSystem
 
 # basepath, BLOCKS_HOME and HOME where they matter, fsync -> the folder they give.
 _FolderIdent = tuple[str | None, str | None, str | None, bool]
 _folders: dict[_FolderIdent, LocalFolder] = {}
+
+
+#: Per class: whether it reads files as `LocalFileSystem` does (`LocalFileSystem.stamp`).
+_reads_plainly: dict[type, bool] = {}
 
 
 class LocalFileSystem(WritableFileSystem):
@@ -166,6 +171,21 @@ class LocalFileSystem(WritableFileSystem):
         if type(self).open_read is not LocalFileSystem.open_read:
             return False  # a subclass reads its own way: copy, as for any storage
         return self.folder().only_we_write(path, stream)
+
+    def stamp(self, path: KeyLike) -> Stamp | None:
+        kind = type(self)
+        plain = _reads_plainly.get(kind)
+        if plain is None:  # (looked up once per class: a pydantic class's attributes are slow)
+            plain = _reads_plainly[kind] = (
+                kind.open_read is LocalFileSystem.open_read
+                and kind.open_head is LocalFileSystem.open_head
+            )
+        if not plain:
+            return None  # a subclass reads its own way: nothing is kept
+        return self.folder().stamp(path)
+
+    def settled(self, path: KeyLike, stamp: Stamp, looked_ns: int) -> bool:
+        return self.folder().settled(path, stamp, looked_ns)
 
     def open_atomic_write(self, path: KeyLike) -> AbstractContextManager[BinaryIO]:
         return self.folder().open_atomic_write(path)

@@ -83,12 +83,18 @@ def _machine_id() -> str:
     given = os.environ.get("BLOCKS_MACHINE_ID")
     if given:
         return given
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as source:
-            boot = source.read().strip()
-        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return ""
+    global _machine
+    if _machine is None:  # a process's boot and PID namespace never change: read them once
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as source:
+                boot = source.read().strip()
+            _machine = f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+        except OSError:
+            _machine = ""
+    return _machine
+
+
+_machine: str | None = None
 
 
 def _dead_here(info: LeaseInfo) -> bool:
@@ -387,7 +393,12 @@ class _Heartbeat:
                     target=self._run, name="blocks-lease-heartbeat", daemon=True
                 )
                 self.thread.start()
-        self.wake.set()
+                return
+        # A running thread sleeps at most `_LINGER` between looks: it sees this lease in time
+        # (first renewal a third of a lease in) unless the lease is that short. Waking it
+        # anyway hands it the GIL on every cache miss.
+        if lease.seconds / 3 < _LINGER:
+            self.wake.set()
 
     def drop(self, lease: _ObjectWaiter) -> None:
         with self.guard:
@@ -395,12 +406,19 @@ class _Heartbeat:
 
     def _run(self) -> None:
         due: dict[_ObjectWaiter, float] = {}
+        idle_since: float | None = None
         while True:
             with self.guard:
                 held = list(self.held)
                 if not held:
-                    self.thread = None  # the next lease held starts another
-                    return
+                    # Lingers a little with none held: a run of cache misses would otherwise
+                    # start a thread per miss (~60 µs each).
+                    idle_since = idle_since if idle_since is not None else time.monotonic()
+                    if time.monotonic() - idle_since >= _LINGER:
+                        self.thread = None  # the next lease held starts another
+                        return
+                else:
+                    idle_since = None
             now = time.monotonic()
             for lease in held:
                 when = due.setdefault(lease, now + lease.seconds / 3)
@@ -413,16 +431,20 @@ class _Heartbeat:
             for lease in [lease for lease in due if lease not in held]:
                 del due[lease]
             self.wake.clear()
-            self.wake.wait(min([when - now for when in due.values()] + [1.0]))
+            self.wake.wait(min([when - now for when in due.values()] + [_LINGER]))
 
 
 _heartbeat = _Heartbeat()
 
+#: How long the heartbeat thread waits with no lease held before it ends.
+_LINGER = 1.0
+
 
 def _after_fork() -> None:
     # A child holds none of its parent's leases (nor its connection, nor its thread).
-    global _heartbeat, _owner, _backends_guard
+    global _heartbeat, _owner, _backends_guard, _machine
     _heartbeat, _owner, _backends_guard = _Heartbeat(), _new_owner(), threading.Lock()
+    _machine = None  # read again: a child may be in another PID namespace
     _backends.clear()
 
 

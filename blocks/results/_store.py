@@ -47,6 +47,7 @@ import io
 import itertools
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
     import logging
 
     from blocks.filesystems._protocol import Storage
+    from blocks.filesystems._stamps import Stamp
     from blocks.filesystems.base import WritableFileSystem
     from serializers.base import Serializer
 
@@ -160,6 +162,8 @@ class ResultStore:
         self._reads_pickle = _uses_pickle(self._own_spec)
         self._keys = keys
         self._compatible_versions: dict[int, dict[str, str]] = {}
+        #: Verified small records by key, with their file's stamp (`_keep`).
+        self._kept: dict[str, _Kept] = {}
 
     @property
     def keys(self) -> ResultsKeys:
@@ -208,6 +212,7 @@ class ResultStore:
         cannot be serialized (nothing is written) and `StorageError` if the storage fails.
         """
         key = validate_key(key)
+        self._kept.pop(key, None)  # replaced by a new file: a new stamp in any case
         keys = self.keys
         if keys.unadopted:
             self._refuse_foreign(keys, key, *self._keys_to_check())
@@ -314,7 +319,20 @@ class ResultStore:
         """
         key = checked_key(key)
         keys = self.keys
+        looked = time.time_ns()
+        stamp = self.storage.stamp(key)
         try:
+            if stamp is not None:
+                kept = self._kept.get(key)
+                if kept is not None and kept[0] == stamp and kept[1] is keys:
+                    # The bytes that verified when the file had this stamp (see `_keep`).
+                    _, _, header, serializer, payload, signer, expires = kept
+                    if expires is not None and looked >= expires:
+                        return None
+                    value = _decode(
+                        serializer, io.BytesIO(payload), header, signer, _decode_limit(header)
+                    )
+                    return Hit(header, value)
             # One read brings prefix, header and (for a small record) the whole payload;
             # `stream` is None when that was all of it.
             data, stream = self.storage.open_head(key, HEAD_READ)
@@ -328,7 +346,10 @@ class ResultStore:
                 serializer = self._serializer_for(header)
                 limit = _decode_limit(header)
                 if stream is None:
-                    value = self._load_small(data[end:], header, serializer, keys, limit)
+                    payload = data[end:]
+                    value = self._load_small(payload, header, serializer, keys, limit)
+                    if stamp is not None:
+                        self._keep(key, stamp, looked, keys, header, serializer, payload)
                 else:
                     stream.seek(end)
                     value = self._load_verified(stream, header, serializer, keys, limit, key)
@@ -349,6 +370,41 @@ class ResultStore:
         except OSError as exc:
             self._storage_failed("read", key, exc)
         return Hit(header, value)
+
+    def _keep(
+        self,
+        key: str,
+        stamp: Stamp,
+        looked: int,
+        keys: ResultsKeys,
+        header: RecordHeader,
+        serializer: Serializer,
+        payload: bytes,
+    ) -> None:
+        """Remember a small record's verified payload under the stamp its file had before it
+        was opened, if the file still has it now (nothing changed it while it was read) and
+        the stamp stands for its bytes from now on (`Storage.settled`: settled, on a local
+        filesystem, writable only by our user). A later read with the same stamp decodes
+        these bytes without opening the file; any change to the file changes its stamp
+        (`blocks.filesystems._stamps` says why), and another results key verifies again."""
+        if len(payload) > _KEPT_PAYLOAD:
+            return
+        storage = self.storage
+        if storage.stamp(key) != stamp or not storage.settled(key, stamp, looked):
+            return
+        kept = self._kept
+        if len(kept) >= _KEPT_RECORDS:
+            kept.clear()
+        expires = header.expires
+        kept[key] = (
+            stamp,
+            keys,
+            header,
+            serializer,
+            payload,
+            _signer(keys, header),
+            None if expires is None else int(expires.timestamp() * 1e9),
+        )
 
     def open_payload(self, key: str) -> Payload:
         """The payload under `key` as a verified, read-only binary file with its header.
@@ -841,6 +897,14 @@ def _serializer(spec: Serializer | str | dict[str, Any] | None) -> Serializer:
     )
     return resolved
 
+
+#: A record kept verified: its file's stamp, the keys, header, serializer, payload and signer
+#: it verified with, and when it expires (ns since the epoch, or None).
+_Kept = tuple["Stamp", ResultsKeys, RecordHeader, "Serializer", bytes, ResultsKey, int | None]
+
+#: Records a store keeps verified (`ResultStore._keep`): at most 512 of at most 16 KiB.
+_KEPT_RECORDS = 512
+_KEPT_PAYLOAD = 16 * 1024
 
 #: Small payloads whose tag verified, by tag: the same bytes under the same key give the same
 #: tag, so a repeat hit compares bytes instead of computing the MAC again. At most

@@ -38,7 +38,16 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from blocks.errors import OptionTypeError
 from blocks.runtime import _history
@@ -172,6 +181,15 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             self._plain_names = None
         self._name_set = frozenset(self._plain_names or ())
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+        #: By the number n of positional arguments: the defaults of the parameters after the
+        #: n-th if they all have one (a call with no keywords binds without a loop), else None.
+        self._tails: tuple[dict[str, Any] | None, ...] = ()
+        if self._plain_names is not None:
+            names, defaults = self._plain_names, self._defaults
+            self._tails = tuple(
+                {n: defaults[n] for n in names[i:]} if defaults.keys() >= set(names[i:]) else None
+                for i in range(len(names) + 1)
+            )
         self.isasync = inspect.iscoroutinefunction(fn)
         self._set_options(options)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -204,12 +222,13 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
 
     # -- options as attributes -------------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> Any:
-        # `my_task.retries`, `my_task.timeout_seconds`...: the options, read-only.
-        options = self.__dict__.get("options")  # absent while unpickling
-        if options is not None and name in _OPTION_NAMES:
-            return getattr(options, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    # `my_task.retries`, `my_task.timeout_seconds`...: the options, read-only, as properties
+    # made below the class (`_option_property`). Not a ``__getattr__``: a class with one gets
+    # no specialized attribute reads, which every other attribute of a task would pay on the
+    # hot paths (~1 µs per cache hit).
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @property
     def version(self) -> str | None:
@@ -568,6 +587,13 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults filled in."""
         names = self._plain_names
+        if not kwargs and len(args) < len(self._tails):
+            tail = self._tails[len(args)]  # the hot path: positional arguments, then defaults
+            if tail is not None:
+                params = dict(zip(names, args))  # type: ignore[arg-type]  # noqa: B905 (len checked)
+                if tail:
+                    params.update(tail)
+                return params
         if names is not None and len(args) <= len(names):
             # Cheap path for plain signatures (no *args, **kwargs or keyword-only parameters).
             params = dict(zip(names, args, strict=False))
@@ -587,6 +613,20 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)
+
+
+def _option_property(name: str) -> property:
+    """`Task`'s read-only attribute for the option `name`."""
+
+    def read(self: Task[Any, Any]) -> Any:
+        return getattr(self.options, name)
+
+    return property(read, doc=f"The task's ``{name}`` option (read-only).")
+
+
+for _name in sorted(_OPTION_NAMES - {"name"}):  # the name is an instance attribute
+    if not hasattr(Task, _name):  # `version`, hook decorators...: defined in the class
+        setattr(Task, _name, _option_property(_name))
 
 
 class BoundTask(Bound, Task[P, R]):

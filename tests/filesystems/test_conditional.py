@@ -60,6 +60,25 @@ def test_a_local_folder_refuses_what_a_lease_needs(tmp_path: Path) -> None:
     _check_all("local folder", LocalFileSystem(basepath=str(tmp_path)))
 
 
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named temp file"])
+def test_a_local_folder_refuses_either_way_it_creates_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    from blocks.filesystems import LocalFileSystem, _conditional
+
+    if not unnamed:
+        monkeypatch.setattr(_conditional, "_UNNAMED", 0)
+    storage = LocalFileSystem(basepath=str(tmp_path))
+    objects = conditional_objects(storage)
+    assert objects is not None
+    made = objects.create("first", b"makes the folder")  # then later ones may go unnamed
+    assert made is not None and objects.delete("first", made)
+    _check_all("local folder", storage)
+    assert objects.create("k", b"one") is not None and objects.create("k", b"two") is None
+    assert objects.read("k") == (b"one", objects.read("k")[1])  # type: ignore[index]
+    assert [p.name for p in (tmp_path / ".blocks-leases").iterdir()] == ["k"]  # no temp file
+
+
 def test_localstack_s3_refuses_what_a_lease_needs(s3_bucket: Any) -> None:
     _check_all("LocalStack S3", s3_bucket.block("results"))
 

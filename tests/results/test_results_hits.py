@@ -106,3 +106,94 @@ def test_keys_below_folders_and_flat_keys_both_hit(tmp_path: Path) -> None:
     assert store.read("flat").value == 2  # type: ignore[union-attr]
     (tmp_path / "alias").symlink_to("flat")
     assert store.storage.read_path("alias") == store.storage.read_path("flat")
+
+
+# -- records kept verified by their file's stamp (no open per hit) ----------------------------
+
+
+def _settle() -> None:
+    """Wait until a record just written has settled (`_stamps.SETTLE_NS`): its stamp is kept."""
+    from blocks.filesystems._stamps import SETTLE_NS
+
+    time.sleep(SETTLE_NS / 1e9 * 2)
+
+
+def _kept_hit(store: ResultStore, key: str, value: object) -> None:
+    assert store.read(key).value == value  # type: ignore[union-attr]
+    assert key in store._kept, "a settled record of ours is kept"
+    assert store.read(key).value == value  # type: ignore[union-attr]  # from the kept bytes
+
+
+def test_a_kept_record_rewritten_in_place_same_size_and_mtime_reads_the_new_value(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    store.write("k", {"v": "aaaa"})
+    other = _store(tmp_path / "other")
+    other.write("k", {"v": "bbbb"})  # the same key and size: a valid record, other bytes
+    _settle()
+    _kept_hit(store, "k", {"v": "aaaa"})
+    path, replacement = tmp_path / "k", (tmp_path / "other" / "k").read_bytes()
+    assert len(replacement) == path.stat().st_size
+    before = path.stat()
+    with open(path, "r+b") as f:  # in place: the same inode, the same size
+        f.write(replacement)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back; ctime moves
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert store.read("k").value == {"v": "bbbb"}  # type: ignore[union-attr]
+
+
+def test_a_kept_record_altered_in_place_is_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("k", {"v": "original"})
+    _settle()
+    _kept_hit(store, "k", {"v": "original"})
+    path = tmp_path / "k"
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b"original")
+    data[at : at + 8] = b"ORIGINAL"
+    with open(path, "r+b") as f:
+        f.write(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _warned_miss(store, "k", "payload signature")
+
+
+def test_a_record_changed_right_after_it_was_written_is_never_kept_stale(tmp_path: Path) -> None:
+    # Within one tick of the coarse clock a change may keep the stamp: such a record is read
+    # in full until it has settled.
+    store = _store(tmp_path)
+    store.write("k", {"v": "aaaa"})
+    assert store.read("k").value == {"v": "aaaa"}  # type: ignore[union-attr]
+    assert "k" not in store._kept
+    path = tmp_path / "k"
+    data = path.read_bytes().replace(b"aaaa", b"AAAA")
+    with open(path, "r+b") as f:
+        f.write(data)
+    _warned_miss(store, "k", "payload signature")
+
+
+def test_a_record_others_can_write_is_read_each_time(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.write("k", 1)
+    os.chmod(tmp_path / "k", 0o666)
+    _settle()
+    assert store.read("k").value == 1  # type: ignore[union-attr]
+    assert "k" not in store._kept
+
+
+def test_a_kept_record_replaced_by_a_write_or_expired_or_under_other_keys(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    store.write("k", 1, expires=datetime.now(UTC) + timedelta(seconds=0.3))
+    _settle()
+    _kept_hit(store, "k", 1)
+    time.sleep(0.35)
+    assert store.read("k") is None  # a kept header still expires
+    store.write("k", 2)
+    assert store.read("k").value == 2  # type: ignore[union-attr]
+    _settle()
+    _kept_hit(store, "k", 2)
+    theirs = _store(tmp_path, keys=ResultsKeys.of([os.urandom(32)], "test"))
+    _warned_miss(theirs, "k", "results key")

@@ -241,7 +241,8 @@ def test_a_cached_task_persists_on_the_worker_and_the_next_flow_run_is_a_cached_
     assert first.is_completed() and not first.is_cached() and first.result() == 1
     assert second.is_cached() and second.result() == 1
     assert Path(log).read_text() == "x"  # computed once, by the first flow run's worker
-    assert len(list((tmp_path / "results").iterdir())) == 1
+    records = [p for p in (tmp_path / "results").iterdir() if p.name != ".blocks-leases"]
+    assert len(records) == 1  # (a worker's empty lease folder stays while it lives)
 
 
 # -- lifecycle -----------------------------------------------------------------------------------

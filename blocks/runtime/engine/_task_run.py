@@ -168,7 +168,6 @@ def run_cached(
             where = _where(task, run)
             key, components = _cache_key(task, run, args, kwargs, where)
             probe = None if key is None else _probe(*where, key)
-            probed = Probed(started, key, components, probe)
         except BaseException as exc:  # the engine fails (or crashes) the run with it
             probed = exc
         else:
@@ -182,6 +181,7 @@ def run_cached(
                 if recorder is not None:
                     _record(recorder, run, state, started)
                 return state
+            probed = Probed(started, key, components, probe)
     finally:
         reset_current(token)
     return drive(task_steps(task, run, args, kwargs, probed))

@@ -90,9 +90,15 @@ def key_for(task: KeyedTask, components: Components) -> str:
 
 def _results_keys() -> Any:
     """The results keys (`blocks.results._signing.results_keys`), imported on first use."""
-    from blocks.results._signing import results_keys
+    global _keys_now
+    if _keys_now is None:
+        from blocks.results._signing import results_keys
 
-    return results_keys()
+        _keys_now = results_keys
+    return _keys_now()
+
+
+_keys_now: Callable[[], Any] | None = None
 
 
 def _secret_component(digest: str) -> str:
