@@ -125,7 +125,7 @@ def test_workers_sigtermed_at_random_moments_stop_and_leave_no_run_running(
     finally:
         sys.modules.pop("stop_flows", None)
     rng = random.Random(KILLS)
-    slowest = 0.0
+    slowest, early = 0.0, 0
     for round_ in range(0, KILLS, 2):
         procs = [
             subprocess.Popen(
@@ -136,7 +136,7 @@ def test_workers_sigtermed_at_random_moments_stop_and_leave_no_run_running(
             )
             for _ in range(min(2, KILLS - round_))
         ]
-        time.sleep(rng.uniform(0.3, 3.0))
+        time.sleep(rng.uniform(0.8, 3.5))
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         asked = time.monotonic()
@@ -149,7 +149,13 @@ def test_workers_sigtermed_at_random_moments_stop_and_leave_no_run_running(
                 pytest.fail(
                     f"a worker did not stop within 30 s of SIGTERM:\n{err.decode()[-3000:]}"
                 )
-            assert proc.returncode == 0, err.decode()[-3000:]
+            # Before its handler is installed (still importing, on a loaded machine) SIGTERM's
+            # default action ends a worker that holds nothing yet; once it serves, it stops.
+            serving = b"serving pool" in err
+            assert proc.returncode == 0 if serving else proc.returncode in (0, -signal.SIGTERM), (
+                err.decode()[-3000:]
+            )
+            early += not serving
         slowest = max(slowest, time.monotonic() - asked)
     store = RunStore.default()
 
@@ -163,7 +169,8 @@ def test_workers_sigtermed_at_random_moments_stop_and_leave_no_run_running(
     completed = sum(r.state is RunState.COMPLETED for r in runs)
     stopped = sum(r.state is RunState.CRASHED for r in runs)
     print(
-        f"{KILLS} workers SIGTERMed at random moments: all stopped (slowest {slowest:.1f} s), "
+        f"{KILLS} workers SIGTERMed at random moments ({early} while starting): all stopped "
+        f"(slowest {slowest:.1f} s), "
         f"{completed} runs completed, {stopped} stopped mid-run (Crashed), none left running"
     )
     assert completed + stopped >= 1  # the workers were at work when they were stopped
