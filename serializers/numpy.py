@@ -15,8 +15,11 @@ from .errors import SerializationError
 MAX_HEADER_SIZE = 10_000
 
 
-#: Bytes handed to the file per write when streaming an array's memory.
-_CHUNK = 16 * 1024 * 1024
+#: Bytes handed to the file per write when streaming an array's memory: small enough that the
+#: store's sink hashes a piece and the kernel copies it while it is still in the CPU's cache
+#: (16 MiB pieces were read from memory twice: 0.83x of ``numpy.save``'s CPU per 1 GB, 0.89x
+#: now, in the same run).
+_CHUNK = 1024 * 1024
 
 
 def _write_contiguous(array: Any, file: BinaryIO, npy: Any) -> bool:
