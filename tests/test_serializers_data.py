@@ -328,6 +328,10 @@ def test_generated_polars_frames_come_back_as_polars(frame: pl.DataFrame, lazy: 
     back = ParquetSerializer().loads(ParquetSerializer().dumps(value))
     assert isinstance(back, pl.DataFrame)  # a LazyFrame is collected: its result is a frame
     polars.testing.assert_frame_equal(back, frame, categorical_as_str=True)
+    # From private memory, column by column (`load_buffer`), the same frame.
+    data = ParquetSerializer().dumps(frame)
+    back = ParquetSerializer().load_buffer(_private_copy(data))
+    polars.testing.assert_frame_equal(back, frame, categorical_as_str=True)
 
 
 def test_polars_column_name_with_nul_is_a_clear_error_not_a_panic() -> None:
