@@ -45,6 +45,10 @@ _MASKED = frozenset(
     {f"{sign}Int{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)}
     | {"Float32", "Float64", "boolean"}
 )
+#: Payloads whose columns hold this many uncompressed bytes or more are decoded column by
+#: column (`_read_table`); smaller ones all at once, on pyarrow's threads (faster, and their
+#: peak memory is small anyway).
+_BY_COLUMN_FROM = 16 * 1024 * 1024
 #: A decoded column from this size on has Arrow's pool return the scratch memory it freed.
 _RELEASE_FROM = 1024 * 1024
 # Bytes a fixed-width Parquet value decodes to, at most (INT96 becomes an 8-byte timestamp).
@@ -241,9 +245,15 @@ def _read_table(parquet: pq.ParquetFile, buffer: memoryview | None, pa: Any) -> 
     scratch memory, not the table plus the whole payload plus every column's scratch memory."""
     schema = parquet.schema_arrow
     names = schema.names
-    if buffer is None or len(names) < 2 or len(set(names)) != len(names):
-        return parquet.read(use_pandas_metadata=True)
     metadata = parquet.metadata
+    sizes = _uncompressed_sizes(metadata)
+    if (
+        buffer is None
+        or len(names) < 2
+        or len(set(names)) != len(names)
+        or sum(sizes) < _BY_COLUMN_FROM  # small: pyarrow's threads, all columns at once
+    ):
+        return parquet.read(use_pandas_metadata=True)
     leaves: dict[str, list[int]] = {name: [] for name in names}
     for leaf, path in enumerate(parquet.reader.column_paths):
         # pyarrow selects a column by name or by any dotted path inside it: each name must
@@ -252,7 +262,6 @@ def _read_table(parquet: pq.ParquetFile, buffer: memoryview | None, pa: Any) -> 
         if path[0] not in leaves or any(dotted in leaves for dotted in inner):
             return parquet.read(use_pandas_metadata=True)
         leaves[path[0]].append(leaf)
-    sizes = _uncompressed_sizes(metadata)
     # Largest first: a column's decoding scratch is about its size, and it is needed least
     # when little of the table is decoded yet.
     size_of = {name: sum(sizes[leaf] for leaf in leaves[name]) for name in names}

@@ -6,10 +6,12 @@ cannot be written safely (object arrays, unknown kinds, oversized decodes) is re
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
 import string
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import serializers.parquet as parquet_module
 from serializers import (
     AutoSerializer,
     NumpySerializer,
@@ -158,6 +161,17 @@ def test_generated_pandas_frames_round_trip_with_index_dtypes_and_column_order(
     assert back.dtypes.tolist() == frame.dtypes.tolist()
 
 
+@contextlib.contextmanager
+def _by_column() -> Iterator[None]:
+    """Payloads of any size decoded column by column (normally from 16 MiB of columns on)."""
+    saved = parquet_module._BY_COLUMN_FROM
+    parquet_module._BY_COLUMN_FROM = 0
+    try:
+        yield
+    finally:
+        parquet_module._BY_COLUMN_FROM = saved
+
+
 def _private_copy(data: bytes) -> memoryview:
     """`data` in private anonymous memory, as a result store hands a verified payload over."""
     memory = mmap.mmap(-1, len(data), flags=mmap.MAP_PRIVATE)
@@ -172,12 +186,16 @@ def test_generated_pandas_frames_read_column_by_column_from_private_memory(
 ) -> None:
     # `load_buffer` decodes one column at a time and gives back each one's compressed pages:
     # the frame is the same as from a whole read, nullable columns included.
-    back = ParquetSerializer().load_buffer(_private_copy(ParquetSerializer().dumps(frame)))
+    with _by_column():
+        back = ParquetSerializer().load_buffer(_private_copy(ParquetSerializer().dumps(frame)))
     pd.testing.assert_frame_equal(back, frame, check_column_type=False)
     assert back.dtypes.tolist() == frame.dtypes.tolist()
 
 
-def test_column_by_column_read_gives_back_the_payload_and_keeps_every_kind() -> None:
+def test_column_by_column_read_gives_back_the_payload_and_keeps_every_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(parquet_module, "_BY_COLUMN_FROM", 0)  # every size, column by column
     rows = 200_000
     frame = pd.DataFrame(
         {
@@ -329,8 +347,8 @@ def test_generated_polars_frames_come_back_as_polars(frame: pl.DataFrame, lazy: 
     assert isinstance(back, pl.DataFrame)  # a LazyFrame is collected: its result is a frame
     polars.testing.assert_frame_equal(back, frame, categorical_as_str=True)
     # From private memory, column by column (`load_buffer`), the same frame.
-    data = ParquetSerializer().dumps(frame)
-    back = ParquetSerializer().load_buffer(_private_copy(data))
+    with _by_column():
+        back = ParquetSerializer().load_buffer(_private_copy(ParquetSerializer().dumps(frame)))
     polars.testing.assert_frame_equal(back, frame, categorical_as_str=True)
 
 

@@ -215,6 +215,7 @@ def test_large_parquet_record_is_verified_whole_then_decoded_column_by_column(
     # A changed byte anywhere is a miss before any column reaches pyarrow.
     import serializers.parquet as parquet_module
 
+    monkeypatch.setattr(parquet_module, "_BY_COLUMN_FROM", 0)  # every size, column by column
     storage = LocalFileSystem(basepath=str(tmp_path))
     store = ResultStore(storage, "parquet")
     rng = np.random.default_rng(25)
