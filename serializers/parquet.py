@@ -514,6 +514,7 @@ def _to_pandas(table: pa.Table) -> Any:
     """
     import pyarrow as pa
 
+    large = table.nbytes >= _RELEASE_FROM
     table, masked = _take_masked(table)
     frame = table.to_pandas(self_destruct=True, split_blocks=True)
     del table
@@ -526,7 +527,8 @@ def _to_pandas(table: pa.Table) -> Any:
             del column
             series = pd.Series(values, index=frame.index, name=label, copy=False)
             frame.insert(position, label, series, allow_duplicates=True)
-    pa.default_memory_pool().release_unused()  # the converted columns' Arrow memory
+    if large:  # the converted columns' Arrow memory (a small hit skips the pool's sweep)
+        pa.default_memory_pool().release_unused()
     return frame
 
 
