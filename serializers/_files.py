@@ -8,7 +8,9 @@ first byte: `Window` gives them that view without copying the payload.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import mmap
 import os
 from typing import Any, BinaryIO
 
@@ -96,3 +98,33 @@ class Window(io.RawIOBase):
     def close(self) -> None:
         # The file belongs to the caller.
         super().close()
+
+
+def discard(buffer: memoryview, start: int, end: int) -> int:
+    """Give the whole memory pages inside ``buffer[start:end]`` back to the system; return
+    how many bytes were given back.
+
+    For a payload decoded in parts (`Serializer.load_buffer`): once a part is decoded its
+    bytes are never read again, so its pages need not stay resident beside the decoded
+    value. The caller never reads a discarded range again: what its pages hold afterwards (zeros,
+    in the private anonymous mapping a result store reads a verified payload into) is never
+    decoded. Only a buffer that spans a whole `mmap.mmap` is released; any other is left
+    alone (0).
+    """
+    owner = buffer.obj
+    if (
+        not isinstance(owner, mmap.mmap)
+        or buffer.nbytes != len(owner)
+        or not hasattr(owner, "madvise")
+        or not hasattr(mmap, "MADV_DONTNEED")
+    ):
+        return 0
+    page = mmap.PAGESIZE
+    first = -(-max(0, start) // page) * page
+    last = min(end, len(owner)) // page * page
+    if last <= first:
+        return 0
+    with contextlib.suppress(OSError, ValueError):
+        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+        return last - first
+    return 0

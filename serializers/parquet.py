@@ -7,10 +7,11 @@ metadata (``blocks.kind``), one of a closed set (`KINDS`): never a class or modu
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any, BinaryIO, Self, cast
 
 from . import context
-from ._files import CountingSink, Window
+from ._files import CountingSink, Window, discard
 from .base import Serializer, check_spec_keys
 from .errors import SerializationError
 
@@ -39,6 +40,17 @@ LEVELS = range(-7, 23)
 DEFAULT_LEVEL = 1
 #: Rows per row group: pyarrow's default, so readers parallelise across groups as usual.
 ROW_GROUP_SIZE = 1024 * 1024
+# pandas' nullable dtypes, which it builds from Arrow with ``__from_arrow__`` (see `_to_pandas`).
+_MASKED = frozenset(
+    {f"{sign}Int{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)}
+    | {"Float32", "Float64", "boolean"}
+)
+#: Payloads whose columns hold this many uncompressed bytes or more are decoded column by
+#: column (`_read_table`); smaller ones all at once, on pyarrow's threads (faster, and their
+#: peak memory is small anyway).
+_BY_COLUMN_FROM = 16 * 1024 * 1024
+#: A decoded column from this size on has Arrow's pool return the scratch memory it freed.
+_RELEASE_FROM = 1024 * 1024
 # Bytes a fixed-width Parquet value decodes to, at most (INT96 becomes an 8-byte timestamp).
 _WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
 
@@ -165,11 +177,13 @@ class ParquetSerializer(Serializer):
 
     def load_buffer(self, buffer: memoryview) -> Any:
         """Read from the verified payload in memory: pyarrow slices column chunks out of it
-        instead of copying each one out of a file."""
+        instead of copying each one out of a file, one column at a time, and each column's
+        compressed bytes are given back (`discard`) once it is decoded, so the payload, the
+        Arrow table and the frame are never all resident at once."""
         pa, _ = _pyarrow()
-        return self._read(pa.BufferReader(pa.py_buffer(buffer)))
+        return self._read(pa.BufferReader(pa.py_buffer(buffer)), buffer)
 
-    def _read(self, source: Any) -> Any:
+    def _read(self, source: Any, buffer: memoryview | None = None) -> Any:
         pa, pq = _pyarrow()
         active = context.current()
         limit = active.max_bytes if active is not None else None
@@ -185,7 +199,7 @@ class ParquetSerializer(Serializer):
                         f"limit of {limit} (the size its record declares, or "
                         "BLOCKS_RESULTS_MAX_BYTES): not read"
                     )
-            table = parquet.read(use_pandas_metadata=True)
+            table = _read_table(parquet, buffer, pa)
         except SerializationError:
             raise
         except Exception as exc:
@@ -223,6 +237,104 @@ class ParquetSerializer(Serializer):
         """Rebuild from `to_spec()` output (the ``type`` key is already checked)."""
         check_spec_keys(spec, {"type", "level"})
         return cls(level=spec.get("level", DEFAULT_LEVEL))
+
+
+def _read_table(parquet: pq.ParquetFile, buffer: memoryview | None, pa: Any) -> pa.Table:
+    """All of `parquet` as one table. From a payload in memory (`buffer`), one top-level
+    column at a time (`_decode_columns`), so the peak is about the table plus one column's
+    scratch memory, not the table plus the whole payload plus every column's scratch memory."""
+    schema = parquet.schema_arrow
+    names = schema.names
+    metadata = parquet.metadata
+    sizes = _uncompressed_sizes(metadata)
+    if (
+        buffer is None
+        or len(names) < 2
+        or len(set(names)) != len(names)
+        or sum(sizes) < _BY_COLUMN_FROM  # small: pyarrow's threads, all columns at once
+    ):
+        return parquet.read(use_pandas_metadata=True)
+    leaves: dict[str, list[int]] = {name: [] for name in names}
+    for leaf, path in enumerate(parquet.reader.column_paths):
+        # pyarrow selects a column by name or by any dotted path inside it: each name must
+        # select its own leaves only (else read whole: bytes given back are never re-read).
+        inner = (".".join(path[: depth + 1]) for depth in range(1, len(path)))
+        if path[0] not in leaves or any(dotted in leaves for dotted in inner):
+            return parquet.read(use_pandas_metadata=True)
+        leaves[path[0]].append(leaf)
+    # Largest first: a column's decoding scratch is about its size, and it is needed least
+    # when little of the table is decoded yet.
+    size_of = {name: sum(sizes[leaf] for leaf in leaves[name]) for name in names}
+    order = sorted(names, key=lambda name: -size_of[name])
+    ranges = _chunk_ranges(metadata, len(buffer))
+    spans = {
+        name: [span for leaf in leaves[name] for span in ranges[leaf]] if ranges else []
+        for name in names
+    }
+    columns = _decode_columns(parquet, buffer, order, spans, pa)
+    return pa.Table.from_arrays([columns.pop(name) for name in names], schema=schema)
+
+
+def _decode_columns(
+    parquet: pq.ParquetFile, buffer: memoryview, order: list[str], spans: dict[str, Any], pa: Any
+) -> dict[str, Any]:
+    """Decode the columns named in `order`, one after the other on this thread, each then
+    giving back its compressed bytes (`discard`: `spans`, never read again) and the scratch
+    memory its decoding freed (Arrow's default pool, mimalloc, keeps what a thread frees for
+    that thread to reuse; pyarrow's own threads would keep it out of reach of
+    ``release_unused``). Decoding two columns at once was as fast here (2 busy cores) and
+    peaked up to 0.1x of the frame higher."""
+    pool = pa.default_memory_pool()
+    columns = {}
+    for name in order:
+        read = parquet.read(columns=[name], use_threads=False)
+        if read.num_columns != 1 or read.schema.names != [name]:  # `_read_table` rules it out
+            raise SerializationError(f"column {name[:80]!r} could not be read on its own")
+        column = read.column(0)
+        del read
+        for start, end in spans[name]:
+            discard(buffer, start, end)
+        if column.nbytes >= _RELEASE_FROM:
+            pool.release_unused()
+        columns[name] = column
+    return columns
+
+
+def _uncompressed_sizes(metadata: pq.FileMetaData) -> list[int]:
+    """Each leaf column's uncompressed bytes over all row groups, from the footer."""
+    sizes = [0] * metadata.num_columns
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for leaf in range(row_group.num_columns):
+            sizes[leaf] += int(row_group.column(leaf).total_uncompressed_size)
+    return sizes
+
+
+def _chunk_ranges(metadata: pq.FileMetaData, size: int) -> list[list[tuple[int, int]]] | None:
+    """Byte ranges of each leaf column's chunks (one per row group), or None unless they all
+    lie between the magic bytes and the footer without overlapping (then nothing is given
+    back early: a range is released only when it is certainly that column's)."""
+    ranges: list[list[tuple[int, int]]] = [[] for _ in range(metadata.num_columns)]
+    footer = size - 8 - int(metadata.serialized_size)
+    spans = []
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for leaf in range(row_group.num_columns):
+            chunk = row_group.column(leaf)
+            start = (
+                chunk.dictionary_page_offset
+                if chunk.has_dictionary_page and chunk.dictionary_page_offset
+                else chunk.data_page_offset
+            )
+            end = int(start) + int(chunk.total_compressed_size)
+            if start < 4 or end > footer:
+                return None
+            ranges[leaf].append((int(start), end))
+            spans.append((int(start), end))
+    spans.sort()
+    if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)):
+        return None
+    return ranges
 
 
 def decoded_estimate(metadata: pq.FileMetaData) -> int:
@@ -394,5 +506,73 @@ def _from_arrow(
 
 def _to_pandas(table: pa.Table) -> Any:
     """`table` as a pandas frame, each column's Arrow memory freed as soon as it is converted
-    (pyarrow's ``self_destruct``; `table` is unusable after), so the two never coexist whole."""
-    return table.to_pandas(self_destruct=True, split_blocks=True)
+    (pyarrow's ``self_destruct``; `table` is unusable after), so the two never coexist whole.
+
+    Nullable columns (``Int64``, ``boolean``...) are converted here, one at a time: through
+    pyarrow, pandas first combines the column's one chunk into a new Arrow array and then
+    copies that again (three copies alive at once); here pandas gets the chunk itself (two).
+    """
+    import pyarrow as pa
+
+    large = table.nbytes >= _RELEASE_FROM
+    table, masked = _take_masked(table)
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    if masked:
+        import pandas as pd
+
+        while masked:
+            position, label, dtype, column = masked.pop(0)
+            values = dtype.__from_arrow__(column.chunk(0))
+            del column
+            series = pd.Series(values, index=frame.index, name=label, copy=False)
+            frame.insert(position, label, series, allow_duplicates=True)
+    if large:  # the converted columns' Arrow memory (a small hit skips the pool's sweep)
+        pa.default_memory_pool().release_unused()
+    return frame
+
+
+def _take_masked(table: pa.Table) -> tuple[pa.Table, list[tuple[int, str, Any, Any]]]:
+    """`table` without its nullable pandas columns, and those columns (frame position, label,
+    pandas dtype, one-chunk Arrow column), in position order; nothing is taken unless the
+    frame's column labels are plain strings (one level) and every taken column is one chunk."""
+    import json
+
+    raw = (table.schema.metadata or {}).get(b"pandas")
+    if raw is None:
+        return table, []
+    try:
+        meta = json.loads(raw)
+        levels = meta.get("column_indexes") or []
+        if len(levels) != 1 or levels[0].get("pandas_type") != "unicode":
+            return table, []
+        index_fields = {d for d in meta.get("index_columns", []) if isinstance(d, str)}
+        wanted = {
+            c["field_name"]: c
+            for c in meta.get("columns", [])
+            if c.get("numpy_type") in _MASKED and isinstance(c.get("name"), str)
+        }
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return table, []  # pyarrow's own conversion says what is wrong, if anything
+    if not wanted:
+        return table, []
+    import pandas as pd
+
+    names = table.schema.names
+    taken: list[tuple[int, str, Any, Any]] = []
+    taken_fields: set[str] = set()
+    position = 0
+    for name in names:
+        if name in index_fields:
+            continue
+        spec = wanted.get(name)
+        if spec is not None and names.count(name) == 1:
+            column = table.column(name)
+            if column.num_chunks == 1:
+                dtype = pd.api.types.pandas_dtype(spec["numpy_type"])
+                taken.append((position, spec["name"], dtype, column))
+                taken_fields.add(name)
+        position += 1
+    if taken:
+        table = table.select([i for i, name in enumerate(names) if name not in taken_fields])
+    return table, taken

@@ -12,7 +12,8 @@ Compared, each best of ``--repeat``, all on local disk in one temporary folder:
 * frame, baselines: ``DataFrame.to_parquet`` / ``pandas.read_parquet`` with zstd (the same
   work) and with pandas' default (snappy); our ``"pickle"`` store (cloudpickle);
 * array, ours: the ``"npy"`` store; baselines ``numpy.save`` / ``numpy.load``, and
-  ``numpy.save`` to a new file renamed over the old one (atomic, as our store writes).
+  ``numpy.save`` to a new file renamed over the old one (atomic, as our store writes); in
+  interleaved rounds (one run of each per round), best of ``--repeat``.
 
 ``fsync=False`` on our side because the baselines do not fsync either (the default store
 fsyncs before its rename: ``bench_persist.py`` measures that). Throughput ratios are baseline
@@ -74,6 +75,35 @@ def measure(op: Callable[[], Any], repeat: int) -> Measure:
         elif best is not None:
             best.extra_rss = max(best.extra_rss, run.extra_rss)
     assert best is not None
+    return best
+
+
+def measure_interleaved(ops: dict[str, Callable[[], Any]], repeat: int) -> dict[str, Measure]:
+    """`measure` for several operations in turn, one run of each per round: each sees the
+    memory and page cache the others leave, not only its own (a 1 GB read right after four
+    1 GB writes pays the kernel's compaction for huge pages; the next one does not)."""
+    for op in ops.values():
+        op()
+    best: dict[str, Measure] = {}
+    for _ in range(repeat):
+        for name, op in ops.items():
+            gc.collect()
+            before = psutil.Process().memory_info().rss
+            with RssSampler() as rss:
+                cpu = time.process_time()
+                started = time.perf_counter()
+                result = op()
+                seconds = time.perf_counter() - started
+                cpu = time.process_time() - cpu
+            del result
+            run = Measure(seconds, max(0, rss.peak - before), cpu)
+            old = best.get(name)
+            extra = max(run.extra_rss, old.extra_rss if old else 0)
+            best[name] = (
+                Measure(run.seconds, extra, cpu)
+                if old is None or run.seconds < old.seconds
+                else Measure(old.seconds, extra, old.cpu)
+            )
     return best
 
 
@@ -170,11 +200,20 @@ def bench_array(megabytes: int, repeat: int, root: Path, storage: LocalFileSyste
     print(f"\narray: float64 x {count:,} = {mb(array.nbytes)}")
     print(f"{'operation':32} {'seconds':>9} {'CPU s':>7} {'peak RSS +':>12} {'/array':>7}  ours")
     path = root / "array.npy"
-    npy_w = measure(lambda: npy.write("array", array), repeat)
-    save_w = measure(lambda: np.save(path, array), repeat)
-    atomic_w = measure(lambda: save_atomically(root / "array-atomic.npy", array), repeat)
-    npy_r = measure(lambda: npy.read("array"), repeat)
-    load_r = measure(lambda: np.load(path), repeat)
+    # Interleaved rounds (writes, then reads): see `measure_interleaved`.
+    writes = measure_interleaved(
+        {
+            "ours": lambda: npy.write("array", array),
+            "save": lambda: np.save(path, array),
+            "atomic": lambda: save_atomically(root / "array-atomic.npy", array),
+        },
+        repeat,
+    )
+    reads = measure_interleaved(
+        {"ours": lambda: npy.read("array"), "load": lambda: np.load(path)}, repeat
+    )
+    npy_w, save_w, atomic_w = writes["ours"], writes["save"], writes["atomic"]
+    npy_r, load_r = reads["ours"], reads["load"]
     for name, m, ratio in [
         ("persist, ours npy", npy_w, ""),
         ("persist, numpy.save", save_w, vs(save_w, npy_w)),

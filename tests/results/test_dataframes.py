@@ -207,6 +207,57 @@ def test_flipped_payload_byte_is_a_miss_and_never_reaches_the_decoder(
     )
 
 
+def test_large_parquet_record_is_verified_whole_then_decoded_column_by_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the first read, a Parquet payload is read into private memory while verified, then
+    # decoded one column at a time, each column's compressed pages given back as it is done.
+    # A changed byte anywhere is a miss before any column reaches pyarrow.
+    import serializers.parquet as parquet_module
+
+    monkeypatch.setattr(parquet_module, "_BY_COLUMN_FROM", 0)  # every size, column by column
+    storage = LocalFileSystem(basepath=str(tmp_path))
+    store = ResultStore(storage, "parquet")
+    rng = np.random.default_rng(25)
+    rows = 100_000
+    frame = pd.DataFrame(
+        {
+            "id": pd.array(rng.integers(0, 10**9, rows), dtype="Int64"),
+            "price": rng.random(rows),
+            "city": pd.Categorical.from_codes(rng.integers(0, 3, rows), ["Séoul", "東京", "Lima"]),
+            "note": [f"n{v}" for v in rng.integers(0, 10**6, rows)],
+        }
+    )
+    frame.loc[::7, "id"] = pd.NA
+    store.write("k", frame)
+    offset = _payload_offset(storage, "k")
+    size = len(storage.read_path("k")) - offset
+    assert size > 16 * 64 * 1024  # past the store's first read: the in-memory path
+    loads = _count_loads(monkeypatch, ParquetSerializer)
+    given_back: list[int] = []
+    real_discard = parquet_module.discard
+
+    def counting_discard(buffer: memoryview, start: int, end: int) -> int:
+        given_back.append(real_discard(buffer, start, end))
+        return given_back[-1]
+
+    monkeypatch.setattr(parquet_module, "discard", counting_discard)
+    whole = storage.read_path("k")
+    for position in (0, size // 3, size // 2, size - 1):  # magic, column chunks, the footer
+        data = bytearray(whole)
+        data[offset + position] ^= 0x01
+        storage.write_path("k", bytes(data))
+        with pytest.warns(CorruptRecordWarning, match="signature"):
+            assert store.read("k") is None
+    assert loads == [] and given_back == []
+    storage.write_path("k", whole)
+    hit = store.read("k")
+    assert hit is not None and loads == [1]
+    pd.testing.assert_frame_equal(hit.value, frame)
+    assert sum(given_back) > size // 2
+    print(f"{size}-byte payload: 4 changed bytes, 4 misses; {sum(given_back)} bytes given back")
+
+
 def test_large_npy_record_is_read_in_place_verified_and_whole(tmp_path: Path) -> None:
     # Past the first read, an npy payload is read straight into the array's own memory while
     # it is verified: truncated or padded records are misses, a good one a writable array.
