@@ -348,53 +348,35 @@ def ssl_mailbox(tmp_path: Path) -> Iterator[tuple[_Mailbox, int]]:
         yield served
 
 
-def test_smtp_email_over_starttls_logs_in_only_after_tls(
-    tls_mailbox: tuple[_Mailbox, int],
+@pytest.mark.parametrize("mode", ["STARTTLS", "SSL"])
+def test_smtp_email_over_tls_logs_in_only_over_tls_and_checks_the_certificate(
+    mode: str,
+    request: pytest.FixtureRequest,
     all_logs: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BLOCKS_NOTIFY_RETRIES", "0")
-    box, port = tls_mailbox
-    mail = _mail(port, SMTP_PASSWORD, ["ops@example.com"])
-    mail.smtp_type = "STARTTLS"
-    mail.verify = False  # the test's self-signed certificate
-    mail.notify("over TLS", subject="TLS")
-    [(_, recipients, message)] = box.messages
-    assert recipients == ["ops@example.com"] and message["Subject"] == "TLS"
-    assert box.logins == [b"etl@example.com"]
-    mail.verify = True  # an unknown certificate is refused when verified
-    with pytest.raises(NotificationError, match="smtp-email"):
-        mail.notify("not sent")
-    assert len(box.messages) == 1
-    print("STARTTLS: 1 message after 1 login; a verified self-signed certificate: refused")
-    assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
-
-
-def test_smtp_email_over_ssl_speaks_tls_from_the_first_byte(
-    ssl_mailbox: tuple[_Mailbox, int],
-    all_logs: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    # STARTTLS: a server that takes a login only after STARTTLS; SSL: one that speaks TLS from
+    # the first byte (SMTPS, port 465).
+    box, port = request.getfixturevalue("tls_mailbox" if mode == "STARTTLS" else "ssl_mailbox")
     monkeypatch.setenv("BLOCKS_NOTIFY_RETRIES", "0")
     monkeypatch.setenv("BLOCKS_NOTIFY_TIMEOUT", "2")  # a client in clear waits for a banner
-    box, port = ssl_mailbox
     mail = _mail(port, SMTP_PASSWORD, ["ops@example.com"])
-    mail.smtp_type = "SSL"
+    mail.smtp_type = mode  # type: ignore[assignment]
     mail.verify = False  # the test's self-signed certificate
-    mail.notify("over SMTPS", subject="SSL")
+    mail.notify(f"over {mode}", subject=mode)
     [(_, recipients, message)] = box.messages
-    assert recipients == ["ops@example.com"] and message["Subject"] == "SSL"
+    assert recipients == ["ops@example.com"] and message["Subject"] == mode
     assert box.logins == [b"etl@example.com"]
-    # The same server asked in clear (STARTTLS or no TLS) never gets a message through.
-    mail.smtp_type = "INSECURE"
+    mail.smtp_type = "INSECURE"  # asked in clear: nothing gets through
     with pytest.raises(NotificationError, match="smtp-email"):
         mail.notify("not sent")
-    mail.smtp_type, mail.verify = "SSL", True  # an unknown certificate is refused when verified
-    with pytest.raises(NotificationError, match="smtp-email"):
+    mail.smtp_type, mail.verify = mode, True  # type: ignore[assignment]
+    with pytest.raises(NotificationError, match="smtp-email"):  # an unknown certificate
         mail.notify("not sent")
     assert len(box.messages) == 1
     print(
-        "SSL: 1 message after 1 login; in clear or with a verified self-signed certificate: refused"
+        f"{mode}: 1 message after 1 login; in clear or with a verified self-signed "
+        "certificate: refused"
     )
     assert _leaks(_logged(all_logs), SMTP_PASSWORD) == []
 

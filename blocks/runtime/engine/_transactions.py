@@ -529,19 +529,8 @@ def transaction(
         ...     if not txn.is_committed():
         ...         rebuild()
     """
-    resolved = _store(store) if key else (None if store is None else _store(store))
-    if logger is None:
-        run = get_current()
-        logger = run_logger(run) if run is not None else _logger
-    with Transaction(
-        key=key,
-        store=resolved,
-        commit_mode=commit_mode,
-        isolation_level=isolation_level,
-        overwrite=overwrite,
-        write_on_commit=write_on_commit,
-        logger=logger,
-    ) as txn:
+    options = (commit_mode, isolation_level, overwrite, write_on_commit)
+    with _made(Transaction, key, store, logger, *options) as txn:
         yield txn
 
 
@@ -622,11 +611,31 @@ async def atransaction(
         ...     if not txn.is_committed():
         ...         await rebuild()
     """
+    options = (commit_mode, isolation_level, overwrite, write_on_commit)
+    async with _made(AsyncTransaction, key, store, logger, *options) as txn:
+        yield txn
+
+
+T = TypeVar("T", bound=Transaction)
+
+
+def _made(
+    kind: type[T],
+    key: str | None,
+    store: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None,
+    commit_mode: CommitMode | None,
+    isolation_level: IsolationLevel | None,
+    overwrite: bool,
+    write_on_commit: bool,
+) -> T:
+    """A `kind` of transaction as `transaction(...)` makes it: its store resolved (needed with
+    a key) and, by default, the current run's logger."""
     resolved = _store(store) if key else (None if store is None else _store(store))
     if logger is None:
         run = get_current()
         logger = run_logger(run) if run is not None else _logger
-    async with AsyncTransaction(
+    return kind(
         key=key,
         store=resolved,
         commit_mode=commit_mode,
@@ -634,8 +643,7 @@ async def atransaction(
         overwrite=overwrite,
         write_on_commit=write_on_commit,
         logger=logger,
-    ) as txn:
-        yield txn
+    )
 
 
 def _store(store: Any) -> ResultStore:
