@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import importlib
 import urllib.parse
-from typing import Any, BinaryIO, NoReturn, Self
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, NoReturn, Self, cast
 
 from pydantic import SecretStr, field_validator, model_validator
 
 from blocks.core._block import Block
 from blocks.core._documents import mask_userinfo
 from blocks.errors import MissingDependency
+from blocks.filesystems._azure_blocks import BlockWriter
 from blocks.filesystems.base import KeyLike, secret_strings
 from blocks.filesystems.remote import FsspecFileSystem
 
@@ -112,8 +115,9 @@ class AzureBlobStorageCredentials(Block):
 class AzureBlobStorageContainer(FsspecFileSystem):
     """Storage in an Azure Blob Storage container (or Azurite), under `base_folder`.
 
-    Writes are one upload: a small payload in a single PUT, a large one staged in blocks and
-    committed at once, so a reader sees the whole blob or none.
+    Writes are one upload: a small payload in a single PUT, a large one streamed as staged
+    blocks and committed at once (`blocks.filesystems._azure_blocks`), so a reader sees the
+    whole blob or none.
 
     Example:
         >>> AzureBlobStorageContainer(container_name="results", base_folder="prod",
@@ -195,6 +199,27 @@ class AzureBlobStorageContainer(FsspecFileSystem):
             stream.close()
             raise
         return head, stream
+
+    @contextmanager
+    def _atomic_write(self, key: str, full: str) -> Iterator[BinaryIO]:
+        # Streamed: blocks are staged as the bytes come (no local spool) and committed once on
+        # a clean exit; on an error, or a killed process, nothing is committed.
+        fs = self.filesystem()
+        container, blob, _ = fs.split_path(full)
+
+        def fail(exc: BaseException) -> NoReturn:
+            self._fail("write", key, exc)
+
+        writer = BlockWriter(
+            fs.service_client.get_blob_client(container, blob),
+            fs.loop,
+            put_small=lambda data: self._put_bytes(key, full, data),
+            fail=fail,
+            options=dict(getattr(fs, "_timeout_kwargs", {})),
+        )
+        with writer:
+            yield cast(BinaryIO, writer)
+            writer.commit()
 
     def _fail(self, action: str, key: KeyLike, exc: BaseException) -> NoReturn:
         # The Azure SDK answers a write to a missing container with its own error (not a

@@ -2,8 +2,10 @@
 
 The shared suite (tests/filesystems/test_filesystems.py) and the result store suite
 (tests/results/test_results.py) already run over Azure. Here: saved-block slugs and ``az://``
-URLs as result storage, ``block results ls/prune``, a streamed record, an upload killed mid-way
-(whole blob or none), and errors that name the container and endpoint but never the key.
+URLs as result storage, ``block results ls/prune``, a streamed record (staged in blocks and
+committed at once, its signature checked), an upload killed mid-way (whole blob or none; killed
+while its blocks are staged: no blob, a miss), and errors that name the container and endpoint
+but never the key.
 
 ``BLOCKS_TEST_AZURE_STREAM_MB`` sets the streamed record's size (CI default 32; the issue's
 figure is 256).
@@ -27,7 +29,8 @@ from click.testing import CliRunner
 from blocks.cli.results import results
 from blocks.errors import StorageError
 from blocks.filesystems import AzureBlobStorageContainer, AzureBlobStorageCredentials
-from blocks.results import ResultStore, resolve_storage
+from blocks.filesystems._azure_blocks import BLOCK_SIZE
+from blocks.results import CorruptRecordWarning, ResultStore, resolve_storage
 
 STREAM_MB = int(os.environ.get("BLOCKS_TEST_AZURE_STREAM_MB", "32"))
 
@@ -85,13 +88,70 @@ def test_streamed_record_round_trips(azure_container: Any) -> None:
     print(f"\n{STREAM_MB} MB record on Azurite: written in {wrote:.2f} s, read in {read:.2f} s")
 
 
+def _blocks(container: Any, blob: str) -> tuple[list[int], list[int]]:
+    """Sizes of the committed and the uncommitted blocks of `blob` (Get Block List)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobClient
+
+    client = BlobClient.from_connection_string(container.endpoint, str(container), blob)
+    try:
+        committed, uncommitted = client.get_block_list("all")
+    except ResourceNotFoundError:
+        return [], []
+    return [b.size for b in committed], [b.size for b in uncommitted]
+
+
+def test_a_multi_block_record_is_staged_committed_once_and_verified(azure_container: Any) -> None:
+    store = ResultStore(azure_container.block("blocks"), "pickle")
+    value = os.urandom(3 * BLOCK_SIZE + 12345)  # three whole blocks and a part, plus the header
+    store.write("big", value)
+    committed, uncommitted = _blocks(azure_container, "blocks/big")
+    assert len(committed) == 4 and uncommitted == []
+    assert committed[:3] == [BLOCK_SIZE] * 3 and sum(committed) == store.storage.size("big")
+    hit = store.read("big")  # the header and the payload signatures are checked first
+    assert hit is not None and hit.value == value
+    # One byte changed in a middle block: the payload signature no longer matches, a miss.
+    record = bytearray(store.storage.read_path("big"))
+    record[2 * BLOCK_SIZE + 7] ^= 1
+    store.storage.write_path("big", bytes(record))
+    with pytest.warns(CorruptRecordWarning, match="signature"):
+        assert store.read("big") is None
+    print(f"\n{len(value)} bytes: {len(committed)} blocks {committed}, one Put Block List")
+
+
+def test_writes_around_a_block_boundary_round_trip(azure_container: Any) -> None:
+    storage = azure_container.block("edges")
+    for size in (0, 1, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 2 * BLOCK_SIZE + 3):
+        data = os.urandom(size)
+        with storage.open_atomic_write(f"k{size}") as out:
+            out.write(data[:5])
+            out.write(data[5:])  # one large write: split into blocks as it streams
+            if size >= 4:
+                out.seek(0)
+                out.write(b"HEAD")  # rewritten in the first block, still in memory
+                out.seek(0, os.SEEK_END)
+        expected = b"HEAD" + data[4:] if size >= 4 else data
+        assert storage.read_path(f"k{size}") == expected
+        committed, _ = _blocks(azure_container, f"edges/k{size}")
+        # Up to one block: one Put Blob (no block list); past it: staged blocks.
+        assert len(committed) == (0 if size <= BLOCK_SIZE else -(-size // BLOCK_SIZE))
+
+
+def test_a_failed_write_commits_nothing(azure_container: Any) -> None:
+    storage = azure_container.block("failed")
+    with pytest.raises(RuntimeError), storage.open_atomic_write("k") as out:
+        out.write(os.urandom(3 * BLOCK_SIZE))  # two blocks staged
+        raise RuntimeError("the serializer failed")
+    assert not storage.exists("k") and storage.ls() == []
+
+
 _WRITER = textwrap.dedent(
     """
     import os, sys
     from blocks.filesystems import AzureBlobStorageContainer, AzureBlobStorageCredentials
     from blocks.results import ResultStore
     store = ResultStore(AzureBlobStorageContainer(
-        container_name=sys.argv[1], base_folder="killed",
+        container_name=sys.argv[1], base_folder=sys.argv[4],
         credentials=AzureBlobStorageCredentials(connection_string=sys.argv[2])), "pickle")
     print("writing", flush=True)
     store.write("victim", b"v" * (int(sys.argv[3]) * 1024 * 1024))
@@ -114,6 +174,7 @@ def test_a_killed_upload_leaves_the_whole_blob_or_none(azure_container: Any) -> 
                 azure_container,
                 azure_container.endpoint,
                 str(size_mb),
+                "killed",
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -129,6 +190,41 @@ def test_a_killed_upload_leaves_the_whole_blob_or_none(azure_container: Any) -> 
         assert hit is not None and hit.value == b"v" * (size_mb * 1024 * 1024)
         outcomes.append(f"killed after {delay} s: whole blob")
     print("\n" + "\n".join(outcomes))
+
+
+def test_an_upload_killed_while_staging_blocks_leaves_no_blob(azure_container: Any) -> None:
+    # A real writer, SIGKILLed once Azure holds some of its blocks but before the commit:
+    # the staged blocks stay uncommitted, so no blob is visible and a reader sees a miss.
+    size_mb = max(STREAM_MB, 64)
+    store = ResultStore(azure_container.block("staging"), "pickle")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-c", _WRITER),
+            *(azure_container, azure_container.endpoint, str(size_mb), "staging"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        deadline = time.monotonic() + 120
+        while not _blocks(azure_container, "staging/victim")[1]:
+            assert proc.poll() is None, "the writer ended before a block was staged"
+            assert time.monotonic() < deadline, "no block staged in 120 s"
+            time.sleep(0.02)
+        assert proc.poll() is None, "the writer ended before it was killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    committed, uncommitted = _blocks(azure_container, "staging/victim")
+    assert committed == [] and uncommitted  # killed mid-upload: blocks staged, none committed
+    assert not store.storage.exists("victim")
+    assert store.storage.ls() == []
+    assert store.read("victim") is None
+    print(
+        f"\nkilled with {len(uncommitted)} of {-(-size_mb * 1024 * 1024 // BLOCK_SIZE)} blocks "
+        "staged: no blob, a miss"
+    )
 
 
 def test_errors_name_container_and_endpoint_never_the_key(azure_endpoint: Any) -> None:
