@@ -134,11 +134,12 @@ class Keyset:
         }
         self._by_id = {key_id(k): k for k in self.keys}
         self.active_id = key_id(self.keys[0])
-        # Documents verified and opened with these keys, by the bytes their seal covers: kept
-        # (and trusted) by `blocks.core._block._open` for exactly these keys, so it lives here.
-        # Each entry: the seal, then per secret (path, the type to build it again or None,
-        # its kept value or plaintext).
-        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, Any], ...]]] = {}
+        # Documents verified and opened with these keys, kept (and trusted) by
+        # `blocks.core._block` for exactly these keys, so it lives here: by the bytes their
+        # seal covers (`_open`: the seal, then per secret (path, the type to build it again or
+        # None, its kept value or plaintext)), and by (type slug, name) the blocks built from
+        # such bytes (`_keep`). `clear()` forgets both.
+        self.opened: dict[bytes | tuple[str, str], tuple[Any, ...]] = {}
 
     def _mac(self, kid: str, message: bytes) -> bytes:
         mac = self._mac_bases[kid].copy()
