@@ -644,8 +644,8 @@ class Block(BaseModel):
         """
         slug, name = cls._resolve_name(name)
         registry, manager = _context()
-        row = registry.get_document(slug, name)
-        if row is None:
+        columns = registry.load_columns(slug, name)
+        if columns is None:
             target = block_class_for(slug)  # an unknown type is the clearer error
             existing = registry.document_names(slug)
             known = ", ".join(existing[:20]) if existing else "none yet"
@@ -654,7 +654,10 @@ class Block(BaseModel):
                 f"Create it with {target.__name__}(...).save('{name}') "
                 f"or `block create {slug} {name}`."
             )
-        block = _load_rereading(registry, row, validate, manager)
+        block = _kept_load(manager, slug, name, columns)
+        if block is None:
+            row = registry.loaded_document(slug, name, columns)
+            block = _load_rereading(registry, row, validate, manager, columns)
         if not isinstance(block, cls):
             raise UnknownBlockType(
                 f"{slug}/{name} is a {type(block).__name__}, not a {cls.__name__}."
@@ -743,6 +746,7 @@ class Block(BaseModel):
         validate: bool = True,
         _parents: frozenset[str] = frozenset(),
         manager: KeyManager | None = None,
+        columns: tuple[Any, ...] | None = None,
     ) -> Block:
         target = block_class_for(row.type_slug)
         data = row.data  # a fresh dict per read: safe to fill in place
@@ -765,7 +769,10 @@ class Block(BaseModel):
             _set_field(row, data, path, child_block)
         fast = _construct_plan(target)
         if fast is not None and _fits(fast, data):
-            return _construct(target, fast, data, row)
+            block = _construct(target, fast, data, row)
+            if columns is not None and manager is not None and not row.refs:
+                _keep(manager, row, columns, block)
+            return block
         try:
             block = target.model_validate(data)
         except ValidationError as exc:
@@ -1022,20 +1029,92 @@ def _load_rereading(
     row: DocumentRow,
     validate: bool = True,
     manager: KeyManager | None = None,
+    columns: tuple[Any, ...] | None = None,
 ) -> Block:
     """Build the block; if a key it names is gone because a rotation re-sealed the document
-    after we read it (and retired the old key), read the document again."""
+    after we read it (and retired the old key), read the document again. `columns`: what
+    `Registry.load_columns` read for `row`, kept with the block built from it (`_keep`)."""
     for _ in range(5):
         try:
-            return Block._from_document(registry, row, validate, manager=manager)
+            return Block._from_document(registry, row, validate, manager=manager, columns=columns)
         except TamperedDocument:
             raise
         except DecryptionFailed:
             again = registry.get_document(row.type_slug, row.name)
             if again is None or (again.seal, again.secrets) == (row.seal, row.secrets):
                 raise
-            row = again
+            row, columns = again, None
     return Block._from_document(registry, row, validate, manager=manager)
+
+
+# -- a load of bytes already verified and built -------------------------------------------
+#
+# `Block.load` reads the columns the seal covers (`Registry.load_columns`). When they are
+# exactly the ones this keyset verified and built a block from before, the block is built again
+# from what was kept then, without parsing, verifying or decrypting anything: all three are
+# deterministic on the same bytes and keys, so the answer is the same. Kept only for blocks
+# `_construct` built (no validation would change a value) whose plain values are all immutable
+# (str, int, float, bool, None: shared between loads) and whose secrets are top-level
+# `SecretStr` / `SecretBytes` (a new object around the kept value each load, as `_open`'s memo
+# does), and with no references (a referenced block may change without this row changing).
+# Kept on the keyset, in `Keyset.opened` beside `_open`'s entries (keyed by (type slug, name)
+# where those are keyed by bytes; one bound, one `clear()`, gone with the keyset): the
+# plaintexts are the same objects `_open` keeps, for no longer. Any changed byte (a save, a
+# rotation, tampering) is a miss: verified and decrypted in full. The class is looked up again
+# on every load: a slug registered anew to another class is a miss too.
+_KEPT_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _kept_load(manager: KeyManager, slug: str, name: str, columns: tuple[Any, ...]) -> Block | None:
+    """The block `columns` make, if this keyset built it from these same bytes before."""
+    keyset = manager.cached_keyset()
+    if keyset is None:
+        return None
+    kept = keyset.opened.get((slug, name))
+    if kept is None or kept[0] != columns:
+        return None
+    _, cls, plain, secrets, fields, private = kept
+    if block_class_for(slug) is not cls:
+        return None
+    values = plain.copy()
+    for path, make, value in secrets:
+        values[path] = make(value)
+    block = object.__new__(cls)
+    object.__setattr__(block, "__dict__", values)
+    object.__setattr__(block, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(block, "__pydantic_extra__", None)
+    object.__setattr__(block, "__pydantic_private__", private.copy())
+    return block
+
+
+def _keep(manager: KeyManager, row: DocumentRow, columns: tuple[Any, ...], block: Block) -> None:
+    """Keep what `_kept_load` needs to build `block` again from the same `columns`, if the
+    cached keyset verified exactly these bytes (`_open`'s entry for them is there)."""
+    keyset = manager.cached_keyset()
+    if keyset is None:
+        return
+    memo = keyset.opened
+    seen = memo.get(row.message)
+    if seen is None or seen[0] != row.seal:
+        return  # verified by another keyset, or too large to keep
+    secrets = seen[1]
+    plain = dict(block.__dict__)
+    for path, make, _ in secrets:
+        if make is None or path not in plain:
+            return  # a JSON secret, or one nested in a field
+        plain[path] = None
+    if not all(type(value) in _KEPT_TYPES for value in plain.values()):
+        return
+    if len(memo) >= _OPENED_MAX:
+        memo.clear()
+    memo[(row.type_slug, row.name)] = (
+        columns,
+        type(block),
+        plain,
+        secrets,
+        frozenset(block.__pydantic_fields_set__),
+        dict(block.__pydantic_private__ or {}),
+    )
 
 
 def open_secrets(

@@ -53,8 +53,6 @@ def secret_value(plaintext: bytes, *, what: str = "a secret") -> Any:
 
     `DecryptionFailed` if the plaintext is not one we wrote.
     """
-    from blocks.errors import DecryptionFailed
-
     kind, body = plaintext[:1], plaintext[1:]
     try:
         if kind == b"b":
@@ -67,6 +65,8 @@ def secret_value(plaintext: bytes, *, what: str = "a secret") -> Any:
             return SecretRef.decode(body)
     except ValueError:
         pass
+    from blocks.errors import DecryptionFailed  # here: an import statement costs on every load
+
     raise DecryptionFailed(f"Cannot decrypt {what}: the decrypted value is not a blocks secret.")
 
 

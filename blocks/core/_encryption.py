@@ -128,22 +128,23 @@ class Keyset:
             for k in self.keys
         }
         # Keyed once: a copy of a keyed HMAC skips the key schedule (~40% of a seal check).
-        self._mac_bases = {
-            kid: hmac.new(mac_key, digestmod=hashlib.sha256)
-            for kid, mac_key in self._mac_keys.items()
-        }
+        # OpenSSL's HMAC object itself where `hmac` wraps one: its copy() is one C call, where
+        # the wrapper's builds a Python object around it.
+        self._mac_bases = {kid: _keyed_hmac(mac_key) for kid, mac_key in self._mac_keys.items()}
         self._by_id = {key_id(k): k for k in self.keys}
         self.active_id = key_id(self.keys[0])
-        # Documents verified and opened with these keys, by the bytes their seal covers: kept
-        # (and trusted) by `blocks.core._block._open` for exactly these keys, so it lives here.
-        # Each entry: the seal, then per secret (path, the type to build it again or None,
-        # its kept value or plaintext).
-        self.opened: dict[bytes, tuple[str, tuple[tuple[str, Any, Any], ...]]] = {}
+        # Documents verified and opened with these keys, kept (and trusted) by
+        # `blocks.core._block` for exactly these keys, so it lives here: by the bytes their
+        # seal covers (`_open`: the seal, then per secret (path, the type to build it again or
+        # None, its kept value or plaintext)), and by (type slug, name) the blocks built from
+        # such bytes (`_keep`). `clear()` forgets both.
+        self.opened: dict[bytes | tuple[str, str], tuple[Any, ...]] = {}
 
     def _mac(self, kid: str, message: bytes) -> bytes:
         mac = self._mac_bases[kid].copy()
         mac.update(message)
-        return mac.digest()
+        digest: bytes = mac.digest()
+        return digest
 
     @property
     def ids(self) -> list[str]:
@@ -173,9 +174,11 @@ class Keyset:
 
         Every malformed token (wrong type, prefix, base64, length) is `DecryptionFailed` too.
         """
-        from cryptography.exceptions import InvalidTag
-
-        _, kid, body = token_parts(token, what=what)
+        parts = token.split(":", 2) if type(token) is str else []
+        if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+            _, kid, body = token_parts(token, what=what)  # raises (or takes a str subclass)
+        else:
+            _, kid, body = parts
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise DecryptionFailed(
@@ -188,7 +191,12 @@ class Keyset:
             if len(raw) < NONCE_BYTES + 16:
                 raise ValueError("short token")
             return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)
-        except (InvalidTag, ValueError, TypeError, UnicodeError):
+        except Exception as exc:
+            # Imported here, on failure only: an import statement costs ~5% of a first load.
+            from cryptography.exceptions import InvalidTag
+
+            if not isinstance(exc, InvalidTag | ValueError | TypeError | UnicodeError):
+                raise
             raise DecryptionFailed(
                 f"Cannot decrypt {what} with key {kid}: the stored data was altered or moved "
                 "from another block. Re-create the secret."
@@ -229,6 +237,13 @@ class Keyset:
                 f"{what} was altered in the registry (a value changed, swapped, replayed, "
                 "added or removed outside blocks): refusing to load it. Re-create it."
             )
+
+
+def _keyed_hmac(key: bytes) -> Any:
+    """An HMAC-SHA256 keyed with `key`, to `copy()`, `update()` and `digest()`."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    inner = getattr(keyed, "_hmac", None)  # CPython's OpenSSL HMAC, when it backs `hmac`
+    return keyed if inner is None else inner
 
 
 # base64.urlsafe_b64encode/decode, as the two C calls they make (their Python wrappers were

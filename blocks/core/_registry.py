@@ -764,6 +764,28 @@ class Registry:
                 row = conn.execute(tables._GET_DOCUMENT, params).first()
         return None if row is None else _document(row)
 
+    def load_columns(self, type_slug: str, name: str) -> tuple[Any, ...] | None:
+        """What a load reads, raw: id, schema_checksum, data, secrets, refs, version, seal.
+
+        With the type and name, every byte the seal covers: a load that finds them equal to
+        bytes it verified before may reuse that answer (`blocks.core._block`); otherwise
+        `loaded_document` makes them a `DocumentRow` to verify.
+        """
+        if self._reads is not None:
+            return self._reads.one(sqlite_reads.LOAD_DOCUMENT, (type_slug, name))
+        with self.engine.connect() as conn:
+            params = {"type_slug": type_slug, "name": name}
+            row = conn.execute(tables._LOAD_DOCUMENT, params).first()
+        return None if row is None else tuple(row)
+
+    @staticmethod
+    def loaded_document(type_slug: str, name: str, columns: tuple[Any, ...]) -> DocumentRow:
+        """The `DocumentRow` of `load_columns`' answer. Its timestamps were not read: they are
+        empty, and its `created` / `updated` must not be asked for."""
+        document_id, checksum, data, secrets, refs, version, seal = columns
+        row = (document_id, type_slug, name, checksum, data, secrets, refs, "", "", version, seal)
+        return _document(row)
+
     def get_document_by_id(self, document_id: str) -> DocumentRow | None:
         if self._reads is not None:
             row = self._reads.one(sqlite_reads.GET_DOCUMENT_BY_ID, (document_id,))

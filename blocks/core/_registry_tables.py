@@ -98,6 +98,18 @@ _GET_DOCUMENT = sa.select(*_DOC_COLUMNS).where(
     block_documents.c.type_slug == sa.bindparam("type_slug"),
     block_documents.c.name == sa.bindparam("name"),
 )
+_LOAD_DOCUMENT = sa.select(
+    block_documents.c.id,
+    block_documents.c.schema_checksum,
+    block_documents.c.data,
+    block_documents.c.secrets,
+    block_documents.c.refs,
+    block_documents.c.version,
+    block_documents.c.mac,
+).where(
+    block_documents.c.type_slug == sa.bindparam("type_slug"),
+    block_documents.c.name == sa.bindparam("name"),
+)
 _GET_DOCUMENT_BY_ID = sa.select(*_DOC_COLUMNS).where(
     block_documents.c.id == sa.bindparam("document_id")
 )

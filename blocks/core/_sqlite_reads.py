@@ -37,6 +37,14 @@ _COLUMNS = (
 )
 GET_DOCUMENT = f"SELECT {_COLUMNS} FROM block_documents WHERE type_slug = ? AND name = ?"
 GET_DOCUMENT_BY_ID = f"SELECT {_COLUMNS} FROM block_documents WHERE id = ?"
+# What a load compares with the bytes it verified before and, on a change, verifies: every
+# column the seal covers, less the two the WHERE clause fixes (type_slug, name: BINARY
+# equality, so the stored text is the parameter's) and the timestamps a load never reads. Each
+# text column fetched costs about as much as the SELECT's lookup (`Registry.load_columns`).
+LOAD_DOCUMENT = (
+    "SELECT id, schema_checksum, data, secrets, refs, version, mac FROM block_documents"
+    " WHERE type_slug = ? AND name = ?"
+)
 GET_META = "SELECT key, value FROM registry_meta WHERE key IN (?, ?, ?, ?)"
 SCHEMA_VERSION = "SELECT value FROM registry_meta WHERE key = 'schema_version'"
 _SUMMARY = "SELECT id, type_slug, name, secrets, created, updated FROM block_documents"

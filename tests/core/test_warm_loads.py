@@ -38,10 +38,16 @@ class WarmLogin(Block):
     password: SecretStr
 
 
+def verified(keyset: Any) -> int:
+    """How many documents' verified bytes `keyset` keeps (its entries keyed by those bytes;
+    the blocks built from them are kept beside, keyed by type and name)."""
+    return sum(isinstance(key, bytes) for key in keyset.opened)
+
+
 def kept() -> int:
     """How many verified documents the current keyset keeps."""
     keyset = KeyManager.for_registry(Registry.default().url).cached_keyset()
-    return 0 if keyset is None else len(keyset.opened)
+    return 0 if keyset is None else verified(keyset)
 
 
 def in_another_process(code: str, tmp_path: Path) -> None:
@@ -98,7 +104,7 @@ def test_a_rotation_in_another_process_is_seen_after_warm_loads(
     for _ in range(WARM):
         assert Secret.load("api").get() == "kept-across-rotation"
     before = KeyManager.for_registry(Registry.default().url).cached_keyset()
-    assert before is not None and len(before.opened) == 1
+    assert before is not None and verified(before) == 1
     in_another_process(
         "from blocks.core._rotation import rotate_master_key; rotate_master_key()", tmp_path
     )
@@ -223,3 +229,27 @@ def test_a_large_document_is_verified_in_full_on_every_load() -> None:
     tamper("json", "big", data=data.replace('"x', '"y', 1))
     with pytest.raises(TamperedDocument):
         JSON.load("big")
+
+
+def test_a_kept_block_is_built_anew_on_every_warm_load() -> None:
+    WarmLogin(user="etl", password="pw").save("prod")
+    first, second = (WarmLogin.load("prod") for _ in range(2))
+    keyset = KeyManager.for_registry(Registry.default().url).cached_keyset()
+    assert keyset is not None and ("warm-login", "prod") in keyset.opened
+    assert first is not second and first.password is not second.password
+    assert first.__pydantic_private__ is not second.__pydantic_private__
+    first.user = "changed"  # a caller's change stays in its own block
+    third = WarmLogin.load("prod")
+    assert (third.user, third.password.get_secret_value()) == ("etl", "pw")
+    assert third.block_document_name == "prod" and "pw" not in repr(third)
+
+
+def test_a_block_holding_a_mutable_value_is_not_kept_built() -> None:
+    from blocks.system import JSON
+
+    JSON(value={"rows": [1]}).save("cfg")
+    loaded = JSON.load("cfg")
+    loaded.value["rows"].append(2)
+    assert JSON.load("cfg").value == {"rows": [1]}
+    keyset = KeyManager.for_registry(Registry.default().url).cached_keyset()
+    assert keyset is None or ("json", "cfg") not in keyset.opened
