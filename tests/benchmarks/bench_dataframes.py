@@ -57,25 +57,7 @@ class Measure:
 def measure(op: Callable[[], Any], repeat: int) -> Measure:
     """Best time of `repeat` runs after one untimed warm-up (imports, page cache); the peak
     RSS is the largest seen in the timed runs."""
-    op()
-    best: Measure | None = None
-    for _ in range(repeat):
-        gc.collect()
-        before = psutil.Process().memory_info().rss
-        with RssSampler() as rss:
-            cpu = time.process_time()
-            started = time.perf_counter()
-            result = op()
-            seconds = time.perf_counter() - started
-            cpu = time.process_time() - cpu
-        del result
-        run = Measure(seconds, max(0, rss.peak - before), cpu)
-        if best is None or run.seconds < best.seconds:
-            best = Measure(run.seconds, max(run.extra_rss, best.extra_rss if best else 0), cpu)
-        elif best is not None:
-            best.extra_rss = max(best.extra_rss, run.extra_rss)
-    assert best is not None
-    return best
+    return measure_interleaved({"op": op}, repeat)["op"]
 
 
 def measure_interleaved(ops: dict[str, Callable[[], Any]], repeat: int) -> dict[str, Measure]:
