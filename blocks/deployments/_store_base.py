@@ -35,28 +35,82 @@ class StoreBase:
         url = self.registry.url
         if url in self._ready and self.registry.is_shared():
             return
-        with self._ready_lock, self.registry.write() as conn:
-            self.registry.schema_lock(conn)
-            for table in t.metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-            _add_missing_columns(conn)
-            # Replaced by ix_flow_runs_due (the same columns first, and the scheduler's).
-            conn.execute(sa.text("DROP INDEX IF EXISTS ix_flow_runs_claim"))
-            # `block key rotate` imports the hook that re-seals these tables' rows.
-            conn.execute(
-                insert_ignore(self.is_sqlite, registry_meta, ["key"]).values(
-                    key=RESEALER_META_PREFIX + _reseal.MODULE, value="1"
-                )
-            )
+        with self._ready_lock:
+            # Read the catalog first: it takes no lock on the tables. `CREATE INDEX IF NOT
+            # EXISTS` on PostgreSQL takes a SHARE lock on its table even when the index exists,
+            # held to the end of the transaction: one process's DDL over several tables and a
+            # worker's transaction writing two of them in the other order deadlock.
+            with self.registry.read() as conn:
+                complete = _schema_is_complete(conn)
+            if not complete:
+                self._create_tables()
             self._ready.add(url)
+
+    def _create_tables(self) -> None:
+        for attempt in range(_DDL_ATTEMPTS):
+            try:
+                with self.registry.write() as conn:
+                    self.registry.schema_lock(conn)
+                    _create_missing(conn)
+                return
+            except sa.exc.OperationalError as exc:
+                # Only at a first use or an upgrade, beside running workers: PostgreSQL broke
+                # a lock cycle by failing this side, which changed nothing. Try again.
+                if attempt + 1 == _DDL_ATTEMPTS or not _is_deadlock(exc):
+                    raise
 
     def _sealing(self) -> Any:
         return KeyManager.for_registry(self.registry.url).sealing_keyset(self.registry)
 
     def _verify(self, message: bytes, seal: str, what: str) -> None:
         KeyManager.for_registry(self.registry.url).keyset().verify(message, seal, what=what)
+
+
+_DDL_ATTEMPTS = 5
+_RETIRED_INDEXES = ("ix_flow_runs_claim",)  # replaced by ix_flow_runs_due
+
+
+def _schema_is_complete(conn: sa.Connection) -> bool:
+    """Whether every table, index, column and meta row of this version is there already
+    (catalog reads only: no lock on any table)."""
+    inspector = sa.inspect(conn)
+    have_tables = set(inspector.get_table_names())
+    for table in t.metadata.sorted_tables:
+        if table.name not in have_tables:
+            return False
+        have_indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+        if any(index.name not in have_indexes for index in table.indexes):
+            return False
+        if any(name in have_indexes for name in _RETIRED_INDEXES):
+            return False
+        have_columns = {column["name"] for column in inspector.get_columns(table.name)}
+        if any(column.name not in have_columns for column in table.columns):
+            return False
+    marker = sa.select(registry_meta.c.key).where(
+        registry_meta.c.key == RESEALER_META_PREFIX + _reseal.MODULE
+    )
+    return conn.execute(marker).first() is not None
+
+
+def _create_missing(conn: sa.Connection) -> None:
+    for table in t.metadata.sorted_tables:
+        conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+        for index in table.indexes:
+            conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    _add_missing_columns(conn)
+    for name in _RETIRED_INDEXES:
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
+    # `block key rotate` imports the hook that re-seals these tables' rows.
+    conn.execute(
+        insert_ignore(conn.dialect.name == "sqlite", registry_meta, ["key"]).values(
+            key=RESEALER_META_PREFIX + _reseal.MODULE, value="1"
+        )
+    )
+
+
+def _is_deadlock(exc: sa.exc.OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code == "40P01"
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:
