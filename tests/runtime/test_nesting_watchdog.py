@@ -242,12 +242,30 @@ def build(shape: Shape) -> Callable[[], Any]:
     return body  # type: ignore[no-any-return]
 
 
+def _warm_up() -> None:
+    """Import what a first flow run imports, before any watchdog is armed: in a fresh clone
+    that compiles every module, which took over 10 s on a machine at load 25 (and was then
+    reported as a hang of the first shape)."""
+    from blocks import flow, task
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow
+    def warm() -> int:
+        return one() + one.submit().result()
+
+    assert warm() == 2
+
+
 def child(ids: list[str]) -> None:
     """Run each shape `Shape.repeats` times, one line per shape on stdout; a run that exceeds its
     time gets every thread's stack on stderr from ``faulthandler``, which ends the process."""
     import logging
 
     logging.getLogger("blocks").setLevel(logging.WARNING)
+    _warm_up()
     for shape_id in ids:
         shape = Shape.from_id(shape_id)
         print("START", shape_id, flush=True)
