@@ -136,16 +136,21 @@ def test_workers_sigtermed_at_random_moments_stop_and_leave_no_run_running(
             )
             for _ in range(min(2, KILLS - round_))
         ]
+        # Every other round counts from the moment both serve: on a loaded machine (load 25)
+        # a moment counted from the spawn fell while importing in every round.
+        seen = [_until_serving(proc) for proc in procs] if round_ % 4 else [b""] * len(procs)
         time.sleep(rng.uniform(0.8, 3.5))
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         asked = time.monotonic()
-        for proc in procs:
+        for proc, before in zip(procs, seen, strict=True):
             try:
-                _, err = proc.communicate(timeout=30)
+                _, rest = proc.communicate(timeout=30)
+                err = before + rest
             except subprocess.TimeoutExpired:
                 proc.kill()
-                _, err = proc.communicate()
+                _, rest = proc.communicate()
+                err = before + rest
                 pytest.fail(
                     f"a worker did not stop within 30 s of SIGTERM:\n{err.decode()[-3000:]}"
                 )
@@ -174,3 +179,16 @@ def test_workers_sigtermed_at_random_moments_stop_and_leave_no_run_running(
         f"{completed} runs completed, {stopped} stopped mid-run (Crashed), none left running"
     )
     assert completed + stopped >= 1  # the workers were at work when they were stopped
+
+
+def _until_serving(proc: subprocess.Popen[bytes], timeout: float = 120.0) -> bytes:
+    """What `proc` wrote to stderr up to its "serving pool" line (at most `timeout` seconds)."""
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while b"serving pool" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:  # ended before serving: the assertions after the stop say why
+            break
+        seen += line
+    return seen
