@@ -146,13 +146,16 @@ def test_an_expired_lease_is_crashed_then_retried_once_by_racing_reapers(
 def test_a_heartbeat_keeps_the_lease_and_reports_a_lost_one(store: RunStore) -> None:
     deployment = _deployment(store)
     store.insert_slots(deployment, [("s", datetime.now(UTC) - timedelta(seconds=1))])
-    run = store.claim("pool-a", worker="w1", lease_seconds=0.5)
+    # Beats 0.2 s apart keep a 3 s lease (a lease as short as the beats' spacing was lost on
+    # a machine at load 25, where a 0.2 s sleep can take longer).
+    run = store.claim("pool-a", worker="w1", lease_seconds=3)
     assert run is not None
     for _ in range(4):
         time.sleep(0.2)
-        assert store.heartbeat("w1", [(run.id, 1)], 0.5) == {run.id: RunState.PENDING}
+        assert store.heartbeat("w1", [(run.id, 1)], 3) == {run.id: RunState.PENDING}
         assert store.reap().crashed == []
-    time.sleep(0.6)
+    assert store.heartbeat("w1", [(run.id, 1)], 0.3) == {run.id: RunState.PENDING}
+    time.sleep(0.6)  # no beat within the last lease
     assert store.reap().crashed == [run.id]
     assert store.heartbeat("w1", [(run.id, 1)], 0.5) == {run.id: None}
 
