@@ -59,6 +59,7 @@ from blocks.runtime.engine._transactions import (
     rollback_current,
 )
 from blocks.runtime.keys._explain import explain_miss
+from blocks.runtime.keys._policies import recall_call, remember_call
 from blocks.settings import runtime_defaults
 
 if TYPE_CHECKING:
@@ -442,16 +443,26 @@ def _cache_key(
             task=task,
         )
         return key, {}
-    if options.policy is None:
+    policy = options.policy
+    if policy is None:
         return None, {}
+    given = task.plain_defaults  # plain arguments bind alike: their key is kept as given
+    if given:
+        recalled = recall_call(policy, task, args, kwargs)
+        if recalled is not None:
+            run.parameters = recalled[2]
+            return recalled[0], recalled[1]
     run.parameters = params = task.bind(args, kwargs)
     flow_parameters = flow_run.parameters if flow_run is not None else {}
     # A key made now (a fresh home) is checked against this task's storage first.
     made = new_key_storage.set(lambda: persistence.result_store(*where).storage)
     try:
-        return options.policy.resolve(run, params, flow_parameters or {})
+        resolved = policy.resolve(run, params, flow_parameters or {})
     finally:
         new_key_storage.reset(made)
+    if given:
+        remember_call(policy, task, args, kwargs, params)
+    return resolved
 
 
 def _transacted(
