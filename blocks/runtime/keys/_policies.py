@@ -273,7 +273,11 @@ def _target(policy: CachePolicy) -> CachePolicy | None:
 
 
 def _given_key(
-    policy: CachePolicy, task: KeyedTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+    policy: CachePolicy,
+    task: KeyedTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keys: Any = None,
 ) -> tuple[CachePolicy, Any, str] | None:
     """The target policy, the `_memo` key of a call's arguments as given (positions as int
     names) and the results key's id; None if not memoizable or no results key is known yet."""
@@ -288,23 +292,29 @@ def _given_key(
         if named is None:
             return None
         given += named
-    keys = _known_keys()
     if keys is None:
-        return None  # none resolved under these settings yet: the full path makes them
+        keys = _known_keys()
+        if keys is None:
+            return None  # none resolved under these settings yet: the full path makes them
     signer = keys.active.key_id
     return target, (_AS_GIVEN, _memo_key(target, task, given, signer)), signer
 
 
 def recall_call(
-    policy: CachePolicy, task: KeyedTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+    policy: CachePolicy,
+    task: KeyedTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keys: Any = None,
 ) -> tuple[str | None, Components, dict[str, Any]] | None:
     """The key, components and bound inputs `remember_call` kept for a call with these same
     plain arguments as given, without binding or hashing them: only while the objects the
     code fingerprint read are unchanged (as `_memoized`). None if not remembered.
 
     The caller checked `plain_defaults` for the task: a call of plain arguments then binds to
-    equal inputs every time, so the key of the bound call is the key of the call as given."""
-    found = _given_key(policy, task, args, kwargs)
+    equal inputs every time, so the key of the bound call is the key of the call as given.
+    `keys`: the results keys known under the current settings, if the caller holds them."""
+    found = _given_key(policy, task, args, kwargs, keys)
     if found is None:
         return None
     target, memo_key, _ = found
