@@ -28,8 +28,9 @@ from blocks.filesystems._keys import KeyLike, TempFile
 from blocks.filesystems._stamps import Stamp
 from blocks.filesystems.base import WritableFileSystem
 
-# basepath, BLOCKS_HOME and HOME where they matter, fsync -> the folder they give.
-_FolderIdent = tuple[str | None, str | None, str | None, bool]
+# basepath, BLOCKS_HOME and HOME where they matter (raw, for the default), fsync -> the folder.
+_FolderIdent = tuple[str | None, Any, Any, bool]
+_HOMES = settings.EnvStamp("BLOCKS_HOME", "HOME")
 _folders: dict[_FolderIdent, LocalFolder] = {}
 
 
@@ -98,11 +99,13 @@ class LocalFileSystem(WritableFileSystem):
         base = self.basepath
         if base is not None and base.startswith("/"):
             ident: _FolderIdent = (base, None, None, self.fsync)
+        elif base is None:
+            # The default folder: BLOCKS_HOME and HOME (for a "~" in it, or the default
+            # ~/.blocks), read as one raw stamp (the hot path of a hit on default storage).
+            ident = (None, *_HOMES(), self.fsync)
         else:
-            home = os.environ.get("BLOCKS_HOME") if base is None else None
-            # HOME matters only where a "~" (or the default ~/.blocks) is expanded.
-            tilde = home is None or home.startswith("~") if base is None else "~" in base
-            ident = (base, home, os.environ.get("HOME") if tilde else None, self.fsync)
+            home = os.environ.get("HOME") if "~" in base else None
+            ident = (base, None, home, self.fsync)
         found = _folders.get(ident)
         if found is not None:
             return found

@@ -168,19 +168,29 @@ _warned: set[str] = set()
 
 
 def leases_for(store: ResultStore) -> Any:
-    """The lease backend for `store` under the settings (None: the machine lock only)."""
-    mode = settings.results_leases()
-    if mode == "off":
-        return None
+    """The lease backend for `store` under the settings (None: the machine lock only).
+
+    Looked up on every cache miss: keyed on the storage and one raw stamp of the settings it
+    depends on (the mode, the home and registry, HOME for a ``~``), parsed only when new."""
     described = store.storage.describe()
-    ident = (mode, described, str(settings.blocks_home()), settings.registry_url())
+    ident = (_LEASES_STAMP(), described)
     found = _backends.get(ident, _backends)
     if found is _backends:
+        mode = settings.results_leases()  # an invalid mode raises here, every time
         with _backends_guard:
             found = _backends.get(ident, _backends)
             if found is _backends:
-                found = _backends[ident] = _backend(mode, store.storage, described)
+                backend = None if mode == "off" else _backend(mode, store.storage, described)
+                if len(_backends) >= 256:
+                    _backends.clear()
+                found = _backends[ident] = backend
     return found
+
+
+#: What `leases_for`'s answer depends on besides the storage.
+_LEASES_STAMP = settings.EnvStamp(
+    "BLOCKS_RESULTS_LEASES", "BLOCKS_HOME", "BLOCKS_REGISTRY_URL", "HOME"
+)
 
 
 def _backend(mode: str, storage: Any, described: str) -> Any:

@@ -303,6 +303,12 @@ def results_keys(storage: Any = None) -> ResultsKeys:
     return found
 
 
+def known_results_keys() -> ResultsKeys | None:
+    """The results keys `results_keys` resolved under the current settings, or None if it
+    has not yet (this never looks for or makes a key)."""
+    return _cache.get(settings.results_keys_stamp())
+
+
 def forget() -> None:
     """Drop cached keys (after saving a ``results-key`` block or rotating the master key)."""
     with _lock:

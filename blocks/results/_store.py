@@ -317,8 +317,15 @@ class ResultStore:
 
         Corrupt or truncated records also warn (`CorruptRecordWarning`) and log.
         """
+        return self.read_with(key, self.keys)
+
+    def read_with(self, key: str, keys: ResultsKeys) -> Hit | None:
+        """`read` with the results keys the caller already holds for the current settings
+        (the runtime's cache hit reads them once: `known_results_keys`). Only for a store
+        built without its own keys (`keys` then wins over nothing)."""
         key = checked_key(key)
-        keys = self.keys
+        if self._keys is not None:
+            keys = self._keys
         looked = time.time_ns()
         stamp = self.storage.stamp(key)
         try:

@@ -28,6 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from blocks.errors import ConfigurationError, UpstreamFailed
@@ -579,20 +580,60 @@ def futures_to_states(value: Any, depth: int = 0) -> Any:
     final state, waiting for it: what a flow returning futures ends with, as in Prefect."""
     if isinstance(value, TaskFuture):
         return value._final_state()
+    if not depth and not _holds_task_future(value):
+        return value  # the common case (plain results): one scan at C speed, no rebuilding
+    return _to_states(value, depth)
+
+
+#: The containers `futures_to_states` looks into (exact types).
+_CONTAINERS = frozenset({*_SEQUENCES, dict})
+
+
+def _holds_task_future(value: Any) -> bool:
+    """Whether `futures_to_states` would find a future in `value`: level by level (the
+    containers at depth 0, 1 and 2 and their items), the item types of a whole level
+    gathered by `map` and `chain` in C: a flow returning 300 small dicts costs a few list
+    passes (~0.1 ms) rather than a Python call and a list per container (~0.5 ms)."""
+    if not SCAN[0]:
+        return False  # no future was ever made in this process
+    if type(value) is TaskFutureList:
+        return True  # rebuilt as a plain list, futures or not
+    level = [value] if type(value) in _CONTAINERS else []
+    for depth in range(3):
+        if not level:
+            return False
+        kinds = set(map(type, level))
+        if dict not in kinds:
+            flat = list(chain.from_iterable(level))
+        elif len(kinds) == 1:
+            flat = list(chain.from_iterable(map(dict.values, level)))
+        else:
+            flat = list(chain.from_iterable([c.values() if type(c) is dict else c for c in level]))
+        kinds = set(map(type, flat))
+        if TaskFutureList in kinds or any(issubclass(kind, TaskFuture) for kind in kinds):
+            return True
+        if depth == 2 or not kinds & _CONTAINERS:
+            return False
+        level = [v for v in flat if type(v) in _CONTAINERS]
+    return False
+
+
+def _to_states(value: Any, depth: int) -> Any:
+    """`futures_to_states` past the scan: rebuild the containers that hold a future."""
+    if isinstance(value, TaskFuture):
+        return value._final_state()
     if depth >= 3:
         return value
     kind = type(value)
     # A container holding no future is returned as it is (no copy): one pass, scalars skipped
     # without a call, so a flow returning 300 plain results does not rebuild them all.
     if kind in _SEQUENCES:
-        items = [v if type(v) in _SCALARS else futures_to_states(v, depth + 1) for v in value]
+        items = [v if type(v) in _SCALARS else _to_states(v, depth + 1) for v in value]
         if kind is not TaskFutureList and all(map(operator.is_, items, value)):
             return value
         return _kind(value)(items)
     if kind is dict:
-        values = [
-            v if type(v) in _SCALARS else futures_to_states(v, depth + 1) for v in value.values()
-        ]
+        values = [v if type(v) in _SCALARS else _to_states(v, depth + 1) for v in value.values()]
         if all(map(operator.is_, values, value.values())):
             return value
         return dict(zip(value, values, strict=True))

@@ -403,6 +403,9 @@ class TaskLike(Protocol):
     @property
     def cache_key_prefix(self) -> str: ...
 
+    #: Every parameter default a plain scalar (a call's key may be recalled before binding).
+    plain_defaults: bool
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
 
 

@@ -91,7 +91,7 @@ from blocks.runtime._states import (
 from blocks.runtime.engine._steps import adrive, drive
 from blocks.runtime.engine._task_run import run_cached, task_steps
 from blocks.runtime.engine._transactions import CURRENT, rollback_current
-from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, task_input_hash
+from blocks.runtime.keys._policies import NO_CACHE, CachePolicy, plain_defaults, task_input_hash
 from blocks.runtime.runners._base import ConcurrentTaskRunner, TaskRunner
 from blocks.runtime.runners._calls import Mapped, map_length, mappable
 from blocks.settings import runtime_defaults
@@ -181,6 +181,9 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             self._plain_names = None
         self._name_set = frozenset(self._plain_names or ())
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+        #: Every default a plain scalar: a cached call's key may be looked up before binding
+        #: (`keys._policies.recall_call`).
+        self.plain_defaults = plain_defaults(self._defaults)
         #: By the number n of positional arguments: the defaults of the parameters after the
         #: n-th if they all have one (a call with no keywords binds without a loop), else None.
         self._tails: tuple[dict[str, Any] | None, ...] = ()

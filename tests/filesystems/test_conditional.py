@@ -152,3 +152,24 @@ def test_lease_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         settings.results_lease_wait()
     with pytest.raises(ConfigurationError, match="PostgreSQL registry"):
         _leases._postgres("sqlite:///x.db")
+
+
+def test_the_lease_backend_follows_the_settings_within_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `leases_for` keeps its answer per storage and raw settings: each change is seen, and an
+    # invalid mode raises on every call (never kept).
+    from blocks.filesystems import LocalFileSystem
+    from blocks.results import ResultStore
+
+    store = ResultStore(LocalFileSystem(basepath=str(tmp_path / "shared")))
+    monkeypatch.setenv("BLOCKS_RESULTS_LEASES", "off")
+    assert _leases.leases_for(store) is None
+    monkeypatch.setenv("BLOCKS_RESULTS_LEASES", "storage")
+    assert isinstance(_leases.leases_for(store), _leases._ObjectLeases)
+    monkeypatch.setenv("BLOCKS_RESULTS_LEASES", "sometimes")
+    for _ in range(2):
+        with pytest.raises(ConfigurationError, match="BLOCKS_RESULTS_LEASES"):
+            _leases.leases_for(store)
+    monkeypatch.setenv("BLOCKS_RESULTS_LEASES", "off")
+    assert _leases.leases_for(store) is None

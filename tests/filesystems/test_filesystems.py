@@ -283,6 +283,23 @@ def test_local_default_basepath_is_under_blocks_home(blocks_home: Path) -> None:
     assert LocalFileSystem.load("default").basepath is None
 
 
+def test_the_default_folder_follows_blocks_home_and_home_within_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default folder is cached on the raw BLOCKS_HOME (and HOME): each change is seen.
+    # (A "~" is expanded once per BLOCKS_HOME value by `settings.blocks_home`.)
+    fs = LocalFileSystem()
+    monkeypatch.setenv("HOME", str(tmp_path / "a"))
+    monkeypatch.setenv("BLOCKS_HOME", str(tmp_path / "one"))
+    assert fs.root() == tmp_path / "one" / "storage"
+    monkeypatch.setenv("BLOCKS_HOME", str(tmp_path / "two"))
+    assert fs.root() == tmp_path / "two" / "storage"
+    monkeypatch.setenv("BLOCKS_HOME", f"~/homes-{tmp_path.name}")
+    assert fs.root() == tmp_path / "a" / f"homes-{tmp_path.name}" / "storage"
+    monkeypatch.setenv("BLOCKS_HOME", str(tmp_path / "one"))
+    assert fs.root() == tmp_path / "one" / "storage"
+
+
 def test_local_basepath_expands_user_and_file_url(tmp_path: Path) -> None:
     assert LocalFileSystem(basepath=f"file://{tmp_path}").root() == tmp_path
     assert LocalFileSystem(basepath="~/x").root() == Path("~/x").expanduser()

@@ -197,3 +197,21 @@ def test_a_kept_record_replaced_by_a_write_or_expired_or_under_other_keys(
     _kept_hit(store, "k", 2)
     theirs = _store(tmp_path, keys=ResultsKeys.of([os.urandom(32)], "test"))
     _warned_miss(theirs, "k", "results key")
+
+
+def test_read_with_the_callers_keys_verifies_as_read_and_a_stores_own_keys_win(
+    tmp_path: Path,
+) -> None:
+    # `read_with` (the runtime's hit path, results keys read once per hit) is `read` with the
+    # keys given: a record signed under other keys is still refused, and a store built with
+    # its own keys reads with those whatever the caller holds.
+    ours = ResultsKeys.of([os.urandom(32)], "ours")
+    theirs = ResultsKeys.of([os.urandom(32)], "theirs")
+    store = _store(tmp_path, ours)
+    store.write("k", {"v": 1})
+    assert store.read_with("k", theirs).value == {"v": 1}  # type: ignore[union-attr]
+    plain = _store(tmp_path)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert plain.read_with("k", theirs) is None  # signed under other keys: refused
+    assert plain.read_with("k", ours).value == {"v": 1}  # type: ignore[union-attr]

@@ -203,6 +203,51 @@ def test_memoized_keys_of_plain_arguments_equal_the_computed_ones() -> None:
     print(f"{len(values)} values x 3 policies: memoized keys equal the computed ones")
 
 
+def _scale_helper(x: Any) -> Any:
+    return x * 2
+
+
+def test_a_call_recalled_before_binding_keys_as_bound_and_sees_code_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeat call of plain arguments is keyed from its arguments as given, unbound
+    (`recall_call`): every spelling of one call hits the one record; 1, 1.0 and True still
+    key apart; the run still gets its bound parameters; a replaced helper is seen at once;
+    a task with a mutable default is never recalled this way."""
+    from blocks.runtime.keys import _policies
+
+    ran: list[Any] = []
+
+    @task(cache_key_fn=task_input_hash, result_storage=str(tmp_path / "results"))
+    def scaled(x: Any, scale: int = 2) -> Any:
+        ran.append(x)
+        return _scale_helper(x) * scale
+
+    assert scaled.plain_defaults
+    assert scaled(3) == 12
+    for call in range(2):  # the first round remembers each spelling, the second recalls it
+        for args, kwargs in [((3,), {}), ((), {"x": 3}), ((3, 2), {}), ((3,), {"scale": 2})]:
+            state = scaled(*args, return_state=True, **kwargs)
+            assert state.is_cached() and state.result() == 12, (call, args, kwargs)
+            assert state.run.parameters == {"x": 3, "scale": 2}
+    assert ran == [3]
+    assert any(key[0] is _policies._AS_GIVEN for key in _policies._memo)
+    for value in (1.0, True, 1, 1.0, True):  # equal in Python, digests apart: three records
+        scaled(value)
+    assert [type(v) for v in ran] == [int, float, bool, int]
+    monkeypatch.setitem(globals(), "_scale_helper", lambda x: x * 10)
+    state = scaled(3, return_state=True)
+    assert not state.is_cached() and state.result() == 60
+    assert scaled(3, return_state=True).is_cached()
+
+    @task(cache_key_fn=task_input_hash, result_storage=str(tmp_path / "results"))
+    def listed(x: int, seen: list[int] = []) -> int:  # noqa: B006 (the point of the test)
+        return x + len(seen)
+
+    assert not listed.plain_defaults
+    print("one record for four spellings; 1, 1.0, True apart; a replaced helper recomputes")
+
+
 def test_a_subclass_of_a_pure_policy_is_never_memoized() -> None:
     """A user's subclass may read the run or the world: its components are asked each call."""
     from dataclasses import dataclass

@@ -579,3 +579,36 @@ def test_a_flow_returning_futures_gets_states_and_plain_containers_come_back_as_
     assert type(states) is list and type(states[1]) is tuple and states[1][1] == 5
     assert [states[0].result(), states[1][0].result()] == [2, 4]
     print("a flow's plain return value: the same object; futures: replaced by their states")
+
+
+def test_a_returned_future_is_found_at_every_depth_the_scan_covers_and_no_deeper() -> None:
+    # The quick scan of a return value (`_holds_task_future`) must agree with the rebuild:
+    # a future one, two or three levels into lists, tuples, sets and dicts (beside plain
+    # containers) becomes its state; one four levels down is left as it is, as before.
+    @flow
+    def nested() -> list[Any]:
+        future = double.submit(1)
+        filler = [{"x": i, "records": [1.5, (2, {"y": 3})]} for i in range(50)]
+        return [
+            future,  # level 1
+            [*filler, future],  # level 2
+            [*filler, {"k": future}],  # level 3
+            [*filler, ({"k": future},)],  # level 4: not looked into
+            [*filler, TaskFutureList()],
+            {"d": {"e": filler, "f": future}},  # level 3
+        ]
+
+    one, two, three, four, empty, keyed = nested()
+    assert one.is_completed() and two[-1].is_completed() and three[-1]["k"].is_completed()
+    assert isinstance(four[-1][0]["k"], TaskFuture)  # past the third level: not replaced
+    assert type(empty[-1]) is list and empty[-1] == []  # a futures list comes back a list
+    assert keyed["d"]["f"].is_completed()
+    assert keyed["d"]["e"][0] == {"x": 0, "records": [1.5, (2, {"y": 3})]}
+
+    @flow
+    def deep_only() -> list[Any]:
+        return [[({"k": double.submit(2)},)]]  # only four levels down: returned as it is
+
+    deep = deep_only()
+    assert isinstance(deep[0][0][0]["k"], TaskFuture)
+    print("futures one to three levels deep: states; four deep: the future; a futures list: a list")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blocks.errors import UpstreamFailed
 from blocks.results import _persistence as persistence
-from blocks.results._signing import new_key_storage
+from blocks.results._signing import known_results_keys, new_key_storage
 from blocks.runtime import _history
 from blocks.runtime._context import TaskRun, render_run_name, reset_current, set_current
 from blocks.runtime._futures import has_futures
@@ -59,12 +59,14 @@ from blocks.runtime.engine._transactions import (
     rollback_current,
 )
 from blocks.runtime.keys._explain import explain_miss
+from blocks.runtime.keys._policies import recall_call, remember_call
 from blocks.settings import runtime_defaults
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from blocks.results import Hit, ResultStore
+    from blocks.results._signing import ResultsKeys
     from blocks.runtime._options import TaskLike
 
 __all__ = ["is_plain", "run_cached", "run_plain", "run_task", "task_steps"]
@@ -166,8 +168,10 @@ def run_cached(
         probed: Probed | BaseException
         try:
             where = _where(task, run)
-            key, components = _cache_key(task, run, args, kwargs, where)
-            probe = None if key is None else _probe(*where, key)
+            # The results keys once per hit (the key memo and the read both need them).
+            keys = known_results_keys()
+            key, components = _cache_key(task, run, args, kwargs, where, keys)
+            probe = None if key is None else _probe(*where, key, keys)
         except BaseException as exc:  # the engine fails (or crashes) the run with it
             probed = exc
         else:
@@ -425,10 +429,12 @@ def _cache_key(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     where: tuple[Any, Any],
+    keys: ResultsKeys | None = None,
 ) -> tuple[str | None, dict[str, str]]:
     """The key of a persisted run (its ``result_storage_key``, else its cache policy's; None:
     neither) and the policy's components (for explaining a miss); sets `run.parameters`.
-    `where`: the run's storage and serializer (`_where`)."""
+    `where`: the run's storage and serializer (`_where`); `keys`: the results keys known
+    under the current settings (`known_results_keys`), if the caller holds them."""
     options, flow_run = task.options, run.flow_run
     if options.result_storage_key is not None:
         from blocks.results import render_storage_key
@@ -442,16 +448,26 @@ def _cache_key(
             task=task,
         )
         return key, {}
-    if options.policy is None:
+    policy = options.policy
+    if policy is None:
         return None, {}
+    given = task.plain_defaults  # plain arguments bind alike: their key is kept as given
+    if given:
+        recalled = recall_call(policy, task, args, kwargs, keys)
+        if recalled is not None:
+            run.parameters = recalled[2]
+            return recalled[0], recalled[1]
     run.parameters = params = task.bind(args, kwargs)
     flow_parameters = flow_run.parameters if flow_run is not None else {}
     # A key made now (a fresh home) is checked against this task's storage first.
     made = new_key_storage.set(lambda: persistence.result_store(*where).storage)
     try:
-        return options.policy.resolve(run, params, flow_parameters or {})
+        resolved = policy.resolve(run, params, flow_parameters or {})
     finally:
         new_key_storage.reset(made)
+    if given:
+        remember_call(policy, task, args, kwargs, params)
+    return resolved
 
 
 def _transacted(
@@ -493,15 +509,18 @@ def _transacted(
     )
 
 
-def _probe(storage: Any, serializer: Any, key: str) -> tuple[ResultStore, Hit | None, bool]:
-    """The store, the record under `key` if any, and whether the read found none.
+def _probe(
+    storage: Any, serializer: Any, key: str, keys: ResultsKeys | None = None
+) -> tuple[ResultStore, Hit | None, bool]:
+    """The store, the record under `key` if any, and whether the read found none; `keys`:
+    the results keys known under the current settings, if the caller holds them.
 
     A read that fails (storage down) is neither: the first attempt reads again and fails or
     retries as it always did; a failing store resolution fails the run here, as before.
     """
     store = persistence.result_store(storage, serializer)
     try:
-        hit = store.read(key)
+        hit = store.read(key) if keys is None else store.read_with(key, keys)
     except Exception:
         return store, None, False
     return store, hit, hit is None

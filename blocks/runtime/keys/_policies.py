@@ -163,9 +163,9 @@ class CachePolicy:
 
 #: Keys of calls whose arguments are all plain scalars, per policy and task: a repeat call
 #: (a cache hit) skips hashing each argument and the components. Bounded; cleared when full.
-_memo: dict[
-    tuple[Any, ...], tuple[CachePolicy, Callable[..., Any], str | None, Components, Any]
-] = {}
+#: An entry: the policy, the function, the key, its components, what the fingerprint read
+#: (None: no fingerprint) and, for a call's arguments as given (`recall_call`), its inputs.
+_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 _MEMO_SIZE = 4096
 #: Strings and bytes longer than this are hashed each time rather than held in the memo.
 _MEMO_TEXT = 256
@@ -185,13 +185,13 @@ def _is_pure(policy: CachePolicy) -> bool:
     return True
 
 
-def _scalars(inputs: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The inputs as a hashable tuple that is equal exactly when their digests are, or None
-    if one is not a plain scalar. Types are compared exactly (``1``, ``1.0`` and ``True``
-    are equal in Python but digest apart); ``0.0``/``-0.0`` and NaN are left out (equal or
-    unequal to themselves while their digests are not)."""
+def _scalars(inputs: Iterable[tuple[Any, Any]]) -> tuple[Any, ...] | None:
+    """The ``(name, value)`` pairs `inputs` as a hashable tuple that is equal exactly when
+    their digests are, or None if a value is not a plain scalar. Types are compared exactly
+    (``1``, ``1.0`` and ``True`` are equal in Python but digest apart); ``0.0``/``-0.0`` and
+    NaN are left out (equal or unequal to themselves while their digests are not)."""
     out: list[Any] = []
-    for name, value in inputs.items():
+    for name, value in inputs:
         kind = type(value)
         if kind is int or kind is bool or value is None:
             pass
@@ -207,6 +207,13 @@ def _scalars(inputs: dict[str, Any]) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+def plain_defaults(defaults: dict[str, Any]) -> bool:
+    """Whether every default of a task's parameters is a plain scalar (`_scalars`): then
+    binding a call of plain arguments gives equal inputs every time, and `recall_call` may
+    look its key up before binding."""
+    return _scalars(defaults.items()) is not None
+
+
 def _memoized(
     policy: CachePolicy,
     task_ctx: TaskContext,
@@ -218,13 +225,13 @@ def _memoized(
     A key that holds the code fingerprint is remembered with what that fingerprint read, and
     used again only while each of those objects is still the same (`_tracer.unchanged`, a
     check by identity): a helper replaced in this process recomputes the key."""
-    signature = _scalars(inputs)
+    signature = _scalars(inputs.items())
     if signature is None:
         return policy._resolve(task_ctx, inputs, flow_parameters)
     task = task_ctx.task
-    fn, version = task.fn, task.version
+    fn = task.fn
     signer = _results_keys().active.key_id  # the key is keyed: another results key, another key
-    memo_key = (id(policy), id(fn), version, task.cache_key_prefix, task.name, signature, signer)
+    memo_key = _memo_key(policy, task, signature, signer)
     entry = _memo.get(memo_key)
     if (
         entry is not None
@@ -239,6 +246,124 @@ def _memoized(
         _memo.clear()
     _memo[memo_key] = (policy, fn, key, dict(components), watched)
     return key, components
+
+
+def _memo_key(policy: CachePolicy, task: KeyedTask, signature: Any, signer: str) -> Any:
+    return (
+        id(policy),
+        id(task.fn),
+        task.version,
+        task.cache_key_prefix,
+        task.name,
+        signature,
+        signer,
+    )
+
+
+#: Marks a `_memo` entry of a call's arguments as given (`recall_call`), not as bound.
+_AS_GIVEN = object()
+
+
+def _target(policy: CachePolicy) -> CachePolicy | None:
+    """The policy whose `_memoized` keys `policy.resolve` for a pure policy (itself, or
+    `DEFAULT_INPUT_HASH` for the built-in `task_input_hash`); None for any other."""
+    if type(policy) is CacheKeyFnPolicy:
+        return DEFAULT_INPUT_HASH if policy.cache_key_fn is task_input_hash else None
+    return policy if _is_pure(policy) else None
+
+
+def _given_key(
+    policy: CachePolicy,
+    task: KeyedTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keys: Any = None,
+) -> tuple[CachePolicy, Any, str] | None:
+    """The target policy, the `_memo` key of a call's arguments as given (positions as int
+    names) and the results key's id; None if not memoizable or no results key is known yet."""
+    target = _target(policy)
+    if target is None:
+        return None
+    given = _scalars(enumerate(args))
+    if given is None:
+        return None
+    if kwargs:
+        named = _scalars(kwargs.items())
+        if named is None:
+            return None
+        given += named
+    if keys is None:
+        keys = _known_keys()
+        if keys is None:
+            return None  # none resolved under these settings yet: the full path makes them
+    signer = keys.active.key_id
+    return target, (_AS_GIVEN, _memo_key(target, task, given, signer)), signer
+
+
+def recall_call(
+    policy: CachePolicy,
+    task: KeyedTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    keys: Any = None,
+) -> tuple[str | None, Components, dict[str, Any]] | None:
+    """The key, components and bound inputs `remember_call` kept for a call with these same
+    plain arguments as given, without binding or hashing them: only while the objects the
+    code fingerprint read are unchanged (as `_memoized`). None if not remembered.
+
+    The caller checked `plain_defaults` for the task: a call of plain arguments then binds to
+    equal inputs every time, so the key of the bound call is the key of the call as given.
+    `keys`: the results keys known under the current settings, if the caller holds them."""
+    found = _given_key(policy, task, args, kwargs, keys)
+    if found is None:
+        return None
+    target, memo_key, _ = found
+    entry = _memo.get(memo_key)
+    if (
+        entry is not None
+        and entry[0] is target
+        and entry[1] is task.fn
+        and (entry[4] is None or _unchanged(entry[4]))
+    ):
+        return entry[2], dict(entry[3]), dict(entry[5])
+    return None
+
+
+def remember_call(
+    policy: CachePolicy,
+    task: KeyedTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    inputs: dict[str, Any],
+) -> None:
+    """After `policy.resolve` keyed the bound `inputs` of this call: keep its `_memoized`
+    entry (the same key, components and watched objects) under the arguments as given too,
+    for `recall_call`."""
+    found = _given_key(policy, task, args, kwargs)
+    signature = _scalars(inputs.items())
+    if found is None or signature is None:
+        return
+    target, memo_key, signer = found
+    entry = _memo.get(_memo_key(target, task, signature, signer))
+    if entry is None or entry[0] is not target or entry[1] is not task.fn:
+        return
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+    _memo[memo_key] = (*entry, dict(inputs))
+
+
+def _known_keys() -> Any:
+    """The results keys already resolved under the current settings, or None (never makes
+    one: that needs the storage check `new_key_storage` gives the full path)."""
+    global _keys_known
+    if _keys_known is None:
+        from blocks.results._signing import known_results_keys
+
+        _keys_known = known_results_keys
+    return _keys_known()
+
+
+_keys_known: Callable[[], Any] | None = None
 
 
 def _stale(watched: Any) -> bool:
