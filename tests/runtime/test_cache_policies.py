@@ -227,7 +227,7 @@ def test_a_call_recalled_before_binding_keys_as_bound_and_sees_code_changes(
     assert scaled(3) == 12
     for call in range(2):  # the first round remembers each spelling, the second recalls it
         for args, kwargs in [((3,), {}), ((), {"x": 3}), ((3, 2), {}), ((3,), {"scale": 2})]:
-            state = scaled(*args, return_state=True, **kwargs)
+            state: Any = scaled(*args, return_state=True, **kwargs)
             assert state.is_cached() and state.result() == 12, (call, args, kwargs)
             assert state.run.parameters == {"x": 3, "scale": 2}
     assert ran == [3]
@@ -238,7 +238,8 @@ def test_a_call_recalled_before_binding_keys_as_bound_and_sees_code_changes(
     monkeypatch.setitem(globals(), "_scale_helper", lambda x: x * 10)
     state = scaled(3, return_state=True)
     assert not state.is_cached() and state.result() == 60
-    assert scaled(3, return_state=True).is_cached()
+    again: Any = scaled(3, return_state=True)
+    assert again.is_cached()
 
     @task(cache_key_fn=task_input_hash, result_storage=str(tmp_path / "results"))
     def listed(x: int, seen: list[int] = []) -> int:  # noqa: B006 (the point of the test)
