@@ -62,6 +62,7 @@ from blocks.errors import (
     ResultsKeyMissing,
     StorageError,
 )
+from blocks.filesystems._exclusive import exclusive_writer
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
 from blocks.results._foreign import refuse_overwrite
@@ -214,10 +215,13 @@ class ResultStore:
         key = validate_key(key)
         self._kept.pop(key, None)  # replaced by a new file: a new stamp in any case
         keys = self.keys
+        exclusive = None
         if keys.unadopted:
             self._refuse_foreign(keys, key, *self._keys_to_check())
         else:  # never over another key's record (`blocks.results._foreign`)
-            refuse_overwrite(self.storage, keys, key)
+            exclusive = exclusive_writer(self.storage)
+            if exclusive is None:  # checked now; else only if a create-only write is refused
+                refuse_overwrite(self.storage, keys, key)
         signer = keys.active
         # A serializer that chooses per value ("auto") hands over the one it chose: the
         # header names that one, so the record says what it holds.
@@ -239,7 +243,14 @@ class ResultStore:
                 f"{MAX_HEADER_SIZE}): shorten the key or the task name."
             )
         try:
-            with self.storage.open_atomic_write(key) as out:
+            opened = (
+                self.storage.open_atomic_write(key)
+                if exclusive is None
+                else exclusive.open_exclusive_write(
+                    key, lambda: refuse_overwrite(self.storage, keys, key)
+                )
+            )
+            with opened as out:
                 if streams.can_seek(out):
                     header = self._write_in_place(out, draft, width, value, signer, serializer)
                 else:
