@@ -19,6 +19,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -110,6 +111,17 @@ def test_a_first_write_is_one_create_only_request_and_an_overwrite_reads_first(
     assert again == [(put, "*"), (get, None), (put, None)]
     hit = store.read("etl/new")
     assert hit is not None and hit.value == {"rows": 2}
+
+    # A cache miss on an expired record, then its new value: the read found a record there,
+    # so the write checks it and replaces it (as before create-only writes), no refused create.
+    store.write("etl/new", {"rows": 3}, expires=datetime.now(UTC) - timedelta(seconds=1))
+
+    assert store.read("etl/new") is None
+    expired = _counted(storage, lambda: store.write("etl/new", {"rows": 4}))
+    print(f"{backend}: a write after a miss on an expired record sent {expired}")
+    assert expired == [(get, None), (put, None)]
+    hit = store.read("etl/new")
+    assert hit is not None and hit.value == {"rows": 4}
 
 
 def test_our_own_record_is_overwritten_and_another_keys_is_refused(
