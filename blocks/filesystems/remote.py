@@ -444,8 +444,9 @@ class _Spool(io.BufferedIOBase):
 
 def _refused_create(exc: BaseException) -> bool:
     """Whether `exc` is a create-only write refused for an object being there or being made
-    (S3 answers 409 ``ConditionalRequestConflict`` while another create of it is under way)."""
-    if isinstance(exc, FileExistsError):
+    (S3 answers 409 ``ConditionalRequestConflict`` while another create of it is under way;
+    the Azure SDK may raise its 412 ``ConditionNotMet`` untranslated)."""
+    if isinstance(exc, FileExistsError) or getattr(exc, "status_code", None) == 412:
         return True
     return s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
 
