@@ -38,7 +38,8 @@ class BlockWriter(io.BufferedIOBase):
     """A binary writer that uploads to one blob in staged blocks and commits them at once.
 
     `client` is an async ``azure.storage.blob.aio.BlobClient`` driven on `loop` (adlfs's
-    I/O loop, running in its own thread); `put_small(data)` writes a blob in one request;
+    I/O loop, running in its own thread); `put_small(data, create_only)` writes a blob in one
+    request (False: created only if absent, and a blob was there);
     `fail(exc)` raises the storage's error for a failed request. Seek anywhere in the first
     block (or to the end); writes before the end must stay inside the first block.
     """
@@ -48,7 +49,7 @@ class BlockWriter(io.BufferedIOBase):
         client: Any,
         loop: asyncio.AbstractEventLoop,
         *,
-        put_small: Callable[[bytes], None],
+        put_small: Callable[[bytes, bool], bool],
         fail: Callable[[BaseException], NoReturn],
         options: dict[str, Any] | None = None,
         block_size: int = BLOCK_SIZE,
@@ -67,6 +68,7 @@ class BlockWriter(io.BufferedIOBase):
         self._head = bytearray()  # the first block: staged last (it may still change)
         self._tail = bytearray()  # the block being filled
         self._staged: list[str] = []  # ids of the blocks after the head, in order
+        self._ready = False  # every block staged, the head included: only the commit is left
         self._pending: set[Future[Any]] = set()
         self._end = 0
         self._pos = 0
@@ -123,27 +125,40 @@ class BlockWriter(io.BufferedIOBase):
         return size
 
     # -- publishing -----------------------------------------------------------------------------
-    def commit(self) -> None:
+    def commit(self, create_only: bool = False) -> bool:
         """Make the blob visible with everything written: one Put Blob, or the last blocks
-        staged and one Put Block List."""
+        staged and one Put Block List. `create_only`: only if no blob has the name (``If-None-
+        Match: *``); False if one has (nothing changed; the blocks stay staged, so committing
+        again without it publishes them over that blob)."""
         if not self._staged and not self._tail:
-            self._put_small(bytes(self._head))
-            return
-        if self._tail:
-            self._stage(bytes(self._tail))
-            self._tail.clear()
-        head = self._block_id(0)
-        self._start(self._client.stage_block(head, bytes(self._head), **self._options))
-        self._drain(0)
+            return self._put_small(bytes(self._head), create_only)
+        if not self._ready:
+            if self._tail:
+                self._stage(bytes(self._tail))
+                self._tail.clear()
+            head = self._block_id(0)
+            self._start(self._client.stage_block(head, bytes(self._head), **self._options))
+            self._drain(0)
+            self._ready = True
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         from azure.storage.blob import BlobBlock, BlockState
 
-        blocks = [BlobBlock(i, BlockState.UNCOMMITTED) for i in (head, *self._staged)]
+        ids = (self._block_id(0), *self._staged)
+        blocks = [BlobBlock(i, BlockState.UNCOMMITTED) for i in ids]
+        condition = {"if_none_match": "*"} if create_only else {}
         try:
             self._run(
-                self._client.commit_block_list(blocks, metadata=_METADATA, **self._options)
+                self._client.commit_block_list(
+                    blocks, metadata=_METADATA, **condition, **self._options
+                )
             ).result()
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            if not create_only:
+                self._fail(exc)
+            return False
         except Exception as exc:
             self._fail(exc)
+        return True
 
     def discard(self) -> None:
         """Give up: stop the uploads in flight and commit nothing (the staged blocks stay

@@ -39,7 +39,13 @@ from typing import Any, Protocol
 
 from blocks.filesystems._keys import LEASES_FOLDER
 
-__all__ = ["LEASES_FOLDER", "ConditionalObjects", "Unsupported", "conditional_objects"]
+__all__ = [
+    "LEASES_FOLDER",
+    "ConditionalObjects",
+    "Unsupported",
+    "conditional_objects",
+    "s3_error_code",
+]
 
 
 class Unsupported(Exception):
@@ -265,7 +271,7 @@ class S3Objects(_Remote):
         return self.block.filesystem().call_s3(method, Bucket=self.bucket, **kwargs)
 
     def _refused(self, exc: OSError) -> bool:
-        code = _s3_code(exc)
+        code = s3_error_code(exc)
         if code == "NotImplemented":
             raise Unsupported(str(exc)) from exc
         return code in ("PreconditionFailed", "ConditionalRequestConflict")
@@ -314,9 +320,9 @@ class S3Objects(_Remote):
         except FileNotFoundError:
             return False
         except OSError as exc:
-            if _s3_code(exc) != "NotImplemented" and self._refused(exc):
+            if s3_error_code(exc) != "NotImplemented" and self._refused(exc):
                 return False
-            if _s3_code(exc) != "NotImplemented":
+            if s3_error_code(exc) != "NotImplemented":
                 raise
         found = self.read(name)  # no conditional delete here: compare, then delete
         if found is None or found[1] != version:
@@ -329,7 +335,8 @@ class S3Objects(_Remote):
         return sorted(path.rsplit("/", 1)[-1] for path in found)
 
 
-def _s3_code(exc: BaseException) -> str | None:
+def s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of `exc` (or of the botocore error it was raised from), if any."""
     for error in (exc.__cause__, exc):
         response = getattr(error, "response", None)
         if isinstance(response, dict):

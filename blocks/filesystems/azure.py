@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, NoReturn, Self, cast
 
@@ -29,6 +29,7 @@ from blocks.core._block import Block
 from blocks.core._documents import mask_userinfo
 from blocks.errors import MissingDependency
 from blocks.filesystems._azure_blocks import BlockWriter
+from blocks.filesystems._exclusive import publish
 from blocks.filesystems.base import KeyLike, secret_strings
 from blocks.filesystems.remote import FsspecFileSystem
 
@@ -201,7 +202,9 @@ class AzureBlobStorageContainer(FsspecFileSystem):
         return head, stream
 
     @contextmanager
-    def _atomic_write(self, key: str, full: str) -> Iterator[BinaryIO]:
+    def _atomic_write(
+        self, key: str, full: str, before_overwrite: Callable[[], bool] | None = None
+    ) -> Iterator[BinaryIO]:
         # Streamed: blocks are staged as the bytes come (no local spool) and committed once on
         # a clean exit; on an error, or a killed process, nothing is committed.
         fs = self.filesystem()
@@ -213,13 +216,13 @@ class AzureBlobStorageContainer(FsspecFileSystem):
         writer = BlockWriter(
             fs.service_client.get_blob_client(container, blob),
             fs.loop,
-            put_small=lambda data: self._put_bytes(key, full, data),
+            put_small=lambda data, create: self._put_bytes(key, full, data, create),
             fail=fail,
             options=dict(getattr(fs, "_timeout_kwargs", {})),
         )
         with writer:
             yield cast(BinaryIO, writer)
-            writer.commit()
+            publish(writer.commit, before_overwrite)
 
     def _fail(self, action: str, key: KeyLike, exc: BaseException) -> NoReturn:
         # The Azure SDK answers a write to a missing container with its own error (not a

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import uuid
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, BinaryIO, NoReturn, cast
 
@@ -32,6 +32,8 @@ from pydantic import Field, PrivateAttr, field_validator
 from blocks.core._block import SecretDict
 from blocks.core._documents import mask_userinfo, userinfo_strings
 from blocks.errors import BlocksError, ConfigurationError, MissingDependency, StorageError
+from blocks.filesystems._conditional import s3_error_code
+from blocks.filesystems._exclusive import publish
 from blocks.filesystems._keys import LEASES_FOLDER
 from blocks.filesystems.base import (
     TEMP_PREFIX,
@@ -222,17 +224,27 @@ class FsspecFileSystem(WritableFileSystem):
                 f.write(content)
         return join_key(self._base_url().rstrip("/"), key)
 
-    def _put_bytes(self, key: str, full: str, content: bytes) -> None:
-        self._write("pipe_file", key, nbytes=len(content), args=(full, content))
+    def _put_bytes(self, key: str, full: str, content: bytes, create: bool = False) -> bool:
+        """Write `content` in one call; `create`: only if no object is there (False if one is)."""
+        return self._write(
+            "pipe_file", key, nbytes=len(content), args=(full, content), create=create
+        )
 
-    def _write(self, method: str, key: str, *, nbytes: int, args: tuple[Any, ...]) -> None:
-        """``fs.method(*args)``: a whole object written in one call, within its deadline."""
+    def _write(
+        self, method: str, key: str, *, nbytes: int, args: tuple[Any, ...], create: bool = False
+    ) -> bool:
+        """``fs.method(*args)``: a whole object written in one call, within its deadline;
+        `create`: only if no object is there (False: one is, nothing was written)."""
         options: dict[str, Any] = {}
         try:
             fs = self.filesystem()
             options = self._write_options(fs, nbytes)
+            if create:  # s3fs, gcsfs, adlfs: If-None-Match / ifGenerationMatch=0
+                options["mode"] = "create"  # refused: FileExistsError
             getattr(fs, method)(*args, **options)
         except Exception as exc:
+            if create and _refused_create(exc):
+                return False
             deadline = options.get("timeout")
             if deadline:  # fsspec gave up waiting (it says nothing more)
                 from fsspec.exceptions import FSTimeoutError
@@ -246,6 +258,7 @@ class FsspecFileSystem(WritableFileSystem):
                     exc = late
             # No legitimate FileNotFoundError on a write: it is a missing bucket or folder.
             self._fail("write", key, exc)
+        return True
 
     def exists(self, path: KeyLike) -> bool:
         full = self._full(path)
@@ -288,23 +301,44 @@ class FsspecFileSystem(WritableFileSystem):
         key = self._key(path)
         return self._atomic_write(key, join_key(self._root(), key))
 
+    def open_exclusive_write(
+        self, path: KeyLike, before_overwrite: Callable[[], bool]
+    ) -> AbstractContextManager[BinaryIO]:
+        """`open_atomic_write`, published create-only; when an object is already there,
+        `before_overwrite()` decides whether it is replaced (`blocks.filesystems._exclusive`).
+        Only for a storage `exclusive_writer` gives (its server refuses a second create)."""
+        key = self._key(path)
+        return self._atomic_write(key, join_key(self._root(), key), before_overwrite)
+
     @contextmanager
-    def _atomic_write(self, key: str, full: str) -> Iterator[BinaryIO]:
+    def _atomic_write(
+        self, key: str, full: str, before_overwrite: Callable[[], bool] | None = None
+    ) -> Iterator[BinaryIO]:
         # Spool locally, upload once on a clean exit: nothing reaches the store on error.
         with _Spool(SPOOL_MAX_MEMORY) as spool:
             yield cast(BinaryIO, spool)
             spool.flush()
-            self._upload(key, full, spool)
+            self._upload(key, full, spool, before_overwrite)
 
-    def _upload(self, key: str, full: str, spool: _Spool) -> None:
+    def _upload(
+        self, key: str, full: str, spool: _Spool, before_overwrite: Callable[[], bool] | None
+    ) -> None:
         if self._single_put():
             if spool.path is None:  # still in memory: one PUT of its bytes
-                self._put_bytes(key, full, spool.getvalue())
+                data = spool.getvalue()
+                publish(lambda create: self._put_bytes(key, full, data, create), before_overwrite)
                 return
+            # Spilled (over 16 MiB): checked first. One small read is nothing beside such an
+            # upload, while a refused create would cost a second upload of it all (s3fs
+            # aborts a refused multipart upload's parts).
+            if before_overwrite is not None:
+                before_overwrite()
             # put_file is one PUT or a multipart upload, which S3/GCS publish only when complete.
             size = os.path.getsize(spool.path)
             self._write("put_file", key, nbytes=size, args=(spool.path, full))
             return
+        if before_overwrite is not None:
+            before_overwrite()
         # Other stores (sftp, ftp, ...): upload beside the target, then rename over it.
         fs = self.filesystem()
         parent, _, _ = full.rpartition("/")
@@ -406,6 +440,15 @@ class _Spool(io.BufferedIOBase):
         if self.path is not None:
             with suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def _refused_create(exc: BaseException) -> bool:
+    """Whether `exc` is a create-only write refused for an object being there or being made
+    (S3 answers 409 ``ConditionalRequestConflict`` while another create of it is under way;
+    the Azure SDK may raise its 412 ``ConditionNotMet`` untranslated)."""
+    if isinstance(exc, FileExistsError) or getattr(exc, "status_code", None) == 412:
+        return True
+    return s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
 def _without_private(state: dict[Any, Any], **defaults: Any) -> dict[Any, Any]:

@@ -10,7 +10,9 @@ no key of this process's own.
 - **Another key.** A worker with a key of its own that is not the team's: a record at the path
   it is about to write, signed by a key outside its keyset, is refused with the same error
   (`refuse_overwrite`), unless ``BLOCKS_RESULTS_OVERWRITE_FOREIGN=1`` says to overwrite
-  (after retiring a key for good, say). Reading such a record stays a miss.
+  (after retiring a key for good, say). Reading such a record stays a miss. On an object
+  store whose server refuses a second create, the write is create-only and this check runs
+  only when it is refused (`blocks.filesystems._exclusive`): a first write is one request.
 
 Example:
     >>> refuse_overwrite(storage, keys, "etl/extract-3f2a")   # raises if another key signed it
@@ -68,12 +70,19 @@ def refuse_new_key(storage: Any) -> None:
             )
 
 
-def refuse_overwrite(storage: Any, keys: ResultsKeys, key: str) -> None:
+def refuse_overwrite(storage: Any, keys: ResultsKeys, key: str) -> bool:
     """Raise `ResultsKeyMissing` if the record at `key` is signed by a key outside `keys`
-    (unless ``BLOCKS_RESULTS_OVERWRITE_FOREIGN`` is set)."""
-    signer = _signer(storage, key)
+    (unless ``BLOCKS_RESULTS_OVERWRITE_FOREIGN`` is set); else whether an object is there
+    (False: none, so a create-only write may be tried again: `blocks.filesystems._exclusive`)."""
+    try:
+        head = storage.read_range(key, 0, FIRST_READ)
+    except FileNotFoundError:
+        return False
+    except (BlocksError, OSError):
+        return True  # unreadable: not known to be another key's (the write says the rest)
+    signer = claimed_signer(head, key=key)
     if signer is None or signer in keys.by_id or settings.flag("BLOCKS_RESULTS_OVERWRITE_FOREIGN"):
-        return
+        return True
     raise ResultsKeyMissing(
         f"Refusing to overwrite result {key!r} in {storage.describe()}: it is signed by results "
         f"key {signer!r}, which this process does not have (its key is "

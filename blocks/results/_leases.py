@@ -56,9 +56,9 @@ from blocks import settings
 from blocks.errors import ConfigurationError
 from blocks.filesystems._conditional import (
     ConditionalObjects,
-    Unsupported,
     conditional_objects,
 )
+from blocks.filesystems._exclusive import PROBE_PREFIX, probe_create
 from blocks.results._locks import KeyLock, lock_name, storage_identity
 
 if TYPE_CHECKING:
@@ -69,7 +69,6 @@ __all__ = ["LeaseInfo", "SharedKeyLock", "leases_for", "live_leases"]
 _logger = logging.getLogger("blocks.results")
 
 _FIRST_PAUSE, _LAST_PAUSE = 0.05, 1.0
-_PROBE = "probe-"
 
 
 def _new_owner() -> str:
@@ -208,31 +207,11 @@ def _backend(mode: str, storage: Any, described: str) -> Any:
     if objects is None:
         _warn_once(described, "it has no conditional create")
         return None
-    why = _probe(objects)
+    why = probe_create(objects)
     if why is not None:
         _warn_once(described, why)
         return None
     return _ObjectLeases(objects)
-
-
-def _probe(objects: ConditionalObjects) -> str | None:
-    """Why `objects` cannot hold leases (a second create of one name must be refused), or None."""
-    name = f"{_PROBE}{uuid.uuid4().hex}"
-    try:
-        first = objects.create(name, b"probe")
-        second = objects.create(name, b"probe again") if first is not None else None
-    except Unsupported as exc:
-        return f"it does not implement conditional writes ({exc})"
-    except Exception as exc:  # unreachable now: the read or write itself will say so
-        return f"the probe failed ({type(exc).__name__})"
-    finally:
-        with suppress(Exception):
-            found = objects.read(name)
-            if found is not None:
-                objects.delete(name, found[1])
-    if first is None or second is not None:
-        return "it accepted a second create-if-absent of one object (the precondition is ignored)"
-    return None
 
 
 def _warn_once(described: str, why: str) -> None:
@@ -570,7 +549,7 @@ def live_leases(storage: Any) -> list[LeaseInfo]:
         return []
     found = []
     for name in objects.names():
-        if name.startswith(_PROBE):
+        if name.startswith(PROBE_PREFIX):
             continue
         read = objects.read(name)
         info = LeaseInfo.decode(name, read[0]) if read is not None else None

@@ -62,6 +62,7 @@ from blocks.errors import (
     ResultsKeyMissing,
     StorageError,
 )
+from blocks.filesystems._exclusive import exclusive_writer
 from blocks.filesystems._keys import TempFile, checked_key, validate_key
 from blocks.results import _streams as streams
 from blocks.results._foreign import refuse_overwrite
@@ -164,6 +165,9 @@ class ResultStore:
         self._compatible_versions: dict[int, dict[str, str]] = {}
         #: Verified small records by key, with their file's stamp (`_keep`).
         self._kept: dict[str, _Kept] = {}
+        #: Keys whose last read found a record but no hit (expired, corrupt, another key's):
+        #: their next write checks, then writes, as a create-only write would be refused.
+        self._there: dict[str, bool] = {}
 
     @property
     def keys(self) -> ResultsKeys:
@@ -213,11 +217,17 @@ class ResultStore:
         """
         key = validate_key(key)
         self._kept.pop(key, None)  # replaced by a new file: a new stamp in any case
+        there = self._there.pop(key, False)
         keys = self.keys
+        exclusive = None
         if keys.unadopted:
             self._refuse_foreign(keys, key, *self._keys_to_check())
         else:  # never over another key's record (`blocks.results._foreign`)
-            refuse_overwrite(self.storage, keys, key)
+            # Checked now if the storage cannot create exclusively, or if a read just found a
+            # record there; else only if the create-only write is refused (one request).
+            exclusive = None if there else exclusive_writer(self.storage)
+            if exclusive is None:
+                refuse_overwrite(self.storage, keys, key)
         signer = keys.active
         # A serializer that chooses per value ("auto") hands over the one it chose: the
         # header names that one, so the record says what it holds.
@@ -239,7 +249,14 @@ class ResultStore:
                 f"{MAX_HEADER_SIZE}): shorten the key or the task name."
             )
         try:
-            with self.storage.open_atomic_write(key) as out:
+            opened = (
+                self.storage.open_atomic_write(key)
+                if exclusive is None
+                else exclusive.open_exclusive_write(
+                    key, lambda: refuse_overwrite(self.storage, keys, key)
+                )
+            )
+            with opened as out:
                 if streams.can_seek(out):
                     header = self._write_in_place(out, draft, width, value, signer, serializer)
                 else:
@@ -335,6 +352,7 @@ class ResultStore:
                     # The bytes that verified when the file had this stamp (see `_keep`).
                     _, _, header, serializer, payload, signer, expires = kept
                     if expires is not None and looked >= expires:
+                        self._found(key)
                         return None
                     value = _decode(
                         serializer, io.BytesIO(payload), header, signer, _decode_limit(header)
@@ -349,6 +367,7 @@ class ResultStore:
                     data += streams.read_exactly(stream, end - len(data), key)
                 header = decode_header_once(data[:end], key=key, keys=keys)
                 if header.is_expired():
+                    self._found(key)
                     return None
                 serializer = self._serializer_for(header)
                 limit = _decode_limit(header)
@@ -371,12 +390,19 @@ class ResultStore:
             if keys.unadopted:
                 self._refuse_foreign(keys, key)
             self._warn(exc)
+            self._found(key)
             return None
         except BlocksError:
             raise
         except OSError as exc:
             self._storage_failed("read", key, exc)
         return Hit(header, value)
+
+    def _found(self, key: str) -> None:
+        """Note that `key` holds a record (read, but no hit)."""
+        if len(self._there) >= 4096:
+            self._there.clear()
+        self._there[key] = True
 
     def _keep(
         self,

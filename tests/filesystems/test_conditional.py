@@ -18,6 +18,7 @@ import pytest
 
 from blocks.errors import ConfigurationError
 from blocks.filesystems._conditional import conditional_objects
+from blocks.filesystems._exclusive import probe_create
 from blocks.results import _leases
 
 
@@ -51,7 +52,7 @@ def _check_all(label: str, storage: Any) -> None:
     found = _refusals(storage)
     print(f"{label}: {found}")
     assert all(found.values()), found
-    assert _leases._probe(conditional_objects(storage)) is None  # type: ignore[arg-type]
+    assert probe_create(conditional_objects(storage)) is None  # type: ignore[arg-type]
 
 
 def test_a_local_folder_refuses_what_a_lease_needs(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_the_gcs_emulator_ignores_if_generation_match_and_the_probe_says_so(
     second = objects.create("k", b"two")
     print(f"GCS emulator: a second create with ifGenerationMatch=0 returned {second!r}")
     assert second is not None  # accepted: the emulator does not check preconditions
-    why = _leases._probe(objects)
+    why = probe_create(objects)
     print(f"GCS emulator: the lease probe says {why!r}")
     assert why is not None and "second create-if-absent" in why
 
