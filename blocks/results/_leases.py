@@ -16,7 +16,8 @@ computes:
   crashed (or stopped) holder stops renewing: the lease is stale once its expiry has passed
   or its version has not changed for a whole lease length as the waiter's own clock counts
   (clock skew between machines does not delay a takeover by more than one lease).
-- **Waiters** try again after a jittered pause (50 ms doubling to a second), take a stale
+- **Waiters** say so once on the ``blocks.results`` logger (debug: the key and its holder),
+  try again after a jittered pause (50 ms doubling to a second), take a stale
   lease over with replace-if-unchanged (one of them wins), and read the record the holder
   wrote once its lease is gone. After ``BLOCKS_RESULTS_LEASE_WAIT`` seconds they compute
   anyway, with a warning. Records are written atomically, so the worst case of any race
@@ -260,6 +261,14 @@ class _Waiter:
                     self.held = True
                     return True
                 wait = settings.results_lease_wait()
+                if self._pause == _FIRST_PAUSE:  # the first try: say once whom this waits on
+                    _logger.debug(
+                        "Waiting for the compute-once lease of key %r, held by %s (at most %s s: "
+                        "BLOCKS_RESULTS_LEASE_WAIT).",
+                        self.key,
+                        self.holder(),
+                        wait,
+                    )
                 if now - self._since >= wait:
                     _logger.warning(
                         "Waited %.1f s for the compute-once lease of key %r, held by %s: "
