@@ -778,6 +778,12 @@ class Registry:
             row = conn.execute(tables._LOAD_DOCUMENT, params).first()
         return None if row is None else tuple(row)
 
+    def documents_stamp(self) -> tuple[int, ...] | None:
+        """A value that changes whenever any document may have changed since it was taken,
+        in this process or another (`SqliteReads.stamp`), cheaper than a SELECT; None where
+        that cannot be told (PostgreSQL, an in-memory or immutable SQLite file): read."""
+        return None if self._reads is None else self._reads.stamp()
+
     @staticmethod
     def loaded_document(type_slug: str, name: str, columns: tuple[Any, ...]) -> DocumentRow:
         """The `DocumentRow` of `load_columns`' answer. Its timestamps were not read: they are
