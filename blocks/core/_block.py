@@ -644,6 +644,15 @@ class Block(BaseModel):
         """
         slug, name = cls._resolve_name(name)
         registry, manager = _context()
+        keyset = manager.cached_keyset()
+        kept = None if keyset is None else keyset.opened.get((slug, name))
+        stamp = None
+        if kept is not None:  # built before: no SELECT while the registry is unchanged
+            stamp = registry.documents_stamp()
+            if stamp is not None and stamp == kept[6]:
+                block = _rebuild(slug, kept)
+                if block is not None:
+                    return cls._loaded(block, slug, name)
         columns = registry.load_columns(slug, name)
         if columns is None:
             target = block_class_for(slug)  # an unknown type is the clearer error
@@ -654,10 +663,20 @@ class Block(BaseModel):
                 f"Create it with {target.__name__}(...).save('{name}') "
                 f"or `block create {slug} {name}`."
             )
-        block = _kept_load(manager, slug, name, columns)
+        block = None
+        if kept is not None and kept[0] == columns and manager.cached_keyset() is keyset:
+            block = _rebuild(slug, kept)
+            if block is not None and stamp is not None and keyset is not None:
+                # These bytes were read after `stamp` was taken: while it holds, they hold.
+                keyset.opened[(slug, name)] = (*kept[:6], stamp)
         if block is None:
             row = registry.loaded_document(slug, name, columns)
             block = _load_rereading(registry, row, validate, manager, columns)
+        return cls._loaded(block, slug, name)
+
+    @classmethod
+    def _loaded(cls, block: Block, slug: str, name: str) -> Self:
+        """`block`, if it is one of this class's (a base class loads its subclasses)."""
         if not isinstance(block, cls):
             raise UnknownBlockType(
                 f"{slug}/{name} is a {type(block).__name__}, not a {cls.__name__}."
@@ -1062,18 +1081,18 @@ def _load_rereading(
 # plaintexts are the same objects `_open` keeps, for no longer. Any changed byte (a save, a
 # rotation, tampering) is a miss: verified and decrypted in full. The class is looked up again
 # on every load: a slug registered anew to another class is a miss too.
+#
+# An entry also keeps the registry's stamp (`Registry.documents_stamp`) taken before the
+# SELECT that last found these same bytes: while the registry's stamp is still that one, no
+# commit of any connection, in any process, has happened since, so the row is those bytes and
+# the SELECT is skipped. A first load keeps no stamp (it would cost a first read the stamp's
+# query); the next load takes one, compares the row as above and keeps it.
 _KEPT_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
-def _kept_load(manager: KeyManager, slug: str, name: str, columns: tuple[Any, ...]) -> Block | None:
-    """The block `columns` make, if this keyset built it from these same bytes before."""
-    keyset = manager.cached_keyset()
-    if keyset is None:
-        return None
-    kept = keyset.opened.get((slug, name))
-    if kept is None or kept[0] != columns:
-        return None
-    _, cls, plain, secrets, fields, private = kept
+def _rebuild(slug: str, kept: tuple[Any, ...]) -> Block | None:
+    """The block a `_keep` entry makes, if `slug` still names the class it was built as."""
+    _, cls, plain, secrets, fields, private, _ = kept
     if block_class_for(slug) is not cls:
         return None
     values = plain.copy()
@@ -1088,7 +1107,7 @@ def _kept_load(manager: KeyManager, slug: str, name: str, columns: tuple[Any, ..
 
 
 def _keep(manager: KeyManager, row: DocumentRow, columns: tuple[Any, ...], block: Block) -> None:
-    """Keep what `_kept_load` needs to build `block` again from the same `columns`, if the
+    """Keep what `_rebuild` needs to build `block` again from the same `columns`, if the
     cached keyset verified exactly these bytes (`_open`'s entry for them is there)."""
     keyset = manager.cached_keyset()
     if keyset is None:
@@ -1114,6 +1133,7 @@ def _keep(manager: KeyManager, row: DocumentRow, columns: tuple[Any, ...], block
         secrets,
         frozenset(block.__pydantic_fields_set__),
         dict(block.__pydantic_private__ or {}),
+        None,  # no stamp yet (see above)
     )
 
 

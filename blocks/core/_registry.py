@@ -46,7 +46,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -150,8 +150,47 @@ SQLITE_PRAGMAS: dict[str, str] = {
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
-@dataclass(frozen=True, slots=True)
-class TypeRow:
+# Records below are plain classes with slots, not `@dataclass(slots=True)`: building a dataclass
+# (its generated methods compiled, the class made twice for its slots) cost ~5M instructions
+# each, ~28M (~9 ms) of every cold `Secret.load` for these six. `_Row` gives them a dataclass's
+# equality, hash and repr; `_FrozenRow` refuses changes as a frozen dataclass does.
+class _Row:
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class _FrozenRow(_Row):
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _set(row: _Row, arguments: dict[str, Any]) -> None:
+    """Set a frozen row's fields from its `__init__`'s ``locals()``."""
+    for name in row.__slots__:
+        object.__setattr__(row, name, arguments[name])
+
+
+class TypeRow(_FrozenRow):
+    __slots__ = ("created", "description", "module", "name", "slug", "updated")
     slug: str
     name: str
     description: str
@@ -159,22 +198,56 @@ class TypeRow:
     created: datetime
     updated: datetime
 
+    def __init__(
+        self,
+        slug: str,
+        name: str,
+        description: str,
+        module: str,
+        created: datetime,
+        updated: datetime,
+    ) -> None:
+        _set(self, locals())
 
-@dataclass(frozen=True, slots=True)
-class SchemaRow:
+
+class SchemaRow(_FrozenRow):
+    __slots__ = ("checksum", "created", "fields", "type_slug", "version")
     checksum: str
     type_slug: str
     version: str
     fields: dict[str, Any]
     created: datetime
 
+    def __init__(
+        self, checksum: str, type_slug: str, version: str, fields: dict[str, Any], created: datetime
+    ) -> None:
+        _set(self, locals())
 
-# Not frozen: a frozen dataclass sets each of its 12 fields through object.__setattr__, which
-# made building a row cost more than the SELECT that read it. Treat rows as read-only.
-@dataclass(slots=True)
-class DocumentRow:
-    """One saved block: plain field values, encrypted secrets (by dotted path), references."""
 
+# Not frozen: a frozen row sets each of its 12 fields through object.__setattr__, which made
+# building a row cost more than the SELECT that read it. Treat rows as read-only.
+class DocumentRow(_Row):
+    """One saved block: plain field values, encrypted secrets (by dotted path), references.
+
+    ``stored_created`` / ``stored_updated``: as the driver gave them (SQLite: ISO text),
+    parsed by `created` / `updated` only when asked for. ``message``: the canonical bytes the
+    seal covers (built from the stored columns as read).
+    """
+
+    __slots__ = (
+        "data",
+        "id",
+        "message",
+        "name",
+        "refs",
+        "schema_checksum",
+        "seal",
+        "secrets",
+        "stored_created",
+        "stored_updated",
+        "type_slug",
+        "version",
+    )
     id: str
     type_slug: str
     name: str
@@ -183,12 +256,38 @@ class DocumentRow:
     secrets: dict[str, str]
     refs: dict[str, str]
     stored_created: datetime | str
-    """As the driver gave it (SQLite: ISO text): parsed by `created` only when asked for."""
     stored_updated: datetime | str
-    version: int = 0
-    seal: str = ""
-    message: bytes = b""
-    """The canonical bytes the seal covers (built from the stored columns as read)."""
+    version: int
+    seal: str
+    message: bytes
+
+    def __init__(
+        self,
+        id: str,
+        type_slug: str,
+        name: str,
+        schema_checksum: str,
+        data: dict[str, Any],
+        secrets: dict[str, str],
+        refs: dict[str, str],
+        stored_created: datetime | str,
+        stored_updated: datetime | str,
+        version: int = 0,
+        seal: str = "",
+        message: bytes = b"",
+    ) -> None:
+        self.id = id
+        self.type_slug = type_slug
+        self.name = name
+        self.schema_checksum = schema_checksum
+        self.data = data
+        self.secrets = secrets
+        self.refs = refs
+        self.stored_created = stored_created
+        self.stored_updated = stored_updated
+        self.version = version
+        self.seal = seal
+        self.message = message
 
     @property
     def slug(self) -> str:
@@ -210,10 +309,10 @@ class DocumentRow:
         return _timestamp(self.stored_updated)
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentSummary:
+class DocumentSummary(_FrozenRow):
     """One saved block as listed: where its secrets are, not its values."""
 
+    __slots__ = ("created", "id", "name", "secret_fields", "type_slug", "updated")
     id: str
     type_slug: str
     name: str
@@ -221,30 +320,50 @@ class DocumentSummary:
     created: datetime
     updated: datetime
 
+    def __init__(
+        self,
+        id: str,
+        type_slug: str,
+        name: str,
+        secret_fields: tuple[str, ...],
+        created: datetime,
+        updated: datetime,
+    ) -> None:
+        setattr = object.__setattr__  # one of these per listed row: no `_set` loop
+        setattr(self, "id", id)
+        setattr(self, "type_slug", type_slug)
+        setattr(self, "name", name)
+        setattr(self, "secret_fields", secret_fields)
+        setattr(self, "created", created)
+        setattr(self, "updated", updated)
+
     @property
     def slug(self) -> str:
         return f"{self.type_slug}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
+class KeyRecord(_FrozenRow):
     """What the registry records about its master key: public ids only, never the key."""
 
+    __slots__ = ("active_key_id", "fingerprint", "source")
     active_key_id: str
     fingerprint: str
     source: str
+
+    def __init__(self, active_key_id: str, fingerprint: str, source: str) -> None:
+        _set(self, locals())
 
 
 class StaleKey(Exception):
     """Internal: a save sealed under a key that is no longer the registry's active key."""
 
 
-# Not frozen, as DocumentRow: a frozen dataclass's per-field object.__setattr__ was ~2 µs of
-# every save. Treat it as read-only.
-@dataclass(slots=True)
-class _NewDocument:
+# Not frozen, as DocumentRow: a frozen row's per-field object.__setattr__ was ~2 µs of every
+# save. Treat it as read-only.
+class _NewDocument(_Row):
     """What a save writes, its JSON columns encoded once (a retry reuses them)."""
 
+    __slots__ = ("data", "name", "refs", "refs_text", "schema_checksum", "secrets", "type_slug")
     type_slug: str
     name: str
     schema_checksum: str
@@ -252,6 +371,24 @@ class _NewDocument:
     secrets: str
     refs_text: str
     refs: dict[str, str]
+
+    def __init__(
+        self,
+        type_slug: str,
+        name: str,
+        schema_checksum: str,
+        data: str,
+        secrets: str,
+        refs_text: str,
+        refs: dict[str, str],
+    ) -> None:
+        self.type_slug = type_slug
+        self.name = name
+        self.schema_checksum = schema_checksum
+        self.data = data
+        self.secrets = secrets
+        self.refs_text = refs_text
+        self.refs = refs
 
 
 # A save retried after losing a first-insert race (PostgreSQL) finds the winner's row: two
@@ -777,6 +914,12 @@ class Registry:
             params = {"type_slug": type_slug, "name": name}
             row = conn.execute(tables._LOAD_DOCUMENT, params).first()
         return None if row is None else tuple(row)
+
+    def documents_stamp(self) -> tuple[int, ...] | None:
+        """A value that changes whenever any document may have changed since it was taken,
+        in this process or another (`SqliteReads.stamp`), cheaper than a SELECT; None where
+        that cannot be told (PostgreSQL, an in-memory or immutable SQLite file): read."""
+        return None if self._reads is None else self._reads.stamp()
 
     @staticmethod
     def loaded_document(type_slug: str, name: str, columns: tuple[Any, ...]) -> DocumentRow:

@@ -19,11 +19,22 @@ deletes, migrations, rotation) stay on SQLAlchemy. A kept connection would go on
 file that was replaced (restored from a backup, moved aside), so each use compares the path's
 inode with the one opened (one ``stat``) and reopens on a change, or after a fork (a
 connection must not cross one).
+
+`stamp` says whether the file may have changed since an earlier stamp, without a SELECT: it
+changes on any commit by any other connection, in this process or another (SQLite's
+``PRAGMA data_version``, read on the kept connection; in WAL mode it opens a read transaction
+that compares the WAL index header, as every SELECT does first), on any commit or rollback on
+this object's own connections (a counter: a connection's own commits do not change its
+``data_version``), on a new connection (a replaced file, a fork, `close`), and on any change of
+the file's size or modification time (bytes written into the file by something that is not
+SQLite, e.g. a backup copied over it in place: SQLite's own page cache would not see those
+either). An ``immutable=1`` file has no stamp: SQLite promises nothing about its changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -51,6 +62,11 @@ _SUMMARY = "SELECT id, type_slug, name, secrets, created, updated FROM block_doc
 LIST_SUMMARIES = f"{_SUMMARY} ORDER BY type_slug, name"
 LIST_NAMES = "SELECT name FROM block_documents WHERE type_slug = ? ORDER BY name"
 LIST_SUMMARIES_OF_TYPE = f"{_SUMMARY} WHERE type_slug = ? ORDER BY type_slug, name"
+DATA_VERSION = "PRAGMA data_version"
+
+# Numbers every connection any `SqliteReads` opens, so a stamp names its connection (the
+# numbering of `data_version` is per connection) and no two connections ever share one.
+_serials = itertools.count(1)
 
 # Bumped in a forked child, so connections inherited from the parent are dropped without a
 # getpid() system call per read.
@@ -86,14 +102,19 @@ class SqliteReads:
         self._timeout = busy_timeout_ms / 1000
         self._problem = problem
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._writes = 0  # bumped after every transaction on these connections (`stamp`)
+        self._stamped = "immutable=1" not in target
 
     def _connection(self) -> sqlite3.Connection:
         local = self._local
         try:
             st = os.stat(self.path)
             ident: tuple[int, int, int] = (st.st_dev, st.st_ino, _generation)
+            local.file = (st.st_size, st.st_mtime_ns)
         except OSError:
             ident = (-1, -1, _generation)  # gone: sqlite3 below says what is wrong
+            local.file = None
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None and local.ident == ident:
             return conn
@@ -105,8 +126,26 @@ class SqliteReads:
         )
         for pragma in self._pragmas:
             conn.execute(pragma)
-        local.conn, local.ident = conn, ident
+        local.conn, local.ident, local.serial = conn, ident, next(_serials)
         return conn
+
+    def stamp(self) -> tuple[int, ...] | None:
+        """A value that differs from every earlier one if the database may have changed in
+        between (see the module's docstring); None when that cannot be told (an immutable
+        file, an error: the caller reads as usual, and the read reports the error)."""
+        if not self._stamped:
+            return None
+        try:
+            conn = self._connection()
+            version = conn.execute(DATA_VERSION).fetchone()[0]
+        except sqlite3.Error:
+            self._local.conn = None
+            return None
+        local = self._local
+        if local.file is None:
+            return None
+        size, mtime = local.file
+        return (local.serial, version, self._writes, size, mtime)
 
     def close(self) -> None:
         """Close this thread's connection; other threads' close as their locals are dropped."""
@@ -146,6 +185,11 @@ class SqliteReads:
             if isinstance(exc, sqlite3.Error):
                 raise self._typed(exc) from None
             raise
+        finally:
+            # This connection's own commits leave its `data_version` as it was: a stamp
+            # taken before this transaction must not match one taken after it.
+            with self._lock:
+                self._writes += 1
 
     def _typed(self, exc: sqlite3.Error) -> Exception:
         problem = self._problem(exc)

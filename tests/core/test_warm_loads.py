@@ -253,3 +253,113 @@ def test_a_block_holding_a_mutable_value_is_not_kept_built() -> None:
     assert JSON.load("cfg").value == {"rows": [1]}
     keyset = KeyManager.for_registry(Registry.default().url).cached_keyset()
     assert keyset is None or ("json", "cfg") not in keyset.opened
+
+
+# -- loads that skip the SELECT while the registry is unchanged (`Registry.documents_stamp`) --
+
+
+def selects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every document SELECT a load makes from now on, by name."""
+    made: list[str] = []
+    original = Registry.load_columns
+
+    def counted(self: Registry, type_slug: str, name: str) -> Any:
+        made.append(name)
+        return original(self, type_slug, name)
+
+    monkeypatch.setattr(Registry, "load_columns", counted)
+    return made
+
+
+def test_warm_loads_of_an_unchanged_sqlite_registry_skip_the_select(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Secret(value="pw").save("api")
+    made = selects(monkeypatch)
+    for _ in range(WARM + 2):
+        assert Secret.load("api").get() == "pw"
+    assert made == ["api", "api"], "the first load reads, the second stamps, the rest skip"
+    Secret(value="pw2").save("api", overwrite=True)  # this connection's own commit
+    assert Secret.load("api").get() == "pw2"
+    Secret(value="other").save("other")  # any commit, even of another document
+    assert Secret.load("api").get() == "pw2"
+    assert made[2:] == ["api", "api"]
+
+
+def test_a_raw_edit_by_another_process_is_refused_after_select_free_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process edits the row with plain sqlite3 (no code of ours): the next load
+    reads the row again and refuses it."""
+    WarmLogin(user="etl", password="pw").save("prod")
+    made = selects(monkeypatch)
+    for _ in range(WARM + 2):
+        WarmLogin.load("prod")
+    assert len(made) == 2
+    database = Registry.default().url.removeprefix("sqlite:///")
+    in_another_process(
+        "import sqlite3\n"
+        f"c = sqlite3.connect({database!r})\n"
+        "c.execute(\"update block_documents set data = replace(data, 'api.example.com',"
+        " 'evil.test') where type_slug = 'warm-login' and name = 'prod'\")\n"
+        "c.commit()\n",
+        tmp_path,
+    )
+    with pytest.raises(TamperedDocument):
+        WarmLogin.load("prod")
+    assert len(made) == 3
+
+
+def test_another_process_delete_is_seen_after_select_free_loads(
+    backend: str, tmp_path: Path
+) -> None:
+    from blocks.errors import BlockNotFound
+
+    Secret(value="pw").save("api")
+    for _ in range(WARM + 2):
+        assert Secret.load("api").get() == "pw"
+    in_another_process("from blocks.core._block import Block; Block.delete('secret/api')", tmp_path)
+    with pytest.raises(BlockNotFound):
+        Secret.load("api")
+
+
+def test_every_save_of_another_process_is_seen_by_the_next_load(
+    backend: str, tmp_path: Path
+) -> None:
+    """Two real processes in lock step: the child saves value i, says so, and waits; the
+    parent's next load must return value i, never an earlier one (no stale secret)."""
+    rounds = 60
+    Secret(value="v-0").save("hot")
+    for _ in range(WARM):
+        assert Secret.load("hot").get() == "v-0"
+    code = (
+        "import sys\n"
+        "from blocks.system import Secret\n"
+        f"for i in range(1, {rounds + 1}):\n"
+        "    Secret(value=f'v-{i}').save('hot', overwrite=True)\n"
+        "    print(i, flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    stale = 0
+    try:
+        for i in range(1, rounds + 1):
+            assert child.stdout.readline().strip() == str(i)
+            for _ in range(3):  # the first read, the stamping read, a select-free read
+                stale += Secret.load("hot").get() != f"v-{i}"
+            child.stdin.write("\n")
+            child.stdin.flush()
+    finally:
+        child.stdin.close()
+        assert child.wait(timeout=120) == 0
+    print(f"\n[{backend}] {rounds} saves by another process, {3 * rounds} loads: stale {stale}")
+    assert stale == 0
