@@ -125,6 +125,12 @@ class BlockWriter(io.BufferedIOBase):
         return size
 
     # -- publishing -----------------------------------------------------------------------------
+    @property
+    def resend_bytes(self) -> int:
+        """What a refused create-only `commit` would upload again: the whole blob if it goes
+        in one Put Blob; nothing if it goes as a block list (the blocks stay staged)."""
+        return len(self._head) if not self._staged and not self._tail else 0
+
     def commit(self, create_only: bool = False) -> bool:
         """Make the blob visible with everything written: one Put Blob, or the last blocks
         staged and one Put Block List. `create_only`: only if no blob has the name (``If-None-

@@ -37,6 +37,7 @@ from blocks.filesystems._keys import KeyLike
 __all__ = [
     "ATTEMPTS",
     "PROBE_PREFIX",
+    "RESEND_MAX",
     "ExclusiveWriter",
     "exclusive_writer",
     "probe_create",
@@ -60,11 +61,25 @@ class ExclusiveWriter(Protocol):
         `before_overwrite()` decides (see `publish`)."""
 
 
-def publish(upload: Callable[[bool], bool], before_overwrite: Callable[[], bool] | None) -> None:
+#: A refused create-only upload that would send more than this again is not tried: the
+#: check comes first (one small read beside such an upload), then one plain upload.
+RESEND_MAX = 256 * 1024
+
+
+def publish(
+    upload: Callable[[bool], bool],
+    before_overwrite: Callable[[], bool] | None,
+    resend: int = 0,
+) -> None:
     """Publish with ``upload(create_only)`` (False: a create-only upload found an object
     there); with `before_overwrite`, create-only first, and a refused create asks it before
-    replacing what is there (see the module docstring)."""
+    replacing what is there (see the module docstring). `resend`: the bytes a refused
+    create-only upload would have to send again (over `RESEND_MAX`: checked first)."""
     if before_overwrite is None:
+        upload(False)
+        return
+    if resend > RESEND_MAX:
+        before_overwrite()
         upload(False)
         return
     for _ in range(ATTEMPTS):

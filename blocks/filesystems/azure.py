@@ -222,7 +222,7 @@ class AzureBlobStorageContainer(FsspecFileSystem):
         )
         with writer:
             yield cast(BinaryIO, writer)
-            publish(writer.commit, before_overwrite)
+            publish(writer.commit, before_overwrite, resend=writer.resend_bytes)
 
     def _fail(self, action: str, key: KeyLike, exc: BaseException) -> NoReturn:
         # The Azure SDK answers a write to a missing container with its own error (not a

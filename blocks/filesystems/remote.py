@@ -326,7 +326,11 @@ class FsspecFileSystem(WritableFileSystem):
         if self._single_put():
             if spool.path is None:  # still in memory: one PUT of its bytes
                 data = spool.getvalue()
-                publish(lambda create: self._put_bytes(key, full, data, create), before_overwrite)
+                publish(
+                    lambda create: self._put_bytes(key, full, data, create),
+                    before_overwrite,
+                    resend=len(data),
+                )
                 return
             # Spilled (over 16 MiB): checked first. One small read is nothing beside such an
             # upload, while a refused create would cost a second upload of it all (s3fs

@@ -165,8 +165,9 @@ class ResultStore:
         self._compatible_versions: dict[int, dict[str, str]] = {}
         #: Verified small records by key, with their file's stamp (`_keep`).
         self._kept: dict[str, _Kept] = {}
-        #: Keys whose last read found a record but no hit (expired, corrupt, another key's):
-        #: their next write checks, then writes, as a create-only write would be refused.
+        #: Keys known to hold a record (read but no hit: expired, corrupt, another key's; or
+        #: written by this store): their next write checks, then writes, as a create-only
+        #: write would be refused.
         self._there: dict[str, bool] = {}
 
     @property
@@ -219,13 +220,14 @@ class ResultStore:
         self._kept.pop(key, None)  # replaced by a new file: a new stamp in any case
         there = self._there.pop(key, False)
         keys = self.keys
-        exclusive = None
+        exclusive = can_create = None
         if keys.unadopted:
             self._refuse_foreign(keys, key, *self._keys_to_check())
         else:  # never over another key's record (`blocks.results._foreign`)
-            # Checked now if the storage cannot create exclusively, or if a read just found a
-            # record there; else only if the create-only write is refused (one request).
-            exclusive = None if there else exclusive_writer(self.storage)
+            # Checked now if the storage cannot create exclusively, or if a record is known to
+            # be there; else only if the create-only write is refused (one request).
+            can_create = exclusive_writer(self.storage)
+            exclusive = None if there else can_create
             if exclusive is None:
                 refuse_overwrite(self.storage, keys, key)
         signer = keys.active
@@ -269,6 +271,9 @@ class ResultStore:
             ) from exc
         if keys.unadopted:
             adopt(keys)
+        if can_create is not None:
+            # Written here: a create-only write of it again would be refused (a 3rd request).
+            self._found(key)
         return header
 
     def _dump(
@@ -399,7 +404,7 @@ class ResultStore:
         return Hit(header, value)
 
     def _found(self, key: str) -> None:
-        """Note that `key` holds a record (read, but no hit)."""
+        """Note that `key` holds a record (read but no hit, or written here)."""
         if len(self._there) >= 4096:
             self._there.clear()
         self._there[key] = True

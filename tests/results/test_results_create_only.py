@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from blocks.errors import ResultsKeyMissing
-from blocks.filesystems._exclusive import exclusive_writer
+from blocks.filesystems._exclusive import RESEND_MAX, exclusive_writer
 from blocks.results import ResultStore
 from blocks.results._signing import ResultsKeys
 
@@ -96,7 +96,8 @@ def test_a_first_write_is_one_create_only_request_and_an_overwrite_reads_first(
     request: pytest.FixtureRequest, backend: str
 ) -> None:
     storage = _bucket(request, backend).block("results")
-    store = ResultStore(storage, "pickle", keys=_keys())
+    keys = _keys()
+    store = ResultStore(storage, "pickle", keys=keys)
     store.write("warm-up", 0)  # the probe (once per process) and the connections
     assert exclusive_writer(storage) is storage
 
@@ -105,12 +106,19 @@ def test_a_first_write_is_one_create_only_request_and_an_overwrite_reads_first(
     put = "PutObject" if backend == "s3" else "PUT"
     assert first == [(put, "*")]  # one create-only write, no read
 
-    again = _counted(storage, lambda: store.write("etl/new", {"rows": 2}))
-    print(f"{backend}: an overwrite of our own record sent {again}")
+    # Another process's store (it knows nothing of the record): the create is refused, the
+    # head is read and checked, then the record replaced.
+    other = ResultStore(storage, "pickle", keys=keys)
+    again = _counted(storage, lambda: other.write("etl/new", {"rows": 2}))
+    print(f"{backend}: another store's overwrite of our record sent {again}")
     get = "GetObject" if backend == "s3" else "GET"
     assert again == [(put, "*"), (get, None), (put, None)]
     hit = store.read("etl/new")
     assert hit is not None and hit.value == {"rows": 2}
+    # The store that wrote a key knows a record is there: it checks, then writes (2, not 3).
+    rewrite = _counted(storage, lambda: other.write("etl/new", {"rows": 2.5}))
+    print(f"{backend}: a store's rewrite of a key it wrote sent {rewrite}")
+    assert rewrite == [(get, None), (put, None)]
 
     # A cache miss on an expired record, then its new value: the read found a record there,
     # so the write checks it and replaces it (as before create-only writes), no refused create.
@@ -276,3 +284,26 @@ def test_two_processes_racing_to_create_one_key_both_end_with_a_whole_record(
         assert me in ("A", "B") and index == i and filler == "x" * 5000
         winners.append(me)
     print(f"{backend}: {checked} refused creates checked; last writer: {''.join(winners)}")
+
+
+@pytest.mark.parametrize("backend", ["s3", "azure"])
+def test_a_record_too_big_to_send_twice_is_checked_before_it_is_sent_once(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Over `RESEND_MAX` a refused create would upload the payload again: the head is read
+    first and the record sent once, new or not."""
+    storage = _bucket(request, backend).block("results")
+    keys = _keys()
+    store = ResultStore(storage, "pickle", keys=keys)
+    store.write("warm-up", 0)
+    assert store.read("absent") is None  # Azure asks once whether a 404 is the container's
+    big = os.urandom(RESEND_MAX + 1)
+    put = "PutObject" if backend == "s3" else "PUT"
+    get = "GetObject" if backend == "s3" else "GET"
+    first = _counted(storage, lambda: store.write("etl/big", big))
+    other = ResultStore(storage, "pickle", keys=keys)
+    again = _counted(storage, lambda: other.write("etl/big", big[::-1]))
+    print(f"{backend}: a {len(big)}-byte record, new and over another store's: {first}, {again}")
+    assert first == again == [(get, None), (put, None)]
+    hit = store.read("etl/big")
+    assert hit is not None and hit.value == big[::-1]
