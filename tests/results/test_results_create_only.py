@@ -108,7 +108,7 @@ def test_a_first_write_is_one_create_only_request_and_an_overwrite_reads_first(
 
     # Another process's store (it knows nothing of the record): the create is refused, the
     # head is read and checked, then the record replaced.
-    other = ResultStore(storage, "pickle", keys=keys)
+    other = ResultStore(store.storage, "pickle", keys=keys)
     again = _counted(storage, lambda: other.write("etl/new", {"rows": 2}))
     print(f"{backend}: another store's overwrite of our record sent {again}")
     get = "GetObject" if backend == "s3" else "GET"
