@@ -332,14 +332,16 @@ class FsspecFileSystem(WritableFileSystem):
                     resend=len(data),
                 )
                 return
-            # Spilled (over 16 MiB): checked first. One small read is nothing beside such an
-            # upload, while a refused create would cost a second upload of it all (s3fs
-            # aborts a refused multipart upload's parts).
-            if before_overwrite is not None:
-                before_overwrite()
+            # Spilled (over 16 MiB, so over `RESEND_MAX`: checked first, then sent once).
             # put_file is one PUT or a multipart upload, which S3/GCS publish only when complete.
-            size = os.path.getsize(spool.path)
-            self._write("put_file", key, nbytes=size, args=(spool.path, full))
+            path, size = spool.path, os.path.getsize(spool.path)
+            publish(
+                lambda create: self._write(
+                    "put_file", key, nbytes=size, args=(path, full), create=create
+                ),
+                before_overwrite,
+                resend=size,
+            )
             return
         if before_overwrite is not None:
             before_overwrite()
