@@ -19,7 +19,6 @@ that killed the process), the lines the run printed (at most `MAX_LOG_LINES`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+from blocks.deployments import _process_groups
 from blocks.deployments._launch import EXIT_LOST, WORKER_PID_ENV
 from blocks.deployments._records import MAX_LOG_LINES
 
@@ -78,16 +78,16 @@ def run(spec: dict[str, Any]) -> tuple[int, list[str]]:
     grace = float(spec.get("grace_seconds", 10.0))
     stop_at: float | None = None
     kill = event(spec["kill_event"])
-    while process.poll() is None:
+    while not _process_groups.exited(process):  # left unreaped: its group id stays its own
         if stop_at is None:
             if cancel.wait(WATCH_SECONDS) or _unwanted(worker, key):
-                _signal(process, signal.SIGTERM)
+                _process_groups.signal_group(process, signal.SIGTERM)
                 stop_at = time.monotonic() + grace
         elif kill.wait(WATCH_SECONDS) or time.monotonic() > stop_at:
-            _signal(process, signal.SIGKILL)
-    _signal(process, signal.SIGKILL)  # whatever it left behind in its group
+            _process_groups.signal_group(process, signal.SIGKILL)
+    code = _process_groups.reap(process)  # whatever it left behind in its group, then it
     reader.join(timeout=5)
-    return process.returncode, lines
+    return code, lines
 
 
 def event(name: str, client: Any = None) -> Any:
@@ -114,8 +114,3 @@ def _unwanted(worker: Any, key: Any) -> bool:
     """Whether this task's result is no longer wanted (cancelled, or its client is gone)."""
     task = worker.state.tasks.get(key)
     return task is None or task.state in _UNWANTED
-
-
-def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from blocks import settings
-from blocks.deployments import _launch
+from blocks.deployments import _launch, _process_groups
 from blocks.deployments._scheduler import schedule_pass
 from blocks.deployments._states import RunState
 from blocks.deployments._store import FlowRun, RunStore, utcnow
@@ -273,8 +273,7 @@ class Worker:
             process.stdin.write(json.dumps(spec).encode())
             process.stdin.close()
         except OSError:
-            _kill_group(process, signal.SIGKILL)  # never a process this worker does not track
-            process.wait()
+            _process_groups.reap(process)  # never a process this worker does not track
             raise
         active.reader = threading.Thread(
             target=self._read_output, args=(active, process.stdout), daemon=True
@@ -285,10 +284,9 @@ class Worker:
     def _take_spare(self) -> subprocess.Popen[bytes]:
         """The warm run process started ahead (a fresh one if it died), and a new spare."""
         spare, self._spare = self._spare, None
-        if spare is None or spare.poll() is not None:
+        if spare is None or _process_groups.exited(spare):
             if spare is not None:
-                _kill_group(spare, signal.SIGKILL)
-                spare.wait()
+                _process_groups.reap(spare)
             spare = self._spawn()
         if not self._stopping and not self.run_once:
             with contextlib.suppress(OSError):
@@ -339,16 +337,16 @@ class Worker:
         for run_id, active in list(self.active.items()):
             if active.cancel_at is not None and time.monotonic() > active.cancel_at:
                 _kill_group(active.process, signal.SIGKILL)
-            code = active.process.poll()
-            if code is None:
+            if not _exited(active.process):
                 if len(active.lines) >= _LOG_FLUSH_LINES:
                     self._flush_logs(active)
                 continue
+            # The run's whole group ends with it (a child it left behind included), signalled
+            # before the leader is reaped: until then its group id cannot be anyone else's.
+            code = _reap(active.process)
             if active.reader is not None:
                 active.reader.join(timeout=5)
             self._flush_logs(active)
-            # The run's whole group ends with it (a child it left behind included).
-            _kill_group(active.process, signal.SIGKILL)
             del self.active[run_id]
             self.finished += 1
             if not active.lost:
@@ -404,17 +402,13 @@ class Worker:
         self._stop.set()
         spare, self._spare = self._spare, None
         if spare is not None:
-            _kill_group(spare, signal.SIGKILL)
-            spare.wait()
+            _process_groups.reap(spare)
         for active in self.active.values():
             _kill_group(active.process, signal.SIGTERM)
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS
         for active in self.active.values():
-            try:
-                active.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _kill_group(active.process, signal.SIGKILL)
-                active.process.wait()
+            _wait_exited(active.process, max(0.0, deadline - time.monotonic()))
+            _reap(active.process)  # SIGKILL to what is left of its group, then reaped
             self._flush_logs(active)
             if not active.lost:
                 self.store.crash(
@@ -434,9 +428,35 @@ def _close_fds(*fds: int) -> None:
 
 
 def _kill_group(process: subprocess.Popen[bytes] | RunHandle, sig: signal.Signals) -> None:
-    """Signal the run's process group (its pid: it leads its own session)."""
-    if not isinstance(process, subprocess.Popen):
+    """Signal the run's process group (its pid: it leads its own session), never once the
+    leader was reaped (see `_process_groups`)."""
+    if isinstance(process, subprocess.Popen):
+        _process_groups.signal_group(process, sig)
+    else:
         process.signal_tree(sig)
+
+
+def _exited(process: subprocess.Popen[bytes] | RunHandle) -> bool:
+    """Whether the run's process ended; a local one is left unreaped (see `_reap`)."""
+    if isinstance(process, subprocess.Popen):
+        return _process_groups.exited(process)
+    return process.poll() is not None
+
+
+def _wait_exited(process: subprocess.Popen[bytes] | RunHandle, timeout: float) -> None:
+    if isinstance(process, subprocess.Popen):
+        _process_groups.wait_exited(process, timeout)
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout)
+
+
+def _reap(process: subprocess.Popen[bytes] | RunHandle) -> int:
+    """The run's exit code, after SIGKILL to whatever is left of its process tree."""
+    if isinstance(process, subprocess.Popen):
+        return _process_groups.reap(process)
+    code = process.poll()
+    if code is None:
+        process.signal_tree(signal.SIGKILL)
+        code = process.wait()
+    return code
