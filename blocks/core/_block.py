@@ -1217,13 +1217,14 @@ def _first_load(keyset: Keyset, slug: str, name: str, columns: tuple[Any, ...]) 
     private = {
         "_block_document_id": document_id,
         "_block_document_name": name,
-        "_is_anonymous": is_anonymous_name(name),
+        "_is_anonymous": name.startswith("anonymous-") and is_anonymous_name(name),
         "_block_type_id": slug,
     }
-    object.__setattr__(block, "__dict__", values)
-    object.__setattr__(block, "__pydantic_fields_set__", set(plan))
-    object.__setattr__(block, "__pydantic_extra__", None)
-    object.__setattr__(block, "__pydantic_private__", private)
+    setattr = object.__setattr__
+    setattr(block, "__dict__", values)
+    setattr(block, "__pydantic_fields_set__", set(plan))
+    setattr(block, "__pydantic_extra__", None)
+    setattr(block, "__pydantic_private__", private)
     memo = keyset.opened
     if len(memo) >= _OPENED_MAX - 1:
         memo.clear()
@@ -1232,7 +1233,7 @@ def _first_load(keyset: Keyset, slug: str, name: str, columns: tuple[Any, ...]) 
     plain_values = values.copy()
     for path, _, _ in kept:
         plain_values[path] = None
-    if all(type(value) in _KEPT_TYPES for value in plain_values.values()):
+    if _KEPT_TYPES.issuperset(map(type, plain_values.values())):
         memo[(slug, name)] = (
             columns,
             cls,
