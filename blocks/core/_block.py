@@ -1408,11 +1408,10 @@ def _seal_and_save(
     manager: KeyManager | None = None,
 ) -> str:
     """Encrypt secrets and save under the registry's active key, retrying after a rotation."""
-    from blocks.core._encryption import KeyManager
-    from blocks.core._registry import StaleKey
-    from blocks.errors import KeyManagementError
-
+    # Imports only where needed: an import statement costs ~1 µs of every save.
     if manager is None:
+        from blocks.core._encryption import KeyManager
+
         manager = KeyManager.for_registry(registry.url)
     for _ in range(_SAVE_ATTEMPTS):
         keyset = manager.sealing_keyset(registry)
@@ -1432,8 +1431,14 @@ def _seal_and_save(
                 key_id=keyset.active_id,
                 seal=keyset.seal,
             )
-        except StaleKey:
+        except Exception as exc:
+            from blocks.core._registry import StaleKey
+
+            if not isinstance(exc, StaleKey):
+                raise
             manager.forget()  # the key was rotated meanwhile: re-read it and seal again
+    from blocks.errors import KeyManagementError
+
     raise KeyManagementError(
         f"Could not save {slug}/{name}: the master key kept changing (rotations running?). "
         "Retry when `block key rotate` has finished."
