@@ -49,12 +49,11 @@ from pydantic import (
 )
 
 from blocks import settings
+from blocks.core._document_bytes import document_message, loads_compact
 from blocks.core._documents import (
     SECRET_TYPES,
-    document_message,
     field_problems,
     join_path,
-    loads_compact,
     mask_userinfo,
     pull_secrets,
     refuse_hidden_secrets,

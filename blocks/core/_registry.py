@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from blocks import settings
 from blocks.core import _sqlite_reads as sqlite_reads
-from blocks.core._documents import document_message
-from blocks.core._documents import loads_compact as _loads
+from blocks.core._document_bytes import document_message
+from blocks.core._document_bytes import loads_compact as _loads
 from blocks.errors import (
     BlockAlreadyExists,
     BlockInUse,
