@@ -49,6 +49,7 @@ from pydantic import (
 )
 
 from blocks import settings
+from blocks.core._document_bytes import document_message, loads_compact
 from blocks.core._documents import (
     SECRET_TYPES,
     field_problems,
@@ -155,6 +156,10 @@ _SCHEMAS: dict[type[Block], tuple[dict[str, Any], str]] = {}
 
 # Names seen valid (bounded): every load checks its type slug and name.
 _VALID_NAMES: set[str] = set()
+
+
+# Modules whose Block classes keep `defer_build` (see `Block.model_config`).
+_BUILT_ON_FIRST_USE = frozenset({"blocks.system"})
 
 
 def validate_name(name: str, *, what: str = "block name") -> str:
@@ -338,6 +343,13 @@ class Block(BaseModel):
         frozen=False,
         hide_input_in_errors=True,
         populate_by_name=True,
+        # Block's and the system blocks' validators and serializers are built on their first
+        # validation or dump, not at definition: importing `blocks.system` built six (~70M
+        # instructions, ~25 ms of a cold `Secret.load`), and a load of a plain class builds
+        # none (`_construct`). Other subclasses are built at definition as before
+        # (`__pydantic_init_subclass__`), so a field type pydantic cannot handle is still an
+        # error where the class is defined.
+        defer_build=True,
     )
 
     _block_type_slug: ClassVar[str | None] = None
@@ -377,6 +389,14 @@ class Block(BaseModel):
             cls._block_is_abstract = inspect.isabstract(cls)
         if not cls._block_is_abstract:
             _BLOCK_CLASSES[cls.get_block_type_slug()] = cls
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__module__ not in _BUILT_ON_FIRST_USE:
+            # What pydantic does at definition without `defer_build`: an annotation not
+            # defined yet leaves the class to be built on first use, any other error raises.
+            cls.model_rebuild(raise_errors=False, _parent_namespace_depth=0)
 
     # -- polymorphic parsing by block_type_slug (Prefect's dispatch) --------------------------
 
@@ -669,6 +689,10 @@ class Block(BaseModel):
             if block is not None and stamp is not None and keyset is not None:
                 # These bytes were read after `stamp` was taken: while it holds, they hold.
                 keyset.opened[(slug, name)] = (*kept[:6], stamp)
+        if block is None:
+            keyset = manager.cached_keyset()
+            if keyset is not None:
+                block = _first_load(keyset, slug, name, columns)
         if block is None:
             row = registry.loaded_document(slug, name, columns)
             block = _load_rereading(registry, row, validate, manager, columns)
@@ -1137,6 +1161,90 @@ def _keep(manager: KeyManager, row: DocumentRow, columns: tuple[Any, ...], block
     )
 
 
+def _first_load(keyset: Keyset, slug: str, name: str, columns: tuple[Any, ...]) -> Block | None:
+    """The block `_from_document` would build from `columns` (a first read of these bytes), in
+    one pass for the common case: a class `_construct` builds, no references, secrets that are
+    top-level `SecretStr` / `SecretBytes` fields. The seal is checked first, on the exact bytes
+    read, before anything is parsed, decrypted or built; the entries `_open` and `_keep` would
+    make are made. None for anything else (another shape, a seal or token that does not open
+    with this keyset, a value of another type): the caller then loads in full, which verifies
+    again and raises the error that names the document and field."""
+    document_id, checksum, data_text, secrets_text, refs_text, version, seal = columns
+    if refs_text != "{}" or (_PLUGIN_CONFLICTS and slug in _PLUGIN_CONFLICTS):
+        return None
+    cls = _BLOCK_CLASSES.get(slug)
+    plan = None if cls is None else _construct_plan(cls)
+    if cls is None or plan is None:
+        return None
+    try:
+        message = document_message(
+            slug, name, document_id, version, checksum, data_text, secrets_text, refs_text
+        )
+    except TypeError:  # a column of another type than ours (altered outside blocks)
+        return None
+    if len(message) > _OPENED_MAX_BYTES or not keyset.verifies(message, seal):
+        return None
+    # Verified: these are the bytes a save by these keys wrote.
+    try:
+        data = {} if data_text == "{}" else loads_compact(data_text)
+        tokens = {} if secrets_text == "{}" else loads_compact(secrets_text)
+    except ValueError:
+        return None
+    if type(data) is not dict or type(tokens) is not dict:
+        return None
+    kept = []
+    for path, token in tokens.items():
+        if type(path) is not str or "." in path or "~" in path or path not in plan:
+            return None
+        try:
+            plain = keyset.decrypt(token, aad=secret_aad(slug, name, path))
+            secret = secret_value(plain)
+        except DecryptionFailed:
+            return None
+        make = type(secret)
+        if make not in _REBUILT:
+            return None
+        value = secret.get_secret_value()
+        data[path] = secret
+        kept.append((path, make, value))
+    if not _fits(plan, data):
+        return None
+    for _, _, value in kept:
+        note_secret(value)  # masked in run logs from now on, as `_open` does
+    block = object.__new__(cls)
+    values = {field: data[field] for field in plan}
+    private = {
+        "_block_document_id": document_id,
+        "_block_document_name": name,
+        "_is_anonymous": name.startswith("anonymous-") and is_anonymous_name(name),
+        "_block_type_id": slug,
+    }
+    setattr = object.__setattr__
+    setattr(block, "__dict__", values)
+    setattr(block, "__pydantic_fields_set__", set(plan))
+    setattr(block, "__pydantic_extra__", None)
+    setattr(block, "__pydantic_private__", private)
+    memo = keyset.opened
+    if len(memo) >= _OPENED_MAX - 1:
+        memo.clear()
+    secrets = tuple(kept)
+    memo[message] = (seal, secrets)
+    plain_values = values.copy()
+    for path, _, _ in kept:
+        plain_values[path] = None
+    if _KEPT_TYPES.issuperset(map(type, plain_values.values())):
+        memo[(slug, name)] = (
+            columns,
+            cls,
+            plain_values,
+            secrets,
+            frozenset(plan),
+            private.copy(),
+            None,  # no stamp yet (see `_rebuild`)
+        )
+    return block
+
+
 def open_secrets(
     registry: Registry, row: DocumentRow, manager: KeyManager | None = None
 ) -> dict[str, Any]:
@@ -1299,11 +1407,10 @@ def _seal_and_save(
     manager: KeyManager | None = None,
 ) -> str:
     """Encrypt secrets and save under the registry's active key, retrying after a rotation."""
-    from blocks.core._encryption import KeyManager
-    from blocks.core._registry import StaleKey
-    from blocks.errors import KeyManagementError
-
+    # Imports only where needed: an import statement costs ~1 µs of every save.
     if manager is None:
+        from blocks.core._encryption import KeyManager
+
         manager = KeyManager.for_registry(registry.url)
     for _ in range(_SAVE_ATTEMPTS):
         keyset = manager.sealing_keyset(registry)
@@ -1323,8 +1430,14 @@ def _seal_and_save(
                 key_id=keyset.active_id,
                 seal=keyset.seal,
             )
-        except StaleKey:
+        except Exception as exc:
+            from blocks.core._registry import StaleKey
+
+            if not isinstance(exc, StaleKey):
+                raise
             manager.forget()  # the key was rotated meanwhile: re-read it and seal again
+    from blocks.errors import KeyManagementError
+
     raise KeyManagementError(
         f"Could not save {slug}/{name}: the master key kept changing (rotations running?). "
         "Retry when `block key rotate` has finished."

@@ -217,6 +217,19 @@ class Keyset:
     def has_key(self, kid: str) -> bool:
         return kid in self._by_id
 
+    def verifies(self, message: bytes, seal: str) -> bool:
+        """Whether `seal` is a valid seal of `message` by one of these keys: `verify` without
+        its errors (False for a malformed seal or an unknown key as for a wrong one)."""
+        parts = seal.split(":", 2) if type(seal) is str else ()
+        if len(parts) != 3 or parts[0] != SEAL_PREFIX:
+            return False
+        base = self._mac_bases.get(parts[1])
+        if base is None:
+            return False
+        mac = base.copy()
+        mac.update(message)
+        return hmac.compare_digest(_b64encode(mac.digest()), parts[2].encode())
+
     def verify(self, message: bytes, seal: str, *, what: str) -> None:
         """Check a document's seal; `TamperedDocument` when it does not match."""
         parts = seal.split(":", 2) if isinstance(seal, str) else []

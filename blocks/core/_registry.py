@@ -53,6 +53,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from blocks import settings
 from blocks.core import _sqlite_reads as sqlite_reads
+from blocks.core._document_bytes import document_message
+from blocks.core._document_bytes import loads_compact as _loads
 from blocks.errors import (
     BlockAlreadyExists,
     BlockInUse,
@@ -394,6 +396,8 @@ class _NewDocument(_Row):
 # A save retried after losing a first-insert race (PostgreSQL) finds the winner's row: two
 # attempts suffice; three leave room for a reference deleted concurrently.
 _SAVE_ATTEMPTS = 3
+# Documents whose id and version a registry object remembers from its saves (`_save_known`).
+_SAVED_MAX = 1024
 
 
 def _already_exists(type_slug: str, name: str) -> BlockAlreadyExists:
@@ -406,31 +410,6 @@ def _already_exists(type_slug: str, name: str) -> BlockAlreadyExists:
 def _integrity_errors() -> tuple[type[Exception], ...]:
     """What a unique or foreign key violation raises: through the engine, or raw sqlite3."""
     return (sa.exc.IntegrityError, sqlite3.IntegrityError)
-
-
-def document_message(
-    type_slug: str,
-    name: str,
-    document_id: str,
-    version: int,
-    schema_checksum: str,
-    data: str,
-    secrets: str,
-    refs: str,
-) -> bytes:
-    """The canonical bytes a document's seal covers: every stored column, length-prefixed.
-
-    The secret tokens are in it, so a token swapped in from another block, replayed from an
-    earlier version, or dropped (and a plaintext put in `data`) breaks the seal.
-    """
-    # One f-string, not a join over a generator: this runs on every load (~3x faster).
-    v = str(version)
-    return (
-        f"3:bd1;{len(type_slug)}:{type_slug};{len(name)}:{name};"
-        f"{len(document_id)}:{document_id};{len(v)}:{v};"
-        f"{len(schema_checksum)}:{schema_checksum};{len(data)}:{data};"
-        f"{len(secrets)}:{secrets};{len(refs)}:{refs};"
-    ).encode()
 
 
 def _utc(value: datetime) -> datetime:
@@ -454,19 +433,6 @@ def _dumps(value: Any) -> str:
     if not value and type(value) is dict:
         return "{}"  # no secrets, no references: most saves, and json.dumps costs ~2 µs
     return _ENCODER.encode(value)
-
-
-_DECODER = json.JSONDecoder()
-
-
-def _loads(text: str) -> Any:
-    """`json.loads` for the compact JSON we store: `raw_decode` skips loads' whitespace and
-    type checks (~4x faster on a small document); anything else goes to `json.loads`."""
-    try:
-        value, end = _DECODER.raw_decode(text)
-    except ValueError:
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
 
 
 def _document(row: Any) -> DocumentRow:
@@ -517,6 +483,8 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self._registered_schemas: set[str] = set()
+        # (type slug, name) -> (id, version) of documents this object saved (`_save_known`).
+        self._saved: dict[tuple[str, str], tuple[str, int]] = {}
         self._rotation_thread_lock = threading.Lock()
         self._shared_as = ""
         self._engine: Engine | None = None
@@ -1058,6 +1026,10 @@ class Registry:
         document = _NewDocument(
             type_slug, name, schema_checksum, _dumps(data), _dumps(secrets), _dumps(refs), refs
         )
+        if overwrite and key_id is not None and not refs:
+            document_id = self._save_known(document, key_id, seal)
+            if document_id is not None:
+                return document_id
         # The write order, all in ONE transaction (SQLite: BEGIN IMMEDIATE, the write lock
         # from the start; PostgreSQL: the key lock taken shared, so no rotation interleaves):
         #   1. the key check: `key_id` must still be the recorded active key, else StaleKey
@@ -1090,6 +1062,53 @@ class Registry:
                 if attempt == _SAVE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _save_known(
+        self, document: _NewDocument, key_id: str, seal: Callable[[bytes], str]
+    ) -> str | None:
+        """An overwrite of a row this registry object saved last (id and version known, no
+        references), as ONE statement: the UPDATE itself checks, as it writes, that the row is
+        still that version with no references and that `key_id` is still the active key (the
+        checks `save_document`'s transaction makes by two SELECTs first). The document id, or
+        None when no row matched (another writer, a rotation, a delete): nothing was written,
+        and the caller saves in full. SQLite files only; nothing is sealed for a name this
+        object has not saved."""
+        reads = self._reads
+        known = self._saved.get((document.type_slug, document.name))
+        if reads is None or known is None:
+            return None
+        document_id, version = known
+        mac = seal(
+            document_message(
+                document.type_slug,
+                document.name,
+                document_id,
+                version + 1,
+                document.schema_checksum,
+                document.data,
+                document.secrets,
+                document.refs_text,
+            )
+        )
+        params = (
+            document.schema_checksum,
+            document.data,
+            document.secrets,
+            document.refs_text,
+            statements.sqlite_time(_now()),
+            version + 1,
+            mac,
+            document_id,
+            version,
+            document.type_slug,
+            document.name,
+            META_KEY_ID,
+            key_id,
+        )
+        if reads.write_one(statements.UPDATE_KNOWN, params) != 1:
+            return None
+        self._saved[(document.type_slug, document.name)] = (document_id, version + 1)
+        return document_id
 
     @contextmanager
     def _document_writes(self) -> Iterator[DocumentWrites]:
@@ -1149,12 +1168,22 @@ class Registry:
                     "created": now,
                 }
             )
+            self._note_saved(document, document_id, version)
             return document_id
         self._refuse_cycle(writes, document.type_slug, document.name, document_id, document.refs)
         writes.update(document_id, values)
+        self._note_saved(document, document_id, version)
         if current[2] != "{}":  # a document stored with no references has none to delete
             writes.delete_references(document_id)
         return document_id
+
+    def _note_saved(self, document: _NewDocument, document_id: str, version: int) -> None:
+        """Remember the id and version just written (inside the transaction: if it rolls back,
+        the next `_save_known` matches no row and saves in full), for `_save_known`."""
+        saved = self._saved
+        if len(saved) >= _SAVED_MAX:
+            saved.clear()
+        saved[(document.type_slug, document.name)] = (document_id, version)
 
     @staticmethod
     def _write_references(writes: DocumentWrites, document: _NewDocument, document_id: str) -> None:

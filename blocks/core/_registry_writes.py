@@ -83,6 +83,15 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 _UPDATE = f"UPDATE block_documents SET {', '.join(f'{c} = ?' for c in _UPDATED)} WHERE id = ?"
+# A save's whole transaction in one statement, when the saving process knows the row's id and
+# version (`Registry.save_document`'s known-version path): the row is rewritten only if it is
+# still that version, still has no references, and the sealing key is still the recorded
+# active one; otherwise nothing is written (no row matches) and the save runs in full.
+UPDATE_KNOWN = (
+    f"UPDATE block_documents SET {', '.join(f'{c} = ?' for c in _UPDATED)}"
+    " WHERE id = ? AND version = ? AND type_slug = ? AND name = ? AND refs = '{}'"
+    " AND (SELECT value FROM registry_meta WHERE key = ?) = ?"
+)
 _CURRENT = "SELECT id, version, refs FROM block_documents WHERE type_slug = ? AND name = ?"
 _KEY_ROWS = "SELECT key, value FROM registry_meta WHERE key IN (?, ?, ?, ?)"
 _DELETE_REFERENCES = "DELETE FROM block_references WHERE parent_id = ?"

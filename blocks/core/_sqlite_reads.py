@@ -191,6 +191,19 @@ class SqliteReads:
             with self._lock:
                 self._writes += 1
 
+    def write_one(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one write statement as its own transaction (autocommit: SQLite takes the write
+        lock when the statement starts, waiting up to the busy timeout, and commits or rolls
+        back the statement as a whole); the number of rows it changed."""
+        try:
+            return self._connection().execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            raise self._typed(exc) from None
+        finally:
+            with self._lock:  # as `transaction`: our own commit leaves `data_version` alone
+                self._writes += 1
+
     def _typed(self, exc: sqlite3.Error) -> Exception:
         problem = self._problem(exc)
         return exc if problem is None else problem
