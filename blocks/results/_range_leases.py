@@ -238,6 +238,9 @@ class RangeFolder:
         self.written = max(self.written, len(body))
 
     def close(self) -> None:
+        """At exit: remove the holder file, and the lock file and folder if no process holds
+        a byte of it (a whole-file lock taken without waiting); a process that opened it
+        before finds it no longer named after locking, and starts over on a new one."""
         with self.guard:
             if self.holder_fd >= 0:
                 with suppress(OSError):
@@ -245,6 +248,15 @@ class RangeFolder:
                 with suppress(OSError):
                     os.close(self.holder_fd)
                 self.holder_fd = -1
+            if self.fd >= 0 and not self.held:
+                with suppress(OSError):
+                    fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+                    if self._still_named():
+                        os.unlink(os.path.join(self.folder, LOCK_FILE))
+                    os.rmdir(self.folder)  # only if empty: another process's files stay
+                with suppress(OSError):
+                    os.close(self.fd)  # drops the whole-file lock
+                self.fd = -1
 
 
 def _holder_pid(fd: int, offset: int) -> int | None:
@@ -279,7 +291,8 @@ def range_folder(root: str) -> RangeFolder:
 
 @atexit.register
 def _close_all() -> None:
-    """Remove this process's holder files (a killed process's go with the next listing)."""
+    """Remove this process's holder files (a killed process's go with the next listing), and
+    the lock files nobody holds a byte of (an idle storage keeps no lease file)."""
     for found in list(_folders.values()):
         found.close()
 
@@ -316,7 +329,9 @@ def held_leases(root: str) -> list[dict[str, Any]]:
         return []
     found: dict[str, dict[str, Any]] = {}
     with mine.guard:  # this process's descriptor of the lock file: another, closed, would
-        if mine.fd < 0:  # drop the locks held through it
+        if mine.fd >= 0 and not mine._still_named():  # drop the locks held through it;
+            mine.fd = -1  # removed by the last process out: look at the file named now
+        if mine.fd < 0:
             mine._open()
         for name in names:
             path = os.path.join(mine.folder, name)
