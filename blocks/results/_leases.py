@@ -10,7 +10,11 @@ computes:
   ``If-None-Match: *``, a ``link()`` on a local or NFS folder: see
   `blocks.filesystems._conditional`). It names its owner (host, pid, a random id), the key
   and when it expires. Or, with ``BLOCKS_RESULTS_LEASES=postgres``, a session advisory lock
-  on the PostgreSQL registry, which the server drops when the holder's connection dies.
+  on the PostgreSQL registry, which the server drops when the holder's connection dies. A
+  local or NFS folder whose mount keeps or forwards record locks (Linux) takes no file per
+  key: one byte of a record lock in ``.blocks-leases/.keys.lock``, which the kernel drops
+  when its holder dies (`blocks.results._range_leases`; an older version's lease file is
+  honoured there).
 - **Heartbeat.** A daemon thread renews each held lease every third of
   ``BLOCKS_RESULTS_LEASE_SECONDS`` (replace-if-unchanged), so a long task keeps it and a
   crashed (or stopped) holder stops renewing: the lease is stale once its expiry has passed
