@@ -412,6 +412,7 @@ class _RangeWaiter(_Waiter):
         self.objects = leases.objects
         self.folder: RangeFolder = leases.folder
         self.generation = 0
+        self.fd = -1  # the lock file's descriptor the byte is held through
         self.offset = offset_of(name)
         self.seconds = settings.results_lease_seconds()
         self._seen: tuple[str, float] | None = None  # a lease file's version, when first seen
@@ -423,7 +424,8 @@ class _RangeWaiter(_Waiter):
         return self._holder
 
     def try_take(self) -> bool:
-        if not self.folder.try_lock(self.offset):
+        self.fd = self.folder.try_lock(self.offset)
+        if self.fd < 0:
             self._holder = self.folder.holder(self.offset)
             if self._stalled():
                 self._give_up_on_holder()
@@ -431,12 +433,12 @@ class _RangeWaiter(_Waiter):
         try:
             older = self.objects.read(self.name)  # a lease file (an older version's)?
             if older is not None and not self._stale(older):
-                self.folder.unlock(self.offset)
+                self.folder.unlock(self.fd, self.offset)
                 return False
             fields = {"name": self.name, "owner": _owner, "key": self.key}
             self.folder.hold(self.name, {**fields, "seconds": self.seconds, "beat": 0})
         except BaseException:
-            self.folder.unlock(self.offset)
+            self.folder.unlock(self.fd, self.offset)
             raise
         _heartbeat.hold(self)
         return True
@@ -489,7 +491,7 @@ class _RangeWaiter(_Waiter):
     def let_go(self) -> None:
         _heartbeat.drop(self)
         self.folder.drop(self.name)
-        self.folder.unlock(self.offset)
+        self.folder.unlock(self.fd, self.offset)
 
 
 class _Heartbeat:

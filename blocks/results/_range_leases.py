@@ -167,8 +167,9 @@ class RangeFolder:
         info = os.fstat(fd)
         self.fd, self.identity = fd, (info.st_dev, info.st_ino)
 
-    def try_lock(self, offset: int) -> bool:
-        """Lock the byte at `offset` without waiting; False if another process holds it."""
+    def try_lock(self, offset: int) -> int:
+        """Lock the byte at `offset` without waiting: the descriptor it was locked through
+        (for `unlock`), or -1 if another process holds it."""
         with self.guard:
             for _ in range(100):
                 if self.fd < 0:
@@ -177,13 +178,13 @@ class RangeFolder:
                     fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
                 except OSError as exc:
                     if exc.errno in (errno.EAGAIN, errno.EACCES):
-                        return False
+                        return -1
                     raise
                 if self._still_named():
-                    return True
+                    return self.fd
                 # Deleted or replaced: unlock and start over on the file the path names now.
                 # The old descriptor stays open (closing it would drop this process's other
-                # locks in it, still held by other threads).
+                # locks in it, still held by other threads, which unlock through it).
                 fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
                 self.fd = -1
             raise FileNotFoundError(self.folder)  # pragma: no cover - replaced in a loop
@@ -195,10 +196,9 @@ class RangeFolder:
             return False
         return (info.st_dev, info.st_ino) == self.identity
 
-    def unlock(self, offset: int) -> None:
-        with self.guard:
-            if self.fd >= 0:
-                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
+    def unlock(self, fd: int, offset: int) -> None:
+        """Let go of the byte at `offset` locked through `fd` (`try_lock`'s answer)."""
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
 
     def holder(self, offset: int) -> str:
         """Who holds the byte at `offset`, for a log line."""
