@@ -10,7 +10,11 @@ computes:
   ``If-None-Match: *``, a ``link()`` on a local or NFS folder: see
   `blocks.filesystems._conditional`). It names its owner (host, pid, a random id), the key
   and when it expires. Or, with ``BLOCKS_RESULTS_LEASES=postgres``, a session advisory lock
-  on the PostgreSQL registry, which the server drops when the holder's connection dies.
+  on the PostgreSQL registry, which the server drops when the holder's connection dies. A
+  local or NFS folder whose mount keeps or forwards record locks (Linux) takes no file per
+  key: one byte of a record lock in ``.blocks-leases/.keys.lock``, which the kernel drops
+  when its holder dies (`blocks.results._range_leases`; an older version's lease file is
+  honoured there).
 - **Heartbeat.** A daemon thread renews each held lease every third of
   ``BLOCKS_RESULTS_LEASE_SECONDS`` (replace-if-unchanged), so a long task keeps it and a
   crashed (or stopped) holder stops renewing: the lease is stale once its expiry has passed
@@ -57,10 +61,19 @@ from blocks import settings
 from blocks.errors import ConfigurationError
 from blocks.filesystems._conditional import (
     ConditionalObjects,
+    LocalObjects,
     conditional_objects,
 )
 from blocks.filesystems._exclusive import PROBE_PREFIX, probe_create
 from blocks.results._locks import KeyLock, lock_name, storage_identity
+from blocks.results._range_leases import (
+    RangeFolder,
+    beats_of,
+    held_leases,
+    offset_of,
+    range_folder,
+    trusted,
+)
 
 if TYPE_CHECKING:
     from blocks.results._store import ResultStore
@@ -208,6 +221,8 @@ def _backend(mode: str, storage: Any, described: str) -> Any:
     if objects is None:
         _warn_once(described, "it has no conditional create")
         return None
+    if isinstance(objects, LocalObjects) and trusted(os.path.dirname(objects.folder)):
+        return _RangeLeases(objects)  # byte-range locks: no file per miss
     why = probe_create(objects)
     if why is not None:
         _warn_once(described, why)
@@ -374,16 +389,121 @@ class _ObjectWaiter(_Waiter):
             self.objects.delete(self.name, version)
 
 
+class _RangeLeases:
+    """Leases of a local or NFS folder as byte-range locks (`blocks.results._range_leases`)."""
+
+    def __init__(self, objects: LocalObjects) -> None:
+        self.objects = objects
+        self.folder = range_folder(os.path.dirname(objects.folder))
+
+    def waiter(self, name: str, key: str) -> _Waiter:
+        return _RangeWaiter(self, name, key)
+
+
+class _RangeWaiter(_Waiter):
+    """One byte of the folder's lock file; a live lease file of an older version honoured.
+
+    The holder's heartbeat counts up in its holder file while it computes: a holder that
+    stops counting for a lease length (stopped, hung) is given up on, and the waiters queue
+    on the key's second byte instead (one computes, the others read its record)."""
+
+    def __init__(self, leases: _RangeLeases, name: str, key: str) -> None:
+        super().__init__(name, key)
+        self.objects = leases.objects
+        self.folder: RangeFolder = leases.folder
+        self.generation = 0
+        self.fd = -1  # the lock file's descriptor the byte is held through
+        self.offset = offset_of(name)
+        self.seconds = settings.results_lease_seconds()
+        self._seen: tuple[str, float] | None = None  # a lease file's version, when first seen
+        self._beats: tuple[Any, float] | None = None  # the holder's beats, when first seen
+        self._holder = "another run"
+        self.lost = False
+
+    def holder(self) -> str:
+        return self._holder
+
+    def try_take(self) -> bool:
+        self.fd = self.folder.try_lock(self.offset)
+        if self.fd < 0:
+            self._holder = self.folder.holder(self.offset)
+            if self._stalled():
+                self._give_up_on_holder()
+            return False
+        try:
+            older = self.objects.read(self.name)  # a lease file (an older version's)?
+            if older is not None and not self._stale(older):
+                self.folder.unlock(self.fd, self.offset)
+                return False
+            fields = {"name": self.name, "owner": _owner, "key": self.key}
+            self.folder.hold(self.name, {**fields, "seconds": self.seconds, "beat": 0})
+        except BaseException:
+            self.folder.unlock(self.fd, self.offset)
+            raise
+        _heartbeat.hold(self)
+        return True
+
+    def _stalled(self) -> bool:
+        """Whether the byte's holder has not beaten for a lease length (its holder file's
+        count for this key, as this waiter's clock counts; looked at while waiting only)."""
+        now = time.monotonic()
+        beats = beats_of(self.folder, self.name)
+        if self._beats is None or self._beats[0] != beats:
+            self._beats = (beats, now)
+        return now - self._beats[1] > self.seconds
+
+    def _give_up_on_holder(self) -> None:
+        if self.generation >= 1:
+            return  # the second byte's holder stalled too: the lease wait ends it
+        _logger.warning(
+            "The holder of the compute-once lease of key %r in %s (%s) has not renewed it for "
+            "a lease length (%s s): stopped or hung? Taking the key over.",
+            self.key,
+            self.objects.describe(),
+            self._holder,
+            self.seconds,
+        )
+        self.generation, self._beats, self._since = 1, None, time.monotonic()
+        self.offset = offset_of(
+            hashlib.blake2b(f"{self.name}/1".encode(), digest_size=16).hexdigest()
+        )
+
+    def _stale(self, found: tuple[bytes, str]) -> bool:
+        """Whether an older version's lease file is stale (as `_ObjectWaiter` judges it)."""
+        data, seen = found
+        info = LeaseInfo.decode(self.name, data)
+        now = time.monotonic()
+        if self._seen is None or self._seen[0] != seen:
+            self._seen = (seen, now)
+        if info is not None:
+            self._holder = f"{info.owner} (expires in {info.expires - time.time():.1f} s)"
+        length = info.seconds if info is not None else self.seconds
+        return (
+            info is None
+            or info.expires < time.time()
+            or now - self._seen[1] > length
+            or _dead_here(info)
+        )
+
+    def renew(self) -> None:
+        self.folder.beat(self.name)
+
+    def let_go(self) -> None:
+        _heartbeat.drop(self)
+        self.folder.drop(self.name)
+        self.folder.unlock(self.fd, self.offset)
+
+
 class _Heartbeat:
     """One daemon thread per process renewing every held lease a third of a lease apart."""
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
-        self.held: set[_ObjectWaiter] = set()
+        self.held: set[_ObjectWaiter | _RangeWaiter] = set()
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def hold(self, lease: _ObjectWaiter) -> None:
+    def hold(self, lease: _ObjectWaiter | _RangeWaiter) -> None:
         with self.guard:
             self.held.add(lease)
             if self.thread is None or not self.thread.is_alive():
@@ -398,12 +518,12 @@ class _Heartbeat:
         if lease.seconds / 3 < _LINGER:
             self.wake.set()
 
-    def drop(self, lease: _ObjectWaiter) -> None:
+    def drop(self, lease: _ObjectWaiter | _RangeWaiter) -> None:
         with self.guard:
             self.held.discard(lease)
 
     def _run(self) -> None:
-        due: dict[_ObjectWaiter, float] = {}
+        due: dict[_ObjectWaiter | _RangeWaiter, float] = {}
         idle_since: float | None = None
         while True:
             with self.guard:
@@ -557,6 +677,12 @@ def live_leases(storage: Any) -> list[LeaseInfo]:
     if objects is None:
         return []
     found = []
+    if isinstance(objects, LocalObjects):  # byte-range leases, from their holder files
+        for fields in held_leases(os.path.dirname(objects.folder)):
+            with suppress(KeyError, TypeError, ValueError):
+                seconds = float(fields["seconds"])
+                owner, key = str(fields["owner"]), str(fields["key"])
+                found.append(LeaseInfo(str(fields["name"]), owner, key, fields["expires"], seconds))
     for name in objects.names():
         if name.startswith(PROBE_PREFIX):
             continue
