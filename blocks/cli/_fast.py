@@ -1,10 +1,12 @@
-"""The listing commands without click: ``block results ls`` and ``block results prune --yes``
-with plain options run here, before click (~30 ms to import) or the command modules are.
+"""The listing commands without click: ``block ls``, ``block results ls`` and
+``block results prune --yes`` with plain options run here, before click (~30 ms to import)
+or the command modules are.
 
 Only arguments this module fully understands are taken (`fast_command`); anything else (help,
 another option, a usage mistake, a value that looks like an option) returns None and goes
-through click as before. Both paths print through `blocks.cli._records`, so the output is the
-same bytes; an error is raised as the click command raises it.
+through click as before. Both paths print through `blocks.cli._records` (or
+`blocks.cli._blocks_ls`), so the output is the same bytes; an error is raised as the click
+command raises it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+_BLOCKS_VALUES = {"--type": "type"}
+_BLOCKS_FLAGS = {"--json": "as_json", "-q": "quiet", "--quiet": "quiet"}
 #: Options that take a value, by spelling, and the parameter each sets.
 _LS_VALUES = {"-s": "storage", "--storage": "storage", "--prefix": "prefix", "--task": "task"}
 _LS_FLAGS = {"--all": "show_all", "--json": "as_json", "-q": "quiet", "--quiet": "quiet"}
@@ -30,6 +34,11 @@ _TEMP_GRACE = timedelta(hours=1)
 
 def fast_command(argv: list[str]) -> Callable[[], None] | None:
     """The command `argv` asks for, if it runs without click; else None."""
+    if argv[:1] == ["ls"]:
+        blocks = _parse(argv[1:], _BLOCKS_VALUES, _BLOCKS_FLAGS)
+        if blocks is None:
+            return None
+        return lambda: _blocks(blocks)
     if argv[:2] == ["results", "ls"]:
         listing = _parse(argv[2:], _LS_VALUES, _LS_FLAGS)
         if listing is None:
@@ -89,6 +98,13 @@ def _quiet(options: dict[str, str | bool]) -> None:
 def _text(options: dict[str, str | bool], name: str) -> str | None:
     value = options.get(name)
     return value if isinstance(value, str) else None
+
+
+def _blocks(options: dict[str, str | bool]) -> None:
+    _quiet(options)
+    from blocks.cli._blocks_ls import list_blocks
+
+    list_blocks(_text(options, "type"), bool(options.get("as_json")))
 
 
 def _ls(options: dict[str, str | bool]) -> None:

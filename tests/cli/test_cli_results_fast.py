@@ -1,7 +1,8 @@
-"""``block results ls`` / ``prune --yes`` without click (`blocks.cli._fast`) print the same
-bytes, exit codes and deletions as through click, on a store of every kind of object: records
-live and expired, forged with another key, damaged, truncated, strangers' files, temp files
-of writes, symlinks; and arguments the fast path does not take go through click unchanged.
+"""``block ls``, ``block results ls`` / ``prune --yes`` without click (`blocks.cli._fast`)
+print the same bytes, exit codes and deletions as through click, on a store of every kind of
+object: records live and expired, forged with another key, damaged, truncated, strangers'
+files, temp files of writes, symlinks; and arguments the fast path does not take go through
+click unchanged.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def test_results_prune_yes_deletes_and_says_the_same_with_and_without_click(
 
 def test_only_plain_listing_arguments_take_the_fast_path() -> None:
     assert fast_command(["results", "ls"]) is not None
+    assert fast_command(["ls", "--type", "secret", "--json"]) is not None
     assert fast_command(["results", "ls", "-s", "p", "--json", "--all", "--task=t"]) is not None
     assert fast_command(["results", "prune", "--yes", "-s", "p"]) is not None
     for argv in (
@@ -154,7 +156,7 @@ def test_only_plain_listing_arguments_take_the_fast_path() -> None:
         ["results", "prune", "--yes", "--dry-run"],
         ["results", "prune", "--yes", "--older-than", "7d"],
         ["-q", "results", "ls"],
-        ["ls"],
+        ["ls", "--help"],
     ):
         assert fast_command(argv) is None, argv
 
@@ -200,3 +202,27 @@ def test_the_listing_commands_import_no_click(tmp_path: Path) -> None:
         assert code == 0 and "CLICK False" in err, err
     code, _, err = _run(check + FAST, ["results", "ls", "-s", str(storage), "--leases"])
     assert code == 0 and "CLICK True" in err, err
+
+
+def test_block_ls_prints_the_same_bytes_with_and_without_click() -> None:
+    from blocks.system import Secret, String
+
+    for args in (["ls"], ["ls", "--json"], ["ls", "--type", "secret"]):
+        assert _run(FAST, args) == _run(SLOW, args)  # no registry yet
+    Secret(value="s3cr3t").save("api-key")
+    String(value="x").save("plain")
+    Secret(value="ünï").save("third")
+    for args in (
+        ["ls"],
+        ["ls", "--json"],
+        ["ls", "--type", "secret", "-q"],
+        ["ls", "--type=string", "--json"],
+        ["ls", "--type", "Not A Slug!"],
+        ["ls", "--type", "nothing-saved"],
+        ["ls", "--type"],
+        ["ls", "extra"],
+    ):
+        fast, slow = _run(FAST, args), _run(SLOW, args)
+        print(args, fast)
+        assert fast == slow
+        assert "s3cr3t" not in fast[1] + fast[2]
