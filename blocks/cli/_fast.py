@@ -11,6 +11,7 @@ command raises it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -28,12 +29,16 @@ _PRUNE_FLAGS = {
     "-q": "quiet",
     "--quiet": "quiet",
 }
+#: The variable click's shell completion sets (`blocks.cli._complete`).
+_COMPLETION = "_BLOCK_COMPLETE"
 #: ``prune --temp-grace``'s default.
 _TEMP_GRACE = timedelta(hours=1)
 
 
 def fast_command(argv: list[str]) -> Callable[[], None] | None:
     """The command `argv` asks for, if it runs without click; else None."""
+    if _COMPLETION in os.environ:  # click's shell completion asks, whatever the arguments
+        return None
     if argv[:1] == ["ls"]:
         blocks = _parse(argv[1:], _BLOCKS_VALUES, _BLOCKS_FLAGS)
         if blocks is None:

@@ -161,6 +161,11 @@ def test_only_plain_listing_arguments_take_the_fast_path() -> None:
         assert fast_command(argv) is None, argv
 
 
+def test_shell_completion_goes_through_click(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_BLOCK_COMPLETE", "bash_complete")
+    assert fast_command(["results", "ls"]) is None and fast_command(["ls"]) is None
+
+
 @pytest.mark.parametrize(
     "text",
     [
