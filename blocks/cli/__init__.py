@@ -14,14 +14,9 @@ Example (shell):
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Any
-
-import click
-
-from blocks import __version__
 
 # name -> "module:attribute" of each top-level command, imported on first use.
 COMMANDS: dict[str, str] = {
@@ -48,74 +43,14 @@ COMMANDS: dict[str, str] = {
 DEBUG_VARIABLE = "BLOCKS_DEBUG"
 
 
-class LazyGroup(click.Group):
-    """A group whose commands are imported only when run (or listed by ``--help``)."""
+def __getattr__(name: str) -> Any:
+    # The click group is built only when a command needs it (`blocks.cli._fast` runs the
+    # listing commands without importing click).
+    if name in ("cli", "LazyGroup"):
+        from blocks.cli import _group
 
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy and cmd_name not in self.commands:
-            module, _, attribute = self.lazy[cmd_name].partition(":")
-            command = getattr(importlib.import_module(module), attribute)
-            if not isinstance(command, click.Command):
-                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
-            _add_quiet_option(command)
-            self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
-
-
-def _set_quiet(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        from blocks.cli._progress import set_quiet
-
-        set_quiet(True)
-
-
-def _quiet_option() -> click.Option:
-    return click.Option(
-        ["--quiet", "-q"],
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_set_quiet,
-        help="Draw no progress bars (results and errors are still printed).",
-    )
-
-
-def _add_quiet_option(command: click.Command) -> None:
-    """Every command takes --quiet, wherever the user puts it: `block results prune -q`."""
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            _add_quiet_option(sub)
-    elif not any("--quiet" in param.opts for param in command.params):
-        command.params.append(_quiet_option())
-
-
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="block", message="%(prog)s %(version)s")
-@click.option(
-    "--quiet",
-    "-q",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_set_quiet,
-    help="Draw no progress bars (results and errors are still printed).",
-)
-def cli() -> None:
-    """Typed configuration blocks and encrypted secrets.
-
-    \b
-    block register -m my_project.blocks    record the Block types a module defines
-    block create secret my-api-key         save a block (prompts for missing fields)
-    block ls                               list saved blocks
-    block inspect secret/my-api-key        show one (secrets masked)
-    """
+        return getattr(_group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,18 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     # so a file in the current folder never shadows an installed module.
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
+    from blocks.cli._fast import fast_command
+
+    # `block results ls` and friends with plain options run without click (~30 ms to
+    # import); anything else (help, a usage mistake, every other command) goes through it.
+    fast = fast_command(sys.argv[1:] if argv is None else argv)
     try:
-        result = cli.main(args=argv, prog_name="block", standalone_mode=False)
-    except click.UsageError as exc:
-        message = exc.format_message().rstrip()
-        if not message.endswith((".", "!", "?")):
-            message += "."
-        hint = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
-        _fail(message + hint, exc.exit_code)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except click.Abort:
-        _fail("Aborted.", 1)
+        result = fast() if fast is not None else _click_main(argv)
     except KeyboardInterrupt:
         _fail("Interrupted.", 130)
     except BrokenPipeError:
@@ -143,8 +73,32 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except Exception as exc:
-        _fail(_describe(exc), 1)
+        _handle(exc)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _click_main(argv: list[str] | None) -> Any:
+    from blocks.cli._group import cli
+
+    return cli.main(args=argv, prog_name="block", standalone_mode=False)
+
+
+def _handle(exc: Exception) -> None:
+    """Say `exc` (raised by a command) as one error line and exit; called while handling it."""
+    import click
+
+    if isinstance(exc, click.UsageError):
+        message = exc.format_message().rstrip()
+        if not message.endswith((".", "!", "?")):
+            message += "."
+        hint = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
+        _fail(message + hint, exc.exit_code)
+    elif isinstance(exc, click.ClickException):
+        _fail(exc.format_message(), exc.exit_code)
+    elif isinstance(exc, click.Abort):
+        _fail("Aborted.", 1)
+    else:
+        _fail(_describe(exc), 1)
 
 
 def _describe(exc: Exception) -> str:
@@ -179,6 +133,8 @@ def _debug() -> bool:
     try:
         return settings.debug()
     except ConfigurationError as exc:
+        import click
+
         click.echo(f"Warning: {exc} Tracebacks stay off.", err=True)
         return False
 
@@ -188,6 +144,8 @@ def _fail(message: str, code: int) -> None:
         import traceback  # only here: every command start-up would pay for it
 
         traceback.print_exc()
+    import click
+
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
     click.echo(f"Error: {line}", err=True)
     sys.exit(code)

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from blocks.cli._blocks_ls import document_json as _document_json
+from blocks.cli._blocks_ls import list_blocks
 from blocks.cli._complete import block_types, saved_blocks
 from blocks.cli._output import (
     echo_json,
-    echo_json_array,
-    iso,
     local_time,
     print_pairs,
     print_table,
 )
 
 if TYPE_CHECKING:
-    from blocks.core._registry import DocumentRow, DocumentSummary
+    pass
 
 
 @click.command()
@@ -62,33 +62,7 @@ def ls(type_slug: str | None, as_json: bool) -> None:
 
     Piped, the table is tab-separated (a line of column names, then a line per block).
     """
-    from blocks.core._registry import Registry
-
-    if type_slug is not None:
-        from blocks.core._block import validate_name
-
-        validate_name(type_slug, what="block type slug")
-    rows = Registry.default().list_document_summaries(type_slug)
-    if as_json:
-        echo_json_array(map(_document_json, rows))
-        return
-    if not rows:
-        what = f"{type_slug} blocks" if type_slug else "blocks"
-        click.echo(f"No {what} saved yet. Save one with `block create TYPE NAME`.")
-        return
-    print_table(
-        ("type", "name", "secrets", "created", "updated"),
-        (
-            (
-                row.type_slug,
-                row.name,
-                str(len(row.secret_fields)),
-                local_time(row.created),
-                local_time(row.updated),
-            )
-            for row in rows
-        ),
-    )
+    list_blocks(type_slug, as_json)
 
 
 @click.command()
@@ -224,18 +198,3 @@ def delete(slug: str, yes: bool) -> None:
         click.confirm(f"Delete {slug}?", abort=True)
     Block.delete(slug)
     click.echo(f"Deleted {slug}.")
-
-
-def _document_json(row: DocumentRow | DocumentSummary) -> dict[str, Any]:
-    """What `ls --json` and `inspect --json` say of a saved block: where its secrets are,
-    never what they are."""
-    secret_fields = row.secret_fields if hasattr(row, "secret_fields") else sorted(row.secrets)
-    return {
-        "slug": row.slug,
-        "type": row.type_slug,
-        "name": row.name,
-        "id": row.id,
-        "secret_fields": list(secret_fields),
-        "created": iso(row.created),
-        "updated": iso(row.updated),
-    }

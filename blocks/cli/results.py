@@ -14,11 +14,10 @@ Example (shell):
 
 from __future__ import annotations
 
-import itertools
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -34,10 +33,16 @@ from blocks.cli._output import (
     print_table,
 )
 from blocks.cli._progress import progress
+from blocks.cli._records import (
+    expires_text,
+    list_records,
+    prune_summary,
+    prune_yes,
+    size_text,
+    store_at,
+)
 from blocks.errors import BlocksError
-from blocks.filesystems._keys import TempFile
-from blocks.results import RecordHeader, ResultStore
-from blocks.results._store import TEMP_GRACE
+from blocks.results import ResultStore
 from serializers.errors import SerializationError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -105,54 +110,9 @@ def _storage_option(func: _F) -> _F:
     )(func)
 
 
-def _store(storage: str | None) -> ResultStore:
-    # Reading never depends on the store's serializer except to allow pickle records; the
-    # CLI only decodes values on --show-value, which asks for trust explicitly.
-    # A local path is a plain `LocalFolder`: no Block (pydantic) to import for it.
-    return ResultStore.resolve(storage, "pickle", plain_local=True)
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
-def _expires(header: RecordHeader) -> str:
-    if header.expires is None:
-        return "never"
-    return local_time(header.expires) + (" (expired)" if header.is_expired() else "")
-
-
-def _temp_row(temp: TempFile) -> dict[str, Any]:
-    return {
-        "key": temp.key,
-        "readable": False,
-        "temp": True,
-        "size": temp.size,
-        "modified": temp.modified.isoformat(),
-        "host": temp.host,
-        "pid": temp.pid,
-        "stale": temp.is_stale(TEMP_GRACE),
-    }
-
-
-def _row(key: str, header: RecordHeader | None) -> dict[str, Any]:
-    if header is None:
-        return {"key": key, "readable": False}
-    return {
-        "key": key,
-        "readable": True,
-        "size": header.payload_size,
-        "created": header.created.isoformat(),
-        "expires": header.expires.isoformat() if header.expires else None,
-        "expired": header.is_expired(),
-        "task": header.task,
-        "serializer": header.serializer.get("type"),
-    }
+_store = store_at
+_size = size_text
+_expires = expires_text
 
 
 @click.group("results")
@@ -197,49 +157,7 @@ def ls(
         if leases:
             _ls_leases(store, prefix, as_json)
             return
-        # The first record is read before anything prints: a storage that cannot be listed
-        # is one error line, not a table heading followed by one.
-        listing = iter(store.records(prefix))
-        first = list(itertools.islice(listing, 1))
-        records: Iterable[tuple[str, RecordHeader | None]] = itertools.chain(first, listing)
-        if task_name is not None:
-            records = ((k, h) for k, h in records if h is not None and h.task == task_name)
-        temps = [t for t in store.temp_files() if t.key.startswith(prefix)] if show_all else []
-        if as_json:
-            echo_json_array(
-                itertools.chain(
-                    (_row(key, header) for key, header in records), (_temp_row(t) for t in temps)
-                )
-            )
-            return
-        rows = itertools.chain(
-            (
-                (
-                    key,
-                    _size(header.payload_size),
-                    local_time(header.created),
-                    _expires(header),
-                    header.task or "-",
-                    str(header.serializer.get("type")),
-                )
-                if header is not None
-                else (key, "-", "-", "-", "-", "unreadable")
-                for key, header in records
-            ),
-            (
-                (
-                    t.key,
-                    _size(t.size),
-                    local_time(t.modified),
-                    "-",
-                    f"temp, pid {t.pid} on {t.host}" if t.pid is not None else "temp",
-                    "stale" if t.is_stale(TEMP_GRACE) else "in flight?",
-                )
-                for t in temps
-            ),
-        )
-        count = print_table(("Key", "Size", "Created", "Expires", "Task", "Serializer"), rows)
-    note(f"{count} result record(s) in {store.storage.describe()}")
+        list_records(store, prefix, show_all, task_name, as_json)
 
 
 def _ls_leases(store: ResultStore, prefix: str, as_json: bool) -> None:
@@ -382,15 +300,14 @@ def prune(
         where = store.storage.describe()
         if yes and not dry_run:
             # Nothing to confirm: records are deleted as the scan verifies them (one pass).
-            summary = _prune_now(store, expired, older_than, stale_temp, temp_grace)
-            click.echo(f"Deleted {summary}." if summary else f"Nothing to prune in {where}.")
+            prune_yes(store, expired, older_than, stale_temp, temp_grace)
             return
         with progress(f"Scanning {where}", threshold=0):
             selected = (
                 [] if stale_temp else list(store.prunable(expired=expired, older_than=older_than))
             )
             temps = store.prune_temp(temp_grace, dry_run=True)
-        summary = _prune_summary(
+        summary = prune_summary(
             where, len(selected), sum(header.payload_size for _, header in selected), temps
         )
         if dry_run:
@@ -408,41 +325,6 @@ def prune(
             for _ in store.delete_keys(key for key, _ in selected):
                 bar.advance()
     click.echo(f"Deleted {summary}.")
-
-
-def _prune_now(
-    store: ResultStore,
-    expired: bool,
-    older_than: timedelta | None,
-    stale_temp: bool,
-    temp_grace: timedelta,
-) -> str | None:
-    """``prune --yes``: delete in one pass; the summary of what went, None if nothing did."""
-    where = store.storage.describe()
-    count = total = 0
-    # One spinner for scan and deletes (their count is unknown until the scan ends).
-    with progress("Deleting", threshold=0) as bar:
-
-        def deleted(_key: str, header: RecordHeader) -> None:
-            nonlocal count, total
-            count += 1
-            total += header.payload_size
-            bar.advance()
-
-        if not stale_temp:
-            store.prune(expired=expired, older_than=older_than, on_delete=deleted, temp_grace=None)
-        bar.update(count, total=count)
-        temps = store.prune_temp(temp_grace)
-    if not count and not temps:
-        return None
-    return _prune_summary(where, count, total, temps)
-
-
-def _prune_summary(where: str, count: int, total: int, temps: list[TempFile]) -> str:
-    summary = f"{count} record(s), {_size(total)}, from {where}"
-    if temps:
-        summary += f", and {len(temps)} stale temp file(s), {_size(sum(t.size for t in temps))}"
-    return summary
 
 
 @results.command("why")

@@ -41,6 +41,7 @@ import json
 import re
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -268,7 +269,7 @@ def verified_fields(prefix_and_header: bytes, *, key: str, keys: ResultsKeys) ->
         raise CorruptRecord(_bad_signature(key, body, keys))
     try:
         # Our own writer's UTF-8 JSON: decoded as str, without json.loads' encoding sniffing.
-        raw = _DECODER.decode(body.decode())
+        raw = _decode_json(body.decode())
     except ValueError as exc:
         raise CorruptRecord(f"result record {key!r} has an unreadable header: {exc}") from None
     if type(raw) is not dict:
@@ -299,6 +300,22 @@ def header_from(raw: dict[str, Any], *, key: str) -> RecordHeader:
 
 
 _DECODER = json.JSONDecoder()
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_JSON_SPACE = " \t\n\r"
+
+
+def _decode_json(text: str) -> Any:
+    """``_DECODER.decode(text)``, half the time for a header: its scanner called directly
+    (no whitespace regex before and after, ~2 us of ~5), taken only when it reads the whole
+    text but trailing JSON whitespace (the header's padding); else `decode`, which words
+    the error."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:  # leading whitespace, or not JSON: decode says which
+        return _DECODER.decode(text)
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        return _DECODER.decode(text)  # "Extra data"
+    return value
 
 
 def _fast_header(raw: Any) -> RecordHeader | None:
