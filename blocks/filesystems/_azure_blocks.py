@@ -10,7 +10,7 @@ rewrite bytes there (the result store fills in a record's header once the payloa
 no spool file, no second pass over the payload.
 
 Example:
-    >>> writer = BlockWriter(blob_client, fs.loop, put_small=put, fail=fail)
+    >>> writer = BlockWriter(lambda: blob_client, fs.loop, put_small=put, fail=fail)
     >>> writer.write(payload)
     >>> writer.commit()
 """
@@ -37,8 +37,10 @@ _METADATA = {"is_directory": "false"}
 class BlockWriter(io.BufferedIOBase):
     """A binary writer that uploads to one blob in staged blocks and commits them at once.
 
-    `client` is an async ``azure.storage.blob.aio.BlobClient`` driven on `loop` (adlfs's
-    I/O loop, running in its own thread); `put_small(data, create_only)` writes a blob in one
+    `client()` gives an async ``azure.storage.blob.aio.BlobClient`` driven on `loop` (adlfs's
+    I/O loop, running in its own thread), asked for only when a block is staged: a write of
+    one block never builds one (a client per write was a fifth of a 1 KB record's cost, measured
+    by tests/benchmarks/bench_azure.py); `put_small(data, create_only)` writes a blob in one
     request (False: created only if absent, and a blob was there);
     `fail(exc)` raises the storage's error for a failed request. Seek anywhere in the first
     block (or to the end); writes before the end must stay inside the first block.
@@ -46,7 +48,7 @@ class BlockWriter(io.BufferedIOBase):
 
     def __init__(
         self,
-        client: Any,
+        client: Callable[[], Any],
         loop: asyncio.AbstractEventLoop,
         *,
         put_small: Callable[[bytes, bool], bool],
@@ -56,7 +58,8 @@ class BlockWriter(io.BufferedIOBase):
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         super().__init__()
-        self._client = client
+        self._make_client = client
+        self._client: Any = None
         self._loop = loop
         self._put_small = put_small
         self._fail = fail
@@ -143,7 +146,7 @@ class BlockWriter(io.BufferedIOBase):
                 self._stage(bytes(self._tail))
                 self._tail.clear()
             head = self._block_id(0)
-            self._start(self._client.stage_block(head, bytes(self._head), **self._options))
+            self._start(self._blob().stage_block(head, bytes(self._head), **self._options))
             self._drain(0)
             self._ready = True
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
@@ -154,7 +157,7 @@ class BlockWriter(io.BufferedIOBase):
         condition = {"if_none_match": "*"} if create_only else {}
         try:
             self._run(
-                self._client.commit_block_list(
+                self._blob().commit_block_list(
                     blocks, metadata=_METADATA, **condition, **self._options
                 )
             ).result()
@@ -188,7 +191,12 @@ class BlockWriter(io.BufferedIOBase):
         self._drain(self._max_in_flight - 1)
         block_id = self._block_id(len(self._staged) + 1)
         self._staged.append(block_id)
-        self._start(self._client.stage_block(block_id, block, **self._options))
+        self._start(self._blob().stage_block(block_id, block, **self._options))
+
+    def _blob(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
 
     def _run(self, work: Coroutine[Any, Any, Any]) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(work, self._loop)

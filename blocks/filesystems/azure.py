@@ -208,13 +208,16 @@ class AzureBlobStorageContainer(FsspecFileSystem):
         # Streamed: blocks are staged as the bytes come (no local spool) and committed once on
         # a clean exit; on an error, or a killed process, nothing is committed.
         fs = self.filesystem()
-        container, blob, _ = fs.split_path(full)
+
+        def client() -> Any:
+            container, blob, _ = fs.split_path(full)
+            return fs.service_client.get_blob_client(container, blob)
 
         def fail(exc: BaseException) -> NoReturn:
             self._fail("write", key, exc)
 
         writer = BlockWriter(
-            fs.service_client.get_blob_client(container, blob),
+            client,
             fs.loop,
             put_small=lambda data, create: self._put_bytes(key, full, data, create),
             fail=fail,
