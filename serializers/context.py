@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any, Protocol
@@ -128,12 +128,10 @@ def refuse_secret(value: Any, kind: type) -> Exception:
     )
 
 
-def enter(context: CodecContext) -> Token[CodecContext | None]:
-    """Make `context` the current one until ``leave(token)``: `codec_context` without the
-    generator, for hot paths (a cache hit decodes one small payload)."""
-    return _CONTEXT.set(context)
+#: Make a `CodecContext` the current one until ``leave(token)``: `codec_context` without the
+#: generator, for hot paths (a cache hit decodes one small payload). The context variable's
+#: own methods, not functions around them: a hit pays no frame for either.
+enter: Callable[[CodecContext | None], Token[CodecContext | None]] = _CONTEXT.set
 
-
-def leave(token: Token[CodecContext | None]) -> None:
-    """Restore the context that was current before `enter` gave `token`."""
-    _CONTEXT.reset(token)
+#: Restore the context that was current before `enter` gave the token.
+leave: Callable[[Token[CodecContext | None]], None] = _CONTEXT.reset

@@ -54,6 +54,7 @@ from blocks.runtime import _history
 from blocks.runtime._annotations import SCAN, unmapped
 from blocks.runtime._context import (
     FlowRun,
+    PlainTaskRun,
     TaskRun,
     check_run_name,
     get_current,
@@ -97,6 +98,7 @@ from blocks.runtime.runners._calls import Mapped, map_length, mappable
 from blocks.settings import runtime_defaults
 
 _time = time.time
+_new_object = object.__new__
 
 __all__ = ["BoundTask", "Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
@@ -367,8 +369,10 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             )
             and not (SCAN[0] and has_futures(args, kwargs))
         ):
-            # The hot path: no option needs any work around the call.
-            run = TaskRun(self, flow_run, parent, False)
+            # The hot path: no option needs any work around the call. Its run is
+            # `new_plain_run`'s, written out (a call would cost what it saves).
+            run = _new_object(PlainTaskRun)
+            run.task, run.flow_run, run.parent = self, flow_run, parent
             recorder = _history.active  # run history (a deployment's run process)
             started = _time() if recorder is not None else 0.0
             token = set_current(run)
@@ -400,7 +404,10 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
             if recorder is not None:
                 recorder.task_run(run, run.state, started)
             return run.state if return_state else value
-        run = TaskRun(self, flow_run, parent, self._log_prints(flow_run))
+        log_prints = self.options.log_prints  # `_log_prints`, written out (every cache hit)
+        if log_prints is None:
+            log_prints = flow_run.log_prints if flow_run is not None else False
+        run = TaskRun(self, flow_run, parent, log_prints)
         if wait_for is not None:
             run.wait_for = list(wait_for)
         if flow_run is not None and flow_run.reuses and parent is flow_run:
@@ -490,7 +497,8 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         ):
             # The hot path, as in `__call__`: nothing to wait for, resolve or persist, so the
             # runner is handed the call itself (`run_plain`), not the engine.
-            run = TaskRun(self, flow_run, parent, False)
+            run = _new_object(PlainTaskRun)  # `new_plain_run`, written out
+            run.task, run.flow_run, run.parent = self, flow_run, parent
             submitted: TaskFuture[Any] = TaskFuture(
                 run, flow_run.task_runner.submit_plain(self, run, args, kwargs)
             )
