@@ -371,7 +371,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         ):
             # The hot path: no option needs any work around the call. Its run is
             # `new_plain_run`'s, written out (a call would cost what it saves).
-            run = _new_object(PlainTaskRun)
+            run: TaskRun = _new_object(PlainTaskRun)
             run.task, run.flow_run, run.parent = self, flow_run, parent
             recorder = _history.active  # run history (a deployment's run process)
             started = _time() if recorder is not None else 0.0
@@ -497,7 +497,7 @@ class Task(HookDecorators["TaskHook", TaskOptions], Generic[P, R]):
         ):
             # The hot path, as in `__call__`: nothing to wait for, resolve or persist, so the
             # runner is handed the call itself (`run_plain`), not the engine.
-            run = _new_object(PlainTaskRun)  # `new_plain_run`, written out
+            run: TaskRun = _new_object(PlainTaskRun)  # `new_plain_run`, written out
             run.task, run.flow_run, run.parent = self, flow_run, parent
             submitted: TaskFuture[Any] = TaskFuture(
                 run, flow_run.task_runner.submit_plain(self, run, args, kwargs)
