@@ -222,7 +222,13 @@ def _backend(mode: str, storage: Any, described: str) -> Any:
         _warn_once(described, "it has no conditional create")
         return None
     if isinstance(objects, LocalObjects) and trusted(os.path.dirname(objects.folder)):
-        return _RangeLeases(objects)  # byte-range locks: no file per miss
+        leases = _RangeLeases(objects)  # byte-range locks: no file per miss
+        try:  # as the probe below does: a folder that cannot be made takes no lease
+            os.makedirs(leases.folder.folder, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            _warn_once(described, f"its lease folder cannot be made ({type(exc).__name__})")
+            return None
+        return leases
     why = probe_create(objects)
     if why is not None:
         _warn_once(described, why)
