@@ -340,20 +340,8 @@ class _ObjectWaiter(_Waiter):
             found = self.objects.read(self.name)
             if found is None:
                 return False  # released just now: the next try creates it
-            data, seen = found
-            info = LeaseInfo.decode(self.name, data)
-            now = time.monotonic()
-            if self._seen is None or self._seen[0] != seen:
-                self._seen = (seen, now)
-            if info is not None:
-                self._holder = f"{info.owner} (expires in {info.expires - time.time():.1f} s)"
-            length = info.seconds if info is not None else self.seconds
-            stale = (
-                info is None
-                or info.expires < time.time()
-                or now - self._seen[1] > length
-                or _dead_here(info)
-            )
+            seen = found[1]
+            info, length, stale = _judged(self, found)
             if not stale:
                 return False
             version = self.objects.replace(self.name, self.body(), seen)
@@ -476,20 +464,7 @@ class _RangeWaiter(_Waiter):
 
     def _stale(self, found: tuple[bytes, str]) -> bool:
         """Whether an older version's lease file is stale (as `_ObjectWaiter` judges it)."""
-        data, seen = found
-        info = LeaseInfo.decode(self.name, data)
-        now = time.monotonic()
-        if self._seen is None or self._seen[0] != seen:
-            self._seen = (seen, now)
-        if info is not None:
-            self._holder = f"{info.owner} (expires in {info.expires - time.time():.1f} s)"
-        length = info.seconds if info is not None else self.seconds
-        return (
-            info is None
-            or info.expires < time.time()
-            or now - self._seen[1] > length
-            or _dead_here(info)
-        )
+        return _judged(self, found)[2]
 
     def renew(self) -> None:
         self.folder.beat(self.name)
@@ -498,6 +473,30 @@ class _RangeWaiter(_Waiter):
         _heartbeat.drop(self)
         self.folder.drop(self.name)
         self.folder.unlock(self.fd, self.offset)
+
+
+def _judged(
+    waiter: _ObjectWaiter | _RangeWaiter, found: tuple[bytes, str]
+) -> tuple[LeaseInfo | None, float, bool]:
+    """What a lease file found by `waiter` says: its fields (None if unreadable), its length,
+    and whether it is stale (expired, unreadable, unchanged for a lease length as this waiter's
+    clock counts, or held by a process of this machine that is gone). Notes when this waiter
+    first saw this version of it, and names its holder for a log line."""
+    data, seen = found
+    info = LeaseInfo.decode(waiter.name, data)
+    now = time.monotonic()
+    if waiter._seen is None or waiter._seen[0] != seen:
+        waiter._seen = (seen, now)
+    if info is not None:
+        waiter._holder = f"{info.owner} (expires in {info.expires - time.time():.1f} s)"
+    length = info.seconds if info is not None else waiter.seconds
+    stale = (
+        info is None
+        or info.expires < time.time()
+        or now - waiter._seen[1] > length
+        or _dead_here(info)
+    )
+    return info, length, stale
 
 
 class _Heartbeat:

@@ -322,7 +322,7 @@ class KeyLock:
                     time.sleep(pause)
                     pause = min(pause * 2, _LAST_PAUSE)
                     continue
-                holder = _holder_pid(lock_file.fd, self._offset)
+                holder = holder_pid(lock_file.fd, self._offset)
                 if self._generation < _TAKEOVERS:
                     # The waiters that gave up queue on the key's next byte: one of them
                     # computes, the others read its record (one more wait at most).
@@ -435,8 +435,9 @@ def _try_lock(fd: int, offset: int) -> bool:
     return True
 
 
-def _holder_pid(fd: int, offset: int) -> int | None:
-    """Which process holds the byte at `offset` of `fd` (Linux: ``F_GETLK``), for a warning."""
+def holder_pid(fd: int, offset: int) -> int | None:
+    """Which process holds the byte at `offset` of `fd` (Linux: ``F_GETLK``; 0 outside this
+    machine's PID namespace), None if nobody holds it (or not on Linux)."""
     if sys.platform != "linux":
         return None
     query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)

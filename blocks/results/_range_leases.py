@@ -42,7 +42,6 @@ import atexit
 import errno
 import json
 import os
-import struct
 import sys
 import threading
 import time
@@ -51,6 +50,7 @@ from contextlib import suppress
 from typing import Any
 
 from blocks.filesystems._conditional import LEASES_FOLDER
+from blocks.results._locks import holder_pid as _holder_pid
 
 try:
     import fcntl
@@ -257,18 +257,6 @@ class RangeFolder:
                 with suppress(OSError):
                     os.close(self.fd)  # drops the whole-file lock
                 self.fd = -1
-
-
-def _holder_pid(fd: int, offset: int) -> int | None:
-    """The pid holding the byte at `offset` of `fd` (``F_GETLK``; 0 outside this machine's
-    PID namespace), None if nobody holds it."""
-    query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
-    try:
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-    except OSError:
-        return None
-    kind, _, _, _, pid = struct.unpack("hhqqi", answer)
-    return None if kind == fcntl.F_UNLCK else int(pid)
 
 
 _holder_id = uuid.uuid4().hex[:16]
